@@ -1,0 +1,67 @@
+# Yiwang — one command runs the system (`make run`), one passes its tests (`make test`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-12)
+YIWANG_AMQP_PORT ?= 5672
+YIWANG_RABBIT_MGMT_PORT ?= 15672
+NAMEKO_TEST := $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
+	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
+
+.PHONY: help venv provision run stop seed test test-unit test-integration test-e2e lint format schemas lock infra-stop
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv with the locked dependencies
+
+provision: ## Install (if missing) and start RabbitMQ and the document server
+	@bash infra/provision.sh
+
+run: venv provision ## Start everything; serve the API on http://127.0.0.1:8000 until Ctrl-C
+	$(BIN)/python -m infra.system run
+
+stop: ## Stop a system started in the background with `make run &`
+	-$(BIN)/python -m infra.system stop
+
+infra-stop: ## Stop RabbitMQ and the document server
+	@bash infra/stop.sh
+
+seed: venv ## Create the first admin and the starter catalog in a running system (also done on first start)
+	$(BIN)/python -m infra.seed
+
+test: venv provision ## All tiers: unit, integration, end to end
+	$(NAMEKO_TEST) contracts services gateway tests
+
+test-unit: venv ## Unit tests only (no broker, no database)
+	$(NAMEKO_TEST) -m "not integration and not e2e" contracts services gateway tests
+
+test-integration: venv provision ## Integration tests (real RabbitMQ and document server)
+	$(NAMEKO_TEST) -m integration contracts services gateway tests
+
+test-e2e: venv provision ## End-to-end tests over HTTP against the whole system
+	$(NAMEKO_TEST) -m e2e tests
+
+lint: venv ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: venv ## Re-export the event JSON Schemas to contracts/schemas/
+	$(BIN)/python -m contracts.export_schemas
+
+lock: ## Re-pin requirements.lock from requirements.in
+	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile --quiet requirements.in -o requirements.lock --python-version 3.11

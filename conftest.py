@@ -1,0 +1,45 @@
+"""Shared pytest fixtures. Run through `nameko test` (see Makefile), which monkey-patches eventlet first."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pymongo
+import pytest
+
+MONGO_URI = os.environ.get("YIWANG_MONGO_URI", f"mongodb://127.0.0.1:{os.environ.get('YIWANG_MONGO_PORT', '27017')}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The tier follows the folder: */integration/* and tests/e2e/* need real infrastructure.
+    for item in items:
+        path = str(item.path)
+        if f"{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.e2e)
+        elif f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def mongo_client() -> Iterator[pymongo.MongoClient]:
+    client = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000, tz_aware=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db_prefix(mongo_client: pymongo.MongoClient) -> Iterator[str]:
+    """A database prefix of this test's own; its databases are dropped afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    for name in mongo_client.list_database_names():
+        if name.startswith(f"{prefix}_"):
+            mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def store_config(db_prefix: str) -> dict[str, str]:
+    """nameko config entries that point a service at the real document server, isolated per test."""
+    return {"MONGO_URI": MONGO_URI, "MONGO_DB_PREFIX": db_prefix}

@@ -1,0 +1,122 @@
+"""Case (办件) payloads: submission, the case view, decisions and their explanation."""
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from contracts.base import Contract
+from contracts.catalog import ItemCode
+
+CaseStatus = Literal[
+    "submitted", "accepted", "supplement_requested", "resubmitted", "approved", "rejected", "withdrawn"
+]
+Outcome = Literal["approved", "rejected"]
+
+
+class MaterialRef(Contract):
+    code: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
+    document_id: str | None = None
+    certificate_id: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "MaterialRef":
+        if (self.document_id is None) == (self.certificate_id is None):
+            raise ValueError("give exactly one of document_id or certificate_id")
+        return self
+
+
+def _check_keys(value: Any, path: str) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if "." in key or key.startswith("$") or not key:
+                raise ValueError(f"field name {key!r} at {path} may not be empty, contain '.' or start with '$'")
+            _check_keys(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _check_keys(inner, f"{path}.{index}")
+
+
+class SubmitCase(Contract):
+    item_code: ItemCode
+    form: dict[str, Any] = {}
+    materials: list[MaterialRef] = []
+
+    @field_validator("form")
+    @classmethod
+    def _storable_field_names(cls, form: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(form, "form")
+        return form
+
+
+class CaseCreated(Contract):
+    case_no: str
+    status: CaseStatus
+    item_code: str
+    item_version: int
+    submitted_at: datetime
+
+
+class RuleInput(Contract):
+    name: str  # e.g. "applicant.age"
+    value: Any = None
+
+
+class RuleResult(Contract):
+    rule_id: str
+    description: str
+    expression: str
+    result: Literal["passed", "failed", "error"]
+    on_fail: Literal["manual_review", "reject"]
+    inputs: list[RuleInput] = []
+    error: str | None = None
+
+
+class Decision(Contract):
+    outcome: Outcome
+    decided_by: str  # "auto" or a staff user_id
+    reason: str | None = None
+    explanation: list[RuleResult] = []
+    rule_set_version: int | None = None
+    decided_at: datetime
+
+
+class TimelineEntry(Contract):
+    status: CaseStatus
+    at: datetime
+    by: str  # a user_id, or "auto"/"system"
+    comment: str | None = None
+
+
+class Applicant(Contract):
+    user_id: str
+    name: str
+
+
+class CaseView(Contract):
+    case_no: str
+    item_code: str
+    item_version: int
+    item_name: str
+    department_code: str
+    status: CaseStatus
+    applicant: Applicant
+    form: dict[str, Any]
+    materials: list[MaterialRef]
+    submitted_at: datetime
+    deadline: date | None
+    deadline_provisional: bool
+    timeline: list[TimelineEntry]
+    decision: Decision | None = None
+    review_explanation: list[RuleResult] = []
+    certificate_id: str | None = None
+    evaluation: dict[str, Any] | None = None
+
+
+class CaseSummary(Contract):
+    case_no: str
+    item_code: str
+    item_name: str
+    status: CaseStatus
+    submitted_at: datetime
+    deadline: date | None

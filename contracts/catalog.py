@@ -1,0 +1,117 @@
+"""The standardized service guide (办事指南) of a government service item."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from contracts.base import Contract
+from contracts.common import ApplicantType
+
+ItemType = Literal["licensing", "benefit", "confirmation", "levy", "other"]
+HandlingMode = Literal["online", "one_visit", "onsite"]
+# Implementing body code, type code, serial — e.g. 62052400MZ-XK-0001.
+ITEM_CODE_PATTERN = r"^[0-9A-Z]{8,12}[A-Z]{2}-[A-Z]{2}-[0-9]{4}$"
+ItemCode = Annotated[str, Field(pattern=ITEM_CODE_PATTERN)]
+DepartmentCode = Annotated[str, Field(pattern=r"^[0-9A-Z]{4,16}$")]
+
+
+class Department(Contract):
+    code: DepartmentCode
+    name: str
+    region_code: str
+
+
+class Material(Contract):
+    code: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
+    name: str
+    required: bool = True
+    source: Literal["applicant_upload", "certificate"] = "applicant_upload"
+    certificate_type: str | None = None
+
+    @model_validator(mode="after")
+    def _certificate_needs_type(self) -> "Material":
+        if self.source == "certificate" and not self.certificate_type:
+            raise ValueError("a material with source 'certificate' needs a certificate_type")
+        return self
+
+
+class ProcessStep(Contract):
+    step: int = Field(ge=1)
+    name: str
+    days: int = Field(ge=0)
+
+
+class Fee(Contract):
+    name: str
+    amount: float = Field(ge=0)
+    basis: str = ""
+
+
+class Rule(Contract):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
+    description: str
+    expression: Annotated[str, Field(min_length=1, max_length=2000)]
+    on_fail: Literal["manual_review", "reject"] = "manual_review"
+
+
+class AutoApproval(Contract):
+    enabled: bool = False
+    rules: list[Rule] = []
+
+
+class IssuedCertificate(Contract):
+    type: str
+    name: str
+    valid_days: int | None = Field(default=None, ge=1)
+
+
+class ServiceGuide(Contract):
+    """Every element an item's guide carries; what admins write and applicants read."""
+
+    item_code: ItemCode
+    name: Annotated[str, Field(min_length=2, max_length=200)]
+    department_code: DepartmentCode
+    item_type: ItemType
+    legal_basis: list[str] = []
+    applicant_types: list[ApplicantType] = Field(min_length=1)
+    acceptance_conditions: list[str] = []
+    materials: list[Material] = []
+    process: list[ProcessStep] = []
+    legal_days: int = Field(ge=0)
+    promised_days: int = Field(ge=0)
+    fees: list[Fee] = []
+    handling_mode: HandlingMode
+    visits_required: int = Field(ge=0, default=0)
+    consultation_phone: str = ""
+    complaint_phone: str = ""
+    form_schema: dict[str, Any] = {"type": "object"}
+    auto_approval: AutoApproval = AutoApproval()
+    issues_certificate: IssuedCertificate | None = None
+
+    @model_validator(mode="after")
+    def _promise_within_law(self) -> "ServiceGuide":
+        if self.promised_days > self.legal_days:
+            raise ValueError("promised_days cannot exceed legal_days")
+        return self
+
+
+class PublishedItem(ServiceGuide):
+    version: int = Field(ge=1)
+
+
+class ItemSummary(Contract):
+    item_code: str
+    name: str
+    department_code: str
+    item_type: ItemType
+    handling_mode: HandlingMode
+    promised_days: int
+
+
+class ItemQuery(Contract):
+    q: str | None = None
+    department: str | None = None
+    item_type: ItemType | None = None
+    handling_mode: HandlingMode | None = None
+    page: int = Field(default=1, ge=1)
+    page_size: int = Field(default=20, ge=1, le=100)

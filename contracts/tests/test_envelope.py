@@ -1,0 +1,50 @@
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.envelope import UnknownEventType, new_event, parse_event
+from contracts.events import CaseApproved, CaseSubmitted
+
+
+def _submitted() -> CaseSubmitted:
+    return CaseSubmitted(
+        case_no="MZ-20261126-000001",
+        item_code="62052400MZ-GF-0001",
+        item_version=1,
+        item_name="高龄津贴申领",
+        department_code="620524MZ",
+        applicant_id="u1",
+        form={"age": 81},
+        material_codes=[],
+        submitted_at=datetime.now(UTC),
+    )
+
+
+def test_round_trip_keeps_type_and_payload():
+    envelope = new_event(_submitted(), producer="intake")
+    assert envelope.type == "case.submitted.v1"
+    parsed, payload = parse_event(envelope.model_dump(mode="json"))
+    assert parsed.event_id == envelope.event_id
+    assert isinstance(payload, CaseSubmitted)
+    assert payload.form == {"age": 81}
+
+
+def test_unknown_type_is_refused():
+    raw = new_event(_submitted(), producer="intake").model_dump(mode="json")
+    raw["type"] = "case.exploded.v1"
+    with pytest.raises(UnknownEventType):
+        parse_event(raw)
+
+
+def test_payload_is_validated_on_consume():
+    raw = new_event(_submitted(), producer="intake").model_dump(mode="json")
+    del raw["payload"]["case_no"]
+    with pytest.raises(ValidationError):
+        parse_event(raw)
+
+
+def test_expected_type_mismatch_is_refused():
+    raw = new_event(_submitted(), producer="intake").model_dump(mode="json")
+    with pytest.raises(UnknownEventType):
+        parse_event(raw, expected=CaseApproved)

@@ -1,0 +1,88 @@
+"""HTTP plumbing of the public API: JSON in and out, the contract's error shape, X-Trace-Id."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from nameko.exceptions import RemoteError
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorResponse
+from services.common.errors import DomainError, MalformedRequest, PayloadTooLarge, details_from_pydantic
+from services.common.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+
+TRACE_HEADER = "X-Trace-Id"
+MAX_JSON_BODY = 1024 * 1024
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json")
+    payload = "" if body is None else json.dumps(body, ensure_ascii=False)
+    response = Response(payload, status=status, mimetype="application/json" if body is not None else None)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    response.headers[TRACE_HEADER] = current_trace_id()
+    return response
+
+
+def error_response(
+    code: ErrorCode, message: str, details: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    body = ErrorResponse(
+        error=ErrorBody(code=code, message=message, details=details or [], trace_id=current_trace_id() or None)
+    )
+    return json_response(body, HTTP_STATUS[code], headers)
+
+
+def response_for_exception(exc: BaseException) -> Response:
+    """Map anything a handler raised onto the contract; unexpected errors are 500 without internals."""
+    if isinstance(exc, DomainError):
+        headers = {"Retry-After": "60"} if exc.code == ErrorCode.RATE_LIMITED else None
+        return error_response(exc.code, exc.message, exc.details, headers)
+    if isinstance(exc, ValidationError):
+        return error_response(ErrorCode.VALIDATION_FAILED, "the request is not valid", details_from_pydantic(exc))
+    if isinstance(exc, HTTPException):
+        return error_for_http_exception(exc)
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+    if isinstance(exc, RemoteError):
+        log.error("remote error %s", exc.exc_type)
+    else:
+        log.exception("unexpected error in the gateway")
+    return error_response(ErrorCode.INTERNAL_ERROR, "something went wrong on our side; quote the trace id")
+
+
+def error_for_http_exception(exc: HTTPException) -> Response:
+    if exc.code == 404:
+        return error_response(ErrorCode.NOT_FOUND, "no such resource")
+    if exc.code == 405:
+        response = error_response(ErrorCode.MALFORMED_REQUEST, "method not allowed for this resource")
+        response.status_code = 405
+        return response
+    if exc.code == 413:
+        return error_response(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large")
+    return error_response(ErrorCode.MALFORMED_REQUEST, exc.description or "bad request")
+
+
+def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object in the body, or 400 malformed_request."""
+    if request.mimetype != "application/json":
+        raise MalformedRequest("send the body as application/json")
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise PayloadTooLarge("the JSON body is larger than 1 MiB")
+    try:
+        body = json.loads(request.get_data(cache=False).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedRequest("the JSON body must be an object")
+    return body

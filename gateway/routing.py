@@ -1,0 +1,98 @@
+"""The gateway's HTTP entrypoint: every response, success or error, in the contract's shape.
+
+Handlers run inside a nameko worker, so the request's span is current there; errors are
+therefore turned into responses inside the worker, where the trace id is known.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from opentelemetry import trace
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from gateway.http import error_for_http_exception, json_response, response_for_exception
+
+_tracer = trace.get_tracer("yiwang.gateway")
+
+
+@dataclass
+class RouteDoc:
+    """What the OpenAPI document says about one route."""
+
+    method: str
+    url: str
+    summary: str
+    auth: bool
+    request_model: Any = None
+    response_model: Any = None
+    status: int = 200
+    query: list[str] = field(default_factory=list)
+
+
+ROUTES: list[RouteDoc] = []
+
+
+class ApiWsgiApp(WsgiApp):
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        try:
+            self.url_map.bind_to_environ(environ).match()
+        except HTTPException as exc:
+            # Unknown path or method: still a JSON error with a trace id of its own.
+            with _tracer.start_as_current_span(
+                f"{environ.get('REQUEST_METHOD')} (unmatched)", kind=trace.SpanKind.SERVER
+            ):
+                return error_for_http_exception(exc)(environ, start_response)
+        return super().__call__(environ, start_response)
+
+
+class ApiWebServer(WebServer):
+    def get_wsgi_app(self) -> WsgiApp:
+        return ApiWsgiApp(self)
+
+
+class ApiRoute(HttpRequestHandler):
+    server = ApiWebServer()
+
+    def response_from_exception(self, exc: BaseException) -> Response:
+        return response_for_exception(exc)
+
+
+def api(
+    method: str,
+    url: str,
+    *,
+    summary: str,
+    auth: bool = True,
+    request_model: Any = None,
+    response_model: Any = None,
+    status: int = 200,
+    query: list[str] | None = None,
+) -> Callable:
+    """Declare a public API route. The handler returns a body (dict/model), or (status, body)."""
+    ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, query or []))
+
+    def decorator(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def handler(self: Any, request: Request, **path: Any) -> Response:
+            try:
+                if auth:
+                    path["principal"] = self.auth.principal(request)
+                result = fn(self, request, **path)
+                if isinstance(result, Response):
+                    result.headers.setdefault("X-Trace-Id", json_response(None).headers["X-Trace-Id"])
+                    return result
+                code, body = result if isinstance(result, tuple) else (status, result)
+                return json_response(body, code)
+            except Exception as exc:  # every failure becomes the contract's error shape
+                return response_for_exception(exc)
+
+        return ApiRoute.decorator(method, url)(handler)
+
+    return decorator

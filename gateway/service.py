@@ -1,0 +1,177 @@
+"""The gateway: the public HTTP API (../shared/api-v1.md), composed from RPC calls only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.rpc import ServiceRpc
+from pydantic import TypeAdapter
+from werkzeug.wrappers import Request
+
+from contracts.cases import CaseCreated, CaseView, SubmitCase
+from contracts.catalog import PublishedItem
+from contracts.common import PageQuery, Principal
+from contracts.identity import LoginRequest, Registration, RegistrationResult, TokenPair, UserView
+from gateway.auth import Auth
+from gateway.http import read_json
+from gateway.openapi import openapi_document
+from gateway.routing import api
+from services.common.errors import Unavailable, ValidationFailed, validated
+from services.common.rpc import call
+from services.common.telemetry import Tracing, annotate
+
+REGISTRATION = TypeAdapter(Registration)
+SERVICES = ("identity", "catalog", "intake", "approval", "notification")
+
+
+def page_query(request: Request) -> dict[str, Any]:
+    return validated(
+        PageQuery, {k: request.args[k] for k in ("page", "page_size") if k in request.args}, "query"
+    ).model_dump()
+
+
+def as_flag(request: Request, name: str) -> bool:
+    value = request.args.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValidationFailed("bad query parameter", [{"field": f"query.{name}", "issue": "use true or false"}])
+    return value in ("true", "1")
+
+
+class Gateway:
+    name = "gateway"
+
+    tracing = Tracing()
+    auth = Auth()
+    identity = ServiceRpc("identity")
+    catalog = ServiceRpc("catalog")
+    intake = ServiceRpc("intake")
+    approval = ServiceRpc("approval")
+    notification = ServiceRpc("notification")
+
+    # --- health -------------------------------------------------------------------------------
+    @api("GET", "/healthz", summary="The gateway process is alive", auth=False)
+    def healthz(self, request: Request) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @api("GET", "/readyz", summary="Broker, document store and every service answer", auth=False)
+    def readyz(self, request: Request) -> tuple[int, dict[str, Any]]:
+        # Each service's ping round-trips the broker and reads its own database.
+        checks = {}
+        for name in SERVICES:
+            try:
+                call(getattr(self, name).ping, timeout=3)
+                checks[name] = "ok"
+            except Unavailable as exc:
+                checks[name] = str(exc)
+            except Exception as exc:  # its store is down, or it failed otherwise
+                checks[name] = f"failing: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return (200 if ready else 503), {"status": "ready" if ready else "unavailable", "checks": checks}
+
+    @api("GET", "/openapi.json", summary="This API's OpenAPI 3.1 description", auth=False)
+    def openapi(self, request: Request) -> dict[str, Any]:
+        return openapi_document()
+
+    # --- identity -----------------------------------------------------------------------------
+    @api(
+        "POST",
+        "/api/v1/auth/register",
+        summary="Register a citizen or enterprise account",
+        auth=False,
+        request_model=REGISTRATION,
+        response_model=RegistrationResult,
+        status=201,
+    )
+    def register(self, request: Request) -> tuple[int, dict[str, Any]]:
+        body = validated(REGISTRATION, read_json(request)).model_dump(mode="json")
+        return 201, call(self.identity.register, body)
+
+    @api(
+        "POST",
+        "/api/v1/auth/login",
+        summary="Log in; returns an access and a refresh token",
+        auth=False,
+        request_model=LoginRequest,
+        response_model=TokenPair,
+    )
+    def login(self, request: Request) -> dict[str, Any]:
+        body = validated(LoginRequest, read_json(request)).model_dump()
+        return call(self.identity.login, body)
+
+    @api("GET", "/.well-known/jwks.json", summary="Public keys that verify access tokens", auth=False)
+    def jwks(self, request: Request) -> dict[str, Any]:
+        return call(self.identity.jwks)
+
+    @api("GET", "/api/v1/me", summary="The caller's account", response_model=UserView)
+    def me(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.identity.get_user, principal.user_id)
+
+    # --- catalog ------------------------------------------------------------------------------
+    @api("GET", "/api/v1/catalog/departments", summary="Departments", auth=False)
+    def departments(self, request: Request) -> dict[str, Any]:
+        return {"items": call(self.catalog.list_departments)}
+
+    @api(
+        "GET",
+        "/api/v1/catalog/items",
+        summary="Search published items",
+        auth=False,
+        query=["q", "department", "item_type", "handling_mode", "page", "page_size"],
+    )
+    def items(self, request: Request) -> dict[str, Any]:
+        query = {
+            k: v
+            for k, v in request.args.items()
+            if k in ("q", "department", "item_type", "handling_mode", "page", "page_size")
+        }
+        return call(self.catalog.search_items, query)
+
+    @api(
+        "GET",
+        "/api/v1/catalog/items/<item_code>",
+        summary="The published service guide of an item",
+        auth=False,
+        response_model=PublishedItem,
+    )
+    def item(self, request: Request, item_code: str) -> dict[str, Any]:
+        annotate(item_code=item_code)
+        return call(self.catalog.get_item, item_code)
+
+    # --- cases --------------------------------------------------------------------------------
+    @api(
+        "POST",
+        "/api/v1/cases",
+        summary="Submit a case",
+        request_model=SubmitCase,
+        response_model=CaseCreated,
+        status=201,
+    )
+    def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
+        body = validated(SubmitCase, read_json(request)).model_dump(mode="json", exclude_none=True)
+        created = call(self.intake.submit_case, principal.model_dump(), body)
+        annotate(case_no=created["case_no"], item_code=created["item_code"])
+        return 201, created
+
+    @api("GET", "/api/v1/cases", summary="The caller's cases, newest first", query=["status", "page", "page_size"])
+    def list_cases(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.intake.list_cases, principal.model_dump(), request.args.get("status"), page_query(request))
+
+    @api("GET", "/api/v1/cases/<case_no>", summary="One case with its decision and timeline", response_model=CaseView)
+    def get_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
+        annotate(case_no=case_no)
+        return call(self.intake.get_case, principal.model_dump(), case_no)
+
+    # --- notifications ------------------------------------------------------------------------
+    @api("GET", "/api/v1/notifications", summary="The caller's messages", query=["unread", "page", "page_size"])
+    def notifications(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(
+            self.notification.list_notifications,
+            principal.model_dump(),
+            as_flag(request, "unread"),
+            page_query(request),
+        )
+
+    @api("POST", "/api/v1/notifications/<notification_id>/read", summary="Mark a message read", status=204)
+    def read_notification(self, request: Request, principal: Principal, notification_id: str) -> tuple[int, None]:
+        call(self.notification.mark_read, principal.model_dump(), notification_id)
+        return 204, None

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# MongoDB-wire document server (FerretDB embedded, SQLite backend) for Yiwang.
+#
+#   infra/docserver.sh build    compile infra/docserver into the cache (skipped if up to date)
+#   infra/docserver.sh start    build if needed, start on 127.0.0.1:$YIWANG_MONGO_PORT, wait for ping
+#   infra/docserver.sh stop     stop the server started by this script
+#   infra/docserver.sh status   exit 0 if a server answers a MongoDB ping on the port
+#
+# Settings (see infra/env.sh): YIWANG_MONGO_PORT, YIWANG_DOCSERVER_DATA,
+# YIWANG_STATE_DIR (pid file + log), YIWANG_CACHE_DIR (binary), YIWANG_GO,
+# YIWANG_DOCSERVER_TIMEOUT, YIWANG_PYTHON.
+set -euo pipefail
+YW_NAME=docserver
+# shellcheck source=infra/env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+SRC_DIR="$YIWANG_REPO_ROOT/infra/docserver"
+PORT="$YIWANG_MONGO_PORT"
+PID_FILE="$YIWANG_STATE_DIR/docserver-$PORT.pid"
+LOG_FILE="$YIWANG_STATE_DIR/docserver-$PORT.log"
+BIN_PREFIX="$YIWANG_CACHE_DIR/yiwang-docserver"
+KEEP_BINARIES=5
+
+# Content hash of the sources: a changed main.go/go.mod/go.sum gives a new binary name.
+src_hash() {
+    local f
+    for f in main.go go.mod go.sum; do
+        [ -f "$SRC_DIR/$f" ] || yw_die "missing $SRC_DIR/$f"
+    done
+    (cd "$SRC_DIR" && sha256sum main.go go.mod go.sum) | sha256sum | cut -c1-16
+}
+
+bin_path() {
+    echo "$BIN_PREFIX-$(src_hash)"
+}
+
+find_go() {
+    if [ -n "$YIWANG_GO" ]; then
+        [ -x "$YIWANG_GO" ] || command -v "$YIWANG_GO" >/dev/null 2>&1 ||
+            yw_die "YIWANG_GO=$YIWANG_GO is not an executable"
+        echo "$YIWANG_GO"
+    elif command -v go >/dev/null 2>&1; then
+        command -v go
+    elif [ -x /usr/local/go/bin/go ]; then
+        echo /usr/local/go/bin/go
+    else
+        yw_die "Go (>= 1.24, see infra/docserver/go.mod) is needed to build the docserver but 'go' is not on PATH; install it (e.g. /usr/local/go) or set YIWANG_GO"
+    fi
+}
+
+cmd_build() {
+    local bin go tmp start
+    bin="$(bin_path)"
+    if [ -x "$bin" ]; then
+        return 0
+    fi
+    go="$(find_go)"
+    mkdir -p "$YIWANG_CACHE_DIR"
+    tmp="$(mktemp "$bin.tmp.XXXXXX")"
+    echo "docserver: building $bin (a cold build, incl. module downloads, takes about a minute)" >&2
+    start=$SECONDS
+    # -mod=readonly: go.mod/go.sum are committed and must not be rewritten by the build;
+    # missing modules are downloaded from the module proxy and verified against go.sum.
+    if ! (cd "$SRC_DIR" &&
+        CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
+            "$go" build -trimpath -o "$tmp" .) >"$tmp.log" 2>&1; then
+        cat "$tmp.log" >&2
+        rm -f "$tmp" "$tmp.log"
+        yw_die "go build in $SRC_DIR failed (output above)"
+    fi
+    rm -f "$tmp.log"
+    chmod 755 "$tmp"
+    mv -f "$tmp" "$bin"
+    echo "docserver: built in $((SECONDS - start))s" >&2
+    # Keep only the most recent few binaries.
+    # shellcheck disable=SC2010
+    ls -1t "$BIN_PREFIX"-* 2>/dev/null | grep -v '\.tmp\.' | tail -n +$((KEEP_BINARIES + 1)) |
+        while IFS= read -r old; do rm -f "$old"; done
+}
+
+# True if a MongoDB server on the port answers {ping: 1} with ok: 1.
+mongo_ping() {
+    if ! command -v "$YIWANG_PYTHON" >/dev/null 2>&1; then
+        yw_port_open "$PORT" # no python: TCP only
+        return
+    fi
+    "$YIWANG_PYTHON" - "$PORT" <<'PY' 2>/dev/null
+import socket, struct, sys
+
+def bson(doc):
+    body = b""
+    for key, val in doc.items():
+        k = key.encode() + b"\0"
+        if isinstance(val, int):
+            body += b"\x10" + k + struct.pack("<i", val)
+        else:
+            s = val.encode() + b"\0"
+            body += b"\x02" + k + struct.pack("<i", len(s)) + s
+    return struct.pack("<i", len(body) + 5) + body + b"\0"
+
+# OP_MSG (opcode 2013): flagBits, section kind 0 with the command document.
+msg = struct.pack("<I", 0) + b"\0" + bson({"ping": 1, "$db": "admin"})
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+sock.settimeout(3)
+sock.sendall(struct.pack("<iiii", 16 + len(msg), 1, 0, 2013) + msg)
+
+def recv(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+length, _, _, opcode = struct.unpack("<iiii", recv(16))
+reply = recv(length - 16)
+if opcode != 2013:
+    sys.exit(1)
+i = reply.find(b"\x01ok\x00")  # ok as double
+if i >= 0 and struct.unpack("<d", reply[i + 4:i + 12])[0] == 1.0:
+    sys.exit(0)
+i = reply.find(b"\x10ok\x00")  # ok as int32
+if i >= 0 and struct.unpack("<i", reply[i + 4:i + 8])[0] == 1:
+    sys.exit(0)
+sys.exit(1)
+PY
+}
+
+# Pid from the pid file if that process is alive and is a yiwang-docserver.
+our_pid() {
+    local pid
+    [ -f "$PID_FILE" ] || return 1
+    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    is_docserver_pid "$pid" || return 1
+    echo "$pid"
+}
+
+is_docserver_pid() {
+    [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q 'yiwang-docserver'
+}
+
+# Pid of the process listening on the port, if ss can tell.
+listener_pid() {
+    command -v ss >/dev/null 2>&1 || return 1
+    ss -Hltnp "sport = :$PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 | grep .
+}
+
+wait_ready() {
+    local pid="$1" deadline=$((SECONDS + YIWANG_DOCSERVER_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        if mongo_ping; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            yw_tail "$LOG_FILE"
+            yw_die "docserver (pid $pid) exited during startup"
+        fi
+        sleep 0.3
+    done
+    yw_tail "$LOG_FILE"
+    yw_die "docserver (pid $pid) did not answer a MongoDB ping on 127.0.0.1:$PORT within ${YIWANG_DOCSERVER_TIMEOUT}s"
+}
+
+cmd_start() {
+    local pid bin
+    # Already running (ours, or someone else's server on the port): reuse it.
+    if mongo_ping; then
+        return 0
+    fi
+    # Ours but still starting up (e.g. concurrent invocation): wait for it.
+    if pid="$(our_pid)"; then
+        wait_ready "$pid"
+        return 0
+    fi
+    if yw_port_open "$PORT"; then
+        pid="$(listener_pid || true)"
+        yw_die "port 127.0.0.1:$PORT is in use${pid:+ by pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120))} but does not answer a MongoDB ping; free it or set YIWANG_MONGO_PORT"
+    fi
+
+    cmd_build
+    bin="$(bin_path)"
+    mkdir -p "$YIWANG_STATE_DIR" "$YIWANG_DOCSERVER_DATA"
+    # setsid: own session, so it survives the calling shell/CI step; nohup: ignore SIGHUP.
+    nohup setsid "$bin" --listen "127.0.0.1:$PORT" --data-dir "$YIWANG_DOCSERVER_DATA" \
+        >"$LOG_FILE" 2>&1 </dev/null 9>&- &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    wait_ready "$pid"
+}
+
+cmd_stop() {
+    local pid i
+    if ! pid="$(our_pid)"; then
+        rm -f "$PID_FILE"
+        # Not started by us (no pid file), but a yiwang-docserver holds the port: stop that one.
+        pid="$(listener_pid || true)"
+        if [ -z "$pid" ] || ! is_docserver_pid "$pid"; then
+            if yw_port_open "$PORT"; then
+                yw_warn "port $PORT is served by something this script did not start${pid:+ (pid $pid)}; leaving it alone"
+            fi
+            return 0
+        fi
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        yw_warn "pid $pid did not exit after SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.2
+    fi
+    rm -f "$PID_FILE"
+}
+
+cmd_status() {
+    local pid
+    if mongo_ping; then
+        if pid="$(our_pid)"; then
+            echo "docserver: running on 127.0.0.1:$PORT (pid $pid, data $YIWANG_DOCSERVER_DATA, log $LOG_FILE)"
+        else
+            pid="$(listener_pid || true)"
+            echo "docserver: a MongoDB server answers on 127.0.0.1:$PORT${pid:+ (pid $pid)}, not started by this script"
+        fi
+        return 0
+    fi
+    if pid="$(our_pid)"; then
+        echo "docserver: pid $pid alive but not answering on 127.0.0.1:$PORT (see $LOG_FILE)"
+    else
+        echo "docserver: not running on 127.0.0.1:$PORT"
+    fi
+    return 1
+}
+
+# Serialise start/stop for this port (concurrent CI jobs, double invocations).
+lock() {
+    mkdir -p "$YIWANG_STATE_DIR"
+    exec 9>"$YIWANG_STATE_DIR/docserver-$PORT.lock"
+    if command -v flock >/dev/null 2>&1; then
+        flock -w 300 9 || yw_die "timed out waiting for $YIWANG_STATE_DIR/docserver-$PORT.lock"
+    fi
+}
+
+case "${1:-}" in
+build) cmd_build ;;
+start) lock && cmd_start ;;
+stop) lock && cmd_stop ;;
+status) cmd_status ;;
+path) bin_path ;;
+*)
+    echo "usage: $0 build|start|stop|status|path" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,150 @@
+"""Start, watch and stop the whole Yiwang system: five services and the gateway, one process each.
+
+`python -m infra.system run` (what `make run` calls) starts them with `nameko run`, waits until
+`/readyz` answers 200, and keeps them until Ctrl-C or SIGTERM, then stops them all cleanly.
+`python -m infra.system stop` stops a run started in the background. The end-to-end tests use
+`start()` / `stop()` directly with their own environment (vhost, database prefix, port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(os.environ.get("YIWANG_RUN_DIR", ROOT / ".run"))
+PID_FILE = RUN_DIR / "system.pids"
+
+PROCESSES = {
+    "identity": "services.identity.service:IdentityService",
+    "catalog": "services.catalog.service:CatalogService",
+    "intake": "services.intake.service:IntakeService",
+    "approval": "services.approval.service:ApprovalService",
+    "notification": "services.notification.service:NotificationService",
+    "gateway": "gateway.service:Gateway",
+}
+
+
+@dataclass
+class System:
+    base_url: str
+    log_dir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+
+def _nameko() -> str:
+    return str(Path(sys.executable).with_name("nameko"))
+
+
+def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> System:
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    log_dir = log_dir or RUN_DIR / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = env.get("YIWANG_HTTP_PORT", "8000")
+    system = System(base_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
+    for name, target in PROCESSES.items():
+        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        system.processes[name] = subprocess.Popen(
+            [_nameko(), "run", "--config", str(ROOT / "config.yml"), target],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
+    return system
+
+
+def wait_ready(system: System, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        for name, proc in system.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {system.log_dir / (name + '.log')}")
+        try:
+            with urllib.request.urlopen(f"{system.base_url}/readyz", timeout=5) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            last = json.loads(exc.read() or b"{}")
+        except OSError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise TimeoutError(f"the system was not ready within {timeout:.0f}s: {last}")
+
+
+def stop(system: System, timeout: float = 20.0) -> None:
+    for proc in system.processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in system.processes.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run() -> int:
+    system = start()
+    PID_FILE.write_text("\n".join(str(p.pid) for p in system.processes.values()))
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        wait_ready(system)
+        print(f"Yiwang is serving at {system.base_url} (logs in {system.log_dir}); Ctrl-C stops it.", flush=True)
+        while not stopping:
+            for name, proc in system.processes.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+        return 0
+    except Exception as exc:
+        print(f"could not start Yiwang: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping Yiwang ...", flush=True)
+        stop(system)
+        PID_FILE.unlink(missing_ok=True)
+
+
+def stop_background() -> int:
+    if not PID_FILE.exists():
+        print("Yiwang is not running (no pid file)")
+        return 0
+    for pid in PID_FILE.read_text().split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGTERM)
+    PID_FILE.unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run", "stop"])
+    args = parser.parse_args()
+    return run() if args.command == "run" else stop_background()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

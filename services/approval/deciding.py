@@ -1,0 +1,51 @@
+"""Automatic approval of one case: gather the facts, run the item's rules, explain the outcome."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts.cases import Decision, RuleResult
+from contracts.catalog import PublishedItem
+from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseSubmitted
+from contracts.identity import ApplicantProfile
+from services.common import rules
+
+APPLICANT_FACTS = ("account_type", "age", "gender", "region_code", "assurance_level", "name")
+
+
+def facts(profile: ApplicantProfile, submitted: CaseSubmitted) -> dict[str, Any]:
+    return {
+        "applicant": profile.model_dump(include=set(APPLICANT_FACTS)),
+        "form": submitted.form,
+        "materials": submitted.material_codes,
+        "certificates": profile.certificates,
+    }
+
+
+def decide(
+    item: PublishedItem, profile: ApplicantProfile, submitted: CaseSubmitted, now: datetime | None = None
+) -> CaseApproved | CaseRejected | CaseReviewRequired:
+    common = {
+        "case_no": submitted.case_no,
+        "item_code": submitted.item_code,
+        "item_name": submitted.item_name,
+        "department_code": submitted.department_code,
+        "applicant_id": submitted.applicant_id,
+    }
+    if not item.auto_approval.enabled:
+        return CaseReviewRequired(**common, explanation=[], rule_set_version=item.version)
+    evaluation = rules.evaluate([r.model_dump() for r in item.auto_approval.rules], facts(profile, submitted))
+    explanation = [RuleResult.model_validate(vars(r)) for r in evaluation.results]
+    if evaluation.outcome == "manual_review":
+        return CaseReviewRequired(**common, explanation=explanation, rule_set_version=item.version)
+    decision = Decision(
+        outcome=evaluation.outcome,
+        decided_by="auto",
+        reason=evaluation.reason,
+        explanation=explanation,
+        rule_set_version=item.version,
+        decided_at=now or datetime.now(UTC),
+    )
+    model = CaseApproved if evaluation.outcome == "approved" else CaseRejected
+    return model(**common, decision=decision)

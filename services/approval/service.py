@@ -1,0 +1,51 @@
+"""Approval service entrypoints: decide submitted cases by their item's rules (秒批)."""
+
+from __future__ import annotations
+
+from nameko.rpc import ServiceRpc, rpc
+from nameko.timer import timer
+
+from contracts.catalog import PublishedItem
+from contracts.envelope import Envelope, new_event
+from contracts.events import CaseSubmitted
+from contracts.identity import ApplicantProfile
+from services.approval import deciding
+from services.approval.storage import ApprovalStore
+from services.common.consuming import consumes
+from services.common.mongo import Storage
+from services.common.publishing import EventPublisher
+from services.common.rpc import call
+from services.common.telemetry import Tracing, annotate
+
+
+class ApprovalService:
+    name = "approval"
+
+    tracing = Tracing()
+    store: ApprovalStore = Storage(ApprovalStore)
+    events = EventPublisher()
+    catalog = ServiceRpc("catalog")
+    identity = ServiceRpc("identity")
+
+    @consumes("intake", CaseSubmitted)
+    def on_case_submitted(self, envelope: Envelope, submitted: CaseSubmitted) -> None:
+        annotate(case_no=submitted.case_no, item_code=submitted.item_code, event_id=envelope.event_id)
+        if self.store.has_decided(submitted.case_no):
+            return  # redelivery: the decision and its event are already stored (the relay publishes)
+        # The rules of the version the case was submitted under, not today's.
+        item = PublishedItem.model_validate(call(self.catalog.get_item, submitted.item_code, submitted.item_version))
+        profile = ApplicantProfile.model_validate(call(self.identity.applicant_profile, submitted.applicant_id))
+        outcome = deciding.decide(item, profile, submitted)
+        event = new_event(outcome, producer=self.name)
+        annotate(outcome=outcome.event_type)
+        if self.store.record(submitted.case_no, envelope.event_id, outcome.model_dump(mode="json"), event):
+            self.events.publish(self.store.outbox, submitted.case_no, [event])
+
+    @rpc
+    def ping(self) -> str:
+        self.store.has_decided("ping")
+        return "pong"
+
+    @timer(interval=2)
+    def relay_outbox(self) -> None:
+        self.events.relay(self.store.outbox)

@@ -1,0 +1,39 @@
+"""Approval's store: one automatic decision per case, with its pending event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from contracts.envelope import Envelope
+from services.common.outbox import OutboxCollection, outbox_fields
+
+
+class ApprovalStore:
+    def __init__(self, db: Database) -> None:
+        self.decisions = db["auto_decisions"]
+        self.outbox = OutboxCollection(self.decisions)
+
+    def ensure_indexes(self) -> None:
+        self.outbox.ensure_indexes()
+
+    def has_decided(self, case_no: str) -> bool:
+        return self.decisions.count_documents({"_id": case_no}, limit=1) > 0
+
+    def record(self, case_no: str, source_event_id: str, outcome: dict[str, Any], event: Envelope) -> bool:
+        """Store the decision and its event once per case; False if it was already there."""
+        doc = {
+            "_id": case_no,
+            "source_event_id": source_event_id,
+            "outcome": outcome,
+            "decided_at": datetime.now(UTC),
+            **outbox_fields([event]),
+        }
+        try:
+            self.decisions.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True

@@ -1,0 +1,37 @@
+"""Checks a service guide must pass before it is saved: a valid form schema, compilable rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from contracts.catalog import ItemSummary, PublishedItem, ServiceGuide
+from services.common.errors import ValidationFailed, validated
+from services.common.rules import RuleCompileError, compile_rule
+
+
+def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
+    guide = validated(ServiceGuide, payload)
+    problems = []
+    try:
+        Draft202012Validator.check_schema(guide.form_schema)
+    except SchemaError as exc:
+        problems.append({"field": "form_schema", "issue": f"not a valid JSON Schema: {exc.message}"})
+    for index, rule in enumerate(guide.auto_approval.rules):
+        try:
+            compile_rule(rule.expression)
+        except RuleCompileError as exc:
+            problems.append({"field": f"auto_approval.rules.{index}.expression", "issue": f"rule {rule.id}: {exc}"})
+    codes = [m.code for m in guide.materials]
+    if len(codes) != len(set(codes)):
+        problems.append({"field": "materials", "issue": "material codes must be unique"})
+    if problems:
+        raise ValidationFailed("the service guide is not valid", problems)
+    return guide
+
+
+def summary(item: PublishedItem | dict[str, Any]) -> ItemSummary:
+    data = item.model_dump() if isinstance(item, PublishedItem) else item
+    return ItemSummary.model_validate({k: data[k] for k in ItemSummary.model_fields})

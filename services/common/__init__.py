@@ -1,0 +1,1 @@
+"""Building blocks every Yiwang service uses: storage, events, errors, telemetry."""

@@ -1,0 +1,115 @@
+"""Domain errors that cross RPC intact and map onto the public error shape.
+
+Registered with nameko's `deserialize_to_instance`, so a caller re-raises the same class
+(with the same code, message and field details) instead of an opaque RemoteError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.exceptions import deserialize_to_instance
+from pydantic import ValidationError
+
+from contracts.errors import ErrorCode
+
+
+class DomainError(Exception):
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        # Both go into args: nameko rebuilds the exception from them on the caller's side.
+        super().__init__(message, details or [])
+
+    @property
+    def message(self) -> str:
+        return self.args[0]
+
+    @property
+    def details(self) -> list[dict[str, str]]:
+        return self.args[1] if len(self.args) > 1 else []
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@deserialize_to_instance
+class MalformedRequest(DomainError):
+    code = ErrorCode.MALFORMED_REQUEST
+
+
+@deserialize_to_instance
+class Unauthenticated(DomainError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+@deserialize_to_instance
+class Forbidden(DomainError):
+    code = ErrorCode.FORBIDDEN
+
+
+@deserialize_to_instance
+class NotFound(DomainError):
+    code = ErrorCode.NOT_FOUND
+
+
+@deserialize_to_instance
+class Conflict(DomainError):
+    code = ErrorCode.CONFLICT
+
+
+@deserialize_to_instance
+class PayloadTooLarge(DomainError):
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+@deserialize_to_instance
+class UnsupportedMediaType(DomainError):
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+@deserialize_to_instance
+class ValidationFailed(DomainError):
+    code = ErrorCode.VALIDATION_FAILED
+
+
+@deserialize_to_instance
+class RateLimited(DomainError):
+    code = ErrorCode.RATE_LIMITED
+
+
+@deserialize_to_instance
+class Unavailable(DomainError):
+    code = ErrorCode.UNAVAILABLE
+
+
+# Expected errors: entrypoints list these so traces do not count them as failures.
+EXPECTED_ERRORS: tuple[type[DomainError], ...] = (
+    MalformedRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    RateLimited,
+)
+
+
+def details_from_pydantic(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    details = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in err["loc"])
+        field = f"{prefix}.{path}" if prefix and path else (prefix or path or "body")
+        details.append({"field": field, "issue": err["msg"]})
+    return details
+
+
+def validated(model: Any, data: Any, prefix: str = "") -> Any:
+    """Validate `data` as `model`, turning pydantic's error into a 422 ValidationFailed."""
+    validate = getattr(model, "model_validate", None) or model.validate_python  # model or TypeAdapter
+    try:
+        return validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("the request is not valid", details_from_pydantic(exc, prefix)) from None

@@ -1,0 +1,68 @@
+"""The Mongo dependency provider: one client per process, one database per service.
+
+Storage classes (each service's `storage.py`) are the only code that touches pymongo; this
+provider hands a worker an instance of the service's store bound to its database.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import pymongo
+from nameko import config
+from nameko.extensions import DependencyProvider
+from pymongo.database import Database
+
+MONGO_URI_KEY = "MONGO_URI"
+DB_PREFIX_KEY = "MONGO_DB_PREFIX"
+
+_clients: dict[str, pymongo.MongoClient] = {}
+
+
+def client_for(uri: str) -> pymongo.MongoClient:
+    """One pooled client per URI and process: pymongo clients are thread(greenlet)-safe."""
+    client = _clients.get(uri)
+    if client is None:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True)
+        _clients[uri] = client
+    return client
+
+
+def database_name(service_name: str) -> str:
+    return f"{config.get(DB_PREFIX_KEY, 'yiwang')}_{service_name}"
+
+
+class Store(Protocol):
+    def __init__(self, db: Database) -> None: ...
+
+    def ensure_indexes(self) -> None: ...
+
+
+class Storage(DependencyProvider):
+    """Injects `store_cls(db)`; indexes are ensured once when the container starts."""
+
+    def __init__(self, store_cls: type[Store], database: str | None = None) -> None:
+        self.store_cls = store_cls
+        self.database = database
+        self.store: Any = None
+
+    def setup(self) -> None:
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._ensure_store()
+
+    def get_dependency(self, worker_ctx: Any) -> Any:
+        # An eager timer may fire before this provider's start(): build the store on first use too.
+        return self.store or self._ensure_store()
+
+    def _ensure_store(self) -> Any:
+        # Not in setup(): tracing (another provider's setup) must hook pymongo before a client exists.
+        with self._lock:
+            if self.store is None:
+                client = client_for(config[MONGO_URI_KEY])
+                store = self.store_cls(client[database_name(self.database or self.container.service_name)])
+                store.ensure_indexes()
+                self.store = store
+        return self.store

@@ -1,0 +1,146 @@
+"""Accounts: registration checks, password hashing, login, and the applicant profile rules read."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from contracts.identity import (
+    ApplicantProfile,
+    CitizenRegistration,
+    EnterpriseRegistration,
+    RegistrationResult,
+    UserView,
+)
+from services.common.errors import ValidationFailed
+from services.identity import idnumbers
+
+_hasher = PasswordHasher()
+# A real check against a breached-password list comes with the identity issue; these never pass.
+COMMON_PASSWORDS = frozenset({"12345678", "123456789", "password", "password1", "qwertyui", "11111111", "88888888"})
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def password_matches(stored_hash: str | None, password: str) -> bool:
+    if not stored_hash:
+        # Spend the same time as a real check so unknown users are not told apart by timing.
+        _hasher.hash(password)
+        return False
+    try:
+        return _hasher.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _problems(registration: CitizenRegistration | EnterpriseRegistration) -> list[dict[str, str]]:
+    problems = []
+    if registration.password.lower() in COMMON_PASSWORDS:
+        problems.append({"field": "password", "issue": "too common; choose another password"})
+    if isinstance(registration, CitizenRegistration):
+        issue = idnumbers.id_number_problem(registration.id_number)
+        if issue:
+            problems.append({"field": "id_number", "issue": issue})
+    else:
+        issue = idnumbers.credit_code_problem(registration.credit_code)
+        if issue:
+            problems.append({"field": "credit_code", "issue": issue})
+        issue = idnumbers.id_number_problem(registration.legal_person_id_number)
+        if issue:
+            problems.append({"field": "legal_person_id_number", "issue": issue})
+    return problems
+
+
+def new_applicant(registration: CitizenRegistration | EnterpriseRegistration) -> dict[str, Any]:
+    """The user document for a registration, or ValidationFailed listing every problem."""
+    problems = _problems(registration)
+    if problems:
+        raise ValidationFailed("the registration is not valid", problems)
+    is_citizen = isinstance(registration, CitizenRegistration)
+    key = registration.id_number if is_citizen else registration.credit_code
+    doc: dict[str, Any] = {
+        "_id": uuid.uuid4().hex,
+        "account_type": registration.account_type,
+        "name": registration.name,
+        "login_key": key,
+        "phone": registration.phone,
+        "phone_key": registration.phone,
+        "email": registration.email,
+        "password_hash": hash_password(registration.password),
+        "roles": ["applicant"],
+        "assurance_level": 1,
+        "department_code": None,
+        "created_at": datetime.now(UTC),
+    }
+    if is_citizen:
+        doc["id_number"] = registration.id_number
+    else:
+        doc["credit_code"] = registration.credit_code
+        doc["legal_person_name"] = registration.legal_person_name
+        doc["legal_person_id_number"] = registration.legal_person_id_number
+    return doc
+
+
+def new_staff(username: str, name: str, password: str, roles: list[str], department_code: str | None) -> dict[str, Any]:
+    user_id = uuid.uuid4().hex
+    return {
+        "_id": user_id,
+        "account_type": "staff",
+        "name": name,
+        "login_key": f"staff:{username}",
+        "phone": None,
+        "phone_key": f"staff:{user_id}",
+        "email": None,
+        "password_hash": hash_password(password),
+        "roles": roles,
+        "assurance_level": 2,
+        "department_code": department_code,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def login_keys(username: str) -> list[str]:
+    """Which stored keys a login name may match: id number, credit code, staff username (phones separately)."""
+    return [username.upper(), f"staff:{username}"]
+
+
+def login_field(doc: dict[str, Any]) -> str:
+    """The public field a user's login key came from, for conflict details."""
+    return "id_number" if "id_number" in doc else "credit_code" if "credit_code" in doc else "username"
+
+
+def registration_result(doc: dict[str, Any]) -> RegistrationResult:
+    return RegistrationResult(
+        user_id=doc["_id"], account_type=doc["account_type"], name=doc["name"], assurance_level=doc["assurance_level"]
+    )
+
+
+def user_view(doc: dict[str, Any]) -> UserView:
+    return UserView(
+        user_id=doc["_id"],
+        account_type=doc["account_type"],
+        name=doc["name"],
+        roles=doc["roles"],
+        assurance_level=doc["assurance_level"],
+        department_code=doc.get("department_code"),
+    )
+
+
+def applicant_profile(doc: dict[str, Any], today: date, certificates: list[str]) -> ApplicantProfile:
+    id_number = doc.get("id_number")
+    return ApplicantProfile(
+        user_id=doc["_id"],
+        account_type=doc["account_type"],
+        name=doc["name"],
+        age=idnumbers.age_on(id_number, today) if id_number else None,
+        gender=idnumbers.gender(id_number) if id_number else None,
+        region_code=idnumbers.region_code(id_number) if id_number else doc.get("credit_code", "")[2:8] or None,
+        assurance_level=doc["assurance_level"],
+        certificates=certificates,
+    )

@@ -1,0 +1,135 @@
+"""Case rules: what a valid submission is, how a case is born, who may see it, how decisions land."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, SubmitCase
+from contracts.catalog import PublishedItem
+from contracts.common import Principal
+from contracts.events import CaseSubmitted
+from services.common.errors import NotFound, ValidationFailed
+from services.intake.workdays import add_working_days
+
+_REQUIRED = re.compile(r"^'(.+)' is a required property$")
+
+
+def form_problems(schema: dict[str, Any], form: dict[str, Any]) -> list[dict[str, str]]:
+    """Every way the form violates the item's schema, as `form.<path>` details."""
+    problems = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(form), key=lambda e: list(e.absolute_path)):
+        path = [str(p) for p in error.absolute_path]
+        missing = _REQUIRED.match(error.message)
+        if missing:
+            path.append(missing.group(1))
+        problems.append({"field": ".".join(["form", *path]), "issue": error.message})
+    return problems
+
+
+def submission_problems(item: PublishedItem, principal: Principal, request: SubmitCase) -> list[dict[str, str]]:
+    problems: list[dict[str, str]] = []
+    if principal.account_type not in item.applicant_types:
+        problems.append(
+            {"field": "item_code", "issue": f"this item is not open to {principal.account_type} applicants"}
+        )
+    problems += form_problems(item.form_schema, request.form)
+    known = {m.code: m for m in item.materials}
+    supplied = [m.code for m in request.materials]
+    for index, code in enumerate(supplied):
+        if code not in known:
+            problems.append({"field": f"materials.{index}.code", "issue": f"the item does not ask for {code}"})
+    if len(supplied) != len(set(supplied)):
+        problems.append({"field": "materials", "issue": "a material is given more than once"})
+    for material in item.materials:
+        if material.required and material.code not in supplied:
+            problems.append(
+                {"field": "materials", "issue": f"required material missing: {material.code} ({material.name})"}
+            )
+    return problems
+
+
+def check_submission(item: PublishedItem, principal: Principal, request: SubmitCase) -> None:
+    problems = submission_problems(item, principal, request)
+    if problems:
+        raise ValidationFailed("the application is not valid", problems)
+
+
+def case_number(department_code: str, day: date, sequence: int) -> str:
+    """Readable and sortable: department, date, then a per-department daily sequence."""
+    return f"{department_code}-{day:%Y%m%d}-{sequence:06d}"
+
+
+def new_case(
+    case_no: str, item: PublishedItem, principal: Principal, applicant_name: str, request: SubmitCase, now: datetime
+) -> tuple[dict[str, Any], CaseSubmitted]:
+    deadline, provisional = add_working_days(now.date(), item.promised_days)
+    doc = {
+        "_id": case_no,
+        "case_no": case_no,
+        "item_code": item.item_code,
+        "item_version": item.version,
+        "item_name": item.name,
+        "department_code": item.department_code,
+        "applicant": {"user_id": principal.user_id, "name": applicant_name},
+        "status": "submitted",
+        "form": request.form,
+        "materials": [m.model_dump(exclude_none=True) for m in request.materials],
+        "submitted_at": now,
+        "deadline": deadline.isoformat(),
+        "deadline_provisional": provisional,
+        "timeline": [{"status": "submitted", "at": now, "by": principal.user_id, "comment": None}],
+        "decision": None,
+        "review_explanation": [],
+        "certificate_id": None,
+        "evaluation": None,
+        "applied_events": [],
+    }
+    event = CaseSubmitted(
+        case_no=case_no,
+        item_code=item.item_code,
+        item_version=item.version,
+        item_name=item.name,
+        department_code=item.department_code,
+        applicant_id=principal.user_id,
+        form=request.form,
+        material_codes=[m.code for m in request.materials],
+        submitted_at=now,
+    )
+    return doc, event
+
+
+def created(doc: dict[str, Any]) -> CaseCreated:
+    return CaseCreated.model_validate({k: doc[k] for k in CaseCreated.model_fields})
+
+
+def can_read(principal: Principal, doc: dict[str, Any]) -> bool:
+    roles = set(principal.roles)
+    if doc["applicant"]["user_id"] == principal.user_id:
+        return True
+    if roles & {"supervisor", "admin"}:
+        return True
+    return "reviewer" in roles and principal.department_code == doc["department_code"]
+
+
+def view(doc: dict[str, Any], principal: Principal) -> CaseView:
+    if not can_read(principal, doc):
+        raise NotFound(f"no case {doc['case_no']}")  # 404, not 403: existence is not disclosed
+    return CaseView.model_validate({k: doc.get(k) for k in CaseView.model_fields})
+
+
+def summary(doc: dict[str, Any]) -> CaseSummary:
+    return CaseSummary.model_validate({k: doc.get(k) for k in CaseSummary.model_fields})
+
+
+def decision_update(decision: Decision, status: str) -> dict[str, Any]:
+    """Fields to $set and the timeline entry to $push when a decision is recorded."""
+    entry = {"status": status, "at": decision.decided_at, "by": decision.decided_by, "comment": decision.reason}
+    return {"set": {"status": status, "decision": decision.model_dump(mode="json")}, "timeline": entry}
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
