@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pymongo
 import pytest
 
-MONGO_URI = os.environ.get("YIWANG_MONGO_URI", f"mongodb://127.0.0.1:{os.environ.get('YIWANG_MONGO_PORT', '27017')}")
+from tests.support import MONGO_URI
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,7 +1,7 @@
 """Tracing set-up shared by every process: one TracerProvider, nameko and pymongo instrumented.
 
 Exporters are chosen by environment: OTLP over HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
-and a JSON-lines file when YIWANG_SPAN_FILE is set (the end-to-end tests read it). Spans are
+and JSON-lines files `<YIWANG_SPAN_DIR>/<service>.jsonl` when that is set (end-to-end tests read them). Spans are
 always batched: a SimpleSpanProcessor costs about a millisecond per span.
 """
 
@@ -79,9 +79,10 @@ def configure_tracing(service_name: str) -> None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        span_file = os.environ.get("YIWANG_SPAN_FILE")
-        if span_file:
-            provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(span_file), schedule_delay_millis=500))
+        span_dir = os.environ.get("YIWANG_SPAN_DIR")
+        if span_dir:
+            path = os.path.join(span_dir, f"{service_name}.jsonl")
+            provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path), schedule_delay_millis=200))
         trace.set_tracer_provider(provider)
 
         from nameko_opentelemetry import NamekoInstrumentor

@@ -1,0 +1,71 @@
+"""Helpers for the integration and end-to-end tiers (real RabbitMQ, real document server)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date
+from typing import Any, TypeVar
+
+import requests
+
+from services.identity.idnumbers import make_id_number
+
+T = TypeVar("T")
+
+AMQP_PORT = os.environ.get("YIWANG_AMQP_PORT", "5672")
+MONGO_PORT = os.environ.get("YIWANG_MONGO_PORT", "27017")
+MONGO_URI = f"mongodb://127.0.0.1:{MONGO_PORT}"
+MGMT_URL = f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}/api"
+MGMT_AUTH = ("guest", "guest")
+
+
+def create_vhost(prefix: str = "yiwang-test") -> str:
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    requests.put(f"{MGMT_URL}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10).raise_for_status()
+    requests.put(
+        f"{MGMT_URL}/permissions/{vhost}/guest",
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+        auth=MGMT_AUTH,
+        timeout=10,
+    ).raise_for_status()
+    return vhost
+
+
+def delete_vhost(vhost: str) -> None:
+    requests.delete(f"{MGMT_URL}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10)
+
+
+def queue_depth(vhost: str, queue: str) -> int:
+    resp = requests.get(f"{MGMT_URL}/queues/{requests.utils.quote(vhost, safe='')}/{queue}", auth=MGMT_AUTH, timeout=10)
+    resp.raise_for_status()
+    return int(resp.json().get("messages", 0))
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2, what: str = "") -> T:
+    """Poll until `check` returns something truthy (asynchronous results arrive eventually)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+_sequence = iter(range(1, 10**6))
+
+
+def citizen(born: date = date(1940, 5, 6), region: str = "620524", phone: str | None = None) -> dict[str, str]:
+    """A registration body for a fresh citizen with a valid id number and phone."""
+    n = next(_sequence) + uuid.uuid4().int % 900
+    return {
+        "account_type": "citizen",
+        "name": "测试申请人",
+        "id_number": make_id_number(region, born, n),
+        "phone": phone or f"139{uuid.uuid4().int % 10**8:08d}",
+        "password": "correct-horse-42",
+    }
