@@ -6,12 +6,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-12)
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 YIWANG_AMQP_PORT ?= 5672
 YIWANG_RABBIT_MGMT_PORT ?= 15672
 NAMEKO_TEST := $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
 	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
 
-.PHONY: help venv provision run stop seed test test-unit test-integration test-e2e lint format schemas lock infra-stop
+.PHONY: help venv provision run stop seed test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,8 +40,11 @@ infra-stop: ## Stop RabbitMQ and the document server
 seed: venv ## Create the first admin and the starter catalog in a running system (also done on first start)
 	$(BIN)/python -m infra.seed
 
-test: venv provision ## All tiers: unit, integration, end to end
+test: venv provision test-go ## All tiers: unit, integration, end to end
 	$(NAMEKO_TEST) contracts services gateway tests
+
+test-go: ## Unit tests of the document server's Go wrapper
+	cd infra/docserver && $(GO) test ./...
 
 test-unit: venv ## Unit tests only (no broker, no database)
 	$(NAMEKO_TEST) -m "not integration and not e2e" contracts services gateway tests

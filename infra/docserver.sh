@@ -21,13 +21,13 @@ LOG_FILE="$YIWANG_STATE_DIR/docserver-$PORT.log"
 BIN_PREFIX="$YIWANG_CACHE_DIR/yiwang-docserver"
 KEEP_BINARIES=5
 
-# Content hash of the sources: a changed main.go/go.mod/go.sum gives a new binary name.
+# Content hash of the sources: a changed *.go/go.mod/go.sum gives a new binary name.
 src_hash() {
     local f
     for f in main.go go.mod go.sum; do
         [ -f "$SRC_DIR/$f" ] || yw_die "missing $SRC_DIR/$f"
     done
-    (cd "$SRC_DIR" && sha256sum main.go go.mod go.sum) | sha256sum | cut -c1-16
+    (cd "$SRC_DIR" && sha256sum ./*.go go.mod go.sum) | sha256sum | cut -c1-16
 }
 
 bin_path() {

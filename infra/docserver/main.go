@@ -1,12 +1,15 @@
 // Command yiwang-docserver runs FerretDB v1 (SQLite backend) embedded, so that
 // machines without MongoDB or Docker still get a real MongoDB-wire server.
 // Embedding sidesteps the version file that a plain `go install` of FerretDB lacks.
+// FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go,
+// which restores MongoDB's single-document update atomicity.
 package main
 
 import (
 	"context"
 	"flag"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,8 +31,10 @@ func main() {
 		log.Fatal(err)
 	}
 
+	socket := filepath.Join(dir, "ferretdb.sock")
+	_ = os.Remove(socket) // stale from an unclean stop
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener:  ferretdb.ListenerConfig{Unix: socket},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + dir + "/",
 	})
@@ -40,7 +45,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	log.Printf("yiwang-docserver: FerretDB listening on %s, data in %s", *listen, dir)
+	listener, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		<-ctx.Done()
+		listener.Close()
+	}()
+	go serveAtomicProxy(listener, "unix", socket)
+
+	log.Printf("yiwang-docserver: listening on %s (FerretDB via %s), data in %s", *listen, socket, dir)
 	f.Run(ctx)
 	log.Printf("yiwang-docserver: stopped")
 }

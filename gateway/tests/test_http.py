@@ -1,0 +1,239 @@
+import json
+
+import pytest
+from nameko.exceptions import RemoteError
+from pydantic import ValidationError
+from werkzeug.exceptions import BadRequest, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import NotFound as HttpNotFound
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from contracts.cases import SubmitCase
+from contracts.errors import ErrorCode, ErrorResponse
+from gateway.http import (
+    MAX_JSON_BODY,
+    TRACE_HEADER,
+    error_for_http_exception,
+    error_response,
+    json_response,
+    read_json,
+    response_for_exception,
+)
+from services.common.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+
+
+def _body(response):
+    return json.loads(response.get_data(as_text=True))
+
+
+def _error(response):
+    body = _body(response)
+    ErrorResponse.model_validate(body)  # always the contract's shape
+    assert set(body) == {"error"}
+    return body["error"]
+
+
+# --- response_for_exception ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (MalformedRequest("bad json"), 400, "malformed_request"),
+        (Unauthenticated("who are you"), 401, "unauthenticated"),
+        (Forbidden("needs admin"), 403, "forbidden"),
+        (NotFound("no case X"), 404, "not_found"),
+        (Conflict("already registered"), 409, "conflict"),
+        (PayloadTooLarge("too big"), 413, "payload_too_large"),
+        (UnsupportedMediaType("pdf only"), 415, "unsupported_media_type"),
+        (ValidationFailed("not valid"), 422, "validation_failed"),
+        (RateLimited("slow down"), 429, "rate_limited"),
+        (Unavailable("catalog did not answer"), 503, "unavailable"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_domain_errors_map_to_their_status_and_code(exc, status, code):
+    response = response_for_exception(exc)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    error = _error(response)
+    assert error["code"] == code
+    assert error["message"] == exc.message
+    assert error["details"] == []
+    assert TRACE_HEADER in response.headers
+
+
+def test_domain_error_details_are_passed_on():
+    details = [{"field": "form.bank_account", "issue": "does not match"}, {"field": "materials", "issue": "missing"}]
+    error = _error(response_for_exception(ValidationFailed("the application is not valid", details)))
+    assert error["details"] == details
+
+
+def test_rate_limited_says_when_to_retry():
+    response = response_for_exception(RateLimited("too many attempts"))
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_other_errors_have_no_retry_after():
+    assert "Retry-After" not in response_for_exception(Unavailable("x")).headers
+
+
+def test_pydantic_validation_error_is_422_with_details():
+    with pytest.raises(ValidationError) as info:
+        SubmitCase.model_validate({"item_code": "nope", "surprise": 1})
+    response = response_for_exception(info.value)
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "validation_failed"
+    assert sorted(d["field"] for d in error["details"]) == ["item_code", "surprise"]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyError("password_hash"),
+        RuntimeError("mongodb://admin:hunter2@db:27017 refused"),
+        ZeroDivisionError("division by zero"),
+        RemoteError("ValueError", "invalid literal for int() with base 10: 'secret'"),
+        DomainError("base class carries an internal message"),
+    ],
+    ids=["KeyError", "RuntimeError", "ZeroDivisionError", "RemoteError", "DomainError"],
+)
+def test_unexpected_errors_are_500_without_internals(exc):
+    response = response_for_exception(exc)
+    assert response.status_code == 500
+    error = _error(response)
+    assert error["code"] == "internal_error"
+    assert error["details"] == []
+    text = response.get_data(as_text=True)
+    if not isinstance(exc, DomainError):
+        for secret in ("password_hash", "hunter2", "division", "secret", "Traceback", type(exc).__name__):
+            assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (HttpNotFound(), 404, "not_found"),
+        (MethodNotAllowed(valid_methods=["GET"]), 405, "malformed_request"),
+        (RequestEntityTooLarge(), 413, "payload_too_large"),
+        (BadRequest("the form was broken"), 400, "malformed_request"),
+    ],
+)
+def test_werkzeug_http_errors_keep_the_contract_shape(exc, status, code):
+    for response in (response_for_exception(exc), error_for_http_exception(exc)):
+        assert response.status_code == status
+        assert _error(response)["code"] == code
+
+
+def test_bad_request_keeps_its_description():
+    assert _error(error_for_http_exception(BadRequest("the form was broken")))["message"] == "the form was broken"
+
+
+def test_error_response_without_trace_has_null_trace_id():
+    error = _error(error_response(ErrorCode.CONFLICT, "dup"))
+    assert error["code"] == "conflict"
+    assert error["trace_id"] is None
+
+
+# --- json_response ------------------------------------------------------------------------------
+
+
+def test_json_response_keeps_chinese_readable():
+    response = json_response({"name": "高龄津贴申领"}, 201, {"Location": "/x"})
+    assert response.status_code == 201
+    assert "高龄津贴申领" in response.get_data(as_text=True)
+    assert response.headers["Location"] == "/x"
+    assert TRACE_HEADER in response.headers
+
+
+def test_json_response_dumps_models_in_json_mode():
+    model = SubmitCase(item_code="62052400MZ-GF-0001", form={"a": 1})
+    assert _body(json_response(model)) == {"item_code": "62052400MZ-GF-0001", "form": {"a": 1}, "materials": []}
+
+
+def test_json_response_without_body_is_empty():
+    response = json_response(None, 204)
+    assert response.status_code == 204
+    assert response.get_data() == b""
+
+
+# --- read_json ----------------------------------------------------------------------------------
+
+
+def _post(data, content_type="application/json", **kwargs):
+    return Request(
+        EnvironBuilder(method="POST", path="/", data=data, content_type=content_type, **kwargs).get_environ()
+    )
+
+
+def test_read_json_returns_the_object():
+    assert read_json(_post(json.dumps({"name": "张三", "n": 1}).encode())) == {"name": "张三", "n": 1}
+
+
+def test_read_json_accepts_a_charset_parameter():
+    assert read_json(_post(b'{"a": 1}', "application/json; charset=utf-8")) == {"a": 1}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_read_json_wants_application_json(content_type):
+    with pytest.raises(MalformedRequest, match="application/json"):
+        read_json(_post(b'{"a": 1}', content_type))
+
+
+def test_read_json_without_content_type():
+    request = Request(EnvironBuilder(method="POST", path="/", data=b'{"a": 1}').get_environ())
+    with pytest.raises(MalformedRequest):
+        read_json(request)
+
+
+@pytest.mark.parametrize("data", [b"{", b"", b"{'a': 1}", b"not json", b'{"a": }'])
+def test_read_json_refuses_invalid_json(data):
+    with pytest.raises(MalformedRequest, match="not valid JSON"):
+        read_json(_post(data))
+
+
+def test_read_json_refuses_bytes_that_are_not_utf8():
+    with pytest.raises(MalformedRequest):
+        read_json(_post('{"name": "张三"}'.encode("gbk")))
+
+
+@pytest.mark.parametrize("data", [b"[]", b"[1, 2]", b'"text"', b"42", b"null", b"true"])
+def test_read_json_wants_an_object(data):
+    with pytest.raises(MalformedRequest, match="object"):
+        read_json(_post(data))
+
+
+def test_read_json_refuses_bodies_over_one_mib():
+    data = b'{"a": "' + b"x" * MAX_JSON_BODY + b'"}'
+    with pytest.raises(PayloadTooLarge):
+        read_json(_post(data))
+
+
+def test_read_json_accepts_a_body_just_under_the_limit():
+    prefix, suffix = b'{"a": "', b'"}'
+    data = prefix + b"x" * (MAX_JSON_BODY - len(prefix) - len(suffix)) + suffix
+    assert len(data) == MAX_JSON_BODY
+    assert len(read_json(_post(data))["a"]) == MAX_JSON_BODY - len(prefix) - len(suffix)
+
+
+def test_read_json_errors_map_to_400_and_413():
+    with pytest.raises(MalformedRequest) as bad:
+        read_json(_post(b"{"))
+    assert response_for_exception(bad.value).status_code == 400
+    with pytest.raises(PayloadTooLarge) as big:
+        read_json(_post(b" " * (MAX_JSON_BODY + 1)))
+    assert response_for_exception(big.value).status_code == 413

@@ -1,0 +1,253 @@
+import sys
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from nameko.events import SERVICE_POOL
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
+
+from contracts.envelope import Envelope, new_event
+from contracts.events import CaseApproved, CaseSubmitted
+from services.common.consuming import (
+    DEAD_LETTER_EXCHANGE,
+    PoisonMessage,
+    ReliableEventHandler,
+    consumes,
+    dead_letter_queue_name,
+)
+
+
+def _submitted_event():
+    return new_event(
+        CaseSubmitted(
+            case_no="620524MZ-20261126-000001",
+            item_code="62052400MZ-GF-0001",
+            item_version=1,
+            item_name="高龄津贴申领",
+            department_code="620524MZ",
+            applicant_id="u1",
+            form={},
+            material_codes=[],
+            submitted_at=datetime(2026, 11, 26, tzinfo=UTC),
+        ),
+        producer="intake",
+    )
+
+
+class Handlers:
+    def __init__(self):
+        self.seen = []
+
+    @consumes("intake", CaseSubmitted)
+    def on_submitted(self, envelope, payload):
+        self.seen.append((envelope, payload))
+        return "done"
+
+
+# --- the `consumes` wrapper ---------------------------------------------------------------------
+
+
+def test_valid_body_reaches_the_handler_parsed():
+    event = _submitted_event()
+    handlers = Handlers()
+    assert handlers.on_submitted(event.model_dump(mode="json")) == "done"
+    [(envelope, payload)] = handlers.seen
+    assert isinstance(envelope, Envelope)
+    assert envelope.event_id == event.event_id
+    assert isinstance(payload, CaseSubmitted)
+    assert payload.case_no == "620524MZ-20261126-000001"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        "not an object",
+        [],
+        {},
+        {"event_id": "short", "type": "case.submitted.v1"},
+    ],
+    ids=["none", "string", "list", "empty", "incomplete-envelope"],
+)
+def test_garbage_bodies_are_poison(body):
+    handlers = Handlers()
+    with pytest.raises(PoisonMessage):
+        handlers.on_submitted(body)
+    assert handlers.seen == []
+
+
+def test_invalid_payload_is_poison():
+    raw = _submitted_event().model_dump(mode="json")
+    raw["payload"]["item_version"] = "not a number"
+    handlers = Handlers()
+    with pytest.raises(PoisonMessage, match="case.submitted.v1"):
+        handlers.on_submitted(raw)
+    assert handlers.seen == []
+
+
+def test_unknown_event_type_is_poison():
+    raw = _submitted_event().model_dump(mode="json")
+    raw["type"] = "case.exploded.v1"
+    with pytest.raises(PoisonMessage):
+        Handlers().on_submitted(raw)
+
+
+def test_another_registered_event_type_is_poison():
+    raw = _submitted_event().model_dump(mode="json")
+    raw["type"] = CaseApproved.event_type
+    with pytest.raises(PoisonMessage):
+        Handlers().on_submitted(raw)
+
+
+def test_poison_hides_the_validation_chain():
+    with pytest.raises(PoisonMessage) as info:
+        Handlers().on_submitted({})
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+def test_errors_of_the_handler_itself_are_not_poison():
+    class Failing:
+        @consumes("intake", CaseSubmitted)
+        def handle(self, envelope, payload):
+            raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError):
+        Failing().handle(_submitted_event().model_dump(mode="json"))
+
+
+def test_consumes_registers_a_reliable_service_pool_handler():
+    [entrypoint] = getattr(Handlers.on_submitted, ENTRYPOINT_EXTENSIONS_ATTR)
+    assert isinstance(entrypoint, ReliableEventHandler)
+    assert entrypoint.source_service == "intake"
+    assert entrypoint.event_type == "case.submitted.v1"
+    assert entrypoint.handler_type == SERVICE_POOL
+    assert entrypoint.reliable_delivery is True
+    # Failures are dead-lettered by handle_message_processed, never requeued forever by nameko.
+    assert entrypoint.requeue_on_error is False
+    assert Handlers.on_submitted.__name__ == "on_submitted"
+
+
+def test_consumes_passes_extra_options():
+    class WithOptions:
+        @consumes("intake", CaseSubmitted, expected_exceptions=(KeyError,))
+        def handle(self, envelope, payload):
+            pass
+
+    [entrypoint] = getattr(WithOptions.handle, ENTRYPOINT_EXTENSIONS_ATTR)
+    assert entrypoint.expected_exceptions == (KeyError,)
+
+
+def test_dead_letter_queue_name():
+    assert dead_letter_queue_name("evt-intake-case.submitted.v1--approval.on") == (
+        "dlq.evt-intake-case.submitted.v1--approval.on"
+    )
+
+
+# --- acknowledging ------------------------------------------------------------------------------
+
+
+class FakeConsumer:
+    def __init__(self):
+        self.acked = []
+        self.requeued = []
+
+    def ack_message(self, message):
+        self.acked.append(message)
+
+    def requeue_message(self, message):
+        self.requeued.append(message)
+
+
+class FakeMessage:
+    def __init__(self, redelivered=False, connected=True):
+        self.delivery_info = {"redelivered": redelivered}
+        self.channel = SimpleNamespace(connection=object() if connected else None)
+        self.rejected = []
+
+    def reject(self, requeue=False):
+        self.rejected.append(requeue)
+
+
+def _handler():
+    handler = ReliableEventHandler("intake", "case.submitted.v1")
+    handler.queue = SimpleNamespace(name="evt-intake-case.submitted.v1--approval.on_case_submitted")
+    handler.consumer = FakeConsumer()
+    return handler
+
+
+def _exc_info(exc):
+    try:
+        raise exc
+    except Exception:
+        return sys.exc_info()
+
+
+def test_success_is_acked():
+    handler, message = _handler(), FakeMessage()
+    handler.handle_message_processed(message, result="ok")
+    assert handler.consumer.acked == [message]
+    assert handler.consumer.requeued == []
+    assert message.rejected == []
+
+
+def test_success_is_acked_even_on_redelivery():
+    handler, message = _handler(), FakeMessage(redelivered=True)
+    handler.handle_message_processed(message)
+    assert handler.consumer.acked == [message]
+    assert message.rejected == []
+
+
+def test_first_failure_is_requeued_once():
+    handler, message = _handler(), FakeMessage(redelivered=False)
+    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("flaky")))
+    assert handler.consumer.requeued == [message]
+    assert handler.consumer.acked == []
+    assert message.rejected == []
+
+
+def test_failure_on_redelivery_is_dead_lettered():
+    handler, message = _handler(), FakeMessage(redelivered=True)
+    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("still failing")))
+    assert message.rejected == [False]
+    assert handler.consumer.acked == []
+    assert handler.consumer.requeued == []
+
+
+def test_poison_is_dead_lettered_at_once():
+    handler, message = _handler(), FakeMessage(redelivered=False)
+    handler.handle_message_processed(message, exc_info=_exc_info(PoisonMessage("bad body")))
+    assert message.rejected == [False]
+    assert handler.consumer.acked == []
+    assert handler.consumer.requeued == []
+
+
+def test_missing_redelivered_flag_counts_as_first_delivery():
+    handler, message = _handler(), FakeMessage()
+    message.delivery_info = {}
+    handler.handle_message_processed(message, exc_info=_exc_info(ValueError("x")))
+    assert handler.consumer.requeued == [message]
+
+
+def test_no_reject_on_a_closed_channel():
+    handler, message = _handler(), FakeMessage(redelivered=True, connected=False)
+    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("x")))
+    assert message.rejected == []
+    assert handler.consumer.acked == []
+    assert handler.consumer.requeued == []
+
+
+def test_setup_points_the_queue_at_the_dead_letter_exchange(monkeypatch):
+    from nameko.events import EventHandler
+
+    handler = ReliableEventHandler("intake", "case.submitted.v1")
+
+    def fake_setup(self):
+        self.queue = SimpleNamespace(name="evt-q", queue_arguments=None)
+
+    monkeypatch.setattr(EventHandler, "setup", fake_setup)
+    handler.setup()
+    assert handler.queue.queue_arguments == {
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-routing-key": "evt-q",
+    }
