@@ -26,11 +26,12 @@ class KeySet:
     def __init__(self, fetch: Callable[[], dict[str, Any]]) -> None:
         self._fetch = fetch
         self._keys: dict[str, Any] = {}
-        self._fetched_at = 0.0
+        self._fetched_at: float | None = None  # monotonic() has no fixed origin: never compare with 0
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
-        if kid not in self._keys and time.monotonic() - self._fetched_at > REFETCH_INTERVAL:
+        stale = self._fetched_at is None or time.monotonic() - self._fetched_at > REFETCH_INTERVAL
+        if kid not in self._keys and stale:
             with self._lock:
                 self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
                 self._fetched_at = time.monotonic()

@@ -38,10 +38,14 @@ def delete_vhost(vhost: str) -> None:
     requests.delete(f"{MGMT_URL}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10)
 
 
-def queue_depth(vhost: str, queue: str) -> int:
+def queue_info(vhost: str, queue: str) -> dict[str, Any]:
     resp = requests.get(f"{MGMT_URL}/queues/{requests.utils.quote(vhost, safe='')}/{queue}", auth=MGMT_AUTH, timeout=10)
     resp.raise_for_status()
-    return int(resp.json().get("messages", 0))
+    return resp.json()
+
+
+def queue_depth(vhost: str, queue: str) -> int:
+    return int(queue_info(vhost, queue).get("messages", 0))
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2, what: str = "") -> T:
@@ -69,3 +73,42 @@ def citizen(born: date = date(1940, 5, 6), region: str = "620524", phone: str | 
         "phone": phone or f"139{uuid.uuid4().int % 10**8:08d}",
         "password": "correct-horse-42",
     }
+
+
+def published_item(index: int = 0, **changes: Any) -> dict[str, Any]:
+    """A seeded guide as catalog would serve it (published, version 1)."""
+    from services.catalog.seed_data import seed_items
+
+    return {**seed_items()[index], "version": 1, **changes}
+
+
+def current_vhost() -> str:
+    from urllib.parse import unquote, urlparse
+
+    from nameko import config
+
+    return unquote(urlparse(config["AMQP_URI"]).path.lstrip("/")) or "/"
+
+
+def event_recorder(source_service: str, event_type: str) -> type:
+    """A throwaway nameko service class that records every `event_type` event from `source_service`."""
+    from nameko.events import BROADCAST, event_handler
+
+    received: list[dict[str, Any]] = []
+
+    class Recorder:
+        name = f"recorder_{uuid.uuid4().hex[:8]}"
+        events = received
+
+        @event_handler(source_service, event_type, handler_type=BROADCAST, reliable_delivery=False)
+        def record(self, body: dict[str, Any]) -> None:
+            received.append(body)
+
+    return Recorder
+
+
+def dispatch_event(source_service: str, envelope: dict[str, Any]) -> None:
+    """Publish an envelope as if `source_service` had (persistent, confirmed)."""
+    from nameko.standalone.events import event_dispatcher
+
+    event_dispatcher()(source_service, envelope["type"], envelope)

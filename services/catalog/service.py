@@ -56,8 +56,11 @@ class CatalogService:
         return [Department.model_validate(d).model_dump(mode="json") for d in self.store.list_departments()]
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def publish(self, guide: dict[str, Any]) -> dict[str, Any]:
-        """Publish a guide as the item's next immutable version and announce it."""
+    def publish_guide(self, guide: dict[str, Any]) -> dict[str, Any]:
+        """Publish a guide as the item's next immutable version and announce it.
+
+        (Not `publish`: nameko's RPC client object already has an attribute of that name.)
+        """
         checked = guides.checked_guide(guide)
         annotate(item_code=checked.item_code)
         latest = self.store.latest_version(checked.item_code)
@@ -83,7 +86,7 @@ class CatalogService:
             self.store.upsert_department(department)
         for guide in seed_items():
             if self.store.latest_version(guide["item_code"]) is None:
-                self.publish(guide)
+                self.publish_guide(guide)
 
     @timer(interval=2)
     def relay_outbox(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+_ASCII_DIGITS = frozenset("0123456789")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
@@ -18,7 +19,8 @@ def id_check_digit(first17: str) -> str:
 
 def id_number_problem(id_number: str) -> str | None:
     """None when valid, else what is wrong (for a 422 detail)."""
-    if len(id_number) != 18 or not id_number[:17].isdigit() or id_number[17] not in "0123456789X":
+    # ASCII only: str.isdigit() also accepts full-width and superscript digits.
+    if len(id_number) != 18 or not set(id_number[:17]) <= _ASCII_DIGITS or id_number[17] not in "0123456789X":
         return "must be 17 digits followed by a digit or X"
     try:
         birth_date(id_number)

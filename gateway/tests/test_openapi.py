@@ -1,0 +1,139 @@
+import re
+
+import pytest
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
+
+import gateway.service  # noqa: F401  (declares the routes)
+from gateway.openapi import openapi_document
+from gateway.routing import ROUTES, ApiRoute
+from gateway.service import Gateway
+
+
+def _declared_routes():
+    """(METHOD, /openapi/{path}) of every HTTP entrypoint the Gateway class has."""
+    routes = []
+    for name in dir(Gateway):
+        for entrypoint in getattr(getattr(Gateway, name), ENTRYPOINT_EXTENSIONS_ATTR, ()):
+            if isinstance(entrypoint, ApiRoute):
+                path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", entrypoint.url)
+                routes.append((entrypoint.method.upper(), path))
+    return routes
+
+
+@pytest.fixture(scope="module")
+def document():
+    return openapi_document()
+
+
+def test_the_gateway_declares_routes():
+    routes = _declared_routes()
+    assert len(routes) >= 10
+    assert len(routes) == len(set(routes))
+    assert ("POST", "/api/v1/cases") in routes
+
+
+@pytest.mark.parametrize(("method", "path"), _declared_routes(), ids=lambda v: v)
+def test_every_declared_route_is_documented(document, method, path):
+    assert path in document["paths"], f"{path} missing from openapi.json"
+    assert method.lower() in document["paths"][path], f"{method} {path} missing from openapi.json"
+
+
+def test_nothing_undeclared_is_documented(document):
+    documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    assert documented == set(_declared_routes())
+
+
+def test_route_registry_matches_the_entrypoints():
+    assert {(r.method, re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", r.url)) for r in ROUTES} == set(_declared_routes())
+
+
+def test_document_header(document):
+    assert document["openapi"] == "3.1.0"
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_contract_routes_are_documented(document):
+    # The parts of ../shared/api-v1.md the gateway serves today.
+    expected = {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/openapi.json"),
+        ("POST", "/api/v1/auth/register"),
+        ("POST", "/api/v1/auth/login"),
+        ("GET", "/.well-known/jwks.json"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/catalog/departments"),
+        ("GET", "/api/v1/catalog/items"),
+        ("GET", "/api/v1/catalog/items/{item_code}"),
+        ("POST", "/api/v1/cases"),
+        ("GET", "/api/v1/cases"),
+        ("GET", "/api/v1/cases/{case_no}"),
+        ("GET", "/api/v1/notifications"),
+        ("POST", "/api/v1/notifications/{notification_id}/read"),
+    }
+    documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    assert expected <= documented
+
+
+def test_path_parameters_are_declared(document):
+    for path, operations in document["paths"].items():
+        names = re.findall(r"{([a-z_]+)}", path)
+        for operation in operations.values():
+            declared = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            assert declared == names, path
+            assert "<" not in path
+
+
+def test_authenticated_routes_need_the_bearer_scheme(document):
+    assert document["paths"]["/api/v1/me"]["get"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/api/v1/cases"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in document["paths"]["/healthz"]["get"]
+    assert "security" not in document["paths"]["/api/v1/auth/login"]["post"]
+
+
+def test_success_status_and_bodies(document):
+    submit = document["paths"]["/api/v1/cases"]["post"]
+    assert set(submit["responses"]) == {"default", "201"}
+    assert "requestBody" in submit
+    assert submit["requestBody"]["required"] is True
+    assert "204" in document["paths"]["/api/v1/notifications/{notification_id}/read"]["post"]["responses"]
+    register = document["paths"]["/api/v1/auth/register"]["post"]
+    assert "201" in register["responses"]
+
+
+def test_query_parameters_are_listed(document):
+    params = document["paths"]["/api/v1/cases"]["get"]["parameters"]
+    assert {p["name"] for p in params if p["in"] == "query"} == {"status", "page", "page_size"}
+
+
+def test_every_reference_resolves(document):
+    schemas = document["components"]["schemas"]
+
+    def refs(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield value
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    found = list(refs(document))
+    assert found, "expected some $refs (nested models)"
+    for ref in found:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    assert "$defs" not in str(document["paths"])
+
+
+def test_errors_use_the_contract_shape(document):
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            schema = operation["responses"]["default"]["content"]["application/json"]["schema"]
+            assert "error" in schema["properties"]
+
+
+def test_document_is_stable():
+    assert openapi_document() == openapi_document()

@@ -1,0 +1,199 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from contracts.catalog import PublishedItem
+from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseSubmitted
+from contracts.identity import ApplicantProfile
+from services.approval import deciding
+from services.catalog.seed_data import seed_items
+
+NOW = datetime(2026, 11, 23, 2, 0, 5, tzinfo=UTC)
+
+
+def item(index=0, version=4, **overrides):
+    return PublishedItem.model_validate({**seed_items()[index], "version": version, **overrides})
+
+
+def profile(**overrides):
+    data = {
+        "user_id": "u-citizen",
+        "account_type": "citizen",
+        "name": "张三",
+        "age": 85,
+        "gender": "male",
+        "region_code": "620524",
+        "assurance_level": 1,
+        "certificates": ["household_register"],
+    }
+    data.update(overrides)
+    return ApplicantProfile.model_validate(data)
+
+
+def submitted(published=None, form=None, material_codes=()):
+    published = published or item()
+    return CaseSubmitted(
+        case_no="620524MZ-20261123-000007",
+        item_code=published.item_code,
+        item_version=published.version,
+        item_name=published.name,
+        department_code=published.department_code,
+        applicant_id="u-citizen",
+        form={"bank_account": "6222020200112233445", "contact_phone": "13800138000"} if form is None else form,
+        material_codes=list(material_codes),
+        submitted_at=NOW,
+    )
+
+
+def _common_fields(event):
+    return {k: getattr(event, k) for k in ("case_no", "item_code", "item_name", "department_code", "applicant_id")}
+
+
+# --- facts --------------------------------------------------------------------------------------
+
+
+def test_facts_expose_only_the_documented_applicant_attributes():
+    facts = deciding.facts(profile(), submitted(material_codes=["household_register"]))
+    assert set(facts) == {"applicant", "form", "materials", "certificates"}
+    assert facts["applicant"] == {
+        "account_type": "citizen",
+        "age": 85,
+        "gender": "male",
+        "region_code": "620524",
+        "assurance_level": 1,
+        "name": "张三",
+    }
+    assert "user_id" not in facts["applicant"]
+    assert facts["form"]["bank_account"] == "6222020200112233445"
+    assert facts["materials"] == ["household_register"]
+    assert facts["certificates"] == ["household_register"]
+
+
+# --- outcomes -----------------------------------------------------------------------------------
+
+
+def test_all_rules_pass_approves_automatically():
+    case = submitted()
+    outcome = deciding.decide(item(), profile(), case, now=NOW)
+    assert isinstance(outcome, CaseApproved)
+    assert outcome.event_type == "case.approved.v1"
+    assert _common_fields(outcome) == _common_fields(case)
+    decision = outcome.decision
+    assert decision.outcome == "approved"
+    assert decision.decided_by == "auto"
+    assert decision.decided_at == NOW
+    assert decision.rule_set_version == 4
+    assert decision.reason
+    assert [(r.rule_id, r.result) for r in decision.explanation] == [("age_80", "passed"), ("local_resident", "passed")]
+    age_rule = decision.explanation[0]
+    assert age_rule.expression == "applicant.age >= 80"
+    assert age_rule.on_fail == "reject"
+    assert [(i.name, i.value) for i in age_rule.inputs] == [("applicant.age", 85)]
+
+
+def test_failed_reject_rule_rejects_with_its_description_as_reason():
+    outcome = deciding.decide(item(), profile(age=79), submitted(), now=NOW)
+    assert isinstance(outcome, CaseRejected)
+    assert outcome.event_type == "case.rejected.v1"
+    assert outcome.decision.outcome == "rejected"
+    assert outcome.decision.decided_by == "auto"
+    assert outcome.decision.reason == "申请人年满80周岁"
+    assert [r.result for r in outcome.decision.explanation] == ["failed", "passed"]
+
+
+def test_reject_wins_over_manual_review():
+    outcome = deciding.decide(item(), profile(age=60, region_code="110105"), submitted(), now=NOW)
+    assert isinstance(outcome, CaseRejected)
+
+
+def test_failed_review_rule_goes_to_a_reviewer_with_explanation():
+    case = submitted()
+    outcome = deciding.decide(item(), profile(region_code="110105"), case, now=NOW)
+    assert isinstance(outcome, CaseReviewRequired)
+    assert outcome.event_type == "case.review_required.v1"
+    assert _common_fields(outcome) == _common_fields(case)
+    assert outcome.rule_set_version == 4
+    assert [(r.rule_id, r.result) for r in outcome.explanation] == [("age_80", "passed"), ("local_resident", "failed")]
+    assert outcome.explanation[1].inputs[0].value == "110105"
+
+
+def test_rule_error_goes_to_a_reviewer_never_decides():
+    outcome = deciding.decide(item(), profile(age=None), submitted(), now=NOW)
+    assert isinstance(outcome, CaseReviewRequired)
+    assert outcome.explanation[0].result == "error"
+    assert outcome.explanation[0].error
+
+
+def test_disabled_auto_approval_always_goes_to_a_reviewer():
+    published = item(2)
+    outcome = deciding.decide(published, profile(), submitted(published, form={"reason": "lost"}), now=NOW)
+    assert isinstance(outcome, CaseReviewRequired)
+    assert outcome.explanation == []
+    assert outcome.rule_set_version == 4
+
+
+def test_enabled_without_rules_goes_to_a_reviewer():
+    published = item(0, auto_approval={"enabled": True, "rules": []})
+    outcome = deciding.decide(published, profile(), submitted(published), now=NOW)
+    assert isinstance(outcome, CaseReviewRequired)
+    assert outcome.explanation == []
+
+
+def test_rules_read_the_form_and_materials():
+    published = item(
+        3,
+        auto_approval={
+            "enabled": True,
+            "rules": [
+                {
+                    "id": "insured",
+                    "description": "满12个月",
+                    "expression": "form.months_insured >= 12",
+                    "on_fail": "reject",
+                },
+                {"id": "card", "description": "有银行卡", "expression": '"bank_card" in materials'},
+            ],
+        },
+    )
+    form = {"last_employer": "某公司", "months_insured": 24}
+    assert isinstance(
+        deciding.decide(published, profile(), submitted(published, form, ["bank_card"]), now=NOW), CaseApproved
+    )
+    assert isinstance(
+        deciding.decide(published, profile(), submitted(published, form, []), now=NOW), CaseReviewRequired
+    )
+    short = {**form, "months_insured": 6}
+    assert isinstance(
+        deciding.decide(published, profile(), submitted(published, short, ["bank_card"]), now=NOW), CaseRejected
+    )
+
+
+def test_rules_read_certificates():
+    published = item(
+        0,
+        auto_approval={
+            "enabled": True,
+            "rules": [{"id": "hr", "description": "户口", "expression": '"household_register" in certificates'}],
+        },
+    )
+    assert isinstance(deciding.decide(published, profile(), submitted(published), now=NOW), CaseApproved)
+    no_cert = profile(certificates=[])
+    assert isinstance(deciding.decide(published, no_cert, submitted(published), now=NOW), CaseReviewRequired)
+
+
+def test_decided_at_defaults_to_now():
+    before = datetime.now(UTC)
+    outcome = deciding.decide(item(), profile(), submitted())
+    assert before <= outcome.decision.decided_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("age", [80, 81, 120])
+def test_boundary_ages_are_approved(age):
+    assert isinstance(deciding.decide(item(), profile(age=age), submitted(), now=NOW), CaseApproved)
+
+
+def test_outcome_payloads_serialise_for_the_envelope():
+    for applicant in (profile(), profile(age=70), profile(region_code="110105")):
+        outcome = deciding.decide(item(), applicant, submitted(), now=NOW)
+        dumped = outcome.model_dump(mode="json")
+        assert type(outcome).model_validate(dumped) == outcome

@@ -1,0 +1,203 @@
+from datetime import UTC, datetime
+from unittest.mock import MagicMock
+
+import pytest
+from nameko.testing.services import worker_factory
+
+from contracts.envelope import Envelope, new_event, parse_event
+from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseSubmitted
+from services.approval.service import ApprovalService
+from services.catalog.seed_data import seed_items
+from services.common.consuming import PoisonMessage
+from services.common.errors import NotFound, Unavailable
+
+ALLOWANCE = {**seed_items()[0], "version": 3}
+ID_CARD_RENEWAL = {**seed_items()[2], "version": 1}  # automatic approval disabled
+
+
+def applicant(**overrides):
+    return {
+        "user_id": "u-citizen",
+        "account_type": "citizen",
+        "name": "张三",
+        "age": 85,
+        "gender": "male",
+        "region_code": "620524",
+        "assurance_level": 1,
+        "certificates": [],
+        **overrides,
+    }
+
+
+def submitted_event(published=ALLOWANCE):
+    return new_event(
+        CaseSubmitted(
+            case_no="620524MZ-20261123-000007",
+            item_code=published["item_code"],
+            item_version=published["version"],
+            item_name=published["name"],
+            department_code=published["department_code"],
+            applicant_id="u-citizen",
+            form={"bank_account": "6222020200112233445", "contact_phone": "13800138000"},
+            material_codes=[],
+            submitted_at=datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
+        ),
+        producer="intake",
+    )
+
+
+def rpc_returns(method, value):
+    method.call_async.return_value.result.return_value = value
+
+
+@pytest.fixture
+def store():
+    store = MagicMock()
+    store.has_decided.return_value = False
+    store.record.return_value = True
+    return store
+
+
+@pytest.fixture
+def catalog():
+    catalog = MagicMock()
+    rpc_returns(catalog.get_item, ALLOWANCE)
+    return catalog
+
+
+@pytest.fixture
+def identity():
+    identity = MagicMock()
+    rpc_returns(identity.applicant_profile, applicant())
+    return identity
+
+
+@pytest.fixture
+def events():
+    return MagicMock()
+
+
+@pytest.fixture
+def service(store, catalog, identity, events):
+    return worker_factory(ApprovalService, store=store, catalog=catalog, identity=identity, events=events)
+
+
+def _recorded(store):
+    case_no, source_event_id, outcome, event = store.record.call_args.args
+    return case_no, source_event_id, outcome, event
+
+
+def test_approved_outcome_is_recorded_and_published(service, store, catalog, identity, events):
+    incoming = submitted_event()
+    service.on_case_submitted(incoming.model_dump(mode="json"))
+
+    # The rules of the version the case was submitted under.
+    catalog.get_item.call_async.assert_called_once_with(ALLOWANCE["item_code"], 3)
+    identity.applicant_profile.call_async.assert_called_once_with("u-citizen")
+
+    store.record.assert_called_once()
+    case_no, source_event_id, outcome, event = _recorded(store)
+    assert case_no == "620524MZ-20261123-000007"
+    assert source_event_id == incoming.event_id
+    assert isinstance(event, Envelope)
+    assert event.type == "case.approved.v1"
+    assert event.producer == "approval"
+    assert event.payload == outcome
+    _, payload = parse_event(event.model_dump(mode="json"))
+    assert isinstance(payload, CaseApproved)
+    assert payload.decision.decided_by == "auto"
+    assert payload.decision.rule_set_version == 3
+    assert payload.case_no == case_no
+
+    events.publish.assert_called_once_with(store.outbox, case_no, [event])
+
+
+def test_rejected_outcome(service, store, identity, events):
+    rpc_returns(identity.applicant_profile, applicant(age=72))
+    service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    _, _, outcome, event = _recorded(store)
+    assert event.type == "case.rejected.v1"
+    _, payload = parse_event(event.model_dump(mode="json"))
+    assert isinstance(payload, CaseRejected)
+    assert payload.decision.outcome == "rejected"
+    assert payload.decision.reason == "申请人年满80周岁"
+    events.publish.assert_called_once()
+
+
+def test_review_required_outcome(service, store, identity, events):
+    rpc_returns(identity.applicant_profile, applicant(region_code="110105"))
+    service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    _, _, outcome, event = _recorded(store)
+    assert event.type == "case.review_required.v1"
+    _, payload = parse_event(event.model_dump(mode="json"))
+    assert isinstance(payload, CaseReviewRequired)
+    assert [r.result for r in payload.explanation] == ["passed", "failed"]
+    assert payload.rule_set_version == 3
+    events.publish.assert_called_once()
+
+
+def test_item_without_automatic_approval_goes_to_review(service, store, catalog):
+    rpc_returns(catalog.get_item, ID_CARD_RENEWAL)
+    service.on_case_submitted(submitted_event(ID_CARD_RENEWAL).model_dump(mode="json"))
+    _, _, outcome, event = _recorded(store)
+    assert event.type == "case.review_required.v1"
+    assert outcome["explanation"] == []
+
+
+def test_redelivery_is_skipped_when_already_decided(service, store, catalog, identity, events):
+    store.has_decided.return_value = True
+    service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    store.has_decided.assert_called_once_with("620524MZ-20261123-000007")
+    catalog.get_item.call_async.assert_not_called()
+    identity.applicant_profile.call_async.assert_not_called()
+    store.record.assert_not_called()
+    events.publish.assert_not_called()
+
+
+def test_concurrent_duplicate_is_not_published_twice(service, store, events):
+    store.record.return_value = False  # another worker stored the decision first
+    service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    store.record.assert_called_once()
+    events.publish.assert_not_called()
+
+
+def test_same_event_twice_gives_one_decision(service, store, events):
+    decided = []
+    store.has_decided.side_effect = lambda case_no: case_no in decided
+    store.record.side_effect = lambda case_no, *a: decided.append(case_no) or True
+    body = submitted_event().model_dump(mode="json")
+    service.on_case_submitted(body)
+    service.on_case_submitted(body)
+    assert store.record.call_count == 1
+    assert events.publish.call_count == 1
+
+
+@pytest.mark.parametrize("exc", [NotFound("no published item"), Unavailable("catalog did not answer")])
+def test_catalog_failure_propagates_for_retry(service, store, catalog, events, exc):
+    catalog.get_item.call_async.return_value.result.side_effect = exc
+    with pytest.raises(type(exc)):
+        service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    store.record.assert_not_called()
+    events.publish.assert_not_called()
+
+
+def test_identity_failure_propagates(service, store, identity, events):
+    identity.applicant_profile.call_async.return_value.result.side_effect = NotFound("no such user")
+    with pytest.raises(NotFound):
+        service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    store.record.assert_not_called()
+
+
+def test_invalid_event_is_poison(service, store, catalog):
+    body = submitted_event().model_dump(mode="json")
+    del body["payload"]["applicant_id"]
+    with pytest.raises(PoisonMessage):
+        service.on_case_submitted(body)
+    store.has_decided.assert_not_called()
+    catalog.get_item.call_async.assert_not_called()
+
+
+def test_ping_and_relay(service, store, events):
+    assert service.ping() == "pong"
+    service.relay_outbox()
+    events.relay.assert_called_once_with(store.outbox)

@@ -1,0 +1,42 @@
+"""Reliable consuming against the real broker: retried once, then dead-lettered, never dropped."""
+
+from __future__ import annotations
+
+from contracts.envelope import new_event
+from contracts.events import ItemPublished
+from services.common.consuming import consumes, dead_letter_queue_name
+from tests.support import current_vhost, dispatch_event, eventually, queue_depth
+
+attempts: dict[str, int] = {}
+
+
+class Flaky:
+    name = "flaky"
+
+    @consumes("catalog", ItemPublished)
+    def on_published(self, envelope, payload):
+        attempts[payload.item_code] = attempts.get(payload.item_code, 0) + 1
+        if payload.item_code.endswith("0001") and attempts[payload.item_code] == 1:
+            raise ConnectionError("a transient failure")
+        if payload.item_code.endswith("0002"):
+            raise RuntimeError("always fails")
+
+
+def event(code: str) -> dict:
+    return new_event(
+        ItemPublished(item_code=code, version=1, department_code="620524MZ"), producer="catalog"
+    ).model_dump(mode="json")
+
+
+def test_transient_failure_is_retried_and_permanent_one_dead_lettered(container_factory, rabbit_config):
+    attempts.clear()
+    container_factory(Flaky).start()
+    dlq = dead_letter_queue_name("evt-catalog-catalog.item_published.v1--flaky.on_published")
+
+    dispatch_event("catalog", event("62052400MZ-GF-0001"))
+    eventually(lambda: attempts.get("62052400MZ-GF-0001") == 2, what="the retry")
+
+    dispatch_event("catalog", event("62052400MZ-GF-0002"))
+    eventually(lambda: queue_depth(current_vhost(), dlq) == 1, timeout=15, what="the dead letter")
+    assert attempts["62052400MZ-GF-0002"] == 2  # once, then once more as a redelivery
+    assert attempts["62052400MZ-GF-0001"] == 2  # succeeded on the retry, not dead-lettered

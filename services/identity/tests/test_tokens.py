@@ -1,0 +1,97 @@
+from datetime import UTC, datetime
+
+import jwt
+import pytest
+
+from contracts.identity import Jwk
+from services.identity import tokens
+
+USER = {"_id": "u1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
+
+
+@pytest.fixture(scope="module")
+def key():
+    return tokens.new_signing_key()
+
+
+def _public(key):
+    return jwt.PyJWK(key["public_jwk"]).key
+
+
+def test_signing_key_shape(key):
+    assert len(key["kid"]) == 16
+    assert key["private_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    jwk = key["public_jwk"]
+    assert jwk["kid"] == key["kid"]
+    assert jwk["alg"] == "EdDSA"
+    assert jwk["use"] == "sig"
+    assert jwk["kty"] == "OKP"
+    assert jwk["crv"] == "Ed25519"
+    assert "d" not in jwk  # never the private part
+    Jwk.model_validate(jwk)  # publishable as /.well-known/jwks.json
+    assert key["created_at"].tzinfo is not None
+
+
+def test_keys_are_fresh():
+    first, second = tokens.new_signing_key(), tokens.new_signing_key()
+    assert first["kid"] != second["kid"]
+    assert first["private_pem"] != second["private_pem"]
+
+
+def test_access_token_claims(key):
+    now = datetime(2025, 11, 26, 8, 0, 30, tzinfo=UTC)
+    token, expires_in = tokens.issue_access_token(key, USER, now=now)
+    assert expires_in == 15 * 60
+    assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "kid": key["kid"], "typ": "JWT"}
+    claims = jwt.decode(
+        token,
+        _public(key),
+        algorithms=["EdDSA"],
+        audience="yiwang",
+        issuer="yiwang-identity",
+        options={"verify_exp": False},
+    )
+    assert claims["sub"] == "u1"
+    assert claims["acct"] == "staff"
+    assert claims["roles"] == ["reviewer"]
+    assert claims["dept"] == "620524MZ"
+    assert claims["iat"] == int(now.timestamp())
+    assert claims["exp"] - claims["iat"] == expires_in
+    assert len(claims["jti"]) == 32
+
+
+def test_applicant_token_has_no_department(key):
+    token, _ = tokens.issue_access_token(key, {"_id": "u2", "account_type": "citizen", "roles": ["applicant"]})
+    claims = jwt.decode(token, _public(key), algorithms=["EdDSA"], audience=tokens.AUDIENCE)
+    assert claims["dept"] is None
+
+
+def test_every_token_has_its_own_id(key):
+    first, _ = tokens.issue_access_token(key, USER)
+    second, _ = tokens.issue_access_token(key, USER)
+    decode = lambda t: jwt.decode(t, _public(key), algorithms=["EdDSA"], audience=tokens.AUDIENCE)  # noqa: E731
+    assert decode(first)["jti"] != decode(second)["jti"]
+
+
+def test_token_does_not_verify_with_another_key(key):
+    token, _ = tokens.issue_access_token(key, USER)
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, _public(tokens.new_signing_key()), algorithms=["EdDSA"], audience=tokens.AUDIENCE)
+
+
+def test_refresh_token_only_the_digest_is_kept():
+    token, digest = tokens.new_refresh_token()
+    assert len(token) >= 40
+    assert token not in digest
+    assert digest == tokens.refresh_digest(token)
+    assert len(digest) == 64
+    assert int(digest, 16) >= 0
+
+
+def test_refresh_tokens_are_unique():
+    assert tokens.new_refresh_token()[0] != tokens.new_refresh_token()[0]
+
+
+def test_refresh_digest_is_deterministic_and_sensitive():
+    assert tokens.refresh_digest("abc") == tokens.refresh_digest("abc")
+    assert tokens.refresh_digest("abc") != tokens.refresh_digest("abd")

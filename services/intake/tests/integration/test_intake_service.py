@@ -1,0 +1,168 @@
+"""Intake against the real broker and document server; catalog and identity are stand-in services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from nameko.rpc import rpc
+from nameko.standalone.rpc import ServiceRpcClient
+from nameko.testing.services import entrypoint_waiter
+
+from contracts.cases import Decision
+from contracts.envelope import new_event
+from contracts.events import CaseApproved, CaseSubmitted
+from services.common.consuming import dead_letter_queue_name
+from services.common.errors import NotFound, ValidationFailed
+from services.common.outbox import outbox_fields
+from services.intake.service import IntakeService
+from tests.support import (
+    current_vhost,
+    dispatch_event,
+    event_recorder,
+    eventually,
+    published_item,
+    queue_depth,
+    queue_info,
+)
+
+ITEM = published_item(0)
+PRINCIPAL = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"], "department_code": None}
+GOOD = {"item_code": ITEM["item_code"], "form": {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}}
+
+
+class StandInCatalog:
+    name = "catalog"
+
+    @rpc
+    def get_item(self, item_code, version=None):
+        if item_code != ITEM["item_code"]:
+            raise NotFound(f"no published item {item_code}")
+        return ITEM
+
+
+class StandInIdentity:
+    name = "identity"
+
+    @rpc
+    def get_user(self, user_id):
+        return {
+            "user_id": user_id,
+            "name": "张三",
+            "account_type": "citizen",
+            "roles": ["applicant"],
+            "assurance_level": 1,
+        }
+
+
+@pytest.fixture
+def intake(container_factory, rabbit_config, store_config):
+    for cls in (StandInCatalog, StandInIdentity):
+        container_factory(cls).start()
+    container = container_factory(IntakeService, store_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def cases(mongo_client, store_config):
+    return mongo_client[f"{store_config['MONGO_DB_PREFIX']}_intake"]["cases"]
+
+
+def test_submission_is_stored_and_announced_once(intake, container_factory, cases):
+    recorder = event_recorder("intake", "case.submitted.v1")
+    container_factory(recorder).start()
+
+    with ServiceRpcClient("intake") as client:
+        created = client.submit_case(PRINCIPAL, GOOD)
+
+    assert created["status"] == "submitted"
+    stored = cases.find_one({"_id": created["case_no"]})
+    assert stored["applicant"] == {"user_id": "u-1", "name": "张三"}
+    eventually(lambda: recorder.events, what="case.submitted.v1")
+    assert recorder.events[0]["payload"]["case_no"] == created["case_no"]
+    # Published right after the write, so nothing is left for the relay.
+    assert eventually(lambda: cases.find_one({"_id": created["case_no"]})["outbox_ids"] == [])
+
+
+def test_invalid_submission_crosses_rpc_as_validation_failed_and_stores_nothing(intake, cases):
+    with ServiceRpcClient("intake") as client, pytest.raises(ValidationFailed) as err:
+        client.submit_case(PRINCIPAL, {**GOOD, "form": {"bank_account": "x"}})
+    assert {d["field"] for d in err.value.details} == {"form.bank_account", "form.contact_phone"}
+    with ServiceRpcClient("intake") as client, pytest.raises(NotFound):
+        client.submit_case(PRINCIPAL, {**GOOD, "item_code": "62052400MZ-GF-0999"})
+    assert cases.count_documents({}) == 0
+
+
+def test_case_numbers_are_unique_under_concurrent_submissions(intake, cases):
+    with ServiceRpcClient("intake") as client:
+        replies = [client.submit_case.call_async(PRINCIPAL, GOOD) for _ in range(20)]
+        numbers = [r.result()["case_no"] for r in replies]
+    assert len(set(numbers)) == 20
+    assert sorted(int(n.rsplit("-", 1)[1]) for n in numbers) == list(range(1, 21))
+
+
+def test_a_redelivered_decision_is_recorded_once(intake, cases):
+    with ServiceRpcClient("intake") as client:
+        created = client.submit_case(PRINCIPAL, GOOD)
+    decision = Decision(outcome="approved", decided_by="auto", reason="ok", decided_at=datetime.now(UTC))
+    envelope = new_event(
+        CaseApproved(
+            case_no=created["case_no"],
+            item_code=ITEM["item_code"],
+            item_name=ITEM["name"],
+            department_code=ITEM["department_code"],
+            applicant_id="u-1",
+            decision=decision,
+        ),
+        producer="approval",
+    ).model_dump(mode="json")
+
+    for _ in range(2):
+        with entrypoint_waiter(intake, "on_case_approved"):
+            dispatch_event("approval", envelope)
+
+    case = cases.find_one({"_id": created["case_no"]})
+    assert case["status"] == "approved"
+    assert [t["status"] for t in case["timeline"]] == ["submitted", "approved"]
+
+
+def test_relay_publishes_events_left_behind_by_a_crash(intake, container_factory, cases):
+    recorder = event_recorder("intake", "case.submitted.v1")
+    container_factory(recorder).start()
+    now = datetime.now(UTC)
+    event = new_event(
+        CaseSubmitted(
+            case_no="X-1",
+            item_code=ITEM["item_code"],
+            item_version=1,
+            item_name=ITEM["name"],
+            department_code=ITEM["department_code"],
+            applicant_id="u-1",
+            form={},
+            material_codes=[],
+            submitted_at=now,
+        ),
+        producer="intake",
+    )
+    # As if the process died after the write and before publishing.
+    pending = outbox_fields([event])
+    pending["outbox_at"] = now - timedelta(minutes=1)
+    cases.insert_one({"_id": "X-1", "status": "submitted", **pending})
+
+    eventually(lambda: recorder.events, timeout=15, what="the relayed event")
+    assert recorder.events[0]["event_id"] == event.event_id
+    assert eventually(lambda: cases.find_one({"_id": "X-1"})["outbox_ids"] == [])
+
+
+def test_a_poison_event_is_dead_lettered_not_dropped(intake):
+    bad = {"event_id": "0123456789abcdef", "type": "case.approved.v1", "occurred_at": "2026-01-01T00:00:00Z",
+           "producer": "approval", "payload": {"case_no": "nothing else"}}  # fmt: skip
+    with entrypoint_waiter(intake, "on_case_approved"):
+        dispatch_event("approval", bad)
+    source = "evt-approval-case.approved.v1--intake.on_case_approved"
+    queue = dead_letter_queue_name(source)
+    assert eventually(lambda: queue_depth(current_vhost(), queue) == 1, timeout=15, what="the dead letter")
+    declared = queue_info(current_vhost(), source)
+    assert declared["durable"] is True
+    assert declared["arguments"]["x-dead-letter-exchange"] == "yiwang.dead-letter"
