@@ -73,6 +73,10 @@ def error_for_http_exception(exc: HTTPException) -> Response:
     return error_response(ErrorCode.MALFORMED_REQUEST, exc.description or "bad request")
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def read_json(request: Request) -> dict[str, Any]:
     """The JSON object in the body, or 400 malformed_request."""
     if request.mimetype != "application/json":
@@ -80,8 +84,8 @@ def read_json(request: Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_JSON_BODY:
         raise PayloadTooLarge("the JSON body is larger than 1 MiB")
     try:
-        body = json.loads(request.get_data(cache=False).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(request.get_data(cache=False).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedRequest("the JSON body must be an object")

@@ -237,3 +237,9 @@ def test_read_json_errors_map_to_400_and_413():
     with pytest.raises(PayloadTooLarge) as big:
         read_json(_post(b" " * (MAX_JSON_BODY + 1)))
     assert response_for_exception(big.value).status_code == 413
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_standard_json_constants_are_refused(constant):
+    with pytest.raises(MalformedRequest):
+        read_json(_post('{"amount": ' + constant + "}"))

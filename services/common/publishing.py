@@ -12,8 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 from nameko.events import EventDispatcher
+from pydantic import ValidationError
 
-from contracts.envelope import Envelope, parse_event
+from contracts.envelope import Envelope, UnknownEventType, parse_event
 from services.common.outbox import OutboxCollection
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,12 @@ class Publisher:
         sent = 0
         for event in events:
             raw = event.model_dump(mode="json") if isinstance(event, Envelope) else event
-            envelope, _ = parse_event(raw)  # validated when published, as when consumed
+            try:
+                envelope, _ = parse_event(raw)  # validated when published, as when consumed
+            except (ValidationError, UnknownEventType):
+                # Cannot happen for events built from contracts; if it does, do not block the rest.
+                log.error("invalid event left in an outbox", extra={"doc_id": str(doc_id)})
+                continue
             try:
                 self._dispatch(envelope.type, raw)
             except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator
 
@@ -15,6 +16,8 @@ from contracts.events import CaseSubmitted
 from services.common.errors import NotFound, ValidationFailed
 from services.intake.workdays import add_working_days
 
+# Case numbers and working days follow the calendar where the departments are.
+CHINA = ZoneInfo("Asia/Shanghai")
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
 
 
@@ -66,7 +69,7 @@ def case_number(department_code: str, day: date, sequence: int) -> str:
 def new_case(
     case_no: str, item: PublishedItem, principal: Principal, applicant_name: str, request: SubmitCase, now: datetime
 ) -> tuple[dict[str, Any], CaseSubmitted]:
-    deadline, provisional = add_working_days(now.date(), item.promised_days)
+    deadline, provisional = add_working_days(local_date(now), item.promised_days)
     doc = {
         "_id": case_no,
         "case_no": case_no,
@@ -133,3 +136,8 @@ def decision_update(decision: Decision, status: str) -> dict[str, Any]:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def local_date(moment: datetime) -> date:
+    """The calendar date in China at `moment` (07:30 in Beijing is still the previous day in UTC)."""
+    return moment.astimezone(CHINA).date()

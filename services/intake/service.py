@@ -43,8 +43,9 @@ class IntakeService:
         applicant = call(self.identity.get_user, who.user_id)
 
         now = cases.now_utc()
-        sequence = self.store.next_sequence(f"{item.department_code}-{now:%Y%m%d}")
-        case_no = cases.case_number(item.department_code, now.date(), sequence)
+        today = cases.local_date(now)
+        sequence = self.store.next_sequence(f"{item.department_code}-{today:%Y%m%d}")
+        case_no = cases.case_number(item.department_code, today, sequence)
         doc, payload_event = cases.new_case(case_no, item, who, applicant["name"], request, now)
         event = new_event(payload_event, producer=self.name)
         self.store.insert_case(doc, [event])

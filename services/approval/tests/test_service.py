@@ -115,7 +115,7 @@ def test_approved_outcome_is_recorded_and_published(service, store, catalog, ide
 def test_rejected_outcome(service, store, identity, events):
     rpc_returns(identity.applicant_profile, applicant(age=72))
     service.on_case_submitted(submitted_event().model_dump(mode="json"))
-    _, _, outcome, event = _recorded(store)
+    *_, event = _recorded(store)
     assert event.type == "case.rejected.v1"
     _, payload = parse_event(event.model_dump(mode="json"))
     assert isinstance(payload, CaseRejected)
@@ -127,7 +127,7 @@ def test_rejected_outcome(service, store, identity, events):
 def test_review_required_outcome(service, store, identity, events):
     rpc_returns(identity.applicant_profile, applicant(region_code="110105"))
     service.on_case_submitted(submitted_event().model_dump(mode="json"))
-    _, _, outcome, event = _recorded(store)
+    *_, event = _recorded(store)
     assert event.type == "case.review_required.v1"
     _, payload = parse_event(event.model_dump(mode="json"))
     assert isinstance(payload, CaseReviewRequired)

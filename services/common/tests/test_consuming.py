@@ -80,7 +80,7 @@ def test_invalid_payload_is_poison():
     raw = _submitted_event().model_dump(mode="json")
     raw["payload"]["item_version"] = "not a number"
     handlers = Handlers()
-    with pytest.raises(PoisonMessage, match="case.submitted.v1"):
+    with pytest.raises(PoisonMessage, match=r"case\.submitted\.v1"):
         handlers.on_submitted(raw)
     assert handlers.seen == []
 

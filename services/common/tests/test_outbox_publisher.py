@@ -1,9 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from pydantic import ValidationError
-
-from contracts.envelope import Envelope, UnknownEventType, new_event
+from contracts.envelope import Envelope, new_event
 from contracts.events import CaseSubmitted, ItemPublished
 from services.common import outbox as outbox_module
 from services.common.outbox import outbox_fields, outbox_update
@@ -98,21 +95,21 @@ def test_publish_nothing():
     assert dispatch.sent == [] and outbox.marked == []
 
 
-def test_invalid_envelope_is_never_dispatched():
+def test_invalid_envelope_is_never_dispatched_and_does_not_block_the_rest():
     raw = _submitted().model_dump(mode="json")
     del raw["payload"]["case_no"]
+    good = _published()
     dispatch, outbox = FakeDispatch(), FakeOutbox()
-    with pytest.raises(ValidationError):
-        Publisher(dispatch).publish(outbox, "doc-1", [raw])
-    assert dispatch.sent == [] and outbox.marked == []
+    assert Publisher(dispatch).publish(outbox, "doc-1", [raw, good]) == 1
+    assert [body["event_id"] for _, body in dispatch.sent] == [good.event_id]
+    assert outbox.marked == [("doc-1", good.event_id)]
 
 
 def test_unknown_event_type_is_never_dispatched():
     raw = _submitted().model_dump(mode="json")
     raw["type"] = "case.exploded.v1"
     dispatch = FakeDispatch()
-    with pytest.raises(UnknownEventType):
-        Publisher(dispatch).publish(FakeOutbox(), "doc-1", [raw])
+    assert Publisher(dispatch).publish(FakeOutbox(), "doc-1", [raw]) == 0
     assert dispatch.sent == []
 
 

@@ -140,15 +140,8 @@ def test_future_birth_date_is_refused():
     assert _fields(info) == ["id_number"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "services/identity/idnumbers.py id_number_problem: str.isdigit() and int() accept non-ASCII digits, "
-        "so a full-width copy of an already registered id number passes as a new, different login_key "
-        "(duplicate registration bypasses the 409)"
-    ),
-)
 def test_id_number_with_full_width_digits_is_refused():
+    # Otherwise a full-width copy of a registered number would be a new login_key (no 409).
     full_width = ID_NUMBER[:6].translate(str.maketrans("0123456789", "０１２３４５６７８９")) + ID_NUMBER[6:]
     with pytest.raises(ValidationFailed) as info:
         accounts.new_applicant(citizen(id_number=full_width))

@@ -133,15 +133,8 @@ def test_duplicate_registration_conflict_passes_through(service, store):
         service.register(citizen_payload())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "services/identity/idnumbers.py id_number_problem/id_check_digit: '²'.isdigit() is True but int('²') "
-        "raises ValueError outside the birth-date try, so this client input becomes a 500 instead of a 422"
-    ),
-)
 def test_id_number_with_a_superscript_digit_is_a_validation_error(service, store):
+    # '²'.isdigit() is True but int('²') fails: it must be a 422, never a 500.
     with pytest.raises(ValidationFailed) as info:
         service.register(citizen_payload(id_number="²" + ID_NUMBER[1:]))
     assert [d["field"] for d in info.value.details] == ["id_number"]

@@ -228,14 +228,6 @@ def test_deadline_in_an_unknown_year_is_provisional():
     assert doc["deadline_provisional"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "services/intake/cases.py new_case: the deadline is counted from now.date() of a UTC datetime, not the "
-        "date in China; a case submitted on Monday 07:30 Beijing time (Sunday 23:30 UTC) is counted from Sunday, "
-        "so Monday becomes working day 1 and the deadline is one working day short"
-    ),
-)
 def test_deadline_counts_from_the_day_of_submission_in_china():
     early_monday_in_beijing = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)
     doc = doc_for(now=early_monday_in_beijing)

@@ -233,13 +233,6 @@ def test_publish_failure_still_answers(service, store, events):
     assert service.submit_case(CITIZEN, submission())["case_no"] == "620524MZ-20261123-000007"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "services/intake/service.py submit_case uses the UTC date for the case number and the daily counter key; "
-        "a case submitted on 23 Nov 07:30 Beijing time is numbered ...-20261122-..."
-    ),
-)
 def test_case_number_uses_the_date_in_china(service, store, monkeypatch):
     monkeypatch.setattr(cases, "now_utc", lambda: datetime(2026, 11, 22, 23, 30, tzinfo=UTC))
     result = service.submit_case(CITIZEN, submission())

@@ -1,0 +1,187 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request, Response
+
+from contracts.common import Principal
+from gateway import routing
+from gateway.routing import ApiRoute, api
+from services.common.errors import NotFound, Unauthenticated
+
+PRINCIPAL = Principal(user_id="u1", account_type="citizen", roles=["applicant"])
+
+
+class FakeAuth:
+    def __init__(self, principal=PRINCIPAL, error=None):
+        self.principal_value, self.error, self.requests = principal, error, []
+
+    def principal(self, request):
+        self.requests.append(request)
+        if self.error:
+            raise self.error
+        return self.principal_value
+
+
+@pytest.fixture
+def routes(monkeypatch):
+    monkeypatch.setattr(routing, "ROUTES", [])
+    return routing.ROUTES
+
+
+def _request(path="/x"):
+    return Request(EnvironBuilder(path=path).get_environ())
+
+
+def _json(response):
+    return json.loads(response.get_data(as_text=True))
+
+
+def test_declaring_a_route_documents_it(routes):
+    @api("POST", "/api/v1/things/<thing_id>", summary="Make a thing", status=201, query=["q"])
+    def handler(self, request, principal, thing_id):
+        return {}
+
+    [doc] = routes
+    assert (doc.method, doc.url, doc.summary, doc.auth, doc.status, doc.query) == (
+        "POST",
+        "/api/v1/things/<thing_id>",
+        "Make a thing",
+        True,
+        201,
+        ["q"],
+    )
+    [entrypoint] = getattr(handler, ENTRYPOINT_EXTENSIONS_ATTR)
+    assert isinstance(entrypoint, ApiRoute)
+    assert (entrypoint.method, entrypoint.url) == ("POST", "/api/v1/things/<thing_id>")
+
+
+def test_authenticated_route_gets_the_principal_and_path(routes):
+    seen = {}
+
+    @api("GET", "/things/<thing_id>", summary="s")
+    def handler(self, request, principal, thing_id):
+        seen.update(principal=principal, thing_id=thing_id)
+        return {"id": thing_id}
+
+    service = SimpleNamespace(auth=FakeAuth())
+    response = handler(service, _request(), thing_id="t1")
+    assert response.status_code == 200
+    assert _json(response) == {"id": "t1"}
+    assert seen == {"principal": PRINCIPAL, "thing_id": "t1"}
+    assert response.headers["X-Trace-Id"] is not None
+
+
+def test_public_route_does_not_authenticate(routes):
+    @api("GET", "/healthz", summary="s", auth=False)
+    def handler(self, request):
+        return {"status": "ok"}
+
+    auth = FakeAuth(error=Unauthenticated("no"))
+    assert handler(SimpleNamespace(auth=auth), _request()).status_code == 200
+    assert auth.requests == []
+
+
+def test_missing_authentication_is_a_401_in_the_contract_shape(routes):
+    called = []
+
+    @api("GET", "/me", summary="s")
+    def handler(self, request, principal):
+        called.append(True)
+
+    response = handler(SimpleNamespace(auth=FakeAuth(error=Unauthenticated("send a token"))), _request())
+    assert response.status_code == 401
+    assert _json(response)["error"]["code"] == "unauthenticated"
+    assert called == []
+
+
+def test_declared_status_is_used(routes):
+    @api("POST", "/things", summary="s", auth=False, status=201)
+    def handler(self, request):
+        return {"id": 1}
+
+    assert handler(SimpleNamespace(), _request()).status_code == 201
+
+
+def test_handler_may_choose_the_status(routes):
+    @api("GET", "/readyz", summary="s", auth=False)
+    def handler(self, request):
+        return 503, {"status": "unavailable"}
+
+    response = handler(SimpleNamespace(), _request())
+    assert response.status_code == 503
+    assert _json(response) == {"status": "unavailable"}
+
+
+def test_no_content(routes):
+    @api("POST", "/things/<thing_id>/read", summary="s", status=204)
+    def handler(self, request, principal, thing_id):
+        return 204, None
+
+    response = handler(SimpleNamespace(auth=FakeAuth()), _request(), thing_id="n1")
+    assert response.status_code == 204
+    assert response.get_data() == b""
+
+
+def test_a_ready_response_passes_through_with_a_trace_header(routes):
+    @api("GET", "/raw", summary="s", auth=False)
+    def handler(self, request):
+        return Response("plain", status=202, mimetype="text/plain")
+
+    response = handler(SimpleNamespace(), _request())
+    assert response.status_code == 202
+    assert response.get_data(as_text=True) == "plain"
+    assert "X-Trace-Id" in response.headers
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [(NotFound("no case"), 404, "not_found"), (KeyError("password_hash"), 500, "internal_error")],
+)
+def test_handler_errors_become_contract_errors(routes, exc, status, code):
+    @api("GET", "/boom", summary="s", auth=False)
+    def handler(self, request):
+        raise exc
+
+    response = handler(SimpleNamespace(), _request())
+    assert response.status_code == status
+    assert _json(response)["error"]["code"] == code
+    assert "password_hash" not in response.get_data(as_text=True)
+
+
+def test_route_exceptions_map_through_response_from_exception():
+    route = ApiRoute("GET", "/x")
+    response = route.response_from_exception(Unauthenticated("who"))
+    assert response.status_code == 401
+    assert _json(response)["error"]["code"] == "unauthenticated"
+
+
+def _app_response(environ):
+    from werkzeug.routing import Map, Rule
+
+    from gateway.routing import ApiWsgiApp
+
+    app = ApiWsgiApp.__new__(ApiWsgiApp)  # only the unmatched path is exercised: no server needed
+    app.url_map = Map([Rule("/known", methods=["GET"], endpoint="known")])
+    status = {}
+
+    def start_response(line, headers, exc_info=None):
+        status["line"], status["headers"] = line, dict(headers)
+
+    body = b"".join(app(environ, start_response))
+    return status["line"], status["headers"], json.loads(body)
+
+
+def test_unknown_path_is_a_json_404():
+    line, headers, body = _app_response(EnvironBuilder(path="/nowhere").get_environ())
+    assert line.startswith("404")
+    assert headers["Content-Type"] == "application/json"
+    assert body["error"]["code"] == "not_found"
+
+
+def test_wrong_method_is_a_json_405():
+    line, _, body = _app_response(EnvironBuilder(path="/known", method="DELETE").get_environ())
+    assert line.startswith("405")
+    assert body["error"]["code"] == "malformed_request"

@@ -1,0 +1,95 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from jinja2 import TemplateNotFound, UndefinedError
+
+from contracts.envelope import registered_events
+from services.notification import messages
+
+CASE = {"case_no": "620524MZ-20261123-000007", "item_name": "高龄津贴申领"}
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (datetime(2026, 11, 23, 2, 5, tzinfo=UTC), "2026年11月23日 10:05"),
+        (datetime(2026, 11, 22, 23, 30, tzinfo=UTC), "2026年11月23日 07:30"),  # the next day in China
+        ("2026-11-23T02:05:00+00:00", "2026年11月23日 10:05"),
+        ("2026-11-23T10:05:00+08:00", "2026年11月23日 10:05"),
+        (datetime(2026, 11, 23, 9, 5, tzinfo=timezone(timedelta(hours=7))), "2026年11月23日 10:05"),
+    ],
+)
+def test_local_time_is_china_time(moment, expected):
+    assert messages.local_time(moment) == expected
+
+
+def test_submitted_message():
+    title, body = messages.render("inbox", "case.submitted.v1", {**CASE, "submitted_at": "2026年11月23日 10:05"})
+    assert title == "您的“高龄津贴申领”申请已提交"
+    assert body == (
+        "您于2026年11月23日 10:05提交的“高龄津贴申领”申请（办件编号 620524MZ-20261123-000007）已收件，我们将尽快办理。"
+    )
+
+
+def test_approved_message_mentions_instant_approval():
+    context = {**CASE, "decided_at": "2026年11月23日 10:05", "decided_by": "auto", "reason": ""}
+    title, body = messages.render("inbox", "case.approved.v1", context)
+    assert title == "您的“高龄津贴申领”申请已办结：准予"
+    assert "620524MZ-20261123-000007" in body
+    assert "2026年11月23日 10:05" in body
+    assert body.endswith("审批通过（秒批）。")
+
+
+def test_approved_by_a_reviewer_is_not_instant():
+    context = {**CASE, "decided_at": "2026年11月23日 10:05", "decided_by": "staff-1", "reason": ""}
+    _, body = messages.render("inbox", "case.approved.v1", context)
+    assert "秒批" not in body
+    assert body.endswith("审批通过。")
+
+
+def test_rejected_message_gives_the_reason_and_remedies():
+    context = {**CASE, "decided_at": "2026年11月23日 10:05", "decided_by": "auto", "reason": "申请人年满80周岁"}
+    title, body = messages.render("inbox", "case.rejected.v1", context)
+    assert title == "您的“高龄津贴申领”申请未获批准"
+    assert "原因：申请人年满80周岁。" in body
+    assert "行政复议" in body
+
+
+def test_title_and_body_are_trimmed():
+    title, body = messages.render("inbox", "case.submitted.v1", {**CASE, "submitted_at": "x"})
+    assert title == title.strip() and "\n" not in title
+    assert body == body.strip()
+
+
+def test_missing_field_is_an_error_not_a_blank():
+    with pytest.raises(UndefinedError):
+        messages.render("inbox", "case.submitted.v1", {"item_name": "高龄津贴申领"})
+
+
+def test_no_html_escaping_in_plain_text():
+    title, _ = messages.render("inbox", "case.submitted.v1", {**CASE, "item_name": "A&B <C>", "submitted_at": "x"})
+    assert "A&B <C>" in title
+
+
+def test_unknown_template():
+    with pytest.raises(TemplateNotFound):
+        messages.render("inbox", "case.exploded.v1", CASE)
+
+
+def test_every_case_event_the_service_consumes_has_an_inbox_template():
+    for event_type in ("case.submitted.v1", "case.approved.v1", "case.rejected.v1"):
+        assert event_type in registered_events()
+        assert (messages.TEMPLATE_DIR / "inbox" / f"{event_type}.j2").is_file()
+
+
+def test_notification_id_is_stable_per_event_and_recipient():
+    first = messages.notification_id("e" * 32, "u1")
+    assert first == messages.notification_id("e" * 32, "u1")
+    assert len(first) == 24
+    int(first, 16)
+    assert first != messages.notification_id("e" * 32, "u2")
+    assert first != messages.notification_id("f" * 32, "u1")
+
+
+def test_notification_id_does_not_collide_on_concatenation():
+    assert messages.notification_id("ab", "c") != messages.notification_id("a", "bc")

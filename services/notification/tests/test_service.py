@@ -1,0 +1,170 @@
+from datetime import UTC, datetime, timedelta
+from unittest.mock import MagicMock
+
+import pytest
+from nameko.testing.services import worker_factory
+
+from contracts.cases import Decision
+from contracts.envelope import new_event
+from contracts.events import CaseApproved, CaseRejected, CaseSubmitted
+from contracts.notifications import NotificationView
+from services.common.consuming import PoisonMessage
+from services.common.errors import NotFound, ValidationFailed
+from services.notification import messages
+from services.notification.service import NotificationService
+
+CITIZEN = {"user_id": "u-citizen", "account_type": "citizen", "roles": ["applicant"]}
+SUBMITTED_AT = datetime(2026, 11, 23, 2, 5, tzinfo=UTC)  # 10:05 in Beijing
+COMMON = {
+    "case_no": "620524MZ-20261123-000007",
+    "item_code": "62052400MZ-GF-0001",
+    "item_name": "高龄津贴申领",
+    "department_code": "620524MZ",
+    "applicant_id": "u-citizen",
+}
+
+
+def submitted():
+    payload = CaseSubmitted(**COMMON, item_version=1, form={}, material_codes=[], submitted_at=SUBMITTED_AT)
+    return new_event(payload, producer="intake")
+
+
+def decided(model=CaseApproved, outcome="approved", decided_by="auto", reason=None):
+    decision = Decision(
+        outcome=outcome, decided_by=decided_by, reason=reason, decided_at=SUBMITTED_AT + timedelta(seconds=3)
+    )
+    return new_event(model(**COMMON, decision=decision), producer="approval")
+
+
+@pytest.fixture
+def store():
+    store = MagicMock()
+    store.insert_once.return_value = True
+    store.list_for.return_value = ([], 0)
+    return store
+
+
+@pytest.fixture
+def service(store):
+    return worker_factory(NotificationService, store=store)
+
+
+def _inserted(store):
+    store.insert_once.assert_called_once()
+    return store.insert_once.call_args.args[0]
+
+
+def test_submission_notifies_the_applicant_in_chinese(service, store):
+    event = submitted()
+    before = datetime.now(UTC)
+    service.on_case_submitted(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    expected_id = messages.notification_id(event.event_id, "u-citizen")
+    assert doc["_id"] == doc["notification_id"] == expected_id
+    assert doc["event_id"] == event.event_id
+    assert doc["recipient"] == "u-citizen"
+    assert doc["case_no"] == "620524MZ-20261123-000007"
+    assert doc["type"] == "case.submitted.v1"
+    assert doc["title"] == "您的“高龄津贴申领”申请已提交"
+    assert "2026年11月23日 10:05" in doc["body"]
+    assert "620524MZ-20261123-000007" in doc["body"]
+    assert doc["read_at"] is None
+    assert doc["deliveries"] == [{"channel": "inbox", "status": "delivered"}]
+    assert before <= doc["created_at"] <= datetime.now(UTC)
+    NotificationView.model_validate({k: doc.get(k) for k in NotificationView.model_fields})
+
+
+def test_approval_notice_says_instant_approval(service, store):
+    event = decided()
+    service.on_case_approved(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["title"] == "您的“高龄津贴申领”申请已办结：准予"
+    assert "（秒批）" in doc["body"]
+    assert "2026年11月23日 10:05" in doc["body"]
+    assert doc["type"] == "case.approved.v1"
+    assert doc["_id"] == messages.notification_id(event.event_id, "u-citizen")
+
+
+def test_rejection_notice_gives_the_reason(service, store):
+    event = decided(CaseRejected, "rejected", reason="申请人年满80周岁")
+    service.on_case_rejected(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["title"] == "您的“高龄津贴申领”申请未获批准"
+    assert "原因：申请人年满80周岁" in doc["body"]
+    assert doc["type"] == "case.rejected.v1"
+
+
+def test_redelivered_event_maps_to_the_same_notification(service, store):
+    body = submitted().model_dump(mode="json")
+    service.on_case_submitted(body)
+    store.insert_once.return_value = False  # the store refuses the duplicate id
+    service.on_case_submitted(body)
+    first, second = (c.args[0] for c in store.insert_once.call_args_list)
+    assert first["_id"] == second["_id"]
+
+
+def test_different_events_get_different_notifications(service, store):
+    service.on_case_submitted(submitted().model_dump(mode="json"))
+    service.on_case_submitted(submitted().model_dump(mode="json"))
+    first, second = (c.args[0] for c in store.insert_once.call_args_list)
+    assert first["_id"] != second["_id"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "event"),
+    [("on_case_submitted", decided()), ("on_case_approved", submitted()), ("on_case_rejected", decided())],
+)
+def test_wrong_or_invalid_events_are_poison(service, store, handler, event):
+    with pytest.raises(PoisonMessage):
+        getattr(service, handler)(event.model_dump(mode="json"))
+    with pytest.raises(PoisonMessage):
+        getattr(service, handler)({"nothing": "here"})
+    store.insert_once.assert_not_called()
+
+
+def test_list_notifications(service, store):
+    row = {
+        "_id": "n1",
+        "notification_id": "n1",
+        "recipient": "u-citizen",
+        "event_id": "e" * 32,
+        "case_no": "620524MZ-20261123-000007",
+        "type": "case.submitted.v1",
+        "title": "t",
+        "body": "b",
+        "created_at": SUBMITTED_AT,
+        "read_at": None,
+        "deliveries": [{"channel": "inbox", "status": "delivered"}],
+    }
+    store.list_for.return_value = ([row], 41)
+    result = service.list_notifications(CITIZEN, True, {"page": 3, "page_size": 20})
+    store.list_for.assert_called_once_with("u-citizen", True, 40, 20)
+    assert result["total"] == 41
+    assert result["page"] == 3
+    [item] = result["items"]
+    assert item["notification_id"] == "n1"
+    assert "recipient" not in item and "_id" not in item and "event_id" not in item
+    assert item["created_at"] == "2026-11-23T02:05:00Z"
+
+
+def test_list_notifications_refuses_bad_paging(service, store):
+    with pytest.raises(ValidationFailed):
+        service.list_notifications(CITIZEN, False, {"page_size": 1000})
+    store.list_for.assert_not_called()
+
+
+def test_mark_read(service, store):
+    store.mark_read.return_value = True
+    assert service.mark_read(CITIZEN, "n1") is None
+    store.mark_read.assert_called_once_with("u-citizen", "n1")
+
+
+def test_mark_read_of_someone_elses_notification_is_404(service, store):
+    store.mark_read.return_value = False
+    with pytest.raises(NotFound):
+        service.mark_read(CITIZEN, "n1")
+
+
+def test_ping(service, store):
+    assert service.ping() == "pong"
+    store.count.assert_called_once()
