@@ -35,3 +35,4 @@ class Principal(Contract):
     account_type: AccountType
     roles: list[Role]
     department_code: str | None = None
+    session_id: str | None = None  # the login session (refresh-token family) the token belongs to

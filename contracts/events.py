@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from contracts.cases import Decision, RuleResult
+from contracts.catalog import IssuedCertificate
 from contracts.envelope import EventPayload, register
 
 
@@ -33,6 +34,9 @@ class _CaseDecided(EventPayload):
 @register
 class CaseApproved(_CaseDecided):
     event_type = "case.approved.v1"
+    # What identity needs to issue the item's electronic certificate (电子证照), if it issues one.
+    issues_certificate: IssuedCertificate | None = None
+    form: dict[str, Any] = {}
 
 
 @register
@@ -60,3 +64,34 @@ class ItemPublished(EventPayload):
     item_code: str
     version: int
     department_code: str
+
+
+@register
+class AssuranceRaised(EventPayload):
+    """An account's assurance level went up: 2 real-name checked, 3 real-person (face) verified."""
+
+    event_type = "identity.assurance_raised.v1"
+    user_id: str
+    previous_level: int
+    assurance_level: int
+    method: str
+
+
+@register
+class SessionRevoked(EventPayload):
+    """Access tokens of this session must stop working now (logout, refresh-token reuse)."""
+
+    event_type = "identity.session_revoked.v1"
+    session_id: str
+    user_id: str
+    reason: str
+    expires_at: datetime  # after this, no access token of the session can be valid anyway
+
+
+@register
+class CertificateIssued(EventPayload):
+    event_type = "identity.certificate_issued.v1"
+    certificate_id: str
+    certificate_type: str
+    case_no: str
+    user_id: str

@@ -1,6 +1,7 @@
 """Identity RPC payloads: registration, login, tokens, profiles."""
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import EmailStr, Field
 
@@ -45,6 +46,66 @@ class RegistrationResult(Contract):
 class LoginRequest(Contract):
     username: Annotated[str, Field(min_length=1, max_length=128)]
     password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class LoginAttempt(Contract):
+    """What the gateway passes to identity: the request and where it came from (for throttling)."""
+
+    credentials: LoginRequest
+    client_address: str
+
+
+class RefreshRequest(Contract):
+    refresh_token: Annotated[str, Field(min_length=16, max_length=256)]
+
+
+StaffRole = Literal["reviewer", "supervisor", "admin"]
+
+
+class StaffCreation(Contract):
+    username: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{2,31}$")]
+    name: PersonName
+    password: Password
+    roles: Annotated[list[StaffRole], Field(min_length=1)]
+    department_code: Annotated[str, Field(pattern=r"^[0-9A-Z]{4,16}$")] | None = None
+
+
+class StaffCreated(Contract):
+    user_id: str
+    username: str
+    name: str
+    roles: list[StaffRole]
+    department_code: str | None
+
+
+class FaceVerification(Contract):
+    """The token a face-check (活体检测) SDK hands the app after a live capture."""
+
+    liveness_token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class AssuranceView(Contract):
+    user_id: str
+    assurance_level: int
+
+
+class Certificate(Contract):
+    certificate_id: str
+    type: str
+    name: str
+    issued_at: datetime
+    valid_until: datetime | None
+    case_no: str | None
+    data: dict[str, Any] = {}
+
+
+class CertificateCheck(Contract):
+    """Intake asks: are these certificates this applicant's own, and still valid?"""
+
+    certificate_id: str
+    owned: bool
+    valid: bool
+    type: str | None = None
 
 
 class TokenPair(Contract):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import jwt
@@ -16,8 +18,9 @@ from services.common.errors import Forbidden, Unauthenticated
 
 ISSUER = "yiwang-identity"
 AUDIENCE = "yiwang"
-# An unknown key id triggers a refetch, at most this often (key rotation without log-outs).
-REFETCH_INTERVAL = 30.0
+# An unknown key id triggers a refetch (key rotation without log-outs), at most this often per process,
+# so forged key ids cannot turn into an RPC storm.
+REFETCH_INTERVAL = 1.0
 
 
 class KeySet:
@@ -57,7 +60,11 @@ def verify(token: str, keys: KeySet) -> Principal:
     except jwt.InvalidTokenError:
         raise Unauthenticated("the access token is not valid") from None
     return Principal(
-        user_id=claims["sub"], account_type=claims["acct"], roles=claims["roles"], department_code=claims.get("dept")
+        user_id=claims["sub"],
+        account_type=claims["acct"],
+        roles=claims["roles"],
+        department_code=claims.get("dept"),
+        session_id=claims.get("sid"),
     )
 
 
@@ -69,12 +76,67 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+class Revocations:
+    """Sessions ended before their access tokens expire (logout, refresh-token reuse).
+
+    Loaded once from identity, then kept current by identity's `session_revoked` events, so a
+    request still needs no RPC. Entries are dropped when every token of the session has expired.
+    """
+
+    def __init__(self, load: Callable[[], list[dict[str, Any]]]) -> None:
+        self._load = load
+        self._until: dict[str, float] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, session_id: str, expires_at: datetime) -> None:
+        self._entries()[session_id] = expires_at.timestamp()
+
+    def is_revoked(self, session_id: str | None) -> bool:
+        if session_id is None:
+            return False
+        entries = self._entries()
+        until = entries.get(session_id)
+        if until is not None and until < time.time():
+            entries.pop(session_id, None)
+            return False
+        return until is not None
+
+    def _entries(self) -> dict[str, float]:
+        if self._until is None:
+            with self._lock:
+                if self._until is None:
+                    loaded = {
+                        r["session_id"]: datetime.fromisoformat(r["expires_at"]).timestamp() for r in self._load()
+                    }
+                    self._until = loaded
+        return self._until
+
+
 class Authenticator:
-    def __init__(self, keys: KeySet) -> None:
+    def __init__(self, keys: KeySet, revocations: Revocations, trusted_proxies: frozenset[str] = frozenset()) -> None:
         self.keys = keys
+        self.revocations = revocations
+        self.trusted_proxies = trusted_proxies  # whose X-Forwarded-For is believed (login throttling)
 
     def principal(self, request: Request) -> Principal:
-        return verify(bearer_token(request), self.keys)
+        principal = verify(bearer_token(request), self.keys)
+        if self.revocations.is_revoked(principal.session_id):
+            raise Unauthenticated("this session has ended; log in again")
+        return principal
+
+
+def client_address(request: Request, trusted_proxies: frozenset[str]) -> str:
+    """The caller's address. X-Forwarded-For is read from the right, hop by hop, only while the hop
+    that handed it on is a trusted proxy: the first untrusted address is the client."""
+    address = request.remote_addr or "unknown"
+    header = request.headers.get("X-Forwarded-For")
+    hops = [h.strip() for h in header.split(",")] if header else []
+    while address in trusted_proxies and hops:
+        previous = hops.pop()
+        if not previous:  # a malformed hop: trust nothing before it
+            break
+        address = previous
+    return address
 
 
 def require_role(principal: Principal, *roles: str) -> None:
@@ -83,18 +145,21 @@ def require_role(principal: Principal, *roles: str) -> None:
 
 
 class Auth(DependencyProvider):
-    """Holds the process-wide key cache; fetches keys through a standalone RPC client."""
+    """Holds the process-wide key cache and revocation list, loaded through a standalone RPC client."""
 
     def setup(self) -> None:
         from nameko.standalone.rpc import ServiceRpcClient
 
         from services.common.rpc import call
 
-        def fetch() -> dict[str, Any]:
+        def ask(method: str) -> Any:
             with ServiceRpcClient("identity") as identity:
-                return call(identity.jwks, timeout=5)
+                return call(getattr(identity, method), timeout=5)
 
-        self.authenticator = Authenticator(KeySet(fetch))
+        proxies = frozenset(filter(None, os.environ.get("YIWANG_TRUSTED_PROXIES", "").split(",")))
+        self.authenticator = Authenticator(
+            KeySet(lambda: ask("jwks")), Revocations(lambda: ask("revoked_sessions")), proxies
+        )
 
     def get_dependency(self, worker_ctx: Any) -> Authenticator:
         return self.authenticator

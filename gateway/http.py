@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorResponse
-from services.common.errors import DomainError, MalformedRequest, PayloadTooLarge, details_from_pydantic
+from services.common.errors import DomainError, MalformedRequest, PayloadTooLarge, RateLimited, details_from_pydantic
 from services.common.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def error_response(
 def response_for_exception(exc: BaseException) -> Response:
     """Map anything a handler raised onto the contract; unexpected errors are 500 without internals."""
     if isinstance(exc, DomainError):
-        headers = {"Retry-After": "60"} if exc.code == ErrorCode.RATE_LIMITED else None
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return error_response(exc.code, exc.message, exc.details, headers)
     if isinstance(exc, ValidationError):
         return error_response(ErrorCode.VALIDATION_FAILED, "the request is not valid", details_from_pydantic(exc))

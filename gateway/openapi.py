@@ -47,6 +47,7 @@ def openapi_document() -> dict[str, Any]:
             operation["parameters"] = parameters
         if route.auth:
             operation["security"] = [{"bearer": []}]
+            operation["x-roles"] = list(route.roles) or ["any signed-in account"]
         paths.setdefault(path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",

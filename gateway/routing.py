@@ -17,6 +17,7 @@ from opentelemetry import trace
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from gateway.auth import require_role
 from gateway.http import error_for_http_exception, json_response, response_for_exception
 
 _tracer = trace.get_tracer("yiwang.gateway")
@@ -34,6 +35,7 @@ class RouteDoc:
     response_model: Any = None
     status: int = 200
     query: list[str] = field(default_factory=list)
+    roles: tuple[str, ...] = ()
 
 
 ROUTES: list[RouteDoc] = []
@@ -74,16 +76,25 @@ def api(
     response_model: Any = None,
     status: int = 200,
     query: list[str] | None = None,
+    roles: tuple[str, ...] = (),
 ) -> Callable:
-    """Declare a public API route. The handler returns a body (dict/model), or (status, body)."""
-    ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, query or []))
+    """Declare a public API route and who may call it; the handler returns a body, or (status, body).
+
+    `auth=False`: anyone. Otherwise a valid, unrevoked access token, and when `roles` is given one of
+    them. This is the one place access is checked at the gateway; services then scope data to the
+    caller (an applicant's own cases, a reviewer's department), answering 404 for what is not theirs.
+    """
+    ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, query or [], roles))
 
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def handler(self: Any, request: Request, **path: Any) -> Response:
             try:
                 if auth:
-                    path["principal"] = self.auth.principal(request)
+                    principal = self.auth.principal(request)
+                    if roles:
+                        require_role(principal, *roles)
+                    path["principal"] = principal
                 result = fn(self, request, **path)
                 if isinstance(result, Response):
                     result.headers.setdefault("X-Trace-Id", json_response(None).headers["X-Trace-Id"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from nameko.events import BROADCAST, event_handler
 from nameko.rpc import ServiceRpc
 from pydantic import TypeAdapter
 from werkzeug.wrappers import Request
@@ -11,8 +13,21 @@ from werkzeug.wrappers import Request
 from contracts.cases import CaseCreated, CaseView, SubmitCase
 from contracts.catalog import PublishedItem
 from contracts.common import PageQuery, Principal
-from contracts.identity import LoginRequest, Registration, RegistrationResult, TokenPair, UserView
-from gateway.auth import Auth
+from contracts.envelope import parse_event
+from contracts.events import SessionRevoked
+from contracts.identity import (
+    AssuranceView,
+    FaceVerification,
+    LoginRequest,
+    RefreshRequest,
+    Registration,
+    RegistrationResult,
+    StaffCreated,
+    StaffCreation,
+    TokenPair,
+    UserView,
+)
+from gateway.auth import Auth, client_address
 from gateway.http import read_json
 from gateway.openapi import openapi_document
 from gateway.routing import api
@@ -95,8 +110,27 @@ class Gateway:
         response_model=TokenPair,
     )
     def login(self, request: Request) -> dict[str, Any]:
-        body = validated(LoginRequest, read_json(request)).model_dump()
-        return call(self.identity.login, body)
+        credentials = validated(LoginRequest, read_json(request)).model_dump()
+        address = client_address(request, self.auth.trusted_proxies)
+        return call(self.identity.login, {"credentials": credentials, "client_address": address})
+
+    @api(
+        "POST",
+        "/api/v1/auth/refresh",
+        summary="Trade a refresh token (once) for a new pair",
+        auth=False,
+        request_model=RefreshRequest,
+        response_model=TokenPair,
+    )
+    def refresh(self, request: Request) -> dict[str, Any]:
+        return call(self.identity.refresh, validated(RefreshRequest, read_json(request)).model_dump())
+
+    @api("POST", "/api/v1/auth/logout", summary="End this session: its tokens stop working", status=204)
+    def logout(self, request: Request, principal: Principal) -> tuple[int, None]:
+        call(self.identity.logout, principal.model_dump())
+        if principal.session_id:  # at once here; other gateway processes learn it from the event
+            self.auth.revocations.add(principal.session_id, datetime.now(UTC) + timedelta(hours=1))
+        return 204, None
 
     @api("GET", "/.well-known/jwks.json", summary="Public keys that verify access tokens", auth=False)
     def jwks(self, request: Request) -> dict[str, Any]:
@@ -105,6 +139,54 @@ class Gateway:
     @api("GET", "/api/v1/me", summary="The caller's account", response_model=UserView)
     def me(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.get_user, principal.user_id)
+
+    @api("GET", "/api/v1/me/certificates", summary="Electronic certificates issued to the caller", roles=("applicant",))
+    def my_certificates(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.identity.list_certificates, principal.user_id)
+
+    @api(
+        "POST",
+        "/api/v1/me/verifications/real-name",
+        summary="Real-name check against the population registry (assurance level 2)",
+        roles=("applicant",),
+        response_model=AssuranceView,
+    )
+    def verify_real_name(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.identity.verify_real_name, principal.model_dump())
+
+    @api(
+        "POST",
+        "/api/v1/me/verifications/face",
+        summary="Real-person face check (assurance level 3)",
+        roles=("applicant",),
+        request_model=FaceVerification,
+        response_model=AssuranceView,
+    )
+    def verify_face(self, request: Request, principal: Principal) -> dict[str, Any]:
+        body = validated(FaceVerification, read_json(request)).model_dump()
+        return call(self.identity.verify_face, principal.model_dump(), body)
+
+    @api(
+        "POST",
+        "/api/v1/admin/staff",
+        summary="Create a staff account",
+        roles=("admin",),
+        request_model=StaffCreation,
+        response_model=StaffCreated,
+        status=201,
+    )
+    def create_staff(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
+        body = validated(StaffCreation, read_json(request)).model_dump(mode="json")
+        return 201, call(self.identity.create_staff, principal.model_dump(), body)
+
+    @api("POST", "/api/v1/admin/signing-keys", summary="Rotate the token signing key", roles=("admin",), status=201)
+    def rotate_signing_key(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
+        return 201, call(self.identity.rotate_signing_key, principal.model_dump())
+
+    @event_handler("identity", "identity.session_revoked.v1", handler_type=BROADCAST, reliable_delivery=False)
+    def on_session_revoked(self, body: dict[str, Any]) -> None:
+        _, revoked = parse_event(body, expected=SessionRevoked)
+        self.auth.revocations.add(revoked.session_id, revoked.expires_at)
 
     # --- catalog ------------------------------------------------------------------------------
     @api("GET", "/api/v1/catalog/departments", summary="Departments", auth=False)
@@ -145,6 +227,7 @@ class Gateway:
         request_model=SubmitCase,
         response_model=CaseCreated,
         status=201,
+        roles=("applicant",),
     )
     def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(SubmitCase, read_json(request)).model_dump(mode="json", exclude_none=True)
@@ -152,7 +235,13 @@ class Gateway:
         annotate(case_no=created["case_no"], item_code=created["item_code"])
         return 201, created
 
-    @api("GET", "/api/v1/cases", summary="The caller's cases, newest first", query=["status", "page", "page_size"])
+    @api(
+        "GET",
+        "/api/v1/cases",
+        summary="The caller's cases, newest first",
+        query=["status", "page", "page_size"],
+        roles=("applicant",),
+    )
     def list_cases(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.intake.list_cases, principal.model_dump(), request.args.get("status"), page_query(request))
 

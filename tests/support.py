@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 import requests
@@ -60,17 +60,16 @@ def eventually(check: Callable[[], T | None], timeout: float = 20.0, interval: f
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
-_sequence = iter(range(1, 10**6))
-
-
-def citizen(born: date = date(1940, 5, 6), region: str = "620524", phone: str | None = None) -> dict[str, str]:
-    """A registration body for a fresh citizen with a valid id number and phone."""
-    n = next(_sequence) + uuid.uuid4().int % 900
+def citizen(born: date | None = None, region: str = "620524", phone: str | None = None) -> dict[str, str]:
+    """A registration body for a fresh citizen: a valid, unused id number (by default born 1935–1944,
+    so over 80) and phone. Sequence code 999 is left out: the local registry refuses it on purpose."""
+    rand = uuid.uuid4().int
+    born = born or date(1935, 1, 1) + timedelta(days=rand % 3650)
     return {
         "account_type": "citizen",
         "name": "测试申请人",
-        "id_number": make_id_number(region, born, n),
-        "phone": phone or f"139{uuid.uuid4().int % 10**8:08d}",
+        "id_number": make_id_number(region, born, (rand >> 20) % 999),
+        "phone": phone or f"139{(rand >> 40) % 10**8:08d}",
         "password": "correct-horse-42",
     }
 

@@ -1,5 +1,6 @@
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -9,13 +10,14 @@ from werkzeug.wrappers import Request
 
 from contracts.common import Principal
 from gateway import auth
-from gateway.auth import Authenticator, KeySet, bearer_token, require_role, verify
+from gateway.auth import Authenticator, KeySet, Revocations, bearer_token, client_address, require_role, verify
 from services.common.errors import Forbidden, Unauthenticated
 from services.identity import tokens
 from services.identity.tokens import issue_access_token, new_signing_key
 
 CITIZEN = {"_id": "u-citizen", "account_type": "citizen", "roles": ["applicant"]}
 REVIEWER = {"_id": "u-rev", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
+SESSION = "5e55" * 8
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,16 @@ class CountingFetch:
         return {"keys": [k["public_jwk"] for k in self.keys]}
 
 
+class CountingLoad:
+    def __init__(self, *revoked):
+        self.revoked = list(revoked)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return list(self.revoked)
+
+
 @pytest.fixture
 def fetch(key):
     return CountingFetch(key)
@@ -46,6 +58,10 @@ def fetch(key):
 @pytest.fixture
 def keyset(fetch):
     return KeySet(fetch)
+
+
+def no_revocations():
+    return []
 
 
 def _encode(key, claims, headers=None):
@@ -81,14 +97,16 @@ def test_gateway_and_identity_agree_on_issuer_and_audience():
 
 
 def test_valid_token_gives_the_principal(key, keyset):
-    token, expires_in = issue_access_token(key, CITIZEN)
+    token, expires_in = issue_access_token(key, CITIZEN, SESSION)
     principal = verify(token, keyset)
-    assert principal == Principal(user_id="u-citizen", account_type="citizen", roles=["applicant"])
+    assert principal == Principal(
+        user_id="u-citizen", account_type="citizen", roles=["applicant"], department_code=None, session_id=SESSION
+    )
     assert expires_in == 900
 
 
 def test_staff_token_carries_department(key, keyset):
-    token, _ = issue_access_token(key, REVIEWER)
+    token, _ = issue_access_token(key, REVIEWER, SESSION)
     principal = verify(token, keyset)
     assert principal.roles == ["reviewer"]
     assert principal.department_code == "620524MZ"
@@ -96,13 +114,13 @@ def test_staff_token_carries_department(key, keyset):
 
 
 def test_expired_token_is_refused_with_a_hint_to_refresh(key, keyset):
-    token, _ = issue_access_token(key, CITIZEN, now=datetime.now(UTC) - timedelta(minutes=16))
+    token, _ = issue_access_token(key, CITIZEN, SESSION, now=datetime.now(UTC) - timedelta(minutes=16))
     with pytest.raises(Unauthenticated, match="expired"):
         verify(token, keyset)
 
 
 def test_token_just_issued_is_not_expired(key, keyset):
-    token, _ = issue_access_token(key, CITIZEN, now=datetime.now(UTC) - timedelta(minutes=14))
+    token, _ = issue_access_token(key, CITIZEN, SESSION, now=datetime.now(UTC) - timedelta(minutes=14))
     assert verify(token, keyset).user_id == "u-citizen"
 
 
@@ -123,7 +141,7 @@ def test_required_claims(key, keyset, claim):
 
 
 def test_unknown_kid_is_refused(other_key, keyset):
-    token, _ = issue_access_token(other_key, CITIZEN)
+    token, _ = issue_access_token(other_key, CITIZEN, SESSION)
     with pytest.raises(Unauthenticated, match="unknown key"):
         verify(token, keyset)
 
@@ -135,7 +153,7 @@ def test_token_signed_by_another_key_under_a_known_kid_is_refused(key, other_key
 
 
 def test_tampered_claims_are_refused(key, keyset):
-    token, _ = issue_access_token(key, CITIZEN)
+    token, _ = issue_access_token(key, CITIZEN, SESSION)
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["roles"] = ["admin"]
@@ -169,7 +187,7 @@ def test_garbage_is_refused(keyset, token):
 
 def test_non_string_kid_is_refused(key, keyset):
     header = base64.urlsafe_b64encode(json.dumps({"alg": "EdDSA", "kid": ["x"]}).encode()).rstrip(b"=").decode()
-    _, payload, signature = issue_access_token(key, CITIZEN)[0].split(".")
+    _, payload, signature = issue_access_token(key, CITIZEN, SESSION)[0].split(".")
     with pytest.raises(Unauthenticated):
         verify(f"{header}.{payload}.{signature}", keyset)
 
@@ -185,7 +203,7 @@ def test_token_without_kid_is_refused(key, keyset):
 
 def test_keys_are_fetched_once_and_cached(key, keyset, fetch):
     for _ in range(3):
-        verify(issue_access_token(key, CITIZEN)[0], keyset)
+        verify(issue_access_token(key, CITIZEN, SESSION)[0], keyset)
     assert fetch.calls == 1
 
 
@@ -215,10 +233,10 @@ def test_key_rotation_is_picked_up_without_log_outs(key, other_key, monkeypatch)
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
     fetch = CountingFetch(key)
     keyset = KeySet(fetch)
-    verify(issue_access_token(key, CITIZEN)[0], keyset)
+    verify(issue_access_token(key, CITIZEN, SESSION)[0], keyset)
     fetch.keys = [key, other_key]
     clock[0] += auth.REFETCH_INTERVAL + 1
-    assert verify(issue_access_token(other_key, CITIZEN)[0], keyset).user_id == "u-citizen"
+    assert verify(issue_access_token(other_key, CITIZEN, SESSION)[0], keyset).user_id == "u-citizen"
 
 
 def test_fetch_failure_propagates(key):
@@ -256,15 +274,48 @@ def test_missing_or_other_scheme_is_unauthenticated(header):
 
 
 def test_authenticator_verifies_the_bearer_token(key, keyset):
-    token, _ = issue_access_token(key, CITIZEN)
-    principal = Authenticator(keyset).principal(_request({"Authorization": f"Bearer {token}"}))
+    token, _ = issue_access_token(key, CITIZEN, SESSION)
+    principal = Authenticator(keyset, Revocations(no_revocations)).principal(
+        _request({"Authorization": f"Bearer {token}"})
+    )
     assert principal.user_id == "u-citizen"
 
 
 def test_authenticator_refuses_requests_without_a_token(keyset, fetch):
+    load = CountingLoad()
     with pytest.raises(Unauthenticated):
-        Authenticator(keyset).principal(_request())
+        Authenticator(keyset, Revocations(load)).principal(_request())
     assert fetch.calls == 0
+    assert load.calls == 0
+
+
+def test_authenticator_refuses_a_revoked_session(key, keyset):
+    revocations = Revocations(no_revocations)
+    authenticator = Authenticator(keyset, revocations)
+    token, _ = issue_access_token(key, CITIZEN, SESSION)
+    other, _ = issue_access_token(key, CITIZEN, "another-session")
+    revocations.add(SESSION, datetime.now(UTC) + timedelta(minutes=15))
+    with pytest.raises(Unauthenticated, match="log in again"):
+        authenticator.principal(_request({"Authorization": f"Bearer {token}"}))
+    assert authenticator.principal(_request({"Authorization": f"Bearer {other}"})).session_id == "another-session"
+
+
+def test_authenticator_refuses_a_session_revoked_before_it_started(key, keyset):
+    # A gateway process that starts after the logout learns it from identity's list.
+    load = CountingLoad({"session_id": SESSION, "expires_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()})
+    token, _ = issue_access_token(key, CITIZEN, SESSION)
+    with pytest.raises(Unauthenticated):
+        Authenticator(keyset, Revocations(load)).principal(_request({"Authorization": f"Bearer {token}"}))
+    assert load.calls == 1
+
+
+def test_token_without_a_session_id_gives_no_session(key, keyset):
+    principal = verify(_encode(key, _claims()), keyset)
+    assert principal.session_id is None
+
+
+def test_authenticator_trusts_no_proxy_by_default(keyset):
+    assert Authenticator(keyset, Revocations(no_revocations)).trusted_proxies == frozenset()
 
 
 def test_require_role():
@@ -275,3 +326,122 @@ def test_require_role():
         require_role(reviewer, "admin")
     with pytest.raises(Forbidden):
         require_role(Principal(user_id="a", account_type="citizen", roles=["applicant"]), "reviewer")
+
+
+# --- Revocations --------------------------------------------------------------------------------
+
+
+def _in(seconds):
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def test_revocations_load_lazily_and_once():
+    load = CountingLoad({"session_id": "s-old", "expires_at": _in(600).isoformat()})
+    revocations = Revocations(load)
+    assert load.calls == 0  # nothing is asked of identity while the gateway starts
+    assert revocations.is_revoked("s-old")
+    assert not revocations.is_revoked("s-other")
+    assert revocations.is_revoked("s-old")
+    assert load.calls == 1
+
+
+def test_no_session_is_never_revoked_and_loads_nothing():
+    load = CountingLoad()
+    assert not Revocations(load).is_revoked(None)
+    assert load.calls == 0
+
+
+def test_added_sessions_are_revoked_and_loaded_ones_kept():
+    load = CountingLoad({"session_id": "s-old", "expires_at": _in(600).isoformat()})
+    revocations = Revocations(load)
+    revocations.add("s-new", _in(600))  # before the first check: must not hide what identity knows
+    assert revocations.is_revoked("s-new")
+    assert revocations.is_revoked("s-old")
+    assert load.calls == 1
+
+
+def test_revocation_expires_with_the_sessions_tokens(monkeypatch):
+    clock = [time.time()]
+    monkeypatch.setattr(auth.time, "time", lambda: clock[0])
+    load = CountingLoad({"session_id": "s-old", "expires_at": _in(60).isoformat()})
+    revocations = Revocations(load)
+    revocations.add("s-new", _in(120))
+    assert revocations.is_revoked("s-old") and revocations.is_revoked("s-new")
+
+    clock[0] += 90  # every token of s-old has expired by now; s-new's have not
+    assert not revocations.is_revoked("s-old")
+    assert revocations.is_revoked("s-new")
+    assert "s-old" not in revocations._entries()  # dropped: the list does not grow for ever
+
+    clock[0] += 60
+    assert not revocations.is_revoked("s-new")
+    assert revocations._entries() == {}
+    assert load.calls == 1
+
+
+def test_adding_again_extends_the_revocation(monkeypatch):
+    clock = [time.time()]
+    monkeypatch.setattr(auth.time, "time", lambda: clock[0])
+    revocations = Revocations(no_revocations)
+    revocations.add("s", _in(10))
+    revocations.add("s", _in(100))
+    clock[0] += 50
+    assert revocations.is_revoked("s")
+
+
+def test_revocations_load_failure_propagates():
+    def failing():
+        raise ConnectionError("identity is down")
+
+    with pytest.raises(ConnectionError):
+        Revocations(failing).is_revoked("s")
+
+
+# --- client_address -----------------------------------------------------------------------------
+
+PROXY = "10.0.0.5"
+
+
+def _from(remote, forwarded=None):
+    headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+    return Request(EnvironBuilder(path="/", headers=headers, environ_base={"REMOTE_ADDR": remote}).get_environ())
+
+
+def test_direct_caller_is_its_remote_address():
+    assert client_address(_from("203.0.113.7"), frozenset({PROXY})) == "203.0.113.7"
+
+
+def test_forwarded_for_from_an_untrusted_caller_is_ignored():
+    # Anyone could send the header to spread their failed logins over invented addresses.
+    assert client_address(_from("203.0.113.7", "198.51.100.1"), frozenset({PROXY})) == "203.0.113.7"
+    assert client_address(_from("203.0.113.7", "198.51.100.1"), frozenset()) == "203.0.113.7"
+
+
+def test_forwarded_for_from_a_trusted_proxy_is_believed():
+    assert client_address(_from(PROXY, "198.51.100.1"), frozenset({PROXY})) == "198.51.100.1"
+
+
+def test_the_last_hop_is_taken_from_a_trusted_proxy():
+    # Earlier entries were written by the client and can be forged; the last one the proxy saw.
+    forwarded = "1.2.3.4, 198.51.100.1"
+    assert client_address(_from(PROXY, forwarded), frozenset({PROXY})) == "198.51.100.1"
+    assert client_address(_from(PROXY, "1.2.3.4,198.51.100.9 "), frozenset({PROXY})) == "198.51.100.9"
+
+
+def test_trusted_proxy_without_forwarded_for_is_itself():
+    assert client_address(_from(PROXY), frozenset({PROXY})) == PROXY
+    assert client_address(_from(PROXY, ""), frozenset({PROXY})) == PROXY
+    assert client_address(_from(PROXY, "1.2.3.4, "), frozenset({PROXY})) == PROXY
+
+
+def test_no_remote_address_is_unknown():
+    request = Request(EnvironBuilder(path="/").get_environ())
+    request.environ.pop("REMOTE_ADDR", None)
+    assert client_address(request, frozenset()) == "unknown"
+
+
+def test_forwarded_for_through_two_trusted_proxies_reaches_the_client():
+    inner, outer = "10.0.0.5", "10.0.0.6"
+    request = _from(inner, f"203.0.113.9, 198.51.100.1, {outer}")
+    assert client_address(request, frozenset({inner, outer})) == "198.51.100.1"
+    assert client_address(request, frozenset({inner})) == outer  # the outer proxy is not trusted

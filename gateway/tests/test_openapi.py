@@ -137,3 +137,26 @@ def test_errors_use_the_contract_shape(document):
 
 def test_document_is_stable():
     assert openapi_document() == openapi_document()
+
+
+def test_who_may_call_each_signed_in_route_is_documented(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if "security" in operation:
+                assert operation["x-roles"], f"{method} {path}"
+            else:
+                assert "x-roles" not in operation, f"{method} {path}"
+    assert document["paths"]["/api/v1/admin/staff"]["post"]["x-roles"] == ["admin"]
+    assert document["paths"]["/api/v1/cases"]["post"]["x-roles"] == ["applicant"]
+    assert document["paths"]["/api/v1/me"]["get"]["x-roles"] == ["any signed-in account"]
+
+
+def test_identity_routes_of_the_contract_are_documented(document):
+    expected = {
+        ("POST", "/api/v1/auth/refresh"),
+        ("POST", "/api/v1/auth/logout"),
+        ("GET", "/api/v1/me/certificates"),
+        ("POST", "/api/v1/admin/staff"),
+    }
+    documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    assert expected <= documented

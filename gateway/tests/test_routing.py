@@ -74,6 +74,73 @@ def test_authenticated_route_gets_the_principal_and_path(routes):
     assert response.headers["X-Trace-Id"] is not None
 
 
+def test_a_route_records_the_roles_it_needs(routes):
+    @api("POST", "/admin/things", summary="s", roles=("admin", "supervisor"))
+    def handler(self, request, principal):
+        return {}
+
+    assert routes[0].roles == ("admin", "supervisor")
+
+
+def test_routes_need_no_role_by_default(routes):
+    @api("GET", "/me", summary="s")
+    def handler(self, request, principal):
+        return {"user_id": principal.user_id}
+
+    assert routes[0].roles == ()
+    staff_without_roles = Principal(user_id="x", account_type="staff", roles=[])
+    assert handler(SimpleNamespace(auth=FakeAuth(staff_without_roles)), _request()).status_code == 200
+
+
+def test_a_route_for_admins_answers_403_to_an_applicant(routes):
+    called = []
+
+    @api("POST", "/admin/staff", summary="s", roles=("admin",))
+    def handler(self, request, principal):
+        called.append(principal)
+        return {}
+
+    response = handler(SimpleNamespace(auth=FakeAuth(PRINCIPAL)), _request())
+    assert response.status_code == 403
+    error = _json(response)["error"]
+    assert error["code"] == "forbidden"
+    assert "admin" in error["message"]
+    assert response.headers["X-Trace-Id"] is not None
+    assert called == []
+
+
+def test_a_route_for_admins_lets_an_admin_in(routes):
+    admin = Principal(user_id="a1", account_type="staff", roles=["admin"])
+
+    @api("POST", "/admin/staff", summary="s", roles=("admin",))
+    def handler(self, request, principal):
+        return {"by": principal.user_id}
+
+    response = handler(SimpleNamespace(auth=FakeAuth(admin)), _request())
+    assert response.status_code == 200
+    assert _json(response) == {"by": "a1"}
+
+
+def test_any_one_of_the_roles_is_enough(routes):
+    supervisor = Principal(user_id="s1", account_type="staff", roles=["reviewer", "supervisor"])
+
+    @api("GET", "/stats", summary="s", roles=("admin", "supervisor"))
+    def handler(self, request, principal):
+        return {}
+
+    assert handler(SimpleNamespace(auth=FakeAuth(supervisor)), _request()).status_code == 200
+    assert handler(SimpleNamespace(auth=FakeAuth(PRINCIPAL)), _request()).status_code == 403
+
+
+def test_without_a_token_a_role_route_is_401_not_403(routes):
+    @api("POST", "/admin/staff", summary="s", roles=("admin",))
+    def handler(self, request, principal):
+        return {}
+
+    response = handler(SimpleNamespace(auth=FakeAuth(error=Unauthenticated("send a token"))), _request())
+    assert response.status_code == 401
+
+
 def test_public_route_does_not_authenticate(routes):
     @api("GET", "/healthz", summary="s", auth=False)
     def handler(self, request):

@@ -1,5 +1,5 @@
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from unittest.mock import MagicMock
 
 import pytest
@@ -8,17 +8,32 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from contracts.common import Principal
+from contracts.envelope import new_event
+from contracts.events import SessionRevoked
 from gateway.service import SERVICES, Gateway, as_flag, page_query
-from services.common.errors import Conflict, NotFound, Unauthenticated, Unavailable, ValidationFailed
+from services.common.errors import Conflict, NotFound, RateLimited, Unauthenticated, Unavailable, ValidationFailed
 from services.identity.idnumbers import make_id_number
+from services.identity.tokens import ACCESS_TOKEN_TTL
 
-PRINCIPAL = Principal(user_id="u1", account_type="citizen", roles=["applicant"])
+PRINCIPAL = Principal(user_id="u1", account_type="citizen", roles=["applicant"], session_id="s-1")
+ADMIN = Principal(user_id="a1", account_type="staff", roles=["admin"], session_id="s-admin")
+REVIEWER = Principal(user_id="r1", account_type="staff", roles=["reviewer"], department_code="620524MZ")
+CALLER = "203.0.113.7"
+PROXY = "10.0.0.5"
 ITEM_CODE = "62052400MZ-GF-0001"
 
 
-def _request(method="GET", path="/", body=None, query=None, content_type="application/json"):
+def _request(method="GET", path="/", body=None, query=None, content_type="application/json", headers=None, remote=None):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    builder = EnvironBuilder(method=method, path=path, data=data, query_string=query, content_type=content_type)
+    builder = EnvironBuilder(
+        method=method,
+        path=path,
+        data=data,
+        query_string=query,
+        content_type=content_type,
+        headers=headers,
+        environ_base={"REMOTE_ADDR": remote or CALLER},
+    )
     return Request(builder.get_environ())
 
 
@@ -38,6 +53,7 @@ def raises(method, exc):
 def auth():
     auth = MagicMock()
     auth.principal.return_value = PRINCIPAL
+    auth.trusted_proxies = frozenset({PROXY})
     return auth
 
 
@@ -178,7 +194,101 @@ def test_login(gateway):
     response = gateway.login(_request("POST", body={"username": "13800138000", "password": "pw"}))
     assert response.status_code == 200
     assert _json(response) == pair
-    gateway.identity.login.call_async.assert_called_once_with({"username": "13800138000", "password": "pw"})
+    gateway.identity.login.call_async.assert_called_once_with(
+        {"credentials": {"username": "13800138000", "password": "pw"}, "client_address": CALLER}
+    )
+
+
+def test_login_passes_the_forwarded_client_address_from_a_trusted_proxy(gateway):
+    returns(gateway.identity.login, {})
+    request = _request(
+        "POST",
+        body={"username": "u", "password": "pw"},
+        headers={"X-Forwarded-For": "1.2.3.4, 198.51.100.1"},
+        remote=PROXY,
+    )
+    gateway.login(request)
+    [sent] = gateway.identity.login.call_async.call_args.args
+    assert sent["client_address"] == "198.51.100.1"
+
+
+def test_login_ignores_forwarded_for_from_anyone_else(gateway):
+    returns(gateway.identity.login, {})
+    gateway.login(_request("POST", body={"username": "u", "password": "pw"}, headers={"X-Forwarded-For": "1.2.3.4"}))
+    [sent] = gateway.identity.login.call_async.call_args.args
+    assert sent["client_address"] == CALLER
+
+
+def test_login_refuses_a_bad_body_before_identity(gateway):
+    response = gateway.login(_request("POST", body={"username": "u", "password": "pw", "client_address": "1.1.1.1"}))
+    assert response.status_code == 422
+    gateway.identity.login.call_async.assert_not_called()
+
+
+def test_throttled_login_is_429_with_retry_after(gateway):
+    raises(gateway.identity.login, RateLimited("too many failed logins; try again later", retry_after=321))
+    response = gateway.login(_request("POST", body={"username": "x", "password": "y"}))
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "321"
+    assert _json(response)["error"]["code"] == "rate_limited"
+
+
+def test_refresh(gateway, auth):
+    pair = {"access_token": "a2", "refresh_token": "r2", "token_type": "Bearer", "expires_in": 900}
+    returns(gateway.identity.refresh, pair)
+    response = gateway.refresh(_request("POST", body={"refresh_token": "r" * 43}))
+    assert response.status_code == 200
+    assert _json(response) == pair
+    gateway.identity.refresh.call_async.assert_called_once_with({"refresh_token": "r" * 43})
+    auth.principal.assert_not_called()  # the access token may have expired: that is why one refreshes
+
+
+def test_refresh_refuses_a_bad_body_before_identity(gateway):
+    assert gateway.refresh(_request("POST", body={"refresh_token": "short"})).status_code == 422
+    gateway.identity.refresh.call_async.assert_not_called()
+
+
+def test_reused_refresh_token_is_401(gateway):
+    raises(gateway.identity.refresh, Unauthenticated("this refresh token was already used"))
+    assert gateway.refresh(_request("POST", body={"refresh_token": "r" * 43})).status_code == 401
+
+
+def test_logout_ends_the_session_here_at_once(gateway, auth):
+    returns(gateway.identity.logout, None)
+    before = datetime.now(UTC)
+    response = gateway.logout(_request("POST"))
+    assert response.status_code == 204
+    assert response.get_data() == b""
+    gateway.identity.logout.call_async.assert_called_once_with(PRINCIPAL.model_dump())
+    auth.revocations.add.assert_called_once()
+    session_id, until = auth.revocations.add.call_args.args
+    assert session_id == "s-1"
+    # At least as long as the session's last access token can live.
+    assert until >= before + ACCESS_TOKEN_TTL
+
+
+def test_logout_without_a_session_revokes_nothing_locally(gateway, auth):
+    auth.principal.return_value = REVIEWER
+    returns(gateway.identity.logout, None)
+    assert gateway.logout(_request("POST")).status_code == 204
+    auth.revocations.add.assert_not_called()
+
+
+def test_logout_needs_a_token(gateway, auth):
+    auth.principal.side_effect = Unauthenticated("send a token")
+    assert gateway.logout(_request("POST")).status_code == 401
+    gateway.identity.logout.call_async.assert_not_called()
+    auth.revocations.add.assert_not_called()
+
+
+def test_session_revoked_event_reaches_the_revocation_list(gateway, auth):
+    expires_at = datetime(2026, 11, 26, 8, 15, tzinfo=UTC)
+    event = new_event(
+        SessionRevoked(session_id="s-9", user_id="u9", reason="refresh token reused", expires_at=expires_at),
+        producer="identity",
+    )
+    gateway.on_session_revoked(event.model_dump(mode="json"))
+    auth.revocations.add.assert_called_once_with("s-9", expires_at)
 
 
 def test_failed_login_is_401(gateway):
@@ -320,3 +430,77 @@ def test_read_notification_is_204(gateway):
 def test_read_someone_elses_notification_is_404(gateway):
     raises(gateway.notification.mark_read, NotFound("no such notification"))
     assert gateway.read_notification(_request("POST"), notification_id="n1").status_code == 404
+
+
+# --- who may call what --------------------------------------------------------------------------
+
+
+def test_an_applicant_may_not_create_staff(gateway, auth):
+    response = gateway.create_staff(_request("POST", body={"username": "x"}))
+    assert response.status_code == 403
+    assert _json(response)["error"]["code"] == "forbidden"
+    gateway.identity.create_staff.call_async.assert_not_called()
+
+
+def test_an_applicant_may_not_rotate_the_signing_key(gateway):
+    assert gateway.rotate_signing_key(_request("POST")).status_code == 403
+    gateway.identity.rotate_signing_key.call_async.assert_not_called()
+
+
+def test_admin_creates_staff(gateway, auth):
+    auth.principal.return_value = ADMIN
+    body = {"username": "wang.reviewer", "name": "王审核", "password": "Reviewer-pass-2026", "roles": ["reviewer"]}
+    created = {**body, "user_id": "u2", "department_code": None}
+    del created["password"]
+    returns(gateway.identity.create_staff, created)
+    response = gateway.create_staff(_request("POST", body=body))
+    assert response.status_code == 201
+    assert _json(response) == created
+    principal, sent = gateway.identity.create_staff.call_async.call_args.args
+    assert principal == ADMIN.model_dump()
+    assert sent == {**body, "department_code": None}
+
+
+def test_admin_rotates_the_signing_key(gateway, auth):
+    auth.principal.return_value = ADMIN
+    returns(gateway.identity.rotate_signing_key, {"kid": "k2"})
+    response = gateway.rotate_signing_key(_request("POST"))
+    assert response.status_code == 201
+    assert _json(response) == {"kid": "k2"}
+
+
+@pytest.mark.parametrize(
+    "route",
+    ["submit_case", "list_cases", "my_certificates", "verify_real_name", "verify_face"],
+)
+def test_staff_may_not_use_applicant_routes(gateway, auth, route):
+    auth.principal.return_value = REVIEWER
+    response = getattr(gateway, route)(_request("POST", body={}))
+    assert response.status_code == 403
+    assert not any(getattr(gateway, name).method_calls for name in SERVICES)
+
+
+def test_my_certificates(gateway):
+    returns(gateway.identity.list_certificates, {"items": []})
+    assert _json(gateway.my_certificates(_request())) == {"items": []}
+    gateway.identity.list_certificates.call_async.assert_called_once_with("u1")
+
+
+def test_verify_real_name(gateway):
+    returns(gateway.identity.verify_real_name, {"user_id": "u1", "assurance_level": 2})
+    assert _json(gateway.verify_real_name(_request("POST"))) == {"user_id": "u1", "assurance_level": 2}
+    gateway.identity.verify_real_name.call_async.assert_called_once_with(PRINCIPAL.model_dump())
+
+
+def test_verify_face(gateway):
+    returns(gateway.identity.verify_face, {"user_id": "u1", "assurance_level": 3})
+    response = gateway.verify_face(_request("POST", body={"liveness_token": "local-live:x"}))
+    assert response.status_code == 200
+    gateway.identity.verify_face.call_async.assert_called_once_with(
+        PRINCIPAL.model_dump(), {"liveness_token": "local-live:x"}
+    )
+
+
+def test_verify_face_refuses_a_bad_body_before_identity(gateway):
+    assert gateway.verify_face(_request("POST", body={"liveness_token": ""})).status_code == 422
+    gateway.identity.verify_face.call_async.assert_not_called()

@@ -47,5 +47,8 @@ def decide(
         rule_set_version=item.version,
         decided_at=now or datetime.now(UTC),
     )
-    model = CaseApproved if evaluation.outcome == "approved" else CaseRejected
-    return model(**common, decision=decision)
+    if evaluation.outcome == "approved":
+        return CaseApproved(
+            **common, decision=decision, issues_certificate=item.issues_certificate, form=submitted.form
+        )
+    return CaseRejected(**common, decision=decision)

@@ -123,6 +123,58 @@ def seed_items() -> list[dict[str, Any]]:
             "issues_certificate": {"type": "name_reservation", "name": "企业名称自主申报告知书", "valid_days": 60},
         },
         {
+            "item_code": f"{REGION}00SC-XK-0002",
+            "name": "企业设立登记",
+            "department_code": f"{REGION}SC",
+            "item_type": "licensing",
+            "legal_basis": ["《中华人民共和国市场主体登记管理条例》"],
+            "applicant_types": ["enterprise", "citizen"],
+            "acceptance_conditions": ["已取得企业名称自主申报告知书", "住所、经营范围符合规定"],
+            "materials": [
+                {
+                    "code": "name_reservation",
+                    "name": "企业名称自主申报告知书",
+                    "required": True,
+                    "source": "certificate",
+                    "certificate_type": "name_reservation",
+                },
+            ],
+            "process": [{"step": 1, "name": "网上申请", "days": 0}, {"step": 2, "name": "核准登记", "days": 1}],
+            "legal_days": 15,
+            "promised_days": 1,
+            "fees": [],
+            "handling_mode": "online",
+            "visits_required": 0,
+            **_CONTACT,
+            "form_schema": {
+                "type": "object",
+                "required": ["registered_capital", "business_scope"],
+                "properties": {
+                    "registered_capital": {"type": "number", "minimum": 0, "title": "注册资本（万元）"},
+                    "business_scope": {"type": "string", "minLength": 2, "title": "经营范围"},
+                },
+                "additionalProperties": False,
+            },
+            "auto_approval": {
+                "enabled": True,
+                "rules": [
+                    {
+                        "id": "holds_name_reservation",
+                        "description": "已持有有效的企业名称自主申报告知书",
+                        "expression": '"name_reservation" in certificates && "name_reservation" in materials',
+                        "on_fail": "reject",
+                    },
+                    {
+                        "id": "real_name",
+                        "description": "申请人已通过实名认证",
+                        "expression": "applicant.assurance_level >= 2",
+                        "on_fail": "manual_review",
+                    },
+                ],
+            },
+            "issues_certificate": {"type": "business_licence", "name": "营业执照（电子）", "valid_days": None},
+        },
+        {
             "item_code": f"{REGION}00GA-QR-0001",
             "name": "居民身份证换领",
             "department_code": f"{REGION}GA",

@@ -77,6 +77,14 @@ class ValidationFailed(DomainError):
 class RateLimited(DomainError):
     code = ErrorCode.RATE_LIMITED
 
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None, retry_after: int = 60) -> None:
+        Exception.__init__(self, message, details or [], retry_after)
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds the client should wait (the Retry-After header)."""
+        return int(self.args[2]) if len(self.args) > 2 else 60
+
 
 @deserialize_to_instance
 class Unavailable(DomainError):

@@ -1,4 +1,4 @@
-"""Identity service entrypoints: registration, login, keys and applicant profiles."""
+"""Identity service entrypoints: accounts, sessions and tokens, assurance levels, certificates."""
 
 from __future__ import annotations
 
@@ -7,19 +7,36 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from nameko import config
 from nameko.rpc import rpc
 from nameko.timer import timer
 from pydantic import TypeAdapter
 
-from contracts.identity import ApplicantProfile, JwkSet, LoginRequest, Registration, TokenPair
-from services.common.errors import EXPECTED_ERRORS, NotFound, Unauthenticated, validated
+from contracts.common import Principal
+from contracts.envelope import Envelope, new_event
+from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, SessionRevoked
+from contracts.identity import (
+    AssuranceView,
+    FaceVerification,
+    JwkSet,
+    LoginAttempt,
+    RefreshRequest,
+    Registration,
+    StaffCreated,
+    StaffCreation,
+    TokenPair,
+)
+from services.common.consuming import consumes
+from services.common.errors import EXPECTED_ERRORS, Forbidden, NotFound, RateLimited, Unauthenticated, validated
 from services.common.mongo import Storage
-from services.common.telemetry import Tracing
-from services.identity import accounts, tokens
+from services.common.publishing import EventPublisher
+from services.common.telemetry import Tracing, annotate
+from services.identity import accounts, certificates, throttling, tokens, verification
 from services.identity.storage import IdentityStore
 
 REGISTRATION = TypeAdapter(Registration)
 REFRESH_TTL = timedelta(days=14)
+SENSITIVE = ("payload",)  # never logged or traced: passwords, id numbers
 
 
 class IdentityService:
@@ -27,26 +44,29 @@ class IdentityService:
 
     tracing = Tracing()
     store: IdentityStore = Storage(IdentityStore)
+    events = EventPublisher()
 
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    # --- accounts ---------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def register(self, payload: dict[str, Any]) -> dict[str, Any]:
         registration = validated(REGISTRATION, payload)
         doc = accounts.new_applicant(registration)
         self.store.insert_user(doc, accounts.login_field(doc))
         return accounts.registration_result(doc).model_dump(mode="json")
 
-    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=("payload",))
-    def login(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = validated(LoginRequest, payload)
-        user = self.store.find_by_login(accounts.login_keys(request.username), request.username)
-        if not accounts.password_matches(user and user["password_hash"], request.password):
-            raise Unauthenticated("wrong username or password")
-        return self._issue_tokens(user).model_dump(mode="json")
-
-    @rpc
-    def jwks(self) -> dict[str, Any]:
-        self._signing_key()  # make sure one exists before anyone asks to verify
-        return JwkSet(keys=self.store.public_keys()).model_dump(mode="json")
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def create_staff(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(principal)
+        staff = validated(StaffCreation, payload)
+        doc = accounts.new_staff(staff.username, staff.name, staff.password, list(staff.roles), staff.department_code)
+        self.store.insert_user(doc, "username")
+        return StaffCreated(
+            user_id=doc["_id"],
+            username=staff.username,
+            name=staff.name,
+            roles=staff.roles,
+            department_code=staff.department_code,
+        ).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_user(self, user_id: str) -> dict[str, Any]:
@@ -54,13 +74,9 @@ class IdentityService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def applicant_profile(self, user_id: str) -> dict[str, Any]:
-        profile: ApplicantProfile = accounts.applicant_profile(self._user(user_id), date.today(), certificates=[])
-        return profile.model_dump(mode="json")
-
-    @rpc
-    def ping(self) -> str:
-        self.store.login_key_exists("ping")
-        return "pong"
+        now = datetime.now(UTC)
+        held = sorted({c["type"] for c in self.store.certificates_of(user_id) if certificates.is_valid(c, now)})
+        return accounts.applicant_profile(self._user(user_id), date.today(), certificates=held).model_dump(mode="json")
 
     @rpc
     @timer(interval=3600, eager=True)
@@ -73,17 +89,187 @@ class IdentityService:
             self.store.insert_user(doc, "username")
         return username
 
+    # --- sessions ---------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def login(self, payload: dict[str, Any]) -> dict[str, Any]:
+        attempt = validated(LoginAttempt, payload)
+        username = attempt.credentials.username
+        policy, now = throttling.Policy.from_env(), datetime.now(UTC)
+        account, address = throttling.account_key(username), throttling.address_key(attempt.client_address)
+        self._refuse_if_throttled({account: policy.account_limit, address: policy.address_limit}, policy, now)
+
+        user = self.store.find_by_login(accounts.login_keys(username), username)
+        if user is not None:
+            self._refuse_if_throttled({throttling.user_key(user["_id"]): policy.account_limit}, policy, now)
+        if not accounts.password_matches(user and user["password_hash"], attempt.credentials.password):
+            failed = [account, address] + ([throttling.user_key(user["_id"])] if user else [])
+            for key in failed:
+                self.store.record_failure(key, now, policy.window)
+            raise Unauthenticated("wrong username or password")
+        self.store.clear_failures(account)
+        self.store.clear_failures(throttling.user_key(user["_id"]))
+        session_id = uuid.uuid4().hex
+        self.store.start_session(session_id, user["_id"])
+        return self._issue_tokens(user, session_id).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def refresh(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A refresh token works once; presenting a spent one revokes its whole session."""
+        request = validated(RefreshRequest, payload)
+        token, spent_now = self.store.spend_refresh_token(tokens.refresh_digest(request.refresh_token))
+        if token is None:
+            raise Unauthenticated("unknown refresh token")
+        if not spent_now:
+            self._revoke(token["family"], token["user_id"], "refresh token reused")
+            raise Unauthenticated("this refresh token was already used; the session has been ended")
+        session = self.store.get_session(token["family"])
+        if session is None or session["revoked_at"] is not None or token["expires_at"] <= datetime.now(UTC):
+            raise Unauthenticated("the session has ended; log in again")
+        return self._issue_tokens(self._user(token["user_id"]), token["family"]).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def logout(self, principal: dict[str, Any]) -> None:
+        who = validated(Principal, principal)
+        if who.session_id:
+            self._revoke(who.session_id, who.user_id, "logout")
+
+    @rpc
+    def revoked_sessions(self) -> list[dict[str, Any]]:
+        """Sessions revoked recently enough that some of their access tokens may still be unexpired."""
+        since = datetime.now(UTC) - tokens.ACCESS_TOKEN_TTL
+        return [
+            {"session_id": s["_id"], "expires_at": (s["revoked_at"] + tokens.ACCESS_TOKEN_TTL).isoformat()}
+            for s in self.store.revoked_since(since)
+        ]
+
+    # --- keys -------------------------------------------------------------------------------------
+    @rpc
+    def jwks(self) -> dict[str, Any]:
+        self._signing_key()  # make sure one exists before anyone asks to verify
+        return JwkSet(keys=self.store.public_keys()).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def rotate_signing_key(self, principal: dict[str, Any]) -> dict[str, str]:
+        """New tokens are signed with a new key; tokens signed with older ones stay valid."""
+        self._require_admin(principal)
+        key = tokens.new_signing_key()
+        self.store.add_key(key)
+        return {"kid": key["kid"]}
+
+    # --- assurance --------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def verify_real_name(self, principal: dict[str, Any]) -> dict[str, Any]:
+        user = self._applicant(principal)
+        level = verification.real_name_level(user, self._providers()[0])
+        return self._raise_to(user, level, "population_registry")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def verify_face(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        user = self._applicant(principal)
+        request = validated(FaceVerification, payload)
+        level = verification.real_person_level(user, self._providers()[1], request.liveness_token)
+        return self._raise_to(user, level, "face")
+
+    # --- certificates -----------------------------------------------------------------------------
+    @consumes("approval", CaseApproved)
+    def on_case_approved(self, envelope: Envelope, approved: CaseApproved) -> None:
+        annotate(case_no=approved.case_no, event_id=envelope.event_id)
+        doc = certificates.new_certificate(approved, datetime.now(UTC))
+        if doc is None:
+            return
+        event = new_event(
+            CertificateIssued(
+                certificate_id=doc["_id"],
+                certificate_type=doc["type"],
+                case_no=approved.case_no,
+                user_id=approved.applicant_id,
+            ),
+            producer=self.name,
+        )
+        if self.store.insert_certificate(doc, event):
+            self.events.publish(self.store.certificate_outbox, doc["_id"], [event])
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_certificates(self, user_id: str) -> dict[str, Any]:
+        return {"items": [certificates.view(c).model_dump(mode="json") for c in self.store.certificates_of(user_id)]}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def check_certificates(self, user_id: str, certificate_ids: list[str]) -> list[dict[str, Any]]:
+        found = self.store.certificates_by_id(certificate_ids)
+        checks = certificates.check(certificate_ids, found, user_id, datetime.now(UTC))
+        return [c.model_dump(mode="json") for c in checks]
+
+    # --- plumbing ---------------------------------------------------------------------------------
+    @rpc
+    def ping(self) -> str:
+        self.store.ping()
+        return "pong"
+
+    @timer(interval=2)
+    def relay_outbox(self) -> None:
+        for outbox in self.store.outboxes:
+            self.events.relay(outbox)
+
+    def _refuse_if_throttled(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
+        seen = self.store.failures(list(limits))
+        wait = max((throttling.retry_after(seen.get(key), limit, policy, now) or 0) for key, limit in limits.items())
+        if wait:
+            raise RateLimited("too many failed logins; try again later", retry_after=wait)
+
     def _user(self, user_id: str) -> dict[str, Any]:
         user = self.store.get_user(user_id)
         if user is None:
             raise NotFound("no such user")
         return user
 
-    def _signing_key(self) -> dict[str, Any]:
-        return self.store.active_key(tokens.new_signing_key())
+    def _applicant(self, principal: dict[str, Any]) -> dict[str, Any]:
+        who = validated(Principal, principal)
+        if "applicant" not in who.roles:
+            raise Forbidden("only citizen and enterprise accounts are verified this way")
+        return self._user(who.user_id)
 
-    def _issue_tokens(self, user: dict[str, Any]) -> TokenPair:
-        access, expires_in = tokens.issue_access_token(self._signing_key(), user)
+    def _require_admin(self, principal: dict[str, Any]) -> None:
+        # The gateway checks roles too; identity does not trust its callers blindly.
+        if "admin" not in validated(Principal, principal).roles:
+            raise Forbidden("this needs the role admin")
+
+    def _providers(self) -> tuple[verification.PopulationRegistry, verification.FaceVerifier]:
+        registry_cls, face_cls = verification.PROVIDERS[config.get("IDENTITY_PROVIDERS", "local")]
+        return registry_cls(), face_cls()
+
+    def _raise_to(self, user: dict[str, Any], level: int, method: str) -> dict[str, Any]:
+        previous = user["assurance_level"]
+        if level > previous:
+            event = new_event(
+                AssuranceRaised(user_id=user["_id"], previous_level=previous, assurance_level=level, method=method),
+                producer=self.name,
+            )
+            if self.store.raise_assurance(user["_id"], previous, level, event):
+                self.events.publish(self.store.user_outbox, user["_id"], [event])
+        return AssuranceView(user_id=user["_id"], assurance_level=max(level, previous)).model_dump(mode="json")
+
+    def _revoke(self, session_id: str, user_id: str, reason: str) -> None:
+        event = new_event(
+            SessionRevoked(
+                session_id=session_id,
+                user_id=user_id,
+                reason=reason,
+                expires_at=datetime.now(UTC) + tokens.ACCESS_TOKEN_TTL,
+            ),
+            producer=self.name,
+        )
+        if self.store.revoke_session(session_id, event):
+            self.events.publish(self.store.session_outbox, session_id, [event])
+
+    def _signing_key(self) -> dict[str, Any]:
+        key = self.store.newest_key()
+        if key is None:
+            key = tokens.new_signing_key()
+            self.store.add_key(key)
+        return key
+
+    def _issue_tokens(self, user: dict[str, Any], session_id: str) -> TokenPair:
+        access, expires_in = tokens.issue_access_token(self._signing_key(), user, session_id)
         refresh, digest = tokens.new_refresh_token()
-        self.store.store_refresh_token(digest, user["_id"], uuid.uuid4().hex, datetime.now(UTC) + REFRESH_TTL)
+        self.store.store_refresh_token(digest, user["_id"], session_id, datetime.now(UTC) + REFRESH_TTL)
         return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in)

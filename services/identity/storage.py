@@ -1,29 +1,49 @@
-"""Identity's store: users, signing keys and refresh tokens."""
+"""Identity's store: users, signing keys, sessions and refresh tokens, login failures, certificates."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from contracts.envelope import Envelope
 from services.common.errors import Conflict
+from services.common.outbox import OutboxCollection, outbox_fields, outbox_update
+from services.identity.throttling import Failures
 
 
 class IdentityStore:
     def __init__(self, db: Database) -> None:
         self.users = db["users"]
         self.keys = db["signing_keys"]
+        self.sessions = db["sessions"]
         self.refresh_tokens = db["refresh_tokens"]
+        self.login_failures = db["login_failures"]
+        self.certificates = db["certificates"]
+        self.user_outbox = OutboxCollection(self.users)
+        self.session_outbox = OutboxCollection(self.sessions)
+        self.certificate_outbox = OutboxCollection(self.certificates)
+
+    @property
+    def outboxes(self) -> list[OutboxCollection]:
+        return [self.user_outbox, self.session_outbox, self.certificate_outbox]
 
     def ensure_indexes(self) -> None:
         # `login_key`: id number, credit code or "staff:<username>"; `phone_key`: the phone, or a
         # per-user placeholder for staff (the server has no partial indexes).
         self.users.create_index([("login_key", ASCENDING)], unique=True)
         self.users.create_index([("phone_key", ASCENDING)], unique=True)
+        self.keys.create_index([("created_at", DESCENDING)])
+        self.refresh_tokens.create_index([("family", ASCENDING)])
+        self.sessions.create_index([("revoked_at", DESCENDING)])
+        self.certificates.create_index([("user_id", ASCENDING), ("issued_at", DESCENDING)])
+        for outbox in self.outboxes:
+            outbox.ensure_indexes()
 
+    # --- users ------------------------------------------------------------------------------------
     def insert_user(self, doc: dict[str, Any], login_field: str) -> None:
         """Insert, or Conflict naming the public field that is already registered."""
         try:
@@ -40,30 +60,93 @@ class IdentityStore:
         return self.users.find_one({"$or": [{"login_key": {"$in": keys}}, {"phone_key": phone}]})
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
-        return self.users.find_one({"_id": user_id})
+        return self.users.find_one({"_id": user_id}, {"outbox": 0})
 
     def login_key_exists(self, login_key: str) -> bool:
         return self.users.count_documents({"login_key": login_key}, limit=1) > 0
 
-    def active_key(self, candidate: dict[str, Any]) -> dict[str, Any]:
-        """The active signing key; `candidate` is stored only if none exists yet (atomic upsert)."""
-        return self.keys.find_one_and_update(
-            {"_id": "active"},
-            {"$setOnInsert": candidate},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+    def raise_assurance(self, user_id: str, from_level: int, to_level: int, event: Envelope) -> bool:
+        """Set the new level if it is still `from_level` (a concurrent raise wins once)."""
+        update = outbox_update([event])
+        update["$set"]["assurance_level"] = to_level
+        result = self.users.update_one({"_id": user_id, "assurance_level": from_level}, update)
+        return result.modified_count == 1
+
+    # --- signing keys -----------------------------------------------------------------------------
+    def newest_key(self) -> dict[str, Any] | None:
+        return self.keys.find_one({}, sort=[("created_at", DESCENDING)])
+
+    def add_key(self, key: dict[str, Any]) -> None:
+        self.keys.insert_one(key)
 
     def public_keys(self) -> list[dict[str, Any]]:
-        return [doc["public_jwk"] for doc in self.keys.find({}, {"public_jwk": 1})]
+        return [doc["public_jwk"] for doc in self.keys.find({}, {"public_jwk": 1}).sort("created_at", DESCENDING)]
+
+    # --- sessions and refresh tokens --------------------------------------------------------------
+    def start_session(self, session_id: str, user_id: str) -> None:
+        self.sessions.insert_one(
+            {
+                "_id": session_id,
+                "user_id": user_id,
+                "created_at": datetime.now(UTC),
+                "revoked_at": None,
+                **outbox_fields([]),
+            }
+        )
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        return self.sessions.find_one({"_id": session_id}, {"outbox": 0})
+
+    def revoke_session(self, session_id: str, event: Envelope) -> bool:
+        """Mark the session revoked with its event, once; False if it already was."""
+        update = outbox_update([event])
+        update["$set"]["revoked_at"] = datetime.now(UTC)
+        return self.sessions.update_one({"_id": session_id, "revoked_at": None}, update).modified_count == 1
+
+    def revoked_since(self, since: datetime) -> list[dict[str, Any]]:
+        return list(self.sessions.find({"revoked_at": {"$gt": since}}, {"_id": 1, "revoked_at": 1}))
 
     def store_refresh_token(self, digest: str, user_id: str, family: str, expires_at: datetime) -> None:
         self.refresh_tokens.insert_one(
-            {
-                "_id": digest,
-                "user_id": user_id,
-                "family": family,
-                "expires_at": expires_at,
-                "created_at": datetime.now(UTC),
-            }
+            {"_id": digest, "user_id": user_id, "family": family, "expires_at": expires_at, "used_at": None}
         )
+
+    def spend_refresh_token(self, digest: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the token, whether this call spent it). Atomic: of concurrent uses exactly one wins."""
+        spent = self.refresh_tokens.find_one_and_update(
+            {"_id": digest, "used_at": None}, {"$set": {"used_at": datetime.now(UTC)}}
+        )
+        if spent is not None:
+            return spent, True
+        return self.refresh_tokens.find_one({"_id": digest}), False
+
+    # --- login throttling -------------------------------------------------------------------------
+    def failures(self, keys: list[str]) -> dict[str, Failures]:
+        return {d["_id"]: Failures(d["count"], d["first_at"]) for d in self.login_failures.find({"_id": {"$in": keys}})}
+
+    def record_failure(self, key: str, now: datetime, window: timedelta) -> None:
+        counted = self.login_failures.update_one(
+            {"_id": key, "first_at": {"$gt": now - window}}, {"$inc": {"count": 1}}
+        )
+        if counted.matched_count == 0:  # no open window: open one
+            self.login_failures.update_one({"_id": key}, {"$set": {"count": 1, "first_at": now}}, upsert=True)
+
+    def clear_failures(self, key: str) -> None:
+        self.login_failures.delete_one({"_id": key})
+
+    # --- certificates -----------------------------------------------------------------------------
+    def insert_certificate(self, doc: dict[str, Any], event: Envelope) -> bool:
+        try:
+            self.certificates.insert_one({**doc, **outbox_fields([event])})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def certificates_of(self, user_id: str) -> list[dict[str, Any]]:
+        return list(self.certificates.find({"user_id": user_id}, {"outbox": 0}).sort("issued_at", DESCENDING))
+
+    def certificates_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {d["_id"]: d for d in self.certificates.find({"_id": {"$in": ids}}, {"outbox": 0})}
+
+    def ping(self) -> None:
+        self.users.find_one({"_id": "ping"}, {"_id": 1})

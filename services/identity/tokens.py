@@ -27,10 +27,12 @@ def new_signing_key() -> dict[str, Any]:
     public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
     kid = uuid.uuid4().hex[:16]
     public_jwk.update({"kid": kid, "alg": "EdDSA", "use": "sig"})
-    return {"kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at": datetime.now(UTC)}
+    return {"_id": kid, "kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at": datetime.now(UTC)}
 
 
-def issue_access_token(key: dict[str, Any], user: dict[str, Any], now: datetime | None = None) -> tuple[str, int]:
+def issue_access_token(
+    key: dict[str, Any], user: dict[str, Any], session_id: str, now: datetime | None = None
+) -> tuple[str, int]:
     now = now or datetime.now(UTC)
     claims = {
         "iss": ISSUER,
@@ -39,6 +41,7 @@ def issue_access_token(key: dict[str, Any], user: dict[str, Any], now: datetime 
         "acct": user["account_type"],
         "roles": user["roles"],
         "dept": user.get("department_code"),
+        "sid": session_id,
         "iat": int(now.timestamp()),
         "exp": int((now + ACCESS_TOKEN_TTL).timestamp()),
         "jti": uuid.uuid4().hex,

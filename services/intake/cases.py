@@ -13,6 +13,7 @@ from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, Submit
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
+from contracts.identity import CertificateCheck
 from services.common.errors import NotFound, ValidationFailed
 from services.intake.workdays import add_working_days
 
@@ -55,8 +56,42 @@ def submission_problems(item: PublishedItem, principal: Principal, request: Subm
     return problems
 
 
-def check_submission(item: PublishedItem, principal: Principal, request: SubmitCase) -> None:
-    problems = submission_problems(item, principal, request)
+def certificate_problems(
+    item: PublishedItem, request: SubmitCase, checks: dict[str, CertificateCheck]
+) -> list[dict[str, str]]:
+    """Certificates offered as materials must be the applicant's own, valid, and of the asked type;
+    a material the government already holds is referenced, never uploaded again."""
+    wanted = {m.code: m for m in item.materials}
+    problems = []
+    for index, ref in enumerate(request.materials):
+        material = wanted.get(ref.code)
+        if material is None:
+            continue  # reported by submission_problems
+        field = f"materials.{index}"
+        if material.source == "certificate" and ref.certificate_id is None:
+            problems.append(
+                {
+                    "field": f"{field}.certificate_id",
+                    "issue": f"{material.name} is held by the government: "
+                    f"give the certificate_id of your {material.certificate_type}",
+                }
+            )
+        if ref.certificate_id is None:
+            continue
+        check = checks.get(ref.certificate_id)
+        if check is None or not check.owned:
+            problems.append({"field": f"{field}.certificate_id", "issue": "no such certificate of yours"})
+        elif not check.valid:
+            problems.append({"field": f"{field}.certificate_id", "issue": "the certificate has expired or was revoked"})
+        elif material.certificate_type and check.type != material.certificate_type:
+            problems.append({"field": f"{field}.certificate_id", "issue": f"not a {material.certificate_type}"})
+    return problems
+
+
+def check_submission(
+    item: PublishedItem, principal: Principal, request: SubmitCase, checks: dict[str, CertificateCheck]
+) -> None:
+    problems = submission_problems(item, principal, request) + certificate_problems(item, request, checks)
     if problems:
         raise ValidationFailed("the application is not valid", problems)
 

@@ -11,7 +11,8 @@ from contracts.cases import CaseSummary, SubmitCase
 from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
-from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired
+from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CertificateIssued
+from contracts.identity import CertificateCheck
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, NotFound, validated
 from services.common.mongo import Storage
@@ -39,7 +40,9 @@ class IntakeService:
         request = validated(SubmitCase, payload)
         item = PublishedItem.model_validate(call(self.catalog.get_item, request.item_code))
         annotate(item_code=item.item_code, department_code=item.department_code)
-        cases.check_submission(item, who, request)
+        offered = [m.certificate_id for m in request.materials if m.certificate_id]
+        checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
+        cases.check_submission(item, who, request, {c["certificate_id"]: CertificateCheck(**c) for c in checks})
         applicant = call(self.identity.get_user, who.user_id)
 
         now = cases.now_utc()
@@ -96,6 +99,14 @@ class IntakeService:
             UNDECIDED,
             {"review_explanation": [r.model_dump(mode="json") for r in payload.explanation]},
             entry,
+        )
+
+    @consumes("identity", CertificateIssued)
+    def on_certificate_issued(self, envelope: Envelope, issued: CertificateIssued) -> None:
+        annotate(case_no=issued.case_no, event_id=envelope.event_id)
+        # Events of two producers are not ordered: the certificate may come before the decision.
+        self.store.apply_event(
+            issued.case_no, envelope.event_id, [*UNDECIDED, "approved"], {"certificate_id": issued.certificate_id}
         )
 
     def _record_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected, status: str) -> None:

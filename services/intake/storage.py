@@ -50,11 +50,14 @@ class IntakeStore:
         event_id: str,
         allowed_from: list[str],
         set_fields: dict[str, Any],
-        timeline_entry: dict[str, Any],
+        timeline_entry: dict[str, Any] | None = None,
     ) -> bool:
         """Apply one event's change once: the event id is recorded in the same atomic update."""
+        push: dict[str, Any] = {"applied_events": event_id}
+        if timeline_entry is not None:
+            push["timeline"] = timeline_entry
         result = self.cases.update_one(
             {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}},
-            {"$set": set_fields, "$push": {"timeline": timeline_entry, "applied_events": event_id}},
+            {"$set": set_fields, "$push": push},
         )
         return result.modified_count == 1

@@ -25,6 +25,8 @@ class RunningSystem:
     base_url: str
     span_dir: Path
     vhost: str
+    db_prefix: str
+    log_dir: Path
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -50,11 +52,15 @@ def yiwang() -> Iterator[RunningSystem]:
         "YIWANG_HTTP_PORT": str(port),
         "YIWANG_SPAN_DIR": str(span_dir),
         "YIWANG_MONGO_PORT": MONGO_PORT,
+        # The tests come from one address; like a load balancer, they say whose request it is.
+        "YIWANG_TRUSTED_PROXIES": "127.0.0.1",
+        "YIWANG_LOGIN_ACCOUNT_LIMIT": "3",
+        "YIWANG_LOGIN_ADDRESS_LIMIT": "6",
     }
     running = system.start(env, log_dir=ARTIFACTS / "logs")
     try:
         system.wait_ready(running, timeout=120)
-        yield RunningSystem(running.base_url, span_dir, vhost)
+        yield RunningSystem(running.base_url, span_dir, vhost, prefix, ARTIFACTS / "logs")
     finally:
         system.stop(running)
         delete_vhost(vhost)
@@ -64,16 +70,26 @@ def yiwang() -> Iterator[RunningSystem]:
                 client.drop_database(name)
 
 
+def sign_up(yiwang: RunningSystem, body: dict[str, str] | None = None) -> dict[str, str]:
+    """Register and log in; returns the registration body plus 'token' and 'refresh_token'."""
+    body = body or citizen()
+    registered = requests.post(yiwang.url("/api/v1/auth/register"), json=body, timeout=10)
+    assert registered.status_code == 201, registered.text
+    return {**body, "user_id": registered.json()["user_id"], **log_in(yiwang, body["id_number"], body["password"])}
+
+
+def log_in(yiwang: RunningSystem, username: str, password: str) -> dict[str, str]:
+    login = requests.post(
+        yiwang.url("/api/v1/auth/login"), json={"username": username, "password": password}, timeout=10
+    )
+    assert login.status_code == 200, login.text
+    return {"token": login.json()["access_token"], "refresh_token": login.json()["refresh_token"]}
+
+
 @pytest.fixture
 def applicant(yiwang: RunningSystem) -> dict[str, str]:
     """A registered, logged-in citizen aged over 80 from the seeded region: {'token', ...body}."""
-    body = citizen()
-    assert requests.post(yiwang.url("/api/v1/auth/register"), json=body, timeout=10).status_code == 201
-    login = requests.post(
-        yiwang.url("/api/v1/auth/login"), json={"username": body["id_number"], "password": body["password"]}, timeout=10
-    )
-    assert login.status_code == 200, login.text
-    return {**body, "token": login.json()["access_token"]}
+    return sign_up(yiwang)
 
 
 def auth(person: dict[str, str]) -> dict[str, str]:

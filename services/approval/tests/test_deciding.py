@@ -11,8 +11,10 @@ from services.catalog.seed_data import seed_items
 NOW = datetime(2026, 11, 23, 2, 0, 5, tzinfo=UTC)
 
 
-def item(index=0, version=4, **overrides):
-    return PublishedItem.model_validate({**seed_items()[index], "version": version, **overrides})
+def item(code="MZ-GF-0001", version=4, **overrides):
+    """A seed item by the end of its code (the catalog grows: never by position)."""
+    [guide] = [i for i in seed_items() if i["item_code"].endswith(code)]
+    return PublishedItem.model_validate({**guide, "version": version, **overrides})
 
 
 def profile(**overrides):
@@ -91,6 +93,47 @@ def test_all_rules_pass_approves_automatically():
     assert [(i.name, i.value) for i in age_rule.inputs] == [("applicant.age", 85)]
 
 
+def test_approval_carries_the_certificate_to_issue_and_the_form():
+    published = item(
+        "SC-XK-0001",
+        auto_approval={"enabled": True, "rules": [{"id": "ok", "description": "总是", "expression": "true"}]},
+    )
+    form = {"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"}
+    outcome = deciding.decide(published, profile(), submitted(published, form), now=NOW)
+    assert isinstance(outcome, CaseApproved)
+    assert outcome.issues_certificate == published.issues_certificate
+    assert outcome.issues_certificate.model_dump() == {
+        "type": "name_reservation",
+        "name": "企业名称自主申报告知书",
+        "valid_days": 60,
+    }
+    assert outcome.form == form
+    dumped = outcome.model_dump(mode="json")
+    assert dumped["issues_certificate"]["type"] == "name_reservation"
+    assert CaseApproved.model_validate(dumped) == outcome
+
+
+def test_approval_of_an_item_without_certificate_says_so():
+    outcome = deciding.decide(item(), profile(), submitted(), now=NOW)
+    assert isinstance(outcome, CaseApproved)
+    assert outcome.issues_certificate is None
+    assert outcome.form == {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
+
+
+def test_rejection_issues_no_certificate():
+    published = item(
+        "SC-XK-0001",
+        auto_approval={
+            "enabled": True,
+            "rules": [{"id": "no", "description": "从不", "expression": "false", "on_fail": "reject"}],
+        },
+    )
+    form = {"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"}
+    outcome = deciding.decide(published, profile(), submitted(published, form), now=NOW)
+    assert isinstance(outcome, CaseRejected)
+    assert "issues_certificate" not in outcome.model_dump()
+
+
 def test_failed_reject_rule_rejects_with_its_description_as_reason():
     outcome = deciding.decide(item(), profile(age=79), submitted(), now=NOW)
     assert isinstance(outcome, CaseRejected)
@@ -125,7 +168,7 @@ def test_rule_error_goes_to_a_reviewer_never_decides():
 
 
 def test_disabled_auto_approval_always_goes_to_a_reviewer():
-    published = item(2)
+    published = item("GA-QR-0001")
     outcome = deciding.decide(published, profile(), submitted(published, form={"reason": "lost"}), now=NOW)
     assert isinstance(outcome, CaseReviewRequired)
     assert outcome.explanation == []
@@ -133,7 +176,7 @@ def test_disabled_auto_approval_always_goes_to_a_reviewer():
 
 
 def test_enabled_without_rules_goes_to_a_reviewer():
-    published = item(0, auto_approval={"enabled": True, "rules": []})
+    published = item("MZ-GF-0001", auto_approval={"enabled": True, "rules": []})
     outcome = deciding.decide(published, profile(), submitted(published), now=NOW)
     assert isinstance(outcome, CaseReviewRequired)
     assert outcome.explanation == []
@@ -141,7 +184,7 @@ def test_enabled_without_rules_goes_to_a_reviewer():
 
 def test_rules_read_the_form_and_materials():
     published = item(
-        3,
+        "RS-GF-0001",
         auto_approval={
             "enabled": True,
             "rules": [
@@ -170,7 +213,7 @@ def test_rules_read_the_form_and_materials():
 
 def test_rules_read_certificates():
     published = item(
-        0,
+        "MZ-GF-0001",
         auto_approval={
             "enabled": True,
             "rules": [{"id": "hr", "description": "户口", "expression": '"household_register" in certificates'}],

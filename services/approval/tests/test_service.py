@@ -11,8 +11,15 @@ from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
 from services.common.errors import NotFound, Unavailable
 
-ALLOWANCE = {**seed_items()[0], "version": 3}
-ID_CARD_RENEWAL = {**seed_items()[2], "version": 1}  # automatic approval disabled
+
+def seed_item(code):
+    """A seed item by the end of its code (the catalog grows: never by position)."""
+    [guide] = [i for i in seed_items() if i["item_code"].endswith(code)]
+    return guide
+
+
+ALLOWANCE = {**seed_item("MZ-GF-0001"), "version": 3}
+ID_CARD_RENEWAL = {**seed_item("GA-QR-0001"), "version": 1}  # automatic approval disabled
 
 
 def applicant(**overrides):
@@ -110,6 +117,20 @@ def test_approved_outcome_is_recorded_and_published(service, store, catalog, ide
     assert payload.case_no == case_no
 
     events.publish.assert_called_once_with(store.outbox, case_no, [event])
+
+
+def test_approval_event_tells_identity_which_certificate_to_issue(service, store, catalog, events):
+    reservation = {**seed_item("SC-XK-0001"), "version": 3}
+    reservation["auto_approval"] = {
+        "enabled": True,
+        "rules": [{"id": "ok", "description": "总是", "expression": "true"}],
+    }
+    rpc_returns(catalog.get_item, reservation)
+    service.on_case_submitted(submitted_event(reservation).model_dump(mode="json"))
+    *_, event = _recorded(store)
+    _, payload = parse_event(event.model_dump(mode="json"), expected=CaseApproved)
+    assert payload.issues_certificate.model_dump() == reservation["issues_certificate"]
+    assert payload.form == {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
 
 
 def test_rejected_outcome(service, store, identity, events):

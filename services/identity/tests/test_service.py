@@ -1,15 +1,29 @@
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from unittest.mock import MagicMock
 
 import jwt
 import pytest
 from nameko.testing.services import worker_factory
 
-from contracts.identity import ApplicantProfile, JwkSet, RegistrationResult, TokenPair, UserView
-from services.common.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from contracts.cases import Decision
+from contracts.envelope import new_event, parse_event
+from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, SessionRevoked
+from contracts.identity import (
+    ApplicantProfile,
+    AssuranceView,
+    Certificate,
+    JwkSet,
+    RegistrationResult,
+    StaffCreated,
+    TokenPair,
+    UserView,
+)
+from services.common.consuming import PoisonMessage
+from services.common.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated, ValidationFailed
 from services.identity import accounts, tokens
 from services.identity.idnumbers import make_credit_code, make_id_number
 from services.identity.service import REFRESH_TTL, IdentityService
+from services.identity.throttling import Failures
 
 ID_NUMBER = make_id_number("620524", date(1940, 5, 6), 13)
 PASSWORD = "Lintao-2026-secure"
@@ -23,10 +37,18 @@ def signing_key():
 @pytest.fixture
 def store(signing_key):
     store = MagicMock()
-    store.active_key.return_value = signing_key
+    store.newest_key.return_value = signing_key
     store.public_keys.return_value = [signing_key["public_jwk"]]
     store.find_by_login.return_value = None
     store.get_user.return_value = None
+    store.failures.return_value = {}
+    store.spend_refresh_token.return_value = (None, False)
+    store.get_session.return_value = None
+    store.revoke_session.return_value = True
+    store.raise_assurance.return_value = True
+    store.insert_certificate.return_value = True
+    store.certificates_of.return_value = []
+    store.certificates_by_id.return_value = {}
     return store
 
 
@@ -143,15 +165,33 @@ def test_id_number_with_a_superscript_digit_is_a_validation_error(service, store
 
 # --- login --------------------------------------------------------------------------------------
 
+ADDRESS = "203.0.113.7"
+ACCOUNT_KEY = f"account:{ID_NUMBER}"
+ADDRESS_KEY = f"address:{ADDRESS}"
+
+
+@pytest.fixture(autouse=True)
+def login_policy(monkeypatch):
+    # Explicit limits, whatever the environment of the test run says.
+    monkeypatch.setenv("YIWANG_LOGIN_ACCOUNT_LIMIT", "3")
+    monkeypatch.setenv("YIWANG_LOGIN_ADDRESS_LIMIT", "6")
+    monkeypatch.setenv("YIWANG_LOGIN_WINDOW_SECONDS", "600")
+
+
+def attempt(username=ID_NUMBER, password=PASSWORD, address=ADDRESS):
+    return {"credentials": {"username": username, "password": password}, "client_address": address}
+
+
+def _claims(token, signing_key):
+    return jwt.decode(token, jwt.PyJWK(signing_key["public_jwk"]).key, algorithms=["EdDSA"], audience="yiwang")
+
 
 def test_login_issues_a_verifiable_token_pair(service, store, citizen_doc, signing_key):
     store.find_by_login.return_value = citizen_doc
-    pair = TokenPair.model_validate(service.login({"username": ID_NUMBER, "password": PASSWORD}))
+    pair = TokenPair.model_validate(service.login(attempt()))
     assert pair.token_type == "Bearer"
     assert pair.expires_in == 900
-    claims = jwt.decode(
-        pair.access_token, jwt.PyJWK(signing_key["public_jwk"]).key, algorithms=["EdDSA"], audience="yiwang"
-    )
+    claims = _claims(pair.access_token, signing_key)
     assert claims["sub"] == citizen_doc["_id"]
     assert claims["roles"] == ["applicant"]
     store.find_by_login.assert_called_once_with(accounts.login_keys(ID_NUMBER), ID_NUMBER)
@@ -162,55 +202,399 @@ def test_login_issues_a_verifiable_token_pair(service, store, citizen_doc, signi
     assert family
     assert REFRESH_TTL.days == 14
     assert expires_at.tzinfo is not None
+    assert timedelta(days=13, hours=23) < expires_at - datetime.now(UTC) <= REFRESH_TTL
+
+
+def test_login_starts_a_session_that_the_tokens_belong_to(service, store, citizen_doc, signing_key):
+    store.find_by_login.return_value = citizen_doc
+    pair = service.login(attempt())
+    store.start_session.assert_called_once()
+    session_id, user_id = store.start_session.call_args.args
+    assert user_id == citizen_doc["_id"]
+    assert _claims(pair["access_token"], signing_key)["sid"] == session_id
+    assert store.store_refresh_token.call_args.args[2] == session_id  # the refresh-token family
+
+
+def test_every_login_is_a_new_session(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    service.login(attempt())
+    service.login(attempt())
+    first, second = (c.args[0] for c in store.start_session.call_args_list)
+    assert first != second
 
 
 def test_login_by_phone_is_looked_up_by_phone(service, store, citizen_doc):
     store.find_by_login.return_value = citizen_doc
-    service.login({"username": "13800138000", "password": PASSWORD})
+    service.login(attempt(username="13800138000"))
     assert store.find_by_login.call_args.args[1] == "13800138000"
 
 
 def test_wrong_password_and_unknown_user_are_told_apart_by_nothing(service, store, citizen_doc):
     store.find_by_login.return_value = citizen_doc
     with pytest.raises(Unauthenticated) as wrong:
-        service.login({"username": ID_NUMBER, "password": "not the password"})
+        service.login(attempt(password="not the password"))
     store.find_by_login.return_value = None
     with pytest.raises(Unauthenticated) as unknown:
-        service.login({"username": "nobody", "password": "not the password"})
+        service.login(attempt(username="nobody", password="not the password"))
     assert wrong.value.message == unknown.value.message
     assert wrong.value.details == unknown.value.details == []
     store.store_refresh_token.assert_not_called()
+    store.start_session.assert_not_called()
 
 
 def test_user_without_password_hash_cannot_log_in(service, store, citizen_doc):
     store.find_by_login.return_value = {**citizen_doc, "password_hash": None}
     with pytest.raises(Unauthenticated):
-        service.login({"username": ID_NUMBER, "password": PASSWORD})
+        service.login(attempt())
+    store.start_session.assert_not_called()
 
 
-@pytest.mark.parametrize("payload", [{}, {"username": "", "password": "x"}, {"username": "a"}])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"username": ID_NUMBER, "password": PASSWORD},  # the bare credentials: the gateway must say where from
+        {"credentials": {"username": ID_NUMBER, "password": PASSWORD}},
+        {"credentials": {}, "client_address": ADDRESS},
+        {"credentials": {"username": "", "password": "x"}, "client_address": ADDRESS},
+        {"credentials": {"username": "a"}, "client_address": ADDRESS},
+    ],
+    ids=["empty", "bare-credentials", "no-address", "no-credentials", "empty-username", "no-password"],
+)
 def test_malformed_login_is_a_validation_error(service, store, payload):
     with pytest.raises(ValidationFailed):
         service.login(payload)
+    store.failures.assert_not_called()
     store.find_by_login.assert_not_called()
+    store.record_failure.assert_not_called()
 
 
-def test_login_is_marked_sensitive():
+@pytest.mark.parametrize(
+    "method", ["register", "create_staff", "login", "refresh", "verify_face"], ids=lambda name: name
+)
+def test_secrets_are_marked_sensitive(method):
     from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
-    [entrypoint] = getattr(IdentityService.login, ENTRYPOINT_EXTENSIONS_ATTR)
+    [entrypoint] = getattr(getattr(IdentityService, method), ENTRYPOINT_EXTENSIONS_ATTR)
     assert "payload" in entrypoint.sensitive_arguments
 
 
-# --- keys, users, profiles ----------------------------------------------------------------------
+# --- login throttling ---------------------------------------------------------------------------
 
 
-def test_jwks_publishes_public_keys_and_ensures_one_exists(service, store, signing_key):
+def test_login_looks_up_failures_of_the_account_and_the_address(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    service.login(attempt(username=f" {ID_NUMBER.lower()} "))
+    # The login name and address first; once the account is known, its own allowance too.
+    assert [c.args[0] for c in store.failures.call_args_list] == [
+        [ACCOUNT_KEY, ADDRESS_KEY],
+        [f"user:{citizen_doc['_id']}"],
+    ]
+
+
+def test_blocked_account_is_rate_limited_without_checking_the_password(service, store, citizen_doc, monkeypatch):
+    checked = []
+    monkeypatch.setattr(accounts, "password_matches", lambda *a: checked.append(a) or True)
+    store.find_by_login.return_value = citizen_doc
+    store.failures.return_value = {ACCOUNT_KEY: Failures(3, datetime.now(UTC) - timedelta(seconds=100))}
+    with pytest.raises(RateLimited) as info:
+        service.login(attempt())
+    assert 495 <= info.value.retry_after <= 500  # the rest of the 600 s window
+    assert checked == []
+    store.find_by_login.assert_not_called()
+    store.record_failure.assert_not_called()
+    store.clear_failures.assert_not_called()
+    store.start_session.assert_not_called()
+    store.store_refresh_token.assert_not_called()
+
+
+def test_blocked_account_is_refused_even_with_the_right_password(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    store.failures.return_value = {ACCOUNT_KEY: Failures(7, datetime.now(UTC))}
+    with pytest.raises(RateLimited):
+        service.login(attempt())
+
+
+def test_blocked_address_is_rate_limited_for_any_account(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    store.failures.return_value = {ADDRESS_KEY: Failures(6, datetime.now(UTC) - timedelta(seconds=300))}
+    with pytest.raises(RateLimited) as info:
+        service.login(attempt(username="someone-else"))
+    assert 295 <= info.value.retry_after <= 300
+    store.find_by_login.assert_not_called()
+
+
+def test_the_longer_wait_of_account_and_address_applies(service, store):
+    now = datetime.now(UTC)
+    store.failures.return_value = {
+        ACCOUNT_KEY: Failures(3, now - timedelta(seconds=500)),  # 100 s left
+        ADDRESS_KEY: Failures(6, now - timedelta(seconds=100)),  # 500 s left
+    }
+    with pytest.raises(RateLimited) as info:
+        service.login(attempt())
+    assert 495 <= info.value.retry_after <= 500
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        {ACCOUNT_KEY: Failures(2, datetime.now(UTC))},
+        {ADDRESS_KEY: Failures(5, datetime.now(UTC))},
+        {ACCOUNT_KEY: Failures(9, datetime.now(UTC) - timedelta(seconds=601))},
+    ],
+    ids=["account-below-limit", "address-below-limit", "window-closed"],
+)
+def test_not_blocked_logs_in(service, store, citizen_doc, failures):
+    store.find_by_login.return_value = citizen_doc
+    store.failures.return_value = failures
+    TokenPair.model_validate(service.login(attempt()))
+
+
+def test_a_failure_is_counted_for_the_account_and_the_address(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    before = datetime.now(UTC)
+    with pytest.raises(Unauthenticated):
+        service.login(attempt(password="not the password"))
+    keys = [c.args[0] for c in store.record_failure.call_args_list]
+    assert keys == [ACCOUNT_KEY, ADDRESS_KEY, f"user:{citizen_doc['_id']}"]
+    for call in store.record_failure.call_args_list:
+        _, at, window = call.args
+        assert before <= at <= datetime.now(UTC)
+        assert window == timedelta(seconds=600)
+    store.clear_failures.assert_not_called()
+
+
+def test_failures_of_unknown_accounts_are_counted_too(service, store):
+    # So a blocked account and one that does not exist look alike.
+    with pytest.raises(Unauthenticated):
+        service.login(attempt(username="nobody", password="not the password"))
+    assert [c.args[0] for c in store.record_failure.call_args_list] == ["account:NOBODY", ADDRESS_KEY]
+
+
+def test_success_clears_the_account_failures_only(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    store.failures.return_value = {ACCOUNT_KEY: Failures(2, datetime.now(UTC))}
+    service.login(attempt())
+    # Not the address: it may be guessing other accounts.
+    assert [c.args[0] for c in store.clear_failures.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
+    store.record_failure.assert_not_called()
+
+
+def test_rate_limited_crosses_rpc_with_its_retry_after():
+    from nameko.exceptions import deserialize, serialize
+
+    rebuilt = deserialize(serialize(RateLimited("too many failed logins; try again later", retry_after=123)))
+    assert type(rebuilt) is RateLimited
+    assert rebuilt.retry_after == 123
+    assert rebuilt.message == "too many failed logins; try again later"
+
+
+# --- refresh ------------------------------------------------------------------------------------
+
+REFRESH_TOKEN = "r" * 43
+SESSION_ID = "5e55" * 8
+
+
+def refresh_token_doc(citizen_doc, **overrides):
+    return {
+        "_id": tokens.refresh_digest(REFRESH_TOKEN),
+        "user_id": citizen_doc["_id"],
+        "family": SESSION_ID,
+        "expires_at": datetime.now(UTC) + timedelta(days=3),
+        "used_at": None,
+        **overrides,
+    }
+
+
+def live_session(citizen_doc, **overrides):
+    return {"_id": SESSION_ID, "user_id": citizen_doc["_id"], "revoked_at": None, **overrides}
+
+
+def test_refresh_trades_a_token_once_for_a_new_pair_of_the_same_session(service, store, citizen_doc, signing_key):
+    store.spend_refresh_token.return_value = (refresh_token_doc(citizen_doc), True)
+    store.get_session.return_value = live_session(citizen_doc)
+    store.get_user.return_value = citizen_doc
+    pair = TokenPair.model_validate(service.refresh({"refresh_token": REFRESH_TOKEN}))
+    store.spend_refresh_token.assert_called_once_with(tokens.refresh_digest(REFRESH_TOKEN))
+    store.get_session.assert_called_once_with(SESSION_ID)
+    claims = _claims(pair.access_token, signing_key)
+    assert claims["sub"] == citizen_doc["_id"]
+    assert claims["sid"] == SESSION_ID
+    digest, user_id, family, _ = store.store_refresh_token.call_args.args
+    assert digest == tokens.refresh_digest(pair.refresh_token)
+    assert pair.refresh_token != REFRESH_TOKEN
+    assert (user_id, family) == (citizen_doc["_id"], SESSION_ID)
+    store.start_session.assert_not_called()
+    store.revoke_session.assert_not_called()
+
+
+def test_unknown_refresh_token_is_refused(service, store):
+    with pytest.raises(Unauthenticated):
+        service.refresh({"refresh_token": REFRESH_TOKEN})
+    store.revoke_session.assert_not_called()
+    store.store_refresh_token.assert_not_called()
+
+
+def test_reused_refresh_token_ends_the_whole_session(service, store, citizen_doc):
+    store.spend_refresh_token.return_value = (refresh_token_doc(citizen_doc, used_at=datetime.now(UTC)), False)
+    store.get_session.return_value = live_session(citizen_doc)
+    with pytest.raises(Unauthenticated, match="already used"):
+        service.refresh({"refresh_token": REFRESH_TOKEN})
+    store.revoke_session.assert_called_once()
+    session_id, event = store.revoke_session.call_args.args
+    assert session_id == SESSION_ID
+    _, revoked = parse_event(event.model_dump(mode="json"), expected=SessionRevoked)
+    assert (revoked.session_id, revoked.user_id, revoked.reason) == (
+        SESSION_ID,
+        citizen_doc["_id"],
+        "refresh token reused",
+    )
+    service.events.publish.assert_called_once_with(store.session_outbox, SESSION_ID, [event])
+    store.store_refresh_token.assert_not_called()
+
+
+def test_reuse_of_an_already_revoked_session_publishes_nothing_new(service, store, citizen_doc):
+    store.spend_refresh_token.return_value = (refresh_token_doc(citizen_doc, used_at=datetime.now(UTC)), False)
+    store.revoke_session.return_value = False  # revoked before
+    with pytest.raises(Unauthenticated):
+        service.refresh({"refresh_token": REFRESH_TOKEN})
+    service.events.publish.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("token_overrides", "session"),
+    [
+        ({"expires_at": datetime.now(UTC) - timedelta(seconds=1)}, "live"),
+        ({}, "revoked"),
+        ({}, "missing"),
+    ],
+    ids=["expired-token", "revoked-session", "missing-session"],
+)
+def test_refresh_of_an_ended_session_is_refused(service, store, citizen_doc, token_overrides, session):
+    store.spend_refresh_token.return_value = (refresh_token_doc(citizen_doc, **token_overrides), True)
+    store.get_user.return_value = citizen_doc
+    store.get_session.return_value = {
+        "live": live_session(citizen_doc),
+        "revoked": live_session(citizen_doc, revoked_at=datetime.now(UTC) - timedelta(minutes=1)),
+        "missing": None,
+    }[session]
+    with pytest.raises(Unauthenticated, match="log in again"):
+        service.refresh({"refresh_token": REFRESH_TOKEN})
+    store.store_refresh_token.assert_not_called()
+
+
+@pytest.mark.parametrize("payload", [{}, {"refresh_token": "short"}, {"refresh_token": REFRESH_TOKEN, "x": 1}])
+def test_malformed_refresh_is_a_validation_error(service, store, payload):
+    with pytest.raises(ValidationFailed):
+        service.refresh(payload)
+    store.spend_refresh_token.assert_not_called()
+
+
+# --- logout and revoked sessions ----------------------------------------------------------------
+
+
+def applicant_principal(citizen_doc, session_id=SESSION_ID):
+    return {
+        "user_id": citizen_doc["_id"],
+        "account_type": "citizen",
+        "roles": ["applicant"],
+        "department_code": None,
+        "session_id": session_id,
+    }
+
+
+def test_logout_revokes_the_session_and_announces_it(service, store, citizen_doc):
+    before = datetime.now(UTC)
+    assert service.logout(applicant_principal(citizen_doc)) is None
+    store.revoke_session.assert_called_once()
+    session_id, event = store.revoke_session.call_args.args
+    assert session_id == SESSION_ID
+    assert event.type == "identity.session_revoked.v1"
+    assert event.producer == "identity"
+    _, revoked = parse_event(event.model_dump(mode="json"), expected=SessionRevoked)
+    assert (revoked.session_id, revoked.user_id, revoked.reason) == (SESSION_ID, citizen_doc["_id"], "logout")
+    # Until then an access token of the session could still be unexpired.
+    assert before + tokens.ACCESS_TOKEN_TTL <= revoked.expires_at <= datetime.now(UTC) + tokens.ACCESS_TOKEN_TTL
+    service.events.publish.assert_called_once_with(store.session_outbox, SESSION_ID, [event])
+
+
+def test_second_logout_publishes_nothing(service, store, citizen_doc):
+    store.revoke_session.return_value = False
+    service.logout(applicant_principal(citizen_doc))
+    service.events.publish.assert_not_called()
+
+
+def test_logout_without_a_session_does_nothing(service, store, citizen_doc):
+    service.logout(applicant_principal(citizen_doc, session_id=None))
+    store.revoke_session.assert_not_called()
+    service.events.publish.assert_not_called()
+
+
+def test_logout_refuses_an_invalid_principal(service, store):
+    with pytest.raises(ValidationFailed):
+        service.logout({"user_id": "u", "session_id": SESSION_ID})
+    store.revoke_session.assert_not_called()
+
+
+def test_revoked_sessions_lists_those_whose_tokens_may_still_be_live(service, store):
+    revoked_at = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    store.revoked_since.return_value = [{"_id": "s1", "revoked_at": revoked_at}]
+    before = datetime.now(UTC)
+    assert service.revoked_sessions() == [
+        {"session_id": "s1", "expires_at": (revoked_at + tokens.ACCESS_TOKEN_TTL).isoformat()}
+    ]
+    [since] = store.revoked_since.call_args.args
+    assert before - tokens.ACCESS_TOKEN_TTL <= since <= datetime.now(UTC) - tokens.ACCESS_TOKEN_TTL
+    assert datetime.fromisoformat(service.revoked_sessions()[0]["expires_at"]).tzinfo is not None
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_jwks_publishes_public_keys(service, store, signing_key):
     result = JwkSet.model_validate(service.jwks())
     assert [k.kid for k in result.keys] == [signing_key["kid"]]
-    store.active_key.assert_called_once()
-    candidate = store.active_key.call_args.args[0]
-    assert {"kid", "private_pem", "public_jwk"} <= set(candidate)
+    store.add_key.assert_not_called()
+
+
+def test_jwks_makes_sure_a_signing_key_exists(service, store, signing_key):
+    store.newest_key.return_value = None
+    service.jwks()
+    store.add_key.assert_called_once()
+    [candidate] = store.add_key.call_args.args
+    assert {"_id", "kid", "private_pem", "public_jwk"} <= set(candidate)
+
+
+def test_tokens_are_signed_with_the_newest_key(service, store, citizen_doc):
+    newer = tokens.new_signing_key()
+    store.newest_key.return_value = newer
+    store.find_by_login.return_value = citizen_doc
+    pair = service.login(attempt())
+    assert jwt.get_unverified_header(pair["access_token"])["kid"] == newer["kid"]
+
+
+ADMIN = {"user_id": "u-admin", "account_type": "staff", "roles": ["admin"], "department_code": None}
+REVIEWER = {"user_id": "u-rev", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
+
+
+def test_rotate_signing_key_adds_a_new_key(service, store):
+    result = service.rotate_signing_key(ADMIN)
+    store.add_key.assert_called_once()
+    [key] = store.add_key.call_args.args
+    assert result == {"kid": key["kid"]}
+    assert key["public_jwk"]["kid"] == key["kid"]
+
+
+@pytest.mark.parametrize("principal", [REVIEWER, {**ADMIN, "roles": ["supervisor"]}], ids=["reviewer", "supervisor"])
+def test_rotate_signing_key_needs_admin(service, store, principal, citizen_doc):
+    with pytest.raises(Forbidden, match="admin"):
+        service.rotate_signing_key(principal)
+    with pytest.raises(Forbidden):
+        service.rotate_signing_key(applicant_principal(citizen_doc))
+    store.add_key.assert_not_called()
+
+
+# --- users --------------------------------------------------------------------------------------
 
 
 def test_get_user(service, store, citizen_doc):
@@ -251,3 +635,293 @@ def test_ensure_admin_creates_the_first_admin_once(service, store, monkeypatch):
     store.login_key_exists.return_value = True
     service.ensure_admin()
     store.insert_user.assert_not_called()
+
+
+def test_applicant_profile_lists_the_types_of_valid_certificates_held(service, store, citizen_doc):
+    now = datetime.now(UTC)
+    store.get_user.return_value = citizen_doc
+    store.certificates_of.return_value = [
+        {"type": "name_reservation", "valid_until": now + timedelta(days=1), "revoked_at": None},
+        {"type": "name_reservation", "valid_until": None},
+        {"type": "household_register", "valid_until": None},
+        {"type": "expired_permit", "valid_until": now - timedelta(seconds=1)},
+        {"type": "revoked_permit", "valid_until": None, "revoked_at": now - timedelta(days=1)},
+    ]
+    profile = ApplicantProfile.model_validate(service.applicant_profile(citizen_doc["_id"]))
+    assert profile.certificates == ["household_register", "name_reservation"]
+    store.certificates_of.assert_called_once_with(citizen_doc["_id"])
+
+
+# --- staff --------------------------------------------------------------------------------------
+
+
+def staff_payload(**overrides):
+    return {
+        "username": "wang.reviewer",
+        "name": "王审核",
+        "password": "Reviewer-pass-2026",
+        "roles": ["reviewer"],
+        "department_code": "620524MZ",
+        **overrides,
+    }
+
+
+def test_admin_creates_a_staff_account(service, store):
+    result = StaffCreated.model_validate(service.create_staff(ADMIN, staff_payload()))
+    assert (result.username, result.name, result.roles, result.department_code) == (
+        "wang.reviewer",
+        "王审核",
+        ["reviewer"],
+        "620524MZ",
+    )
+    doc, field = store.insert_user.call_args.args
+    assert field == "username"
+    assert doc["_id"] == result.user_id
+    assert doc["login_key"] == "staff:wang.reviewer"
+    assert doc["account_type"] == "staff"
+    assert doc["roles"] == ["reviewer"]
+    assert doc["department_code"] == "620524MZ"
+    assert accounts.password_matches(doc["password_hash"], "Reviewer-pass-2026")
+    assert "Reviewer-pass-2026" not in str(doc)
+
+
+@pytest.mark.parametrize("principal", [REVIEWER, {**ADMIN, "roles": ["supervisor", "reviewer"]}])
+def test_create_staff_needs_admin(service, store, principal, citizen_doc):
+    with pytest.raises(Forbidden, match="admin"):
+        service.create_staff(principal, staff_payload())
+    with pytest.raises(Forbidden):
+        service.create_staff(applicant_principal(citizen_doc), staff_payload(roles=["admin"]))
+    store.insert_user.assert_not_called()
+
+
+def test_create_staff_refuses_an_invalid_principal(service, store):
+    with pytest.raises(ValidationFailed):
+        service.create_staff({"roles": ["admin"]}, staff_payload())
+    store.insert_user.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"roles": []}, "roles"),
+        ({"roles": ["applicant"]}, "roles.0"),
+        ({"username": "X"}, "username"),
+        ({"password": "short"}, "password"),
+        ({"department_code": "mz"}, "department_code"),
+    ],
+)
+def test_create_staff_names_invalid_fields(service, store, overrides, field):
+    with pytest.raises(ValidationFailed) as info:
+        service.create_staff(ADMIN, staff_payload(**overrides))
+    assert field in [d["field"] for d in info.value.details]
+    store.insert_user.assert_not_called()
+
+
+def test_duplicate_staff_username_conflict_passes_through(service, store):
+    store.insert_user.side_effect = Conflict("username is already registered", [{"field": "username"}])
+    with pytest.raises(Conflict):
+        service.create_staff(ADMIN, staff_payload())
+
+
+# --- assurance ----------------------------------------------------------------------------------
+
+
+def _raised(store):
+    user_id, from_level, to_level, event = store.raise_assurance.call_args.args
+    _, payload = parse_event(event.model_dump(mode="json"), expected=AssuranceRaised)
+    return (user_id, from_level, to_level), payload, event
+
+
+def test_real_name_check_raises_the_level_and_announces_it(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    result = AssuranceView.model_validate(service.verify_real_name(applicant_principal(citizen_doc)))
+    assert (result.user_id, result.assurance_level) == (citizen_doc["_id"], 2)
+    change, payload, event = _raised(store)
+    assert change == (citizen_doc["_id"], 1, 2)
+    assert (payload.user_id, payload.previous_level, payload.assurance_level, payload.method) == (
+        citizen_doc["_id"],
+        1,
+        2,
+        "population_registry",
+    )
+    assert event.producer == "identity"
+    service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
+
+
+def test_real_name_check_again_changes_nothing(service, store, citizen_doc):
+    store.get_user.return_value = {**citizen_doc, "assurance_level": 2}
+    assert service.verify_real_name(applicant_principal(citizen_doc))["assurance_level"] == 2
+    store.raise_assurance.assert_not_called()
+    service.events.publish.assert_not_called()
+
+
+def test_real_name_not_confirmed_is_a_validation_error(service, store, citizen_doc):
+    unknown_person = make_id_number("620524", date(1940, 5, 6), 999)
+    store.get_user.return_value = {**citizen_doc, "id_number": unknown_person}
+    with pytest.raises(ValidationFailed):
+        service.verify_real_name(applicant_principal(citizen_doc))
+    store.raise_assurance.assert_not_called()
+    service.events.publish.assert_not_called()
+
+
+def test_a_concurrent_raise_is_announced_once(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    store.raise_assurance.return_value = False  # another request raised it first
+    assert service.verify_real_name(applicant_principal(citizen_doc))["assurance_level"] == 2
+    service.events.publish.assert_not_called()
+
+
+def test_verification_is_for_applicants_only(service, store):
+    with pytest.raises(Forbidden):
+        service.verify_real_name(REVIEWER)
+    with pytest.raises(Forbidden):
+        service.verify_face(REVIEWER, {"liveness_token": "local-live:x"})
+    store.get_user.assert_not_called()
+    store.raise_assurance.assert_not_called()
+
+
+def test_verification_of_an_unknown_user_is_not_found(service, store, citizen_doc):
+    with pytest.raises(NotFound):
+        service.verify_real_name(applicant_principal(citizen_doc))
+
+
+def test_face_check_raises_the_level_to_3(service, store, citizen_doc):
+    store.get_user.return_value = {**citizen_doc, "assurance_level": 2}
+    result = service.verify_face(applicant_principal(citizen_doc), {"liveness_token": f"local-live:{ID_NUMBER}"})
+    assert result == {"user_id": citizen_doc["_id"], "assurance_level": 3}
+    change, payload, event = _raised(store)
+    assert change == (citizen_doc["_id"], 2, 3)
+    assert (payload.previous_level, payload.assurance_level, payload.method) == (2, 3, "face")
+    service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
+
+
+def test_face_check_of_someone_else_is_refused(service, store, citizen_doc):
+    store.get_user.return_value = {**citizen_doc, "assurance_level": 2}
+    other = make_id_number("620524", date(1980, 1, 2), 41)
+    with pytest.raises(ValidationFailed):
+        service.verify_face(applicant_principal(citizen_doc), {"liveness_token": f"local-live:{other}"})
+    store.raise_assurance.assert_not_called()
+
+
+def test_face_check_before_real_name_is_a_conflict(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(Conflict):
+        service.verify_face(applicant_principal(citizen_doc), {"liveness_token": f"local-live:{ID_NUMBER}"})
+    store.raise_assurance.assert_not_called()
+
+
+def test_face_check_needs_a_token(service, store, citizen_doc):
+    store.get_user.return_value = {**citizen_doc, "assurance_level": 2}
+    with pytest.raises(ValidationFailed):
+        service.verify_face(applicant_principal(citizen_doc), {"liveness_token": ""})
+    store.raise_assurance.assert_not_called()
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+CASE_NO = "620524SC-20261126-000003"
+
+
+def approval_event(issues_certificate=None):
+    return new_event(
+        CaseApproved(
+            case_no=CASE_NO,
+            item_code="62052400SC-XK-0001",
+            item_name="企业名称自主申报",
+            department_code="620524SC",
+            applicant_id="u-citizen",
+            decision=Decision(outcome="approved", decided_by="auto", decided_at=datetime.now(UTC)),
+            issues_certificate=issues_certificate,
+            form={"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"},
+        ),
+        producer="approval",
+    )
+
+
+NAME_RESERVATION = {"type": "name_reservation", "name": "企业名称自主申报告知书", "valid_days": 60}
+
+
+def test_approval_of_a_certificate_item_issues_the_certificate(service, store):
+    service.on_case_approved(approval_event(NAME_RESERVATION).model_dump(mode="json"))
+    store.insert_certificate.assert_called_once()
+    doc, event = store.insert_certificate.call_args.args
+    assert doc["_id"] == f"name_reservation:{CASE_NO}"
+    assert doc["user_id"] == "u-citizen"
+    assert doc["type"] == "name_reservation"
+    assert doc["data"]["proposed_name"] == "临洮县某某商贸有限公司"
+    assert doc["valid_until"] - doc["issued_at"] == timedelta(days=60)
+    _, issued = parse_event(event.model_dump(mode="json"), expected=CertificateIssued)
+    assert (issued.certificate_id, issued.certificate_type, issued.case_no, issued.user_id) == (
+        doc["_id"],
+        "name_reservation",
+        CASE_NO,
+        "u-citizen",
+    )
+    assert event.producer == "identity"
+    service.events.publish.assert_called_once_with(store.certificate_outbox, doc["_id"], [event])
+
+
+def test_approval_of_an_item_without_certificate_issues_nothing(service, store):
+    service.on_case_approved(approval_event(None).model_dump(mode="json"))
+    store.insert_certificate.assert_not_called()
+    service.events.publish.assert_not_called()
+
+
+def test_a_redelivered_approval_does_not_issue_twice(service, store):
+    body = approval_event(NAME_RESERVATION).model_dump(mode="json")
+    service.on_case_approved(body)
+    store.insert_certificate.return_value = False  # the certificate of this case exists already
+    service.on_case_approved(body)
+    first, second = (c.args[0]["_id"] for c in store.insert_certificate.call_args_list)
+    assert first == second  # the same deterministic id: the unique _id refuses the second
+    service.events.publish.assert_called_once()
+
+
+def test_invalid_approval_event_is_poison(service, store):
+    with pytest.raises(PoisonMessage):
+        service.on_case_approved({"type": "case.approved.v1", "payload": {}})
+    store.insert_certificate.assert_not_called()
+
+
+def test_list_certificates(service, store):
+    store.certificates_of.return_value = [
+        {
+            "_id": "name_reservation:X",
+            "certificate_id": "name_reservation:X",
+            "type": "name_reservation",
+            "name": "企业名称自主申报告知书",
+            "user_id": "u-citizen",
+            "issued_at": datetime(2026, 11, 26, tzinfo=UTC),
+            "valid_until": None,
+            "case_no": "X",
+            "data": {"industry": "零售"},
+        }
+    ]
+    result = service.list_certificates("u-citizen")
+    store.certificates_of.assert_called_once_with("u-citizen")
+    [item] = result["items"]
+    assert Certificate.model_validate(item).certificate_id == "name_reservation:X"
+    assert "user_id" not in item
+    assert item["issued_at"] == "2026-11-26T00:00:00Z"
+
+
+def test_check_certificates_answers_for_the_asking_user(service, store):
+    mine = {"_id": "a", "type": "name_reservation", "user_id": "u-citizen", "valid_until": None}
+    theirs = {"_id": "b", "type": "business_licence", "user_id": "u-other", "valid_until": None}
+    store.certificates_by_id.return_value = {"a": mine, "b": theirs}
+    result = service.check_certificates("u-citizen", ["a", "b", "c"])
+    store.certificates_by_id.assert_called_once_with(["a", "b", "c"])
+    assert result == [
+        {"certificate_id": "a", "owned": True, "valid": True, "type": "name_reservation"},
+        {"certificate_id": "b", "owned": False, "valid": False, "type": None},
+        {"certificate_id": "c", "owned": False, "valid": False, "type": None},
+    ]
+
+
+def test_an_account_blocked_under_one_login_name_is_blocked_under_the_others(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    user_key = f"user:{citizen_doc['_id']}"
+    store.failures.side_effect = lambda keys: {user_key: Failures(5, datetime.now(UTC))} if keys == [user_key] else {}
+    with pytest.raises(RateLimited):
+        service.login(attempt(username="13800138000"))
+    store.record_failure.assert_not_called()

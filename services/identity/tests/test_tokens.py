@@ -7,6 +7,7 @@ from contracts.identity import Jwk
 from services.identity import tokens
 
 USER = {"_id": "u1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
+SESSION = "s" * 32
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_keys_are_fresh():
 
 def test_access_token_claims(key):
     now = datetime(2025, 11, 26, 8, 0, 30, tzinfo=UTC)
-    token, expires_in = tokens.issue_access_token(key, USER, now=now)
+    token, expires_in = tokens.issue_access_token(key, USER, SESSION, now=now)
     assert expires_in == 15 * 60
     assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "kid": key["kid"], "typ": "JWT"}
     claims = jwt.decode(
@@ -55,26 +56,38 @@ def test_access_token_claims(key):
     assert claims["acct"] == "staff"
     assert claims["roles"] == ["reviewer"]
     assert claims["dept"] == "620524MZ"
+    assert claims["sid"] == SESSION  # lets the gateway refuse tokens of a revoked session
     assert claims["iat"] == int(now.timestamp())
     assert claims["exp"] - claims["iat"] == expires_in
     assert len(claims["jti"]) == 32
 
 
 def test_applicant_token_has_no_department(key):
-    token, _ = tokens.issue_access_token(key, {"_id": "u2", "account_type": "citizen", "roles": ["applicant"]})
+    token, _ = tokens.issue_access_token(key, {"_id": "u2", "account_type": "citizen", "roles": ["applicant"]}, SESSION)
     claims = jwt.decode(token, _public(key), algorithms=["EdDSA"], audience=tokens.AUDIENCE)
     assert claims["dept"] is None
 
 
 def test_every_token_has_its_own_id(key):
-    first, _ = tokens.issue_access_token(key, USER)
-    second, _ = tokens.issue_access_token(key, USER)
+    first, _ = tokens.issue_access_token(key, USER, SESSION)
+    second, _ = tokens.issue_access_token(key, USER, SESSION)
     decode = lambda t: jwt.decode(t, _public(key), algorithms=["EdDSA"], audience=tokens.AUDIENCE)  # noqa: E731
     assert decode(first)["jti"] != decode(second)["jti"]
 
 
+def test_signing_key_is_stored_under_its_kid(key):
+    assert key["_id"] == key["kid"]
+
+
+def test_tokens_of_different_sessions_name_their_session(key):
+    decode = lambda t: jwt.decode(t, _public(key), algorithms=["EdDSA"], audience=tokens.AUDIENCE)  # noqa: E731
+    first, _ = tokens.issue_access_token(key, USER, "session-a")
+    second, _ = tokens.issue_access_token(key, USER, "session-b")
+    assert (decode(first)["sid"], decode(second)["sid"]) == ("session-a", "session-b")
+
+
 def test_token_does_not_verify_with_another_key(key):
-    token, _ = tokens.issue_access_token(key, USER)
+    token, _ = tokens.issue_access_token(key, USER, SESSION)
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, _public(tokens.new_signing_key()), algorithms=["EdDSA"], audience=tokens.AUDIENCE)
 

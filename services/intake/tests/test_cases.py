@@ -6,6 +6,7 @@ from contracts.cases import CaseView, Decision, MaterialRef, SubmitCase
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
+from contracts.identity import CertificateCheck
 from services.catalog.seed_data import seed_items
 from services.common.errors import NotFound, ValidationFailed
 from services.intake import cases
@@ -17,18 +18,20 @@ GOOD_FORM = {"bank_account": "6222020200112233445", "contact_phone": "1380013800
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
 
 
-def published(index=0, **overrides):
-    return PublishedItem.model_validate({**seed_items()[index], "version": 3, **overrides})
+def published(code="MZ-GF-0001", **overrides):
+    """A seed item by the end of its code (the catalog grows: never by position)."""
+    [guide] = [i for i in seed_items() if i["item_code"].endswith(code)]
+    return PublishedItem.model_validate({**guide, "version": 3, **overrides})
 
 
 def allowance():
     """高龄津贴申领: citizens only, a form with two required fields, one optional certificate."""
-    return published(0)
+    return published("MZ-GF-0001")
 
 
 def with_materials():
     return published(
-        2,
+        "GA-QR-0001",
         materials=[
             {"code": "id_card", "name": "居民身份证", "required": True},
             {"code": "photo", "name": "数码照片回执", "required": False},
@@ -100,7 +103,9 @@ def test_nested_paths_are_dotted():
 
 
 def test_wrong_type_is_reported():
-    problems = cases.form_problems(published(3).form_schema, {"last_employer": "某公司", "months_insured": "12"})
+    problems = cases.form_problems(
+        published("RS-GF-0001").form_schema, {"last_employer": "某公司", "months_insured": "12"}
+    )
     assert [p["field"] for p in problems] == ["form.months_insured"]
 
 
@@ -109,7 +114,7 @@ def test_wrong_type_is_reported():
 
 def test_valid_submission():
     assert cases.submission_problems(allowance(), CITIZEN, request()) == []
-    cases.check_submission(allowance(), CITIZEN, request())
+    cases.check_submission(allowance(), CITIZEN, request(), {})
 
 
 def test_applicant_type_must_be_accepted_by_the_item():
@@ -118,7 +123,7 @@ def test_applicant_type_must_be_accepted_by_the_item():
 
 
 def test_item_open_to_both_types():
-    item = published(1)
+    item = published("SC-XK-0001")
     form = {"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"}
     for who in (CITIZEN, ENTERPRISE):
         assert cases.submission_problems(item, who, request(item.item_code, form)) == []
@@ -167,7 +172,10 @@ def test_all_problems_come_back_together():
     item = with_materials()
     with pytest.raises(ValidationFailed) as info:
         cases.check_submission(
-            item, ENTERPRISE, request(item.item_code, {"reason": "stolen"}, [{"code": "x", "document_id": "d"}])
+            item,
+            ENTERPRISE,
+            request(item.item_code, {"reason": "stolen"}, [{"code": "x", "document_id": "d"}]),
+            {},
         )
     fields = [d["field"] for d in info.value.details]
     assert fields[0] == "item_code"
@@ -175,6 +183,119 @@ def test_all_problems_come_back_together():
     assert "materials.0.code" in fields
     assert fields.count("materials") == 2
     assert info.value.code == "validation_failed"
+
+
+# --- certificate_problems -----------------------------------------------------------------------
+
+
+def check(certificate_id, owned=True, valid=True, type_="household_register"):
+    return CertificateCheck(certificate_id=certificate_id, owned=owned, valid=valid, type=type_ if owned else None)
+
+
+def cert_request(item, materials):
+    return request(item.item_code, {}, materials)
+
+
+def test_own_valid_certificate_of_the_asked_type_has_no_problems():
+    item = with_materials()
+    materials = [{"code": "id_card", "document_id": "d1"}, {"code": "household_register", "certificate_id": "c1"}]
+    assert cases.certificate_problems(item, cert_request(item, materials), {"c1": check("c1")}) == []
+
+
+def test_certificate_held_by_the_government_must_be_referenced_not_uploaded():
+    item = with_materials()
+    materials = [{"code": "id_card", "document_id": "d1"}, {"code": "household_register", "document_id": "d2"}]
+    problems = cases.certificate_problems(item, cert_request(item, materials), {})
+    assert [p["field"] for p in problems] == ["materials.1.certificate_id"]
+    assert "household_register" in problems[0]["issue"]
+
+
+def test_someone_elses_certificate_is_refused():
+    item = with_materials()
+    materials = [{"code": "household_register", "certificate_id": "c-theirs"}]
+    problems = cases.certificate_problems(item, cert_request(item, materials), {"c-theirs": check("c-theirs", False)})
+    assert problems == [{"field": "materials.0.certificate_id", "issue": "no such certificate of yours"}]
+
+
+def test_unknown_certificate_reads_like_someone_elses():
+    item = with_materials()
+    materials = [{"code": "household_register", "certificate_id": "c-nowhere"}]
+    problems = cases.certificate_problems(item, cert_request(item, materials), {})
+    assert problems == [{"field": "materials.0.certificate_id", "issue": "no such certificate of yours"}]
+
+
+def test_expired_or_revoked_certificate_is_refused():
+    item = with_materials()
+    materials = [{"code": "household_register", "certificate_id": "c-old"}]
+    problems = cases.certificate_problems(item, cert_request(item, materials), {"c-old": check("c-old", valid=False)})
+    assert [p["field"] for p in problems] == ["materials.0.certificate_id"]
+    assert "expired" in problems[0]["issue"]
+
+
+def test_certificate_of_the_wrong_type_is_refused():
+    item = with_materials()
+    materials = [{"code": "household_register", "certificate_id": "c-licence"}]
+    checks = {"c-licence": check("c-licence", type_="business_licence")}
+    problems = cases.certificate_problems(item, cert_request(item, materials), checks)
+    assert problems == [{"field": "materials.0.certificate_id", "issue": "not a household_register"}]
+
+
+def test_every_certificate_problem_is_listed_by_position():
+    item = published(
+        "GA-QR-0001",
+        materials=[
+            {"code": "photo", "name": "数码照片回执", "required": False},
+            {"code": "a", "name": "A", "source": "certificate", "certificate_type": "household_register"},
+            {"code": "b", "name": "B", "source": "certificate", "certificate_type": "household_register"},
+            {"code": "c", "name": "C", "source": "certificate", "certificate_type": "household_register"},
+            {"code": "d", "name": "D", "source": "certificate", "certificate_type": "household_register"},
+            {"code": "e", "name": "E", "source": "certificate", "certificate_type": "household_register"},
+        ],
+    )
+    materials = [
+        {"code": "photo", "document_id": "d0"},
+        {"code": "a", "document_id": "d1"},
+        {"code": "b", "certificate_id": "theirs"},
+        {"code": "c", "certificate_id": "old"},
+        {"code": "d", "certificate_id": "licence"},
+        {"code": "e", "certificate_id": "good"},
+    ]
+    checks = {
+        "theirs": check("theirs", owned=False),
+        "old": check("old", valid=False),
+        "licence": check("licence", type_="business_licence"),
+        "good": check("good"),
+    }
+    problems = cases.certificate_problems(item, cert_request(item, materials), checks)
+    assert [p["field"] for p in problems] == [
+        "materials.1.certificate_id",
+        "materials.2.certificate_id",
+        "materials.3.certificate_id",
+        "materials.4.certificate_id",
+    ]
+
+
+def test_unknown_material_codes_are_left_to_submission_problems():
+    item = with_materials()
+    materials = [{"code": "passport", "certificate_id": "c1"}]
+    assert cases.certificate_problems(item, cert_request(item, materials), {}) == []
+
+
+def test_check_submission_lists_certificate_and_other_problems_together():
+    item = with_materials()
+    materials = [{"code": "passport", "document_id": "d"}, {"code": "household_register", "certificate_id": "c-x"}]
+    with pytest.raises(ValidationFailed) as info:
+        cases.check_submission(item, CITIZEN, cert_request(item, materials), {"c-x": check("c-x", owned=False)})
+    fields = [d["field"] for d in info.value.details]
+    assert "materials.0.code" in fields
+    assert "materials" in fields  # id_card missing
+    assert "materials.1.certificate_id" in fields
+
+
+def test_check_submission_with_own_valid_certificate_passes():
+    item = with_materials()
+    materials = [{"code": "id_card", "document_id": "d1"}, {"code": "household_register", "certificate_id": "c1"}]
+    cases.check_submission(item, CITIZEN, cert_request(item, materials), {"c1": check("c1")})
 
 
 # --- a new case ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from nameko.testing.services import worker_factory
 from contracts.cases import CaseCreated, CaseView, Decision, RuleResult
 from contracts.common import Principal
 from contracts.envelope import Envelope, new_event
-from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired
+from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CertificateIssued
 from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
 from services.common.errors import NotFound, Unavailable, ValidationFailed
@@ -20,13 +20,15 @@ GOOD_FORM = {"bank_account": "6222020200112233445", "contact_phone": "1380013800
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
 
 
-def item(index=0, **overrides):
-    return {**seed_items()[index], "version": 2, **overrides}
+def item(code, **overrides):
+    """A seed item by the end of its code (the catalog grows: never by position)."""
+    [guide] = [i for i in seed_items() if i["item_code"].endswith(code)]
+    return {**guide, "version": 2, **overrides}
 
 
-ALLOWANCE = item(0)
+ALLOWANCE = item("MZ-GF-0001")
 WITH_MATERIALS = item(
-    2,
+    "GA-QR-0001",
     materials=[
         {"code": "id_card", "name": "居民身份证", "required": True},
         {"code": "photo", "name": "数码照片回执", "required": False},
@@ -177,6 +179,64 @@ def test_duplicate_material(service, catalog, store, events):
     with pytest.raises(ValidationFailed) as info:
         service.submit_case(CITIZEN, submission(item_code=WITH_MATERIALS["item_code"], form={}, materials=materials))
     assert [d["field"] for d in info.value.details] == ["materials"]
+    assert_nothing_stored(store, events)
+
+
+WITH_CERTIFICATE = item(
+    "GA-QR-0001",
+    materials=[
+        {"code": "id_card", "name": "居民身份证", "required": True},
+        {
+            "code": "household_register",
+            "name": "居民户口簿",
+            "required": True,
+            "source": "certificate",
+            "certificate_type": "household_register",
+        },
+    ],
+)
+CERTIFICATE_MATERIALS = [
+    {"code": "id_card", "document_id": "d1"},
+    {"code": "household_register", "certificate_id": "c1"},
+]
+
+
+def _certificate_submission():
+    return submission(item_code=WITH_CERTIFICATE["item_code"], form={}, materials=CERTIFICATE_MATERIALS)
+
+
+def test_offered_certificates_are_checked_with_identity(service, catalog, identity, store):
+    rpc_returns(catalog.get_item, WITH_CERTIFICATE)
+    rpc_returns(
+        identity.check_certificates,
+        [{"certificate_id": "c1", "owned": True, "valid": True, "type": "household_register"}],
+    )
+    service.submit_case(CITIZEN, _certificate_submission())
+    identity.check_certificates.call_async.assert_called_once_with("u-citizen", ["c1"])
+    doc, _ = store.insert_case.call_args.args
+    assert doc["materials"] == CERTIFICATE_MATERIALS
+
+
+def test_identity_is_not_asked_when_no_certificate_is_offered(service, identity):
+    service.submit_case(CITIZEN, submission())
+    identity.check_certificates.call_async.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"certificate_id": "c1", "owned": False, "valid": False, "type": None},
+        {"certificate_id": "c1", "owned": True, "valid": False, "type": "household_register"},
+        {"certificate_id": "c1", "owned": True, "valid": True, "type": "business_licence"},
+    ],
+    ids=["not-theirs", "expired", "wrong-type"],
+)
+def test_a_certificate_identity_does_not_vouch_for_is_refused(service, catalog, identity, store, events, answer):
+    rpc_returns(catalog.get_item, WITH_CERTIFICATE)
+    rpc_returns(identity.check_certificates, [answer])
+    with pytest.raises(ValidationFailed) as info:
+        service.submit_case(CITIZEN, _certificate_submission())
+    assert [d["field"] for d in info.value.details] == ["materials.1.certificate_id"]
     assert_nothing_stored(store, events)
 
 
@@ -395,6 +455,24 @@ def test_approved_handler_refuses_a_rejection(service, store):
     with pytest.raises(PoisonMessage):
         service.on_case_approved(event.model_dump(mode="json"))
     store.apply_event.assert_not_called()
+
+
+def test_issued_certificate_is_recorded_on_the_case(service, store):
+    issued = CertificateIssued(
+        certificate_id="name_reservation:620524MZ-20261123-000007",
+        certificate_type="name_reservation",
+        case_no="620524MZ-20261123-000007",
+        user_id="u-citizen",
+    )
+    event = new_event(issued, producer="identity")
+    service.on_certificate_issued(event.model_dump(mode="json"))
+    store.apply_event.assert_called_once()
+    case_no, event_id, allowed_from, set_fields, *timeline = store.apply_event.call_args.args
+    assert (case_no, event_id) == ("620524MZ-20261123-000007", event.event_id)
+    # Events of two producers are not ordered: the certificate may arrive before the decision.
+    assert set(allowed_from) == {*UNDECIDED, "approved"}
+    assert set_fields == {"certificate_id": "name_reservation:620524MZ-20261123-000007"}
+    assert timeline in ([], [None])
 
 
 def test_relay_outbox(service, store, events):

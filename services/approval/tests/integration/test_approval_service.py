@@ -32,8 +32,16 @@ class StandInIdentity:
 
     @rpc
     def applicant_profile(self, user_id):
-        return {"user_id": user_id, "account_type": "citizen", "name": "张三", "age": AGES[user_id],
-                "gender": "male", "region_code": "620524", "assurance_level": 1, "certificates": []}  # fmt: skip
+        return {
+            "user_id": user_id,
+            "account_type": "citizen",
+            "name": "张三",
+            "age": AGES[user_id],
+            "gender": "male",
+            "region_code": "620524",
+            "assurance_level": 1,
+            "certificates": [],
+        }
 
 
 @pytest.fixture

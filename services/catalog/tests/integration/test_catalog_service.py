@@ -45,8 +45,13 @@ def test_versions_are_immutable_and_readable(catalog, recorder):
         assert client.get_item(guide["item_code"], 1)["promised_days"] == guide["promised_days"]
         with pytest.raises(NotFound):
             client.get_item(guide["item_code"], 9)
-        bad_rule = {**guide, "auto_approval": {"enabled": True, "rules": [
-            {"id": "broken", "description": "d", "expression": "applicant.age >="}]}}  # fmt: skip
+        bad_rule = {
+            **guide,
+            "auto_approval": {
+                "enabled": True,
+                "rules": [{"id": "broken", "description": "d", "expression": "applicant.age >="}],
+            },
+        }
         with pytest.raises(ValidationFailed) as err:
             client.publish_guide(bad_rule)
         assert "rule broken" in err.value.details[0]["issue"]

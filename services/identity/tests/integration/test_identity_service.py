@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import jwt
 import pytest
 from nameko.standalone.rpc import ServiceRpcClient
+from nameko.testing.services import entrypoint_waiter
 
-from services.common.errors import Conflict, Unauthenticated
+from contracts.cases import Decision
+from contracts.envelope import new_event
+from contracts.events import CaseApproved
+from services.common.errors import Conflict, RateLimited, Unauthenticated
 from services.identity.service import IdentityService
-from tests.support import citizen
+from tests.support import citizen, dispatch_event, event_recorder, eventually
 
 
 @pytest.fixture
@@ -34,11 +40,13 @@ def test_register_login_and_verify_with_published_keys(container_factory, identi
             identity.register({**citizen(), "phone": person["phone"]})
         assert dup_phone.value.details[0]["field"] == "phone"
 
-        by_phone = identity.login({"username": person["phone"], "password": person["password"]})
-        by_id = identity.login({"username": person["id_number"], "password": person["password"]})
+        by_phone = identity.login(
+            {"credentials": {"username": person["phone"], "password": person["password"]}, "client_address": "10.0.0.1"}
+        )
+        by_id = identity.login(attempt(person))
         keys = identity.jwks()["keys"]
         with pytest.raises(Unauthenticated):
-            identity.login({"username": person["phone"], "password": "wrong-password"})
+            identity.login({**attempt(person), "credentials": {"username": person["phone"], "password": "wrong-pass"}})
 
     for pair in (by_phone, by_id):
         kid = jwt.get_unverified_header(pair["access_token"])["kid"]
@@ -62,5 +70,110 @@ def test_first_admin_is_seeded_once(container_factory, identity_config):
     with ServiceRpcClient("identity") as identity:
         assert identity.ensure_admin() == "admin"
         assert identity.ensure_admin() == "admin"
-        token = identity.login({"username": "admin", "password": "Yiwang-admin-2026"})["access_token"]
+        token = identity.login(
+            {"credentials": {"username": "admin", "password": "Yiwang-admin-2026"}, "client_address": "10.0.0.2"}
+        )["access_token"]
     assert jwt.decode(token, options={"verify_signature": False})["roles"] == ["admin"]
+
+
+def test_throttling_holds_across_processes(container_factory, identity_config, monkeypatch):
+    monkeypatch.setenv("YIWANG_LOGIN_ACCOUNT_LIMIT", "2")
+    first = start(container_factory, identity_config)
+    person = citizen()
+    wrong = {"credentials": {"username": person["phone"], "password": "wrong-password"}, "client_address": "10.9.9.9"}
+    right = {"credentials": {"username": person["phone"], "password": person["password"]}, "client_address": "10.9.9.9"}
+    with ServiceRpcClient("identity") as identity:
+        identity.register(person)
+        for _ in range(2):
+            with pytest.raises(Unauthenticated):
+                identity.login(wrong)
+    first.stop()
+
+    start(container_factory, identity_config)  # another process, same store
+    with ServiceRpcClient("identity") as identity, pytest.raises(RateLimited) as blocked:
+        identity.login(right)
+    assert 0 < blocked.value.retry_after <= 900
+
+
+def test_reusing_a_refresh_token_revokes_the_session_and_says_so(container_factory, identity_config):
+    revoked = event_recorder("identity", "identity.session_revoked.v1")
+    container_factory(revoked).start()
+    start(container_factory, identity_config)
+    person = citizen()
+    with ServiceRpcClient("identity") as identity:
+        identity.register(person)
+        pair = identity.login(attempt(person))
+        renewed = identity.refresh({"refresh_token": pair["refresh_token"]})
+        with pytest.raises(Unauthenticated):
+            identity.refresh({"refresh_token": pair["refresh_token"]})
+        with pytest.raises(Unauthenticated):
+            identity.refresh({"refresh_token": renewed["refresh_token"]})
+        event = eventually(lambda: revoked.events, what="session_revoked")[0]
+        sid = jwt.decode(pair["access_token"], options={"verify_signature": False})["sid"]
+        assert event["payload"]["session_id"] == sid
+        assert [r["session_id"] for r in identity.revoked_sessions()] == [sid]
+
+
+def test_an_approved_case_issues_one_certificate_that_rules_and_intake_can_see(container_factory, identity_config):
+    issued = event_recorder("identity", "identity.certificate_issued.v1")
+    container_factory(issued).start()
+    container = start(container_factory, identity_config)
+    person = citizen()
+    with ServiceRpcClient("identity") as identity:
+        user_id = identity.register(person)["user_id"]
+    envelope = approved_with_certificate(user_id)
+    for _ in range(2):  # redelivered: still one certificate
+        with entrypoint_waiter(container, "on_case_approved"):
+            dispatch_event("approval", envelope)
+
+    with ServiceRpcClient("identity") as identity:
+        certificates = identity.list_certificates(user_id)["items"]
+        assert len(certificates) == 1
+        cert = certificates[0]
+        assert cert["type"] == "name_reservation" and cert["data"]["proposed_name"] == "临洮县云帆科技有限公司"
+        assert identity.applicant_profile(user_id)["certificates"] == ["name_reservation"]
+        mine, theirs = (
+            identity.check_certificates(user_id, [cert["certificate_id"]])[0],
+            identity.check_certificates("someone-else", [cert["certificate_id"]])[0],
+        )
+    assert mine == {"certificate_id": cert["certificate_id"], "owned": True, "valid": True, "type": "name_reservation"}
+    assert theirs["owned"] is False and theirs["type"] is None
+    assert len(eventually(lambda: issued.events, what="certificate_issued")) == 1
+
+
+def test_verification_raises_the_level_and_announces_it(container_factory, identity_config):
+    raised = event_recorder("identity", "identity.assurance_raised.v1")
+    container_factory(raised).start()
+    start(container_factory, identity_config)
+    person = citizen()
+    with ServiceRpcClient("identity") as identity:
+        user_id = identity.register(person)["user_id"]
+        principal = {"user_id": user_id, "account_type": "citizen", "roles": ["applicant"]}
+        assert identity.verify_real_name(principal)["assurance_level"] == 2
+        assert identity.verify_real_name(principal)["assurance_level"] == 2  # idempotent
+        token = {"liveness_token": f"local-live:{person['id_number']}"}
+        assert identity.verify_face(principal, token)["assurance_level"] == 3
+    events = eventually(lambda: len(raised.events) == 2 and raised.events, what="two assurance_raised events")
+    assert [(e["payload"]["previous_level"], e["payload"]["assurance_level"]) for e in events] == [(1, 2), (2, 3)]
+
+
+def attempt(person: dict) -> dict:
+    return {
+        "credentials": {"username": person["id_number"], "password": person["password"]},
+        "client_address": "10.0.0.1",
+    }
+
+
+def approved_with_certificate(user_id: str) -> dict:
+    decision = Decision(outcome="approved", decided_by="auto", reason="ok", decided_at=datetime.now(UTC))
+    payload = CaseApproved(
+        case_no="620524SC-20261126-000001",
+        item_code="62052400SC-XK-0001",
+        item_name="企业名称自主申报",
+        department_code="620524SC",
+        applicant_id=user_id,
+        decision=decision,
+        issues_certificate={"type": "name_reservation", "name": "企业名称自主申报告知书", "valid_days": 60},
+        form={"proposed_name": "临洮县云帆科技有限公司", "industry": "软件"},
+    )
+    return new_event(payload, producer="approval").model_dump(mode="json")

@@ -27,6 +27,7 @@ from tests.support import (
 )
 
 ITEM = published_item(0)
+BUSINESS = published_item(2)  # 企业设立登记: needs the applicant's own name reservation certificate
 PRINCIPAL = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"], "department_code": None}
 GOOD = {"item_code": ITEM["item_code"], "form": {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}}
 
@@ -36,13 +37,29 @@ class StandInCatalog:
 
     @rpc
     def get_item(self, item_code, version=None):
-        if item_code != ITEM["item_code"]:
-            raise NotFound(f"no published item {item_code}")
-        return ITEM
+        for item in (ITEM, BUSINESS):
+            if item["item_code"] == item_code:
+                return item
+        raise NotFound(f"no published item {item_code}")
+
+
+CERTIFICATES = {
+    "name_reservation:C-0": ("u-1", "name_reservation"),
+    "name_reservation:C-9": ("u-2", "name_reservation"),
+}
 
 
 class StandInIdentity:
     name = "identity"
+
+    @rpc
+    def check_certificates(self, user_id, certificate_ids):
+        checks = []
+        for cid in certificate_ids:
+            owner, kind = CERTIFICATES.get(cid, (None, None))
+            mine = owner == user_id
+            checks.append({"certificate_id": cid, "owned": mine, "valid": mine, "type": kind if mine else None})
+        return checks
 
     @rpc
     def get_user(self, user_id):
@@ -156,8 +173,13 @@ def test_relay_publishes_events_left_behind_by_a_crash(intake, container_factory
 
 
 def test_a_poison_event_is_dead_lettered_not_dropped(intake):
-    bad = {"event_id": "0123456789abcdef", "type": "case.approved.v1", "occurred_at": "2026-01-01T00:00:00Z",
-           "producer": "approval", "payload": {"case_no": "nothing else"}}  # fmt: skip
+    bad = {
+        "event_id": "0123456789abcdef",
+        "type": "case.approved.v1",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "producer": "approval",
+        "payload": {"case_no": "nothing else"},
+    }
     with entrypoint_waiter(intake, "on_case_approved"):
         dispatch_event("approval", bad)
     source = "evt-approval-case.approved.v1--intake.on_case_approved"
@@ -166,3 +188,20 @@ def test_a_poison_event_is_dead_lettered_not_dropped(intake):
     declared = queue_info(current_vhost(), source)
     assert declared["durable"] is True
     assert declared["arguments"]["x-dead-letter-exchange"] == "yiwang.dead-letter"
+
+
+def test_certificates_offered_as_materials_are_checked_with_identity(intake, cases):
+    form = {"registered_capital": 10, "business_scope": "软件开发"}
+
+    def submit(certificate_id):
+        materials = [{"code": "name_reservation", "certificate_id": certificate_id}]
+        with ServiceRpcClient("intake") as client:
+            return client.submit_case(
+                PRINCIPAL, {"item_code": BUSINESS["item_code"], "form": form, "materials": materials}
+            )
+
+    with pytest.raises(ValidationFailed) as stolen:
+        submit("name_reservation:C-9")
+    assert stolen.value.details == [{"field": "materials.0.certificate_id", "issue": "no such certificate of yours"}]
+    assert cases.count_documents({}) == 0
+    assert submit("name_reservation:C-0")["status"] == "submitted"

@@ -29,8 +29,14 @@ def notification(container_factory, rabbit_config, store_config):
 
 def approved_event() -> dict:
     decision = Decision(outcome="approved", decided_by="auto", reason="ok", decided_at=datetime.now(UTC))
-    payload = CaseApproved(case_no="C-9", item_code="62052400MZ-GF-0001", item_name="高龄津贴申领",
-                           department_code="620524MZ", applicant_id="u-9", decision=decision)  # fmt: skip
+    payload = CaseApproved(
+        case_no="C-9",
+        item_code="62052400MZ-GF-0001",
+        item_name="高龄津贴申领",
+        department_code="620524MZ",
+        applicant_id="u-9",
+        decision=decision,
+    )
     return new_event(payload, producer="approval").model_dump(mode="json")
 
 

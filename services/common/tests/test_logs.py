@@ -1,0 +1,170 @@
+import io
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from services.common.logs import ScrubbingFilter, scrub
+from services.identity.idnumbers import make_credit_code, make_id_number
+from services.identity.tokens import issue_access_token, new_signing_key
+
+ID_NUMBER = make_id_number("620524", date(1940, 5, 6), 13)
+ID_NUMBER_X = "11010519491231002X"
+CREDIT_CODE = make_credit_code("91620524MA0000001")
+PHONE = "13800138000"
+CASE_NO = "620524MZ-20261123-000007"
+ITEM_CODE = "62052400MZ-GF-0001"
+
+
+@pytest.fixture(scope="module")
+def jwt_token():
+    user = {"_id": "u1", "account_type": "citizen", "roles": ["applicant"]}
+    return issue_access_token(new_signing_key(), user, "s1")[0]
+
+
+# --- scrub --------------------------------------------------------------------------------------
+
+
+def test_id_number_is_masked():
+    assert scrub(f"registered {ID_NUMBER} ok") == "registered [id-number] ok"
+
+
+@pytest.mark.parametrize("number", [ID_NUMBER_X, ID_NUMBER_X.lower()])
+def test_id_number_with_check_character_x_is_masked(number):
+    assert scrub(f"id={number}") == "id=[id-number]"
+
+
+def test_credit_code_is_masked():
+    assert CREDIT_CODE.startswith("91620524MA")
+    assert scrub(f"enterprise {CREDIT_CODE} registered") == "enterprise [credit-code] registered"
+
+
+def test_phone_is_masked():
+    assert scrub(f"sms to {PHONE} sent") == "sms to [phone] sent"
+
+
+def test_jwt_is_masked(jwt_token):
+    assert scrub(f"Authorization: Bearer {jwt_token}") == "Authorization: Bearer [token]"
+
+
+def test_personal_data_inside_json_and_chinese_text_is_masked():
+    text = f'{{"id_number": "{ID_NUMBER}", "phone": "{PHONE}"}} 申请人{ID_NUMBER}，电话{PHONE}。'
+    scrubbed = scrub(text)
+    assert ID_NUMBER not in scrubbed
+    assert PHONE not in scrubbed
+    assert scrubbed == '{"id_number": "[id-number]", "phone": "[phone]"} 申请人[id-number]，电话[phone]。'
+
+
+def test_every_occurrence_is_masked():
+    assert scrub(f"{PHONE},{PHONE};{ID_NUMBER}") == "[phone],[phone];[id-number]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CASE_NO,
+        f"case {CASE_NO} approved",
+        ITEM_CODE,
+        "620524MZ",
+        "event_id 3f2a9c0e4b7d4f0e9a1b2c3d4e5f6a7b",
+        "2026-11-23T02:00:00+00:00",
+        "took 13800 ms",
+    ],
+)
+def test_case_numbers_and_other_identifiers_are_untouched(text):
+    assert scrub(text) == text
+
+
+def test_longer_digit_runs_are_not_mistaken_for_phones_or_id_numbers():
+    bank_account = "6222020200112233445"  # 19 digits
+    assert scrub(f"account {bank_account}") == f"account {bank_account}"
+    assert scrub(f"x{PHONE}0") == f"x{PHONE}0"
+
+
+def test_scrub_of_clean_text_is_the_identity():
+    assert scrub("") == ""
+    assert scrub("event dead-lettered") == "event dead-lettered"
+
+
+# --- the logging filter -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured():
+    """A logger whose only handler scrubs like config.yml's console handler."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(ScrubbingFilter())
+    logger = logging.getLogger("yiwang.test.logs")
+    logger.handlers, logger.propagate, logger.level = [handler], False, logging.DEBUG
+    yield logger, stream
+    logger.handlers, logger.propagate = [], True
+
+
+def test_filter_scrubs_the_message_and_its_arguments(captured):
+    logger, stream = captured
+    logger.info("login of %s from %s failed", ID_NUMBER, PHONE)
+    assert stream.getvalue() == "INFO login of [id-number] from [phone] failed\n"
+
+
+def test_filter_never_drops_a_record(captured):
+    logger, stream = captured
+    logger.warning("nothing personal")
+    assert stream.getvalue() == "WARNING nothing personal\n"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    assert ScrubbingFilter().filter(record) is True
+
+
+def test_filter_scrubs_exception_text(captured):
+    logger, stream = captured
+    try:
+        raise ValueError(f"no user with id number {ID_NUMBER} and phone {PHONE}")
+    except ValueError:
+        logger.exception("lookup of %s failed", CREDIT_CODE)
+    output = stream.getvalue()
+    assert "Traceback" in output
+    assert "ValueError: no user with id number [id-number] and phone [phone]" in output
+    assert "lookup of [credit-code] failed" in output
+    for secret in (ID_NUMBER, PHONE, CREDIT_CODE):
+        assert secret not in output
+
+
+def test_filter_scrubs_exception_text_formatted_earlier():
+    try:
+        raise RuntimeError(f"token {PHONE}")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    record.exc_text = logging.Formatter().formatException(record.exc_info)  # another handler got there first
+    ScrubbingFilter().filter(record)
+    assert PHONE not in record.exc_text
+    assert "RuntimeError: token [phone]" in record.exc_text
+
+
+def test_filter_leaves_a_broken_format_string_to_logging():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d items", ("many",), None)
+    assert ScrubbingFilter().filter(record) is True
+    assert (record.msg, record.args) == ("%d items", ("many",))
+
+
+def test_structured_extras_are_kept(captured):
+    logger, stream = captured
+    logger.handlers[0].setFormatter(logging.Formatter("%(queue)s %(message)s"))
+    logger.error("event dead-lettered", extra={"queue": "evt-intake--case.submitted.v1"})
+    assert stream.getvalue() == "evt-intake--case.submitted.v1 event dead-lettered\n"
+
+
+def test_config_installs_the_filter_on_the_console_handler():
+    import yaml
+
+    with open(Path(__file__).parents[3] / "config.yml", encoding="utf-8") as fh:
+        logging_config = yaml.safe_load(fh)["LOGGING"]
+    assert logging_config["filters"]["scrub"]["()"] == "services.common.logs.ScrubbingFilter"
+    for handler in logging_config["handlers"].values():
+        assert "scrub" in handler["filters"]
+
+
+def test_phone_with_the_country_code_is_masked():
+    assert PHONE not in scrub(f"sms to +86{PHONE} failed")

@@ -1,0 +1,55 @@
+"""Login throttling: too many failures per account or per client address → 429 with Retry-After.
+
+Counters live in identity's store, so the limit holds across processes and restarts. A fixed
+window per key: the first failure opens it; reaching the limit inside it blocks until it closes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Policy:
+    account_limit: int = 5
+    address_limit: int = 20
+    window: timedelta = timedelta(minutes=15)
+
+    @classmethod
+    def from_env(cls) -> Policy:
+        return cls(
+            account_limit=int(os.environ.get("YIWANG_LOGIN_ACCOUNT_LIMIT", 5)),
+            address_limit=int(os.environ.get("YIWANG_LOGIN_ADDRESS_LIMIT", 20)),
+            window=timedelta(seconds=int(os.environ.get("YIWANG_LOGIN_WINDOW_SECONDS", 900))),
+        )
+
+
+@dataclass(frozen=True)
+class Failures:
+    count: int
+    first_at: datetime
+
+
+def account_key(username: str) -> str:
+    # Unknown users are counted too, so a blocked and a non-existent account look alike.
+    return f"account:{username.strip().upper()}"
+
+
+def user_key(user_id: str) -> str:
+    # One account has several login names (id number, phone): they share this allowance too.
+    return f"user:{user_id}"
+
+
+def address_key(address: str) -> str:
+    return f"address:{address}"
+
+
+def retry_after(failures: Failures | None, limit: int, policy: Policy, now: datetime) -> int | None:
+    """Seconds until the key may try again, or None when it is not blocked."""
+    if failures is None or failures.count < limit:
+        return None
+    remaining = (failures.first_at + policy.window - now).total_seconds()
+    return math.ceil(remaining) if remaining > 0 else None
