@@ -367,6 +367,9 @@ def test_registration_input_is_validated_field_by_field(yiwang):
     ]
     accepted = post(yiwang, "/api/v1/auth/register", {**enterprise, "credit_code": "91350100M000100Y43"})
     assert accepted.status_code == 201 and accepted.json()["account_type"] == "enterprise"
+    company = log_in(yiwang, "91350100m000100y43", "enterprise-pass-1")  # by credit code, any case
+    me = get(yiwang, "/api/v1/me", company).json()
+    assert me["account_type"] == "enterprise" and me["roles"] == ["applicant"]
 
 
 def test_personal_data_never_reaches_the_logs(yiwang):
