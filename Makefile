@@ -12,7 +12,7 @@ YIWANG_RABBIT_MGMT_PORT ?= 15672
 NAMEKO_TEST := $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
 	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
 
-.PHONY: help venv provision run stop seed test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop
+.PHONY: help venv provision run stop seed bench-answers test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ format: venv ## Apply ruff's fixes and formatting
 
 schemas: venv ## Re-export the event JSON Schemas to contracts/schemas/
 	$(BIN)/python -m contracts.export_schemas
+
+bench-answers: venv ## Accuracy of catalog answers on the benchmark questions (top-1, top-3)
+	$(BIN)/python -m services.catalog.benchmark.answers_accuracy
 
 lock: ## Re-pin requirements.lock from requirements.in
 	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv

@@ -120,3 +120,54 @@ class CaseSummary(Contract):
     status: CaseStatus
     submitted_at: datetime
     deadline: date | None
+
+
+class ReviewDecision(Contract):
+    """`POST /api/v1/review/cases/{case_no}/decisions`."""
+
+    action: Literal["accept", "request_supplement", "approve", "reject"]
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+    missing_materials: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]] = []
+
+    @model_validator(mode="after")
+    def _what_each_action_needs(self) -> "ReviewDecision":
+        if self.action == "reject" and not (self.comment and self.comment.strip()):
+            raise ValueError("a rejection needs a comment: it becomes the reason the applicant reads")
+        if self.action == "request_supplement" and not self.missing_materials and not self.comment:
+            raise ValueError("say what is missing: missing_materials and/or a comment")
+        return self
+
+
+class Supplement(Contract):
+    """`POST /api/v1/cases/{case_no}/supplements`: what was asked for (补正)."""
+
+    materials: list[MaterialRef] = []
+    form: dict[str, Any] | None = None
+
+    @field_validator("form")
+    @classmethod
+    def _storable_field_names(cls, form: dict[str, Any] | None) -> dict[str, Any] | None:
+        if form is not None:
+            _check_keys(form, "form")
+        return form
+
+
+class Evaluation(Contract):
+    """`POST /api/v1/cases/{case_no}/evaluation` (好差评)."""
+
+    score: int = Field(ge=1, le=5)
+    comment: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class Task(Contract):
+    """A case on a reviewer's task list."""
+
+    case_no: str
+    item_code: str
+    item_name: str
+    status: CaseStatus
+    applicant: Applicant
+    submitted_at: datetime
+    deadline: date | None
+    deadline_provisional: bool
+    overdue: bool

@@ -1,5 +1,6 @@
 """The standardized service guide (办事指南) of a government service item."""
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -72,6 +73,8 @@ class ServiceGuide(Contract):
     name: Annotated[str, Field(min_length=2, max_length=200)]
     department_code: DepartmentCode
     item_type: ItemType
+    summary: str = ""  # what the item is for, in a sentence or two
+    keywords: list[Annotated[str, Field(min_length=1, max_length=20)]] = []  # words applicants use for it
     legal_basis: list[str] = []
     applicant_types: list[ApplicantType] = Field(min_length=1)
     acceptance_conditions: list[str] = []
@@ -106,6 +109,36 @@ class ItemSummary(Contract):
     item_type: ItemType
     handling_mode: HandlingMode
     promised_days: int
+
+
+class VersionSummary(Contract):
+    item_code: str
+    version: int
+    name: str
+    published_at: datetime
+
+
+class Draft(ServiceGuide):
+    updated_at: datetime
+    updated_by: str
+
+
+AnswerSection = Literal[
+    "materials", "time_limit", "fees", "conditions", "process", "handling", "legal_basis", "contact", "overview"
+]
+
+
+class Answer(Contract):
+    item_code: str
+    name: str
+    section: AnswerSection
+    text: str
+    score: float
+
+
+class AnswerQuery(Contract):
+    q: Annotated[str, Field(min_length=1, max_length=200)]
+    limit: int = Field(default=5, ge=1, le=20)
 
 
 class ItemQuery(Contract):

@@ -1,6 +1,6 @@
 """Versioned domain events. Each is published inside an `Envelope`; `type` is `event_type`."""
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from contracts.cases import Decision, RuleResult
@@ -95,3 +95,45 @@ class CertificateIssued(EventPayload):
     certificate_type: str
     case_no: str
     user_id: str
+
+
+class _CaseTransition(EventPayload):
+    case_no: str
+    item_code: str
+    item_name: str
+    department_code: str
+    applicant_id: str
+    by: str
+    at: datetime
+    comment: str | None = None
+
+
+@register
+class CaseAccepted(_CaseTransition):
+    event_type = "case.accepted.v1"
+    deadline: date | None = None
+
+
+@register
+class CaseSupplementRequested(_CaseTransition):
+    """一次性告知: one notice that lists everything missing."""
+
+    event_type = "case.supplement_requested.v1"
+    missing_materials: list[dict[str, str]]
+
+
+@register
+class CaseResubmitted(_CaseTransition):
+    event_type = "case.resubmitted.v1"
+
+
+@register
+class CaseWithdrawn(_CaseTransition):
+    event_type = "case.withdrawn.v1"
+
+
+@register
+class CaseEvaluated(_CaseTransition):
+    event_type = "case.evaluated.v1"
+    score: int
+    bad: bool  # 1 or 2: a bad evaluation the department must answer

@@ -6,12 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nameko.events import BROADCAST, event_handler
-from nameko.rpc import ServiceRpc
 from pydantic import TypeAdapter
 from werkzeug.wrappers import Request
 
-from contracts.cases import CaseCreated, CaseView, SubmitCase
-from contracts.catalog import PublishedItem
+from contracts.cases import CaseCreated, CaseView, Evaluation, ReviewDecision, SubmitCase, Supplement
+from contracts.catalog import Draft, PublishedItem, ServiceGuide
 from contracts.common import PageQuery, Principal
 from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
@@ -32,7 +31,7 @@ from gateway.http import read_json
 from gateway.openapi import openapi_document
 from gateway.routing import api
 from services.common.errors import Unavailable, ValidationFailed, validated
-from services.common.rpc import call
+from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
 
 REGISTRATION = TypeAdapter(Registration)
@@ -219,6 +218,73 @@ class Gateway:
         annotate(item_code=item_code)
         return call(self.catalog.get_item, item_code)
 
+    @api(
+        "GET",
+        "/api/v1/catalog/items/<item_code>/versions",
+        summary="Every published version of an item, newest first",
+        auth=False,
+    )
+    def item_versions(self, request: Request, item_code: str) -> dict[str, Any]:
+        return call(self.catalog.list_versions, item_code)
+
+    @api(
+        "GET",
+        "/api/v1/catalog/items/<item_code>/versions/<int:version>",
+        summary="One published version of an item's guide (cases keep the version they were submitted under)",
+        auth=False,
+        response_model=PublishedItem,
+    )
+    def item_version(self, request: Request, item_code: str, version: int) -> dict[str, Any]:
+        return call(self.catalog.get_item, item_code, version)
+
+    @api("GET", "/api/v1/catalog/answers", summary="Guide passages that answer a question", auth=False, query=["q"])
+    def answers(self, request: Request) -> dict[str, Any]:
+        return call(self.catalog.answer, {k: v for k, v in request.args.items() if k in ("q", "limit")})
+
+    @api(
+        "POST",
+        "/api/v1/catalog/items",
+        summary="Create the draft of a new item",
+        roles=("admin",),
+        request_model=ServiceGuide,
+        response_model=Draft,
+        status=201,
+    )
+    def create_item_draft(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
+        return 201, call(self.catalog.create_draft, principal.model_dump(), read_json(request))
+
+    @api(
+        "PUT",
+        "/api/v1/catalog/items/<item_code>",
+        summary="Save the draft of an item's next version",
+        roles=("admin",),
+        request_model=ServiceGuide,
+        response_model=Draft,
+    )
+    def update_item_draft(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
+        return call(self.catalog.update_draft, principal.model_dump(), item_code, read_json(request))
+
+    @api(
+        "GET",
+        "/api/v1/catalog/items/<item_code>/draft",
+        summary="The draft being edited",
+        roles=("admin",),
+        response_model=Draft,
+    )
+    def item_draft(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
+        return call(self.catalog.get_draft, principal.model_dump(), item_code)
+
+    @api(
+        "POST",
+        "/api/v1/catalog/items/<item_code>/publish",
+        summary="Publish the draft as the item's next version",
+        roles=("admin",),
+        response_model=PublishedItem,
+    )
+    def publish_item(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
+        annotate(item_code=item_code)
+        return call(self.catalog.publish_draft, principal.model_dump(), item_code)
+
     # --- cases --------------------------------------------------------------------------------
     @api(
         "POST",
@@ -231,9 +297,11 @@ class Gateway:
     )
     def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(SubmitCase, read_json(request)).model_dump(mode="json", exclude_none=True)
-        created = call(self.intake.submit_case, principal.model_dump(), body)
+        key = request.headers.get("Idempotency-Key")
+        created = call(self.intake.submit_case, principal.model_dump(), body, key)
         annotate(case_no=created["case_no"], item_code=created["item_code"])
-        return 201, created
+        replayed = created.pop("replayed", False)
+        return (200 if replayed else 201), created
 
     @api(
         "GET",
@@ -249,6 +317,63 @@ class Gateway:
     def get_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         annotate(case_no=case_no)
         return call(self.intake.get_case, principal.model_dump(), case_no)
+
+    @api(
+        "POST",
+        "/api/v1/cases/<case_no>/supplements",
+        summary="Hand in what a supplement request (补正) asked for",
+        roles=("applicant",),
+        request_model=Supplement,
+        response_model=CaseView,
+    )
+    def resubmit_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
+        body = validated(Supplement, read_json(request)).model_dump(mode="json", exclude_none=True)
+        return call(self.intake.resubmit_case, principal.model_dump(), case_no, body)
+
+    @api(
+        "POST",
+        "/api/v1/cases/<case_no>/withdrawal",
+        summary="Withdraw a case before it is decided",
+        roles=("applicant",),
+        response_model=CaseView,
+    )
+    def withdraw_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
+        return call(self.intake.withdraw_case, principal.model_dump(), case_no)
+
+    @api(
+        "POST",
+        "/api/v1/cases/<case_no>/evaluation",
+        summary="Evaluate the service once after a decision (好差评)",
+        roles=("applicant",),
+        request_model=Evaluation,
+        response_model=CaseView,
+    )
+    def evaluate_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
+        body = validated(Evaluation, read_json(request)).model_dump(mode="json")
+        return call(self.intake.evaluate_case, principal.model_dump(), case_no, body)
+
+    # --- review -------------------------------------------------------------------------------
+    @api(
+        "GET",
+        "/api/v1/review/tasks",
+        summary="Cases of the reviewer's department waiting for it, earliest deadline first",
+        roles=("reviewer",),
+        query=["status", "page", "page_size"],
+    )
+    def review_tasks(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.intake.review_tasks, principal.model_dump(), request.args.get("status"), page_query(request))
+
+    @api(
+        "POST",
+        "/api/v1/review/cases/<case_no>/decisions",
+        summary="Accept, request supplement, approve or reject a case",
+        roles=("reviewer",),
+        request_model=ReviewDecision,
+        response_model=CaseView,
+    )
+    def review_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
+        body = validated(ReviewDecision, read_json(request)).model_dump(mode="json")
+        return call(self.intake.review_case, principal.model_dump(), case_no, body)
 
     # --- notifications ------------------------------------------------------------------------
     @api("GET", "/api/v1/notifications", summary="The caller's messages", query=["unread", "page", "page_size"])

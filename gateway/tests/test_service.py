@@ -11,7 +11,15 @@ from contracts.common import Principal
 from contracts.envelope import new_event
 from contracts.events import SessionRevoked
 from gateway.service import SERVICES, Gateway, as_flag, page_query
-from services.common.errors import Conflict, NotFound, RateLimited, Unauthenticated, Unavailable, ValidationFailed
+from services.common.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    ValidationFailed,
+)
 from services.identity.idnumbers import make_id_number
 from services.identity.tokens import ACCESS_TOKEN_TTL
 
@@ -353,9 +361,51 @@ def test_submit_case(gateway):
     response = gateway.submit_case(_request("POST", body=body))
     assert response.status_code == 201
     assert _json(response) == created
-    principal, sent = gateway.intake.submit_case.call_async.call_args.args
+    principal, sent, key = gateway.intake.submit_case.call_async.call_args.args
     assert principal == PRINCIPAL.model_dump()
     assert sent == body  # null certificate_id left out
+    assert key is None  # no Idempotency-Key header
+
+
+CREATED = {
+    "case_no": "620524MZ-20261123-000001",
+    "status": "submitted",
+    "item_code": ITEM_CODE,
+    "item_version": 1,
+    "submitted_at": "2026-11-23T02:00:00Z",
+}
+SUBMISSION = {"item_code": ITEM_CODE, "form": {"a": 1}}
+
+
+def test_a_new_submission_with_an_idempotency_key_is_201(gateway):
+    returns(gateway.intake.submit_case, {**CREATED, "replayed": False})
+    response = gateway.submit_case(_request("POST", body=SUBMISSION, headers={"Idempotency-Key": "k-1"}))
+    assert response.status_code == 201
+    assert _json(response) == CREATED  # the flag is not part of the contract
+    _, _, key = gateway.intake.submit_case.call_async.call_args.args
+    assert key == "k-1"
+
+
+def test_a_replayed_submission_is_200_with_the_same_case(gateway):
+    returns(gateway.intake.submit_case, {**CREATED, "replayed": True})
+    response = gateway.submit_case(_request("POST", body=SUBMISSION, headers={"Idempotency-Key": "k-1"}))
+    assert response.status_code == 200
+    assert _json(response) == CREATED
+
+
+def test_the_same_key_with_another_body_is_409(gateway):
+    raises(gateway.intake.submit_case, Conflict("this Idempotency-Key was already used with a different request"))
+    response = gateway.submit_case(_request("POST", body=SUBMISSION, headers={"Idempotency-Key": "k-1"}))
+    assert response.status_code == 409
+    assert _json(response)["error"]["code"] == "conflict"
+
+
+def test_a_bad_idempotency_key_is_422_naming_the_header(gateway):
+    details = [{"field": "Idempotency-Key", "issue": "1 to 200 characters"}]
+    raises(gateway.intake.submit_case, ValidationFailed("bad Idempotency-Key", details))
+    response = gateway.submit_case(_request("POST", body=SUBMISSION, headers={"Idempotency-Key": "k" * 300}))
+    assert response.status_code == 422
+    assert _json(response)["error"]["details"] == details
 
 
 def test_submit_case_refuses_a_bad_body_before_intake(gateway):
@@ -504,3 +554,309 @@ def test_verify_face(gateway):
 def test_verify_face_refuses_a_bad_body_before_identity(gateway):
     assert gateway.verify_face(_request("POST", body={"liveness_token": ""})).status_code == 422
     gateway.identity.verify_face.call_async.assert_not_called()
+
+
+# --- catalog: versions, answers, drafts -----------------------------------------------------------
+
+GUIDE_BODY = {"item_code": ITEM_CODE, "name": "高龄津贴申领"}  # the catalog checks the guide itself
+
+
+def test_item_versions(gateway):
+    returns(gateway.catalog.list_versions, {"items": []})
+    response = gateway.item_versions(_request(), item_code=ITEM_CODE)
+    assert response.status_code == 200
+    assert _json(response) == {"items": []}
+    gateway.catalog.list_versions.call_async.assert_called_once_with(ITEM_CODE)
+
+
+def test_one_item_version(gateway, auth):
+    returns(gateway.catalog.get_item, {"item_code": ITEM_CODE, "version": 1})
+    response = gateway.item_version(_request(), item_code=ITEM_CODE, version=1)
+    assert response.status_code == 200
+    gateway.catalog.get_item.call_async.assert_called_once_with(ITEM_CODE, 1)
+    auth.principal.assert_not_called()  # public
+
+
+def test_unknown_item_version_is_404(gateway):
+    raises(gateway.catalog.get_item, NotFound(f"no published item {ITEM_CODE} version 9"))
+    assert gateway.item_version(_request(), item_code=ITEM_CODE, version=9).status_code == 404
+
+
+def test_answers_pass_only_the_question_and_limit(gateway, auth):
+    returns(gateway.catalog.answer, {"answers": []})
+    response = gateway.answers(_request(query={"q": "高龄津贴多久", "limit": "3", "evil": "$where"}))
+    assert response.status_code == 200
+    gateway.catalog.answer.call_async.assert_called_once_with({"q": "高龄津贴多久", "limit": "3"})
+    auth.principal.assert_not_called()
+
+
+def test_a_question_the_catalog_refuses_is_422(gateway):
+    raises(gateway.catalog.answer, ValidationFailed("bad query", [{"field": "query.q", "issue": "required"}]))
+    assert gateway.answers(_request()).status_code == 422
+
+
+def test_admin_creates_an_item_draft(gateway, auth):
+    auth.principal.return_value = ADMIN
+    returns(gateway.catalog.create_draft, {**GUIDE_BODY, "updated_by": "a1"})
+    response = gateway.create_item_draft(_request("POST", body=GUIDE_BODY))
+    assert response.status_code == 201
+    assert _json(response)["updated_by"] == "a1"
+    gateway.catalog.create_draft.call_async.assert_called_once_with(ADMIN.model_dump(), GUIDE_BODY)
+
+
+def test_admin_updates_reads_and_publishes_a_draft(gateway, auth):
+    auth.principal.return_value = ADMIN
+    returns(gateway.catalog.update_draft, GUIDE_BODY)
+    returns(gateway.catalog.get_draft, GUIDE_BODY)
+    returns(gateway.catalog.publish_draft, {**GUIDE_BODY, "version": 2})
+    assert gateway.update_item_draft(_request("PUT", body=GUIDE_BODY), item_code=ITEM_CODE).status_code == 200
+    gateway.catalog.update_draft.call_async.assert_called_once_with(ADMIN.model_dump(), ITEM_CODE, GUIDE_BODY)
+    assert gateway.item_draft(_request(), item_code=ITEM_CODE).status_code == 200
+    gateway.catalog.get_draft.call_async.assert_called_once_with(ADMIN.model_dump(), ITEM_CODE)
+    response = gateway.publish_item(_request("POST"), item_code=ITEM_CODE)
+    assert response.status_code == 200
+    assert _json(response)["version"] == 2
+    gateway.catalog.publish_draft.call_async.assert_called_once_with(ADMIN.model_dump(), ITEM_CODE)
+
+
+@pytest.mark.parametrize("who", [PRINCIPAL, REVIEWER], ids=["applicant", "reviewer"])
+@pytest.mark.parametrize(
+    ("route", "kwargs"),
+    [
+        ("create_item_draft", {}),
+        ("update_item_draft", {"item_code": ITEM_CODE}),
+        ("item_draft", {"item_code": ITEM_CODE}),
+        ("publish_item", {"item_code": ITEM_CODE}),
+    ],
+)
+def test_only_admins_edit_the_catalog(gateway, auth, who, route, kwargs):
+    auth.principal.return_value = who
+    response = getattr(gateway, route)(_request("POST", body=GUIDE_BODY), **kwargs)
+    assert response.status_code == 403
+    assert not gateway.catalog.method_calls
+
+
+@pytest.mark.parametrize(("body", "status"), [(b"{", 400), (b"[]", 400)])
+def test_a_malformed_draft_body_never_reaches_the_catalog(gateway, auth, body, status):
+    auth.principal.return_value = ADMIN
+    assert gateway.create_item_draft(_request("POST", body=body)).status_code == status
+    assert gateway.update_item_draft(_request("PUT", body=body), item_code=ITEM_CODE).status_code == status
+    assert not gateway.catalog.method_calls
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ValidationFailed("the item code cannot change", [{"field": "item_code", "issue": "x"}]), 422),
+        (Conflict("a draft already exists"), 409),
+        (NotFound("no draft"), 404),
+    ],
+)
+def test_draft_errors_from_the_catalog(gateway, auth, error, status):
+    auth.principal.return_value = ADMIN
+    raises(gateway.catalog.update_draft, error)
+    assert gateway.update_item_draft(_request("PUT", body=GUIDE_BODY), item_code=ITEM_CODE).status_code == status
+
+
+# --- case lifecycle (applicants) ------------------------------------------------------------------
+
+CASE_NO = "620524MZ-20261123-000001"
+VIEW = {"case_no": CASE_NO, "status": "resubmitted"}
+
+
+def test_resubmit_passes_the_validated_supplement(gateway):
+    returns(gateway.intake.resubmit_case, VIEW)
+    body = {"materials": [{"code": "photo", "document_id": "d2"}], "form": {"reason": "lost"}}
+    response = gateway.resubmit_case(_request("POST", body=body), case_no=CASE_NO)
+    assert response.status_code == 200
+    assert _json(response) == VIEW
+    gateway.intake.resubmit_case.call_async.assert_called_once_with(PRINCIPAL.model_dump(), CASE_NO, body)
+
+
+def test_resubmit_without_a_form_leaves_it_out(gateway):
+    returns(gateway.intake.resubmit_case, VIEW)
+    gateway.resubmit_case(_request("POST", body={"materials": [{"code": "photo", "document_id": "d2"}]}), case_no="X")
+    _, _, sent = gateway.intake.resubmit_case.call_async.call_args.args
+    assert sent == {"materials": [{"code": "photo", "document_id": "d2"}]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"materials": [{"code": "photo"}]}, {"form": {"$x": 1}}, {"materials": [], "extra": 1}],
+    ids=["no-source", "dollar-key", "extra-field"],
+)
+def test_a_bad_supplement_never_reaches_intake(gateway, body):
+    response = gateway.resubmit_case(_request("POST", body=body), case_no=CASE_NO)
+    assert response.status_code == 422
+    gateway.intake.resubmit_case.call_async.assert_not_called()
+
+
+def test_withdrawal(gateway):
+    returns(gateway.intake.withdraw_case, {"case_no": CASE_NO, "status": "withdrawn"})
+    response = gateway.withdraw_case(_request("POST"), case_no=CASE_NO)
+    assert response.status_code == 200
+    assert _json(response)["status"] == "withdrawn"
+    gateway.intake.withdraw_case.call_async.assert_called_once_with(PRINCIPAL.model_dump(), CASE_NO)
+
+
+def test_evaluation(gateway):
+    returns(gateway.intake.evaluate_case, {"case_no": CASE_NO, "evaluation": {"score": 5}})
+    response = gateway.evaluate_case(_request("POST", body={"score": 5, "comment": "很快"}), case_no=CASE_NO)
+    assert response.status_code == 200
+    gateway.intake.evaluate_case.call_async.assert_called_once_with(
+        PRINCIPAL.model_dump(), CASE_NO, {"score": 5, "comment": "很快"}
+    )
+
+
+@pytest.mark.parametrize("body", [{"score": 0}, {"score": 6}, {}, {"score": "five"}])
+def test_a_bad_evaluation_never_reaches_intake(gateway, body):
+    assert gateway.evaluate_case(_request("POST", body=body), case_no=CASE_NO).status_code == 422
+    gateway.intake.evaluate_case.call_async.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("route", "method", "error", "status"),
+    [
+        ("withdraw_case", "withdraw_case", Conflict("cannot withdraw a case that is approved"), 409),
+        ("evaluate_case", "evaluate_case", Conflict("this case has already been evaluated"), 409),
+        ("resubmit_case", "resubmit_case", NotFound("no case X"), 404),
+        ("withdraw_case", "withdraw_case", NotFound("no case X"), 404),
+    ],
+)
+def test_lifecycle_errors_from_intake(gateway, route, method, error, status):
+    raises(getattr(gateway.intake, method), error)
+    body = {"score": 3} if route == "evaluate_case" else {"materials": []}
+    assert getattr(gateway, route)(_request("POST", body=body), case_no=CASE_NO).status_code == status
+
+
+@pytest.mark.parametrize("route", ["resubmit_case", "withdraw_case", "evaluate_case"])
+@pytest.mark.parametrize("who", [REVIEWER, ADMIN], ids=["reviewer", "admin"])
+def test_staff_may_not_act_as_applicants(gateway, auth, route, who):
+    auth.principal.return_value = who
+    response = getattr(gateway, route)(_request("POST", body={"score": 5}), case_no=CASE_NO)
+    assert response.status_code == 403
+    assert not gateway.intake.method_calls
+
+
+@pytest.mark.parametrize("route", ["resubmit_case", "withdraw_case", "evaluate_case", "review_case"])
+def test_lifecycle_routes_need_a_token(gateway, auth, route):
+    auth.principal.side_effect = Unauthenticated("send a token")
+    assert getattr(gateway, route)(_request("POST", body={}), case_no=CASE_NO).status_code == 401
+    assert not gateway.intake.method_calls
+
+
+# --- review (reviewers) ---------------------------------------------------------------------------
+
+
+def test_review_tasks(gateway, auth):
+    auth.principal.return_value = REVIEWER
+    page = {"items": [], "total": 0, "page": 2, "page_size": 10}
+    returns(gateway.intake.review_tasks, page)
+    response = gateway.review_tasks(_request(query={"status": "accepted", "page": "2", "page_size": "10"}))
+    assert response.status_code == 200
+    assert _json(response) == page
+    gateway.intake.review_tasks.call_async.assert_called_once_with(
+        REVIEWER.model_dump(), "accepted", {"page": 2, "page_size": 10}
+    )
+
+
+def test_review_tasks_defaults(gateway, auth):
+    auth.principal.return_value = REVIEWER
+    returns(gateway.intake.review_tasks, {"items": [], "total": 0, "page": 1, "page_size": 20})
+    gateway.review_tasks(_request())
+    gateway.intake.review_tasks.call_async.assert_called_once_with(
+        REVIEWER.model_dump(), None, {"page": 1, "page_size": 20}
+    )
+
+
+def test_review_tasks_refuse_bad_paging_before_intake(gateway, auth):
+    auth.principal.return_value = REVIEWER
+    assert gateway.review_tasks(_request(query={"page_size": "500"})).status_code == 422
+    gateway.intake.review_tasks.call_async.assert_not_called()
+
+
+def test_review_decision(gateway, auth):
+    auth.principal.return_value = REVIEWER
+    returns(gateway.intake.review_case, {"case_no": CASE_NO, "status": "accepted"})
+    response = gateway.review_case(_request("POST", body={"action": "accept"}), case_no=CASE_NO)
+    assert response.status_code == 200
+    assert _json(response)["status"] == "accepted"
+    gateway.intake.review_case.call_async.assert_called_once_with(
+        REVIEWER.model_dump(), CASE_NO, {"action": "accept", "comment": None, "missing_materials": []}
+    )
+
+
+def test_supplement_request_passes_the_missing_materials(gateway, auth):
+    auth.principal.return_value = REVIEWER
+    returns(gateway.intake.review_case, {"case_no": CASE_NO, "status": "supplement_requested"})
+    body = {"action": "request_supplement", "missing_materials": ["photo", "id_card"], "comment": "照片不清晰"}
+    assert gateway.review_case(_request("POST", body=body), case_no=CASE_NO).status_code == 200
+    _, _, sent = gateway.intake.review_case.call_async.call_args.args
+    assert sent == body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action": "reject"},
+        {"action": "reject", "comment": "   "},
+        {"action": "request_supplement"},
+        {"action": "approve", "extra": 1},
+        {"action": "sign"},
+        {"action": "request_supplement", "missing_materials": ["Not A Code"]},
+    ],
+    ids=["reject-without-reason", "reject-blank-reason", "supplement-of-nothing", "extra", "unknown", "bad-code"],
+)
+def test_a_bad_decision_never_reaches_intake(gateway, auth, body):
+    auth.principal.return_value = REVIEWER
+    response = gateway.review_case(_request("POST", body=body), case_no=CASE_NO)
+    assert response.status_code == 422
+    assert _json(response)["error"]["code"] == "validation_failed"
+    gateway.intake.review_case.call_async.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (Conflict("the case changed meanwhile"), 409),
+        (NotFound("no case X"), 404),
+        (Forbidden("only reviewers of the item's department decide its cases"), 403),
+        (ValidationFailed("unknown materials", [{"field": "missing_materials", "issue": "x"}]), 422),
+    ],
+)
+def test_review_errors_from_intake(gateway, auth, error, status):
+    auth.principal.return_value = REVIEWER
+    raises(gateway.intake.review_case, error)
+    assert gateway.review_case(_request("POST", body={"action": "accept"}), case_no=CASE_NO).status_code == status
+
+
+SUPERVISOR = Principal(user_id="s1", account_type="staff", roles=["supervisor"])
+
+
+@pytest.mark.parametrize("who", [PRINCIPAL, SUPERVISOR, ADMIN], ids=["applicant", "supervisor", "admin"])
+def test_only_reviewers_review(gateway, auth, who):
+    auth.principal.return_value = who
+    assert gateway.review_tasks(_request()).status_code == 403
+    assert gateway.review_case(_request("POST", body={"action": "accept"}), case_no=CASE_NO).status_code == 403
+    assert not gateway.intake.method_calls
+
+
+def test_new_routes_declare_their_roles():
+    from gateway.routing import ROUTES
+
+    roles = {(r.method, r.url): r.roles for r in ROUTES}
+    assert roles[("POST", "/api/v1/catalog/items")] == ("admin",)
+    assert roles[("PUT", "/api/v1/catalog/items/<item_code>")] == ("admin",)
+    assert roles[("GET", "/api/v1/catalog/items/<item_code>/draft")] == ("admin",)
+    assert roles[("POST", "/api/v1/catalog/items/<item_code>/publish")] == ("admin",)
+    assert roles[("POST", "/api/v1/cases/<case_no>/supplements")] == ("applicant",)
+    assert roles[("POST", "/api/v1/cases/<case_no>/withdrawal")] == ("applicant",)
+    assert roles[("POST", "/api/v1/cases/<case_no>/evaluation")] == ("applicant",)
+    assert roles[("GET", "/api/v1/review/tasks")] == ("reviewer",)
+    assert roles[("POST", "/api/v1/review/cases/<case_no>/decisions")] == ("reviewer",)
+    public = {(r.method, r.url) for r in ROUTES if not r.auth}
+    assert {
+        ("GET", "/api/v1/catalog/items/<item_code>/versions"),
+        ("GET", "/api/v1/catalog/items/<item_code>/versions/<int:version>"),
+        ("GET", "/api/v1/catalog/answers"),
+    } <= public

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nameko.rpc import ServiceRpc, rpc
+from nameko.rpc import rpc
 from nameko.timer import timer
 
 from contracts.catalog import PublishedItem
@@ -14,7 +14,7 @@ from services.approval.storage import ApprovalStore
 from services.common.consuming import consumes
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
-from services.common.rpc import call
+from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
 
 

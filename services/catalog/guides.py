@@ -35,3 +35,8 @@ def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
 def summary(item: PublishedItem | dict[str, Any]) -> ItemSummary:
     data = item.model_dump() if isinstance(item, PublishedItem) else item
     return ItemSummary.model_validate({k: data[k] for k in ItemSummary.model_fields})
+
+
+def published(doc: dict[str, Any]) -> PublishedItem:
+    """A stored version document as the published guide (storage fields dropped)."""
+    return PublishedItem.model_validate({k: v for k, v in doc.items() if k in PublishedItem.model_fields})

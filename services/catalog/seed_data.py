@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 REGION = "620524"
-REGION_NAME = "临洮县"
+REGION_NAME = "武山县"
 
 DEPARTMENTS = [
     {"code": f"{REGION}MZ", "name": f"{REGION_NAME}民政局", "region_code": REGION},
@@ -17,7 +17,7 @@ DEPARTMENTS = [
     {"code": f"{REGION}RS", "name": f"{REGION_NAME}人力资源和社会保障局", "region_code": REGION},
 ]
 
-_CONTACT = {"consultation_phone": "0932-12345", "complaint_phone": "12345"}
+_CONTACT = {"consultation_phone": "0938-12345", "complaint_phone": "12345"}
 
 
 def seed_items() -> list[dict[str, Any]]:
@@ -25,6 +25,8 @@ def seed_items() -> list[dict[str, Any]]:
         {
             "item_code": f"{REGION}00MZ-GF-0001",
             "name": "高龄津贴申领",
+            "summary": "为年满80周岁的本县户籍老年人按月发放高龄津贴，符合条件的网上申请即时审批。",
+            "keywords": ["老年人", "老人", "高龄", "津贴", "补贴", "养老", "80岁"],
             "department_code": f"{REGION}MZ",
             "item_type": "benefit",
             "legal_basis": ["《中华人民共和国老年人权益保障法》第三十三条", "《甘肃省高龄老人津贴发放管理办法》"],
@@ -81,6 +83,8 @@ def seed_items() -> list[dict[str, Any]]:
         {
             "item_code": f"{REGION}00SC-XK-0001",
             "name": "企业名称自主申报",
+            "summary": "企业设立前自主申报企业名称，系统比对通过后出具企业名称自主申报告知书。",
+            "keywords": ["企业名称", "公司名称", "起名", "核名", "名称预先核准", "字号"],
             "department_code": f"{REGION}SC",
             "item_type": "licensing",
             "legal_basis": ["《企业名称登记管理规定》"],
@@ -125,6 +129,8 @@ def seed_items() -> list[dict[str, Any]]:
         {
             "item_code": f"{REGION}00SC-XK-0002",
             "name": "企业设立登记",
+            "summary": "设立有限责任公司等企业，凭名称自主申报告知书申请登记，核准后颁发电子营业执照。",
+            "keywords": ["开公司", "注册公司", "营业执照", "执照", "公司注册", "办执照", "开办企业"],
             "department_code": f"{REGION}SC",
             "item_type": "licensing",
             "legal_basis": ["《中华人民共和国市场主体登记管理条例》"],
@@ -177,6 +183,8 @@ def seed_items() -> list[dict[str, Any]]:
         {
             "item_code": f"{REGION}00GA-QR-0001",
             "name": "居民身份证换领",
+            "summary": "居民身份证有效期满、损坏或登记项目变更时，到公安机关申请换领新证。",
+            "keywords": ["身份证", "换身份证", "身份证到期", "补办身份证", "二代证"],
             "department_code": f"{REGION}GA",
             "item_type": "confirmation",
             "legal_basis": ["《中华人民共和国居民身份证法》"],
@@ -204,6 +212,8 @@ def seed_items() -> list[dict[str, Any]]:
         {
             "item_code": f"{REGION}00RS-GF-0001",
             "name": "失业保险金申领",
+            "summary": "参加失业保险且非因本人意愿中断就业的人员，按规定申领失业保险金。",
+            "keywords": ["失业金", "失业", "下岗", "失业补助", "没工作"],
             "department_code": f"{REGION}RS",
             "item_type": "benefit",
             "legal_basis": ["《失业保险条例》"],

@@ -1,4 +1,4 @@
-"""Catalog service entrypoints: published guides, search, departments, publishing."""
+"""Catalog service entrypoints: published guides and their versions, drafts, search, answers."""
 
 from __future__ import annotations
 
@@ -7,17 +7,27 @@ from typing import Any
 from nameko.rpc import rpc
 from nameko.timer import timer
 
-from contracts.catalog import Department, ItemQuery, ItemSummary, PublishedItem
-from contracts.common import Page
+from contracts.catalog import (
+    AnswerQuery,
+    Department,
+    Draft,
+    ItemQuery,
+    ItemSummary,
+    ServiceGuide,
+    VersionSummary,
+)
+from contracts.common import Page, Principal
 from contracts.envelope import new_event
 from contracts.events import ItemPublished
-from services.catalog import guides
-from services.catalog.seed_data import DEPARTMENTS, seed_items
-from services.catalog.storage import CatalogStore
-from services.common.errors import EXPECTED_ERRORS, NotFound, validated
+from services.catalog import answers, guides, search
+from services.catalog.seed_catalog import departments, seed_fingerprint, seed_guides
+from services.catalog.storage import CatalogStore, version_id
+from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.telemetry import Tracing, annotate
+
+SEED_BATCH = 100
 
 
 class CatalogService:
@@ -27,33 +37,101 @@ class CatalogService:
     store: CatalogStore = Storage(CatalogStore)
     events = EventPublisher()
 
+    # --- published guides -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_item(self, item_code: str, version: int | None = None) -> dict[str, Any]:
         """The published guide (latest, or the given version a case was submitted under)."""
         annotate(item_code=item_code)
         doc = self.store.get_version(item_code, version) if version else self.store.latest_version(item_code)
         if doc is None:
+            raise NotFound(f"no published item {item_code}" + (f" version {version}" if version else ""))
+        return guides.published(doc).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_versions(self, item_code: str) -> dict[str, Any]:
+        rows = self.store.list_versions(item_code)
+        if not rows:
             raise NotFound(f"no published item {item_code}")
-        return PublishedItem.model_validate(
-            {k: v for k, v in doc.items() if k in PublishedItem.model_fields}
-        ).model_dump(mode="json")
+        return {
+            "items": [
+                VersionSummary.model_validate({k: r[k] for k in VersionSummary.model_fields}).model_dump(mode="json")
+                for r in rows
+            ]
+        }
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def search_items(self, query: dict[str, Any]) -> dict[str, Any]:
-        q = validated(ItemQuery, query)
-        rows, total = self.store.search(
-            {"q": q.q, "department_code": q.department, "item_type": q.item_type, "handling_mode": q.handling_mode},
-            skip=(q.page - 1) * q.page_size,
-            limit=q.page_size,
-        )
-        page = Page[ItemSummary](
-            items=[guides.summary(r) for r in rows], total=total, page=q.page, page_size=q.page_size
-        )
-        return page.model_dump(mode="json")
+        q = validated(ItemQuery, query, "query")
+        filters = {
+            field: value
+            for field, value in (
+                ("department_code", q.department),
+                ("item_type", q.item_type),
+                ("handling_mode", q.handling_mode),
+            )
+            if value
+        }
+        skip = (q.page - 1) * q.page_size
+        if q.q and q.q.strip():
+            ranked = search.rank(q.q, self.store.candidates(search.tokenize(q.q), filters))
+            rows, total = [doc for _, doc in ranked[skip : skip + q.page_size]], len(ranked)
+        else:
+            rows, total = self.store.filtered(filters, skip, q.page_size)
+        items = [guides.summary(r) for r in rows]
+        return Page[ItemSummary](items=items, total=total, page=q.page, page_size=q.page_size).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def answer(self, query: dict[str, Any]) -> dict[str, Any]:
+        q = validated(AnswerQuery, query, "query")
+        found = answers.answer(q.q, self.store.candidates(search.tokenize(q.q), {}, with_guide=True), q.limit)
+        return {"answers": [a.model_dump(mode="json") for a in found]}
 
     @rpc
     def list_departments(self) -> list[dict[str, Any]]:
         return [Department.model_validate(d).model_dump(mode="json") for d in self.store.list_departments()]
+
+    # --- drafts and publishing (admins) ----------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def create_draft(self, principal: dict[str, Any], guide: dict[str, Any]) -> dict[str, Any]:
+        who = self._admin(principal)
+        checked = self._checked(guide)
+        if self.store.latest_version(checked.item_code) is not None:
+            raise Conflict(f"{checked.item_code} is already published; edit its next version with PUT")
+        self.store.create_draft(checked.model_dump(mode="json"), who.user_id)
+        return self.get_draft(principal, checked.item_code)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_draft(self, principal: dict[str, Any], item_code: str, guide: dict[str, Any]) -> dict[str, Any]:
+        who = self._admin(principal)
+        checked = self._checked(guide)
+        if checked.item_code != item_code:
+            raise ValidationFailed(
+                "the item code cannot change", [{"field": "item_code", "issue": f"must be {item_code}"}]
+            )
+        if self.store.get_draft(item_code) is None and self.store.latest_version(item_code) is None:
+            raise NotFound(f"no item {item_code}; create it with POST /api/v1/catalog/items")
+        self.store.save_draft(checked.model_dump(mode="json"), who.user_id)
+        return self.get_draft(principal, item_code)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_draft(self, principal: dict[str, Any], item_code: str) -> dict[str, Any]:
+        self._admin(principal)
+        draft = self.store.get_draft(item_code)
+        if draft is None:
+            raise NotFound(f"no draft of {item_code}")
+        return Draft.model_validate({k: draft[k] for k in Draft.model_fields if k in draft}).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def publish_draft(self, principal: dict[str, Any], item_code: str) -> dict[str, Any]:
+        """The draft becomes the item's next immutable version, which applicants then see."""
+        self._admin(principal)
+        draft = self.store.get_draft(item_code)
+        if draft is None:
+            raise NotFound(f"no draft of {item_code} to publish")
+        guide = self._checked({k: v for k, v in draft.items() if k in ServiceGuide.model_fields})
+        published = self.publish_guide(guide.model_dump(mode="json"))
+        self.store.delete_draft(item_code, draft["updated_at"])
+        return published
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def publish_guide(self, guide: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +139,7 @@ class CatalogService:
 
         (Not `publish`: nameko's RPC client object already has an attribute of that name.)
         """
-        checked = guides.checked_guide(guide)
+        checked = self._checked(guide)
         annotate(item_code=checked.item_code)
         latest = self.store.latest_version(checked.item_code)
         version = (latest["version"] if latest else 0) + 1
@@ -69,25 +147,57 @@ class CatalogService:
             ItemPublished(item_code=checked.item_code, version=version, department_code=checked.department_code),
             producer=self.name,
         )
-        self.store.insert_version(checked.model_dump(mode="json"), version, event)
-        self.events.publish(self.store.outbox, f"{checked.item_code}@{version}", [event])
-        return {"item_code": checked.item_code, "version": version}
+        doc = self.store.insert_version(checked.model_dump(mode="json"), version, event)
+        self.events.publish(self.store.outbox, doc["_id"], [event])
+        return guides.published(doc).model_dump(mode="json")
+
+    # --- seeding and plumbing ---------------------------------------------------------------------
+    @rpc
+    @timer(interval=3600, eager=True)
+    def seed(self) -> int:
+        """Load the seed catalog once per seed version; items that already exist are left alone."""
+        fingerprint = seed_fingerprint()
+        if self.store.seeded(fingerprint):
+            return 0
+        for department in departments():
+            self.store.upsert_department(department)
+        existing = self.store.existing_codes()
+        fresh = [g for g in seed_guides() if g["item_code"] not in existing]
+        for start in range(0, len(fresh), SEED_BATCH):
+            batch = fresh[start : start + SEED_BATCH]
+            events = [
+                new_event(
+                    ItemPublished(item_code=g["item_code"], version=1, department_code=g["department_code"]), self.name
+                )
+                for g in batch
+            ]
+            self.store.insert_versions(batch, events)
+            pending = [(version_id(g["item_code"], 1), e) for g, e in zip(batch, events, strict=True)]
+            self.events.publish_all(self.store.outbox, pending)
+        self.store.repair_current()
+        self.store.mark_seeded(fingerprint)
+        return len(fresh)
 
     @rpc
     def ping(self) -> str:
         self.store.count_items()
         return "pong"
 
-    @rpc
-    @timer(interval=3600, eager=True)
-    def seed(self) -> None:
-        """First start: load the starter departments and items once."""
-        for department in DEPARTMENTS:
-            self.store.upsert_department(department)
-        for guide in seed_items():
-            if self.store.latest_version(guide["item_code"]) is None:
-                self.publish_guide(guide)
-
     @timer(interval=2)
     def relay_outbox(self) -> None:
         self.events.relay(self.store.outbox)
+
+    def _checked(self, guide: dict[str, Any]) -> ServiceGuide:
+        checked = guides.checked_guide(guide)
+        if not self.store.department_exists(checked.department_code):
+            raise ValidationFailed(
+                "unknown department",
+                [{"field": "department_code", "issue": f"no department {checked.department_code}"}],
+            )
+        return checked
+
+    def _admin(self, principal: dict[str, Any]) -> Principal:
+        who = validated(Principal, principal)
+        if "admin" not in who.roles:
+            raise Forbidden("this needs the role admin")
+        return who

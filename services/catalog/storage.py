@@ -1,9 +1,9 @@
-"""Catalog store: immutable published versions, a current-summary row per item, departments."""
+"""Catalog store: immutable published versions, the current version of each item (with its search
+tokens), drafts being edited, departments."""
 
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,63 +12,156 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
+from services.catalog.search import index_fields
 from services.common.errors import Conflict
 from services.common.outbox import OutboxCollection, outbox_fields
 
-_SUMMARY_FIELDS = ("item_code", "name", "department_code", "item_type", "handling_mode", "promised_days", "version")
+SUMMARY_FIELDS = ("item_code", "name", "department_code", "item_type", "handling_mode", "promised_days")
+_NO_OUTBOX = {"outbox": 0, "outbox_ids": 0, "outbox_at": 0}
+
+
+def version_id(item_code: str, version: int) -> str:
+    return f"{item_code}@{version}"
 
 
 class CatalogStore:
     def __init__(self, db: Database) -> None:
         self.versions = db["item_versions"]  # one immutable document per published version
-        self.current = db["items_current"]  # the latest published version's summary, for listing
+        self.current = db["items_current"]  # the latest published version, with search tokens
+        self.drafts = db["drafts"]
         self.departments = db["departments"]
+        self.meta = db["meta"]
         self.outbox = OutboxCollection(self.versions)
 
     def ensure_indexes(self) -> None:
         self.versions.create_index([("item_code", ASCENDING), ("version", DESCENDING)])
+        self.current.create_index([("search_tokens", ASCENDING)])
         self.current.create_index([("department_code", ASCENDING)])
         self.outbox.ensure_indexes()
 
+    # --- departments ------------------------------------------------------------------------------
     def upsert_department(self, department: dict[str, Any]) -> None:
         self.departments.update_one({"_id": department["code"]}, {"$set": department}, upsert=True)
 
     def list_departments(self) -> list[dict[str, Any]]:
         return list(self.departments.find({}, {"_id": 0}).sort("code", ASCENDING))
 
+    def department_exists(self, code: str) -> bool:
+        return self.departments.count_documents({"_id": code}, limit=1) > 0
+
+    # --- published versions -----------------------------------------------------------------------
     def latest_version(self, item_code: str) -> dict[str, Any] | None:
-        return self.versions.find_one({"item_code": item_code}, sort=[("version", DESCENDING)])
+        return self.versions.find_one({"item_code": item_code}, _NO_OUTBOX, sort=[("version", DESCENDING)])
 
     def get_version(self, item_code: str, version: int) -> dict[str, Any] | None:
-        return self.versions.find_one({"_id": f"{item_code}@{version}"})
+        return self.versions.find_one({"_id": version_id(item_code, version)}, _NO_OUTBOX)
 
-    def insert_version(self, guide: dict[str, Any], version: int, event: Envelope) -> None:
+    def list_versions(self, item_code: str) -> list[dict[str, Any]]:
+        fields = {"item_code": 1, "version": 1, "name": 1, "published_at": 1}
+        return list(self.versions.find({"item_code": item_code}, fields).sort("version", DESCENDING))
+
+    def insert_version(self, guide: dict[str, Any], version: int, event: Envelope) -> dict[str, Any]:
         """Store a published version with its event; a concurrent publish of the same version conflicts."""
-        doc = {**guide, "_id": f"{guide['item_code']}@{version}", "version": version, "published_at": datetime.now(UTC)}
+        doc = self._version_doc(guide, version)
         try:
             self.versions.insert_one({**doc, **outbox_fields([event])})
         except DuplicateKeyError:
             raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
-        self._advance_summary({k: doc[k] for k in _SUMMARY_FIELDS})
+        self._advance_current(doc)
+        return doc
 
-    def _advance_summary(self, summary: dict[str, Any]) -> None:
-        """Point the listing row at this version unless a newer one is already there."""
-        code, version = summary["item_code"], summary["version"]
-        if self.current.update_one({"_id": code, "version": {"$lt": version}}, {"$set": summary}).matched_count:
+    def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
+        """Bulk publish (seeding): first versions of many items at once."""
+        docs = [self._version_doc(g, 1) for g in guides]
+        self.versions.insert_many([{**d, **outbox_fields([e])} for d, e in zip(docs, events, strict=True)])
+        self.current.insert_many([self._current_doc(d) for d in docs])
+
+    def _version_doc(self, guide: dict[str, Any], version: int) -> dict[str, Any]:
+        return {
+            **guide,
+            "_id": version_id(guide["item_code"], version),
+            "version": version,
+            "published_at": datetime.now(UTC),
+        }
+
+    def _current_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
+        guide = {k: v for k, v in doc.items() if k not in ("_id", "published_at")}
+        return {
+            "_id": doc["item_code"],
+            **{k: doc[k] for k in SUMMARY_FIELDS},
+            "version": doc["version"],
+            "guide": guide,
+            **index_fields(doc),
+        }
+
+    def _advance_current(self, doc: dict[str, Any]) -> None:
+        """Point the current row at this version unless a newer one is already there."""
+        current = self._current_doc(doc)
+        if self.current.replace_one(
+            {"_id": doc["item_code"], "version": {"$lt": doc["version"]}}, current
+        ).matched_count:
             return
         with contextlib.suppress(DuplicateKeyError):  # the row exists with this or a newer version
-            self.current.insert_one({"_id": code, **summary})
+            self.current.insert_one(current)
 
-    def search(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        filters: dict[str, Any] = {}
-        for field in ("department_code", "item_type", "handling_mode"):
-            if query.get(field):
-                filters[field] = query[field]
-        if query.get("q"):
-            filters["name"] = {"$regex": re.escape(query["q"])}
+    # --- finding ----------------------------------------------------------------------------------
+    def filtered(self, filters: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         total = self.current.count_documents(filters)
-        rows = list(self.current.find(filters, {"_id": 0, "version": 0}).sort("_id", ASCENDING).skip(skip).limit(limit))
+        rows = list(self.current.find(filters, {"guide": 0}).sort("_id", ASCENDING).skip(skip).limit(limit))
         return rows, total
+
+    def candidates(self, tokens: list[str], filters: dict[str, Any], with_guide: bool = False) -> list[dict[str, Any]]:
+        """Items sharing at least one token with the query (ranking happens in search.py)."""
+        if not tokens:
+            return []
+        projection = None if with_guide else {"guide": 0}
+        return list(self.current.find({**filters, "search_tokens": {"$in": tokens}}, projection))
 
     def count_items(self) -> int:
         return self.current.count_documents({})
+
+    # --- drafts -----------------------------------------------------------------------------------
+    def get_draft(self, item_code: str) -> dict[str, Any] | None:
+        return self.drafts.find_one({"_id": item_code})
+
+    def create_draft(self, guide: dict[str, Any], by: str) -> None:
+        try:
+            self.drafts.insert_one(
+                {**guide, "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by}
+            )
+        except DuplicateKeyError:
+            raise Conflict(f"a draft of {guide['item_code']} already exists; edit it with PUT") from None
+
+    def save_draft(self, guide: dict[str, Any], by: str) -> None:
+        self.drafts.replace_one(
+            {"_id": guide["item_code"]},
+            {**guide, "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by},
+            upsert=True,
+        )
+
+    def delete_draft(self, item_code: str, updated_at: datetime) -> None:
+        # Only the draft that was published: an edit saved meanwhile stays.
+        self.drafts.delete_one({"_id": item_code, "updated_at": updated_at})
+
+    # --- seeding ----------------------------------------------------------------------------------
+    def seeded(self, fingerprint: str) -> bool:
+        return self.meta.count_documents({"_id": "seed", "fingerprint": fingerprint}, limit=1) > 0
+
+    def mark_seeded(self, fingerprint: str) -> None:
+        self.meta.update_one(
+            {"_id": "seed"}, {"$set": {"fingerprint": fingerprint, "at": datetime.now(UTC)}}, upsert=True
+        )
+
+    def existing_codes(self) -> set[str]:
+        """Codes with a published version (from the versions, the source of truth)."""
+        return {d["item_code"] for d in self.versions.find({"version": 1}, {"item_code": 1})}
+
+    def repair_current(self) -> int:
+        """Rebuild listing rows missing for published items (a process that died mid-publish)."""
+        listed = {d["_id"] for d in self.current.find({}, {"_id": 1})}
+        missing = self.existing_codes() - listed
+        for code in missing:
+            latest = self.latest_version(code)
+            if latest is not None:
+                self._advance_current(latest)
+        return len(missing)

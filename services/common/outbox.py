@@ -60,6 +60,10 @@ class OutboxCollection:
         )
         return [(doc["_id"], event) for doc in cursor for event in doc.get("outbox", {}).values()]
 
+    def clear(self, doc_ids: list[Any]) -> None:
+        """Mark every pending event of these documents published (after a bulk publish)."""
+        self.collection.update_many({"_id": {"$in": doc_ids}}, {"$set": {"outbox": {}, "outbox_ids": []}})
+
     def mark_published(self, doc_id: Any, event_id: str) -> None:
         self.collection.update_one(
             {"_id": doc_id}, {"$pull": {"outbox_ids": event_id}, "$unset": {f"outbox.{event_id}": ""}}

@@ -47,6 +47,13 @@ class Publisher:
             sent += 1
         return sent
 
+    def publish_all(self, outbox: OutboxCollection, pending: list[tuple[Any, Envelope]]) -> None:
+        """Bulk variant for documents with one pending event each (seeding): one write to mark them all.
+        A failure leaves everything for the relay (duplicates are fine, losses are not)."""
+        for _, event in pending:
+            self._dispatch(event.type, event.model_dump(mode="json"))
+        outbox.clear([doc_id for doc_id, _ in pending])
+
     def relay(self, outbox: OutboxCollection, older_than: timedelta = RELAY_GRACE) -> int:
         sent = 0
         for doc_id, event in outbox.pending(older_than):

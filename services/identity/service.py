@@ -189,6 +189,10 @@ class IdentityService:
         if self.store.insert_certificate(doc, event):
             self.events.publish(self.store.certificate_outbox, doc["_id"], [event])
 
+    @consumes("intake", CaseApproved)
+    def on_case_approved_by_reviewer(self, envelope: Envelope, approved: CaseApproved) -> None:
+        self.on_case_approved(envelope.model_dump(mode="json"))  # the same handling, another producer
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_certificates(self, user_id: str) -> dict[str, Any]:
         return {"items": [certificates.view(c).model_dump(mode="json") for c in self.store.certificates_of(user_id)]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import UTC, date, datetime
 from typing import Any
@@ -9,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator
 
-from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, SubmitCase
+from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, SubmitCase, Task
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
 from contracts.identity import CertificateCheck
-from services.common.errors import NotFound, ValidationFailed
+from services.common.errors import Conflict, NotFound, ValidationFailed
 from services.intake.workdays import add_working_days
 
 # Case numbers and working days follow the calendar where the departments are.
@@ -96,6 +98,33 @@ def check_submission(
         raise ValidationFailed("the application is not valid", problems)
 
 
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotency_key(user_id: str, header: str | None) -> str | None:
+    """Keys are per applicant: two people may happen to choose the same one."""
+    if header is None:
+        return None
+    header = header.strip()
+    if not header or len(header) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(
+            "bad Idempotency-Key", [{"field": "Idempotency-Key", "issue": f"1 to {MAX_IDEMPOTENCY_KEY} characters"}]
+        )
+    return f"{user_id}:{header}"
+
+
+def request_hash(request: SubmitCase) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replay(earlier: dict[str, Any], request_hash_now: str) -> dict[str, Any]:
+    """The earlier answer for the same key and body; another body under the same key is a conflict."""
+    if earlier.get("request_hash") != request_hash_now:
+        raise Conflict("this Idempotency-Key was already used with a different request")
+    return {**created(earlier).model_dump(mode="json"), "replayed": True}
+
+
 def case_number(department_code: str, day: date, sequence: int) -> str:
     """Readable and sortable: department, date, then a per-department daily sequence."""
     return f"{department_code}-{day:%Y%m%d}-{sequence:06d}"
@@ -125,6 +154,8 @@ def new_case(
         "certificate_id": None,
         "evaluation": None,
         "applied_events": [],
+        "version": 1,  # bumped by every change: concurrent reviewers cannot both win
+        "awaiting_review": False,  # true once a person must act (task list)
     }
     event = CaseSubmitted(
         case_no=case_no,
@@ -159,6 +190,12 @@ def view(doc: dict[str, Any], principal: Principal) -> CaseView:
     return CaseView.model_validate({k: doc.get(k) for k in CaseView.model_fields})
 
 
+def task(doc: dict[str, Any], today: date) -> Task:
+    deadline = date.fromisoformat(doc["deadline"]) if doc.get("deadline") else None
+    fields = {k: doc.get(k) for k in Task.model_fields if k != "overdue"}
+    return Task.model_validate({**fields, "overdue": bool(deadline and deadline < today)})
+
+
 def summary(doc: dict[str, Any]) -> CaseSummary:
     return CaseSummary.model_validate({k: doc.get(k) for k in CaseSummary.model_fields})
 
@@ -170,7 +207,9 @@ def decision_update(decision: Decision, status: str) -> dict[str, Any]:
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    """Now, at the millisecond precision the store keeps (so a replayed answer equals the first)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def local_date(moment: datetime) -> date:

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.rpc import ServiceRpc, rpc
+from nameko.rpc import rpc
 from nameko.timer import timer
 
-from contracts.cases import CaseSummary, SubmitCase
+from contracts.cases import CaseSummary, Evaluation, ReviewDecision, SubmitCase, Supplement, Task
 from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
 from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CertificateIssued
 from contracts.identity import CertificateCheck
 from services.common.consuming import consumes
-from services.common.errors import EXPECTED_ERRORS, NotFound, validated
+from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
-from services.common.rpc import call
+from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
-from services.intake import cases
+from services.intake import cases, lifecycle
 from services.intake.storage import IntakeStore
 
-UNDECIDED = ["submitted", "accepted", "resubmitted"]
+# Automatic decisions apply only while nobody has acted on the case yet.
+AUTO_DECIDABLE = ["submitted"]
 
 
 class IntakeService:
@@ -35,9 +36,19 @@ class IntakeService:
     identity = ServiceRpc("identity")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def submit_case(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def submit_case(
+        self, principal: dict[str, Any], payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Validate everything, store the case with its event, announce it. With an idempotency key
+        the answer also says whether it `replayed` an earlier submission of the same body."""
         who = validated(Principal, principal)
         request = validated(SubmitCase, payload)
+        key = cases.idempotency_key(who.user_id, idempotency_key)
+        request_hash = cases.request_hash(request)
+        if key:
+            earlier = self.store.by_idempotency_key(key)
+            if earlier is not None:
+                return cases.replay(earlier, request_hash)
         item = PublishedItem.model_validate(call(self.catalog.get_item, request.item_code))
         annotate(item_code=item.item_code, department_code=item.department_code)
         offered = [m.certificate_id for m in request.materials if m.certificate_id]
@@ -50,11 +61,15 @@ class IntakeService:
         sequence = self.store.next_sequence(f"{item.department_code}-{today:%Y%m%d}")
         case_no = cases.case_number(item.department_code, today, sequence)
         doc, payload_event = cases.new_case(case_no, item, who, applicant["name"], request, now)
+        doc.update({"idempotency_key": key or f"none:{case_no}", "request_hash": request_hash})
         event = new_event(payload_event, producer=self.name)
-        self.store.insert_case(doc, [event])
+        if not self.store.insert_case(doc, [event]):
+            # A concurrent retry with the same key won the unique index: answer with its case.
+            return cases.replay(self.store.by_idempotency_key(key), request_hash)
         annotate(case_no=case_no, event_id=event.event_id)
         self.events.publish(self.store.outbox, case_no, [event])
-        return cases.created(doc).model_dump(mode="json")
+        created = cases.created(doc).model_dump(mode="json")
+        return {**created, "replayed": False} if key else created
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_case(self, principal: dict[str, Any], case_no: str) -> dict[str, Any]:
@@ -76,6 +91,85 @@ class IntakeService:
         )
         return result.model_dump(mode="json")
 
+    # --- the lifecycle after submission --------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def review_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who, case = self._case_for(principal, case_no)
+        decision = validated(ReviewDecision, payload)
+        item = self._item_of(case)
+        now = cases.now_utc()
+        return self._apply(case, lifecycle.review(case, item, who, decision, now, cases.local_date(now)), who)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def resubmit_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who, case = self._case_for(principal, case_no)
+        supplement = validated(Supplement, payload)
+        now = cases.now_utc()
+        change = lifecycle.resubmit(case, who, supplement, now, cases.local_date(now))
+        item = self._item_of(case)
+        resubmission = SubmitCase(
+            item_code=item.item_code,
+            form=change.set_fields.get("form", case["form"]),
+            materials=change.set_fields["materials"],
+        )
+        offered = [m.certificate_id for m in resubmission.materials if m.certificate_id]
+        checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
+        cases.check_submission(item, who, resubmission, {c["certificate_id"]: CertificateCheck(**c) for c in checks})
+        return self._apply(case, change, who)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def withdraw_case(self, principal: dict[str, Any], case_no: str) -> dict[str, Any]:
+        who, case = self._case_for(principal, case_no)
+        return self._apply(case, lifecycle.withdraw(case, who, cases.now_utc()), who)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def evaluate_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who, case = self._case_for(principal, case_no)
+        evaluation = validated(Evaluation, payload)
+        return self._apply(case, lifecycle.evaluate(case, who, evaluation, cases.now_utc()), who)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def review_tasks(self, principal: dict[str, Any], status: str | None, page: dict[str, Any]) -> dict[str, Any]:
+        who = validated(Principal, principal)
+        if "reviewer" not in who.roles or not who.department_code:
+            raise Forbidden("the task list is for reviewers of a department")
+        statuses = list(lifecycle.TASK_STATUSES)
+        if status:
+            if status not in statuses:
+                raise ValidationFailed(
+                    "bad status", [{"field": "query.status", "issue": f"one of {', '.join(statuses)}"}]
+                )
+            statuses = [status]
+        paging = validated(PageQuery, page, "query")
+        rows, total = self.store.tasks(
+            who.department_code, statuses, (paging.page - 1) * paging.page_size, paging.page_size
+        )
+        today = cases.local_date(cases.now_utc())
+        items = [cases.task(r, today) for r in rows]
+        return Page[Task](items=items, total=total, page=paging.page, page_size=paging.page_size).model_dump(
+            mode="json"
+        )
+
+    def _case_for(self, principal: dict[str, Any], case_no: str) -> tuple[Principal, dict[str, Any]]:
+        who = validated(Principal, principal)
+        case = self.store.get(case_no)
+        if case is None or not cases.can_read(who, case):
+            raise NotFound(f"no case {case_no}")
+        annotate(case_no=case_no, item_code=case["item_code"], department_code=case["department_code"])
+        return who, case
+
+    def _item_of(self, case: dict[str, Any]) -> PublishedItem:
+        # The version the case was submitted under, not today's.
+        return PublishedItem.model_validate(call(self.catalog.get_item, case["item_code"], case["item_version"]))
+
+    def _apply(self, case: dict[str, Any], change: lifecycle.Change, who: Principal) -> dict[str, Any]:
+        event = new_event(change.event, producer=self.name)
+        if not self.store.transition(case["case_no"], change, event):
+            raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
+        annotate(event_id=event.event_id, outcome=change.set_fields.get("status", case["status"]))
+        self.events.publish(self.store.outbox, case["case_no"], [event])
+        return cases.view(self.store.get(case["case_no"]), who).model_dump(mode="json")
+
     @rpc
     def ping(self) -> str:
         self.store.get("ping")
@@ -96,8 +190,8 @@ class IntakeService:
         self.store.apply_event(
             payload.case_no,
             envelope.event_id,
-            UNDECIDED,
-            {"review_explanation": [r.model_dump(mode="json") for r in payload.explanation]},
+            AUTO_DECIDABLE,
+            {"review_explanation": [r.model_dump(mode="json") for r in payload.explanation], "awaiting_review": True},
             entry,
         )
 
@@ -106,13 +200,16 @@ class IntakeService:
         annotate(case_no=issued.case_no, event_id=envelope.event_id)
         # Events of two producers are not ordered: the certificate may come before the decision.
         self.store.apply_event(
-            issued.case_no, envelope.event_id, [*UNDECIDED, "approved"], {"certificate_id": issued.certificate_id}
+            issued.case_no,
+            envelope.event_id,
+            [*lifecycle.UNDECIDED, "approved"],
+            {"certificate_id": issued.certificate_id},
         )
 
     def _record_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected, status: str) -> None:
         annotate(case_no=payload.case_no, event_id=envelope.event_id, outcome=status)
         change = cases.decision_update(payload.decision, status)
-        self.store.apply_event(payload.case_no, envelope.event_id, UNDECIDED, change["set"], change["timeline"])
+        self.store.apply_event(payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"])
 
     @timer(interval=2)
     def relay_outbox(self) -> None:

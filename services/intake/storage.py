@@ -6,9 +6,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
-from services.common.outbox import OutboxCollection, outbox_fields
+from services.common.outbox import OutboxCollection, outbox_fields, outbox_update
+from services.intake.lifecycle import Change
 
 
 class IntakeStore:
@@ -20,6 +22,11 @@ class IntakeStore:
     def ensure_indexes(self) -> None:
         self.cases.create_index([("applicant.user_id", ASCENDING), ("submitted_at", DESCENDING)])
         self.cases.create_index([("department_code", ASCENDING), ("status", ASCENDING)])
+        self.cases.create_index(
+            [("department_code", ASCENDING), ("awaiting_review", ASCENDING), ("deadline", ASCENDING)]
+        )
+        # Every case has a key ("none:<case_no>" without a header): the server has no partial indexes.
+        self.cases.create_index([("idempotency_key", ASCENDING)], unique=True)
         self.outbox.ensure_indexes()
 
     def next_sequence(self, key: str) -> int:
@@ -28,8 +35,18 @@ class IntakeStore:
         )
         return int(counter["value"])
 
-    def insert_case(self, doc: dict[str, Any], events: list[Envelope]) -> None:
-        self.cases.insert_one({**doc, **outbox_fields(events)})
+    def insert_case(self, doc: dict[str, Any], events: list[Envelope]) -> bool:
+        """Insert; False when another case already holds the same idempotency key."""
+        try:
+            self.cases.insert_one({**doc, **outbox_fields(events)})
+        except DuplicateKeyError:
+            if self.by_idempotency_key(doc["idempotency_key"]) is None:
+                raise  # not the idempotency index: a real conflict we do not expect
+            return False
+        return True
+
+    def by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        return self.cases.find_one({"idempotency_key": key}, {"outbox": 0})
 
     def get(self, case_no: str) -> dict[str, Any] | None:
         return self.cases.find_one({"_id": case_no}, {"outbox": 0, "outbox_ids": 0, "outbox_at": 0})
@@ -58,6 +75,29 @@ class IntakeStore:
             push["timeline"] = timeline_entry
         result = self.cases.update_one(
             {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}},
-            {"$set": set_fields, "$push": push},
+            {"$set": set_fields, "$push": push, "$inc": {"version": 1}},
         )
         return result.modified_count == 1
+
+    def transition(self, case_no: str, change: Change, event: Envelope) -> bool:
+        """Apply a lifecycle change if the case is still in the status and version it was read in."""
+        update = outbox_update([event])
+        update["$set"].update(change.set_fields)
+        update["$inc"] = {"version": 1}
+        if change.timeline is not None:
+            update["$push"]["timeline"] = change.timeline
+        query = {"_id": case_no, "status": change.from_status, "version": change.version, **change.extra_filter}
+        return self.cases.update_one(query, update).modified_count == 1
+
+    def tasks(
+        self, department_code: str, statuses: list[str], skip: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        filters = {"department_code": department_code, "awaiting_review": True, "status": {"$in": statuses}}
+        total = self.cases.count_documents(filters)
+        rows = list(
+            self.cases.find(filters, {"outbox": 0, "timeline": 0, "form": 0})
+            .sort([("deadline", ASCENDING), ("submitted_at", ASCENDING)])
+            .skip(skip)
+            .limit(limit)
+        )
+        return rows, total

@@ -29,3 +29,13 @@ def add_working_days(start: date, days: int) -> tuple[date, bool]:
         if workday:
             remaining -= 1
     return current, provisional
+
+
+def working_days_between(start: date, end: date) -> int:
+    """Working days after `start` up to and including `end` (0 when end <= start)."""
+    count, current = 0, start
+    while current < end:
+        current += timedelta(days=1)
+        if is_workday(current)[0]:
+            count += 1
+    return count

@@ -9,7 +9,14 @@ from nameko.rpc import rpc
 
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope
-from contracts.events import CaseApproved, CaseRejected, CaseSubmitted
+from contracts.events import (
+    CaseAccepted,
+    CaseApproved,
+    CaseRejected,
+    CaseSubmitted,
+    CaseSupplementRequested,
+    CaseWithdrawn,
+)
 from contracts.notifications import NotificationView
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, NotFound, validated
@@ -37,6 +44,26 @@ class NotificationService:
     @consumes("approval", CaseRejected)
     def on_case_rejected(self, envelope: Envelope, payload: CaseRejected) -> None:
         self._notify_decision(envelope, payload)
+
+    @consumes("intake", CaseApproved)
+    def on_case_approved_by_reviewer(self, envelope: Envelope, payload: CaseApproved) -> None:
+        self._notify_decision(envelope, payload)
+
+    @consumes("intake", CaseRejected)
+    def on_case_rejected_by_reviewer(self, envelope: Envelope, payload: CaseRejected) -> None:
+        self._notify_decision(envelope, payload)
+
+    @consumes("intake", CaseAccepted)
+    def on_case_accepted(self, envelope: Envelope, payload: CaseAccepted) -> None:
+        self._notify_transition(envelope, payload)
+
+    @consumes("intake", CaseSupplementRequested)
+    def on_supplement_requested(self, envelope: Envelope, payload: CaseSupplementRequested) -> None:
+        self._notify_transition(envelope, payload)
+
+    @consumes("intake", CaseWithdrawn)
+    def on_case_withdrawn(self, envelope: Envelope, payload: CaseWithdrawn) -> None:
+        self._notify_transition(envelope, payload)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notifications(self, principal: dict[str, Any], unread: bool, page: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +94,14 @@ class NotificationService:
             "decided_by": decision.decided_by,
             "reason": decision.reason or "",
         }
+        self._notify(envelope, payload.applicant_id, payload.case_no, context)
+
+    def _notify_transition(
+        self, envelope: Envelope, payload: CaseAccepted | CaseSupplementRequested | CaseWithdrawn
+    ) -> None:
+        context = {**payload.model_dump(), "at": messages.local_time(payload.at)}
+        if context.get("deadline"):
+            context["deadline"] = f"{context['deadline']:%Y年%m月%d日}"
         self._notify(envelope, payload.applicant_id, payload.case_no, context)
 
     def _notify(self, envelope: Envelope, recipient: str, case_no: str, context: dict[str, Any]) -> None:

@@ -202,3 +202,26 @@ def test_health_unknown_paths_and_trace_context(yiwang: RunningSystem):
 
     spec = requests.get(yiwang.url("/openapi.json"), timeout=10).json()
     assert spec["openapi"].startswith("3.1") and "/api/v1/cases/{case_no}" in spec["paths"]
+
+
+def test_idempotent_retries_give_the_same_case(yiwang, applicant):
+    body = {"item_code": ALLOWANCE, "form": GOOD_FORM}
+    key = {"Idempotency-Key": f"retry-{applicant['user_id']}"}
+    first = submit(yiwang, applicant, body, **key)
+    assert first.status_code == 201
+    again = submit(yiwang, applicant, body, **key)
+    assert again.status_code == 200 and again.json() == first.json()
+    other_body = submit(yiwang, applicant, {**body, "form": {**GOOD_FORM, "contact_phone": "13900139000"}}, **key)
+    assert other_body.status_code == 409 and other_body.json()["error"]["code"] == "conflict"
+
+    # Concurrent retries of one key: exactly one case.
+    import concurrent.futures
+
+    race = {"Idempotency-Key": f"race-{applicant['user_id']}"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: submit(yiwang, applicant, body, **race), range(8)))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [201]
+    assert len({r.json()["case_no"] for r in answers}) == 1
+    mine = requests.get(yiwang.url("/api/v1/cases"), headers=auth(applicant), params={"page_size": 100}).json()
+    numbers = [c["case_no"] for c in mine["items"]]
+    assert numbers.count(first.json()["case_no"]) == 1 and numbers.count(answers[0].json()["case_no"]) == 1

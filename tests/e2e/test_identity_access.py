@@ -271,7 +271,7 @@ def test_a_certificate_issued_on_approval_is_reused_instead_of_uploaded(yiwang):
     reserved = post(
         yiwang,
         "/api/v1/cases",
-        {"item_code": NAME_RESERVATION, "form": {"proposed_name": "临洮县云帆科技有限公司", "industry": "软件"}},
+        {"item_code": NAME_RESERVATION, "form": {"proposed_name": "武山县云帆科技有限公司", "industry": "软件"}},
         person,
     ).json()
 
@@ -281,7 +281,7 @@ def test_a_certificate_issued_on_approval_is_reused_instead_of_uploaded(yiwang):
 
     cert = eventually(certificate, what="the name reservation certificate")
     assert cert["type"] == "name_reservation" and cert["case_no"] == reserved["case_no"]
-    assert cert["data"]["proposed_name"] == "临洮县云帆科技有限公司"
+    assert cert["data"]["proposed_name"] == "武山县云帆科技有限公司"
     assert cert["valid_until"] > cert["issued_at"]
     eventually(
         lambda: (
@@ -353,7 +353,7 @@ def test_registration_input_is_validated_field_by_field(yiwang):
 
     enterprise = {
         "account_type": "enterprise",
-        "name": "临洮县云帆科技有限公司",
+        "name": "武山县云帆科技有限公司",
         "credit_code": "91350100M000100Y44",
         "legal_person_name": "李四",
         "legal_person_id_number": citizen()["id_number"],

@@ -98,7 +98,7 @@ def test_approval_carries_the_certificate_to_issue_and_the_form():
         "SC-XK-0001",
         auto_approval={"enabled": True, "rules": [{"id": "ok", "description": "总是", "expression": "true"}]},
     )
-    form = {"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"}
+    form = {"proposed_name": "武山县某某商贸有限公司", "industry": "零售"}
     outcome = deciding.decide(published, profile(), submitted(published, form), now=NOW)
     assert isinstance(outcome, CaseApproved)
     assert outcome.issues_certificate == published.issues_certificate
@@ -128,7 +128,7 @@ def test_rejection_issues_no_certificate():
             "rules": [{"id": "no", "description": "从不", "expression": "false", "on_fail": "reject"}],
         },
     )
-    form = {"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"}
+    form = {"proposed_name": "武山县某某商贸有限公司", "industry": "零售"}
     outcome = deciding.decide(published, profile(), submitted(published, form), now=NOW)
     assert isinstance(outcome, CaseRejected)
     assert "issues_certificate" not in outcome.model_dump()

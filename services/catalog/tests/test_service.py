@@ -1,13 +1,18 @@
+import copy
+from datetime import UTC, datetime
 from unittest.mock import MagicMock
 
 import pytest
 from nameko.testing.services import worker_factory
 
-from contracts.catalog import PublishedItem
+from contracts.catalog import Draft, PublishedItem, ServiceGuide
 from contracts.envelope import Envelope
+from services.catalog import search
+from services.catalog.seed_catalog import departments, seed_fingerprint, seed_guides
 from services.catalog.seed_data import DEPARTMENTS, seed_items
-from services.catalog.service import CatalogService
-from services.common.errors import NotFound, ValidationFailed
+from services.catalog.service import SEED_BATCH, CatalogService
+from services.catalog.storage import version_id
+from services.common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 GUIDE = seed_items()[0]
 CODE = GUIDE["item_code"]
@@ -26,12 +31,28 @@ def stored_version(version, **overrides):
     }
 
 
+def inserted_version(guide, version, event):
+    """What the store's insert_version returns: the stored version document."""
+    return {
+        **guide,
+        "_id": f"{guide['item_code']}@{version}",
+        "version": version,
+        "published_at": "2026-11-01T00:00:00Z",
+    }
+
+
 @pytest.fixture
 def store():
     store = MagicMock()
     store.latest_version.return_value = None
     store.get_version.return_value = None
-    store.search.return_value = ([], 0)
+    store.get_draft.return_value = None
+    store.department_exists.return_value = True
+    store.insert_version.side_effect = inserted_version
+    store.filtered.return_value = ([], 0)
+    store.candidates.return_value = []
+    store.seeded.return_value = False
+    store.existing_codes.return_value = set()
     return store
 
 
@@ -72,7 +93,9 @@ def test_unknown_item_is_not_found(service, version):
 
 def test_publish_first_version_and_announce_it(service, store, events):
     result = service.publish_guide(GUIDE)
-    assert result == {"item_code": CODE, "version": 1}
+    assert result == PublishedItem.model_validate({**GUIDE, "version": 1}).model_dump(mode="json")
+    assert "_id" not in result and "published_at" not in result
+    store.department_exists.assert_called_once_with(GUIDE["department_code"])
     guide, version, event = store.insert_version.call_args.args
     assert version == 1
     assert guide["item_code"] == CODE
@@ -87,6 +110,15 @@ def test_publish_next_version(service, store):
     store.latest_version.return_value = stored_version(4)
     assert service.publish_guide(GUIDE)["version"] == 5
     assert store.insert_version.call_args.args[1] == 5
+
+
+def test_a_guide_of_an_unknown_department_is_not_published(service, store, events):
+    store.department_exists.return_value = False
+    with pytest.raises(ValidationFailed) as info:
+        service.publish_guide(GUIDE)
+    assert [d["field"] for d in info.value.details] == ["department_code"]
+    store.insert_version.assert_not_called()
+    events.publish.assert_not_called()
 
 
 def test_invalid_guide_is_not_published(service, store, events):
@@ -104,31 +136,134 @@ def test_guide_promising_more_than_the_law_allows_is_refused(service, store):
     store.insert_version.assert_not_called()
 
 
-def test_search_items_pages_and_filters(service, store):
-    store.search.return_value = ([stored_version(3)], 11)
-    result = service.search_items({"q": "津贴", "department": "620524MZ", "page": "2", "page_size": "5"})
-    store.search.assert_called_once_with(
-        {"q": "津贴", "department_code": "620524MZ", "item_type": None, "handling_mode": None}, skip=5, limit=5
-    )
+def current_row(guide, version=1):
+    """An items_current row as the store keeps it: summary fields, the version and search tokens."""
+    fields = ("item_code", "name", "department_code", "item_type", "handling_mode", "promised_days")
+    return {
+        "_id": guide["item_code"],
+        **{k: guide[k] for k in fields},
+        "version": version,
+        **search.index_fields(guide),
+    }
+
+
+SUMMARY = {
+    "item_code": CODE,
+    "name": "高龄津贴申领",
+    "department_code": "620524MZ",
+    "item_type": "benefit",
+    "handling_mode": "online",
+    "promised_days": 5,
+}
+
+
+def test_search_without_words_pages_and_filters_in_the_store(service, store):
+    store.filtered.return_value = ([current_row(GUIDE, 3)], 11)
+    result = service.search_items({"department": "620524MZ", "item_type": "benefit", "page": "2", "page_size": "5"})
+    store.filtered.assert_called_once_with({"department_code": "620524MZ", "item_type": "benefit"}, 5, 5)
+    store.candidates.assert_not_called()
     assert result["total"] == 11
     assert result["page"] == 2
-    assert result["items"] == [
-        {
-            "item_code": CODE,
-            "name": "高龄津贴申领",
-            "department_code": "620524MZ",
-            "item_type": "benefit",
-            "handling_mode": "online",
-            "promised_days": 5,
-        }
-    ]
+    assert result["page_size"] == 5
+    assert result["items"] == [SUMMARY]
+
+
+@pytest.mark.parametrize("q", [None, "", "   "])
+def test_blank_words_are_no_search(service, store, q):
+    service.search_items({} if q is None else {"q": q})
+    store.filtered.assert_called_once_with({}, 0, 20)
+    store.candidates.assert_not_called()
+
+
+def test_search_with_words_ranks_the_candidates(service, store):
+    rows = [current_row(g) for g in seed_items()]
+    store.candidates.return_value = rows
+    result = service.search_items({"q": "企业名称", "handling_mode": "online"})
+    store.candidates.assert_called_once_with(search.tokenize("企业名称"), {"handling_mode": "online"})
+    store.filtered.assert_not_called()
+    expected = [doc["item_code"] for _, doc in search.rank("企业名称", rows)]
+    assert [i["item_code"] for i in result["items"]] == expected
+    assert expected[0] == "62052400SC-XK-0001"  # 企业名称自主申报: the words are its name
+    assert result["total"] == len(expected) < len(rows)  # candidates that do not match are dropped
+    assert set(result["items"][0]) == set(SUMMARY)
+
+
+def test_ranked_results_are_paged(service, store):
+    rows = [current_row(g) for g in seed_guides() if g["department_code"].endswith("SC")]
+    store.candidates.return_value = rows
+    everything = [doc["item_code"] for _, doc in search.rank("企业登记", rows)]
+    assert len(everything) > 6
+    first = service.search_items({"q": "企业登记", "page": 1, "page_size": 3})
+    second = service.search_items({"q": "企业登记", "page": 2, "page_size": 3})
+    last_page = (len(everything) + 2) // 3
+    beyond = service.search_items({"q": "企业登记", "page": last_page + 1, "page_size": 3})
+    assert [i["item_code"] for i in first["items"]] == everything[:3]
+    assert [i["item_code"] for i in second["items"]] == everything[3:6]
+    assert first["total"] == second["total"] == beyond["total"] == len(everything)
+    assert beyond["items"] == []
+
+
+def test_a_query_without_meaningful_words_finds_nothing(service, store):
+    result = service.search_items({"q": "我想办"})  # only stopwords
+    store.candidates.assert_called_once_with([], {})
+    assert result["total"] == 0 and result["items"] == []
 
 
 @pytest.mark.parametrize("query", [{"page_size": 500}, {"item_type": "bribery"}, {"page": 0}, {"sort": "x"}])
 def test_search_refuses_bad_queries(service, store, query):
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as info:
         service.search_items(query)
-    store.search.assert_not_called()
+    assert all(d["field"].startswith("query.") for d in info.value.details)
+    store.filtered.assert_not_called()
+    store.candidates.assert_not_called()
+
+
+def test_answer_ranks_guides_for_a_question(service, store):
+    store.candidates.return_value = [{**current_row(g), "guide": g} for g in seed_items()]
+    result = service.answer({"q": "高龄津贴多久能批下来", "limit": 2})
+    store.candidates.assert_called_once_with(search.tokenize("高龄津贴多久能批下来"), {}, with_guide=True)
+    assert 1 <= len(result["answers"]) <= 2
+    assert (result["answers"][0]["item_code"], result["answers"][0]["section"]) == (CODE, "time_limit")
+
+
+@pytest.mark.parametrize("query", [{}, {"q": ""}, {"q": "x" * 201}, {"q": "津贴", "limit": 21}])
+def test_answer_refuses_bad_questions(service, store, query):
+    with pytest.raises(ValidationFailed):
+        service.answer(query)
+    store.candidates.assert_not_called()
+
+
+def test_list_versions_newest_first(service, store):
+    store.list_versions.return_value = [
+        {
+            "_id": f"{CODE}@2",
+            "item_code": CODE,
+            "version": 2,
+            "name": "高龄津贴申领",
+            "published_at": "2026-11-02T00:00:00Z",
+        },
+        {
+            "_id": f"{CODE}@1",
+            "item_code": CODE,
+            "version": 1,
+            "name": "高龄津贴",
+            "published_at": "2026-11-01T00:00:00Z",
+        },
+    ]
+    result = service.list_versions(CODE)
+    store.list_versions.assert_called_once_with(CODE)
+    assert result == {
+        "items": [
+            {"item_code": CODE, "version": 2, "name": "高龄津贴申领", "published_at": "2026-11-02T00:00:00Z"},
+            {"item_code": CODE, "version": 1, "name": "高龄津贴", "published_at": "2026-11-01T00:00:00Z"},
+        ]
+    }
+
+
+def test_versions_of_an_unknown_item(service, store):
+    store.list_versions.return_value = []
+    with pytest.raises(NotFound):
+        service.list_versions("62052400MZ-GF-9999")
 
 
 def test_list_departments(service, store):
@@ -136,14 +271,63 @@ def test_list_departments(service, store):
     assert service.list_departments() == DEPARTMENTS
 
 
-def test_seed_publishes_only_missing_items(service, store):
-    existing = seed_items()[1]["item_code"]
-    store.latest_version.side_effect = lambda code: stored_version(1) if code == existing else None
+def test_seed_is_skipped_when_this_seed_was_applied(service, store, events):
+    store.seeded.return_value = True
+    assert service.seed() == 0
+    store.seeded.assert_called_once_with(seed_fingerprint())
+    store.upsert_department.assert_not_called()
+    store.insert_versions.assert_not_called()
+    events.publish_all.assert_not_called()
+    store.mark_seeded.assert_not_called()
+
+
+def test_seed_bulk_publishes_only_missing_items(service, store, events):
+    calls = []
+    store.insert_versions.side_effect = lambda guides, evs: calls.append(("insert", [g["item_code"] for g in guides]))
+    events.publish_all.side_effect = lambda outbox, pending: calls.append(("publish", [d for d, _ in pending]))
+    store.mark_seeded.side_effect = lambda fingerprint: calls.append(("mark", fingerprint))
+    existing = {seed_items()[1]["item_code"], seed_guides()[-1]["item_code"]}
+    store.existing_codes.return_value = existing
+    fresh = [g for g in seed_guides() if g["item_code"] not in existing]
+
+    assert service.seed() == len(fresh)
+
+    assert [c.args[0]["code"] for c in store.upsert_department.call_args_list] == [d["code"] for d in departments()]
+    inserted = [code for kind, codes in calls if kind == "insert" for code in codes]
+    assert inserted == [g["item_code"] for g in fresh]
+    assert all(len(codes) <= SEED_BATCH for kind, codes in calls if kind != "mark")
+    assert store.insert_versions.call_count == -(-len(fresh) // SEED_BATCH)
+    # Each batch is stored (with its events), then published in bulk; the seed is marked last.
+    kinds = [kind for kind, _ in calls]
+    assert kinds == ["insert", "publish"] * store.insert_versions.call_count + ["mark"]
+    assert calls[-1] == ("mark", seed_fingerprint())
+    for (_, stored), (_, published) in zip(calls[0:-1:2], calls[1:-1:2], strict=True):
+        assert published == [version_id(code, 1) for code in stored]
+
+
+def test_seed_events_announce_first_versions(service, store, events):
     service.seed()
-    assert store.upsert_department.call_count == len(DEPARTMENTS)
-    published = [c.args[0]["item_code"] for c in store.insert_version.call_args_list]
-    assert existing not in published
-    assert sorted(published) == sorted(i["item_code"] for i in seed_items() if i["item_code"] != existing)
+    guides, evs = store.insert_versions.call_args_list[0].args
+    outbox, pending = events.publish_all.call_args_list[0].args
+    assert outbox is store.outbox
+    assert [e for _, e in pending] == evs
+    for guide, event in zip(guides, evs, strict=True):
+        assert isinstance(event, Envelope)
+        assert event.type == "catalog.item_published.v1"
+        assert event.producer == "catalog"
+        assert event.payload == {
+            "item_code": guide["item_code"],
+            "version": 1,
+            "department_code": guide["department_code"],
+        }
+    assert len({e.event_id for e in evs}) == len(evs)
+
+
+def test_a_failed_bulk_publish_leaves_the_seed_unmarked(service, store, events):
+    events.publish_all.side_effect = ConnectionError("broker gone")
+    with pytest.raises(ConnectionError):
+        service.seed()
+    store.mark_seeded.assert_not_called()  # the next run finishes the job; the relay sends what is stored
 
 
 def test_every_seed_item_is_a_valid_guide(service, store):
@@ -179,3 +363,189 @@ def test_every_rpc_method_is_reachable_through_the_rpc_client():
         for name in names:
             target = getattr(client, name)
             assert isinstance(target, Client) and target.method_name == name, f"{service_cls.name}.{name}"
+
+
+# --- drafts (admins) ------------------------------------------------------------------------------
+
+ADMIN = {"user_id": "a1", "account_type": "staff", "roles": ["admin"]}
+NOT_ADMINS = [
+    {"user_id": "u1", "account_type": "citizen", "roles": ["applicant"]},
+    {"user_id": "r1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"},
+    {"user_id": "s1", "account_type": "staff", "roles": ["supervisor"]},
+]
+NEW_CODE = "62052400MZ-QT-0099"
+NEW_GUIDE = {**GUIDE, "item_code": NEW_CODE, "name": "养老服务补贴测试事项"}
+EDITED = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def drafts(store):
+    """The store's drafts collection, kept in a dict."""
+    held = {}
+
+    def create(guide, by):
+        if guide["item_code"] in held:
+            raise Conflict(f"a draft of {guide['item_code']} already exists; edit it with PUT")
+        held[guide["item_code"]] = {**guide, "_id": guide["item_code"], "updated_at": EDITED, "updated_by": by}
+
+    def save(guide, by):
+        held[guide["item_code"]] = {**guide, "_id": guide["item_code"], "updated_at": EDITED, "updated_by": by}
+
+    store.create_draft.side_effect = create
+    store.save_draft.side_effect = save
+    store.get_draft.side_effect = lambda code: copy.deepcopy(held.get(code))
+    store.delete_draft.side_effect = lambda code, updated_at: held.pop(code)
+    return held
+
+
+def test_admin_creates_a_draft(service, store, drafts, events):
+    result = service.create_draft(ADMIN, NEW_GUIDE)
+    guide, by = store.create_draft.call_args.args
+    assert guide == ServiceGuide.model_validate(NEW_GUIDE).model_dump(mode="json")
+    assert by == "a1"
+    draft = Draft.model_validate(result)
+    assert draft.item_code == NEW_CODE
+    assert draft.updated_by == "a1"
+    assert result["updated_at"] == "2026-11-23T02:00:00Z"
+    assert "_id" not in result and "version" not in result
+    store.insert_version.assert_not_called()  # a draft is not published
+    events.publish.assert_not_called()
+
+
+@pytest.mark.parametrize("who", NOT_ADMINS, ids=["applicant", "reviewer", "supervisor"])
+def test_only_admins_touch_drafts(service, store, drafts, events, who):
+    drafts[CODE] = {**GUIDE, "_id": CODE, "updated_at": EDITED, "updated_by": "a1"}
+    with pytest.raises(Forbidden):
+        service.create_draft(who, NEW_GUIDE)
+    with pytest.raises(Forbidden):
+        service.update_draft(who, CODE, GUIDE)
+    with pytest.raises(Forbidden):
+        service.get_draft(who, CODE)
+    with pytest.raises(Forbidden):
+        service.publish_draft(who, CODE)
+    store.create_draft.assert_not_called()
+    store.save_draft.assert_not_called()
+    store.insert_version.assert_not_called()
+    store.delete_draft.assert_not_called()
+    events.publish.assert_not_called()
+
+
+def test_a_draft_of_a_published_item_is_not_created_but_edited(service, store, drafts):
+    store.latest_version.side_effect = lambda code: stored_version(1) if code == CODE else None
+    with pytest.raises(Conflict):
+        service.create_draft(ADMIN, GUIDE)
+    store.create_draft.assert_not_called()
+    result = service.update_draft(ADMIN, CODE, {**GUIDE, "promised_days": 3})
+    assert result["promised_days"] == 3
+    assert drafts[CODE]["promised_days"] == 3
+
+
+def test_a_second_draft_of_the_same_item_is_a_conflict(service, drafts):
+    service.create_draft(ADMIN, NEW_GUIDE)
+    with pytest.raises(Conflict):
+        service.create_draft(ADMIN, {**NEW_GUIDE, "promised_days": 2})
+    assert drafts[NEW_CODE]["promised_days"] == NEW_GUIDE["promised_days"]
+
+
+def test_an_invalid_draft_is_refused_with_field_details(service, store, drafts):
+    bad = {
+        **NEW_GUIDE,
+        "auto_approval": {"enabled": True, "rules": [{"id": "a", "description": "d", "expression": "(("}]},
+    }
+    with pytest.raises(ValidationFailed) as info:
+        service.create_draft(ADMIN, bad)
+    assert [d["field"] for d in info.value.details] == ["auto_approval.rules.0.expression"]
+    with pytest.raises(ValidationFailed):
+        service.create_draft(ADMIN, {**NEW_GUIDE, "promised_days": 99, "legal_days": 20})
+    store.create_draft.assert_not_called()
+
+
+def test_a_draft_of_an_unknown_department_is_refused(service, store, drafts):
+    store.department_exists.side_effect = lambda code: code != "620524XX"
+    with pytest.raises(ValidationFailed) as info:
+        service.create_draft(ADMIN, {**NEW_GUIDE, "department_code": "620524XX"})
+    assert info.value.details == [{"field": "department_code", "issue": "no department 620524XX"}]
+    drafts[NEW_CODE] = {**NEW_GUIDE, "_id": NEW_CODE, "updated_at": EDITED, "updated_by": "a1"}
+    with pytest.raises(ValidationFailed):
+        service.update_draft(ADMIN, NEW_CODE, {**NEW_GUIDE, "department_code": "620524XX"})
+    store.create_draft.assert_not_called()
+    store.save_draft.assert_not_called()
+
+
+def test_update_saves_the_draft(service, store, drafts):
+    service.create_draft(ADMIN, NEW_GUIDE)
+    result = service.update_draft({**ADMIN, "user_id": "a2"}, NEW_CODE, {**NEW_GUIDE, "name": "养老服务补贴"})
+    assert result["name"] == "养老服务补贴"
+    assert result["updated_by"] == "a2"
+    store.save_draft.assert_called_once()
+
+
+def test_the_item_code_in_the_body_must_match_the_path(service, store, drafts):
+    drafts[NEW_CODE] = {**NEW_GUIDE, "_id": NEW_CODE, "updated_at": EDITED, "updated_by": "a1"}
+    with pytest.raises(ValidationFailed) as info:
+        service.update_draft(ADMIN, NEW_CODE, {**NEW_GUIDE, "item_code": "62052400MZ-QT-0098"})
+    assert [d["field"] for d in info.value.details] == ["item_code"]
+    assert NEW_CODE in info.value.details[0]["issue"]
+    store.save_draft.assert_not_called()
+
+
+def test_updating_an_item_that_does_not_exist_is_not_found(service, store, drafts):
+    with pytest.raises(NotFound):
+        service.update_draft(ADMIN, NEW_CODE, NEW_GUIDE)
+    store.save_draft.assert_not_called()
+
+
+def test_get_draft(service, drafts):
+    with pytest.raises(NotFound):
+        service.get_draft(ADMIN, NEW_CODE)
+    service.create_draft(ADMIN, NEW_GUIDE)
+    assert service.get_draft(ADMIN, NEW_CODE)["name"] == "养老服务补贴测试事项"
+
+
+def test_publishing_a_draft_makes_it_the_next_version_and_deletes_it(service, store, drafts, events):
+    store.latest_version.side_effect = lambda code: stored_version(2) if code == CODE else None
+    service.update_draft(ADMIN, CODE, {**GUIDE, "promised_days": 3})
+
+    result = service.publish_draft(ADMIN, CODE)
+
+    assert result == PublishedItem.model_validate({**GUIDE, "promised_days": 3, "version": 3}).model_dump(mode="json")
+    guide, version, event = store.insert_version.call_args.args
+    assert (guide["promised_days"], version) == (3, 3)
+    assert "updated_at" not in guide and "updated_by" not in guide and "_id" not in guide
+    assert event.type == "catalog.item_published.v1"
+    events.publish.assert_called_once_with(store.outbox, f"{CODE}@3", [event])
+    store.delete_draft.assert_called_once_with(CODE, EDITED)  # only the draft that was published
+    assert CODE not in drafts
+    with pytest.raises(NotFound):
+        service.get_draft(ADMIN, CODE)
+
+
+def test_publishing_a_new_items_draft_makes_version_one(service, store, drafts):
+    service.create_draft(ADMIN, NEW_GUIDE)
+    assert service.publish_draft(ADMIN, NEW_CODE)["version"] == 1
+
+
+def test_publishing_without_a_draft_is_not_found(service, store, events):
+    with pytest.raises(NotFound):
+        service.publish_draft(ADMIN, CODE)
+    store.insert_version.assert_not_called()
+    events.publish.assert_not_called()
+
+
+def test_a_draft_that_no_longer_validates_is_not_published_and_kept(service, store, drafts, events):
+    service.create_draft(ADMIN, NEW_GUIDE)
+    store.department_exists.return_value = False  # the department was removed meanwhile
+    with pytest.raises(ValidationFailed):
+        service.publish_draft(ADMIN, NEW_CODE)
+    store.insert_version.assert_not_called()
+    store.delete_draft.assert_not_called()
+    assert NEW_CODE in drafts
+
+
+def test_a_draft_whose_version_was_published_concurrently_is_kept(service, store, drafts, events):
+    service.create_draft(ADMIN, NEW_GUIDE)
+    store.insert_version.side_effect = Conflict("version 1 was published concurrently")
+    with pytest.raises(Conflict):
+        service.publish_draft(ADMIN, NEW_CODE)
+    store.delete_draft.assert_not_called()
+    events.publish.assert_not_called()

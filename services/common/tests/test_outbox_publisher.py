@@ -1,3 +1,4 @@
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 from contracts.envelope import Envelope, new_event
@@ -209,3 +210,57 @@ def test_outbox_collection_pending_flattens_documents():
         {"_id": "A"},
         {"$pull": {"outbox_ids": a1.event_id}, "$unset": {f"outbox.{a1.event_id}": ""}},
     )
+
+
+# --- bulk publishing (seeding) ----------------------------------------------------------------------
+
+
+class ClearingOutbox(FakeOutbox):
+    def __init__(self):
+        super().__init__()
+        self.cleared = []
+
+    def clear(self, doc_ids):
+        self.cleared.append(list(doc_ids))
+
+
+def test_publish_all_dispatches_every_event_then_clears_in_one_write():
+    events = [_published(), _published(), _published()]
+    pending = [(f"item-{n}@1", e) for n, e in enumerate(events)]
+    dispatch, outbox = FakeDispatch(), ClearingOutbox()
+    Publisher(dispatch).publish_all(outbox, pending)
+    assert dispatch.sent == [("catalog.item_published.v1", e.model_dump(mode="json")) for e in events]
+    assert outbox.cleared == [["item-0@1", "item-1@1", "item-2@1"]]
+    assert outbox.marked == []  # no write per event
+
+
+def test_publish_all_of_nothing():
+    dispatch, outbox = FakeDispatch(), ClearingOutbox()
+    Publisher(dispatch).publish_all(outbox, [])
+    assert dispatch.sent == []
+    assert outbox.cleared in ([], [[]])
+
+
+def test_a_failed_bulk_publish_clears_nothing():
+    first, second, third = _published(), _published(), _published()
+    pending = [("a@1", first), ("b@1", second), ("c@1", third)]
+    dispatch, outbox = FakeDispatch(fail_on={second.event_id}), ClearingOutbox()
+    with contextlib.suppress(ConnectionError):
+        Publisher(dispatch).publish_all(outbox, pending)
+    # Everything stays pending for the relay: duplicates are fine, losses are not.
+    assert outbox.cleared == []
+    assert outbox.marked == []
+
+
+class RecordingCollection:
+    def __init__(self):
+        self.updates = []
+
+    def update_many(self, query, update):
+        self.updates.append((query, update))
+
+
+def test_outbox_clear_empties_the_outbox_of_exactly_those_documents():
+    collection = RecordingCollection()
+    outbox_module.OutboxCollection(collection).clear(["a@1", "b@1"])
+    assert collection.updates == [({"_id": {"$in": ["a@1", "b@1"]}}, {"$set": {"outbox": {}, "outbox_ids": []}})]

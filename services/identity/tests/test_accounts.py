@@ -31,7 +31,7 @@ def citizen(**overrides):
 def enterprise(**overrides):
     data = {
         "account_type": "enterprise",
-        "name": "临洮县示例有限公司",
+        "name": "武山县示例有限公司",
         "credit_code": CREDIT_CODE,
         "legal_person_name": "李四",
         "legal_person_id_number": FEMALE_ID,

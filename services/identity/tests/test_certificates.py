@@ -21,7 +21,7 @@ def approved(issues=None, form=None, **overrides):
         applicant_id="u-citizen",
         decision=Decision(outcome="approved", decided_by="auto", decided_at=NOW),
         issues_certificate=issues,
-        form={"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"} if form is None else form,
+        form={"proposed_name": "武山县某某商贸有限公司", "industry": "零售"} if form is None else form,
         **overrides,
     )
 
@@ -88,7 +88,7 @@ def test_new_certificate_document():
         "data": {
             "item_code": "62052400SC-XK-0001",
             "item_name": "企业名称自主申报",
-            "proposed_name": "临洮县某某商贸有限公司",
+            "proposed_name": "武山县某某商贸有限公司",
             "industry": "零售",
         },
     }

@@ -7,7 +7,7 @@ from nameko.testing.services import worker_factory
 
 from contracts.cases import Decision
 from contracts.envelope import new_event, parse_event
-from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, SessionRevoked
+from contracts.events import AssuranceRaised, CaseApproved, CaseRejected, CertificateIssued, SessionRevoked
 from contracts.identity import (
     ApplicantProfile,
     AssuranceView,
@@ -97,7 +97,7 @@ def test_register_enterprise(service, store):
     result = service.register(
         {
             "account_type": "enterprise",
-            "name": "临洮县示例有限公司",
+            "name": "武山县示例有限公司",
             "credit_code": make_credit_code("91620524MA0000001"),
             "legal_person_name": "李四",
             "legal_person_id_number": ID_NUMBER,
@@ -832,7 +832,7 @@ def approval_event(issues_certificate=None):
             applicant_id="u-citizen",
             decision=Decision(outcome="approved", decided_by="auto", decided_at=datetime.now(UTC)),
             issues_certificate=issues_certificate,
-            form={"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"},
+            form={"proposed_name": "武山县某某商贸有限公司", "industry": "零售"},
         ),
         producer="approval",
     )
@@ -848,7 +848,7 @@ def test_approval_of_a_certificate_item_issues_the_certificate(service, store):
     assert doc["_id"] == f"name_reservation:{CASE_NO}"
     assert doc["user_id"] == "u-citizen"
     assert doc["type"] == "name_reservation"
-    assert doc["data"]["proposed_name"] == "临洮县某某商贸有限公司"
+    assert doc["data"]["proposed_name"] == "武山县某某商贸有限公司"
     assert doc["valid_until"] - doc["issued_at"] == timedelta(days=60)
     _, issued = parse_event(event.model_dump(mode="json"), expected=CertificateIssued)
     assert (issued.certificate_id, issued.certificate_type, issued.case_no, issued.user_id) == (
@@ -880,6 +880,43 @@ def test_a_redelivered_approval_does_not_issue_twice(service, store):
 def test_invalid_approval_event_is_poison(service, store):
     with pytest.raises(PoisonMessage):
         service.on_case_approved({"type": "case.approved.v1", "payload": {}})
+    store.insert_certificate.assert_not_called()
+
+
+def test_a_reviewers_approval_announced_by_intake_issues_the_certificate_once_per_case(service, store):
+    from_intake = approval_event(NAME_RESERVATION).model_copy(update={"producer": "intake"})
+    from_intake.payload["decision"]["decided_by"] = "r-1"
+    service.on_case_approved_by_reviewer(from_intake.model_dump(mode="json"))
+    doc, event = store.insert_certificate.call_args.args
+    assert doc["_id"] == f"name_reservation:{CASE_NO}"  # the same id as for an automatic approval
+    assert doc["user_id"] == "u-citizen"
+    assert event.type == "identity.certificate_issued.v1"
+    service.events.publish.assert_called_once_with(store.certificate_outbox, doc["_id"], [event])
+
+
+def test_the_reviewer_approval_handler_listens_to_intake():
+    from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
+
+    [entrypoint] = getattr(IdentityService.on_case_approved_by_reviewer, ENTRYPOINT_EXTENSIONS_ATTR)
+    assert (entrypoint.source_service, entrypoint.event_type) == ("intake", "case.approved.v1")
+    [automatic] = getattr(IdentityService.on_case_approved, ENTRYPOINT_EXTENSIONS_ATTR)
+    assert (automatic.source_service, automatic.event_type) == ("approval", "case.approved.v1")
+
+
+def test_a_reviewers_rejection_is_not_an_approval(service, store):
+    rejected = new_event(
+        CaseRejected(
+            case_no=CASE_NO,
+            item_code="62052400SC-XK-0001",
+            item_name="企业名称自主申报",
+            department_code="620524SC",
+            applicant_id="u-citizen",
+            decision=Decision(outcome="rejected", decided_by="r-1", reason="x", decided_at=datetime.now(UTC)),
+        ),
+        producer="intake",
+    )
+    with pytest.raises(PoisonMessage):
+        service.on_case_approved_by_reviewer(rejected.model_dump(mode="json"))
     store.insert_certificate.assert_not_called()
 
 

@@ -34,7 +34,7 @@ def enterprise(level=REGISTERED, **overrides):
     return {
         "_id": "u-ent",
         "account_type": "enterprise",
-        "name": "临洮县示例有限公司",
+        "name": "武山县示例有限公司",
         "credit_code": make_credit_code("91620524MA0000001"),
         "legal_person_name": "李四",
         "legal_person_id_number": LEGAL_PERSON_ID,

@@ -124,7 +124,7 @@ def test_applicant_type_must_be_accepted_by_the_item():
 
 def test_item_open_to_both_types():
     item = published("SC-XK-0001")
-    form = {"proposed_name": "临洮县某某商贸有限公司", "industry": "零售"}
+    form = {"proposed_name": "武山县某某商贸有限公司", "industry": "零售"}
     for who in (CITIZEN, ENTERPRISE):
         assert cases.submission_problems(item, who, request(item.item_code, form)) == []
 

@@ -4,15 +4,15 @@ from unittest.mock import MagicMock
 import pytest
 from nameko.testing.services import worker_factory
 
-from contracts.cases import CaseCreated, CaseView, Decision, RuleResult
+from contracts.cases import CaseCreated, CaseView, Decision, RuleResult, SubmitCase
 from contracts.common import Principal
 from contracts.envelope import Envelope, new_event
 from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CertificateIssued
 from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
-from services.common.errors import NotFound, Unavailable, ValidationFailed
-from services.intake import cases
-from services.intake.service import UNDECIDED, IntakeService
+from services.common.errors import Conflict, NotFound, Unavailable, ValidationFailed
+from services.intake import cases, lifecycle
+from services.intake.service import AUTO_DECIDABLE, IntakeService
 
 CITIZEN = {"user_id": "u-citizen", "account_type": "citizen", "roles": ["applicant"], "department_code": None}
 ENTERPRISE = {"user_id": "u-ent", "account_type": "enterprise", "roles": ["applicant"]}
@@ -48,6 +48,8 @@ def rpc_raises(method, exc):
 def store():
     store = MagicMock()
     store.next_sequence.return_value = 7
+    store.insert_case.return_value = True
+    store.by_idempotency_key.return_value = None
     store.get.return_value = None
     store.list_for_applicant.return_value = ([], 0)
     return store
@@ -110,6 +112,13 @@ def test_valid_submission_stores_the_case_with_its_event_and_publishes(service, 
     assert doc["applicant"] == {"user_id": "u-citizen", "name": "张三"}
     assert doc["form"] == GOOD_FORM
     assert doc["status"] == "submitted"
+    assert doc["version"] == 1
+    assert doc["awaiting_review"] is False
+    # Without a header every case still gets a unique key (the server has no partial indexes).
+    assert doc["idempotency_key"] == f"none:{created.case_no}"
+    assert doc["request_hash"] == cases.request_hash(SubmitCase.model_validate(submission()))
+    assert "replayed" not in result
+    store.by_idempotency_key.assert_not_called()
     [event] = stored_events
     assert isinstance(event, Envelope)
     assert event.type == "case.submitted.v1"
@@ -123,7 +132,7 @@ def test_valid_submission_stores_the_case_with_its_event_and_publishes(service, 
 
 def test_the_case_is_stored_before_it_is_announced(service, store, events):
     order = []
-    store.insert_case.side_effect = lambda *a: order.append("insert")
+    store.insert_case.side_effect = lambda *a: order.append("insert") or True
     events.publish.side_effect = lambda *a: order.append("publish")
     service.submit_case(CITIZEN, submission())
     assert order == ["insert", "publish"]
@@ -300,6 +309,109 @@ def test_case_number_uses_the_date_in_china(service, store, monkeypatch):
     store.next_sequence.assert_called_once_with("620524MZ-20261123")
 
 
+# --- submit_case with an Idempotency-Key ---------------------------------------------------------
+
+
+def test_first_submission_with_a_key_stores_the_key_per_applicant(service, store, catalog, events):
+    result = service.submit_case(CITIZEN, submission(), "retry-1")
+    store.by_idempotency_key.assert_called_once_with("u-citizen:retry-1")
+    doc, _ = store.insert_case.call_args.args
+    assert doc["idempotency_key"] == "u-citizen:retry-1"
+    assert doc["request_hash"] == cases.request_hash(SubmitCase.model_validate(submission()))
+    assert result["replayed"] is False
+    assert CaseCreated.model_validate({k: v for k, v in result.items() if k != "replayed"}).case_no == doc["_id"]
+    catalog.get_item.call_async.assert_called_once()
+    events.publish.assert_called_once()
+
+
+def test_a_retry_with_the_same_key_and_body_replays_without_calling_anyone(service, store, catalog, identity, events):
+    first = service.submit_case(CITIZEN, submission(), "retry-1")
+    stored = store.insert_case.call_args.args[0]
+    store.reset_mock()
+    catalog.reset_mock()
+    identity.reset_mock()
+    events.reset_mock()
+    store.by_idempotency_key.return_value = stored
+
+    again = service.submit_case(CITIZEN, submission(), "retry-1")
+
+    assert again == {**first, "replayed": True}
+    store.by_idempotency_key.assert_called_once_with("u-citizen:retry-1")
+    catalog.get_item.call_async.assert_not_called()
+    identity.get_user.call_async.assert_not_called()
+    identity.check_certificates.call_async.assert_not_called()
+    assert_nothing_stored(store, events)
+
+
+def test_the_same_key_with_another_body_is_a_conflict(service, store, catalog, events):
+    service.submit_case(CITIZEN, submission(), "retry-1")
+    stored = store.insert_case.call_args.args[0]
+    store.reset_mock()
+    events.reset_mock()
+    catalog.reset_mock()
+    store.by_idempotency_key.return_value = stored
+    other = submission(form={**GOOD_FORM, "contact_phone": "13900139000"})
+    with pytest.raises(Conflict):
+        service.submit_case(CITIZEN, other, "retry-1")
+    catalog.get_item.call_async.assert_not_called()
+    assert_nothing_stored(store, events)
+
+
+def test_losing_a_concurrent_insert_replays_the_winner(service, store, events):
+    # Both requests found no earlier case; the other one won the unique index.
+    winner = {
+        "_id": "620524MZ-20261123-000006",
+        "case_no": "620524MZ-20261123-000006",
+        "status": "submitted",
+        "item_code": ALLOWANCE["item_code"],
+        "item_version": 2,
+        "submitted_at": NOW,
+        "request_hash": cases.request_hash(SubmitCase.model_validate(submission())),
+    }
+    store.by_idempotency_key.side_effect = [None, winner]
+    store.insert_case.return_value = False
+    result = service.submit_case(CITIZEN, submission(), "retry-1")
+    assert result["case_no"] == "620524MZ-20261123-000006"
+    assert result["replayed"] is True
+    assert store.by_idempotency_key.call_args_list[-1].args == ("u-citizen:retry-1",)
+    events.publish.assert_not_called()  # the winner announces its own case
+
+
+def test_losing_a_concurrent_insert_with_another_body_is_a_conflict(service, store, events):
+    winner = {
+        "case_no": "620524MZ-20261123-000006",
+        "status": "submitted",
+        "item_code": ALLOWANCE["item_code"],
+        "item_version": 2,
+        "submitted_at": NOW,
+        "request_hash": "0" * 64,
+    }
+    store.by_idempotency_key.side_effect = [None, winner]
+    store.insert_case.return_value = False
+    with pytest.raises(Conflict):
+        service.submit_case(CITIZEN, submission(), "retry-1")
+    events.publish.assert_not_called()
+
+
+@pytest.mark.parametrize("header", ["", "   ", "k" * 201])
+def test_a_bad_idempotency_key_is_refused_before_any_call(service, catalog, store, events, header):
+    with pytest.raises(ValidationFailed) as info:
+        service.submit_case(CITIZEN, submission(), header)
+    assert [d["field"] for d in info.value.details] == ["Idempotency-Key"]
+    catalog.get_item.call_async.assert_not_called()
+    store.by_idempotency_key.assert_not_called()
+    assert_nothing_stored(store, events)
+
+
+def test_two_applicants_may_choose_the_same_key(service, store, identity):
+    service.submit_case(CITIZEN, submission(), "same")
+    rpc_returns(identity.get_user, {"user_id": "u-other", "name": "李四", "account_type": "citizen"})
+    other = {**CITIZEN, "user_id": "u-other"}
+    service.submit_case(other, submission(), "same")
+    keys = [c.args[0]["idempotency_key"] for c in store.insert_case.call_args_list]
+    assert keys == ["u-citizen:same", "u-other:same"]
+
+
 # --- get_case / list_cases ----------------------------------------------------------------------
 
 
@@ -414,8 +526,9 @@ def test_decision_is_applied_once_by_event_id(service, store, handler, model, st
     case_no, event_id, allowed_from, set_fields, entry = store.apply_event.call_args.args
     assert case_no == "620524MZ-20261123-000007"
     assert event_id == event.event_id
-    assert allowed_from == UNDECIDED
-    assert set(allowed_from) == {"submitted", "accepted", "resubmitted"}
+    # Once a person has acted on the case (accepted, asked for more), automatic decisions no longer land.
+    assert allowed_from == AUTO_DECIDABLE
+    assert set(allowed_from) == {"submitted"}
     assert set_fields == {"status": status, "decision": decision.model_dump(mode="json")}
     assert entry == {"status": status, "at": NOW, "by": "auto", "comment": "理由"}
 
@@ -434,8 +547,13 @@ def test_review_required_keeps_the_case_open_and_explains(service, store):
     event = new_event(CaseReviewRequired(**_common(), explanation=explanation, rule_set_version=2), "approval")
     service.on_review_required(event.model_dump(mode="json"))
     case_no, event_id, allowed_from, set_fields, entry = store.apply_event.call_args.args
-    assert (case_no, event_id, allowed_from) == ("620524MZ-20261123-000007", event.event_id, UNDECIDED)
-    assert set_fields == {"review_explanation": [r.model_dump(mode="json") for r in explanation]}
+    assert (case_no, event_id, allowed_from) == ("620524MZ-20261123-000007", event.event_id, AUTO_DECIDABLE)
+    assert set(allowed_from) == {"submitted"}
+    # The case lands on the department's task list.
+    assert set_fields == {
+        "review_explanation": [r.model_dump(mode="json") for r in explanation],
+        "awaiting_review": True,
+    }
     assert "status" not in set_fields
     assert entry["status"] == "submitted"
     assert entry["by"] == "auto"
@@ -470,7 +588,8 @@ def test_issued_certificate_is_recorded_on_the_case(service, store):
     case_no, event_id, allowed_from, set_fields, *timeline = store.apply_event.call_args.args
     assert (case_no, event_id) == ("620524MZ-20261123-000007", event.event_id)
     # Events of two producers are not ordered: the certificate may arrive before the decision.
-    assert set(allowed_from) == {*UNDECIDED, "approved"}
+    assert set(allowed_from) == {*lifecycle.UNDECIDED, "approved"}
+    assert set(allowed_from) == {"submitted", "accepted", "supplement_requested", "resubmitted", "approved"}
     assert set_fields == {"certificate_id": "name_reservation:620524MZ-20261123-000007"}
     assert timeline in ([], [None])
 

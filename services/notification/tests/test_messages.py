@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from jinja2 import TemplateNotFound, UndefinedError
 
+import contracts.events  # noqa: F401 (registers the event types; the test must not depend on test order)
 from contracts.envelope import registered_events
 from services.notification import messages
 
@@ -77,7 +78,14 @@ def test_unknown_template():
 
 
 def test_every_case_event_the_service_consumes_has_an_inbox_template():
-    for event_type in ("case.submitted.v1", "case.approved.v1", "case.rejected.v1"):
+    for event_type in (
+        "case.submitted.v1",
+        "case.approved.v1",
+        "case.rejected.v1",
+        "case.accepted.v1",
+        "case.supplement_requested.v1",
+        "case.withdrawn.v1",
+    ):
         assert event_type in registered_events()
         assert (messages.TEMPLATE_DIR / "inbox" / f"{event_type}.j2").is_file()
 
@@ -93,3 +101,68 @@ def test_notification_id_is_stable_per_event_and_recipient():
 
 def test_notification_id_does_not_collide_on_concatenation():
     assert messages.notification_id("ab", "c") != messages.notification_id("a", "bc")
+
+
+# --- lifecycle notices ------------------------------------------------------------------------------
+
+TRANSITION = {**CASE, "at": "2026年11月23日 10:05", "by": "r-1", "comment": None}
+
+
+def test_accepted_message_gives_the_promised_deadline():
+    title, body = messages.render("inbox", "case.accepted.v1", {**TRANSITION, "deadline": "2026-11-30"})
+    assert title == "您的“高龄津贴申领”申请已受理"
+    assert body == (
+        "您的“高龄津贴申领”申请（办件编号 620524MZ-20261123-000007）已于2026年11月23日 10:05受理，"
+        "承诺于2026-11-30前办结。"
+    )
+
+
+def test_accepted_message_without_a_deadline():
+    _, body = messages.render("inbox", "case.accepted.v1", {**TRANSITION, "deadline": None})
+    assert "承诺" not in body
+    assert body.endswith("受理。")
+
+
+def test_supplement_message_lists_every_missing_material_by_name():
+    missing = [
+        {"code": "id_card", "name": "居民身份证"},
+        {"code": "photo", "name": "数码照片回执"},
+        {"code": "proof", "name": "户籍证明"},
+    ]
+    title, body = messages.render(
+        "inbox", "case.supplement_requested.v1", {**TRANSITION, "missing_materials": missing, "comment": "照片不清晰"}
+    )
+    assert title == "您的“高龄津贴申领”申请需要补正材料"
+    assert "620524MZ-20261123-000007" in body
+    assert "请一次性补齐以下材料：1. 居民身份证；2. 数码照片回执；3. 户籍证明。" in body
+    assert "审核意见：照片不清晰。" in body
+    assert "id_card" not in body  # names, not codes
+    assert body.endswith("补正期间办理时限暂停计算。")
+
+
+def test_supplement_message_without_a_comment():
+    _, body = messages.render(
+        "inbox", "case.supplement_requested.v1", {**TRANSITION, "missing_materials": [{"code": "p", "name": "照片"}]}
+    )
+    assert "1. 照片。" in body
+    assert "审核意见" not in body
+
+
+def test_supplement_message_asking_only_in_words_lists_no_empty_materials():
+    _, body = messages.render(
+        "inbox", "case.supplement_requested.v1", {**TRANSITION, "missing_materials": [], "comment": "请说明换领原因"}
+    )
+    assert "审核意见：请说明换领原因。" in body
+    assert "：。" not in body
+
+
+def test_withdrawn_message():
+    title, body = messages.render("inbox", "case.withdrawn.v1", TRANSITION)
+    assert title == "您的“高龄津贴申领”申请已撤回"
+    assert body == "您已于2026年11月23日 10:05撤回“高龄津贴申领”申请（办件编号 620524MZ-20261123-000007）。"
+
+
+@pytest.mark.parametrize("event_type", ["case.accepted.v1", "case.supplement_requested.v1", "case.withdrawn.v1"])
+def test_lifecycle_notices_need_their_fields(event_type):
+    with pytest.raises(UndefinedError):
+        messages.render("inbox", event_type, {"item_name": "高龄津贴申领", "deadline": None, "comment": None})

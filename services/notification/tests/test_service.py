@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from unittest.mock import MagicMock
 
 import pytest
@@ -6,7 +6,15 @@ from nameko.testing.services import worker_factory
 
 from contracts.cases import Decision
 from contracts.envelope import new_event
-from contracts.events import CaseApproved, CaseRejected, CaseSubmitted
+from contracts.events import (
+    CaseAccepted,
+    CaseApproved,
+    CaseEvaluated,
+    CaseRejected,
+    CaseSubmitted,
+    CaseSupplementRequested,
+    CaseWithdrawn,
+)
 from contracts.notifications import NotificationView
 from services.common.consuming import PoisonMessage
 from services.common.errors import NotFound, ValidationFailed
@@ -119,6 +127,72 @@ def test_wrong_or_invalid_events_are_poison(service, store, handler, event):
         getattr(service, handler)(event.model_dump(mode="json"))
     with pytest.raises(PoisonMessage):
         getattr(service, handler)({"nothing": "here"})
+    store.insert_once.assert_not_called()
+
+
+# --- events of the case lifecycle (produced by intake) --------------------------------------------
+
+TRANSITION = {**COMMON, "by": "r-1", "at": SUBMITTED_AT, "comment": None}
+
+
+def test_acceptance_notice(service, store):
+    event = new_event(CaseAccepted(**TRANSITION, deadline=date(2026, 11, 30)), producer="intake")
+    service.on_case_accepted(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["type"] == "case.accepted.v1"
+    assert doc["recipient"] == "u-citizen"
+    assert doc["title"] == "您的“高龄津贴申领”申请已受理"
+    assert "已于2026年11月23日 10:05受理" in doc["body"]  # China time
+    assert "承诺于2026年11月30日前办结" in doc["body"]
+    assert doc["_id"] == messages.notification_id(event.event_id, "u-citizen")
+
+
+def test_supplement_notice_lists_every_missing_material(service, store):
+    missing = [{"code": "id_card", "name": "居民身份证"}, {"code": "photo", "name": "数码照片回执"}]
+    payload = CaseSupplementRequested(**{**TRANSITION, "comment": "照片模糊"}, missing_materials=missing)
+    service.on_supplement_requested(new_event(payload, producer="intake").model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["type"] == "case.supplement_requested.v1"
+    assert doc["title"] == "您的“高龄津贴申领”申请需要补正材料"
+    assert "1. 居民身份证；2. 数码照片回执" in doc["body"]
+    assert "照片模糊" in doc["body"]
+
+
+def test_withdrawal_notice(service, store):
+    event = new_event(CaseWithdrawn(**{**TRANSITION, "by": "u-citizen"}), producer="intake")
+    service.on_case_withdrawn(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["type"] == "case.withdrawn.v1"
+    assert doc["title"] == "您的“高龄津贴申领”申请已撤回"
+    assert "2026年11月23日 10:05" in doc["body"]
+
+
+def test_a_reviewers_approval_is_not_called_instant(service, store):
+    event = decided(decided_by="r-1")
+    service.on_case_approved_by_reviewer(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["type"] == "case.approved.v1"
+    assert "秒批" not in doc["body"]
+
+
+def test_a_reviewers_rejection_gives_the_reason(service, store):
+    event = decided(CaseRejected, "rejected", decided_by="r-1", reason="材料不全")
+    service.on_case_rejected_by_reviewer(event.model_dump(mode="json"))
+    assert "原因：材料不全" in _inserted(store)["body"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "wrong"),
+    [
+        ("on_case_accepted", new_event(CaseWithdrawn(**TRANSITION), producer="intake")),
+        ("on_supplement_requested", new_event(CaseAccepted(**TRANSITION), producer="intake")),
+        ("on_case_withdrawn", new_event(CaseEvaluated(**TRANSITION, score=1, bad=True), producer="intake")),
+        ("on_case_approved_by_reviewer", decided(CaseRejected, "rejected", reason="x")),
+    ],
+)
+def test_lifecycle_handlers_refuse_other_events(service, store, handler, wrong):
+    with pytest.raises(PoisonMessage):
+        getattr(service, handler)(wrong.model_dump(mode="json"))
     store.insert_once.assert_not_called()
 
 

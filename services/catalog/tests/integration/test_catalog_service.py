@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 from nameko.standalone.rpc import ServiceRpcClient
 
-from services.catalog.seed_data import seed_items
+from services.catalog.seed_catalog import departments, seed_guides
 from services.catalog.service import CatalogService
-from services.common.errors import NotFound, ValidationFailed
+from services.common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from tests.support import event_recorder, eventually
+
+ADMIN = {"user_id": "admin-1", "account_type": "staff", "roles": ["admin"]}
+APPLICANT = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
+ALLOWANCE = "62052400MZ-GF-0001"
 
 
 @pytest.fixture
@@ -19,39 +23,113 @@ def recorder(container_factory, rabbit_config):
 
 
 @pytest.fixture
-def catalog(container_factory, rabbit_config, store_config, recorder):
-    container = container_factory(CatalogService, store_config)
-    container.start()
-    return container
-
-
-def test_seed_publishes_every_starter_item_once(catalog, recorder):
-    codes = {g["item_code"] for g in seed_items()}
-    eventually(lambda: {e["payload"]["item_code"] for e in recorder.events} == codes, what="item_published events")
+def client(container_factory, rabbit_config, store_config, recorder):
+    container_factory(CatalogService, store_config).start()
     with ServiceRpcClient("catalog") as client:
-        client.seed()  # idempotent
-        assert client.search_items({})["total"] == len(codes)
-        found = client.search_items({"q": "津贴"})
-        assert [i["item_code"] for i in found["items"]] == ["62052400MZ-GF-0001"]
-        assert len(client.list_departments()) == 4
+        eventually(
+            lambda: client.search_items({"page_size": 1})["total"] == len(seed_guides()), timeout=60, what="seed"
+        )
+        yield client
 
 
-def test_versions_are_immutable_and_readable(catalog, recorder):
-    guide = seed_items()[0]
-    with ServiceRpcClient("catalog") as client:
-        eventually(lambda: client.search_items({})["total"] >= 1)
-        assert client.publish_guide({**guide, "promised_days": 3})["version"] == 2
-        assert client.get_item(guide["item_code"])["promised_days"] == 3
-        assert client.get_item(guide["item_code"], 1)["promised_days"] == guide["promised_days"]
-        with pytest.raises(NotFound):
-            client.get_item(guide["item_code"], 9)
-        bad_rule = {
-            **guide,
-            "auto_approval": {
-                "enabled": True,
-                "rules": [{"id": "broken", "description": "d", "expression": "applicant.age >="}],
-            },
-        }
-        with pytest.raises(ValidationFailed) as err:
-            client.publish_guide(bad_rule)
-        assert "rule broken" in err.value.details[0]["issue"]
+def new_guide(**changes):
+    guide = {**seed_guides()[0], "item_code": "62052400MZ-QT-0099", "name": "养老服务补贴测试事项"}
+    return {**guide, **changes}
+
+
+def test_seed_is_a_realistic_catalog_published_once(client, recorder):
+    assert len(client.list_departments()) == len(departments()) >= 40
+    assert client.search_items({})["total"] == len(seed_guides()) >= 500
+    for item_type in ("licensing", "benefit", "confirmation", "levy", "other"):
+        assert client.search_items({"item_type": item_type})["total"] >= 8
+    for mode in ("online", "one_visit", "onsite"):
+        assert client.search_items({"handling_mode": mode})["total"] >= 15
+    eventually(
+        lambda: len({e["payload"]["item_code"] for e in recorder.events}) == len(seed_guides()),
+        timeout=30,
+        what=f"item_published for every item (got {len(recorder.events)})",
+    )
+    assert client.seed() == 0  # idempotent: nothing new to seed
+
+
+def test_chinese_search_ranks_names_first_and_filters(client):
+    found = client.search_items({"q": "高龄津贴"})
+    assert found["items"][0]["item_code"] == ALLOWANCE
+    by_keyword = client.search_items({"q": "老年人补贴"})
+    assert ALLOWANCE in [i["item_code"] for i in by_keyword["items"][:5]]
+    only_here = client.search_items({"q": "津贴", "department": "620524MZ"})
+    assert only_here["total"] >= 1 and {i["department_code"] for i in only_here["items"]} == {"620524MZ"}
+    page2 = client.search_items({"q": "登记", "page": 2, "page_size": 5})
+    page1 = client.search_items({"q": "登记", "page": 1, "page_size": 5})
+    assert page1["total"] == page2["total"] > 10
+    assert not {i["item_code"] for i in page1["items"]} & {i["item_code"] for i in page2["items"]}
+    assert client.search_items({"q": "xyzzyq"})["total"] == 0
+
+
+def test_answers_name_the_item_and_the_section(client):
+    answers = client.answer({"q": "老年人津贴多久能批下来"})["answers"]
+    assert (answers[0]["name"], answers[0]["section"]) == ("高龄津贴申领", "time_limit")
+    assert "5个工作日" in answers[0]["text"]
+    answers = client.answer({"q": "我想办营业执照需要带什么材料"})["answers"]
+    assert (answers[0]["name"], answers[0]["section"]) == ("企业设立登记", "materials")
+    assert client.answer({"q": "xyz"})["answers"] == []
+
+
+def test_drafts_publish_as_immutable_versions(client, recorder):
+    with pytest.raises(Forbidden):
+        client.create_draft(APPLICANT, new_guide())
+    draft = client.create_draft(ADMIN, new_guide())
+    assert draft["updated_by"] == "admin-1"
+    with pytest.raises(Conflict):
+        client.create_draft(ADMIN, new_guide())
+    with pytest.raises(NotFound):
+        client.get_item("62052400MZ-QT-0099")  # a draft is not published
+
+    client.update_draft(ADMIN, "62052400MZ-QT-0099", new_guide(promised_days=3))
+    v1 = client.publish_draft(ADMIN, "62052400MZ-QT-0099")
+    assert (v1["version"], v1["promised_days"]) == (1, 3)
+    with pytest.raises(NotFound):
+        client.get_draft(ADMIN, "62052400MZ-QT-0099")  # consumed by publishing
+
+    client.update_draft(ADMIN, "62052400MZ-QT-0099", new_guide(promised_days=2))
+    assert client.get_item("62052400MZ-QT-0099")["promised_days"] == 3  # drafts are invisible until published
+    v2 = client.publish_draft(ADMIN, "62052400MZ-QT-0099")
+    assert v2["version"] == 2
+    assert client.get_item("62052400MZ-QT-0099")["promised_days"] == 2
+    assert client.get_item("62052400MZ-QT-0099", 1)["promised_days"] == 3
+    assert [v["version"] for v in client.list_versions("62052400MZ-QT-0099")["items"]] == [2, 1]
+    announced = eventually(
+        lambda: [e["payload"]["version"] for e in recorder.events if e["payload"]["item_code"] == "62052400MZ-QT-0099"],
+        what="item_published for both versions",
+    )
+    eventually(lambda: len(announced) == 2)
+    assert sorted(announced) == [1, 2]
+    assert client.search_items({"q": "养老服务补贴测试事项"})["items"][0]["item_code"] == "62052400MZ-QT-0099"
+
+
+def test_invalid_guides_are_refused_with_field_details(client):
+    broken_rule = new_guide(
+        auto_approval={"enabled": True, "rules": [{"id": "age", "description": "d", "expression": "applicant.age >"}]}
+    )
+    with pytest.raises(ValidationFailed) as err:
+        client.create_draft(ADMIN, broken_rule)
+    assert err.value.details[0]["field"] == "auto_approval.rules.0.expression"
+    assert "rule age" in err.value.details[0]["issue"]
+
+    with pytest.raises(ValidationFailed) as err:
+        client.create_draft(ADMIN, new_guide(form_schema={"type": "nonsense"}))
+    assert err.value.details[0]["field"] == "form_schema"
+
+    with pytest.raises(ValidationFailed) as err:
+        client.create_draft(ADMIN, new_guide(item_code="MZ-0001"))
+    assert err.value.details[0]["field"] == "item_code"
+
+    with pytest.raises(ValidationFailed) as err:
+        client.create_draft(ADMIN, new_guide(department_code="999999XX"))
+    assert err.value.details[0]["field"] == "department_code"
+
+    with pytest.raises(ValidationFailed) as err:
+        client.update_draft(ADMIN, ALLOWANCE, new_guide())  # body code differs from the path
+    assert err.value.details[0]["field"] == "item_code"
+    with pytest.raises(Conflict):
+        client.create_draft(ADMIN, {**seed_guides()[0]})  # already published: PUT a new version instead

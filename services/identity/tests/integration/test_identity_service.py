@@ -130,7 +130,7 @@ def test_an_approved_case_issues_one_certificate_that_rules_and_intake_can_see(c
         certificates = identity.list_certificates(user_id)["items"]
         assert len(certificates) == 1
         cert = certificates[0]
-        assert cert["type"] == "name_reservation" and cert["data"]["proposed_name"] == "临洮县云帆科技有限公司"
+        assert cert["type"] == "name_reservation" and cert["data"]["proposed_name"] == "武山县云帆科技有限公司"
         assert identity.applicant_profile(user_id)["certificates"] == ["name_reservation"]
         mine, theirs = (
             identity.check_certificates(user_id, [cert["certificate_id"]])[0],
@@ -174,6 +174,6 @@ def approved_with_certificate(user_id: str) -> dict:
         applicant_id=user_id,
         decision=decision,
         issues_certificate={"type": "name_reservation", "name": "企业名称自主申报告知书", "valid_days": 60},
-        form={"proposed_name": "临洮县云帆科技有限公司", "industry": "软件"},
+        form={"proposed_name": "武山县云帆科技有限公司", "industry": "软件"},
     )
     return new_event(payload, producer="approval").model_dump(mode="json")

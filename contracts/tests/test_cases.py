@@ -1,0 +1,101 @@
+"""Validation of the case lifecycle payloads: ReviewDecision, Supplement, Evaluation."""
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.cases import Evaluation, ReviewDecision, Supplement
+
+
+def decision(**fields):
+    return ReviewDecision.model_validate(fields)
+
+
+@pytest.mark.parametrize("comment", [None, "", "   "], ids=["none", "empty", "blank"])
+def test_a_rejection_needs_a_comment(comment):
+    with pytest.raises(ValidationError) as info:
+        decision(action="reject", comment=comment)
+    assert "comment" in str(info.value)
+
+
+def test_a_rejection_with_a_reason():
+    assert decision(action="reject", comment="不符合条件").comment == "不符合条件"
+
+
+def test_a_supplement_request_needs_materials_or_a_comment():
+    with pytest.raises(ValidationError):
+        decision(action="request_supplement")
+    with pytest.raises(ValidationError):
+        decision(action="request_supplement", missing_materials=[], comment=None)
+    assert decision(action="request_supplement", missing_materials=["photo"]).missing_materials == ["photo"]
+    assert decision(action="request_supplement", comment="请补充说明").comment == "请补充说明"
+    both = decision(action="request_supplement", missing_materials=["photo", "id_card"], comment="照片不清晰")
+    assert both.missing_materials == ["photo", "id_card"]
+
+
+def test_a_blank_comment_does_not_say_what_is_missing():
+    # Strings are stripped by every contract, so blanks are no comment.
+    with pytest.raises(ValidationError):
+        decision(action="request_supplement", missing_materials=[], comment="   ")
+
+
+@pytest.mark.parametrize("action", ["accept", "approve"])
+def test_accept_and_approve_need_nothing_more(action):
+    assert decision(action=action).comment is None
+    assert decision(action=action, comment="好").comment == "好"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"action": "pass"},
+        {},
+        {"action": "accept", "extra": 1},
+        {"action": "accept", "comment": "x" * 2001},
+        {"action": "request_supplement", "missing_materials": ["Photo"]},
+        {"action": "request_supplement", "missing_materials": ["a.b"]},
+        {"action": "request_supplement", "missing_materials": ["x" * 41]},
+    ],
+    ids=["unknown-action", "no-action", "extra-field", "long-comment", "upper-case", "dotted", "long-code"],
+)
+def test_malformed_decisions(fields):
+    with pytest.raises(ValidationError):
+        ReviewDecision.model_validate(fields)
+
+
+def test_the_longest_comment():
+    assert len(decision(action="reject", comment="x" * 2000).comment) == 2000
+
+
+def test_a_supplement_is_a_material_list_and_optionally_a_form():
+    supplement = Supplement.model_validate({"materials": [{"code": "photo", "document_id": "d1"}]})
+    assert supplement.form is None
+    assert Supplement.model_validate({}).materials == []
+    assert Supplement.model_validate({"form": {"reason": "lost"}}).form == {"reason": "lost"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"form": {"$where": "1"}},
+        {"form": {"a.b": 1}},
+        {"form": {"nested": {"$x": 1}}},
+        {"materials": [{"code": "photo"}]},
+        {"materials": [{"code": "photo", "document_id": "d", "certificate_id": "c"}]},
+        {"other": 1},
+    ],
+    ids=["dollar-key", "dotted-key", "nested-dollar", "no-source", "two-sources", "extra-field"],
+)
+def test_malformed_supplements(payload):
+    with pytest.raises(ValidationError):
+        Supplement.model_validate(payload)
+
+
+@pytest.mark.parametrize("score", [1, 5])
+def test_evaluation_scores_one_to_five(score):
+    assert Evaluation(score=score).score == score
+
+
+@pytest.mark.parametrize("payload", [{"score": 0}, {"score": 6}, {}, {"score": 3, "comment": "x" * 1001}])
+def test_malformed_evaluations(payload):
+    with pytest.raises(ValidationError):
+        Evaluation.model_validate(payload)

@@ -1,0 +1,165 @@
+"""Department review over HTTP: task lists, accept → supplement → resubmit → approve, rejections,
+withdrawal, evaluation, and two reviewers racing for one case."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+
+import pytest
+import requests
+
+from tests.e2e.conftest import auth, log_in, sign_up
+from tests.support import eventually
+
+ID_RENEWAL = "62052400GA-QR-0001"  # 居民身份证换领: no automatic rules, a reviewer decides
+
+
+@pytest.fixture(scope="module")
+def admin(yiwang):
+    def login():
+        response = requests.post(
+            yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": "Yiwang-admin-2026"}
+        )
+        return {"token": response.json()["access_token"]} if response.ok else None
+
+    return eventually(login, what="the seeded admin")
+
+
+def reviewer(yiwang, admin, department="620524GA"):
+    username = f"rev{uuid.uuid4().hex[:8]}"
+    body = {
+        "username": username,
+        "name": "审核员",
+        "password": "reviewer-pass-1",
+        "roles": ["reviewer"],
+        "department_code": department,
+    }
+    assert requests.post(yiwang.url("/api/v1/admin/staff"), json=body, headers=auth(admin)).status_code == 201
+    return log_in(yiwang, username, "reviewer-pass-1")
+
+
+def submit_for_review(yiwang, person) -> str:
+    created = requests.post(
+        yiwang.url("/api/v1/cases"),
+        json={"item_code": ID_RENEWAL, "form": {"reason": "expired"}},
+        headers=auth(person),
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    case_no = created.json()["case_no"]
+    eventually(lambda: case(yiwang, person, case_no)["timeline"][-1]["comment"] == "转人工审核", what="review required")
+    return case_no
+
+
+def case(yiwang, who, case_no):
+    return requests.get(yiwang.url(f"/api/v1/cases/{case_no}"), headers=auth(who), timeout=10).json()
+
+
+def decide(yiwang, who, case_no, **body):
+    return requests.post(
+        yiwang.url(f"/api/v1/review/cases/{case_no}/decisions"), json=body, headers=auth(who), timeout=10
+    )
+
+
+def post(yiwang, who, path, body=None):
+    return requests.post(yiwang.url(path), json=body, headers=auth(who), timeout=10)
+
+
+def test_accept_supplement_resubmit_approve_and_evaluate(yiwang, admin):
+    person, staff = sign_up(yiwang), reviewer(yiwang, admin)
+    case_no = submit_for_review(yiwang, person)
+
+    tasks = requests.get(yiwang.url("/api/v1/review/tasks"), headers=auth(staff), params={"page_size": 100}).json()
+    task = next(t for t in tasks["items"] if t["case_no"] == case_no)
+    assert task["status"] == "submitted" and task["overdue"] is False and task["deadline"]
+    deadlines = [t["deadline"] for t in tasks["items"]]
+    assert deadlines == sorted(deadlines)
+
+    accepted = decide(yiwang, staff, case_no, action="accept")
+    assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
+    asked = decide(
+        yiwang, staff, case_no, action="request_supplement", missing_materials=["photo"], comment="照片不清晰"
+    )
+    assert asked.json()["status"] == "supplement_requested"
+    assert decide(yiwang, staff, case_no, action="approve").status_code == 409  # waiting for the applicant
+
+    incomplete = post(yiwang, person, f"/api/v1/cases/{case_no}/supplements", {"materials": []})
+    assert incomplete.status_code == 422
+    resubmitted = post(
+        yiwang,
+        person,
+        f"/api/v1/cases/{case_no}/supplements",
+        {"materials": [{"code": "photo", "document_id": "photo-2"}]},
+    )
+    assert resubmitted.status_code == 200 and resubmitted.json()["status"] == "resubmitted"
+    assert [(m["code"], m["document_id"]) for m in resubmitted.json()["materials"]] == [("photo", "photo-2")]
+
+    approved = decide(yiwang, staff, case_no, action="approve", comment="符合规定")
+    assert approved.status_code == 200
+    final = approved.json()
+    assert final["status"] == "approved" and final["decision"]["decided_by"] != "auto"
+    statuses = [t["status"] for t in final["timeline"]]
+    assert statuses == ["submitted", "submitted", "accepted", "supplement_requested", "resubmitted", "approved"]
+
+    def notices():
+        inbox = requests.get(yiwang.url("/api/v1/notifications"), headers=auth(person)).json()["items"]
+        kinds = {n["type"]: n for n in inbox if n["case_no"] == case_no}
+        wanted = {"case.submitted.v1", "case.accepted.v1", "case.supplement_requested.v1", "case.approved.v1"}
+        return kinds if wanted <= set(kinds) else None
+
+    inbox = eventually(notices, what="every notice of the case")
+    assert "数码照片回执" in inbox["case.supplement_requested.v1"]["body"]  # 一次性告知 lists what is missing
+
+    assert post(yiwang, person, f"/api/v1/cases/{case_no}/evaluation", {"score": 9}).status_code == 422
+    evaluated = post(yiwang, person, f"/api/v1/cases/{case_no}/evaluation", {"score": 2, "comment": "等太久"})
+    assert evaluated.status_code == 200 and evaluated.json()["evaluation"]["bad"] is True
+    assert post(yiwang, person, f"/api/v1/cases/{case_no}/evaluation", {"score": 5}).status_code == 409
+
+
+def test_rejection_needs_a_reason_and_becomes_the_decision(yiwang, admin):
+    person, staff = sign_up(yiwang), reviewer(yiwang, admin)
+    case_no = submit_for_review(yiwang, person)
+    no_reason = decide(yiwang, staff, case_no, action="reject")
+    assert no_reason.status_code == 422
+    refused = decide(yiwang, staff, case_no, action="reject", comment="不属于本部门受理范围")  # 不予受理
+    assert refused.status_code == 200
+    assert refused.json()["decision"] | {"decided_at": None} == refused.json()["decision"] | {
+        "outcome": "rejected",
+        "reason": "不属于本部门受理范围",
+        "decided_at": None,
+    }
+    assert post(yiwang, person, f"/api/v1/cases/{case_no}/withdrawal").status_code == 409  # already decided
+
+
+def test_withdrawal_and_invalid_transitions(yiwang, admin):
+    person, staff, stranger = sign_up(yiwang), reviewer(yiwang, admin), sign_up(yiwang)
+    elsewhere = reviewer(yiwang, admin, "620524MZ")
+    case_no = submit_for_review(yiwang, person)
+
+    assert decide(yiwang, staff, case_no, action="approve").status_code == 409  # not accepted yet
+    assert decide(yiwang, elsewhere, case_no, action="accept").status_code == 404
+    assert post(yiwang, stranger, f"/api/v1/cases/{case_no}/withdrawal").status_code == 404
+    assert post(yiwang, person, f"/api/v1/cases/{case_no}/evaluation", {"score": 5}).status_code == 409
+
+    withdrawn = post(yiwang, person, f"/api/v1/cases/{case_no}/withdrawal")
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
+    assert post(yiwang, person, f"/api/v1/cases/{case_no}/withdrawal").status_code == 409
+    assert decide(yiwang, staff, case_no, action="accept").status_code == 409
+    tasks = requests.get(yiwang.url("/api/v1/review/tasks"), headers=auth(staff), params={"page_size": 100}).json()
+    assert case_no not in {t["case_no"] for t in tasks["items"]}
+    assert requests.get(yiwang.url("/api/v1/review/tasks"), headers=auth(person)).status_code == 403
+
+
+def test_two_reviewers_cannot_both_decide(yiwang, admin):
+    person = sign_up(yiwang)
+    first, second = reviewer(yiwang, admin), reviewer(yiwang, admin)
+    case_no = submit_for_review(yiwang, person)
+    assert decide(yiwang, first, case_no, action="accept").status_code == 200
+
+    actions = [(first, {"action": "approve"}), (second, {"action": "reject", "comment": "材料不符"})] * 3
+    with concurrent.futures.ThreadPoolExecutor(len(actions)) as pool:
+        codes = list(pool.map(lambda a: decide(yiwang, a[0], case_no, **a[1]).status_code, actions))
+    assert codes.count(200) == 1 and codes.count(409) == len(actions) - 1
+    final = case(yiwang, person, case_no)
+    assert [t["status"] for t in final["timeline"]].count(final["status"]) == 1
