@@ -171,3 +171,20 @@ class Task(Contract):
     deadline: date | None
     deadline_provisional: bool
     overdue: bool
+
+
+class DocumentStored(Contract):
+    """`POST /api/v1/documents` → 201."""
+
+    document_id: str
+    sha256: str
+    size: int
+    content_type: Literal["application/pdf", "image/png", "image/jpeg"]
+
+
+class DocumentFinish(Contract):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: int = Field(ge=1)
+    content_type: Literal["application/pdf", "image/png", "image/jpeg"]
+    chunks: int = Field(ge=1)
+    filename: Annotated[str, Field(max_length=255)] | None = None

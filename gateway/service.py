@@ -9,7 +9,7 @@ from nameko.events import BROADCAST, event_handler
 from pydantic import TypeAdapter
 from werkzeug.wrappers import Request
 
-from contracts.cases import CaseCreated, CaseView, Evaluation, ReviewDecision, SubmitCase, Supplement
+from contracts.cases import CaseCreated, CaseView, DocumentStored, Evaluation, ReviewDecision, SubmitCase, Supplement
 from contracts.catalog import Draft, PublishedItem, ServiceGuide
 from contracts.common import PageQuery, Principal
 from contracts.envelope import parse_event
@@ -26,6 +26,7 @@ from contracts.identity import (
     TokenPair,
     UserView,
 )
+from gateway import documents
 from gateway.auth import Auth, client_address
 from gateway.http import read_json
 from gateway.openapi import openapi_document
@@ -317,6 +318,27 @@ class Gateway:
     def get_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         annotate(case_no=case_no)
         return call(self.intake.get_case, principal.model_dump(), case_no)
+
+    @api(
+        "POST",
+        "/api/v1/documents",
+        summary="Upload a PDF, JPEG or PNG (multipart field `file`, at most 10 MiB)",
+        roles=("applicant",),
+        response_model=DocumentStored,
+        status=201,
+    )
+    def upload_document(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
+        upload = documents.open_upload(request)
+        who = principal.model_dump()
+        document_id = call(self.intake.begin_document, who)
+        try:
+            summary = documents.stream(
+                upload, lambda n, data: call(self.intake.add_document_chunk, who, document_id, n, data)
+            )
+        except Exception:
+            call(self.intake.abort_document, who, document_id)  # nothing half-written stays behind
+            raise
+        return 201, call(self.intake.finish_document, who, document_id, summary)
 
     @api(
         "POST",

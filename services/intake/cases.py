@@ -90,10 +90,25 @@ def certificate_problems(
     return problems
 
 
+def document_problems(request: SubmitCase, owned: set[str]) -> list[dict[str, str]]:
+    """Every uploaded document offered must be a complete upload of this applicant's."""
+    return [
+        {"field": f"materials.{index}.document_id", "issue": "no such document of yours"}
+        for index, ref in enumerate(request.materials)
+        if ref.document_id is not None and ref.document_id not in owned
+    ]
+
+
 def check_submission(
-    item: PublishedItem, principal: Principal, request: SubmitCase, checks: dict[str, CertificateCheck]
+    item: PublishedItem,
+    principal: Principal,
+    request: SubmitCase,
+    checks: dict[str, CertificateCheck],
+    owned_documents: set[str] | None = None,
 ) -> None:
     problems = submission_problems(item, principal, request) + certificate_problems(item, request, checks)
+    if owned_documents is not None:
+        problems += document_problems(request, owned_documents)
     if problems:
         raise ValidationFailed("the application is not valid", problems)
 

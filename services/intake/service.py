@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
 from typing import Any
 
 from nameko.rpc import rpc
 from nameko.timer import timer
 
-from contracts.cases import CaseSummary, Evaluation, ReviewDecision, SubmitCase, Supplement, Task
+from contracts.cases import (
+    CaseSummary,
+    DocumentFinish,
+    DocumentStored,
+    Evaluation,
+    ReviewDecision,
+    SubmitCase,
+    Supplement,
+    Task,
+)
 from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
@@ -53,7 +64,9 @@ class IntakeService:
         annotate(item_code=item.item_code, department_code=item.department_code)
         offered = [m.certificate_id for m in request.materials if m.certificate_id]
         checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
-        cases.check_submission(item, who, request, {c["certificate_id"]: CertificateCheck(**c) for c in checks})
+        cases.check_submission(
+            item, who, request, {c["certificate_id"]: CertificateCheck(**c) for c in checks}, self._owned(who, request)
+        )
         applicant = call(self.identity.get_user, who.user_id)
 
         now = cases.now_utc()
@@ -114,7 +127,13 @@ class IntakeService:
         )
         offered = [m.certificate_id for m in resubmission.materials if m.certificate_id]
         checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
-        cases.check_submission(item, who, resubmission, {c["certificate_id"]: CertificateCheck(**c) for c in checks})
+        cases.check_submission(
+            item,
+            who,
+            resubmission,
+            {c["certificate_id"]: CertificateCheck(**c) for c in checks},
+            self._owned(who, resubmission),
+        )
         return self._apply(case, change, who)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -149,6 +168,49 @@ class IntakeService:
         return Page[Task](items=items, total=total, page=paging.page, page_size=paging.page_size).model_dump(
             mode="json"
         )
+
+    # --- documents (the gateway streams an upload in chunks) ----------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def begin_document(self, principal: dict[str, Any]) -> str:
+        who = validated(Principal, principal)
+        document_id = uuid.uuid4().hex
+        self.store.begin_document(document_id, who.user_id, cases.now_utc())
+        return document_id
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=("data",))
+    def add_document_chunk(self, principal: dict[str, Any], document_id: str, n: int, data: str) -> None:
+        self._uploading(principal, document_id)
+        self.store.add_chunk(document_id, n, base64.b64decode(data))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def finish_document(self, principal: dict[str, Any], document_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self._uploading(principal, document_id)
+        finish = validated(DocumentFinish, payload)
+        if self.store.chunk_count(document_id) != finish.chunks:
+            raise Conflict("the upload is incomplete")
+        fields = finish.model_dump(exclude={"chunks"})
+        if not self.store.finish_document(document_id, {**fields, "chunks": finish.chunks}):
+            raise Conflict("the upload was already finished")
+        return DocumentStored(
+            document_id=document_id, **finish.model_dump(include={"sha256", "size", "content_type"})
+        ).model_dump()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def abort_document(self, principal: dict[str, Any], document_id: str) -> None:
+        self._uploading(principal, document_id)
+        self.store.drop_document(document_id)
+
+    def _uploading(self, principal: dict[str, Any], document_id: str) -> None:
+        who = validated(Principal, principal)
+        doc = self.store.document(document_id)
+        if doc is None or doc["owner"] != who.user_id:
+            raise NotFound("no such upload")
+        if doc["status"] != "uploading":
+            raise Conflict("the upload was already finished")
+
+    def _owned(self, who: Principal, request: SubmitCase) -> set[str]:
+        offered = [m.document_id for m in request.materials if m.document_id]
+        return self.store.owned_documents(who.user_id, offered) if offered else set()
 
     def _case_for(self, principal: dict[str, Any], case_no: str) -> tuple[Principal, dict[str, Any]]:
         who = validated(Principal, principal)

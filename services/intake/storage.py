@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from bson import Binary
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -17,6 +19,8 @@ class IntakeStore:
     def __init__(self, db: Database) -> None:
         self.cases = db["cases"]
         self.counters = db["counters"]
+        self.documents = db["documents"]
+        self.document_chunks = db["document_chunks"]
         self.outbox = OutboxCollection(self.cases)
 
     def ensure_indexes(self) -> None:
@@ -28,6 +32,7 @@ class IntakeStore:
         # Every case has a key ("none:<case_no>" without a header): the server has no partial indexes.
         self.cases.create_index([("idempotency_key", ASCENDING)], unique=True)
         self.outbox.ensure_indexes()
+        self.document_chunks.create_index([("document_id", ASCENDING), ("n", ASCENDING)])
 
     def next_sequence(self, key: str) -> int:
         counter = self.counters.find_one_and_update(
@@ -44,6 +49,37 @@ class IntakeStore:
                 raise  # not the idempotency index: a real conflict we do not expect
             return False
         return True
+
+    # --- documents ----------------------------------------------------------------------------------
+    def begin_document(self, document_id: str, owner: str, now: datetime) -> None:
+        self.documents.insert_one({"_id": document_id, "owner": owner, "status": "uploading", "created_at": now})
+
+    def document(self, document_id: str) -> dict[str, Any] | None:
+        return self.documents.find_one({"_id": document_id})
+
+    def add_chunk(self, document_id: str, n: int, data: bytes) -> None:
+        # Keyed by position: a retried chunk replaces itself instead of duplicating.
+        self.document_chunks.replace_one(
+            {"_id": f"{document_id}:{n:06d}"}, {"document_id": document_id, "n": n, "data": Binary(data)}, upsert=True
+        )
+
+    def chunk_count(self, document_id: str) -> int:
+        return self.document_chunks.count_documents({"document_id": document_id})
+
+    def finish_document(self, document_id: str, fields: dict[str, Any]) -> bool:
+        result = self.documents.update_one(
+            {"_id": document_id, "status": "uploading"}, {"$set": {**fields, "status": "complete"}}
+        )
+        return result.modified_count == 1
+
+    def drop_document(self, document_id: str) -> None:
+        self.document_chunks.delete_many({"document_id": document_id})
+        self.documents.delete_one({"_id": document_id})
+
+    def owned_documents(self, owner: str, document_ids: list[str]) -> set[str]:
+        """Which of these are complete documents of this owner."""
+        found = self.documents.find({"_id": {"$in": document_ids}, "owner": owner, "status": "complete"}, {"_id": 1})
+        return {d["_id"] for d in found}
 
     def by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         return self.cases.find_one({"idempotency_key": key}, {"outbox": 0})

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import auth, log_in, sign_up
+from tests.e2e.test_documents import upload
 from tests.support import eventually
 
 ID_RENEWAL = "62052400GA-QR-0001"  # 居民身份证换领: no automatic rules, a reviewer decides
@@ -86,14 +87,12 @@ def test_accept_supplement_resubmit_approve_and_evaluate(yiwang, admin):
 
     incomplete = post(yiwang, person, f"/api/v1/cases/{case_no}/supplements", {"materials": []})
     assert incomplete.status_code == 422
-    resubmitted = post(
-        yiwang,
-        person,
-        f"/api/v1/cases/{case_no}/supplements",
-        {"materials": [{"code": "photo", "document_id": "photo-2"}]},
-    )
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(100)
+    photo = upload(yiwang, person, jpeg, "photo.jpg", "image/jpeg").json()["document_id"]
+    supplement = {"materials": [{"code": "photo", "document_id": photo}]}
+    resubmitted = post(yiwang, person, f"/api/v1/cases/{case_no}/supplements", supplement)
     assert resubmitted.status_code == 200 and resubmitted.json()["status"] == "resubmitted"
-    assert [(m["code"], m["document_id"]) for m in resubmitted.json()["materials"]] == [("photo", "photo-2")]
+    assert [(m["code"], m["document_id"]) for m in resubmitted.json()["materials"]] == [("photo", photo)]
 
     approved = decide(yiwang, staff, case_no, action="approve", comment="符合规定")
     assert approved.status_code == 200

@@ -52,6 +52,8 @@ def store():
     store.by_idempotency_key.return_value = None
     store.get.return_value = None
     store.list_for_applicant.return_value = ([], 0)
+    # Every document offered in these tests is the applicant's own complete upload.
+    store.owned_documents.side_effect = lambda owner, ids: set(ids)
     return store
 
 
@@ -602,3 +604,13 @@ def test_relay_outbox(service, store, events):
 def test_principal_model_round_trips():
     # The gateway sends principal.model_dump(); intake validates it back.
     assert Principal.model_validate(Principal.model_validate(CITIZEN).model_dump()).user_id == "u-citizen"
+
+
+def test_documents_that_are_not_the_applicants_own_are_refused(service, store):
+    store.owned_documents.side_effect = lambda owner, ids: set()
+    body = submission(item_code=WITH_MATERIALS["item_code"], form={}, materials=[{"code": "photo", "document_id": "d"}])
+    with pytest.raises(ValidationFailed) as info:
+        service.submit_case(CITIZEN, body)
+    assert {"field": "materials.0.document_id", "issue": "no such document of yours"} in info.value.details
+    store.owned_documents.assert_called_once_with(CITIZEN["user_id"], ["d"])
+    store.insert_case.assert_not_called()

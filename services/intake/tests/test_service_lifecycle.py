@@ -111,6 +111,7 @@ def store(held):
     store.get.side_effect = held.get
     store.transition.side_effect = held.transition
     store.tasks.return_value = ([], 0)
+    store.owned_documents.side_effect = lambda owner, ids: set(ids)
     return store
 
 
