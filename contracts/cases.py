@@ -188,3 +188,36 @@ class DocumentFinish(Contract):
     content_type: Literal["application/pdf", "image/png", "image/jpeg"]
     chunks: int = Field(ge=1)
     filename: Annotated[str, Field(max_length=255)] | None = None
+
+
+class CalendarYear(Contract):
+    """`PUT /api/v1/admin/calendar/{year}`: the State Council's notice for one year."""
+
+    holidays: list[date]
+    workdays: list[date] = []  # adjusted working days on weekends (调休上班)
+
+
+class SupervisionQuery(Contract):
+    department: str | None = None
+    from_: date | None = Field(default=None, alias="from")
+    to: date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SupervisionQuery":
+        if self.from_ and self.to and self.from_ > self.to:
+            raise ValueError("from must not be after to")
+        return self
+
+
+class SupervisionSummary(Contract):
+    submitted: int
+    approved: int
+    rejected: int
+    withdrawn: int
+    in_progress: int
+    overdue: int
+    auto_decided_ratio: float | None
+    on_time_ratio: float | None
+    avg_handling_hours: float | None
+    evaluation_avg: float | None
+    bad_evaluations: int

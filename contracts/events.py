@@ -137,3 +137,26 @@ class CaseEvaluated(_CaseTransition):
     event_type = "case.evaluated.v1"
     score: int
     bad: bool  # 1 or 2: a bad evaluation the department must answer
+
+
+class _DeadlineEvent(EventPayload):
+    case_no: str
+    item_code: str
+    item_name: str
+    department_code: str
+    applicant_id: str
+    deadline: date
+
+
+@register
+class CaseDeadlineWarning(_DeadlineEvent):
+    """One working day before the deadline (预警): for the department's reviewers."""
+
+    event_type = "case.deadline_warning.v1"
+
+
+@register
+class CaseOverdue(_DeadlineEvent):
+    """The deadline passed without a decision (超期)."""
+
+    event_type = "case.overdue.v1"

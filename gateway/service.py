@@ -9,7 +9,17 @@ from nameko.events import BROADCAST, event_handler
 from pydantic import TypeAdapter
 from werkzeug.wrappers import Request
 
-from contracts.cases import CaseCreated, CaseView, DocumentStored, Evaluation, ReviewDecision, SubmitCase, Supplement
+from contracts.cases import (
+    CalendarYear,
+    CaseCreated,
+    CaseView,
+    DocumentStored,
+    Evaluation,
+    ReviewDecision,
+    SubmitCase,
+    SupervisionSummary,
+    Supplement,
+)
 from contracts.catalog import Draft, PublishedItem, ServiceGuide
 from contracts.common import PageQuery, Principal
 from contracts.envelope import parse_event
@@ -396,6 +406,34 @@ class Gateway:
     def review_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         body = validated(ReviewDecision, read_json(request)).model_dump(mode="json")
         return call(self.intake.review_case, principal.model_dump(), case_no, body)
+
+    # --- supervision and the working-day calendar -----------------------------------------------
+    @api(
+        "GET",
+        "/api/v1/supervision/summary",
+        summary="Counts and ratios per department and period (电子监察)",
+        roles=("supervisor", "admin"),
+        query=["department", "from", "to"],
+        response_model=SupervisionSummary,
+    )
+    def supervision_summary(self, request: Request, principal: Principal) -> dict[str, Any]:
+        query = {k: v for k, v in request.args.items() if k in ("department", "from", "to")}
+        return call(self.intake.supervision_summary, principal.model_dump(), query)
+
+    @api("GET", "/api/v1/calendar/<int:year>", summary="The working-day calendar of a year", auth=False)
+    def calendar(self, request: Request, year: int) -> dict[str, Any]:
+        return call(self.intake.calendar_year, year)
+
+    @api(
+        "PUT",
+        "/api/v1/admin/calendar/<int:year>",
+        summary="Load a year's holidays and adjusted working days (State Council notice)",
+        roles=("admin",),
+        request_model=CalendarYear,
+    )
+    def load_calendar(self, request: Request, principal: Principal, year: int) -> dict[str, Any]:
+        body = validated(CalendarYear, read_json(request)).model_dump(mode="json")
+        return call(self.intake.load_calendar, principal.model_dump(), year, body)
 
     # --- notifications ------------------------------------------------------------------------
     @api("GET", "/api/v1/notifications", summary="The caller's messages", query=["unread", "page", "page_size"])

@@ -163,6 +163,9 @@ def new_case(
         "submitted_at": now,
         "deadline": deadline.isoformat(),
         "deadline_provisional": provisional,
+        # What the deadline is counted from, so it can be recomputed when a year's calendar is loaded.
+        "deadline_start": local_date(now).isoformat(),
+        "deadline_days": item.promised_days,
         "timeline": [{"status": "submitted", "at": now, "by": principal.user_id, "comment": None}],
         "decision": None,
         "review_explanation": [],

@@ -115,7 +115,13 @@ def review(
     if decision.action == "accept":
         # The promised time limit runs from acceptance (受理).
         deadline, provisional = add_working_days(today, item.promised_days)
-        fields.update(deadline=deadline.isoformat(), deadline_provisional=provisional, accepted_at=now)
+        fields.update(
+            deadline=deadline.isoformat(),
+            deadline_provisional=provisional,
+            deadline_start=today.isoformat(),
+            deadline_days=item.promised_days,
+            accepted_at=now,
+        )
         return Change(case["status"], case["version"], fields, entry, CaseAccepted(**common, deadline=deadline))
 
     if decision.action == "request_supplement":
@@ -160,6 +166,8 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
         paused = working_days_between(date.fromisoformat(case["clock_stopped_on"]), today)
         deadline, provisional = add_working_days(date.fromisoformat(case["deadline"]), paused)
         fields.update(deadline=deadline.isoformat(), deadline_provisional=provisional or case["deadline_provisional"])
+        if "deadline_days" in case:
+            fields["deadline_days"] = case["deadline_days"] + paused
     replaced = {m.code for m in supplement.materials}
     fields["materials"] = [m for m in case["materials"] if m["code"] not in replaced] + [
         m.model_dump(exclude_none=True) for m in supplement.materials

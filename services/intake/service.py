@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import date, timedelta
 from typing import Any
 
 from nameko.rpc import rpc
 from nameko.timer import timer
 
 from contracts.cases import (
+    CalendarYear,
     CaseSummary,
     DocumentFinish,
     DocumentStored,
     Evaluation,
     ReviewDecision,
     SubmitCase,
+    SupervisionQuery,
     Supplement,
     Task,
 )
 from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
-from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CertificateIssued
+from contracts.events import (
+    CaseApproved,
+    CaseDeadlineWarning,
+    CaseEvaluated,
+    CaseOverdue,
+    CaseRejected,
+    CaseReviewRequired,
+    CaseSubmitted,
+    CaseWithdrawn,
+    CertificateIssued,
+)
 from contracts.identity import CertificateCheck
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
@@ -30,7 +43,7 @@ from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
-from services.intake import cases, lifecycle
+from services.intake import cases, lifecycle, supervision, workdays
 from services.intake.storage import IntakeStore
 
 # Automatic decisions apply only while nobody has acted on the case yet.
@@ -272,6 +285,140 @@ class IntakeService:
         annotate(case_no=payload.case_no, event_id=envelope.event_id, outcome=status)
         change = cases.decision_update(payload.decision, status)
         self.store.apply_event(payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"])
+        self._count_decision(envelope, payload)
+
+    # --- supervision facts, from events (each counted once, by event id) ---------------------------
+    @consumes("intake", CaseSubmitted)
+    def count_submitted(self, envelope: Envelope, payload: CaseSubmitted) -> None:
+        self._count(envelope, "submitted", payload.case_no)
+
+    @consumes("intake", CaseApproved)
+    def count_approved_by_reviewer(self, envelope: Envelope, payload: CaseApproved) -> None:
+        self._count_decision(envelope, payload)
+
+    @consumes("intake", CaseRejected)
+    def count_rejected_by_reviewer(self, envelope: Envelope, payload: CaseRejected) -> None:
+        self._count_decision(envelope, payload)
+
+    @consumes("intake", CaseWithdrawn)
+    def count_withdrawn(self, envelope: Envelope, payload: CaseWithdrawn) -> None:
+        self._count(envelope, "withdrawn", payload.case_no)
+
+    @consumes("intake", CaseEvaluated)
+    def count_evaluated(self, envelope: Envelope, payload: CaseEvaluated) -> None:
+        self._count(envelope, "evaluated", payload.case_no, score=payload.score, bad=int(payload.bad))
+
+    @consumes("intake", CaseOverdue)
+    def count_overdue(self, envelope: Envelope, payload: CaseOverdue) -> None:
+        self._count(envelope, "overdue", payload.case_no)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def supervision_summary(self, principal: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+        who = validated(Principal, principal)
+        if not set(who.roles) & {"supervisor", "admin"}:
+            raise Forbidden("supervision is for supervisors and admins")
+        q = validated(SupervisionQuery, query, "query")
+        first, last = (q.from_.isoformat() if q.from_ else None), (q.to.isoformat() if q.to else None)
+        rows = self.store.fact_sums(q.department, first, last)
+        running = self.store.count_in_progress(q.department, list(lifecycle.UNDECIDED))
+        return supervision.summarize(rows, running).model_dump(mode="json")
+
+    def _count(self, envelope: Envelope, kind: str, case_no: str, **values: float) -> None:
+        case = self.store.get(case_no)
+        if case is not None:
+            day = cases.local_date(envelope.occurred_at)
+            self.store.add_fact(supervision.fact(envelope.event_id, kind, case, day, **values))
+
+    def _count_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected) -> None:
+        case = self.store.get(payload.case_no)
+        decision = (case or {}).get("decision") or {}
+        # Only a decision the case actually took (an automatic one may have come too late).
+        if decision.get("decided_by") == payload.decision.decided_by and case["status"] == decision.get("outcome"):
+            day = cases.local_date(payload.decision.decided_at)
+            self.store.add_fact(supervision.decision_fact(envelope.event_id, case, payload.decision.decided_at, day))
+
+    # --- calendar and deadlines -----------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def calendar_year(self, year: int) -> dict[str, Any]:
+        if not 2000 <= year <= 2100:
+            raise NotFound(f"no calendar for {year}")
+        return workdays.year_view(year)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def load_calendar(self, principal: dict[str, Any], year: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """Load a year from the State Council's notice; provisional deadlines are then recomputed."""
+        who = validated(Principal, principal)
+        if "admin" not in who.roles:
+            raise Forbidden("this needs the role admin")
+        table = validated(CalendarYear, payload)
+        problems = workdays.table_problems(year, table.holidays, table.workdays)
+        if problems or not 2000 <= year <= 2100:
+            raise ValidationFailed("the calendar is not valid", problems or [{"field": "year", "issue": "2000–2100"}])
+        self.store.save_calendar(
+            year,
+            sorted(d.isoformat() for d in table.holidays),
+            sorted(d.isoformat() for d in table.workdays),
+            who.user_id,
+        )
+        self.refresh_calendar()
+        return {**workdays.year_view(year), "recomputed": self._recompute_provisional()}
+
+    @timer(interval=30, eager=True)
+    def refresh_calendar(self) -> None:
+        """Pick up years loaded through any intake process."""
+        workdays.use_loaded_years(
+            {
+                doc["_id"]: workdays.YearTable(
+                    frozenset(date.fromisoformat(d) for d in doc["holidays"]),
+                    frozenset(date.fromisoformat(d) for d in doc["workdays"]),
+                )
+                for doc in self.store.calendars_loaded()
+            }
+        )
+
+    @rpc
+    @timer(interval=60)
+    def check_deadlines(self) -> dict[str, int]:
+        """Warn one working day before a deadline, flag it when it has passed. Safe with several
+        processes: each flag is set by one conditional update, which carries the event."""
+        today = cases.local_date(cases.now_utc())
+        running = list(lifecycle.TASK_STATUSES)
+        counts = {}
+        for flag, latest, model in (
+            ("deadline_warned", workdays.next_working_day(today), CaseDeadlineWarning),
+            ("overdue", today - timedelta(days=1), CaseOverdue),
+        ):
+            counts[flag] = 0
+            for case in self.store.due_cases(flag, running, latest.isoformat(), limit=500):
+                event = new_event(
+                    model(
+                        case_no=case["case_no"],
+                        item_code=case["item_code"],
+                        item_name=case["item_name"],
+                        department_code=case["department_code"],
+                        applicant_id=case["applicant"]["user_id"],
+                        deadline=case["deadline"],
+                    ),
+                    producer=self.name,
+                )
+                if self.store.flag_once(case["case_no"], flag, running, event):
+                    self.events.publish(self.store.outbox, case["case_no"], [event])
+                    counts[flag] += 1
+        return counts
+
+    def _recompute_provisional(self) -> int:
+        recomputed, after = 0, ""
+        while batch := self.store.provisional_cases(after, 500):
+            for case in batch:
+                after = case["_id"]
+                if "deadline_start" not in case:
+                    continue
+                deadline, provisional = workdays.add_working_days(
+                    date.fromisoformat(case["deadline_start"]), case["deadline_days"]
+                )
+                self.store.set_deadline(case["_id"], deadline.isoformat(), provisional)
+                recomputed += 1
+        return recomputed
 
     @timer(interval=2)
     def relay_outbox(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import Binary
@@ -20,6 +20,8 @@ class IntakeStore:
         self.cases = db["cases"]
         self.counters = db["counters"]
         self.documents = db["documents"]
+        self.calendars = db["calendars"]
+        self.facts = db["supervision_facts"]
         self.document_chunks = db["document_chunks"]
         self.outbox = OutboxCollection(self.cases)
 
@@ -33,6 +35,9 @@ class IntakeStore:
         self.cases.create_index([("idempotency_key", ASCENDING)], unique=True)
         self.outbox.ensure_indexes()
         self.document_chunks.create_index([("document_id", ASCENDING), ("n", ASCENDING)])
+        self.facts.create_index([("department_code", ASCENDING), ("day", ASCENDING)])
+        self.cases.create_index([("deadline_provisional", ASCENDING)])
+        self.cases.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
 
     def next_sequence(self, key: str) -> int:
         counter = self.counters.find_one_and_update(
@@ -49,6 +54,65 @@ class IntakeStore:
                 raise  # not the idempotency index: a real conflict we do not expect
             return False
         return True
+
+    # --- calendar and deadlines --------------------------------------------------------------------
+    def save_calendar(self, year: int, holidays: list[str], workdays: list[str], by: str) -> None:
+        self.calendars.replace_one(
+            {"_id": year},
+            {"holidays": holidays, "workdays": workdays, "loaded_by": by, "loaded_at": datetime.now(UTC)},
+            upsert=True,
+        )
+
+    def calendars_loaded(self) -> list[dict[str, Any]]:
+        return list(self.calendars.find({}))
+
+    def provisional_cases(self, after: str, limit: int) -> list[dict[str, Any]]:
+        query = {"deadline_provisional": True, "_id": {"$gt": after}}
+        fields = {"deadline_start": 1, "deadline_days": 1, "deadline": 1}
+        return list(self.cases.find(query, fields).sort("_id", ASCENDING).limit(limit))
+
+    def set_deadline(self, case_no: str, deadline: str, provisional: bool) -> None:
+        self.cases.update_one({"_id": case_no}, {"$set": {"deadline": deadline, "deadline_provisional": provisional}})
+
+    def due_cases(self, flag: str, statuses: list[str], deadline_at_most: str, limit: int) -> list[dict[str, Any]]:
+        """Cases still running whose deadline is at most the given day and not yet flagged."""
+        query = {"status": {"$in": statuses}, "deadline": {"$lte": deadline_at_most}, flag: {"$ne": True}}
+        return list(self.cases.find(query, {"outbox": 0, "timeline": 0, "form": 0}).limit(limit))
+
+    def flag_once(self, case_no: str, flag: str, statuses: list[str], event: Envelope) -> bool:
+        """Set the flag with its event unless another process already did (safe with several timers)."""
+        update = outbox_update([event])
+        update["$set"][flag] = True
+        query = {"_id": case_no, flag: {"$ne": True}, "status": {"$in": statuses}}
+        return self.cases.update_one(query, update).modified_count == 1
+
+    # --- supervision -------------------------------------------------------------------------------
+    def add_fact(self, fact: dict[str, Any]) -> bool:
+        try:
+            self.facts.insert_one(fact)
+        except DuplicateKeyError:
+            return False  # this event was counted already
+        return True
+
+    def fact_sums(self, department_code: str | None, first: str | None, last: str | None) -> list[dict[str, Any]]:
+        match: dict[str, Any] = {}
+        if department_code:
+            match["department_code"] = department_code
+        if first or last:
+            match["day"] = {**({"$gte": first} if first else {}), **({"$lte": last} if last else {})}
+        # One accumulator per pipeline: FerretDB v1 returns 0 for every $sum after the first in a $group.
+        sums: dict[str, dict[str, Any]] = {}
+        for field, expression in (("count", 1), *((f, f"${f}") for f in ("auto", "on_time", "hours", "score", "bad"))):
+            pipeline = [{"$match": match}, {"$group": {"_id": "$kind", "value": {"$sum": expression}}}]
+            for row in self.facts.aggregate(pipeline):
+                sums.setdefault(row["_id"], {"_id": row["_id"]})[field] = row["value"]
+        return list(sums.values())
+
+    def count_in_progress(self, department_code: str | None, statuses: list[str]) -> int:
+        query: dict[str, Any] = {"status": {"$in": statuses}}
+        if department_code:
+            query["department_code"] = department_code
+        return self.cases.count_documents(query)
 
     # --- documents ----------------------------------------------------------------------------------
     def begin_document(self, document_id: str, owner: str, now: datetime) -> None:

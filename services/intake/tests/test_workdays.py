@@ -66,3 +66,42 @@ def test_working_days_between_undoes_add_working_days():
         for days in (0, 1, 3, 10):
             end, _ = add_working_days(start, days)
             assert working_days_between(start, end) == days
+
+
+def test_across_the_year_boundary_an_unloaded_year_is_provisional_until_loaded():
+    from services.intake import workdays
+
+    # 2026-12-30 (Wednesday) + 5 working days reaches into 2027, which the package does not know.
+    try:
+        assert workdays.add_working_days(date(2026, 12, 30), 5) == (date(2027, 1, 6), True)
+        workdays.use_loaded_years(
+            {2027: workdays.YearTable(holidays=frozenset({date(2027, 1, 1)}), workdays=frozenset())}
+        )
+        # 31 Dec, (1 Jan is a holiday), 4, 5, 6, 7 Jan.
+        assert workdays.add_working_days(date(2026, 12, 30), 5) == (date(2027, 1, 7), False)
+        assert workdays.year_view(2027)["source"] == "loaded"
+    finally:
+        workdays.use_loaded_years({})
+    assert workdays.year_view(2027)["source"] == "weekends_only"
+    assert workdays.year_view(2026)["source"] == "package"
+    assert "2026-10-01" in workdays.year_view(2026)["holidays"]
+    assert "2026-10-10" in workdays.year_view(2026)["workdays"]
+
+
+def test_a_loaded_adjusted_working_day_counts():
+    from services.intake import workdays
+
+    saturday = date(2027, 2, 20)
+    try:
+        workdays.use_loaded_years({2027: workdays.YearTable(frozenset(), frozenset({saturday}))})
+        assert workdays.add_working_days(date(2027, 2, 19), 1) == (saturday, False)
+    finally:
+        workdays.use_loaded_years({})
+
+
+def test_calendar_tables_are_checked():
+    from services.intake.workdays import table_problems
+
+    problems = table_problems(2027, [date(2026, 12, 31), date(2027, 1, 1)], [date(2027, 1, 4), date(2027, 1, 1)])
+    issues = {p["field"]: p["issue"] for p in problems}
+    assert "holidays.0" in issues and "workdays.0" in issues and "workdays" in issues

@@ -205,3 +205,54 @@ def test_certificates_offered_as_materials_are_checked_with_identity(intake, cas
     assert stolen.value.details == [{"field": "materials.0.certificate_id", "issue": "no such certificate of yours"}]
     assert cases.count_documents({}) == 0
     assert submit("name_reservation:C-0")["status"] == "submitted"
+
+
+def test_deadline_warning_and_overdue_are_emitted_once_even_with_two_checkers(intake, container_factory, cases):
+    from services.intake.cases import local_date, now_utc
+    from services.intake.workdays import next_working_day
+
+    warnings = event_recorder("intake", "case.deadline_warning.v1")
+    overdue = event_recorder("intake", "case.overdue.v1")
+    container_factory(warnings).start()
+    container_factory(overdue).start()
+    today = local_date(now_utc())
+    base = {
+        "item_code": ITEM["item_code"],
+        "item_name": ITEM["name"],
+        "department_code": ITEM["department_code"],
+        "applicant": {"user_id": "u-1", "name": "张三"},
+        "status": "accepted",
+        "idempotency_key": None,
+    }
+    cases.insert_one(
+        {
+            **base,
+            "_id": "W-1",
+            "case_no": "W-1",
+            "deadline": next_working_day(today).isoformat(),
+            "idempotency_key": "none:W-1",
+        }
+    )
+    cases.insert_one({**base, "_id": "O-1", "case_no": "O-1", "deadline": "2020-01-02", "idempotency_key": "none:O-1"})
+    cases.insert_one({**base, "_id": "F-1", "case_no": "F-1", "deadline": "2099-01-01", "idempotency_key": "none:F-1"})
+    cases.insert_one(
+        {
+            **base,
+            "_id": "S-1",
+            "case_no": "S-1",
+            "deadline": "2020-01-02",
+            "status": "supplement_requested",
+            "idempotency_key": "none:S-1",
+        }
+    )
+
+    with ServiceRpcClient("intake") as client:
+        replies = [client.check_deadlines.call_async() for _ in range(3)]  # several checkers at once
+        results = [r.result() for r in replies]
+    assert sum(r["deadline_warned"] for r in results) == 2  # W-1, and O-1 whose deadline is long past
+    assert sum(r["overdue"] for r in results) == 1
+    eventually(lambda: len(warnings.events) == 2 and len(overdue.events) == 1, what="warning and overdue events")
+    assert {e["payload"]["case_no"] for e in warnings.events} == {"W-1", "O-1"}
+    assert overdue.events[0]["payload"]["case_no"] == "O-1"
+    with ServiceRpcClient("intake") as client:
+        assert client.check_deadlines() == {"deadline_warned": 0, "overdue": 0}  # flagged once, for good
