@@ -26,13 +26,16 @@ from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
 from contracts.events import (
+    CaseAccepted,
     CaseApproved,
     CaseDeadlineWarning,
     CaseEvaluated,
     CaseOverdue,
     CaseRejected,
+    CaseResubmitted,
     CaseReviewRequired,
     CaseSubmitted,
+    CaseSupplementRequested,
     CaseWithdrawn,
     CertificateIssued,
 )
@@ -93,6 +96,7 @@ class IntakeService:
             # A concurrent retry with the same key won the unique index: answer with its case.
             return cases.replay(self.store.by_idempotency_key(key), request_hash)
         annotate(case_no=case_no, event_id=event.event_id)
+        self.store.sync_views(case_no)
         self.events.publish(self.store.outbox, case_no, [event])
         created = cases.created(doc).model_dump(mode="json")
         return {**created, "replayed": False} if key else created
@@ -242,6 +246,7 @@ class IntakeService:
         if not self.store.transition(case["case_no"], change, event):
             raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
         annotate(event_id=event.event_id, outcome=change.set_fields.get("status", case["status"]))
+        self.store.sync_views(case["case_no"])
         self.events.publish(self.store.outbox, case["case_no"], [event])
         return cases.view(self.store.get(case["case_no"]), who).model_dump(mode="json")
 
@@ -269,6 +274,7 @@ class IntakeService:
             {"review_explanation": [r.model_dump(mode="json") for r in payload.explanation], "awaiting_review": True},
             entry,
         )
+        self.store.sync_views(payload.case_no)
 
     @consumes("identity", CertificateIssued)
     def on_certificate_issued(self, envelope: Envelope, issued: CertificateIssued) -> None:
@@ -285,6 +291,7 @@ class IntakeService:
         annotate(case_no=payload.case_no, event_id=envelope.event_id, outcome=status)
         change = cases.decision_update(payload.decision, status)
         self.store.apply_event(payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"])
+        self.store.sync_views(payload.case_no)
         self._count_decision(envelope, payload)
 
     # --- supervision facts, from events (each counted once, by event id) ---------------------------
@@ -323,13 +330,27 @@ class IntakeService:
         running = self.store.count_in_progress(q.department, list(lifecycle.UNDECIDED))
         return supervision.summarize(rows, running).model_dump(mode="json")
 
+    @consumes("intake", CaseAccepted)
+    def resync_accepted(self, envelope: Envelope, payload: CaseAccepted) -> None:
+        self.store.sync_views(payload.case_no)
+
+    @consumes("intake", CaseSupplementRequested)
+    def resync_supplement_requested(self, envelope: Envelope, payload: CaseSupplementRequested) -> None:
+        self.store.sync_views(payload.case_no)
+
+    @consumes("intake", CaseResubmitted)
+    def resync_resubmitted(self, envelope: Envelope, payload: CaseResubmitted) -> None:
+        self.store.sync_views(payload.case_no)
+
     def _count(self, envelope: Envelope, kind: str, case_no: str, **values: float) -> None:
+        self.store.sync_views(case_no)  # the read models too: this repairs a write that died half-way
         case = self.store.get(case_no)
         if case is not None:
             day = cases.local_date(envelope.occurred_at)
             self.store.add_fact(supervision.fact(envelope.event_id, kind, case, day, **values))
 
     def _count_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected) -> None:
+        self.store.sync_views(payload.case_no)
         case = self.store.get(payload.case_no)
         decision = (case or {}).get("decision") or {}
         # Only a decision the case actually took (an automatic one may have come too late).
@@ -417,6 +438,7 @@ class IntakeService:
                     date.fromisoformat(case["deadline_start"]), case["deadline_days"]
                 )
                 self.store.set_deadline(case["_id"], deadline.isoformat(), provisional)
+                self.store.sync_views(case["_id"])
                 recomputed += 1
         return recomputed
 

@@ -12,7 +12,21 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
 from services.common.outbox import OutboxCollection, outbox_fields, outbox_update
-from services.intake.lifecycle import Change
+from services.intake.lifecycle import TASK_STATUSES, Change
+
+# What the applicant's list and the reviewer's task list show of a case.
+VIEW_FIELDS = (
+    "case_no",
+    "item_code",
+    "item_name",
+    "status",
+    "applicant",
+    "submitted_at",
+    "deadline",
+    "deadline_provisional",
+    "awaiting_review",
+    "version",
+)
 
 
 class IntakeStore:
@@ -21,6 +35,9 @@ class IntakeStore:
         self.counters = db["counters"]
         self.documents = db["documents"]
         self.calendars = db["calendars"]
+        # Read models keyed by _id, the one lookup every server answers from an index.
+        self.my_cases = db["applicant_cases"]
+        self.department_tasks = db["department_tasks"]
         self.facts = db["supervision_facts"]
         self.document_chunks = db["document_chunks"]
         self.outbox = OutboxCollection(self.cases)
@@ -154,12 +171,38 @@ class IntakeStore:
     def list_for_applicant(
         self, user_id: str, status: str | None, skip: int, limit: int
     ) -> tuple[list[dict[str, Any]], int]:
-        filters: dict[str, Any] = {"applicant.user_id": user_id}
-        if status:
-            filters["status"] = status
-        total = self.cases.count_documents(filters)
-        rows = list(self.cases.find(filters).sort("submitted_at", DESCENDING).skip(skip).limit(limit))
-        return rows, total
+        """From the applicant's read model: one document, found by _id (fast on any server)."""
+        view = self.my_cases.find_one({"_id": user_id}) or {}
+        rows = [c for c in (view.get("cases") or {}).values() if not status or c["status"] == status]
+        rows.sort(key=lambda c: (c["submitted_at"], c["case_no"]), reverse=True)
+        return rows[skip : skip + limit], len(rows)
+
+    def sync_views(self, case_no: str) -> None:
+        """Bring the applicant's and the department's read models in line with the case as it is now.
+
+        Called after every write and again from the case's events (which repairs a process that
+        died in between). Each entry carries the case version and is only replaced by a newer one.
+        """
+        case = self.cases.find_one({"_id": case_no}, {field: 1 for field in (*VIEW_FIELDS, "department_code")})
+        if case is None:
+            return
+        entry = {field: case.get(field) for field in VIEW_FIELDS}
+        version = case.get("version", 0)
+
+        def newer(key: str) -> dict[str, Any]:
+            return {"$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": version}}]}
+
+        owner, department = case["applicant"]["user_id"], case["department_code"]
+        self.my_cases.update_one({"_id": owner}, {"$setOnInsert": {"cases": {}}}, upsert=True)
+        self.my_cases.update_one({"_id": owner, **newer(f"cases.{case_no}")}, {"$set": {f"cases.{case_no}": entry}})
+        self.department_tasks.update_one({"_id": department}, {"$setOnInsert": {"tasks": {}}}, upsert=True)
+        key = f"tasks.{case_no}"
+        if case.get("awaiting_review") and case["status"] in TASK_STATUSES:
+            self.department_tasks.update_one({"_id": department, **newer(key)}, {"$set": {key: entry}})
+        else:
+            self.department_tasks.update_one(
+                {"_id": department, f"{key}.version": {"$lte": version}}, {"$unset": {key: ""}}
+            )
 
     def apply_event(
         self,
@@ -192,12 +235,8 @@ class IntakeStore:
     def tasks(
         self, department_code: str, statuses: list[str], skip: int, limit: int
     ) -> tuple[list[dict[str, Any]], int]:
-        filters = {"department_code": department_code, "awaiting_review": True, "status": {"$in": statuses}}
-        total = self.cases.count_documents(filters)
-        rows = list(
-            self.cases.find(filters, {"outbox": 0, "timeline": 0, "form": 0})
-            .sort([("deadline", ASCENDING), ("submitted_at", ASCENDING)])
-            .skip(skip)
-            .limit(limit)
-        )
-        return rows, total
+        """From the department's read model, earliest deadline first."""
+        view = self.department_tasks.find_one({"_id": department_code}) or {}
+        rows = [t for t in (view.get("tasks") or {}).values() if t["status"] in statuses]
+        rows.sort(key=lambda t: (t.get("deadline") or "9999", t["submitted_at"], t["case_no"]))
+        return rows[skip : skip + limit], len(rows)

@@ -1,0 +1,182 @@
+"""Benchmark: the three hot reads with many cases in the store, over HTTP through the gateway.
+
+    make bench-cases                      # 1,000,000 cases (default)
+    python -m loadtests.bench_case_reads --cases 50000 --requests 20
+
+Starts its own system (own vhost, databases and port), bulk-loads synthetic cases straight into
+intake's database (spread over 2,000 applicants and the seeded departments), registers one
+applicant and one reviewer whose cases are among them, then times "my cases"
+(`GET /api/v1/cases`), "a case by number" (`GET /api/v1/cases/{no}`) and "the reviewer's task list"
+(`GET /api/v1/review/tasks`), and prints p50/p95 per read with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+
+import pymongo
+import requests
+
+from infra import system
+from services.intake.storage import VIEW_FIELDS
+from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost
+
+DEPARTMENT = "620524GA"
+ITEM = {"item_code": "62052400GA-QR-0001", "item_name": "居民身份证换领", "department_code": DEPARTMENT}
+STATUSES = ["submitted", "accepted", "resubmitted", "approved", "rejected", "withdrawn"]
+
+
+def synthetic_case(n: int, applicant: str, department: str, now: datetime) -> dict:
+    case_no = f"{department}-BENCH-{n:08d}"
+    submitted = now - timedelta(minutes=n % 500_000)
+    status = STATUSES[n % len(STATUSES)]
+    return {
+        "_id": case_no,
+        "case_no": case_no,
+        "item_code": ITEM["item_code"],
+        "item_version": 1,
+        "item_name": ITEM["item_name"],
+        "department_code": department,
+        "applicant": {"user_id": applicant, "name": "压测申请人"},
+        "status": status,
+        "form": {"reason": "expired"},
+        "materials": [],
+        "submitted_at": submitted,
+        "deadline": (date(2026, 12, 1) + timedelta(days=n % 60)).isoformat(),
+        "deadline_provisional": False,
+        "timeline": [{"status": "submitted", "at": submitted, "by": applicant, "comment": None}],
+        "decision": None,
+        "review_explanation": [],
+        "certificate_id": None,
+        "evaluation": None,
+        "applied_events": [],
+        "version": 1,
+        "awaiting_review": status in ("submitted", "accepted", "resubmitted"),
+        "idempotency_key": f"none:{case_no}",
+        "outbox": {},
+        "outbox_ids": [],
+        "outbox_at": submitted,
+    }
+
+
+def load(db, total: int, me: str, departments: list[str]) -> None:
+    """Cases plus the read models intake keeps beside them (what IntakeStore.sync_views writes)."""
+    now, batch, started = datetime.now(UTC), [], time.monotonic()
+    mine: dict[str, dict] = defaultdict(dict)
+    tasks: dict[str, dict] = defaultdict(dict)
+    for n in range(total):
+        # Every 2000th case is the benchmark applicant's; the reviewer's department gets its share.
+        applicant = me if n % 2000 == 0 else f"bench-user-{n % 2000}"
+        case = synthetic_case(n, applicant, departments[n % len(departments)], now)
+        batch.append(case)
+        entry = {field: case[field] for field in VIEW_FIELDS}
+        mine[applicant][case["case_no"]] = entry
+        if case["awaiting_review"]:
+            tasks[case["department_code"]][case["case_no"]] = entry
+        if len(batch) == 10_000:
+            db.cases.insert_many(batch, ordered=False)
+            batch.clear()
+            print(f"  loaded {n + 1:,} cases ({(n + 1) / (time.monotonic() - started):,.0f}/s)", flush=True)
+    if batch:
+        db.cases.insert_many(batch, ordered=False)
+    db.applicant_cases.insert_many([{"_id": user, "cases": cases} for user, cases in mine.items()], ordered=False)
+    db.department_tasks.insert_many([{"_id": dept, "tasks": t} for dept, t in tasks.items()], ordered=False)
+
+
+def timed(session: requests.Session, url: str, headers: dict, count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = session.get(url, headers=headers, timeout=600)
+        latencies.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+    return latencies
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=50)
+    args = parser.parse_args()
+
+    vhost, prefix, port = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}", "8099"
+    env = {"YIWANG_RABBIT_VHOST": vhost, "YIWANG_DB_PREFIX": prefix, "YIWANG_HTTP_PORT": port}
+    running = system.start(env, log_dir=system.RUN_DIR / "bench-logs")
+    client = pymongo.MongoClient(MONGO_URI)
+    try:
+        system.wait_ready(running, timeout=180)
+        base = running.base_url
+        person = citizen()
+        me = requests.post(f"{base}/api/v1/auth/register", json=person, timeout=30).json()["user_id"]
+        token = requests.post(
+            f"{base}/api/v1/auth/login", json={"username": person["id_number"], "password": person["password"]}
+        ).json()["access_token"]
+        admin = requests.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "admin", "password": os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026")},
+        ).json()["access_token"]
+        staff = {
+            "username": "benchreviewer",
+            "name": "审核员",
+            "password": "bench-reviewer-1",
+            "roles": ["reviewer"],
+            "department_code": DEPARTMENT,
+        }
+        requests.post(
+            f"{base}/api/v1/admin/staff", json=staff, headers={"Authorization": f"Bearer {admin}"}
+        ).raise_for_status()
+        reviewer = requests.post(
+            f"{base}/api/v1/auth/login", json={"username": "benchreviewer", "password": "bench-reviewer-1"}
+        ).json()["access_token"]
+        departments = [d["code"] for d in requests.get(f"{base}/api/v1/catalog/departments").json()["items"]]
+
+        print(f"loading {args.cases:,} cases into {prefix}_intake ...", flush=True)
+        started = time.monotonic()
+        load(client[f"{prefix}_intake"], args.cases, me, departments)
+        load_seconds = time.monotonic() - started
+        mine = f"{departments[0]}-BENCH-{0:08d}"
+
+        session = requests.Session()
+        results = {
+            "my cases": timed(session, f"{base}/api/v1/cases", {"Authorization": f"Bearer {token}"}, args.requests),
+            "case by number": timed(
+                session, f"{base}/api/v1/cases/{mine}", {"Authorization": f"Bearer {token}"}, args.requests
+            ),
+            "reviewer tasks": timed(
+                session, f"{base}/api/v1/review/tasks", {"Authorization": f"Bearer {reviewer}"}, args.requests
+            ),
+        }
+        print(f"\ncase reads with {args.cases:,} cases in the store, {args.requests} requests each, one client")
+        print(
+            f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+            f"python {platform.python_version()}"
+        )
+        print(
+            f"document server: {client.server_info().get('version')} at {MONGO_URI}; "
+            f"load {args.cases / load_seconds:,.0f} cases/s"
+        )
+        for name, values in results.items():
+            p50, p95, mean = percentile(values, 50), percentile(values, 95), statistics.fmean(values)
+            print(f"  {name:15s} p50 {p50:9.1f} ms   p95 {p95:9.1f} ms   mean {mean:9.1f} ms")
+    finally:
+        system.stop(running)
+        delete_vhost(vhost)
+        for name in client.list_database_names():
+            if name.startswith(f"{prefix}_"):
+                client.drop_database(name)
+
+
+if __name__ == "__main__":
+    main()
