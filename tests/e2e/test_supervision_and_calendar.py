@@ -3,6 +3,7 @@ boundary that becomes exact once the next year's notice is loaded."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -37,9 +38,20 @@ def summary(yiwang, who, **params):
     return requests.get(yiwang.url("/api/v1/supervision/summary"), headers=auth(who), params=params, timeout=10)
 
 
+def settled(yiwang, watcher) -> dict:
+    """The summary once events of earlier tests have stopped arriving (two equal reads a second apart)."""
+
+    def steady():
+        first = summary(yiwang, watcher, department="620524MZ").json()
+        time.sleep(1)
+        return first if summary(yiwang, watcher, department="620524MZ").json() == first else None
+
+    return eventually(steady, what="a settled summary")
+
+
 def test_supervision_counts_decisions_withdrawals_and_evaluations(yiwang, admin):
     watcher = supervisor(yiwang, admin)
-    before = summary(yiwang, watcher, department="620524MZ").json()
+    before = settled(yiwang, watcher)
     person = sign_up(yiwang)
     approved = requests.post(
         yiwang.url("/api/v1/cases"), json={"item_code": ALLOWANCE, "form": FORM}, headers=auth(person)
