@@ -90,6 +90,12 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
     db.department_tasks.insert_many([{"_id": dept, "tasks": t} for dept, t in tasks.items()], ordered=False)
 
 
+def log_in(base: str, username: str, password: str) -> str:
+    response = requests.post(f"{base}/api/v1/auth/login", json={"username": username, "password": password}, timeout=30)
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
 def timed(session: requests.Session, url: str, headers: dict, count: int) -> list[float]:
     latencies = []
     for _ in range(count):
@@ -120,13 +126,16 @@ def main() -> None:
         base = running.base_url
         person = citizen()
         me = requests.post(f"{base}/api/v1/auth/register", json=person, timeout=30).json()["user_id"]
-        token = requests.post(
-            f"{base}/api/v1/auth/login", json={"username": person["id_number"], "password": person["password"]}
-        ).json()["access_token"]
-        admin = requests.post(
-            f"{base}/api/v1/auth/login",
-            json={"username": "admin", "password": os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026")},
-        ).json()["access_token"]
+        departments = [d["code"] for d in requests.get(f"{base}/api/v1/catalog/departments").json()["items"]]
+
+        print(f"loading {args.cases:,} cases into {prefix}_intake ...", flush=True)
+        started = time.monotonic()
+        load(client[f"{prefix}_intake"], args.cases, me, departments)
+        load_seconds = time.monotonic() - started
+        mine = f"{departments[0]}-BENCH-{0:08d}"
+        # Log in only now: a long load outlives a 15-minute access token.
+        token = log_in(base, person["id_number"], person["password"])
+        admin = log_in(base, "admin", os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026"))
         staff = {
             "username": "benchreviewer",
             "name": "审核员",
@@ -137,16 +146,7 @@ def main() -> None:
         requests.post(
             f"{base}/api/v1/admin/staff", json=staff, headers={"Authorization": f"Bearer {admin}"}
         ).raise_for_status()
-        reviewer = requests.post(
-            f"{base}/api/v1/auth/login", json={"username": "benchreviewer", "password": "bench-reviewer-1"}
-        ).json()["access_token"]
-        departments = [d["code"] for d in requests.get(f"{base}/api/v1/catalog/departments").json()["items"]]
-
-        print(f"loading {args.cases:,} cases into {prefix}_intake ...", flush=True)
-        started = time.monotonic()
-        load(client[f"{prefix}_intake"], args.cases, me, departments)
-        load_seconds = time.monotonic() - started
-        mine = f"{departments[0]}-BENCH-{0:08d}"
+        reviewer = log_in(base, "benchreviewer", "bench-reviewer-1")
 
         session = requests.Session()
         results = {
