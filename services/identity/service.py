@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +28,15 @@ from contracts.identity import (
     TokenPair,
 )
 from services.common.consuming import consumes
-from services.common.errors import EXPECTED_ERRORS, Forbidden, NotFound, RateLimited, Unauthenticated, validated
+from services.common.errors import (
+    EXPECTED_ERRORS,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    validated,
+)
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.telemetry import Tracing, annotate
@@ -86,7 +95,9 @@ class IdentityService:
         password = os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026")
         if not self.store.login_key_exists(f"staff:{username}"):
             doc = accounts.new_staff(username, "系统管理员", password, ["admin"], None)
-            self.store.insert_user(doc, "username")
+            # The start-up timer and `make seed` may race: whoever loses finds the admin there.
+            with contextlib.suppress(Conflict):
+                self.store.insert_user(doc, "username")
         return username
 
     # --- sessions ---------------------------------------------------------------------------------
