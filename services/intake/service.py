@@ -78,11 +78,7 @@ class IntakeService:
                 return cases.replay(earlier, request_hash)
         item = PublishedItem.model_validate(call(self.catalog.get_item, request.item_code))
         annotate(item_code=item.item_code, department_code=item.department_code)
-        offered = [m.certificate_id for m in request.materials if m.certificate_id]
-        checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
-        cases.check_submission(
-            item, who, request, {c["certificate_id"]: CertificateCheck(**c) for c in checks}, self._owned(who, request)
-        )
+        self._check_application(who, item, request)
         applicant = call(self.identity.get_user, who.user_id)
 
         now = cases.now_utc()
@@ -142,15 +138,7 @@ class IntakeService:
             form=change.set_fields.get("form", case["form"]),
             materials=change.set_fields["materials"],
         )
-        offered = [m.certificate_id for m in resubmission.materials if m.certificate_id]
-        checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
-        cases.check_submission(
-            item,
-            who,
-            resubmission,
-            {c["certificate_id"]: CertificateCheck(**c) for c in checks},
-            self._owned(who, resubmission),
-        )
+        self._check_application(who, item, resubmission)
         return self._apply(case, change, who)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -224,6 +212,13 @@ class IntakeService:
             raise NotFound("no such upload")
         if doc["status"] != "uploading":
             raise Conflict("the upload was already finished")
+
+    def _check_application(self, who: Principal, item: PublishedItem, request: SubmitCase) -> None:
+        """Everything a submission or resubmission must satisfy, certificates and documents included."""
+        offered = [m.certificate_id for m in request.materials if m.certificate_id]
+        checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
+        certificates = {c["certificate_id"]: CertificateCheck(**c) for c in checks}
+        cases.check_submission(item, who, request, certificates, self._owned(who, request))
 
     def _owned(self, who: Principal, request: SubmitCase) -> set[str]:
         offered = [m.document_id for m in request.materials if m.document_id]
