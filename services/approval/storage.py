@@ -9,7 +9,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
-from services.common.outbox import OutboxCollection, outbox_fields
+from services.common.outbox import OutboxCollection
 
 
 class ApprovalStore:
@@ -30,10 +30,11 @@ class ApprovalStore:
             "source_event_id": source_event_id,
             "outcome": outcome,
             "decided_at": datetime.now(UTC),
-            **outbox_fields([event]),
+            **self.outbox.fields(case_no, [event]),
         }
         try:
             self.decisions.insert_one(doc)
         except DuplicateKeyError:
+            self.outbox.forget([event])
             return False
         return True

@@ -14,10 +14,10 @@ from pymongo.errors import DuplicateKeyError
 from contracts.envelope import Envelope
 from services.catalog.search import index_fields
 from services.common.errors import Conflict
-from services.common.outbox import OutboxCollection, outbox_fields
+from services.common.outbox import OutboxCollection
 
 SUMMARY_FIELDS = ("item_code", "name", "department_code", "item_type", "handling_mode", "promised_days")
-_NO_OUTBOX = {"outbox": 0, "outbox_ids": 0, "outbox_at": 0}
+_NO_OUTBOX = {"outbox": 0}
 
 
 def version_id(item_code: str, version: int) -> str:
@@ -64,8 +64,9 @@ class CatalogStore:
         """Store a published version with its event; a concurrent publish of the same version conflicts."""
         doc = self._version_doc(guide, version)
         try:
-            self.versions.insert_one({**doc, **outbox_fields([event])})
+            self.versions.insert_one({**doc, **self.outbox.fields(doc["_id"], [event])})
         except DuplicateKeyError:
+            self.outbox.forget([event])
             raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
         self._advance_current(doc)
         return doc
@@ -73,7 +74,9 @@ class CatalogStore:
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
         """Bulk publish (seeding): first versions of many items at once."""
         docs = [self._version_doc(g, 1) for g in guides]
-        self.versions.insert_many([{**d, **outbox_fields([e])} for d, e in zip(docs, events, strict=True)])
+        self.versions.insert_many(
+            [{**d, **self.outbox.fields(d["_id"], [e])} for d, e in zip(docs, events, strict=True)]
+        )
         self.current.insert_many([self._current_doc(d) for d in docs])
 
     def _version_doc(self, guide: dict[str, Any], version: int) -> dict[str, Any]:

@@ -1,10 +1,16 @@
 """Transactional outbox without transactions.
 
 Pending events are written into the very document whose change they announce, in the same
-single-document write, so a crash between "store" and "publish" loses nothing: a relay finds
-documents with pending events and publishes them again. Layout inside such a document:
-`outbox: {event_id: envelope}`, `outbox_ids: [event_id, ...]`, `outbox_at: datetime`.
-(FerretDB cannot `$pull` by a sub-document condition, hence the id list.)
+single-document write (`outbox: {event_id: envelope}`), so a crash between "store" and "publish"
+loses nothing.
+
+How the relay finds them: each pending event also has a small marker document
+(`<collection>_outbox`, `_id` = event id) written *just before* the document write and deleted
+after the event is published. The relay reads only that small collection, never the (large) data
+collection: the document server behind FerretDB answers nothing but `_id` equality from an index,
+so filtering a million cases for pending events every two seconds was a full scan each time.
+A marker whose write never happened (a conflict, a crash in between) points at no event; the
+relay removes it once it is older than any write can take.
 """
 
 from __future__ import annotations
@@ -18,27 +24,8 @@ from pymongo.collection import Collection
 
 from contracts.envelope import Envelope
 
-
-def outbox_fields(events: Iterable[Envelope]) -> dict[str, Any]:
-    """Fields to include in a newly inserted document."""
-    events = list(events)
-    return {
-        "outbox": {e.event_id: e.model_dump(mode="json") for e in events},
-        "outbox_ids": [e.event_id for e in events],
-        "outbox_at": datetime.now(UTC),
-    }
-
-
-def outbox_update(events: Iterable[Envelope]) -> dict[str, Any]:
-    """Update operators that queue events on an existing document (merge with your own $set)."""
-    events = list(events)
-    return {
-        "$set": {
-            **{f"outbox.{e.event_id}": e.model_dump(mode="json") for e in events},
-            "outbox_at": datetime.now(UTC),
-        },
-        "$push": {"outbox_ids": {"$each": [e.event_id for e in events]}},
-    }
+# Markers older than this with no event in their document are orphans (the write never happened).
+ORPHAN_AFTER = timedelta(minutes=5)
 
 
 class OutboxCollection:
@@ -46,25 +33,62 @@ class OutboxCollection:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
+        self.markers = collection.database[f"{collection.name}_outbox"]
 
     def ensure_indexes(self) -> None:
-        self.collection.create_index([("outbox_ids", ASCENDING)])
+        self.markers.create_index([("at", ASCENDING)])
 
+    # --- writing: call right before the document write that carries the events --------------------
+    def fields(self, doc_id: Any, events: Iterable[Envelope]) -> dict[str, Any]:
+        """Fields to include in a newly inserted document (its markers are written now)."""
+        events = self._stage(doc_id, events)
+        return {"outbox": {e.event_id: e.model_dump(mode="json") for e in events}}
+
+    def update(self, doc_id: Any, events: Iterable[Envelope]) -> dict[str, Any]:
+        """Update operators that queue events on an existing document (merge with your own)."""
+        events = self._stage(doc_id, events)
+        return {"$set": {f"outbox.{e.event_id}": e.model_dump(mode="json") for e in events}}
+
+    def forget(self, events: Iterable[Envelope]) -> None:
+        """The write did not happen (a conflict): drop its markers now rather than as orphans later."""
+        ids = [e.event_id for e in events]
+        if ids:
+            self.markers.delete_many({"_id": {"$in": ids}})
+
+    def _stage(self, doc_id: Any, events: Iterable[Envelope]) -> list[Envelope]:
+        events = list(events)
+        if events:
+            now = datetime.now(UTC)
+            self.markers.insert_many([{"_id": e.event_id, "doc_id": doc_id, "at": now} for e in events])
+        return events
+
+    # --- relaying -----------------------------------------------------------------------------------
     def pending(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any]]]:
-        """(document id, envelope) pairs queued longer ago than `older_than`, oldest documents first."""
-        before = datetime.now(UTC) - older_than
-        cursor = (
-            self.collection.find({"outbox_ids.0": {"$exists": True}, "outbox_at": {"$lt": before}}, {"outbox": 1})
-            .sort("outbox_at", ASCENDING)
-            .limit(limit)
-        )
-        return [(doc["_id"], event) for doc in cursor for event in doc.get("outbox", {}).values()]
+        """(document id, envelope) pairs whose markers are older than `older_than`, oldest first."""
+        now = datetime.now(UTC)
+        markers = list(self.markers.find({"at": {"$lt": now - older_than}}).sort("at", ASCENDING).limit(limit))
+        found, orphans = [], []
+        for marker in markers:
+            doc = self.collection.find_one({"_id": marker["doc_id"]}, {f"outbox.{marker['_id']}": 1})
+            event = ((doc or {}).get("outbox") or {}).get(marker["_id"])
+            if event is not None:
+                found.append((marker["doc_id"], event))
+            elif _aware(marker["at"]) < now - ORPHAN_AFTER:
+                orphans.append(marker["_id"])
+        if orphans:
+            self.markers.delete_many({"_id": {"$in": orphans}})
+        return found
+
+    def mark_published(self, doc_id: Any, event_id: str) -> None:
+        self.collection.update_one({"_id": doc_id}, {"$unset": {f"outbox.{event_id}": ""}})
+        self.markers.delete_one({"_id": event_id})
 
     def clear(self, doc_ids: list[Any]) -> None:
         """Mark every pending event of these documents published (after a bulk publish)."""
-        self.collection.update_many({"_id": {"$in": doc_ids}}, {"$set": {"outbox": {}, "outbox_ids": []}})
+        self.collection.update_many({"_id": {"$in": doc_ids}}, {"$set": {"outbox": {}}})
+        self.markers.delete_many({"doc_id": {"$in": doc_ids}})
 
-    def mark_published(self, doc_id: Any, event_id: str) -> None:
-        self.collection.update_one(
-            {"_id": doc_id}, {"$pull": {"outbox_ids": event_id}, "$unset": {f"outbox.{event_id}": ""}}
-        )
+
+def _aware(moment: datetime) -> datetime:
+    # pymongo returns naive UTC datetimes unless the client is tz_aware.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -11,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
 from services.common.errors import Conflict
-from services.common.outbox import OutboxCollection, outbox_fields, outbox_update
+from services.common.outbox import OutboxCollection
 from services.identity.throttling import Failures
 
 
@@ -67,10 +67,12 @@ class IdentityStore:
 
     def raise_assurance(self, user_id: str, from_level: int, to_level: int, event: Envelope) -> bool:
         """Set the new level if it is still `from_level` (a concurrent raise wins once)."""
-        update = outbox_update([event])
+        update = self.user_outbox.update(user_id, [event])
         update["$set"]["assurance_level"] = to_level
-        result = self.users.update_one({"_id": user_id, "assurance_level": from_level}, update)
-        return result.modified_count == 1
+        if self.users.update_one({"_id": user_id, "assurance_level": from_level}, update).modified_count == 1:
+            return True
+        self.user_outbox.forget([event])
+        return False
 
     # --- signing keys -----------------------------------------------------------------------------
     def newest_key(self) -> dict[str, Any] | None:
@@ -90,7 +92,7 @@ class IdentityStore:
                 "user_id": user_id,
                 "created_at": datetime.now(UTC),
                 "revoked_at": None,
-                **outbox_fields([]),
+                "outbox": {},
             }
         )
 
@@ -99,9 +101,12 @@ class IdentityStore:
 
     def revoke_session(self, session_id: str, event: Envelope) -> bool:
         """Mark the session revoked with its event, once; False if it already was."""
-        update = outbox_update([event])
+        update = self.session_outbox.update(session_id, [event])
         update["$set"]["revoked_at"] = datetime.now(UTC)
-        return self.sessions.update_one({"_id": session_id, "revoked_at": None}, update).modified_count == 1
+        if self.sessions.update_one({"_id": session_id, "revoked_at": None}, update).modified_count == 1:
+            return True
+        self.session_outbox.forget([event])
+        return False
 
     def revoked_since(self, since: datetime) -> list[dict[str, Any]]:
         return list(self.sessions.find({"revoked_at": {"$gt": since}}, {"_id": 1, "revoked_at": 1}))
@@ -137,8 +142,9 @@ class IdentityStore:
     # --- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, doc: dict[str, Any], event: Envelope) -> bool:
         try:
-            self.certificates.insert_one({**doc, **outbox_fields([event])})
+            self.certificates.insert_one({**doc, **self.certificate_outbox.fields(doc["_id"], [event])})
         except DuplicateKeyError:
+            self.certificate_outbox.forget([event])
             return False
         return True
 

@@ -46,7 +46,7 @@ from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
-from services.intake import cases, lifecycle, supervision, workdays
+from services.intake import cases, deadlines, lifecycle, supervision, workdays
 from services.intake.storage import IntakeStore
 
 # Automatic decisions apply only while nobody has acted on the case yet.
@@ -398,29 +398,45 @@ class IntakeService:
         """Warn one working day before a deadline, flag it when it has passed. Safe with several
         processes: each flag is set by one conditional update, which carries the event."""
         today = cases.local_date(cases.now_utc())
-        running = list(lifecycle.TASK_STATUSES)
-        counts = {}
-        for flag, latest, model in (
-            ("deadline_warned", workdays.next_working_day(today), CaseDeadlineWarning),
-            ("overdue", today - timedelta(days=1), CaseOverdue),
-        ):
-            counts[flag] = 0
-            for case in self.store.due_cases(flag, running, latest.isoformat(), limit=500):
-                event = new_event(
-                    model(
-                        case_no=case["case_no"],
-                        item_code=case["item_code"],
-                        item_name=case["item_name"],
-                        department_code=case["department_code"],
-                        applicant_id=case["applicant"]["user_id"],
-                        deadline=case["deadline"],
-                    ),
-                    producer=self.name,
-                )
-                if self.store.flag_once(case["case_no"], flag, running, event):
-                    self.events.publish(self.store.outbox, case["case_no"], [event])
-                    counts[flag] += 1
+        warn_latest, overdue_latest = (
+            workdays.next_working_day(today).isoformat(),
+            (today - timedelta(days=1)).isoformat(),
+        )
+        models = {"deadline_warned": CaseDeadlineWarning, "overdue": CaseOverdue}
+        counts = dict.fromkeys(models, 0)
+        for day, additions in sorted(self.store.watched_days().items()):
+            if day > warn_latest:
+                break
+            remaining = 0
+            for case_no in self.store.watched(day):
+                case = self.store.deadline_view(case_no)
+                due = deadlines.due(case, day, warn_latest, overdue_latest)
+                for flag in due.flags:
+                    counts[flag] += self._raise_deadline_flag(case, flag, models[flag])
+                if due.done:
+                    self.store.unwatch(day, case_no)
+                else:
+                    remaining += 1
+            if not remaining:
+                self.store.drop_day(day, additions)
         return counts
+
+    def _raise_deadline_flag(self, case: dict[str, Any], flag: str, model: type) -> int:
+        event = new_event(
+            model(
+                case_no=case["case_no"],
+                item_code=case["item_code"],
+                item_name=case["item_name"],
+                department_code=case["department_code"],
+                applicant_id=case["applicant"]["user_id"],
+                deadline=case["deadline"],
+            ),
+            producer=self.name,
+        )
+        if not self.store.flag_once(case["case_no"], flag, list(lifecycle.TASK_STATUSES), event):
+            return 0
+        self.events.publish(self.store.outbox, case["case_no"], [event])
+        return 1
 
     def _recompute_provisional(self) -> int:
         recomputed, after = 0, ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
-from services.common.outbox import OutboxCollection, outbox_fields, outbox_update
+from services.common.outbox import OutboxCollection
 from services.intake.lifecycle import TASK_STATUSES, Change
 
 # What the applicant's list and the reviewer's task list show of a case.
@@ -28,6 +29,9 @@ VIEW_FIELDS = (
     "version",
 )
 
+# Deadline index buckets per day; small documents, each found by _id (see watch_deadline).
+DEADLINE_SHARDS = 16
+
 
 class IntakeStore:
     def __init__(self, db: Database) -> None:
@@ -40,6 +44,7 @@ class IntakeStore:
         self.department_tasks = db["department_tasks"]
         self.facts = db["supervision_facts"]
         self.document_chunks = db["document_chunks"]
+        self.deadlines = db["deadline_index"]
         self.outbox = OutboxCollection(self.cases)
 
     def ensure_indexes(self) -> None:
@@ -65,8 +70,9 @@ class IntakeStore:
     def insert_case(self, doc: dict[str, Any], events: list[Envelope]) -> bool:
         """Insert; False when another case already holds the same idempotency key."""
         try:
-            self.cases.insert_one({**doc, **outbox_fields(events)})
+            self.cases.insert_one({**doc, **self.outbox.fields(doc["_id"], events)})
         except DuplicateKeyError:
+            self.outbox.forget(events)
             if self.by_idempotency_key(doc["idempotency_key"]) is None:
                 raise  # not the idempotency index: a real conflict we do not expect
             return False
@@ -91,17 +97,43 @@ class IntakeStore:
     def set_deadline(self, case_no: str, deadline: str, provisional: bool) -> None:
         self.cases.update_one({"_id": case_no}, {"$set": {"deadline": deadline, "deadline_provisional": provisional}})
 
-    def due_cases(self, flag: str, statuses: list[str], deadline_at_most: str, limit: int) -> list[dict[str, Any]]:
-        """Cases still running whose deadline is at most the given day and not yet flagged."""
-        query = {"status": {"$in": statuses}, "deadline": {"$lte": deadline_at_most}, flag: {"$ne": True}}
-        return list(self.cases.find(query, {"outbox": 0, "timeline": 0, "form": 0}).limit(limit))
+    # The deadline index: which running cases have their deadline on which day. The periodic check
+    # reads it by _id instead of filtering every case (a full scan on FerretDB). Layout:
+    # `<day>/<shard>` -> {cases: {case_no: true}}, and `days` -> {days: {<day>: <additions>}}.
+    def watch_deadline(self, case_no: str, day: str) -> None:
+        bucket = f"{day}/{zlib.crc32(case_no.encode()) % DEADLINE_SHARDS:02d}"
+        added = self.deadlines.update_one({"_id": bucket}, {"$set": {f"cases.{case_no}": True}}, upsert=True)
+        if added.modified_count or added.upserted_id is not None:
+            # Counted after the entry is in: a checker that found the day empty cannot drop it then.
+            self.deadlines.update_one({"_id": "days"}, {"$inc": {f"days.{day}": 1}}, upsert=True)
+
+    def watched_days(self) -> dict[str, int]:
+        """Days with (possibly) watched cases, with their addition counts."""
+        return (self.deadlines.find_one({"_id": "days"}) or {}).get("days") or {}
+
+    def watched(self, day: str) -> list[str]:
+        buckets = (self.deadlines.find_one({"_id": f"{day}/{shard:02d}"}) for shard in range(DEADLINE_SHARDS))
+        return [case_no for bucket in buckets if bucket for case_no in bucket.get("cases") or {}]
+
+    def unwatch(self, day: str, case_no: str) -> None:
+        bucket = f"{day}/{zlib.crc32(case_no.encode()) % DEADLINE_SHARDS:02d}"
+        self.deadlines.update_one({"_id": bucket}, {"$unset": {f"cases.{case_no}": ""}})
+
+    def drop_day(self, day: str, additions: int) -> bool:
+        """Forget an emptied day, unless a case was added to it since its count was read."""
+        query = {"_id": "days", f"days.{day}": additions}
+        return self.deadlines.update_one(query, {"$unset": {f"days.{day}": ""}}).modified_count == 1
+
+    def deadline_view(self, case_no: str) -> dict[str, Any] | None:
+        fields = ("case_no", "item_code", "item_name", "department_code", "applicant", "status", "deadline")
+        return self.cases.find_one({"_id": case_no}, {f: 1 for f in (*fields, "deadline_warned", "overdue")})
 
     def flag_once(self, case_no: str, flag: str, statuses: list[str], event: Envelope) -> bool:
         """Set the flag with its event unless another process already did (safe with several timers)."""
-        update = outbox_update([event])
+        update = self.outbox.update(case_no, [event])
         update["$set"][flag] = True
         query = {"_id": case_no, flag: {"$ne": True}, "status": {"$in": statuses}}
-        return self.cases.update_one(query, update).modified_count == 1
+        return self._updated_or_forget(query, update, event)
 
     # --- supervision -------------------------------------------------------------------------------
     def add_fact(self, fact: dict[str, Any]) -> bool:
@@ -166,7 +198,7 @@ class IntakeStore:
         return self.cases.find_one({"idempotency_key": key}, {"outbox": 0})
 
     def get(self, case_no: str) -> dict[str, Any] | None:
-        return self.cases.find_one({"_id": case_no}, {"outbox": 0, "outbox_ids": 0, "outbox_at": 0})
+        return self.cases.find_one({"_id": case_no}, {"outbox": 0})
 
     def list_for_applicant(
         self, user_id: str, status: str | None, skip: int, limit: int
@@ -193,6 +225,8 @@ class IntakeStore:
             return {"$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": version}}]}
 
         owner, department = case["applicant"]["user_id"], case["department_code"]
+        if case["status"] in TASK_STATUSES and case.get("deadline"):
+            self.watch_deadline(case_no, case["deadline"])
         self.my_cases.update_one({"_id": owner}, {"$setOnInsert": {"cases": {}}}, upsert=True)
         self.my_cases.update_one({"_id": owner, **newer(f"cases.{case_no}")}, {"$set": {f"cases.{case_no}": entry}})
         self.department_tasks.update_one({"_id": department}, {"$setOnInsert": {"tasks": {}}}, upsert=True)
@@ -224,13 +258,19 @@ class IntakeStore:
 
     def transition(self, case_no: str, change: Change, event: Envelope) -> bool:
         """Apply a lifecycle change if the case is still in the status and version it was read in."""
-        update = outbox_update([event])
+        update = self.outbox.update(case_no, [event])
         update["$set"].update(change.set_fields)
         update["$inc"] = {"version": 1}
         if change.timeline is not None:
-            update["$push"]["timeline"] = change.timeline
+            update["$push"] = {"timeline": change.timeline}
         query = {"_id": case_no, "status": change.from_status, "version": change.version, **change.extra_filter}
-        return self.cases.update_one(query, update).modified_count == 1
+        return self._updated_or_forget(query, update, event)
+
+    def _updated_or_forget(self, query: dict[str, Any], update: dict[str, Any], event: Envelope) -> bool:
+        if self.cases.update_one(query, update).modified_count == 1:
+            return True
+        self.outbox.forget([event])  # lost the race: the event was never queued
+        return False
 
     def tasks(
         self, department_code: str, statuses: list[str], skip: int, limit: int

@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 from contracts.envelope import Envelope, new_event
 from contracts.events import CaseSubmitted, ItemPublished
 from services.common import outbox as outbox_module
-from services.common.outbox import outbox_fields, outbox_update
 from services.common.publishing import RELAY_GRACE, Publisher
 
 
@@ -142,74 +141,150 @@ def test_relay_goes_on_after_a_failed_event():
     assert outbox.marked == [("B", b.event_id)]
 
 
-def test_outbox_fields_hold_each_event_by_id_in_order():
+class MemoryCollection:
+    """Just enough of a pymongo collection for the outbox's own bookkeeping."""
+
+    def __init__(self, name="cases", database=None):
+        self.name, self.docs = name, {}
+        self.database = database if database is not None else MemoryDatabase()
+        self.database.collections[name] = self
+
+    def insert_many(self, docs):
+        for doc in docs:
+            assert doc["_id"] not in self.docs
+            self.docs[doc["_id"]] = dict(doc)
+
+    def find(self, query):
+        limit = query["at"]["$lt"]
+        docs = sorted((d for d in self.docs.values() if d["at"] < limit), key=lambda d: d["at"])
+
+        class Cursor(list):
+            def sort(self, *args):
+                return self
+
+            def limit(self, n):
+                return self[:n]
+
+        return Cursor(docs)
+
+    def find_one(self, query, projection=None):
+        return self.docs.get(query["_id"])
+
+    def delete_one(self, query):
+        self.docs.pop(query["_id"], None)
+
+    def delete_many(self, query):
+        key, values = next(iter(query.items()))
+        for doc_id in [i for i, d in self.docs.items() if d.get(key) in values["$in"]]:
+            del self.docs[doc_id]
+
+    def update_one(self, query, update):
+        doc = self.docs[query["_id"]]
+        for path in update.get("$unset", {}):
+            field, key = path.split(".")
+            doc[field].pop(key, None)
+
+    def update_many(self, query, update):
+        for doc_id in query["_id"]["$in"]:
+            self.docs[doc_id].update(update["$set"])
+
+
+class MemoryDatabase:
+    def __init__(self):
+        self.collections = {}
+
+    def __getitem__(self, name):
+        return self.collections.get(name) or MemoryCollection(name, self)
+
+
+def test_fields_hold_each_event_by_id_and_stage_a_marker_for_each():
     first, second = _submitted("A"), _submitted("B")
+    box = outbox_module.OutboxCollection(MemoryCollection())
     before = datetime.now(UTC)
-    fields = outbox_fields([first, second])
-    assert fields["outbox_ids"] == [first.event_id, second.event_id]
-    assert fields["outbox"] == {
-        first.event_id: first.model_dump(mode="json"),
-        second.event_id: second.model_dump(mode="json"),
+    fields = box.fields("doc-1", (e for e in [first, second]))
+    assert fields == {
+        "outbox": {first.event_id: first.model_dump(mode="json"), second.event_id: second.model_dump(mode="json")}
     }
-    assert before <= fields["outbox_at"] <= datetime.now(UTC)
-    assert fields["outbox_at"].tzinfo is not None
+    assert box.markers.name == "cases_outbox"
+    assert set(box.markers.docs) == {first.event_id, second.event_id}
+    marker = box.markers.docs[first.event_id]
+    assert marker["doc_id"] == "doc-1" and before <= marker["at"] <= datetime.now(UTC)
 
 
-def test_outbox_fields_accept_a_generator():
-    event = _submitted()
-    fields = outbox_fields(e for e in [event])
-    assert fields["outbox_ids"] == [event.event_id]
-    assert list(fields["outbox"]) == [event.event_id]
-
-
-def test_outbox_update_queues_events_on_an_existing_document():
+def test_update_queues_events_on_an_existing_document():
     first, second = _submitted("A"), _submitted("B")
-    update = outbox_update(iter([first, second]))
-    assert update["$push"] == {"outbox_ids": {"$each": [first.event_id, second.event_id]}}
-    assert update["$set"][f"outbox.{first.event_id}"] == first.model_dump(mode="json")
-    assert update["$set"][f"outbox.{second.event_id}"] == second.model_dump(mode="json")
-    assert set(update["$set"]) == {f"outbox.{first.event_id}", f"outbox.{second.event_id}", "outbox_at"}
+    box = outbox_module.OutboxCollection(MemoryCollection())
+    update = box.update("doc-1", iter([first, second]))
+    assert update == {
+        "$set": {
+            f"outbox.{first.event_id}": first.model_dump(mode="json"),
+            f"outbox.{second.event_id}": second.model_dump(mode="json"),
+        }
+    }
+    assert set(box.markers.docs) == {first.event_id, second.event_id}
+
+
+def test_nothing_to_queue_stages_nothing():
+    box = outbox_module.OutboxCollection(MemoryCollection())
+    assert box.fields("doc-1", []) == {"outbox": {}}
+    assert box.markers.docs == {}
+
+
+def test_forget_drops_the_markers_of_a_write_that_did_not_happen():
+    kept, lost = _submitted("A"), _submitted("B")
+    box = outbox_module.OutboxCollection(MemoryCollection())
+    box.fields("doc-1", [kept])
+    box.update("doc-2", [lost])
+    box.forget([lost])
+    assert set(box.markers.docs) == {kept.event_id}
 
 
 def test_stored_outbox_entries_parse_back_into_envelopes():
     event = _submitted()
-    stored = outbox_fields([event])["outbox"][event.event_id]
+    stored = outbox_module.OutboxCollection(MemoryCollection()).fields("doc-1", [event])["outbox"][event.event_id]
     assert Envelope.model_validate(stored) == event
 
 
-def test_outbox_collection_pending_flattens_documents():
-    a1, a2, b1 = _submitted("A"), _published(), _submitted("B")
-    docs = [
-        {"_id": "A", "outbox": {a1.event_id: {"e": 1}, a2.event_id: {"e": 2}}},
-        {"_id": "B", "outbox": {b1.event_id: {"e": 3}}},
-        {"_id": "C"},
+def _aged(box, event_id, age):
+    box.markers.docs[event_id]["at"] = datetime.now(UTC) - age
+
+
+def test_pending_finds_events_through_their_markers_oldest_first():
+    a1, a2, b1, fresh = _submitted("A"), _published(), _submitted("B"), _submitted("C")
+    collection = MemoryCollection()
+    box = outbox_module.OutboxCollection(collection)
+    collection.docs["A"] = {"_id": "A", **box.fields("A", [a1, a2])}
+    collection.docs["B"] = {"_id": "B", **box.fields("B", [b1])}
+    collection.docs["C"] = {"_id": "C", **box.fields("C", [fresh])}
+    _aged(box, b1.event_id, timedelta(minutes=2))
+    _aged(box, a1.event_id, timedelta(minutes=1))
+    _aged(box, a2.event_id, timedelta(seconds=30))
+    assert box.pending(timedelta(seconds=3)) == [
+        ("B", b1.model_dump(mode="json")),
+        ("A", a1.model_dump(mode="json")),
+        ("A", a2.model_dump(mode="json")),
     ]
 
-    class Cursor:
-        def sort(self, *args):
-            return self
 
-        def limit(self, n):
-            self.n = n
-            return iter(docs)
-
-    class Collection:
-        def find(self, query, projection):
-            self.query = query
-            return Cursor()
-
-        def update_one(self, query, update):
-            self.updated = (query, update)
-
-    collection = Collection()
+def test_mark_published_removes_the_event_and_its_marker():
+    a1, a2 = _submitted("A"), _published()
+    collection = MemoryCollection()
     box = outbox_module.OutboxCollection(collection)
-    assert box.pending(timedelta(seconds=3)) == [("A", {"e": 1}), ("A", {"e": 2}), ("B", {"e": 3})]
-    assert collection.query["outbox_at"]["$lt"] < datetime.now(UTC) - timedelta(seconds=2)
+    collection.docs["A"] = {"_id": "A", **box.fields("A", [a1, a2])}
     box.mark_published("A", a1.event_id)
-    assert collection.updated == (
-        {"_id": "A"},
-        {"$pull": {"outbox_ids": a1.event_id}, "$unset": {f"outbox.{a1.event_id}": ""}},
-    )
+    assert list(collection.docs["A"]["outbox"]) == [a2.event_id]
+    assert list(box.markers.docs) == [a2.event_id]
+
+
+def test_a_marker_without_its_event_is_dropped_only_once_no_write_can_still_be_in_flight():
+    slow, orphan = _submitted("A"), _submitted("B")
+    box = outbox_module.OutboxCollection(MemoryCollection())
+    box.fields("A", [slow])  # markers written, documents never (or not yet) stored
+    box.fields("B", [orphan])
+    _aged(box, slow.event_id, timedelta(minutes=1))
+    _aged(box, orphan.event_id, outbox_module.ORPHAN_AFTER + timedelta(seconds=1))
+    assert box.pending(timedelta(seconds=3)) == []
+    assert list(box.markers.docs) == [slow.event_id]
 
 
 # --- bulk publishing (seeding) ----------------------------------------------------------------------
@@ -252,15 +327,12 @@ def test_a_failed_bulk_publish_clears_nothing():
     assert outbox.marked == []
 
 
-class RecordingCollection:
-    def __init__(self):
-        self.updates = []
-
-    def update_many(self, query, update):
-        self.updates.append((query, update))
-
-
 def test_outbox_clear_empties_the_outbox_of_exactly_those_documents():
-    collection = RecordingCollection()
-    outbox_module.OutboxCollection(collection).clear(["a@1", "b@1"])
-    assert collection.updates == [({"_id": {"$in": ["a@1", "b@1"]}}, {"$set": {"outbox": {}, "outbox_ids": []}})]
+    a, b, c = _published(), _published(), _published()
+    collection = MemoryCollection("versions")
+    box = outbox_module.OutboxCollection(collection)
+    for doc_id, event in (("a@1", a), ("b@1", b), ("c@1", c)):
+        collection.docs[doc_id] = {"_id": doc_id, **box.fields(doc_id, [event])}
+    box.clear(["a@1", "b@1"])
+    assert [collection.docs[d]["outbox"] == {} for d in ("a@1", "b@1", "c@1")] == [True, True, False]
+    assert list(box.markers.docs) == [c.event_id]

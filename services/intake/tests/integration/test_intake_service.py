@@ -14,8 +14,8 @@ from contracts.envelope import new_event
 from contracts.events import CaseApproved, CaseSubmitted
 from services.common.consuming import dead_letter_queue_name
 from services.common.errors import NotFound, ValidationFailed
-from services.common.outbox import outbox_fields
 from services.intake.service import IntakeService
+from services.intake.storage import IntakeStore
 from tests.support import (
     current_vhost,
     dispatch_event,
@@ -99,7 +99,8 @@ def test_submission_is_stored_and_announced_once(intake, container_factory, case
     eventually(lambda: recorder.events, what="case.submitted.v1")
     assert recorder.events[0]["payload"]["case_no"] == created["case_no"]
     # Published right after the write, so nothing is left for the relay.
-    assert eventually(lambda: cases.find_one({"_id": created["case_no"]})["outbox_ids"] == [])
+    assert eventually(lambda: cases.find_one({"_id": created["case_no"]})["outbox"] == {})
+    assert cases.database["cases_outbox"].count_documents({}) == 0
 
 
 def test_invalid_submission_crosses_rpc_as_validation_failed_and_stores_nothing(intake, cases):
@@ -163,13 +164,14 @@ def test_relay_publishes_events_left_behind_by_a_crash(intake, container_factory
         producer="intake",
     )
     # As if the process died after the write and before publishing.
-    pending = outbox_fields([event])
-    pending["outbox_at"] = now - timedelta(minutes=1)
-    cases.insert_one({"_id": "X-1", "status": "submitted", **pending})
+    store = IntakeStore(cases.database)
+    cases.insert_one({"_id": "X-1", "status": "submitted", **store.outbox.fields("X-1", [event])})
+    store.outbox.markers.update_one({"_id": event.event_id}, {"$set": {"at": now - timedelta(minutes=1)}})
 
     eventually(lambda: recorder.events, timeout=15, what="the relayed event")
     assert recorder.events[0]["event_id"] == event.event_id
-    assert eventually(lambda: cases.find_one({"_id": "X-1"})["outbox_ids"] == [])
+    assert eventually(lambda: cases.find_one({"_id": "X-1"})["outbox"] == {})
+    assert store.outbox.markers.count_documents({}) == 0
 
 
 def test_a_poison_event_is_dead_lettered_not_dropped(intake):
@@ -246,6 +248,11 @@ def test_deadline_warning_and_overdue_are_emitted_once_even_with_two_checkers(in
         }
     )
 
+    store = IntakeStore(cases.database)
+    for case_no in ("W-1", "O-1", "F-1", "S-1"):
+        store.sync_views(case_no)  # as every write does: running cases enter the deadline index
+    assert set(store.watched_days()) == {next_working_day(today).isoformat(), "2020-01-02", "2099-01-01"}
+
     with ServiceRpcClient("intake") as client:
         replies = [client.check_deadlines.call_async() for _ in range(3)]  # several checkers at once
         results = [r.result() for r in replies]
@@ -256,3 +263,6 @@ def test_deadline_warning_and_overdue_are_emitted_once_even_with_two_checkers(in
     assert overdue.events[0]["payload"]["case_no"] == "O-1"
     with ServiceRpcClient("intake") as client:
         assert client.check_deadlines() == {"deadline_warned": 0, "overdue": 0}  # flagged once, for good
+    # O-1 is done with; W-1 waits for its overdue flag, F-1 for its day.
+    assert set(store.watched_days()) == {next_working_day(today).isoformat(), "2099-01-01"}
+    assert store.watched(next_working_day(today).isoformat()) == ["W-1"]
