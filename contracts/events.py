@@ -95,6 +95,8 @@ class CertificateIssued(EventPayload):
     certificate_type: str
     case_no: str
     user_id: str
+    certificate_name: str | None = None  # e.g. 营业执照; optional for events from before it was added
+    item_name: str | None = None
 
 
 class _CaseTransition(EventPayload):

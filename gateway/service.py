@@ -36,6 +36,7 @@ from contracts.identity import (
     TokenPair,
     UserView,
 )
+from contracts.notifications import NotificationPreferences
 from gateway import documents
 from gateway.auth import Auth, client_address
 from gateway.http import read_json
@@ -449,3 +450,23 @@ class Gateway:
     def read_notification(self, request: Request, principal: Principal, notification_id: str) -> tuple[int, None]:
         call(self.notification.mark_read, principal.model_dump(), notification_id)
         return 204, None
+
+    @api(
+        "GET",
+        "/api/v1/me/notification-preferences",
+        summary="The channels the caller is told on (the inbox is always on)",
+        response_model=NotificationPreferences,
+    )
+    def notification_preferences(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.notification.get_preferences, principal.model_dump())
+
+    @api(
+        "PUT",
+        "/api/v1/me/notification-preferences",
+        summary="Choose channels: sms needs a phone, email an address on the account",
+        request_model=NotificationPreferences,
+        response_model=NotificationPreferences,
+    )
+    def choose_notification_channels(self, request: Request, principal: Principal) -> dict[str, Any]:
+        body = validated(NotificationPreferences, read_json(request)).model_dump()
+        return call(self.notification.set_preferences, principal.model_dump(), body)

@@ -1,4 +1,6 @@
-"""Start, watch and stop the whole Yiwang system: five services and the gateway, one process each.
+"""Start, watch and stop the whole Yiwang system: five services and the gateway, one process each,
+plus a local SMS provider and a local mail server unless real ones are configured
+(YIWANG_SMS_URL, YIWANG_SMTP_HOST).
 
 `python -m infra.system run` (what `make run` calls) starts them with `nameko run`, waits until
 `/readyz` answers 200, and keeps them until Ctrl-C or SIGTERM, then stops them all cleanly.
@@ -40,6 +42,8 @@ class System:
     base_url: str
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    sms_url: str = ""
+    mail_dir: Path | None = None  # a Maildir of what the local mail server received
 
 
 def _nameko() -> str:
@@ -53,10 +57,13 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     log_dir.mkdir(parents=True, exist_ok=True)
     port = env.get("YIWANG_HTTP_PORT", "8000")
     system = System(base_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
+    commands = {**_local_providers(env, system, log_dir)}
     for name, target in PROCESSES.items():
+        commands[name] = [_nameko(), "run", "--config", str(ROOT / "config.yml"), target]
+    for name, command in commands.items():
         log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         system.processes[name] = subprocess.Popen(
-            [_nameko(), "run", "--config", str(ROOT / "config.yml"), target],
+            command,
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -64,6 +71,33 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
     return system
+
+
+def _local_providers(env: dict[str, str], system: System, log_dir: Path) -> dict[str, list[str]]:
+    """Commands of the stand-in SMS provider and mail server, for what is not configured; sets the
+    addresses the notification service will use in `env`."""
+    commands = {}
+    if not env.get("YIWANG_SMS_URL"):
+        sms_port = env.setdefault("YIWANG_SMS_PORT", "8025")
+        env["YIWANG_SMS_URL"] = f"http://127.0.0.1:{sms_port}"
+        store = log_dir / f"sms-{sms_port}.jsonl"
+        commands["sms-provider"] = [
+            sys.executable,
+            "-m",
+            "infra.sms_provider",
+            "--port",
+            sms_port,
+            "--store",
+            str(store),
+        ]
+    system.sms_url = env["YIWANG_SMS_URL"]
+    if not env.get("YIWANG_SMTP_HOST"):
+        smtp_port = env.setdefault("YIWANG_SMTP_PORT", "1025")
+        env["YIWANG_SMTP_HOST"] = "127.0.0.1"
+        system.mail_dir = log_dir / f"mail-{smtp_port}"
+        handler = ["-c", "aiosmtpd.handlers.Mailbox", str(system.mail_dir)]
+        commands["mail-server"] = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{smtp_port}", *handler]
+    return commands
 
 
 def wait_ready(system: System, timeout: float = 90.0) -> dict:

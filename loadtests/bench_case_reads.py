@@ -28,7 +28,7 @@ import requests
 
 from infra import system
 from services.intake.storage import DEADLINE_SHARDS, VIEW_FIELDS
-from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost
+from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_port
 
 DEPARTMENT = "620524GA"
 ITEM = {"item_code": "62052400GA-QR-0001", "item_name": "居民身份证换领", "department_code": DEPARTMENT}
@@ -135,7 +135,13 @@ def main() -> None:
     args = parser.parse_args()
 
     vhost, prefix, port = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}", "8099"
-    env = {"YIWANG_RABBIT_VHOST": vhost, "YIWANG_DB_PREFIX": prefix, "YIWANG_HTTP_PORT": port}
+    env = {
+        "YIWANG_RABBIT_VHOST": vhost,
+        "YIWANG_DB_PREFIX": prefix,
+        "YIWANG_HTTP_PORT": port,
+        "YIWANG_SMS_PORT": str(free_port()),
+        "YIWANG_SMTP_PORT": str(free_port()),
+    }
     running = system.start(env, log_dir=system.RUN_DIR / "bench-logs")
     client = pymongo.MongoClient(MONGO_URI)
     try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +23,12 @@ MONGO_PORT = os.environ.get("YIWANG_MONGO_PORT", "27017")
 MONGO_URI = f"mongodb://127.0.0.1:{MONGO_PORT}"
 MGMT_URL = f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}/api"
 MGMT_AUTH = ("guest", "guest")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def create_vhost(prefix: str = "yiwang-test") -> str:
@@ -111,3 +120,60 @@ def dispatch_event(source_service: str, envelope: dict[str, Any]) -> None:
     from nameko.standalone.events import event_dispatcher
 
     event_dispatcher()(source_service, envelope["type"], envelope)
+
+
+# --- the local SMS provider and mail server, as processes of the test's own -------------------------
+
+
+class LocalProvider:
+    """A stand-in outbound provider process on a port of its own; stop() and start() again to
+    simulate an outage (what it received survives: the SMS provider keeps a file)."""
+
+    def __init__(self, command: list[str], port: int) -> None:
+        self.command, self.port = command, port
+        self.process: Any = None
+
+    def start(self) -> LocalProvider:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.process = subprocess.Popen([sys.executable, *self.command], cwd=root, stdout=subprocess.DEVNULL)
+        eventually(lambda: _listening(self.port), timeout=15, what=f"{self.command[1]} on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        eventually(lambda: not _listening(self.port), timeout=10, what=f"port {self.port} closed")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def sms_provider(store: Any) -> LocalProvider:
+    port = free_port()
+    return LocalProvider(["-m", "infra.sms_provider", "--port", str(port), "--store", str(store)], port)
+
+
+def mail_server(maildir: Any) -> LocalProvider:
+    port = free_port()
+    handler = ["-c", "aiosmtpd.handlers.Mailbox", str(maildir)]
+    return LocalProvider(["-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", *handler], port)
+
+
+def sms_received(provider_url: str) -> list[dict[str, Any]]:
+    return requests.get(f"{provider_url}/v1/messages", timeout=5).json()["items"]
+
+
+def mail_received(maildir: Any) -> list[Any]:
+    """Every message the local mail server stored, parsed (email.message.EmailMessage)."""
+    import mailbox
+    from email import policy
+    from email.parser import BytesParser
+
+    if not os.path.isdir(os.path.join(str(maildir), "new")):
+        return []
+    box = mailbox.Maildir(str(maildir), create=False)
+    return [BytesParser(policy=policy.default).parsebytes(box.get_bytes(key)) for key in box.iterkeys()]

@@ -16,6 +16,7 @@ from contracts.identity import (
     RegistrationResult,
     UserView,
 )
+from contracts.notifications import Contact
 from services.common.errors import ValidationFailed
 from services.identity import idnumbers
 
@@ -130,6 +131,10 @@ def user_view(doc: dict[str, Any]) -> UserView:
         assurance_level=doc["assurance_level"],
         department_code=doc.get("department_code"),
     )
+
+
+def contact(doc: dict[str, Any]) -> Contact:
+    return Contact(user_id=doc["_id"], phone=doc.get("phone"), email=doc.get("email"))
 
 
 def applicant_profile(doc: dict[str, Any], today: date, certificates: list[str]) -> ApplicantProfile:

@@ -82,6 +82,16 @@ class IdentityService:
         return accounts.user_view(self._user(user_id)).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def contact(self, user_id: str) -> dict[str, Any]:
+        """Phone and email for notifications (internal: the gateway exposes no route to it)."""
+        return accounts.contact(self._user(user_id)).model_dump(mode="json")
+
+    @rpc
+    def reviewers_of(self, department_code: str) -> list[str]:
+        """User ids of the department's reviewers (told about deadlines)."""
+        return self.store.staff_with_role(department_code, "reviewer")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def applicant_profile(self, user_id: str) -> dict[str, Any]:
         now = datetime.now(UTC)
         held = sorted({c["type"] for c in self.store.certificates_of(user_id) if certificates.is_valid(c, now)})
@@ -192,6 +202,8 @@ class IdentityService:
             CertificateIssued(
                 certificate_id=doc["_id"],
                 certificate_type=doc["type"],
+                certificate_name=doc["name"],
+                item_name=approved.item_name,
                 case_no=approved.case_no,
                 user_id=approved.applicant_id,
             ),

@@ -62,6 +62,10 @@ class IdentityStore:
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.users.find_one({"_id": user_id}, {"outbox": 0})
 
+    def staff_with_role(self, department_code: str, role: str) -> list[str]:
+        found = self.users.find({"department_code": department_code, "roles": role}, {"_id": 1})
+        return sorted(doc["_id"] for doc in found)
+
     def login_key_exists(self, login_key: str) -> bool:
         return self.users.count_documents({"login_key": login_key}, limit=1) > 0
 

@@ -1,17 +1,22 @@
 """Rendering notifications from versioned Jinja2 templates kept as files.
 
-`templates/<channel>/<event type>.j2`: the first line is the title, the rest the body.
+`templates/<channel>/<event type>.j2`: the first line is the title (an email's subject), the rest
+the body; an SMS is one text. A template's version is a digest of its source (and of what it
+extends), recorded with every message so a sent text can be traced to the template that made it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from contracts.envelope import Envelope
+from services.notification.deliveries import view as deliveries_view
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -24,6 +29,11 @@ def local_time(value: datetime | str) -> str:
     return moment.astimezone(CHINA).strftime("%Y年%m月%d日 %H:%M")
 
 
+def local_day(value: date | str) -> str:
+    day = date.fromisoformat(value) if isinstance(value, str) else value
+    return f"{day:%Y年%m月%d日}"
+
+
 def render(channel: str, event_type: str, context: dict[str, Any]) -> tuple[str, str]:
     """(title, body) for one channel and event type; StrictUndefined makes a missing field an error."""
     text = _env.get_template(f"{channel}/{event_type}.j2").render(**context).strip()
@@ -31,6 +41,69 @@ def render(channel: str, event_type: str, context: dict[str, Any]) -> tuple[str,
     return title.strip(), body.strip()
 
 
+def render_sms(event_type: str, context: dict[str, Any]) -> str:
+    return " ".join(_env.get_template(f"sms/{event_type}.j2").render(**context).split())
+
+
+def template_version(channel: str, event_type: str) -> str:
+    sources = [_source(f"{channel}/{event_type}.j2")]
+    if channel == "email":
+        sources.append(_source("email/_letter.j2"))
+    return hashlib.sha256("\0".join(sources).encode()).hexdigest()[:12]
+
+
+def compose(event_type: str, context: dict[str, Any], channels: list[str]) -> dict[str, dict[str, str]]:
+    """What each channel will carry, rendered once when the notification is created (retries resend
+    exactly this). Keys: title, body, template (`<channel>/<event type>@<version>`)."""
+    content = {}
+    for channel in channels:
+        if channel == "sms":
+            title, body = "", render_sms(event_type, context)
+        else:
+            title, body = render(channel, event_type, context)
+        content[channel] = {
+            "title": title,
+            "body": body,
+            "template": f"{channel}/{event_type}@{template_version(channel, event_type)}",
+        }
+    return content
+
+
+def _source(name: str) -> str:
+    return (TEMPLATE_DIR / name).read_text(encoding="utf-8")
+
+
 def notification_id(event_id: str, recipient: str) -> str:
     """One notification per event and recipient, however often the event is redelivered."""
     return hashlib.sha256(f"{event_id}:{recipient}".encode()).hexdigest()[:24]
+
+
+def notification(
+    envelope: Envelope, recipient: str, case_no: str | None, context: dict[str, Any], channels: list[str], now: datetime
+) -> dict[str, Any]:
+    """The stored notification: the inbox message, and what each outbound channel will carry."""
+    content = compose(envelope.type, context, channels)
+    nid = notification_id(envelope.event_id, recipient)
+    return {
+        "_id": nid,
+        "notification_id": nid,
+        "event_id": envelope.event_id,
+        "recipient": recipient,
+        "case_no": case_no,
+        "type": envelope.type,
+        "title": content["inbox"]["title"],
+        "body": content["inbox"]["body"],
+        "created_at": now,
+        "read_at": None,
+        "content": {c: v for c, v in content.items() if c != "inbox"},
+        "channels": {
+            c: {"status": "delivered" if c == "inbox" else "pending", "attempts": 0, "template": content[c]["template"]}
+            for c in channels
+        },
+    }
+
+
+def view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored notification as the API shows it."""
+    fields = ("notification_id", "case_no", "type", "title", "body", "created_at", "read_at")
+    return {**{f: doc.get(f) for f in fields}, "deliveries": deliveries_view(doc.get("channels") or {})}

@@ -1,29 +1,44 @@
-"""Notification service entrypoints: turn case events into the applicant's inbox messages."""
+"""Notification service entrypoints: case events become notifications (inbox, SMS, email), and a
+timer delivers the outbound ones with retries, backoff and a per-channel rate limit."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nameko.rpc import rpc
+from nameko.timer import timer
 
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope
 from contracts.events import (
     CaseAccepted,
     CaseApproved,
+    CaseDeadlineWarning,
+    CaseOverdue,
     CaseRejected,
+    CaseResubmitted,
     CaseSubmitted,
     CaseSupplementRequested,
     CaseWithdrawn,
+    CertificateIssued,
 )
-from contracts.notifications import NotificationView
+from contracts.notifications import Contact, NotificationPreferences, NotificationView
 from services.common.consuming import consumes
-from services.common.errors import EXPECTED_ERRORS, NotFound, validated
+from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, ValidationFailed, validated
 from services.common.mongo import Storage
+from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
-from services.notification import messages
-from services.notification.storage import NotificationStore
+from services.notification import deliveries, messages
+from services.notification.channels import Outbound, OutboundChannels
+from services.notification.deliveries import Outcome
+from services.notification.storage import ORPHAN_AFTER, NotificationStore
+
+log = logging.getLogger(__name__)
+
+# A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
+LEASE = timedelta(seconds=60)
 
 
 class NotificationService:
@@ -31,11 +46,14 @@ class NotificationService:
 
     tracing = Tracing()
     store: NotificationStore = Storage(NotificationStore)
+    identity = ServiceRpc("identity")
+    outbound: OutboundChannels = Outbound()
 
+    # --- case events, to the applicant ---------------------------------------------------------------
     @consumes("intake", CaseSubmitted)
     def on_case_submitted(self, envelope: Envelope, payload: CaseSubmitted) -> None:
         context = {**payload.model_dump(), "submitted_at": messages.local_time(payload.submitted_at)}
-        self._notify(envelope, payload.applicant_id, payload.case_no, context)
+        self._notify(envelope, [payload.applicant_id], "applicant", payload.case_no, context)
 
     @consumes("approval", CaseApproved)
     def on_case_approved(self, envelope: Envelope, payload: CaseApproved) -> None:
@@ -61,16 +79,34 @@ class NotificationService:
     def on_supplement_requested(self, envelope: Envelope, payload: CaseSupplementRequested) -> None:
         self._notify_transition(envelope, payload)
 
+    @consumes("intake", CaseResubmitted)
+    def on_case_resubmitted(self, envelope: Envelope, payload: CaseResubmitted) -> None:
+        self._notify_transition(envelope, payload)
+
     @consumes("intake", CaseWithdrawn)
     def on_case_withdrawn(self, envelope: Envelope, payload: CaseWithdrawn) -> None:
         self._notify_transition(envelope, payload)
 
+    @consumes("identity", CertificateIssued)
+    def on_certificate_issued(self, envelope: Envelope, payload: CertificateIssued) -> None:
+        self._notify(envelope, [payload.user_id], "applicant", payload.case_no, payload.model_dump())
+
+    # --- deadline events, to the department's reviewers ----------------------------------------------
+    @consumes("intake", CaseDeadlineWarning)
+    def on_deadline_warning(self, envelope: Envelope, payload: CaseDeadlineWarning) -> None:
+        self._notify_reviewers(envelope, payload)
+
+    @consumes("intake", CaseOverdue)
+    def on_overdue(self, envelope: Envelope, payload: CaseOverdue) -> None:
+        self._notify_reviewers(envelope, payload)
+
+    # --- the inbox and preferences -------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notifications(self, principal: dict[str, Any], unread: bool, page: dict[str, Any]) -> dict[str, Any]:
         who = validated(Principal, principal)
         paging = validated(PageQuery, page)
         rows, total = self.store.list_for(who.user_id, unread, (paging.page - 1) * paging.page_size, paging.page_size)
-        items = [NotificationView.model_validate({k: r.get(k) for k in NotificationView.model_fields}) for r in rows]
+        items = [NotificationView.model_validate(messages.view(row)) for row in rows]
         return Page[NotificationView](
             items=items, total=total, page=paging.page, page_size=paging.page_size
         ).model_dump(mode="json")
@@ -81,11 +117,88 @@ class NotificationService:
         if not self.store.mark_read(who.user_id, notification_id):
             raise NotFound("no such notification")
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_preferences(self, principal: dict[str, Any]) -> dict[str, Any]:
+        who = validated(Principal, principal)
+        chosen = self.store.channels_chosen(who.user_id)
+        channels = deliveries.channels_for(_audience(who), chosen)
+        return NotificationPreferences(channels=channels).model_dump(mode="json")  # type: ignore[arg-type]
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_preferences(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        who = validated(Principal, principal)
+        wanted = validated(NotificationPreferences, payload)
+        contact = Contact.model_validate(call(self.identity.contact, who.user_id))
+        problems = [
+            {"field": f"channels.{n}", "issue": why}
+            for n, channel in enumerate(wanted.channels)
+            if (why := deliveries.unreachable(channel, contact))
+        ]
+        if problems:
+            raise ValidationFailed("a chosen channel cannot reach this account", problems)
+        self.store.choose_channels(who.user_id, list(wanted.channels), datetime.now(UTC))
+        return wanted.model_dump(mode="json")
+
     @rpc
     def ping(self) -> str:
         self.store.count()
         return "pong"
 
+    # --- delivering -----------------------------------------------------------------------------------
+    @rpc
+    @timer(interval=1)
+    def deliver_due(self) -> int:
+        """Send what is due, oldest first. Safe with several processes: each entry is claimed first."""
+        now, attempted = datetime.now(UTC), 0
+        for entry in self.store.due(now, limit=100):
+            if self.store.claim(entry["_id"], now, LEASE):
+                self._attempt(entry, now)
+                attempted += 1
+        return attempted
+
+    def _attempt(self, entry: dict[str, Any], now: datetime) -> None:
+        doc, channel = self.store.get(entry["notification_id"]), entry["channel"]
+        if doc is None:  # queued, but the notification itself was never stored (yet)
+            created = entry["created_at"].replace(tzinfo=entry["created_at"].tzinfo or UTC)
+            if now - created > ORPHAN_AFTER:
+                self.store.finish(entry["_id"])
+            else:
+                self.store.reschedule(entry["_id"], now + timedelta(seconds=5))
+            return
+        annotate(case_no=doc.get("case_no"), event_id=doc["event_id"], channel=channel)
+        state, policy = doc["channels"][channel], self.outbound.policy
+        if state["status"] == "sent":
+            step = deliveries.after_receipt(state, self.outbound.sms.receipt(state["reference"]), now, policy)
+        elif state["status"] == "pending":
+            if not self.store.take_rate_token(channel, now, self.outbound.rate_limits[channel]):
+                self.store.reschedule(entry["_id"], now + timedelta(seconds=1))  # over the limit: no attempt
+                return
+            step = deliveries.after_send(state, self._send(doc, channel, entry["_id"]), now, policy)
+        else:
+            step = deliveries.Step()  # delivered or failed already (a duplicate entry)
+        self.store.update_channel(doc["_id"], channel, step.changes)
+        if step.next_at is None:
+            self.store.finish(entry["_id"])
+        else:
+            self.store.reschedule(entry["_id"], step.next_at)
+        if step.changes.get("status") == "failed":
+            log.warning("delivery failed", extra={"notification_id": doc["_id"], "channel": channel})
+
+    def _send(self, doc: dict[str, Any], channel: str, reference: str) -> Outcome:
+        try:
+            contact = Contact.model_validate(call(self.identity.contact, doc["recipient"]))
+        except NotFound:
+            return Outcome("permanent", error="the account no longer exists")
+        except DomainError as exc:  # identity unavailable: try again later
+            return Outcome("temporary", error=f"contact lookup failed: {exc.code}")
+        if why := deliveries.unreachable(channel, contact):
+            return Outcome("permanent", error=why)
+        content = doc["content"][channel]
+        if channel == "sms":
+            return self.outbound.sms.send(contact.phone or "", content["body"], reference)
+        return self.outbound.email.send(contact.email or "", content["title"], content["body"], reference)
+
+    # --- building notifications -------------------------------------------------------------------------
     def _notify_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected) -> None:
         decision = payload.decision
         context = {
@@ -94,33 +207,34 @@ class NotificationService:
             "decided_by": decision.decided_by,
             "reason": decision.reason or "",
         }
-        self._notify(envelope, payload.applicant_id, payload.case_no, context)
+        self._notify(envelope, [payload.applicant_id], "applicant", payload.case_no, context)
 
     def _notify_transition(
-        self, envelope: Envelope, payload: CaseAccepted | CaseSupplementRequested | CaseWithdrawn
+        self, envelope: Envelope, payload: CaseAccepted | CaseSupplementRequested | CaseResubmitted | CaseWithdrawn
     ) -> None:
-        context = {**payload.model_dump(), "at": messages.local_time(payload.at)}
-        if context.get("deadline"):
-            context["deadline"] = f"{context['deadline']:%Y年%m月%d日}"
-        self._notify(envelope, payload.applicant_id, payload.case_no, context)
+        context = {"deadline": None, **payload.model_dump(), "at": messages.local_time(payload.at)}
+        if context["deadline"]:
+            context["deadline"] = messages.local_day(context["deadline"])
+        self._notify(envelope, [payload.applicant_id], "applicant", payload.case_no, context)
 
-    def _notify(self, envelope: Envelope, recipient: str, case_no: str, context: dict[str, Any]) -> None:
+    def _notify_reviewers(self, envelope: Envelope, payload: CaseDeadlineWarning | CaseOverdue) -> None:
+        reviewers = call(self.identity.reviewers_of, payload.department_code)
+        if not reviewers:
+            log.warning("no reviewer to tell", extra={"department_code": payload.department_code})
+        context = {**payload.model_dump(), "deadline": messages.local_day(payload.deadline)}
+        self._notify(envelope, reviewers, "reviewer", payload.case_no, context)
+
+    def _notify(
+        self, envelope: Envelope, recipients: list[str], audience: str, case_no: str, context: dict[str, Any]
+    ) -> None:
         annotate(case_no=case_no, event_id=envelope.event_id)
-        title, body = messages.render("inbox", envelope.type, context)
-        notification_id = messages.notification_id(envelope.event_id, recipient)
-        self.store.insert_once(
-            {
-                "_id": notification_id,
-                "notification_id": notification_id,
-                "event_id": envelope.event_id,
-                "recipient": recipient,
-                "case_no": case_no,
-                "type": envelope.type,
-                "title": title,
-                "body": body,
-                "created_at": datetime.now(UTC),
-                "read_at": None,
-                # Only the inbox in the skeleton; SMS and email deliveries come with the notification issue.
-                "deliveries": [{"channel": "inbox", "status": "delivered"}],
-            }
-        )
+        now = datetime.now(UTC)
+        for recipient in recipients:
+            channels = deliveries.channels_for(audience, self.store.channels_chosen(recipient))
+            doc = messages.notification(envelope, recipient, case_no, context, channels, now)
+            self.store.create(doc, [c for c in channels if c != "inbox"], now)
+
+
+def _audience(who: Principal) -> str:
+    # Staff get what reviewers get: their accounts have no phone or email.
+    return "applicant" if "applicant" in who.roles else "reviewer"

@@ -4,7 +4,6 @@ databases and port; driven only over HTTP."""
 from __future__ import annotations
 
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from infra import system
-from tests.support import MONGO_PORT, MONGO_URI, citizen, create_vhost, delete_vhost
+from tests.support import MONGO_PORT, MONGO_URI, citizen, create_vhost, delete_vhost, free_port
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 
@@ -27,15 +26,11 @@ class RunningSystem:
     vhost: str
     db_prefix: str
     log_dir: Path
+    sms_url: str
+    mail_dir: Path
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +40,7 @@ def yiwang() -> Iterator[RunningSystem]:
     span_dir.mkdir(parents=True)
     vhost = create_vhost("yiwang-e2e")
     prefix = f"e2e{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     env = {
         "YIWANG_RABBIT_VHOST": vhost,
         "YIWANG_DB_PREFIX": prefix,
@@ -56,11 +51,19 @@ def yiwang() -> Iterator[RunningSystem]:
         "YIWANG_TRUSTED_PROXIES": "127.0.0.1",
         "YIWANG_LOGIN_ACCOUNT_LIMIT": "3",
         "YIWANG_LOGIN_ADDRESS_LIMIT": "6",
+        # The local SMS provider and mail server on ports of their own; quick retries.
+        "YIWANG_SMS_PORT": str(free_port()),
+        "YIWANG_SMTP_PORT": str(free_port()),
+        "YIWANG_NOTIFY_RETRY_BASE": "0.5",
+        "YIWANG_NOTIFY_RETRY_CAP": "2",
     }
     running = system.start(env, log_dir=ARTIFACTS / "logs")
     try:
         system.wait_ready(running, timeout=120)
-        yield RunningSystem(running.base_url, span_dir, vhost, prefix, ARTIFACTS / "logs")
+        assert running.mail_dir is not None
+        yield RunningSystem(
+            running.base_url, span_dir, vhost, prefix, ARTIFACTS / "logs", running.sms_url, running.mail_dir
+        )
     finally:
         system.stop(running)
         delete_vhost(vhost)

@@ -962,3 +962,29 @@ def test_an_account_blocked_under_one_login_name_is_blocked_under_the_others(ser
     with pytest.raises(RateLimited):
         service.login(attempt(username="13800138000"))
     store.record_failure.assert_not_called()
+
+
+# --- what the notification service asks -------------------------------------------------------------
+
+
+def test_contact_gives_phone_and_email_only(service, store, citizen_doc):
+    doc = {**citizen_doc, "email": "zhang@example.cn"}
+    store.get_user.return_value = doc
+    assert service.contact(doc["_id"]) == {"user_id": doc["_id"], "phone": "13800138000", "email": "zhang@example.cn"}
+
+
+def test_contact_of_staff_has_neither(service, store):
+    staff = accounts.new_staff("reviewer1", "审核员", "a-good-password", ["reviewer"], "620524MZ")
+    store.get_user.return_value = staff
+    assert service.contact(staff["_id"]) == {"user_id": staff["_id"], "phone": None, "email": None}
+
+
+def test_contact_of_nobody_is_404(service, store):
+    with pytest.raises(NotFound):
+        service.contact("u-missing")
+
+
+def test_reviewers_of_a_department(service, store):
+    store.staff_with_role.return_value = ["r-1", "r-2"]
+    assert service.reviewers_of("620524MZ") == ["r-1", "r-2"]
+    store.staff_with_role.assert_called_once_with("620524MZ", "reviewer")

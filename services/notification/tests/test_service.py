@@ -47,7 +47,8 @@ def decided(model=CaseApproved, outcome="approved", decided_by="auto", reason=No
 @pytest.fixture
 def store():
     store = MagicMock()
-    store.insert_once.return_value = True
+    store.create.return_value = True
+    store.channels_chosen.return_value = None  # nobody chose: the defaults
     store.list_for.return_value = ([], 0)
     return store
 
@@ -58,8 +59,8 @@ def service(store):
 
 
 def _inserted(store):
-    store.insert_once.assert_called_once()
-    return store.insert_once.call_args.args[0]
+    store.create.assert_called_once()
+    return store.create.call_args.args[0]
 
 
 def test_submission_notifies_the_applicant_in_chinese(service, store):
@@ -77,9 +78,16 @@ def test_submission_notifies_the_applicant_in_chinese(service, store):
     assert "2026年11月23日 10:05" in doc["body"]
     assert "620524MZ-20261123-000007" in doc["body"]
     assert doc["read_at"] is None
-    assert doc["deliveries"] == [{"channel": "inbox", "status": "delivered"}]
+    assert [(d["channel"], d["status"]) for d in messages.view(doc)["deliveries"]] == [
+        ("inbox", "delivered"),
+        ("sms", "pending"),
+    ]
     assert before <= doc["created_at"] <= datetime.now(UTC)
-    NotificationView.model_validate({k: doc.get(k) for k in NotificationView.model_fields})
+    NotificationView.model_validate(messages.view(doc))
+    # An applicant who chose nothing is told by SMS too; the text is rendered now, once.
+    assert store.create.call_args.args[1] == ["sms"]
+    assert doc["content"]["sms"]["body"].startswith("【一网通办】您的“高龄津贴申领”申请已收件")
+    assert doc["channels"]["sms"]["template"].startswith("sms/case.submitted.v1@")
 
 
 def test_approval_notice_says_instant_approval(service, store):
@@ -105,16 +113,16 @@ def test_rejection_notice_gives_the_reason(service, store):
 def test_redelivered_event_maps_to_the_same_notification(service, store):
     body = submitted().model_dump(mode="json")
     service.on_case_submitted(body)
-    store.insert_once.return_value = False  # the store refuses the duplicate id
+    store.create.return_value = False  # the store refuses the duplicate id
     service.on_case_submitted(body)
-    first, second = (c.args[0] for c in store.insert_once.call_args_list)
+    first, second = (c.args[0] for c in store.create.call_args_list)
     assert first["_id"] == second["_id"]
 
 
 def test_different_events_get_different_notifications(service, store):
     service.on_case_submitted(submitted().model_dump(mode="json"))
     service.on_case_submitted(submitted().model_dump(mode="json"))
-    first, second = (c.args[0] for c in store.insert_once.call_args_list)
+    first, second = (c.args[0] for c in store.create.call_args_list)
     assert first["_id"] != second["_id"]
 
 
@@ -127,7 +135,7 @@ def test_wrong_or_invalid_events_are_poison(service, store, handler, event):
         getattr(service, handler)(event.model_dump(mode="json"))
     with pytest.raises(PoisonMessage):
         getattr(service, handler)({"nothing": "here"})
-    store.insert_once.assert_not_called()
+    store.create.assert_not_called()
 
 
 # --- events of the case lifecycle (produced by intake) --------------------------------------------
@@ -193,7 +201,7 @@ def test_a_reviewers_rejection_gives_the_reason(service, store):
 def test_lifecycle_handlers_refuse_other_events(service, store, handler, wrong):
     with pytest.raises(PoisonMessage):
         getattr(service, handler)(wrong.model_dump(mode="json"))
-    store.insert_once.assert_not_called()
+    store.create.assert_not_called()
 
 
 def test_list_notifications(service, store):
@@ -208,7 +216,7 @@ def test_list_notifications(service, store):
         "body": "b",
         "created_at": SUBMITTED_AT,
         "read_at": None,
-        "deliveries": [{"channel": "inbox", "status": "delivered"}],
+        "channels": {"inbox": {"status": "delivered"}, "email": {"status": "failed"}},
     }
     store.list_for.return_value = ([row], 41)
     result = service.list_notifications(CITIZEN, True, {"page": 3, "page_size": 20})
@@ -219,6 +227,7 @@ def test_list_notifications(service, store):
     assert item["notification_id"] == "n1"
     assert "recipient" not in item and "_id" not in item and "event_id" not in item
     assert item["created_at"] == "2026-11-23T02:05:00Z"
+    assert item["deliveries"] == [{"channel": "inbox", "status": "delivered"}, {"channel": "email", "status": "failed"}]
 
 
 def test_list_notifications_refuses_bad_paging(service, store):

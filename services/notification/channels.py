@@ -1,0 +1,116 @@
+"""Outbound channels: SMS through an HTTP provider, email over SMTP. Each call answers with an
+Outcome and never raises for the provider's own trouble (that is what retries are for)."""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
+from typing import Any
+
+import requests
+from nameko.extensions import DependencyProvider
+from pydantic import ValidationError
+
+from contracts.notifications import SmsReceipt, SmsRequest
+from services.notification.deliveries import Outcome, Policy
+
+_RECEIPT_KINDS = {"accepted": "accepted", "delivered": "delivered", "failed": "permanent"}
+
+
+class SmsProvider:
+    """`POST {base}/v1/messages` (SmsRequest → 202 SmsReceipt), `GET {base}/v1/messages/{id}` (SmsReceipt)."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def send(self, to: str, text: str, reference: str) -> Outcome:
+        body = SmsRequest(to=to, text=text, reference=reference).model_dump()
+        return self._call("POST", f"{self.base_url}/v1/messages", json=body)
+
+    def receipt(self, message_id: str) -> Outcome:
+        return self._call("GET", f"{self.base_url}/v1/messages/{message_id}")
+
+    def _call(self, method: str, url: str, **kwargs: object) -> Outcome:
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            return Outcome("temporary", error=f"SMS provider unreachable: {type(exc).__name__}")
+        if response.status_code == 429 or response.status_code >= 500:
+            return Outcome("temporary", error=f"SMS provider answered {response.status_code}")
+        if response.status_code >= 400:
+            return Outcome("permanent", error=f"SMS provider refused: {response.status_code} {response.text[:200]}")
+        try:
+            receipt = SmsReceipt.model_validate(response.json())
+        except (ValueError, ValidationError):
+            return Outcome("temporary", error="SMS provider answered something unreadable")
+        return Outcome(_RECEIPT_KINDS[receipt.status], reference=receipt.message_id, error=receipt.error)  # type: ignore[arg-type]
+
+
+class SmtpMailer:
+    """Hands each email to one SMTP server (the relay we are configured with)."""
+
+    def __init__(self, host: str, port: int, sender: str, sender_name: str = "一网通办", timeout: float = 10.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sender, self.sender_name = sender, sender_name
+
+    def send(self, to: str, subject: str, body: str, reference: str) -> Outcome:
+        message = EmailMessage()
+        message["From"] = formataddr((self.sender_name, self.sender))
+        message["To"] = to
+        message["Subject"] = subject
+        # The same id on every retry of this delivery, so a receiver can drop a repeat.
+        message["Message-ID"] = make_msgid(idstring=reference.replace(":", "."), domain="yiwang.local")
+        message["X-Yiwang-Reference"] = reference
+        message.set_content(body)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            kind = "temporary" if all(400 <= c < 500 for c in codes) else "permanent"
+            return Outcome(kind, error=f"recipient refused: {codes}")
+        except smtplib.SMTPResponseException as exc:
+            kind = "temporary" if 400 <= exc.smtp_code < 500 else "permanent"
+            return Outcome(kind, error=f"SMTP {exc.smtp_code}")
+        except (OSError, smtplib.SMTPException) as exc:
+            return Outcome("temporary", error=f"SMTP server unreachable: {type(exc).__name__}")
+        return Outcome("delivered", reference=message["Message-ID"])
+
+
+@dataclass(frozen=True)
+class OutboundChannels:
+    sms: SmsProvider
+    email: SmtpMailer
+    policy: Policy
+    rate_limits: dict[str, int]  # sends per second per channel, across all processes
+
+
+class Outbound(DependencyProvider):
+    """Builds the channels from the service's config (see config.yml, NOTIFY)."""
+
+    def setup(self) -> None:
+        settings: dict[str, Any] = self.container.config.get("NOTIFY") or {}
+        self.channels = OutboundChannels(
+            sms=SmsProvider(str(settings.get("SMS_PROVIDER_URL", "http://127.0.0.1:8025"))),
+            email=SmtpMailer(
+                str(settings.get("SMTP_HOST", "127.0.0.1")),
+                int(settings.get("SMTP_PORT", 1025)),
+                str(settings.get("MAIL_FROM", "noreply@yiwang.local")),
+            ),
+            policy=Policy(
+                retry_base=float(settings.get("RETRY_BASE_SECONDS", 2)),
+                retry_cap=float(settings.get("RETRY_CAP_SECONDS", 300)),
+                max_attempts=int(settings.get("MAX_ATTEMPTS", 10)),
+            ),
+            rate_limits={
+                "sms": int(settings.get("SMS_PER_SECOND", 50)),
+                "email": int(settings.get("EMAIL_PER_SECOND", 20)),
+            },
+        )
+
+    def get_dependency(self, worker_ctx: Any) -> OutboundChannels:
+        return self.channels

@@ -1,0 +1,308 @@
+"""The notification worker's delivery, preference and reviewer paths, with the store and the
+channels replaced (no broker, no providers)."""
+
+from datetime import UTC, date, datetime, timedelta
+from unittest.mock import MagicMock
+
+import pytest
+from nameko.testing.services import worker_factory
+
+from contracts.envelope import new_event
+from contracts.events import CaseDeadlineWarning, CaseOverdue, CaseResubmitted, CertificateIssued
+from services.common.errors import NotFound, Unavailable, ValidationFailed
+from services.notification import messages
+from services.notification.channels import OutboundChannels
+from services.notification.deliveries import Outcome, Policy
+from services.notification.service import NotificationService
+
+CITIZEN = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
+REVIEWER = {"user_id": "r-1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
+CASE = {"case_no": "620524MZ-20261123-000007", "item_code": "62052400MZ-GF-0001", "item_name": "高龄津贴申领"}
+NOW = datetime.now(UTC)
+
+
+def answer(method, value=None, error=None):
+    reply = method.call_async.return_value
+    if error is not None:
+        reply.result.side_effect = error
+    else:
+        reply.result.return_value = value
+
+
+@pytest.fixture
+def store():
+    store = MagicMock()
+    store.create.return_value = True
+    store.channels_chosen.return_value = None
+    store.claim.return_value = True
+    store.take_rate_token.return_value = True
+    return store
+
+
+@pytest.fixture
+def outbound():
+    return OutboundChannels(
+        sms=MagicMock(), email=MagicMock(), policy=Policy(retry_base=2), rate_limits={"sms": 5, "email": 5}
+    )
+
+
+@pytest.fixture
+def service(store, outbound):
+    service = worker_factory(NotificationService, store=store, outbound=outbound)
+    answer(service.identity.contact, {"user_id": "u-1", "phone": "13800138000", "email": "zhang@example.cn"})
+    return service
+
+
+def stored(channel="sms", status="pending", **state):
+    return {
+        "_id": "n1",
+        "event_id": "e1",
+        "recipient": "u-1",
+        "case_no": CASE["case_no"],
+        "content": {
+            "sms": {"title": "", "body": "【一网通办】短信"},
+            "email": {"title": "主题", "body": "正文"},
+        },
+        "channels": {"inbox": {"status": "delivered"}, channel: {"status": status, "attempts": 0, **state}},
+    }
+
+
+def entry(channel="sms", created_at=NOW):
+    return {
+        "_id": f"n1:{channel}",
+        "notification_id": "n1",
+        "channel": channel,
+        "next_at": NOW,
+        "created_at": created_at,
+    }
+
+
+def test_a_due_sms_is_sent_with_its_delivery_as_reference_then_its_receipt_awaited(service, store, outbound):
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    assert service.deliver_due() == 1
+    outbound.sms.send.assert_called_once_with("13800138000", "【一网通办】短信", "n1:sms")
+    notification_id, channel, changes = store.update_channel.call_args.args
+    assert (notification_id, channel, changes["status"], changes["reference"]) == ("n1", "sms", "sent", "m-1")
+    store.reschedule.assert_called_once()
+    store.finish.assert_not_called()
+
+
+def test_an_email_goes_to_the_accounts_address(service, store, outbound):
+    store.due.return_value = [entry("email")]
+    store.get.return_value = stored("email")
+    outbound.email.send.return_value = Outcome("delivered", reference="<x@yiwang.local>")
+    service.deliver_due()
+    outbound.email.send.assert_called_once_with("zhang@example.cn", "主题", "正文", "n1:email")
+    assert store.update_channel.call_args.args[2]["status"] == "delivered"
+    store.finish.assert_called_once_with("n1:email")
+
+
+def test_a_provider_outage_is_retried_later(service, store, outbound):
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    outbound.sms.send.return_value = Outcome("temporary", error="SMS provider unreachable: ConnectionError")
+    service.deliver_due()
+    changes = store.update_channel.call_args.args[2]
+    assert changes["status"] == "pending" and changes["attempts"] == 1
+    (entry_id, at), _ = store.reschedule.call_args
+    assert entry_id == "n1:sms" and at > datetime.now(UTC)
+
+
+def test_identity_down_is_a_temporary_failure(service, store, outbound):
+    answer(service.identity.contact, error=Unavailable("identity.contact did not answer in 5s"))
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    service.deliver_due()
+    outbound.sms.send.assert_not_called()
+    assert store.update_channel.call_args.args[2]["status"] == "pending"
+
+
+def test_no_phone_on_the_account_fails_for_good(service, store, outbound):
+    answer(service.identity.contact, {"user_id": "u-1", "phone": None, "email": None})
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    service.deliver_due()
+    changes = store.update_channel.call_args.args[2]
+    assert changes["status"] == "failed" and changes["error"] == "the account has no phone number"
+    store.finish.assert_called_once_with("n1:sms")
+
+
+def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound):
+    store.due.return_value = [entry()]
+    store.get.return_value = stored(status="sent", reference="m-1", sent_at=NOW)
+    outbound.sms.receipt.return_value = Outcome("delivered", reference="m-1")
+    service.deliver_due()
+    outbound.sms.receipt.assert_called_once_with("m-1")
+    outbound.sms.send.assert_not_called()
+    assert store.update_channel.call_args.args[2]["status"] == "delivered"
+    store.finish.assert_called_once_with("n1:sms")
+
+
+def test_over_the_rate_limit_waits_without_counting_an_attempt(service, store, outbound):
+    store.take_rate_token.return_value = False
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    service.deliver_due()
+    outbound.sms.send.assert_not_called()
+    store.update_channel.assert_not_called()
+    store.reschedule.assert_called_once()
+
+
+def test_an_entry_another_process_claimed_is_left_alone(service, store, outbound):
+    store.claim.return_value = False
+    store.due.return_value = [entry()]
+    assert service.deliver_due() == 0
+    store.get.assert_not_called()
+
+
+def test_a_finished_delivery_is_not_sent_again(service, store, outbound):
+    store.due.return_value = [entry()]
+    store.get.return_value = stored(status="delivered")
+    service.deliver_due()
+    outbound.sms.send.assert_not_called()
+    store.finish.assert_called_once_with("n1:sms")
+
+
+def test_an_entry_without_its_notification_waits_then_is_dropped(service, store, outbound):
+    store.get.return_value = None
+    store.due.return_value = [entry(created_at=NOW)]
+    service.deliver_due()
+    store.finish.assert_not_called()
+    store.due.return_value = [entry(created_at=NOW - timedelta(hours=1))]
+    service.deliver_due()
+    store.finish.assert_called_once_with("n1:sms")
+
+
+# --- preferences -------------------------------------------------------------------------------------
+
+
+def test_preferences_default_to_inbox_and_sms_for_applicants_and_inbox_for_staff(service, store):
+    assert service.get_preferences(CITIZEN) == {"channels": ["inbox", "sms"]}
+    assert service.get_preferences(REVIEWER) == {"channels": ["inbox"]}
+
+
+def test_choosing_email_needs_an_address(service, store):
+    assert service.set_preferences(CITIZEN, {"channels": ["email"]}) == {"channels": ["inbox", "email"]}
+    store.choose_channels.assert_called_once()
+    assert store.choose_channels.call_args.args[:2] == ("u-1", ["inbox", "email"])
+
+    answer(service.identity.contact, {"user_id": "u-1", "phone": "13800138000", "email": None})
+    with pytest.raises(ValidationFailed) as refused:
+        service.set_preferences(CITIZEN, {"channels": ["sms", "email"]})
+    assert refused.value.details == [{"field": "channels.2", "issue": "the account has no email address"}]
+
+
+def test_unknown_channels_are_refused(service, store):
+    with pytest.raises(ValidationFailed):
+        service.set_preferences(CITIZEN, {"channels": ["pigeon"]})
+    store.choose_channels.assert_not_called()
+
+
+def test_a_chosen_set_of_channels_is_used(service, store):
+    store.channels_chosen.return_value = ["inbox", "email"]
+    event = new_event(
+        CaseResubmitted(**CASE, department_code="620524MZ", applicant_id="u-1", by="u-1", at=NOW), "intake"
+    )
+    service.on_case_resubmitted(event.model_dump(mode="json"))
+    doc, channels, _ = store.create.call_args.args
+    assert channels == ["email"]
+    assert list(doc["content"]) == ["email"]
+    assert doc["title"] == "您的“高龄津贴申领”申请已补正提交"
+
+
+# --- other events ---------------------------------------------------------------------------------------
+
+
+def test_an_issued_certificate_is_announced_with_its_name(service, store):
+    payload = CertificateIssued(
+        certificate_id="business_license:C-1",
+        certificate_type="business_license",
+        certificate_name="营业执照",
+        item_name="企业设立登记",
+        case_no="C-1",
+        user_id="u-1",
+    )
+    service.on_certificate_issued(new_event(payload, "identity").model_dump(mode="json"))
+    doc = store.create.call_args.args[0]
+    assert doc["recipient"] == "u-1" and doc["case_no"] == "C-1"
+    assert doc["title"] == "您的电子证照《营业执照》已签发"
+    assert "business_license:C-1" in doc["body"]
+
+
+@pytest.mark.parametrize(
+    ("model", "handler"), [(CaseDeadlineWarning, "on_deadline_warning"), (CaseOverdue, "on_overdue")]
+)
+def test_deadline_events_go_to_every_reviewer_of_the_department(service, store, model, handler):
+    answer(service.identity.reviewers_of, ["r-1", "r-2"])
+    payload = model(**CASE, department_code="620524MZ", applicant_id="u-1", deadline=date(2026, 11, 27))
+    event = new_event(payload, "intake")
+    getattr(service, handler)(event.model_dump(mode="json"))
+    service.identity.reviewers_of.call_async.assert_called_once_with("620524MZ")
+    docs = [c.args[0] for c in store.create.call_args_list]
+    assert [d["recipient"] for d in docs] == ["r-1", "r-2"]
+    assert {d["_id"] for d in docs} == {messages.notification_id(event.event_id, r) for r in ("r-1", "r-2")}
+    assert all(c.args[1] == [] for c in store.create.call_args_list)  # reviewers: the inbox only
+    assert "2026年11月27日" in docs[0]["body"]
+
+
+def test_a_vanished_account_fails_the_delivery_for_good(service, store, outbound):
+    answer(service.identity.contact, error=NotFound("no such user"))
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    service.deliver_due()
+    assert store.update_channel.call_args.args[2]["status"] == "failed"
+
+
+def _every_event():
+    from contracts.cases import Decision
+    from contracts.events import (
+        CaseAccepted,
+        CaseApproved,
+        CaseRejected,
+        CaseSubmitted,
+        CaseSupplementRequested,
+        CaseWithdrawn,
+    )
+
+    common = {**CASE, "department_code": "620524MZ", "applicant_id": "u-1"}
+    move = {**common, "by": "r-1", "at": NOW}
+    decision = Decision(outcome="approved", decided_by="auto", decided_at=NOW)
+    refusal = Decision(outcome="rejected", decided_by="r-1", reason="材料不全", decided_at=NOW)
+    return [
+        ("on_case_submitted", CaseSubmitted(**common, item_version=1, form={}, material_codes=[], submitted_at=NOW)),
+        ("on_case_accepted", CaseAccepted(**move, deadline=date(2026, 12, 3))),
+        (
+            "on_supplement_requested",
+            CaseSupplementRequested(**move, missing_materials=[{"code": "a", "name": "身份证"}]),
+        ),
+        ("on_case_resubmitted", CaseResubmitted(**move)),
+        ("on_case_withdrawn", CaseWithdrawn(**move)),
+        ("on_case_approved", CaseApproved(**common, decision=decision)),
+        ("on_case_rejected_by_reviewer", CaseRejected(**common, decision=refusal)),
+        (
+            "on_certificate_issued",
+            CertificateIssued(certificate_id="x:C", certificate_type="x", case_no="C", user_id="u-1"),
+        ),
+        ("on_deadline_warning", CaseDeadlineWarning(**common, deadline=date(2026, 11, 27))),
+        ("on_overdue", CaseOverdue(**common, deadline=date(2026, 11, 25))),
+    ]
+
+
+@pytest.mark.parametrize(("handler", "payload"), _every_event(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_event_renders_on_every_channel_from_its_own_templates(service, store, handler, payload):
+    answer(service.identity.reviewers_of, ["r-1"])
+    store.channels_chosen.return_value = ["inbox", "sms", "email"]
+    event = new_event(payload, "intake")
+    getattr(service, handler)(event.model_dump(mode="json"))
+    doc, channels, _ = store.create.call_args.args
+    assert channels == ["sms", "email"]
+    assert doc["title"] and doc["body"]
+    sms, email = doc["content"]["sms"], doc["content"]["email"]
+    assert sms["body"].startswith("【一网通办】") and "\n" not in sms["body"]
+    assert email["title"] == doc["title"] and doc["body"] in email["body"]
+    for channel in ("inbox", "sms", "email"):
+        assert doc["channels"][channel]["template"] == (
+            f"{channel}/{event.type}@{messages.template_version(channel, event.type)}"
+        )
