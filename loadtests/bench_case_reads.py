@@ -19,7 +19,7 @@ import statistics
 import time
 import uuid
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 
 import psutil
@@ -82,7 +82,7 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
         entry = {field: case[field] for field in VIEW_FIELDS}
         mine[applicant][case["case_no"]] = entry
         if case["awaiting_review"]:
-            tasks[case["department_code"]][case["case_no"]] = entry
+            tasks[f"{case['department_code']}/{case['deadline']}"][case["case_no"]] = entry
             shard = zlib.crc32(case["case_no"].encode()) % DEADLINE_SHARDS
             watched[f"{case['deadline']}/{shard:02d}"][case["case_no"]] = True
             days[case["deadline"]] += 1
@@ -93,7 +93,20 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
     if batch:
         db.cases.insert_many(batch, ordered=False)
     db.applicant_cases.insert_many([{"_id": user, "cases": cases} for user, cases in mine.items()], ordered=False)
-    db.department_tasks.insert_many([{"_id": dept, "tasks": t} for dept, t in tasks.items()], ordered=False)
+    # The task board: one document per department and deadline day, a summary per department.
+    db.department_tasks.insert_many([{"_id": key, "tasks": t, "rev": 1} for key, t in tasks.items()], ordered=False)
+    summaries: dict[str, dict] = defaultdict(dict)
+    for key, day_tasks in tasks.items():
+        department, day = key.split("/")
+        summaries[department][day] = {"rev": 1, "counts": dict(Counter(t["status"] for t in day_tasks.values()))}
+    db.department_task_days.insert_many([{"_id": d, "days": days} for d, days in summaries.items()], ordered=False)
+    pointers = [
+        {"_id": no, "version": t["version"], "day": key.split("/")[1], "leaving": []}
+        for key, day_tasks in tasks.items()
+        for no, t in day_tasks.items()
+    ]
+    for start in range(0, len(pointers), 10_000):
+        db.task_pointers.insert_many(pointers[start : start + 10_000], ordered=False)
     db.deadline_index.insert_many([{"_id": key, "cases": c} for key, c in watched.items()], ordered=False)
     db.deadline_index.insert_one({"_id": "days", "days": days})
 

@@ -21,7 +21,8 @@ class ApprovalStore:
         self.outbox.ensure_indexes()
 
     def has_decided(self, case_no: str) -> bool:
-        return self.decisions.count_documents({"_id": case_no}, limit=1) > 0
+        # find_one by _id, not count_documents: FerretDB answers only plain `_id` lookups from an index.
+        return self.decisions.find_one({"_id": case_no}, {"_id": 1}) is not None
 
     def record(self, case_no: str, source_event_id: str, outcome: dict[str, Any], event: Envelope) -> bool:
         """Store the decision and its event once per case; False if it was already there."""

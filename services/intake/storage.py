@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts.envelope import Envelope
 from services.common.outbox import OutboxCollection
 from services.intake.lifecycle import TASK_STATUSES, Change
+from services.intake.task_board import TaskBoard
 
 # What the applicant's list and the reviewer's task list show of a case.
 VIEW_FIELDS = (
@@ -41,7 +42,7 @@ class IntakeStore:
         self.calendars = db["calendars"]
         # Read models keyed by _id, the one lookup every server answers from an index.
         self.my_cases = db["applicant_cases"]
-        self.department_tasks = db["department_tasks"]
+        self.task_board = TaskBoard(db)
         self.facts = db["supervision_facts"]
         self.document_chunks = db["document_chunks"]
         self.deadlines = db["deadline_index"]
@@ -95,7 +96,11 @@ class IntakeStore:
         return list(self.cases.find(query, fields).sort("_id", ASCENDING).limit(limit))
 
     def set_deadline(self, case_no: str, deadline: str, provisional: bool) -> None:
-        self.cases.update_one({"_id": case_no}, {"$set": {"deadline": deadline, "deadline_provisional": provisional}})
+        # A new version: the read models replace an entry only with a newer one.
+        self.cases.update_one(
+            {"_id": case_no},
+            {"$set": {"deadline": deadline, "deadline_provisional": provisional}, "$inc": {"version": 1}},
+        )
 
     # The deadline index: which running cases have their deadline on which day. The periodic check
     # reads it by _id instead of filtering every case (a full scan on FerretDB). Layout:
@@ -229,14 +234,8 @@ class IntakeStore:
             self.watch_deadline(case_no, case["deadline"])
         self.my_cases.update_one({"_id": owner}, {"$setOnInsert": {"cases": {}}}, upsert=True)
         self.my_cases.update_one({"_id": owner, **newer(f"cases.{case_no}")}, {"$set": {f"cases.{case_no}": entry}})
-        self.department_tasks.update_one({"_id": department}, {"$setOnInsert": {"tasks": {}}}, upsert=True)
-        key = f"tasks.{case_no}"
-        if case.get("awaiting_review") and case["status"] in TASK_STATUSES:
-            self.department_tasks.update_one({"_id": department, **newer(key)}, {"$set": {key: entry}})
-        else:
-            self.department_tasks.update_one(
-                {"_id": department, f"{key}.version": {"$lte": version}}, {"$unset": {key: ""}}
-            )
+        is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
+        self.task_board.sync(department, case_no, entry, is_task)
 
     def apply_event(
         self,
@@ -275,8 +274,5 @@ class IntakeStore:
     def tasks(
         self, department_code: str, statuses: list[str], skip: int, limit: int
     ) -> tuple[list[dict[str, Any]], int]:
-        """From the department's read model, earliest deadline first."""
-        view = self.department_tasks.find_one({"_id": department_code}) or {}
-        rows = [t for t in (view.get("tasks") or {}).values() if t["status"] in statuses]
-        rows.sort(key=lambda t: (t.get("deadline") or "9999", t["submitted_at"], t["case_no"]))
-        return rows[skip : skip + limit], len(rows)
+        """From the department's task board, earliest deadline first."""
+        return self.task_board.page(department_code, statuses, skip, limit)

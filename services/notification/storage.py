@@ -109,7 +109,8 @@ class NotificationStore:
             {**mine, "read_at": None}, {"$set": {"read_at": datetime.now(UTC)}}
         ).matched_count:
             return True
-        return self.notifications.count_documents(mine, limit=1) == 1
+        found = self.notifications.find_one({"_id": notification_id}, {"recipient": 1})
+        return found is not None and found["recipient"] == recipient
 
     # --- preferences ----------------------------------------------------------------------------------
     def channels_chosen(self, user_id: str) -> list[str] | None:

@@ -50,3 +50,81 @@ def test_views_follow_the_cases_and_never_go_back_in_time(mongo_client, db_prefi
         {"$set": {"cases.C1": {k: stale[k] for k in ("case_no", "status", "version")}}},
     )
     assert store.list_for_applicant("u1", None, 0, 20)[0][1]["status"] == "approved"
+
+
+def test_the_task_board_follows_deadline_moves_and_keeps_its_counts(mongo_client, db_prefix):
+    store = IntakeStore(mongo_client[f"{db_prefix}_intake"])
+    store.ensure_indexes()
+    docs = [case(f"T{n}", "submitted", 1, True, n) for n in range(1, 6)]  # deadlines 12-09 .. 12-05
+    store.cases.insert_many(docs)
+    for doc in docs:
+        store.sync_views(doc["_id"])
+    statuses = ["submitted", "accepted"]
+    assert [t["case_no"] for t in store.tasks("D1", statuses, 0, 20)[0]] == ["T5", "T4", "T3", "T2", "T1"]
+    assert [t["case_no"] for t in store.tasks("D1", statuses, 1, 2)[0]] == ["T4", "T3"]
+
+    # Accepted with a later deadline: it moves to another day, and the old day forgets it.
+    store.cases.update_one({"_id": "T5"}, {"$set": {"status": "accepted", "deadline": "2026-12-20", "version": 2}})
+    store.sync_views("T5")
+    store.sync_views("T5")  # the event's repair sync changes nothing
+    rows, total = store.tasks("D1", statuses, 0, 20)
+    assert [t["case_no"] for t in rows] == ["T4", "T3", "T2", "T1", "T5"] and total == 5
+    assert store.tasks("D1", ["accepted"], 0, 20) == ([rows[-1]], 1)
+    assert store.task_board.buckets.find_one({"_id": "D1/2026-12-05"})["tasks"] == {}
+
+    # A late sync of the old state cannot put it back.
+    store.task_board.sync("D1", "T5", {**rows[-1], "status": "submitted", "deadline": "2026-12-05", "version": 1}, True)
+    assert store.tasks("D1", statuses, 0, 20)[1] == 5
+    assert store.task_board.buckets.find_one({"_id": "D1/2026-12-05"})["tasks"] == {}
+
+    # Decided: off the board.
+    store.cases.update_one({"_id": "T4"}, {"$set": {"status": "approved", "awaiting_review": False, "version": 2}})
+    store.sync_views("T4")
+    rows, total = store.tasks("D1", statuses, 0, 20)
+    assert [t["case_no"] for t in rows] == ["T3", "T2", "T1", "T5"] and total == 4
+
+
+def test_concurrent_syncs_of_one_case_leave_one_entry(mongo_client, db_prefix):
+    import eventlet
+
+    store = IntakeStore(mongo_client[f"{db_prefix}_intake"])
+    store.cases.insert_one(case("M1", "submitted", 1, True, 1))
+    store.sync_views("M1")
+    # Many writers at once, each with the state it read: the newest must win, everywhere.
+    pool = eventlet.GreenPool(20)
+    for version in range(2, 22):
+        deadline = f"2026-12-{version:02d}"
+        entry = {**case("M1", "accepted", version, True, 1), "deadline": deadline}
+        pool.spawn(
+            store.task_board.sync,
+            "D1",
+            "M1",
+            {k: entry[k] for k in ("case_no", "status", "submitted_at", "deadline", "version")},
+            True,
+        )
+    pool.waitall()
+    rows, total = store.tasks("D1", ["submitted", "accepted"], 0, 20)
+    assert total == 1 and [(r["version"], r["deadline"]) for r in rows] == [(21, "2026-12-21")]
+    holding = [b["_id"] for b in store.task_board.buckets.find({}) if b["tasks"]]
+    assert holding == ["D1/2026-12-21"]
+
+
+def test_a_stale_sync_overtaken_between_its_steps_takes_its_entry_back_out(mongo_client, db_prefix):
+    from services.intake.task_board import TaskBoard
+
+    fields = ("case_no", "status", "submitted_at", "deadline", "version")
+    old = {k: case("S1", "submitted", 1, True, 1)[k] for k in fields}  # deadline 2026-12-09
+    new = {**old, "status": "accepted", "deadline": "2026-12-20", "version": 2}
+
+    class Overtaken(TaskBoard):
+        """The newer sync runs whole while the older one is between its pointer and its put."""
+
+        def _put(self, department, day, case_no, entry):
+            if entry["version"] == 1:
+                TaskBoard.sync(self, department, case_no, new, True)
+            super()._put(department, day, case_no, entry)
+
+    board = Overtaken(mongo_client[f"{db_prefix}_intake"])
+    board.sync("D1", "S1", old, True)
+    assert board.page("D1", ["submitted", "accepted"], 0, 20) == ([new], 1)
+    assert [b["_id"] for b in board.buckets.find({}) if b["tasks"]] == ["D1/2026-12-20"]
