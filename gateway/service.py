@@ -43,6 +43,7 @@ from gateway.http import read_json
 from gateway.openapi import openapi_document
 from gateway.routing import api
 from services.common.errors import Unavailable, ValidationFailed, validated
+from services.common.metrics import Metrics
 from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
 
@@ -67,6 +68,7 @@ class Gateway:
     name = "gateway"
 
     tracing = Tracing()
+    metrics = Metrics()
     auth = Auth()
     identity = ServiceRpc("identity")
     catalog = ServiceRpc("catalog")

@@ -18,6 +18,10 @@ export YIWANG_MONGO_PORT="${YIWANG_MONGO_PORT:-27017}"
 export YIWANG_DOCSERVER_DATA="${YIWANG_DOCSERVER_DATA:-$YIWANG_STATE_DIR/docserver-data}"
 export YIWANG_DOCSERVER_TIMEOUT="${YIWANG_DOCSERVER_TIMEOUT:-30}"
 
+# The local trace viewer (Zipkin; infra/trace_viewer.sh).
+export YIWANG_ZIPKIN_PORT="${YIWANG_ZIPKIN_PORT:-9411}"
+export YIWANG_ZIPKIN_VERSION="${YIWANG_ZIPKIN_VERSION:-3.6.1}"
+
 # Convenience connection strings for whoever runs the services/tests.
 export YIWANG_AMQP_URI="${YIWANG_AMQP_URI:-amqp://guest:guest@127.0.0.1:$YIWANG_AMQP_PORT/}"
 export YIWANG_MONGO_URI="${YIWANG_MONGO_URI:-mongodb://127.0.0.1:$YIWANG_MONGO_PORT/}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision everything Yiwang needs on this machine (Debian, run as root):
 # python3 with a working `-m venv`, curl, make, RabbitMQ (with management API)
-# and the MongoDB-wire docserver. Idempotent: running services are reused.
+# the MongoDB-wire docserver, the Zipkin trace viewer, and Chromium for the browser test.
+# Idempotent: running services are reused.
 # Settings: see infra/env.sh.
 set -euo pipefail
 YW_NAME=provision
@@ -23,3 +24,5 @@ yw_need_cmd make
 
 bash "$INFRA_DIR/rabbitmq.sh" start
 bash "$INFRA_DIR/docserver.sh" start
+bash "$INFRA_DIR/trace_viewer.sh" start
+bash "$INFRA_DIR/browser.sh"

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ class System:
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     sms_url: str = ""
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus endpoint of each process
     mail_dir: Path | None = None  # a Maildir of what the local mail server received
 
 
@@ -57,20 +59,54 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     log_dir.mkdir(parents=True, exist_ok=True)
     port = env.get("YIWANG_HTTP_PORT", "8000")
     system = System(base_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
+    _trace_viewer(env)
     commands = {**_local_providers(env, system, log_dir)}
     for name, target in PROCESSES.items():
         commands[name] = [_nameko(), "run", "--config", str(ROOT / "config.yml"), target]
+    system.metrics_ports = _metrics_ports(env)
     for name, command in commands.items():
         log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        port = str(system.metrics_ports.get(name, ""))
         system.processes[name] = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=env,
+            env={**env, "YIWANG_SERVICE": name, "YIWANG_METRICS_PORT": port},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
     return system
+
+
+def _metrics_ports(env: dict[str, str]) -> dict[str, int]:
+    """One Prometheus port per process: YIWANG_METRICS_BASE_PORT [9100] and up, in PROCESSES order;
+    0 picks free ports (tests)."""
+    base = int(env.get("YIWANG_METRICS_BASE_PORT", "9100"))
+    return {name: (base + n if base else _free_port()) for n, name in enumerate(PROCESSES)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _trace_viewer(env: dict[str, str]) -> None:
+    """Send spans to the local Zipkin (infra/trace_viewer.sh) when it runs and nothing else is chosen."""
+    if "OTEL_TRACES_EXPORTER" in env or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    url = viewer_url(env)
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2):
+            pass
+    except OSError:
+        return
+    env["OTEL_TRACES_EXPORTER"] = "zipkin"
+    env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = f"{url}/api/v2/spans"
+
+
+def viewer_url(env: dict[str, str] | None = None) -> str:
+    return f"http://127.0.0.1:{(env or os.environ).get('YIWANG_ZIPKIN_PORT', '9411')}"
 
 
 def _local_providers(env: dict[str, str], system: System, log_dir: Path) -> dict[str, list[str]]:
@@ -145,6 +181,7 @@ def run() -> int:
     try:
         wait_ready(system)
         print(f"Yiwang is serving at {system.base_url} (logs in {system.log_dir}); Ctrl-C stops it.", flush=True)
+        print(f"Traces: {viewer_url()}/zipkin/ (a response's X-Trace-Id opens as {viewer_url()}/zipkin/traces/<id>)")
         while not stopping:
             for name, proc in system.processes.items():
                 if proc.poll() is not None:

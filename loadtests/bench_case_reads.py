@@ -28,6 +28,7 @@ import requests
 
 from infra import system
 from services.intake.storage import DEADLINE_SHARDS, VIEW_FIELDS
+from services.intake.task_board import slot_of
 from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_port
 
 DEPARTMENT = "620524GA"
@@ -35,10 +36,11 @@ ITEM = {"item_code": "62052400GA-QR-0001", "item_name": "居民身份证换领",
 STATUSES = ["submitted", "accepted", "resubmitted", "approved", "rejected", "withdrawn"]
 
 
-def synthetic_case(n: int, applicant: str, department: str, now: datetime) -> dict:
+def synthetic_case(n: int, k: int, applicant: str, department: str, now: datetime) -> dict:
+    """Case n, the k-th of its department: status and deadline vary within every department."""
     case_no = f"{department}-BENCH-{n:08d}"
     submitted = now - timedelta(minutes=n % 500_000)
-    status = STATUSES[n % len(STATUSES)]
+    status = STATUSES[k % len(STATUSES)]
     return {
         "_id": case_no,
         "case_no": case_no,
@@ -51,7 +53,7 @@ def synthetic_case(n: int, applicant: str, department: str, now: datetime) -> di
         "form": {"reason": "expired"},
         "materials": [],
         "submitted_at": submitted,
-        "deadline": (date(2026, 12, 1) + timedelta(days=n % 60)).isoformat(),
+        "deadline": (date(2026, 12, 1) + timedelta(days=(k // len(STATUSES)) % 60)).isoformat(),
         "deadline_provisional": False,
         "timeline": [{"status": "submitted", "at": submitted, "by": applicant, "comment": None}],
         "decision": None,
@@ -77,12 +79,12 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
     for n in range(total):
         # Every 2000th case is the benchmark applicant's; the reviewer's department gets its share.
         applicant = me if n % 2000 == 0 else f"bench-user-{n % 2000}"
-        case = synthetic_case(n, applicant, departments[n % len(departments)], now)
+        case = synthetic_case(n, n // len(departments), applicant, departments[n % len(departments)], now)
         batch.append(case)
         entry = {field: case[field] for field in VIEW_FIELDS}
         mine[applicant][case["case_no"]] = entry
         if case["awaiting_review"]:
-            tasks[f"{case['department_code']}/{case['deadline']}"][case["case_no"]] = entry
+            tasks[f"{case['department_code']}/{slot_of(entry)}"][case["case_no"]] = entry
             shard = zlib.crc32(case["case_no"].encode()) % DEADLINE_SHARDS
             watched[f"{case['deadline']}/{shard:02d}"][case["case_no"]] = True
             days[case["deadline"]] += 1
@@ -97,11 +99,11 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
     db.department_tasks.insert_many([{"_id": key, "tasks": t, "rev": 1} for key, t in tasks.items()], ordered=False)
     summaries: dict[str, dict] = defaultdict(dict)
     for key, day_tasks in tasks.items():
-        department, day = key.split("/")
-        summaries[department][day] = {"rev": 1, "counts": dict(Counter(t["status"] for t in day_tasks.values()))}
+        department, slot = key.split("/", 1)
+        summaries[department][slot] = {"rev": 1, "counts": dict(Counter(t["status"] for t in day_tasks.values()))}
     db.department_task_days.insert_many([{"_id": d, "days": days} for d, days in summaries.items()], ordered=False)
     pointers = [
-        {"_id": no, "version": t["version"], "day": key.split("/")[1], "leaving": []}
+        {"_id": no, "version": t["version"], "day": key.split("/", 1)[1], "leaving": []}
         for key, day_tasks in tasks.items()
         for no, t in day_tasks.items()
     ]

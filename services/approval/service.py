@@ -12,6 +12,7 @@ from contracts.identity import ApplicantProfile
 from services.approval import deciding
 from services.approval.storage import ApprovalStore
 from services.common.consuming import consumes
+from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call
@@ -22,6 +23,7 @@ class ApprovalService:
     name = "approval"
 
     tracing = Tracing()
+    metrics = Metrics()
     store: ApprovalStore = Storage(ApprovalStore)
     events = EventPublisher()
     catalog = ServiceRpc("catalog")

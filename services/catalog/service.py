@@ -23,6 +23,7 @@ from services.catalog import answers, guides, search
 from services.catalog.seed_catalog import departments, seed_fingerprint, seed_guides
 from services.catalog.storage import CatalogStore, version_id
 from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
+from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.telemetry import Tracing, annotate
@@ -34,6 +35,7 @@ class CatalogService:
     name = "catalog"
 
     tracing = Tracing()
+    metrics = Metrics()
     store: CatalogStore = Storage(CatalogStore)
     events = EventPublisher()
 

@@ -18,6 +18,7 @@ from nameko.events import SERVICE_POOL, EventHandler
 from pydantic import ValidationError
 
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
+from services.common.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class ReliableEventHandler(EventHandler):
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
         if exc_info is None:
             self.consumer.ack_message(message)
+            EVENTS_CONSUMED.labels(self.queue.name).inc()
             return
         poison = isinstance(exc_info[1], PoisonMessage)
         if not poison and not message.delivery_info.get("redelivered"):
@@ -60,6 +62,7 @@ class ReliableEventHandler(EventHandler):
             self.consumer.requeue_message(message)
             return
         log.error("event dead-lettered", extra={"queue": self.queue.name, "poison": poison})
+        EVENTS_DEAD_LETTERED.labels(self.queue.name).inc()
         if message.channel.connection:
             message.reject(requeue=False)
 

@@ -1,19 +1,26 @@
-"""Log hygiene: personal data never reaches a log line in clear.
+"""Log lines: JSON, one object a line, carrying the trace and span they were written in, and
+never personal data in clear.
 
-Installed on every handler by config.yml. It masks resident id numbers, credit codes, mainland
-mobile numbers and bearer tokens in the formatted message and its arguments.
+Installed on every handler by config.yml: `ScrubbingFilter` masks resident id numbers, credit
+codes, mainland mobile numbers, email addresses and bearer tokens in the message, its arguments,
+any `extra` fields and tracebacks; `TraceContextFilter` adds `service`, `trace_id` and `span_id`;
+the JSON formatter is python-json-logger's.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+
+from opentelemetry import trace
 
 _PATTERNS = [
     (re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{9}[0-9Xx](?![0-9A-Za-z])"), "[id-number]"),
     (re.compile(r"(?<![0-9A-Z])[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}(?![0-9A-Z])"), "[credit-code]"),
     (re.compile(r"(?<![0-9])(?:\+?86[- ]?)?1[3-9][0-9]{9}(?![0-9])"), "[phone]"),  # also +86 13800138000
     (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[token]"),
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
 ]
 
 
@@ -23,8 +30,15 @@ def scrub(text: str) -> str:
     return text
 
 
+# Attributes every LogRecord has; anything else came in through `extra=`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
 class ScrubbingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, scrub(value))
         try:
             message = record.getMessage()
         except Exception:  # a broken format string is not ours to fix here
@@ -34,4 +48,17 @@ class ScrubbingFilter(logging.Filter):
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
             record.exc_text = scrub(record.exc_text)
+        return True
+
+
+class TraceContextFilter(logging.Filter):
+    """`service`, `trace_id` and `span_id` on every record, so a log line leads to its trace."""
+
+    service = os.environ.get("YIWANG_SERVICE", "")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        record.service = self.service
+        record.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        record.span_id = format(context.span_id, "016x") if context.is_valid else None
         return True

@@ -15,6 +15,7 @@ from nameko.events import EventDispatcher
 from pydantic import ValidationError
 
 from contracts.envelope import Envelope, UnknownEventType, parse_event
+from services.common.metrics import EVENTS_PUBLISHED
 from services.common.outbox import OutboxCollection
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Publisher:
             except Exception:
                 log.warning("publish failed; the outbox relay will retry", extra={"event_id": envelope.event_id})
                 return sent
+            EVENTS_PUBLISHED.labels(envelope.type).inc()
             outbox.mark_published(doc_id, envelope.event_id)
             sent += 1
         return sent

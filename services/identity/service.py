@@ -37,6 +37,7 @@ from services.common.errors import (
     Unauthenticated,
     validated,
 )
+from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.telemetry import Tracing, annotate
@@ -52,6 +53,7 @@ class IdentityService:
     name = "identity"
 
     tracing = Tracing()
+    metrics = Metrics()
     store: IdentityStore = Storage(IdentityStore)
     events = EventPublisher()
 

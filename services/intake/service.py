@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from datetime import date, timedelta
 from typing import Any
 
 from nameko.rpc import rpc
 from nameko.timer import timer
+from prometheus_client import Counter
 
 from contracts.cases import (
     CalendarYear,
@@ -42,12 +44,18 @@ from contracts.events import (
 from contracts.identity import CertificateCheck
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
+from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate
 from services.intake import cases, deadlines, lifecycle, supervision, workdays
 from services.intake.storage import IntakeStore
+
+log = logging.getLogger(__name__)
+
+# Cases by the status they enter (Prometheus; rates and totals per status).
+CASES_ENTERING = Counter("yiwang_cases_entering", "Cases entering a status", ["status"])
 
 # Automatic decisions apply only while nobody has acted on the case yet.
 AUTO_DECIDABLE = ["submitted"]
@@ -57,6 +65,7 @@ class IntakeService:
     name = "intake"
 
     tracing = Tracing()
+    metrics = Metrics()
     store: IntakeStore = Storage(IntakeStore)
     events = EventPublisher()
     catalog = ServiceRpc("catalog")
@@ -92,6 +101,8 @@ class IntakeService:
             # A concurrent retry with the same key won the unique index: answer with its case.
             return cases.replay(self.store.by_idempotency_key(key), request_hash)
         annotate(case_no=case_no, event_id=event.event_id)
+        CASES_ENTERING.labels("submitted").inc()
+        log.info("case submitted", extra={"case_no": case_no, "item_code": item.item_code, "event_id": event.event_id})
         self.store.sync_views(case_no)
         self.events.publish(self.store.outbox, case_no, [event])
         created = cases.created(doc).model_dump(mode="json")
@@ -240,7 +251,9 @@ class IntakeService:
         event = new_event(change.event, producer=self.name)
         if not self.store.transition(case["case_no"], change, event):
             raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
-        annotate(event_id=event.event_id, outcome=change.set_fields.get("status", case["status"]))
+        status = change.set_fields.get("status", case["status"])
+        annotate(event_id=event.event_id, outcome=status)
+        CASES_ENTERING.labels(status).inc()
         self.store.sync_views(case["case_no"])
         self.events.publish(self.store.outbox, case["case_no"], [event])
         return cases.view(self.store.get(case["case_no"]), who).model_dump(mode="json")
@@ -285,7 +298,10 @@ class IntakeService:
     def _record_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected, status: str) -> None:
         annotate(case_no=payload.case_no, event_id=envelope.event_id, outcome=status)
         change = cases.decision_update(payload.decision, status)
-        self.store.apply_event(payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"])
+        if self.store.apply_event(
+            payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"]
+        ):
+            CASES_ENTERING.labels(status).inc()
         self.store.sync_views(payload.case_no)
         self._count_decision(envelope, payload)
 

@@ -1,13 +1,15 @@
-"""Storage of the reviewers' task lists: each department's waiting cases, split by deadline day.
+"""Storage of the reviewers' task lists: each department's waiting cases, split into slots by
+deadline day and quarter of the day they were submitted in.
 
-One document per department and deadline day (`department_tasks`, `<dept>/<day>`) holds the
-entries; one small document per department (`department_task_days`, `<dept>`) holds how many
-cases of each status every day has. A page of the list reads the small document and then only
-the day documents the page falls into. (With a million cases a department had 7,000 waiting
-cases; as one document that took FerretDB 2.8 s to read, since it decodes the whole document.)
+The list is ordered by deadline, then submission time, and slots (`<deadline>/<quarter>`) sort
+the same way. One document per department and slot (`department_tasks`, `<dept>/<slot>`) holds
+the entries; one small document per department (`department_task_days`, `<dept>`) holds how many
+cases of each status every slot has. A page reads the small document and then only the slot
+documents the page falls into. (With a million cases a department had 7,000 waiting cases; as
+one document that took FerretDB 2.8 s to read: it decodes the whole document, ~70 µs an entry.)
 
-A case can move between days (acceptance sets the deadline anew, a loaded holiday table shifts
-it), so `task_pointers` (`<case_no>`) remembers the day it is filed under and any day it still
+A case can move between slots (acceptance sets the deadline anew, a loaded holiday table shifts
+it), so `task_pointers` (`<case_no>`) remembers the slot it is filed under and any slot it still
 has to be taken out of; a sync that died half-way is finished by the next one (every case event
 syncs again).
 """
@@ -15,6 +17,7 @@ syncs again).
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from pymongo.database import Database
@@ -23,10 +26,16 @@ from pymongo.errors import DuplicateKeyError
 NO_DEADLINE = "9999-12-31"  # sorts after every real deadline
 
 
-def plan_page(day_sizes: list[tuple[str, int]], skip: int, limit: int) -> list[tuple[str, int, int]]:
-    """Which days a page of the (day-ordered) list falls into: (day, rows to skip in it, rows to take)."""
+def slot_of(entry: dict[str, Any]) -> str:
+    """`<deadline>/<quarter of the UTC day it was submitted in>`: sorts like the list itself."""
+    submitted: datetime = entry["submitted_at"]
+    return f"{entry.get('deadline') or NO_DEADLINE}/{submitted.hour // 6}"
+
+
+def plan_page(slot_sizes: list[tuple[str, int]], skip: int, limit: int) -> list[tuple[str, int, int]]:
+    """Which slots a page of the (slot-ordered) list falls into: (slot, rows to skip in it, rows to take)."""
     plan = []
-    for day, size in day_sizes:
+    for slot, size in slot_sizes:
         if limit <= 0:
             break
         if skip >= size:
@@ -34,7 +43,7 @@ def plan_page(day_sizes: list[tuple[str, int]], skip: int, limit: int) -> list[t
             continue
         take = min(size - skip, limit)
         if take > 0:
-            plan.append((day, skip, take))
+            plan.append((slot, skip, take))
         skip, limit = 0, limit - take
     return plan
 
@@ -47,69 +56,69 @@ class TaskBoard:
 
     # --- writing --------------------------------------------------------------------------------------
     def sync(self, department: str, case_no: str, entry: dict[str, Any], is_task: bool) -> None:
-        """File the case under its deadline day if it is a task, out of every other day otherwise."""
+        """File the case under its deadline slot if it is a task, out of every other slot otherwise."""
         version = entry["version"] or 0
-        day = (entry.get("deadline") or NO_DEADLINE) if is_task else None
-        pointer = self._move_pointer(case_no, version, day)
+        slot = slot_of(entry) if is_task else None
+        pointer = self._move_pointer(case_no, version, slot)
         if pointer is None:
             return  # a newer state of this case was filed already, or it never was a task
-        if day is not None:
-            self._put(department, day, case_no, entry)
+        if slot is not None:
+            self._put(department, slot, case_no, entry)
             # A newer sync may have moved the pointer meanwhile and cleaned up before this put
             # landed: then this entry is stale, and taking it out is ours to do.
             latest = self.pointers.find_one({"_id": case_no}) or {}
-            if latest.get("version", version) > version or latest.get("day") != day:
-                self._take_out(department, day, case_no, version)
+            if latest.get("version", version) > version or latest.get("slot") != slot:
+                self._take_out(department, slot, case_no, version)
         for old in pointer.get("leaving") or []:
-            if old != day:
+            if old != slot:
                 self._take_out(department, old, case_no, version)
                 self.pointers.update_one({"_id": case_no}, {"$pull": {"leaving": old}})
 
-    def _move_pointer(self, case_no: str, version: int, day: str | None) -> dict[str, Any] | None:
-        """Advance the pointer to this version and day (compare-and-set); the result lists the days
+    def _move_pointer(self, case_no: str, version: int, slot: str | None) -> dict[str, Any] | None:
+        """Advance the pointer to this version and slot (compare-and-set); the result lists the days
         to leave. None when the pointer already holds a newer version."""
         for _ in range(10):
             current = self.pointers.find_one({"_id": case_no})
             if current is None:
-                if day is None:
+                if slot is None:
                     return None  # not a task now and never filed: nothing to do (most cases)
                 try:
-                    self.pointers.insert_one({"_id": case_no, "version": version, "day": day, "leaving": []})
+                    self.pointers.insert_one({"_id": case_no, "version": version, "slot": slot, "leaving": []})
                 except DuplicateKeyError:
                     continue  # someone else created it: compare again
                 return {"leaving": []}
             if current["version"] > version:
                 return None
             leaving = set(current.get("leaving") or [])
-            if current["day"] and current["day"] != day:
-                leaving.add(current["day"])
+            if current["slot"] and current["slot"] != slot:
+                leaving.add(current["slot"])
             moved = self.pointers.update_one(
-                {"_id": case_no, "version": current["version"], "day": current["day"]},
-                {"$set": {"version": version, "day": day, "leaving": sorted(leaving)}},
+                {"_id": case_no, "version": current["version"], "slot": current["slot"]},
+                {"$set": {"version": version, "slot": slot, "leaving": sorted(leaving)}},
             )
             if moved.matched_count == 1:
                 return {"leaving": sorted(leaving)}
         raise RuntimeError(f"task pointer of {case_no} kept changing")
 
-    def _put(self, department: str, day: str, case_no: str, entry: dict[str, Any]) -> None:
-        bucket, key = f"{department}/{day}", f"tasks.{case_no}"
+    def _put(self, department: str, slot: str, case_no: str, entry: dict[str, Any]) -> None:
+        bucket, key = f"{department}/{slot}", f"tasks.{case_no}"
         self.buckets.update_one({"_id": bucket}, {"$setOnInsert": {"tasks": {}, "rev": 0}}, upsert=True)
         newer = {"$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": entry["version"] or 0}}]}
         if self.buckets.update_one({"_id": bucket, **newer}, {"$set": {key: entry}, "$inc": {"rev": 1}}).modified_count:
-            self._recount(department, day)
+            self._recount(department, slot)
 
-    def _take_out(self, department: str, day: str, case_no: str, version: int) -> None:
-        bucket, key = f"{department}/{day}", f"tasks.{case_no}"
+    def _take_out(self, department: str, slot: str, case_no: str, version: int) -> None:
+        bucket, key = f"{department}/{slot}", f"tasks.{case_no}"
         query = {"_id": bucket, f"{key}.version": {"$lte": version}}
         if self.buckets.update_one(query, {"$unset": {key: ""}, "$inc": {"rev": 1}}).modified_count:
-            self._recount(department, day)
+            self._recount(department, slot)
 
-    def _recount(self, department: str, day: str) -> None:
-        """Copy a day's status counts into the department's summary; a later revision always wins."""
-        bucket = self.buckets.find_one({"_id": f"{department}/{day}"}) or {"tasks": {}, "rev": 0}
+    def _recount(self, department: str, slot: str) -> None:
+        """Copy a slot's status counts into the department's summary; a later revision always wins."""
+        bucket = self.buckets.find_one({"_id": f"{department}/{slot}"}) or {"tasks": {}, "rev": 0}
         counts = Counter(t["status"] for t in bucket["tasks"].values())
         self.days.update_one({"_id": department}, {"$setOnInsert": {"days": {}}}, upsert=True)
-        key = f"days.{day}"
+        key = f"days.{slot}"
         self.days.update_one(
             {"_id": department, "$or": [{key: {"$exists": False}}, {f"{key}.rev": {"$lt": bucket["rev"]}}]},
             {"$set": {key: {"rev": bucket["rev"], "counts": dict(counts)}}},
@@ -120,13 +129,13 @@ class TaskBoard:
         """Earliest deadline first, then submission time; and how many there are in all."""
         summary = (self.days.find_one({"_id": department}) or {}).get("days") or {}
         sizes = [
-            (day, sum(summary[day]["counts"].get(s, 0) for s in statuses))
-            for day in sorted(summary)
-            if any(summary[day]["counts"].get(s) for s in statuses)
+            (slot, sum(summary[slot]["counts"].get(s, 0) for s in statuses))
+            for slot in sorted(summary)
+            if any(summary[slot]["counts"].get(s) for s in statuses)
         ]
         rows: list[dict[str, Any]] = []
-        for day, offset, take in plan_page(sizes, skip, limit):
-            bucket = self.buckets.find_one({"_id": f"{department}/{day}"}) or {"tasks": {}}
+        for slot, offset, take in plan_page(sizes, skip, limit):
+            bucket = self.buckets.find_one({"_id": f"{department}/{slot}"}) or {"tasks": {}}
             waiting = [t for t in bucket["tasks"].values() if t["status"] in statuses]
             waiting.sort(key=lambda t: (t["submitted_at"], t["case_no"]))
             rows.extend(waiting[offset : offset + take])

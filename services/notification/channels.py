@@ -11,9 +11,12 @@ from typing import Any
 
 import requests
 from nameko.extensions import DependencyProvider
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import ValidationError
 
 from contracts.notifications import SmsReceipt, SmsRequest
+from services.common.telemetry import annotate, client_span
 from services.notification.deliveries import Outcome, Policy
 
 _RECEIPT_KINDS = {"accepted": "accepted", "delivered": "delivered", "failed": "permanent"}
@@ -29,10 +32,12 @@ class SmsProvider:
 
     def send(self, to: str, text: str, reference: str) -> Outcome:
         body = SmsRequest(to=to, text=text, reference=reference).model_dump()
-        return self._call("POST", f"{self.base_url}/v1/messages", json=body)
+        with client_span("sms.send", **{"peer.service": "sms-provider", "delivery.reference": reference}):
+            return _traced(self._call("POST", f"{self.base_url}/v1/messages", json=body))
 
     def receipt(self, message_id: str) -> Outcome:
-        return self._call("GET", f"{self.base_url}/v1/messages/{message_id}")
+        with client_span("sms.receipt", **{"peer.service": "sms-provider"}):
+            return _traced(self._call("GET", f"{self.base_url}/v1/messages/{message_id}"))
 
     def _call(self, method: str, url: str, **kwargs: object) -> Outcome:
         try:
@@ -66,6 +71,10 @@ class SmtpMailer:
         message["Message-ID"] = make_msgid(idstring=reference.replace(":", "."), domain="yiwang.local")
         message["X-Yiwang-Reference"] = reference
         message.set_content(body)
+        with client_span("smtp.send", **{"peer.service": "smtp", "delivery.reference": reference}):
+            return _traced(self._send(message))
+
+    def _send(self, message: EmailMessage) -> Outcome:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 smtp.send_message(message)
@@ -79,6 +88,14 @@ class SmtpMailer:
         except (OSError, smtplib.SMTPException) as exc:
             return Outcome("temporary", error=f"SMTP server unreachable: {type(exc).__name__}")
         return Outcome("delivered", reference=message["Message-ID"])
+
+
+def _traced(outcome: Outcome) -> Outcome:
+    """Mark the current span with the outcome: a failed send is an error of that span."""
+    annotate(outcome=outcome.kind)
+    if outcome.kind in ("temporary", "permanent"):
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, outcome.error))
+    return outcome
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from contracts.envelope import Envelope
+from services.common.telemetry import current_traceparent
 from services.notification.deliveries import view as deliveries_view
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -95,6 +96,8 @@ def notification(
         "body": content["inbox"]["body"],
         "created_at": now,
         "read_at": None,
+        # Sending happens later in a timer; its spans join the trace of the event that caused it.
+        "traceparent": current_traceparent(),
         "content": {c: v for c, v in content.items() if c != "inbox"},
         "channels": {
             c: {"status": "delivered" if c == "inbox" else "pending", "attempts": 0, "template": content[c]["template"]}

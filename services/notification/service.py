@@ -9,6 +9,7 @@ from typing import Any
 
 from nameko.rpc import rpc
 from nameko.timer import timer
+from prometheus_client import Counter
 
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope
@@ -27,15 +28,18 @@ from contracts.events import (
 from contracts.notifications import Contact, NotificationPreferences, NotificationView
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, ValidationFailed, validated
+from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.rpc import ServiceRpc, call
-from services.common.telemetry import Tracing, annotate
+from services.common.telemetry import Tracing, annotate, continued
 from services.notification import deliveries, messages
 from services.notification.channels import Outbound, OutboundChannels
-from services.notification.deliveries import Outcome
+from services.notification.deliveries import Outcome, Step
 from services.notification.storage import ORPHAN_AFTER, NotificationStore
 
 log = logging.getLogger(__name__)
+
+DELIVERIES = Counter("yiwang_deliveries", "Outbound deliveries reaching a status", ["channel", "status"])
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
@@ -45,6 +49,7 @@ class NotificationService:
     name = "notification"
 
     tracing = Tracing()
+    metrics = Metrics()
     store: NotificationStore = Storage(NotificationStore)
     identity = ServiceRpc("identity")
     outbound: OutboundChannels = Outbound()
@@ -165,24 +170,33 @@ class NotificationService:
             else:
                 self.store.reschedule(entry["_id"], now + timedelta(seconds=5))
             return
-        annotate(case_no=doc.get("case_no"), event_id=doc["event_id"], channel=channel)
-        state, policy = doc["channels"][channel], self.outbound.policy
-        if state["status"] == "sent":
-            step = deliveries.after_receipt(state, self.outbound.sms.receipt(state["reference"]), now, policy)
-        elif state["status"] == "pending":
-            if not self.store.take_rate_token(channel, now, self.outbound.rate_limits[channel]):
-                self.store.reschedule(entry["_id"], now + timedelta(seconds=1))  # over the limit: no attempt
+        with continued(doc.get("traceparent"), f"notification.deliver {channel}"):
+            annotate(case_no=doc.get("case_no"), event_id=doc["event_id"], channel=channel)
+            step = self._next_step(doc, channel, entry, now)
+            if step is None:
                 return
-            step = deliveries.after_send(state, self._send(doc, channel, entry["_id"]), now, policy)
-        else:
-            step = deliveries.Step()  # delivered or failed already (a duplicate entry)
+            annotate(delivery_status=step.changes.get("status"))
         self.store.update_channel(doc["_id"], channel, step.changes)
+        if step.changes.get("status") in ("sent", "delivered", "failed"):
+            DELIVERIES.labels(channel, step.changes["status"]).inc()
         if step.next_at is None:
             self.store.finish(entry["_id"])
         else:
             self.store.reschedule(entry["_id"], step.next_at)
         if step.changes.get("status") == "failed":
             log.warning("delivery failed", extra={"notification_id": doc["_id"], "channel": channel})
+
+    def _next_step(self, doc: dict[str, Any], channel: str, entry: dict[str, Any], now: datetime) -> Step | None:
+        """Send (or ask for a receipt) and say what follows; None when the rate limit says wait."""
+        state, policy = doc["channels"][channel], self.outbound.policy
+        if state["status"] == "sent":
+            return deliveries.after_receipt(state, self.outbound.sms.receipt(state["reference"]), now, policy)
+        if state["status"] == "pending":
+            if not self.store.take_rate_token(channel, now, self.outbound.rate_limits[channel]):
+                self.store.reschedule(entry["_id"], now + timedelta(seconds=1))  # over the limit: no attempt
+                return None
+            return deliveries.after_send(state, self._send(doc, channel, entry["_id"]), now, policy)
+        return Step()  # delivered or failed already (a duplicate entry)
 
     def _send(self, doc: dict[str, Any], channel: str, reference: str) -> Outcome:
         try:

@@ -28,6 +28,7 @@ class RunningSystem:
     log_dir: Path
     sms_url: str
     mail_dir: Path
+    metrics_ports: dict[str, int]
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -56,13 +57,21 @@ def yiwang() -> Iterator[RunningSystem]:
         "YIWANG_SMTP_PORT": str(free_port()),
         "YIWANG_NOTIFY_RETRY_BASE": "0.5",
         "YIWANG_NOTIFY_RETRY_CAP": "2",
+        "YIWANG_METRICS_BASE_PORT": "0",  # free ports for the Prometheus endpoints
     }
     running = system.start(env, log_dir=ARTIFACTS / "logs")
     try:
         system.wait_ready(running, timeout=120)
         assert running.mail_dir is not None
         yield RunningSystem(
-            running.base_url, span_dir, vhost, prefix, ARTIFACTS / "logs", running.sms_url, running.mail_dir
+            running.base_url,
+            span_dir,
+            vhost,
+            prefix,
+            ARTIFACTS / "logs",
+            running.sms_url,
+            running.mail_dir,
+            running.metrics_ports,
         )
     finally:
         system.stop(running)

@@ -162,9 +162,69 @@ def test_config_installs_the_filter_on_the_console_handler():
     with open(Path(__file__).parents[3] / "config.yml", encoding="utf-8") as fh:
         logging_config = yaml.safe_load(fh)["LOGGING"]
     assert logging_config["filters"]["scrub"]["()"] == "services.common.logs.ScrubbingFilter"
+    assert logging_config["filters"]["trace"]["()"] == "services.common.logs.TraceContextFilter"
     for handler in logging_config["handlers"].values():
         assert "scrub" in handler["filters"]
 
 
 def test_phone_with_the_country_code_is_masked():
     assert PHONE not in scrub(f"sms to +86{PHONE} failed")
+
+
+def test_email_addresses_are_masked_but_broker_addresses_are_not():
+    assert scrub("mail to zhang.san@example.com.cn bounced") == "mail to [email] bounced"
+    assert (
+        scrub("Connected to amqp://guest:**@127.0.0.1:5672/yiwang")
+        == "Connected to amqp://guest:**@127.0.0.1:5672/yiwang"
+    )
+
+
+def test_personal_data_in_extra_fields_is_masked(captured):
+    logger, stream = captured
+    logger.handlers[0].setFormatter(logging.Formatter("%(who)s %(message)s"))
+    logger.warning("lookup failed", extra={"who": f"{PHONE}/{ID_NUMBER}"})
+    assert stream.getvalue() == "[phone]/[id-number] lookup failed\n"
+
+
+def _json_logger_from_config():
+    """The console handler exactly as config.yml builds it, writing into a string."""
+    import logging.config
+
+    import yaml
+
+    with open(Path(__file__).parents[3] / "config.yml", encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)["LOGGING"]
+    config["root"]["level"] = "INFO"
+    stream = io.StringIO()
+    config["handlers"]["console"]["stream"] = stream
+    config["loggers"] = {"yiwang.test.json": {"level": "INFO"}}
+    logging.config.dictConfig(config)
+    return logging.getLogger("yiwang.test.json"), stream
+
+
+@pytest.fixture
+def restored_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def test_log_lines_are_json_with_the_trace_and_span_they_were_written_in(restored_logging):
+    import json
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    logger, stream = _json_logger_from_config()
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        logger.warning("case %s stuck for %s", CASE_NO, PHONE, extra={"event_id": "e1"})
+        context = span.get_span_context()
+    logger.info("outside any span")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == f"case {CASE_NO} stuck for [phone]"
+    assert first["level"] == "WARNING" and first["logger"] == "yiwang.test.json" and first["event_id"] == "e1"
+    assert first["trace_id"] == format(context.trace_id, "032x")
+    assert first["span_id"] == format(context.span_id, "016x")
+    assert "time" in first and "service" in first
+    assert second["trace_id"] is None

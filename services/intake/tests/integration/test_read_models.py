@@ -70,12 +70,12 @@ def test_the_task_board_follows_deadline_moves_and_keeps_its_counts(mongo_client
     rows, total = store.tasks("D1", statuses, 0, 20)
     assert [t["case_no"] for t in rows] == ["T4", "T3", "T2", "T1", "T5"] and total == 5
     assert store.tasks("D1", ["accepted"], 0, 20) == ([rows[-1]], 1)
-    assert store.task_board.buckets.find_one({"_id": "D1/2026-12-05"})["tasks"] == {}
+    assert store.task_board.buckets.find_one({"_id": "D1/2026-12-05/0"})["tasks"] == {}
 
     # A late sync of the old state cannot put it back.
     store.task_board.sync("D1", "T5", {**rows[-1], "status": "submitted", "deadline": "2026-12-05", "version": 1}, True)
     assert store.tasks("D1", statuses, 0, 20)[1] == 5
-    assert store.task_board.buckets.find_one({"_id": "D1/2026-12-05"})["tasks"] == {}
+    assert store.task_board.buckets.find_one({"_id": "D1/2026-12-05/0"})["tasks"] == {}
 
     # Decided: off the board.
     store.cases.update_one({"_id": "T4"}, {"$set": {"status": "approved", "awaiting_review": False, "version": 2}})
@@ -106,7 +106,7 @@ def test_concurrent_syncs_of_one_case_leave_one_entry(mongo_client, db_prefix):
     rows, total = store.tasks("D1", ["submitted", "accepted"], 0, 20)
     assert total == 1 and [(r["version"], r["deadline"]) for r in rows] == [(21, "2026-12-21")]
     holding = [b["_id"] for b in store.task_board.buckets.find({}) if b["tasks"]]
-    assert holding == ["D1/2026-12-21"]
+    assert holding == ["D1/2026-12-21/0"]
 
 
 def test_a_stale_sync_overtaken_between_its_steps_takes_its_entry_back_out(mongo_client, db_prefix):
@@ -127,4 +127,4 @@ def test_a_stale_sync_overtaken_between_its_steps_takes_its_entry_back_out(mongo
     board = Overtaken(mongo_client[f"{db_prefix}_intake"])
     board.sync("D1", "S1", old, True)
     assert board.page("D1", ["submitted", "accepted"], 0, 20) == ([new], 1)
-    assert [b["_id"] for b in board.buckets.find({}) if b["tasks"]] == ["D1/2026-12-20"]
+    assert [b["_id"] for b in board.buckets.find({}) if b["tasks"]] == ["D1/2026-12-20/0"]

@@ -1,0 +1,128 @@
+"""Benchmark: what tracing costs the case path. In one run, starts the whole system twice — tracing
+on (batched export to the local Zipkin when it runs, as `make run` does) and tracing off
+(`YIWANG_TRACING=off`) — drives the same submission load through the gateway each time, and
+prints both throughputs and their ratio (goal: tracing costs at most 5%).
+
+    make bench-tracing                    # 30 s per mode, 16 clients
+    python -m loadtests.bench_tracing --seconds 60 --clients 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import threading
+import time
+import uuid
+
+import pymongo
+import requests
+
+from infra import system
+from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_port
+
+ALLOWANCE = "62052400MZ-GF-0001"  # 高龄津贴申领: decided automatically (秒批)
+FORM = {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
+
+
+def applicants(base: str, count: int) -> list[str]:
+    tokens = []
+    for _ in range(count):
+        person = citizen()
+        requests.post(f"{base}/api/v1/auth/register", json=person, timeout=30).raise_for_status()
+        login = {"username": person["id_number"], "password": person["password"]}
+        tokens.append(requests.post(f"{base}/api/v1/auth/login", json=login, timeout=30).json()["access_token"])
+    return tokens
+
+
+def drive(base: str, tokens: list[str], seconds: float) -> dict:
+    """Each client submits cases back to back for `seconds`; returns counts and latencies."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(token: str) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {token}"}
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            response = session.post(
+                f"{base}/api/v1/cases", json={"item_code": ALLOWANCE, "form": FORM}, headers=headers, timeout=30
+            )
+            with lock:
+                if response.status_code == 201:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors[0] += 1
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"accepted": len(latencies), "errors": errors[0], "latencies": latencies}
+
+
+def decided_count(client: pymongo.MongoClient, prefix: str) -> int:
+    return client[f"{prefix}_intake"].cases.count_documents({"status": "approved"})
+
+
+def run_mode(tracing: str, seconds: float, clients: int) -> dict:
+    vhost, prefix = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}"
+    env = {
+        "YIWANG_RABBIT_VHOST": vhost,
+        "YIWANG_DB_PREFIX": prefix,
+        "YIWANG_HTTP_PORT": str(free_port()),
+        "YIWANG_SMS_PORT": str(free_port()),
+        "YIWANG_SMTP_PORT": str(free_port()),
+        "YIWANG_METRICS_BASE_PORT": "0",
+        "YIWANG_TRACING": tracing,
+        "YIWANG_LOGIN_ADDRESS_LIMIT": "10000",
+    }
+    running = system.start(env, log_dir=system.RUN_DIR / f"bench-tracing-{tracing}")
+    mongo = pymongo.MongoClient(MONGO_URI)
+    try:
+        system.wait_ready(running, timeout=180)
+        tokens = applicants(running.base_url, clients)
+        drive(running.base_url, tokens[:2], 3)  # warm up: first calls open connections and pools
+        result = drive(running.base_url, tokens, seconds)
+        # Let the asynchronous part (approval, notification) finish, and count what was decided.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and decided_count(mongo, prefix) < result["accepted"]:
+            time.sleep(1)
+        result["decided"] = decided_count(mongo, prefix)
+        return result
+    finally:
+        system.stop(running)
+        delete_vhost(vhost)
+        for name in mongo.list_database_names():
+            if name.startswith(f"{prefix}_"):
+                mongo.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    results = {mode: run_mode(mode, args.seconds, args.clients) for mode in ("on", "off")}
+    print(f"\ncase submissions through the gateway, {args.clients} clients, {args.seconds:.0f} s per mode")
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
+    for mode, r in results.items():
+        ordered = sorted(r["latencies"]) or [0.0]
+        p95 = ordered[int(0.95 * (len(ordered) - 1))] * 1000
+        print(
+            f"  tracing {mode:3s}: {r['accepted'] / args.seconds:7.1f} cases/s accepted "
+            f"({r['accepted']} accepted, {r['errors']} errors, {r['decided']} decided), "
+            f"submit p50 {statistics.median(ordered) * 1000:.0f} ms, p95 {p95:.0f} ms"
+        )
+    on, off = results["on"]["accepted"], results["off"]["accepted"]
+    if off:
+        print(f"  throughput with tracing / without: {on / off:.3f} (tracing costs {100 * (1 - on / off):.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Prometheus metrics, one endpoint per process (`YIWANG_METRICS_PORT`; `infra/system.py` gives
+each process its own, from 9100 up).
+
+- `yiwang_entrypoint_seconds` / `yiwang_entrypoint_calls_total`: every RPC, HTTP route, event
+  handler and timer, by service, entrypoint and outcome (ok, expected: a domain error such as a
+  validation failure, error);
+- `yiwang_events_published_total`, `yiwang_events_consumed_total`, `yiwang_events_dead_lettered_total`
+  by event type;
+- `yiwang_queue_messages` / `yiwang_queue_consumers`: depth of this service's queues, read from the
+  RabbitMQ management API when scraped;
+- services add their own (intake: cases by status; notification: deliveries by channel and status).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, unquote, urlparse
+
+import requests
+from nameko.extensions import DependencyProvider
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.common.errors import EXPECTED_ERRORS
+
+log = logging.getLogger(__name__)
+
+ENTRYPOINT_SECONDS = Histogram(
+    "yiwang_entrypoint_seconds",
+    "Time spent in an entrypoint (RPC, HTTP route, event handler, timer)",
+    ["service", "entrypoint", "kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ENTRYPOINT_CALLS = Counter(
+    "yiwang_entrypoint_calls", "Entrypoint calls by outcome", ["service", "entrypoint", "kind", "outcome"]
+)
+EVENTS_PUBLISHED = Counter("yiwang_events_published", "Events published (confirmed by the broker)", ["type"])
+EVENTS_CONSUMED = Counter("yiwang_events_consumed", "Events handled", ["queue"])
+EVENTS_DEAD_LETTERED = Counter("yiwang_events_dead_lettered", "Events dead-lettered", ["queue"])
+
+_lock = threading.Lock()
+_started: set[int] = set()
+
+
+def serve(port: int) -> None:
+    """Start this process's endpoint once (several services in one process share it)."""
+    with _lock:
+        if port in _started:
+            return
+        start_http_server(port, addr=os.environ.get("YIWANG_METRICS_HOST", "127.0.0.1"))
+        _started.add(port)
+
+
+def outcome_of(exc_info: Any) -> str:
+    if exc_info is None:
+        return "ok"
+    return "expected" if isinstance(exc_info[1], EXPECTED_ERRORS) else "error"
+
+
+class QueueDepthCollector(Collector):
+    """Depth and consumers of the queues whose names mention this service, at scrape time."""
+
+    def __init__(self, service: str, amqp_uri: str, management_url: str) -> None:
+        self.service = service
+        self.vhost = unquote(urlparse(amqp_uri).path.lstrip("/")) or "/"
+        self.management_url = management_url.rstrip("/")
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        messages = GaugeMetricFamily("yiwang_queue_messages", "Messages waiting in a queue", labels=["queue"])
+        consumers = GaugeMetricFamily("yiwang_queue_consumers", "Consumers of a queue", labels=["queue"])
+        try:
+            response = requests.get(
+                f"{self.management_url}/api/queues/{quote(self.vhost, safe='')}",
+                params={"columns": "name,messages,consumers"},
+                auth=("guest", "guest"),
+                timeout=2,
+            )
+            response.raise_for_status()
+            for queue in response.json():
+                if self.service in queue["name"]:
+                    messages.add_metric([queue["name"]], queue.get("messages", 0))
+                    consumers.add_metric([queue["name"]], queue.get("consumers", 0))
+        except (requests.RequestException, ValueError):
+            log.warning("queue depths unavailable from the management API")
+        yield messages
+        yield consumers
+
+
+class Metrics(DependencyProvider):
+    """Declare once per service class: serves the endpoint and times every entrypoint."""
+
+    def __init__(self) -> None:
+        self._started_at: dict[Any, float] = {}
+
+    def setup(self) -> None:
+        port = int(os.environ.get("YIWANG_METRICS_PORT") or 0)
+        if not port:
+            return
+        serve(port)
+        config = self.container.config
+        management = f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}"
+        collector = QueueDepthCollector(self.container.service_name, config.get("AMQP_URI", ""), management)
+        REGISTRY.register(collector)
+        self._collectors = [collector]
+
+    def stop(self) -> None:
+        for collector in getattr(self, "_collectors", []):
+            REGISTRY.unregister(collector)
+        self._collectors = []
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        self._started_at[worker_ctx] = time.perf_counter()
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        started = self._started_at.pop(worker_ctx, None)
+        if started is None:
+            return
+        entrypoint = worker_ctx.entrypoint
+        labels = (worker_ctx.service_name, entrypoint.method_name, type(entrypoint).__name__)
+        ENTRYPOINT_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        ENTRYPOINT_CALLS.labels(*labels, outcome_of(exc_info)).inc()

@@ -1,0 +1,75 @@
+"""An operator's view: a submitted case's X-Trace-Id opens in the trace viewer (Zipkin, started by
+`make run`/provisioning) in a real headless Chromium, with spans from at least four services."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
+
+from infra.system import viewer_url
+from tests.e2e.conftest import ARTIFACTS, RunningSystem
+from tests.e2e.test_case_flow import ALLOWANCE, GOOD_FORM, submit, wait_for_status
+from tests.support import eventually
+
+SERVICES = ("yiwang-gateway", "yiwang-intake", "yiwang-approval", "yiwang-notification", "yiwang-catalog")
+
+
+def traced_services(trace_id: str) -> set[str] | None:
+    response = requests.get(f"{viewer_url()}/api/v2/trace/{trace_id}", timeout=5)
+    if response.status_code != 200:
+        return None
+    services = {span.get("localEndpoint", {}).get("serviceName") for span in response.json()}
+    return services if len(services & set(SERVICES)) >= 4 else None
+
+
+def headless_chromium() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        # This machine's network is closed: without these Chromium keeps calling home.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1600,1000",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def test_a_cases_trace_opens_in_the_viewer_with_spans_from_four_services(yiwang: RunningSystem, applicant):
+    response = submit(yiwang, applicant, {"item_code": ALLOWANCE, "form": GOOD_FORM})
+    assert response.status_code == 201
+    trace_id, case_no = response.headers["X-Trace-Id"], response.json()["case_no"]
+    wait_for_status(yiwang, applicant, case_no, "approved")
+    exported = eventually(lambda: traced_services(trace_id), timeout=30, what="the trace in Zipkin")
+
+    browser = headless_chromium()
+    try:
+        browser.get(f"{viewer_url()}/zipkin/traces/{trace_id}")
+        shown = WebDriverWait(browser, 30).until(
+            lambda b: (
+                (found := {s for s in SERVICES if s in b.find_element("tag name", "body").text.lower()})
+                and len(found) >= 4
+                and found
+            )
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / f"trace-{trace_id}.png"))
+        page = browser.find_element("tag name", "body").text
+    finally:
+        browser.quit()
+    assert len(shown) >= 4, shown
+    assert shown <= (traced_services(trace_id) or exported)  # what the page shows is what was exported
+    # What an operator must never see in a trace.
+    assert applicant["id_number"] not in page and applicant["phone"] not in page
+    assert re.search(r"intake\.submit_case", page, re.IGNORECASE), "the intake RPC span is listed"
