@@ -52,6 +52,11 @@ def test_a_cases_trace_opens_in_the_viewer_with_spans_from_four_services(yiwang:
     trace_id, case_no = response.headers["X-Trace-Id"], response.json()["case_no"]
     wait_for_status(yiwang, applicant, case_no, "approved")
     exported = eventually(lambda: traced_services(trace_id), timeout=30, what="the trace in Zipkin")
+    # An operator who has only the case number finds the same trace by its tag (as the README says).
+    found = requests.get(
+        f"{viewer_url()}/api/v2/traces", params={"annotationQuery": f"case_no={case_no}", "limit": 10}, timeout=10
+    ).json()
+    assert trace_id in {span["traceId"] for spans in found for span in spans}
 
     browser = headless_chromium()
     try:
