@@ -4,6 +4,7 @@ tokens), drafts being edited, departments."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,11 @@ class CatalogStore:
         self.departments = db["departments"]
         self.meta = db["meta"]
         self.outbox = OutboxCollection(self.versions)
+        # The listing, cached in this process: searching filters every item (a full scan on
+        # FerretDB, ~0.4 s), so each read checks the catalog's revision (one _id lookup) and
+        # reloads only after a publish.
+        self._listing: tuple[int, list[dict[str, Any]]] | None = None
+        self._listing_lock = threading.Lock()
 
     def ensure_indexes(self) -> None:
         self.versions.create_index([("item_code", ASCENDING), ("version", DESCENDING)])
@@ -86,6 +92,7 @@ class CatalogStore:
             [{**d, **self.outbox.fields(d["_id"], [e])} for d, e in zip(docs, events, strict=True)]
         )
         self.current.insert_many([self._current_doc(d) for d in docs])
+        self._bump_revision()
 
     def _version_doc(self, guide: dict[str, Any], version: int) -> dict[str, Any]:
         return {
@@ -108,28 +115,43 @@ class CatalogStore:
     def _advance_current(self, doc: dict[str, Any]) -> None:
         """Point the current row at this version unless a newer one is already there."""
         current = self._current_doc(doc)
-        if self.current.replace_one(
+        if not self.current.replace_one(
             {"_id": doc["item_code"], "version": {"$lt": doc["version"]}}, current
         ).matched_count:
-            return
-        with contextlib.suppress(DuplicateKeyError):  # the row exists with this or a newer version
-            self.current.insert_one(current)
+            with contextlib.suppress(DuplicateKeyError):  # the row exists with this or a newer version
+                self.current.insert_one(current)
+        self._bump_revision()
+
+    def _bump_revision(self) -> None:
+        """After every change of the listing: every process's cache reloads on its next read."""
+        self.meta.update_one({"_id": "revision"}, {"$inc": {"n": 1}}, upsert=True)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every current item (with its guide), from this process's cache while the revision holds."""
+        revision = int((self.meta.find_one({"_id": "revision"}) or {}).get("n", 0))
+        cached = self._listing
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        with self._listing_lock:
+            if self._listing is None or self._listing[0] != revision:
+                self._listing = (revision, list(self.current.find({}).sort("_id", ASCENDING)))
+            return self._listing[1]
 
     # --- finding ----------------------------------------------------------------------------------
     def filtered(self, filters: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        total = self.current.count_documents(filters)
-        rows = list(self.current.find(filters, {"guide": 0}).sort("_id", ASCENDING).skip(skip).limit(limit))
-        return rows, total
+        rows = [_without_guide(d) for d in self.listing() if _matches(d, filters)]
+        return rows[skip : skip + limit], len(rows)
 
     def candidates(self, tokens: list[str], filters: dict[str, Any], with_guide: bool = False) -> list[dict[str, Any]]:
         """Items sharing at least one token with the query (ranking happens in search.py)."""
         if not tokens:
             return []
-        projection = None if with_guide else {"guide": 0}
-        return list(self.current.find({**filters, "search_tokens": {"$in": tokens}}, projection))
+        wanted = set(tokens)
+        found = [d for d in self.listing() if _matches(d, filters) and wanted.intersection(d.get("search_tokens", ()))]
+        return found if with_guide else [_without_guide(d) for d in found]
 
     def count_items(self) -> int:
-        return self.current.count_documents({})
+        return len(self.listing())
 
     # --- drafts -----------------------------------------------------------------------------------
     def get_draft(self, item_code: str) -> dict[str, Any] | None:
@@ -176,3 +198,11 @@ class CatalogStore:
             if latest is not None:
                 self._advance_current(latest)
         return len(missing)
+
+
+def _matches(doc: dict[str, Any], filters: dict[str, Any]) -> bool:
+    return all(doc.get(field) == value for field, value in filters.items())
+
+
+def _without_guide(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "guide"}

@@ -26,6 +26,11 @@ def traced_services(trace_id: str) -> set[str] | None:
     return services if len(services & set(SERVICES)) >= 4 else None
 
 
+def services_on(browser: webdriver.Chrome) -> set[str]:
+    text = browser.find_element("tag name", "body").text.lower()
+    return {service for service in SERVICES if service in text}
+
+
 def headless_chromium() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -40,7 +45,7 @@ def headless_chromium() -> webdriver.Chrome:
         "--disable-component-update",
         "--disable-sync",
         "--disable-quic",
-        "--window-size=1600,1000",
+        "--window-size=1600,2400",
     ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -59,18 +64,18 @@ def test_a_cases_trace_opens_in_the_viewer_with_spans_from_four_services(yiwang:
     assert trace_id in {span["traceId"] for spans in found for span in spans}
 
     browser = headless_chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / f"trace-{trace_id}.png"
     try:
         browser.get(f"{viewer_url()}/zipkin/traces/{trace_id}")
-        shown = WebDriverWait(browser, 30).until(
-            lambda b: (
-                (found := {s for s in SERVICES if s in b.find_element("tag name", "body").text.lower()})
-                and len(found) >= 4
-                and found
+        try:
+            shown = WebDriverWait(browser, 45, poll_frequency=1).until(
+                lambda b: services_on(b) if len(services_on(b)) >= 4 else None
             )
-        )
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(ARTIFACTS / f"trace-{trace_id}.png"))
-        page = browser.find_element("tag name", "body").text
+        finally:
+            browser.save_screenshot(str(screenshot))  # kept either way: the artifact an operator would see
+            page = browser.find_element("tag name", "body").text
+            (ARTIFACTS / f"trace-{trace_id}.txt").write_text(page, encoding="utf-8")
     finally:
         browser.quit()
     assert len(shown) >= 4, shown

@@ -1,0 +1,212 @@
+"""`make bench`: the machine's own ceiling, the case path's sustained throughput, and one as a
+share of the other, in one run on one machine.
+
+1. Ceiling: the broker's rate of confirmed, persistent publish-and-consume (kombu, a durable
+   queue, envelope-sized messages, one publisher and one consumer at once), and the document
+   server's rate of single-document writes (inserts and `_id` updates, 8 writers).
+2. The case path: cases submitted through the gateway (16 clients, automatically decided item)
+   for a fixed time, counting accepted and decided cases and the submit latency.
+3. The share: broker messages and document writes per case (counted in this run: messages from
+   the RabbitMQ management API, writes from the spans), times the case rate, over the ceilings.
+
+    make bench                              # 20 s per part
+    python -m loadtests.bench_ceiling --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pymongo
+import requests
+from kombu import Connection, Exchange, Queue
+
+from infra import system
+from loadtests.bench_tracing import applicants, drive
+from tests.support import MGMT_AUTH, MGMT_URL, MONGO_URI, create_vhost, delete_vhost, free_port
+
+ENVELOPE = (
+    json.dumps(
+        {
+            "event_id": "0" * 32,
+            "type": "case.submitted.v1",
+            "occurred_at": "2026-11-26T02:00:00Z",
+            "producer": "intake",
+            "payload": {"case_no": "620524MZ-20261126-000001", "form": {"bank_account": "6222020200112233445"}},
+        }
+    ).encode()
+    * 2
+)  # about 700 bytes, like our events
+
+
+def broker_ceiling(seconds: float) -> float:
+    """Messages per second published with confirms (persistent) and consumed with acks, concurrently."""
+    vhost = create_vhost("yiwang-ceiling")
+    uri = f"amqp://guest:guest@127.0.0.1:{os.environ.get('YIWANG_AMQP_PORT', '5672')}/{vhost}"
+    exchange = Exchange("ceiling", type="topic", durable=True)
+    queue = Queue("ceiling", exchange, routing_key="#", durable=True)
+    published, consumed = [0], [0]
+    done = threading.Event()
+
+    def consume() -> None:
+        with Connection(uri) as conn:
+
+            def on_message(body: object, message: object) -> None:
+                message.ack()  # type: ignore[attr-defined]
+                consumed[0] += 1
+
+            with conn.Consumer(queue, callbacks=[on_message], prefetch_count=100):
+                while not (done.is_set() and consumed[0] >= published[0]):
+                    try:
+                        conn.drain_events(timeout=1)
+                    except TimeoutError:
+                        continue
+
+    try:
+        with Connection(uri, transport_options={"confirm_publish": True}) as conn:
+            queue(conn.default_channel).declare()
+            consumer = threading.Thread(target=consume)
+            consumer.start()
+            producer = conn.Producer(serializer=None)
+            started = time.monotonic()
+            while time.monotonic() - started < seconds:
+                producer.publish(
+                    ENVELOPE, exchange=exchange, routing_key="x", delivery_mode=2, content_type="application/json"
+                )
+                published[0] += 1
+            done.set()
+            consumer.join(timeout=120)
+            elapsed = time.monotonic() - started
+        return consumed[0] / elapsed
+    finally:
+        delete_vhost(vhost)
+
+
+def docserver_ceiling(seconds: float, writers: int = 8) -> dict[str, float]:
+    client = pymongo.MongoClient(MONGO_URI)
+    db = client[f"ceiling{uuid.uuid4().hex[:6]}"]
+    doc = {"payload": "x" * 1500, "status": "submitted", "version": 1}
+    counts = {"insert": 0, "update": 0}
+    lock = threading.Lock()
+
+    def write(kind: str, stop_at: float, n: int) -> None:
+        i = 0
+        while time.monotonic() < stop_at:
+            key = f"{n}-{i}"
+            if kind == "insert":
+                db.docs.insert_one({"_id": key, **doc})
+            else:
+                db.docs.update_one({"_id": f"{n}-{i % 50}"}, {"$inc": {"version": 1}})
+            i += 1
+        with lock:
+            counts[kind] += i
+
+    try:
+        rates = {}
+        for kind in ("insert", "update"):
+            stop_at = time.monotonic() + seconds / 2
+            threads = [threading.Thread(target=write, args=(kind, stop_at, n)) for n in range(writers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            rates[kind] = counts[kind] / (seconds / 2)
+        return rates
+    finally:
+        client.drop_database(db.name)
+
+
+def messages_published(vhost: str) -> int:
+    overview = requests.get(f"{MGMT_URL}/vhosts/{requests.utils.quote(vhost, safe='')}", auth=MGMT_AUTH, timeout=5)
+    return int(overview.json().get("message_stats", {}).get("publish", 0))
+
+
+def writes_in_spans(span_dir: Path) -> int:
+    writes = 0
+    for path in span_dir.glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            statement = json.loads(line).get("attributes", {}).get("db.statement")
+            if statement in ("insert", "update", "findandmodify", "delete"):
+                writes += 1
+    return writes
+
+
+def case_path(seconds: float, clients: int, span_dir: Path) -> dict:
+    vhost, prefix = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}"
+    span_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "YIWANG_RABBIT_VHOST": vhost,
+        "YIWANG_DB_PREFIX": prefix,
+        "YIWANG_HTTP_PORT": str(free_port()),
+        "YIWANG_SMS_PORT": str(free_port()),
+        "YIWANG_SMTP_PORT": str(free_port()),
+        "YIWANG_METRICS_BASE_PORT": "0",
+        "YIWANG_SPAN_DIR": str(span_dir),
+        "YIWANG_LOGIN_ADDRESS_LIMIT": "10000",
+    }
+    running = system.start(env, log_dir=system.RUN_DIR / "bench-ceiling")
+    mongo = pymongo.MongoClient(MONGO_URI)
+    try:
+        system.wait_ready(running, timeout=180)
+        tokens = applicants(running.base_url, clients)
+        drive(running.base_url, tokens[:2], 3)
+        time.sleep(3)
+        for path in span_dir.glob("*.jsonl"):
+            path.unlink()  # count only what the measured cases cause
+        messages_before = messages_published(vhost)
+        result = drive(running.base_url, tokens, seconds)
+        deadline = time.monotonic() + 120
+        cases = mongo[f"{prefix}_intake"].cases
+        while time.monotonic() < deadline and cases.count_documents({"status": "approved"}) < result["accepted"]:
+            time.sleep(1)
+        time.sleep(5)  # deliveries and span export
+        result["messages"] = messages_published(vhost) - messages_before
+        result["writes"] = writes_in_spans(span_dir)
+        return result
+    finally:
+        system.stop(running)
+        delete_vhost(vhost)
+        for name in mongo.list_database_names():
+            if name.startswith(f"{prefix}_"):
+                mongo.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    broker = broker_ceiling(args.seconds)
+    docs = docserver_ceiling(args.seconds)
+    path = case_path(args.seconds, args.clients, system.RUN_DIR / "bench-ceiling-spans")
+    rate = path["accepted"] / args.seconds
+    per_case_messages = path["messages"] / max(1, path["accepted"])
+    per_case_writes = path["writes"] / max(1, path["accepted"])
+    ordered = sorted(path["latencies"]) or [0.0]
+    print(
+        f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    print(f"ceiling: broker {broker:,.0f} messages/s (persistent, confirmed, consumed with acks)")
+    print(f"ceiling: document server {docs['insert']:,.0f} inserts/s, {docs['update']:,.0f} _id updates/s (8 writers)")
+    print(
+        f"case path: {rate:.1f} cases/s accepted over {args.seconds:.0f} s with {args.clients} clients "
+        f"({path['accepted']} accepted, {path['errors']} errors), submit p50 "
+        f"{statistics.median(ordered) * 1000:.0f} ms, p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms"
+    )
+    print(f"per case: {per_case_messages:.1f} broker messages, {per_case_writes:.1f} document writes")
+    print(
+        f"share of the ceiling: broker {rate * per_case_messages / broker:.1%}, "
+        f"document server {rate * per_case_writes / docs['update']:.1%} (of its _id-update rate)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""`make loadtest`: run the Locust suite headless and keep its results.
+
+    python -m loadtests.run [--shape peak|soak|spike|none] [--users 50] [--duration 180] [--host URL]
+
+Without --host it starts a system of its own (own vhost, databases and ports, like the
+benchmarks) and stops it afterwards. Results go to loadtests/results/<time>/: Locust's CSV files
+and HTML report, and summary.md/summary.json with the SLO verdict (loadtests/slo.py). The exit
+code is Locust's: non-zero when an objective was missed.
+
+Larger machines: run Locust distributed, one master and a worker per core, e.g.
+    locust -f loadtests/locustfile.py --master --headless -u 2000 -r 100 -t 10m --expect-workers 8 --host URL
+    locust -f loadtests/locustfile.py --worker --master-host MASTER      # on each worker machine
+(with YIWANG_LOAD_SHAPE set on the master; the SLO check runs on the master).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def locust(host: str, shape: str, users: int, duration: int, results: Path, extra_env: dict[str, str]) -> int:
+    results.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("locust")),
+        "-f",
+        str(ROOT / "loadtests" / "locustfile.py"),
+        "--headless",
+        "--host",
+        host,
+        "--csv",
+        str(results / "stats"),
+        "--html",
+        str(results / "report.html"),
+        "--only-summary",
+    ]
+    if shape == "none":
+        command += ["-u", str(users), "-r", str(max(1, users // 4)), "-t", f"{duration}s"]
+    env = {
+        **os.environ,
+        **extra_env,
+        "PYTHONPATH": str(ROOT),
+        "YIWANG_LOAD_SHAPE": shape,
+        "YIWANG_LOAD_USERS": str(users),
+        "YIWANG_LOAD_DURATION": str(duration),
+        "YIWANG_LOAD_RESULTS": str(results),
+    }
+    return subprocess.call(command, cwd=ROOT, env=env)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="peak", choices=["peak", "soak", "spike", "none"])
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--duration", type=int, default=180, help="seconds")
+    parser.add_argument("--host", default="")
+    args = parser.parse_args()
+    results = ROOT / "loadtests" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    print(f"load test: {args.shape}, up to {args.users} users, {args.duration} s; results in {results}")
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
+    if args.host:
+        return locust(args.host, args.shape, args.users, args.duration, results, {})
+
+    from infra import system
+    from tests.support import create_vhost, delete_vhost, free_port
+
+    vhost, prefix = create_vhost("yiwang-load"), f"load{uuid.uuid4().hex[:6]}"
+    env = {
+        "YIWANG_RABBIT_VHOST": vhost,
+        "YIWANG_DB_PREFIX": prefix,
+        "YIWANG_HTTP_PORT": str(free_port()),
+        "YIWANG_SMS_PORT": str(free_port()),
+        "YIWANG_SMTP_PORT": str(free_port()),
+        "YIWANG_METRICS_BASE_PORT": "0",
+        # Locust stands in for the portal's load balancer: each simulated user has its own address.
+        "YIWANG_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    running = system.start(env, log_dir=results / "logs")
+    try:
+        system.wait_ready(running, timeout=180)
+        return locust(running.base_url, args.shape, args.users, args.duration, results, {})
+    finally:
+        system.stop(running)
+        delete_vhost(vhost)
+        import pymongo
+
+        from tests.support import MONGO_URI
+
+        client = pymongo.MongoClient(MONGO_URI)
+        for name in client.list_database_names():
+            if name.startswith(f"{prefix}_"):
+                client.drop_database(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
