@@ -40,15 +40,30 @@ cmd_start() {
     if healthy; then
         return 0
     fi
+    if yw_port_open "$PORT"; then
+        # A Zipkin that does not answer (a full heap, say): replace it. Anything else: refuse.
+        local pid
+        pid="$(ss -Hltnp "sport = :$PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)"
+        if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q zipkin-server; then
+            yw_warn "zipkin (pid $pid) does not answer; restarting it"
+            echo "$pid" >"$PID_FILE"
+            cmd_stop
+        else
+            yw_die "port 127.0.0.1:$PORT is in use by something that is not our Zipkin; set YIWANG_ZIPKIN_PORT"
+        fi
+    fi
     yw_need_cmd java openjdk-17-jre-headless
     fetch
     mkdir -p "$YIWANG_STATE_DIR"
-    # In-memory storage (the default) keeps the newest 500,000 spans; a restart forgets them.
-    QUERY_PORT="$PORT" nohup java -Xms128m -Xmx768m -XX:+UseSerialGC -jar "$JAR" >"$LOG_FILE" 2>&1 &
+    # In-memory storage keeps the newest $MEM_MAX_SPANS spans (a restart forgets them); the heap
+    # is sized for that, load tests included.
+    QUERY_PORT="$PORT" MEM_MAX_SPANS="${YIWANG_ZIPKIN_MAX_SPANS:-150000}" \
+        nohup java -Xms128m -Xmx1g -XX:+UseSerialGC -jar "$JAR" >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     local deadline=$((SECONDS + 90))
     until healthy; do
         if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+            rm -f "$PID_FILE"
             yw_tail "$LOG_FILE"
             yw_die "zipkin exited during startup"
         fi
@@ -64,6 +79,7 @@ cmd_stop() {
     if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
         kill "$pid"
         for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$PID_FILE"
 }

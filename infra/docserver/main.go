@@ -2,7 +2,8 @@
 // machines without MongoDB or Docker still get a real MongoDB-wire server.
 // Embedding sidesteps the version file that a plain `go install` of FerretDB lacks.
 // FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go,
-// which restores MongoDB's single-document update atomicity.
+// which restores MongoDB's single-document update atomicity; id_index.go makes _id lookups use
+// an index.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -54,6 +56,7 @@ func main() {
 		listener.Close()
 	}()
 	go serveAtomicProxy(listener, "unix", socket)
+	go indexIDs(ctx, dir, time.Second)
 
 	log.Printf("yiwang-docserver: listening on %s (FerretDB via %s), data in %s", *listen, socket, dir)
 	f.Run(ctx)

@@ -219,23 +219,29 @@ class IntakeStore:
 
         Called after every write and again from the case's events (which repairs a process that
         died in between). Each entry carries the case version and is only replaced by a newer one.
+        (Marking the case as synced, to skip repeated calls, cost more than it saved: FerretDB
+        rewrites the whole case document for every update.)
         """
         case = self.cases.find_one({"_id": case_no}, {field: 1 for field in (*VIEW_FIELDS, "department_code")})
         if case is None:
             return
-        entry = {field: case.get(field) for field in VIEW_FIELDS}
         version = case.get("version", 0)
-
-        def newer(key: str) -> dict[str, Any]:
-            return {"$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": version}}]}
-
+        entry = {field: case.get(field) for field in VIEW_FIELDS}
         owner, department = case["applicant"]["user_id"], case["department_code"]
         if case["status"] in TASK_STATUSES and case.get("deadline"):
             self.watch_deadline(case_no, case["deadline"])
-        self.my_cases.update_one({"_id": owner}, {"$setOnInsert": {"cases": {}}}, upsert=True)
-        self.my_cases.update_one({"_id": owner, **newer(f"cases.{case_no}")}, {"$set": {f"cases.{case_no}": entry}})
+        self._put_applicant_entry(owner, case_no, entry, version)
         is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
         self.task_board.sync(department, case_no, entry, is_task)
+
+    def _put_applicant_entry(self, owner: str, case_no: str, entry: dict[str, Any], version: int) -> None:
+        key = f"cases.{case_no}"
+        newer = {"_id": owner, "$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": version}}]}
+        if self.my_cases.update_one(newer, {"$set": {key: entry}}).matched_count:
+            return  # the usual case: one write
+        # No document for this applicant yet, or the entry is already this new: make sure of the first.
+        self.my_cases.update_one({"_id": owner}, {"$setOnInsert": {"cases": {}}}, upsert=True)
+        self.my_cases.update_one(newer, {"$set": {key: entry}})
 
     def apply_event(
         self,

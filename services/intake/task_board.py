@@ -102,9 +102,13 @@ class TaskBoard:
 
     def _put(self, department: str, slot: str, case_no: str, entry: dict[str, Any]) -> None:
         bucket, key = f"{department}/{slot}", f"tasks.{case_no}"
-        self.buckets.update_one({"_id": bucket}, {"$setOnInsert": {"tasks": {}, "rev": 0}}, upsert=True)
-        newer = {"$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": entry["version"] or 0}}]}
-        if self.buckets.update_one({"_id": bucket, **newer}, {"$set": {key: entry}, "$inc": {"rev": 1}}).modified_count:
+        newer = {"_id": bucket, "$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": entry["version"] or 0}}]}
+        change = {"$set": {key: entry}, "$inc": {"rev": 1}}
+        put = self.buckets.update_one(newer, change)
+        if not put.matched_count:  # a new slot, or the entry is this new already
+            self.buckets.update_one({"_id": bucket}, {"$setOnInsert": {"tasks": {}, "rev": 0}}, upsert=True)
+            put = self.buckets.update_one(newer, change)
+        if put.modified_count:
             self._recount(department, slot)
 
     def _take_out(self, department: str, slot: str, case_no: str, version: int) -> None:
@@ -117,12 +121,12 @@ class TaskBoard:
         """Copy a slot's status counts into the department's summary; a later revision always wins."""
         bucket = self.buckets.find_one({"_id": f"{department}/{slot}"}) or {"tasks": {}, "rev": 0}
         counts = Counter(t["status"] for t in bucket["tasks"].values())
-        self.days.update_one({"_id": department}, {"$setOnInsert": {"days": {}}}, upsert=True)
         key = f"days.{slot}"
-        self.days.update_one(
-            {"_id": department, "$or": [{key: {"$exists": False}}, {f"{key}.rev": {"$lt": bucket["rev"]}}]},
-            {"$set": {key: {"rev": bucket["rev"], "counts": dict(counts)}}},
-        )
+        behind = {"_id": department, "$or": [{key: {"$exists": False}}, {f"{key}.rev": {"$lt": bucket["rev"]}}]}
+        change = {"$set": {key: {"rev": bucket["rev"], "counts": dict(counts)}}}
+        if not self.days.update_one(behind, change).matched_count:
+            self.days.update_one({"_id": department}, {"$setOnInsert": {"days": {}}}, upsert=True)
+            self.days.update_one(behind, change)
 
     # --- reading --------------------------------------------------------------------------------------
     def page(self, department: str, statuses: list[str], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
