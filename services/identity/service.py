@@ -194,7 +194,7 @@ class IdentityService:
         return self._raise_to(user, level, "face")
 
     # --- certificates -----------------------------------------------------------------------------
-    @consumes("approval", CaseApproved)
+    @consumes("intake", CaseApproved)
     def on_case_approved(self, envelope: Envelope, approved: CaseApproved) -> None:
         annotate(case_no=approved.case_no, event_id=envelope.event_id)
         doc = certificates.new_certificate(approved, datetime.now(UTC))
@@ -213,10 +213,6 @@ class IdentityService:
         )
         if self.store.insert_certificate(doc, event):
             self.events.publish(self.store.certificate_outbox, doc["_id"], [event])
-
-    @consumes("intake", CaseApproved)
-    def on_case_approved_by_reviewer(self, envelope: Envelope, approved: CaseApproved) -> None:
-        self.on_case_approved(envelope.model_dump(mode="json"))  # the same handling, another producer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_certificates(self, user_id: str) -> dict[str, Any]:

@@ -296,14 +296,19 @@ class IntakeService:
         )
 
     def _record_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected, status: str) -> None:
+        """Take an automatic decision if the case still can (the applicant may have withdrawn it
+        meanwhile) and announce it as intake's own event: identity issues certificates, and
+        notification tells the applicant, only from intake's events — decisions the case took."""
         annotate(case_no=payload.case_no, event_id=envelope.event_id, outcome=status)
         change = cases.decision_update(payload.decision, status)
-        if self.store.apply_event(
-            payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"]
-        ):
-            CASES_ENTERING.labels(status).inc()
+        taken = new_event(payload, producer=self.name)
+        applied = self.store.apply_event(
+            payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"], [taken]
+        )
         self.store.sync_views(payload.case_no)
-        self._count_decision(envelope, payload)
+        if applied:
+            CASES_ENTERING.labels(status).inc()
+            self.events.publish(self.store.outbox, payload.case_no, [taken])
 
     # --- supervision facts, from events (each counted once, by event id) ---------------------------
     @consumes("intake", CaseSubmitted)
@@ -311,11 +316,11 @@ class IntakeService:
         self._count(envelope, "submitted", payload.case_no)
 
     @consumes("intake", CaseApproved)
-    def count_approved_by_reviewer(self, envelope: Envelope, payload: CaseApproved) -> None:
+    def count_approved(self, envelope: Envelope, payload: CaseApproved) -> None:
         self._count_decision(envelope, payload)
 
     @consumes("intake", CaseRejected)
-    def count_rejected_by_reviewer(self, envelope: Envelope, payload: CaseRejected) -> None:
+    def count_rejected(self, envelope: Envelope, payload: CaseRejected) -> None:
         self._count_decision(envelope, payload)
 
     @consumes("intake", CaseWithdrawn)

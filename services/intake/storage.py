@@ -250,16 +250,22 @@ class IntakeStore:
         allowed_from: list[str],
         set_fields: dict[str, Any],
         timeline_entry: dict[str, Any] | None = None,
+        announce: list[Envelope] | None = None,
     ) -> bool:
-        """Apply one event's change once: the event id is recorded in the same atomic update."""
+        """Apply one event's change once: the event id is recorded in the same atomic update, and
+        so are the events that announce the change (`announce`, through the outbox)."""
         push: dict[str, Any] = {"applied_events": event_id}
         if timeline_entry is not None:
             push["timeline"] = timeline_entry
-        result = self.cases.update_one(
-            {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}},
-            {"$set": set_fields, "$push": push, "$inc": {"version": 1}},
-        )
-        return result.modified_count == 1
+        update: dict[str, Any] = {"$set": dict(set_fields), "$push": push, "$inc": {"version": 1}}
+        if announce:
+            update["$set"].update(self.outbox.update(case_no, announce)["$set"])
+        query = {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}}
+        if self.cases.update_one(query, update).modified_count == 1:
+            return True
+        if announce:
+            self.outbox.forget(announce)
+        return False
 
     def transition(self, case_no: str, change: Change, event: Envelope) -> bool:
         """Apply a lifecycle change if the case is still in the status and version it was read in."""

@@ -60,20 +60,14 @@ class NotificationService:
         context = {**payload.model_dump(), "submitted_at": messages.local_time(payload.submitted_at)}
         self._notify(envelope, [payload.applicant_id], "applicant", payload.case_no, context)
 
-    @consumes("approval", CaseApproved)
+    # Decisions as intake announces them (automatic ones included): only what the case took, so a
+    # decision that came after a withdrawal is never told.
+    @consumes("intake", CaseApproved)
     def on_case_approved(self, envelope: Envelope, payload: CaseApproved) -> None:
         self._notify_decision(envelope, payload)
 
-    @consumes("approval", CaseRejected)
-    def on_case_rejected(self, envelope: Envelope, payload: CaseRejected) -> None:
-        self._notify_decision(envelope, payload)
-
-    @consumes("intake", CaseApproved)
-    def on_case_approved_by_reviewer(self, envelope: Envelope, payload: CaseApproved) -> None:
-        self._notify_decision(envelope, payload)
-
     @consumes("intake", CaseRejected)
-    def on_case_rejected_by_reviewer(self, envelope: Envelope, payload: CaseRejected) -> None:
+    def on_case_rejected(self, envelope: Envelope, payload: CaseRejected) -> None:
         self._notify_decision(envelope, payload)
 
     @consumes("intake", CaseAccepted)

@@ -886,7 +886,7 @@ def test_invalid_approval_event_is_poison(service, store):
 def test_a_reviewers_approval_announced_by_intake_issues_the_certificate_once_per_case(service, store):
     from_intake = approval_event(NAME_RESERVATION).model_copy(update={"producer": "intake"})
     from_intake.payload["decision"]["decided_by"] = "r-1"
-    service.on_case_approved_by_reviewer(from_intake.model_dump(mode="json"))
+    service.on_case_approved(from_intake.model_dump(mode="json"))
     doc, event = store.insert_certificate.call_args.args
     assert doc["_id"] == f"name_reservation:{CASE_NO}"  # the same id as for an automatic approval
     assert doc["user_id"] == "u-citizen"
@@ -894,13 +894,13 @@ def test_a_reviewers_approval_announced_by_intake_issues_the_certificate_once_pe
     service.events.publish.assert_called_once_with(store.certificate_outbox, doc["_id"], [event])
 
 
-def test_the_reviewer_approval_handler_listens_to_intake():
+def test_certificates_follow_the_decisions_intake_announces():
+    """Not approval's: an automatic approval that came after a withdrawal issues nothing."""
     from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
-    [entrypoint] = getattr(IdentityService.on_case_approved_by_reviewer, ENTRYPOINT_EXTENSIONS_ATTR)
+    [entrypoint] = getattr(IdentityService.on_case_approved, ENTRYPOINT_EXTENSIONS_ATTR)
     assert (entrypoint.source_service, entrypoint.event_type) == ("intake", "case.approved.v1")
-    [automatic] = getattr(IdentityService.on_case_approved, ENTRYPOINT_EXTENSIONS_ATTR)
-    assert (automatic.source_service, automatic.event_type) == ("approval", "case.approved.v1")
+    assert not hasattr(IdentityService, "on_case_approved_by_reviewer")
 
 
 def test_a_reviewers_rejection_is_not_an_approval(service, store):
@@ -916,7 +916,7 @@ def test_a_reviewers_rejection_is_not_an_approval(service, store):
         producer="intake",
     )
     with pytest.raises(PoisonMessage):
-        service.on_case_approved_by_reviewer(rejected.model_dump(mode="json"))
+        service.on_case_approved(rejected.model_dump(mode="json"))
     store.insert_certificate.assert_not_called()
 
 

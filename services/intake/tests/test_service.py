@@ -525,7 +525,7 @@ def test_decision_is_applied_once_by_event_id(service, store, handler, model, st
     event = new_event(model(**_common(), decision=decision), producer="approval")
     getattr(service, handler)(event.model_dump(mode="json"))
     store.apply_event.assert_called_once()
-    case_no, event_id, allowed_from, set_fields, entry = store.apply_event.call_args.args
+    case_no, event_id, allowed_from, set_fields, entry, [taken] = store.apply_event.call_args.args
     assert case_no == "620524MZ-20261123-000007"
     assert event_id == event.event_id
     # Once a person has acted on the case (accepted, asked for more), automatic decisions no longer land.
@@ -533,6 +533,17 @@ def test_decision_is_applied_once_by_event_id(service, store, handler, model, st
     assert set(allowed_from) == {"submitted"}
     assert set_fields == {"status": status, "decision": decision.model_dump(mode="json")}
     assert entry == {"status": status, "at": NOW, "by": "auto", "comment": "理由"}
+    # The decision the case took is announced by intake itself, queued with the change and published.
+    assert (taken.type, taken.producer, taken.payload) == (event.type, "intake", event.payload)
+    assert taken.event_id != event.event_id
+    service.events.publish.assert_called_once_with(store.outbox, case_no, [taken])
+
+
+def test_a_decision_that_comes_too_late_is_not_announced(service, store):
+    store.apply_event.return_value = False  # withdrawn (or decided) meanwhile
+    event = new_event(CaseApproved(**_common(), decision=_decision()), producer="approval")
+    service.on_case_approved(event.model_dump(mode="json"))
+    service.events.publish.assert_not_called()
 
 
 def test_review_required_keeps_the_case_open_and_explains(service, store):

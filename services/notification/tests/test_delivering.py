@@ -280,7 +280,7 @@ def _every_event():
         ("on_case_resubmitted", CaseResubmitted(**move)),
         ("on_case_withdrawn", CaseWithdrawn(**move)),
         ("on_case_approved", CaseApproved(**common, decision=decision)),
-        ("on_case_rejected_by_reviewer", CaseRejected(**common, decision=refusal)),
+        ("on_case_rejected", CaseRejected(**common, decision=refusal)),
         (
             "on_certificate_issued",
             CertificateIssued(certificate_id="x:C", certificate_type="x", case_no="C", user_id="u-1"),

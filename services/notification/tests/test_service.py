@@ -38,10 +38,11 @@ def submitted():
 
 
 def decided(model=CaseApproved, outcome="approved", decided_by="auto", reason=None):
+    """A decision as intake announces it (automatic ones included)."""
     decision = Decision(
         outcome=outcome, decided_by=decided_by, reason=reason, decided_at=SUBMITTED_AT + timedelta(seconds=3)
     )
-    return new_event(model(**COMMON, decision=decision), producer="approval")
+    return new_event(model(**COMMON, decision=decision), producer="intake")
 
 
 @pytest.fixture
@@ -177,7 +178,7 @@ def test_withdrawal_notice(service, store):
 
 def test_a_reviewers_approval_is_not_called_instant(service, store):
     event = decided(decided_by="r-1")
-    service.on_case_approved_by_reviewer(event.model_dump(mode="json"))
+    service.on_case_approved(event.model_dump(mode="json"))
     doc = _inserted(store)
     assert doc["type"] == "case.approved.v1"
     assert "秒批" not in doc["body"]
@@ -185,7 +186,7 @@ def test_a_reviewers_approval_is_not_called_instant(service, store):
 
 def test_a_reviewers_rejection_gives_the_reason(service, store):
     event = decided(CaseRejected, "rejected", decided_by="r-1", reason="材料不全")
-    service.on_case_rejected_by_reviewer(event.model_dump(mode="json"))
+    service.on_case_rejected(event.model_dump(mode="json"))
     assert "原因：材料不全" in _inserted(store)["body"]
 
 
@@ -195,7 +196,7 @@ def test_a_reviewers_rejection_gives_the_reason(service, store):
         ("on_case_accepted", new_event(CaseWithdrawn(**TRANSITION), producer="intake")),
         ("on_supplement_requested", new_event(CaseAccepted(**TRANSITION), producer="intake")),
         ("on_case_withdrawn", new_event(CaseEvaluated(**TRANSITION, score=1, bad=True), producer="intake")),
-        ("on_case_approved_by_reviewer", decided(CaseRejected, "rejected", reason="x")),
+        ("on_case_approved", decided(CaseRejected, "rejected", reason="x")),
     ],
 )
 def test_lifecycle_handlers_refuse_other_events(service, store, handler, wrong):

@@ -124,7 +124,7 @@ def test_an_approved_case_issues_one_certificate_that_rules_and_intake_can_see(c
     envelope = approved_with_certificate(user_id)
     for _ in range(2):  # redelivered: still one certificate
         with entrypoint_waiter(container, "on_case_approved"):
-            dispatch_event("approval", envelope)
+            dispatch_event("intake", envelope)
 
     with ServiceRpcClient("identity") as identity:
         certificates = identity.list_certificates(user_id)["items"]
@@ -176,4 +176,4 @@ def approved_with_certificate(user_id: str) -> dict:
         issues_certificate={"type": "name_reservation", "name": "企业名称自主申报告知书", "valid_days": 60},
         form={"proposed_name": "武山县云帆科技有限公司", "industry": "软件"},
     )
-    return new_event(payload, producer="approval").model_dump(mode="json")
+    return new_event(payload, producer="intake").model_dump(mode="json")

@@ -145,6 +145,38 @@ def test_a_redelivered_decision_is_recorded_once(intake, cases):
     assert [t["status"] for t in case["timeline"]] == ["submitted", "approved"]
 
 
+def test_an_automatic_decision_after_a_withdrawal_is_neither_taken_nor_announced(intake, container_factory, cases):
+    announced = event_recorder("intake", "case.approved.v1")
+    container_factory(announced).start()
+    with ServiceRpcClient("intake") as client:
+        created = client.submit_case(PRINCIPAL, GOOD)
+        client.withdraw_case(PRINCIPAL, created["case_no"])
+        second = client.submit_case(PRINCIPAL, GOOD)
+    decision = Decision(outcome="approved", decided_by="auto", reason="ok", decided_at=datetime.now(UTC))
+
+    def approved(case_no: str) -> dict:
+        payload = CaseApproved(
+            case_no=case_no,
+            item_code=ITEM["item_code"],
+            item_name=ITEM["name"],
+            department_code=ITEM["department_code"],
+            applicant_id="u-1",
+            decision=decision,
+        )
+        return new_event(payload, producer="approval").model_dump(mode="json")
+
+    for case_no in (created["case_no"], second["case_no"]):
+        with entrypoint_waiter(intake, "on_case_approved"):
+            dispatch_event("approval", approved(case_no))
+
+    assert cases.find_one({"_id": created["case_no"]})["status"] == "withdrawn"
+    assert cases.find_one({"_id": second["case_no"]})["status"] == "approved"
+    # Only the decision the case took is announced (identity and notification listen to this).
+    eventually(lambda: announced.events, what="intake's announcement of the second decision")
+    assert [e["payload"]["case_no"] for e in announced.events] == [second["case_no"]]
+    assert announced.events[0]["producer"] == "intake"
+
+
 def test_relay_publishes_events_left_behind_by_a_crash(intake, container_factory, cases):
     recorder = event_recorder("intake", "case.submitted.v1")
     container_factory(recorder).start()

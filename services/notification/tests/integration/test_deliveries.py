@@ -81,7 +81,7 @@ def approved(case_no: str, user_id: str = "u-1") -> dict:
         applicant_id=user_id,
         decision=decision,
     )
-    return new_event(payload, producer="approval").model_dump(mode="json")
+    return new_event(payload, producer="intake").model_dump(mode="json")
 
 
 def deliveries(user_id: str) -> dict[str, dict[str, str]]:
@@ -96,8 +96,8 @@ def test_an_event_reaches_inbox_sms_and_email_once(notification, sms, mail):
     assert chosen == {"channels": ["inbox", "sms", "email"]}
 
     envelope = approved("C-1")
-    dispatch_event("approval", envelope)
-    dispatch_event("approval", envelope)  # redelivered: still one of each
+    dispatch_event("intake", envelope)
+    dispatch_event("intake", envelope)  # redelivered: still one of each
 
     done = {"inbox": "delivered", "sms": "delivered", "email": "delivered"}
     eventually(lambda: deliveries("u-1").get("C-1") == done, timeout=30, what="delivered on every channel")
@@ -122,7 +122,7 @@ def test_an_sms_provider_outage_loses_nothing_and_duplicates_nothing(notificatio
     cases = [f"C-{n}" for n in range(10, 16)]
     events = [approved(case_no, "u-2") for case_no in cases]
     for envelope in events:
-        dispatch_event("approval", envelope)
+        dispatch_event("intake", envelope)
 
     # The inbox has them at once; every SMS is retried while the provider is away.
     eventually(lambda: set(deliveries("u-2")) == set(cases), what="the inbox messages")
@@ -130,7 +130,7 @@ def test_an_sms_provider_outage_loses_nothing_and_duplicates_nothing(notificatio
 
     sms.start()
     for envelope in events[:2]:
-        dispatch_event("approval", envelope)  # and some events arrive again meanwhile
+        dispatch_event("intake", envelope)  # and some events arrive again meanwhile
 
     eventually(
         lambda: all(status["sms"] == "delivered" for status in deliveries("u-2").values()),
@@ -146,5 +146,5 @@ def test_a_number_the_provider_cannot_reach_fails_visibly(notification, sms):
     import requests
 
     requests.post(f"http://127.0.0.1:{sms.port}/control", json={"unreachable": ["13800138002"]}, timeout=5)
-    dispatch_event("approval", approved("C-20", "u-2"))
+    dispatch_event("intake", approved("C-20", "u-2"))
     eventually(lambda: deliveries("u-2").get("C-20", {}).get("sms") == "failed", timeout=30, what="a failed SMS")

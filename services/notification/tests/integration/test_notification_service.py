@@ -37,14 +37,14 @@ def approved_event() -> dict:
         applicant_id="u-9",
         decision=decision,
     )
-    return new_event(payload, producer="approval").model_dump(mode="json")
+    return new_event(payload, producer="intake").model_dump(mode="json")
 
 
 def test_one_notification_per_event_however_often_it_arrives(notification):
     envelope = approved_event()
     for _ in range(3):
         with entrypoint_waiter(notification, "on_case_approved"):
-            dispatch_event("approval", envelope)
+            dispatch_event("intake", envelope)
 
     with ServiceRpcClient("notification") as client:
         inbox = client.list_notifications(APPLICANT, False, PAGE)
