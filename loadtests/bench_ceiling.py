@@ -5,7 +5,10 @@ share of the other, in one run on one machine.
    queue, envelope-sized messages, one publisher and one consumer at once), and the document
    server's rate of single-document writes (inserts and `_id` updates, 8 writers).
 2. The case path: cases submitted through the gateway (16 clients, automatically decided item)
-   for a fixed time, counting accepted and decided cases and the submit latency.
+   for a fixed time, counting accepted and decided cases and the submit latency (closed loop:
+   as fast as it goes); then open loop, at fixed arrival rates that rise step by step, the highest
+   rate it sustains *at the SLOs* (submit p99 <= 300 ms, errors <= 0.1%; latency counted from
+   when a request was due, so a backlog counts).
 3. The share: broker messages and document writes per case (counted in this run: messages from
    the RabbitMQ management API, writes from the spans), times the case rate, over the ceilings.
 
@@ -30,7 +33,7 @@ import requests
 from kombu import Connection, Exchange, Queue
 
 from infra import system
-from loadtests.bench_tracing import applicants, drive
+from loadtests.bench_tracing import ALLOWANCE, FORM, applicants, drive
 from tests.support import MGMT_AUTH, MGMT_URL, MONGO_URI, create_vhost, delete_vhost, free_port
 
 ENVELOPE = (
@@ -139,6 +142,71 @@ def writes_in_spans(span_dir: Path) -> int:
     return writes
 
 
+SUBMIT_P99_MS, MAX_ERROR_RATIO = 300.0, 0.001
+
+
+def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
+    """Submit `rate` cases a second for `seconds`, whatever the answers take (open loop)."""
+    import queue
+
+    due: queue.Queue = queue.Queue()
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def worker(token: str) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {token}"}
+        while (when := due.get()) is not None:
+            try:
+                response = session.post(
+                    f"{base}/api/v1/cases",
+                    json={"item_code": ALLOWANCE, "form": FORM},
+                    headers=headers,
+                    timeout=30,
+                )
+                ok = response.status_code == 201
+            except requests.RequestException:
+                ok = False
+            with lock:
+                latencies.append(time.monotonic() - when)
+                errors[0] += not ok
+
+    threads = [threading.Thread(target=worker, args=(tokens[n % len(tokens)],)) for n in range(64)]
+    for thread in threads:
+        thread.start()
+    started, count = time.monotonic(), int(rate * seconds)
+    for n in range(count):
+        when = started + n / rate
+        time.sleep(max(0.0, when - time.monotonic()))
+        due.put(when)
+    for _ in threads:
+        due.put(None)
+    for thread in threads:
+        thread.join()
+    ordered = sorted(latencies) or [0.0]
+    p99 = ordered[int(0.99 * (len(ordered) - 1))] * 1000
+    return {
+        "rate": rate,
+        "requests": count,
+        "errors": errors[0],
+        "p99_ms": p99,
+        "p50_ms": statistics.median(ordered) * 1000,
+    }
+
+
+def sustained_at_slos(base: str, tokens: list[str], seconds: float) -> tuple[float, list[dict]]:
+    steps, best = [], 0.0
+    for rate in (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 25, 30, 40, 50, 70, 100):
+        step = at_rate(base, tokens, rate, seconds)
+        steps.append(step)
+        if step["p99_ms"] > SUBMIT_P99_MS or step["errors"] > MAX_ERROR_RATIO * step["requests"]:
+            break
+        best = rate
+        time.sleep(3)  # let the asynchronous part drain between steps
+    return best, steps
+
+
 def case_path(seconds: float, clients: int, span_dir: Path) -> dict:
     vhost, prefix = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}"
     span_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +238,7 @@ def case_path(seconds: float, clients: int, span_dir: Path) -> dict:
         time.sleep(5)  # deliveries and span export
         result["messages"] = messages_published(vhost) - messages_before
         result["writes"] = writes_in_spans(span_dir)
+        result["at_slos"], result["steps"] = sustained_at_slos(running.base_url, tokens, seconds)
         return result
     finally:
         system.stop(running)
@@ -202,6 +271,14 @@ def main() -> None:
         f"{statistics.median(ordered) * 1000:.0f} ms, p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms"
     )
     print(f"per case: {per_case_messages:.1f} broker messages, {per_case_writes:.1f} document writes")
+    for step in path["steps"]:
+        print(
+            f"  open loop {step['rate']:5.1f} cases/s: p50 {step['p50_ms']:6.0f} ms, p99 {step['p99_ms']:6.0f} ms, "
+            f"{step['errors']} errors of {step['requests']}"
+        )
+    print(
+        f"sustained at the SLOs (submit p99 <= {SUBMIT_P99_MS:.0f} ms, errors <= 0.1%): {path['at_slos']:.0f} cases/s"
+    )
     print(
         f"share of the ceiling: broker {rate * per_case_messages / broker:.1%}, "
         f"document server {rate * per_case_writes / docs['update']:.1%} (of its _id-update rate)"

@@ -21,6 +21,10 @@ class NotificationStore:
         # delivery timer reads it instead of filtering every notification (a full scan on FerretDB).
         self.queue = db["delivery_queue"]
         self.preferences = db["preferences"]
+        # Each person's inbox index: `<recipient>` -> {items: {notification_id: {at, read}}}. Listing
+        # reads it by _id and then the page's notifications by _id; filtering `notifications` by
+        # recipient would be a full scan on FerretDB.
+        self.inboxes = db["inboxes"]
         self.rates = db["channel_rates"]
 
     def ensure_indexes(self) -> None:
@@ -51,8 +55,20 @@ class NotificationStore:
         try:
             self.notifications.insert_one(doc)
         except DuplicateKeyError:
-            return False
-        return True
+            created = False
+        else:
+            created = True
+        # Also for a duplicate: a process that died between the two writes is repaired by redelivery.
+        self._index(doc["recipient"], doc["_id"], {"at": doc["created_at"], "read": doc.get("read_at") is not None})
+        return created
+
+    def _index(self, recipient: str, notification_id: str, entry: dict[str, Any]) -> None:
+        key = f"items.{notification_id}"
+        missing = {"_id": recipient, key: {"$exists": False}}
+        if self.inboxes.update_one(missing, {"$set": {key: entry}}).matched_count:
+            return
+        self.inboxes.update_one({"_id": recipient}, {"$setOnInsert": {"items": {}}}, upsert=True)
+        self.inboxes.update_one(missing, {"$set": {key: entry}})
 
     # --- delivering ---------------------------------------------------------------------------------
     def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -95,22 +111,35 @@ class NotificationStore:
 
     # --- reading --------------------------------------------------------------------------------------
     def list_for(self, recipient: str, unread_only: bool, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        filters: dict[str, Any] = {"recipient": recipient}
-        if unread_only:
-            filters["read_at"] = None
-        total = self.notifications.count_documents(filters)
-        rows = list(self.notifications.find(filters).sort("created_at", DESCENDING).skip(skip).limit(limit))
-        return rows, total
+        """Newest first, from the recipient's inbox index; the page's notifications by _id."""
+        inbox = self.inboxes.find_one({"_id": recipient})
+        if inbox is None:
+            inbox = self._backfill(recipient)
+        items = inbox.get("items") or {}
+        chosen = [(entry["at"], nid) for nid, entry in items.items() if not (unread_only and entry["read"])]
+        chosen.sort(reverse=True)
+        rows = [self.notifications.find_one({"_id": nid}) for _, nid in chosen[skip : skip + limit]]
+        return [row for row in rows if row is not None], len(chosen)
 
     def mark_read(self, recipient: str, notification_id: str) -> bool:
         """Mark read (the first read time is kept); False when it is not this recipient's."""
         mine = {"_id": notification_id, "recipient": recipient}
-        if self.notifications.update_one(
+        if not self.notifications.update_one(
             {**mine, "read_at": None}, {"$set": {"read_at": datetime.now(UTC)}}
         ).matched_count:
-            return True
-        found = self.notifications.find_one({"_id": notification_id}, {"recipient": 1})
-        return found is not None and found["recipient"] == recipient
+            found = self.notifications.find_one({"_id": notification_id}, {"recipient": 1})
+            if found is None or found["recipient"] != recipient:
+                return False
+        key = f"items.{notification_id}"
+        self.inboxes.update_one({"_id": recipient, key: {"$exists": True}}, {"$set": {f"{key}.read": True}})
+        return True
+
+    def _backfill(self, recipient: str) -> dict[str, Any]:
+        """Index notifications stored before inboxes existed (once per person: one scan)."""
+        for doc in self.notifications.find({"recipient": recipient}, {"created_at": 1, "read_at": 1}):
+            self._index(recipient, doc["_id"], {"at": doc["created_at"], "read": doc.get("read_at") is not None})
+        self.inboxes.update_one({"_id": recipient}, {"$setOnInsert": {"items": {}}}, upsert=True)
+        return self.inboxes.find_one({"_id": recipient}) or {}
 
     # --- preferences ----------------------------------------------------------------------------------
     def channels_chosen(self, user_id: str) -> list[str] | None:

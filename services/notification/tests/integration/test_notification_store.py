@@ -25,7 +25,13 @@ def test_the_rate_limit_holds_across_concurrent_senders_and_resets_each_second(m
 def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now = datetime.now(UTC)
-    doc = {"_id": "n1", "recipient": "u-1", "channels": {"sms": {"status": "pending"}}}
+    doc = {
+        "_id": "n1",
+        "recipient": "u-1",
+        "created_at": now,
+        "read_at": None,
+        "channels": {"sms": {"status": "pending"}},
+    }
     assert store.create(doc, ["sms"], now)
     assert not store.create(doc, ["sms"], now)  # the same event again: nothing new
     assert [e["_id"] for e in store.due(now, 10)] == ["n1:sms"]
@@ -36,3 +42,39 @@ def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
     assert [e["_id"] for e in store.due(now + timedelta(seconds=61), 10)] == ["n1:sms"]  # lease over
     store.finish("n1:sms")
     assert store.due(now + timedelta(hours=1), 10) == []
+
+
+def test_the_inbox_lists_newest_first_pages_and_filters_unread(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    start = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+    for n in range(5):
+        doc = {"_id": f"n{n}", "recipient": "u-1", "created_at": start + timedelta(minutes=n), "read_at": None}
+        assert store.create(doc, [], start)
+    store.create({"_id": "x", "recipient": "u-2", "created_at": start, "read_at": None}, [], start)
+    assert not store.create({"_id": "n0", "recipient": "u-1", "created_at": start, "read_at": None}, [], start)
+
+    rows, total = store.list_for("u-1", False, 0, 3)
+    assert [r["_id"] for r in rows] == ["n4", "n3", "n2"] and total == 5
+    assert [r["_id"] for r in store.list_for("u-1", False, 3, 3)[0]] == ["n1", "n0"]
+
+    assert store.mark_read("u-1", "n3")
+    assert not store.mark_read("u-2", "n3")  # someone else's: as if it did not exist
+    rows, total = store.list_for("u-1", True, 0, 10)
+    assert [r["_id"] for r in rows] == ["n4", "n2", "n1", "n0"] and total == 4
+    assert store.list_for("u-2", False, 0, 10)[1] == 1
+
+
+def test_notifications_stored_before_inboxes_existed_are_found(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    store.notifications.insert_many(
+        [
+            {"_id": "old1", "recipient": "u-9", "created_at": at, "read_at": at},
+            {"_id": "old2", "recipient": "u-9", "created_at": at + timedelta(hours=1), "read_at": None},
+        ]
+    )
+    rows, total = store.list_for("u-9", False, 0, 10)
+    assert [r["_id"] for r in rows] == ["old2", "old1"] and total == 2
+    assert store.list_for("u-9", True, 0, 10)[1] == 1
+    assert store.list_for("nobody", False, 0, 10) == ([], 0)  # and no scan next time: an empty inbox exists
+    assert store.inboxes.find_one({"_id": "nobody"}) == {"_id": "nobody", "items": {}}
