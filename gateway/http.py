@@ -21,6 +21,23 @@ log = logging.getLogger(__name__)
 TRACE_HEADER = "X-Trace-Id"
 MAX_JSON_BODY = 1024 * 1024
 
+# On every response: an API of JSON answers is never to be sniffed, framed, cached or referred.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+    # Browsers heed it only over HTTPS, which the load balancer in front terminates.
+    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+)
+
+
+def with_security_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The response's headers plus every security header it does not set itself."""
+    present = {name.lower() for name, _ in headers}
+    return [*headers, *((name, value) for name, value in SECURITY_HEADERS if name.lower() not in present)]
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     if isinstance(body, BaseModel):

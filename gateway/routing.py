@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from gateway.auth import require_role
-from gateway.http import error_for_http_exception, json_response, response_for_exception
+from gateway.http import error_for_http_exception, json_response, response_for_exception, with_security_headers
 
 _tracer = trace.get_tracer("yiwang.gateway")
 
@@ -43,6 +43,12 @@ ROUTES: list[RouteDoc] = []
 
 class ApiWsgiApp(WsgiApp):
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        def secured(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, with_security_headers(headers), exc_info)
+
+        return self._route(environ, secured)
+
+    def _route(self, environ: dict[str, Any], start_response: Callable) -> Any:
         try:
             self.url_map.bind_to_environ(environ).match()
         except HTTPException as exc:

@@ -246,3 +246,14 @@ def test_read_json_errors_map_to_400_and_413():
 def test_non_standard_json_constants_are_refused(constant):
     with pytest.raises(MalformedRequest):
         read_json(_post('{"amount": ' + constant + "}"))
+
+
+def test_every_security_header_is_added_unless_the_response_sets_its_own():
+    from gateway.http import SECURITY_HEADERS, with_security_headers
+
+    headers = with_security_headers([("Content-Type", "application/json"), ("cache-control", "max-age=60")])
+    names = [name.lower() for name, _ in headers]
+    assert names.count("cache-control") == 1 and ("cache-control", "max-age=60") in headers
+    for name, value in SECURITY_HEADERS:
+        if name != "Cache-Control":
+            assert (name, value) in headers
