@@ -1,0 +1,89 @@
+"""Every public route, called as every kind of caller: refused exactly as gateway/access_rules.py
+says (401 without a token, 403 with the wrong role), and never refused where it says allowed."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+
+import gateway.service  # noqa: F401 (declares every route)
+from gateway.access_rules import RULES, expected
+from gateway.routing import ROUTES
+from tests.e2e.conftest import RunningSystem, auth, sign_up
+from tests.e2e.test_review import reviewer
+from tests.support import eventually
+
+PLACEHOLDERS = {
+    "item_code": "62052400MZ-GF-0001",
+    "int:version": "1",
+    "case_no": "620524MZ-20260101-999999",
+    "int:year": "2027",
+    "notification_id": "0" * 24,
+}
+
+
+def concrete(url: str) -> str:
+    return re.sub(r"<([^>]+)>", lambda m: PLACEHOLDERS[m.group(1)], url)
+
+
+def staff(yiwang: RunningSystem, boss: dict, role: str) -> dict:
+    import uuid
+
+    username = f"{role[:3]}{uuid.uuid4().hex[:8]}"
+    body = {"username": username, "name": "职员", "password": "staff-pass-12", "roles": [role]}
+    assert (
+        requests.post(yiwang.url("/api/v1/admin/staff"), json=body, headers=auth(boss), timeout=10).status_code == 201
+    )
+    login = requests.post(yiwang.url("/api/v1/auth/login"), json={"username": username, "password": "staff-pass-12"})
+    return {"token": login.json()["access_token"]}
+
+
+def test_every_route_answers_every_caller_as_its_rule_says(yiwang: RunningSystem):
+    # An admin session of this test's own: the logout round revokes it.
+    boss = eventually(
+        lambda: (
+            (
+                r := requests.post(
+                    yiwang.url("/api/v1/auth/login"),
+                    json={"username": "admin", "password": "Yiwang-admin-2026"},
+                    timeout=10,
+                )
+            ).ok
+            and {"token": r.json()["access_token"]}
+        ),
+        what="the seeded admin",
+    )
+    callers: dict[str, tuple[dict | None, frozenset[str] | None]] = {
+        "anonymous": (None, None),
+        "applicant": (sign_up(yiwang), frozenset({"applicant"})),
+        "reviewer": (reviewer(yiwang, boss), frozenset({"reviewer"})),
+        "supervisor": (staff(yiwang, boss, "supervisor"), frozenset({"supervisor"})),
+        "admin": (boss, frozenset({"admin"})),
+    }
+    # Logging out revokes the caller's token: that route goes last.
+    routes = sorted(ROUTES, key=lambda r: r.url == "/api/v1/auth/logout")
+    wrong = []
+    for route in routes:
+        rule = RULES[(route.method, route.url)]
+        for name, (person, roles) in callers.items():
+            headers = auth(person) if person else {}
+            kwargs = {"json": {}} if route.method in ("POST", "PUT") else {}
+            answer = requests.request(
+                route.method, yiwang.url(concrete(route.url)), headers=headers, timeout=15, **kwargs
+            )
+            want = expected(rule, roles)
+            refused = answer.status_code in (401, 403)
+            if (want is None and refused) or (want is not None and answer.status_code != want):
+                wrong.append(
+                    f"{route.method} {route.url} as {name}: {answer.status_code}, expected {want or 'allowed'}"
+                )
+            assert answer.status_code < 500, f"{route.method} {route.url} as {name}: {answer.status_code}"
+    assert not wrong, "\n".join(wrong)
+    # And the tokens really were revoked by the logout round.
+    eventually(
+        lambda: (
+            requests.get(yiwang.url("/api/v1/me"), headers=auth(callers["applicant"][0]), timeout=10).status_code == 401
+        ),
+        what="the applicant's token revoked",
+    )
