@@ -12,7 +12,7 @@ YIWANG_RABBIT_MGMT_PORT ?= 15672
 NAMEKO_TEST := $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
 	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
 
-.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench loadtest test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop
+.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench loadtest deadletters test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench: venv provision ## The machine's ceiling (broker, document server), the ca
 
 loadtest: venv provision ## Locust suite headless: SHAPE=peak|soak|spike|none USERS= DURATION= HOST= (results in loadtests/results/)
 	$(BIN)/python -m loadtests.run --shape $(or $(SHAPE),peak) --users $(or $(USERS),30) --duration $(or $(DURATION),180) $(if $(HOST),--host $(HOST))
+
+deadletters: venv ## List dead letters with their errors (replay: python -m infra.deadletters replay dlq.<queue>)
+	$(BIN)/python -m infra.deadletters list
 
 lock: ## Re-pin requirements.lock from requirements.in
 	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv

@@ -2,7 +2,9 @@
 
 nameko acks a message whose handler raised (with `requeue_on_error=False`), which would drop
 it. Here each handler queue gets a dead-letter exchange: a message that fails twice, or that
-is not a valid event at all, is rejected and lands in `dlq.<queue>` for inspection and replay.
+is not a valid event at all, lands in `dlq.<queue>` with its error (`x-yiwang-error`, masked like
+log lines) for inspection and replay (`python -m infra.deadletters`). Should that publish fail,
+the message is rejected and the broker dead-letters it without the error: never dropped.
 Handlers themselves must be idempotent by `event_id` (redelivery is normal).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from kombu import Connection, Exchange, Queue
@@ -18,11 +21,13 @@ from nameko.events import SERVICE_POOL, EventHandler
 from pydantic import ValidationError
 
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
+from services.common.logs import scrub
 from services.common.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_EXCHANGE = "yiwang.dead-letter"
+ERROR_HEADER, FAILED_AT_HEADER = "x-yiwang-error", "x-yiwang-failed-at"
 
 
 class PoisonMessage(Exception):
@@ -63,8 +68,33 @@ class ReliableEventHandler(EventHandler):
             return
         log.error("event dead-lettered", extra={"queue": self.queue.name, "poison": poison})
         EVENTS_DEAD_LETTERED.labels(self.queue.name).inc()
-        if message.channel.connection:
+        if not message.channel.connection:
+            return  # the connection is gone: the broker redelivers it
+        try:
+            self._dead_letter_with_error(message, exc_info[1])
+        except Exception:
+            log.warning("dead letter with its error failed; rejecting it", extra={"queue": self.queue.name})
             message.reject(requeue=False)
+        else:
+            message.ack()
+
+    def _dead_letter_with_error(self, message: Any, error: BaseException) -> None:
+        headers = {
+            **(message.headers or {}),
+            ERROR_HEADER: scrub(f"{type(error).__name__}: {error}")[:1000],
+            FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
+        }
+        with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as conn:
+            conn.Producer().publish(
+                message.body,
+                exchange=Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True),
+                routing_key=self.queue.name,
+                headers=headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode=2,
+                serializer=None,
+            )
 
 
 def consumes(source_service: str, payload_model: type[EventPayload], **options: Any) -> Callable:

@@ -77,7 +77,8 @@ def test_supervision_counts_decisions_withdrawals_and_evaluations(yiwang, admin)
             now["approved"] - before["approved"],
             now["bad_evaluations"] - before["bad_evaluations"],
         )
-        return now if done == (1, 1, 1) else None
+        # The sums are read one after another while facts arrive: wait for a reading that has them all.
+        return now if done == (1, 1, 1) and now["evaluation_avg"] is not None else None
 
     now = eventually(counted, what="the summary to count the case")
     assert 0 < now["auto_decided_ratio"] <= 1 and 0 <= now["on_time_ratio"] <= 1

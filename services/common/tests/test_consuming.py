@@ -164,15 +164,27 @@ class FakeMessage:
         self.delivery_info = {"redelivered": redelivered}
         self.channel = SimpleNamespace(connection=object() if connected else None)
         self.rejected = []
+        self.acked = False
 
     def reject(self, requeue=False):
         self.rejected.append(requeue)
 
+    def ack(self):
+        self.acked = True
 
-def _handler():
+
+def _handler(dead_letters=None):
+    """A handler whose dead-lettering with the error records into `dead_letters` (or fails: None)."""
     handler = ReliableEventHandler("intake", "case.submitted.v1")
     handler.queue = SimpleNamespace(name="evt-intake-case.submitted.v1--approval.on_case_submitted")
     handler.consumer = FakeConsumer()
+
+    def dead_letter(message, error):
+        if dead_letters is None:
+            raise ConnectionError("broker gone")
+        dead_letters.append((message, error))
+
+    handler._dead_letter_with_error = dead_letter
     return handler
 
 
@@ -206,18 +218,27 @@ def test_first_failure_is_requeued_once():
     assert message.rejected == []
 
 
-def test_failure_on_redelivery_is_dead_lettered():
-    handler, message = _handler(), FakeMessage(redelivered=True)
+def test_failure_on_redelivery_is_dead_lettered_with_its_error():
+    dead = []
+    handler, message = _handler(dead), FakeMessage(redelivered=True)
     handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("still failing")))
-    assert message.rejected == [False]
-    assert handler.consumer.acked == []
+    [(sent, error)] = dead
+    assert sent is message and str(error) == "still failing"
+    assert message.acked and message.rejected == []  # the copy with the error replaces it
     assert handler.consumer.requeued == []
 
 
+def test_when_the_error_cannot_go_with_it_the_broker_dead_letters_it_anyway():
+    handler, message = _handler(None), FakeMessage(redelivered=True)
+    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("still failing")))
+    assert message.rejected == [False] and not message.acked
+
+
 def test_poison_is_dead_lettered_at_once():
-    handler, message = _handler(), FakeMessage(redelivered=False)
+    dead = []
+    handler, message = _handler(dead), FakeMessage(redelivered=False)
     handler.handle_message_processed(message, exc_info=_exc_info(PoisonMessage("bad body")))
-    assert message.rejected == [False]
+    assert [type(error) for _, error in dead] == [PoisonMessage]
     assert handler.consumer.acked == []
     assert handler.consumer.requeued == []
 
@@ -230,7 +251,7 @@ def test_missing_redelivered_flag_counts_as_first_delivery():
 
 
 def test_no_reject_on_a_closed_channel():
-    handler, message = _handler(), FakeMessage(redelivered=True, connected=False)
+    handler, message = _handler([]), FakeMessage(redelivered=True, connected=False)
     handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("x")))
     assert message.rejected == []
     assert handler.consumer.acked == []

@@ -40,3 +40,44 @@ def test_transient_failure_is_retried_and_permanent_one_dead_lettered(container_
     eventually(lambda: queue_depth(current_vhost(), dlq) == 1, timeout=15, what="the dead letter")
     assert attempts["62052400MZ-GF-0002"] == 2  # once, then once more as a redelivery
     assert attempts["62052400MZ-GF-0001"] == 2  # succeeded on the retry, not dead-lettered
+
+
+broken = {"on": True}
+
+
+class Sometimes:
+    """Fails while `broken` says so: a bug fixed later, then the dead letters are replayed."""
+
+    name = "sometimes"
+    handled: list[str] = []
+
+    @consumes("catalog", ItemPublished)
+    def on_published(self, envelope, payload):
+        if broken["on"]:
+            raise RuntimeError(f"cannot handle {payload.item_code} for 13800138000")
+        self.handled.append(payload.item_code)
+
+
+def test_dead_letters_carry_their_error_and_replay_into_their_queue(container_factory, rabbit_config):
+    from infra import deadletters
+
+    broken["on"], Sometimes.handled = True, []
+    container_factory(Sometimes).start()
+    vhost = current_vhost()
+    queue = "evt-catalog-catalog.item_published.v1--sometimes.on_published"
+    dlq = dead_letter_queue_name(queue)
+    sent = event("62052400MZ-GF-0003")
+    dispatch_event("catalog", sent)
+    eventually(lambda: queue_depth(vhost, dlq) == 1, timeout=15, what="the dead letter")
+
+    [shown] = deadletters.peek(vhost, dlq, 5)
+    assert shown["event_id"] == sent["event_id"] and shown["type"] == "catalog.item_published.v1"
+    assert shown["error"] == "RuntimeError: cannot handle 62052400MZ-GF-0003 for [phone]"  # masked
+    assert shown["failed_at"]
+    assert [q["name"] for q in deadletters.dead_letter_queues(vhost) if q["messages"]] == [dlq]
+
+    broken["on"] = False  # the fix is deployed
+    assert deadletters.replay(vhost, dlq) == 1
+    eventually(lambda: Sometimes.handled == ["62052400MZ-GF-0003"], what="the replayed event handled")
+    eventually(lambda: queue_depth(vhost, dlq) == 0, timeout=15, what="an empty dead-letter queue (stats lag)")
+    assert deadletters.peek(vhost, dlq, 5) == []

@@ -1,0 +1,134 @@
+"""Dead letters: list them with their errors, and replay them into the queue they came from.
+
+    python -m infra.deadletters list [--vhost V] [--show 5]
+    python -m infra.deadletters replay dlq.<queue> [--vhost V] [--limit N]
+    make deadletters                       # the list, for the vhost of `make run`
+
+A handler that fails twice (or gets something that is not a valid event) sends the message to
+`dlq.<its queue>` with `x-yiwang-error` (see services/common/consuming.py). Replaying publishes
+each message again, persistent and confirmed, to the queue it failed in (its handler is
+idempotent by event id), then removes it from the dead-letter queue; a message whose republish
+fails stays where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from kombu import Connection, Queue
+
+from services.common.consuming import ERROR_HEADER, FAILED_AT_HEADER
+
+PREFIX = "dlq."
+
+
+def management_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}/api"
+
+
+def amqp_uri(vhost: str) -> str:
+    return f"amqp://guest:guest@127.0.0.1:{os.environ.get('YIWANG_AMQP_PORT', '5672')}/{quote(vhost, safe='')}"
+
+
+def dead_letter_queues(vhost: str) -> list[dict[str, Any]]:
+    response = requests.get(
+        f"{management_url()}/queues/{quote(vhost, safe='')}",
+        params={"columns": "name,messages"},
+        auth=("guest", "guest"),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return sorted((q for q in response.json() if q["name"].startswith(PREFIX)), key=lambda q: q["name"])
+
+
+def peek(vhost: str, queue: str, count: int) -> list[dict[str, Any]]:
+    """The first messages, left in place: event type and id, the error, when it failed."""
+    response = requests.post(
+        f"{management_url()}/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/get",
+        json={"count": count, "ackmode": "reject_requeue_true", "encoding": "auto", "truncate": 50000},
+        auth=("guest", "guest"),
+        timeout=10,
+    )
+    response.raise_for_status()
+    shown = []
+    for message in response.json():
+        headers = message.get("properties", {}).get("headers") or {}
+        try:
+            body = json.loads(message["payload"])
+        except (ValueError, TypeError):
+            body = {}
+        shown.append(
+            {
+                "event_id": body.get("event_id") if isinstance(body, dict) else None,
+                "type": body.get("type") if isinstance(body, dict) else None,
+                "error": headers.get(ERROR_HEADER, "(dead-lettered by the broker: no error recorded)"),
+                "failed_at": headers.get(FAILED_AT_HEADER),
+            }
+        )
+    return shown
+
+
+def replay(vhost: str, dead_letter_queue: str, limit: int | None = None) -> int:
+    """Move up to `limit` messages back to the queue they failed in; returns how many moved."""
+    if not dead_letter_queue.startswith(PREFIX):
+        raise ValueError(f"not a dead-letter queue: {dead_letter_queue}")
+    origin = dead_letter_queue[len(PREFIX) :]
+    moved = 0
+    with Connection(amqp_uri(vhost), transport_options={"confirm_publish": True}) as conn:
+        channel = conn.channel()
+        source = Queue(dead_letter_queue, routing_key=origin, durable=True, no_declare=True)(channel)
+        producer = conn.Producer(channel=conn.channel())
+        while limit is None or moved < limit:
+            message = source.get(no_ack=False, accept=None)
+            if message is None:
+                break
+            headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-death")}
+            headers["x-yiwang-replayed"] = int(headers.get("x-yiwang-replayed", 0)) + 1
+            producer.publish(
+                message.body,
+                exchange="",  # the default exchange: straight to the queue it failed in
+                routing_key=origin,
+                headers=headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode=2,
+                serializer=None,
+            )
+            message.ack()
+            moved += 1
+    return moved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["list", "replay"])
+    parser.add_argument("queue", nargs="?", help="for replay: the dead-letter queue (dlq.<queue>), or 'all'")
+    parser.add_argument("--vhost", default=os.environ.get("YIWANG_RABBIT_VHOST") or "/")
+    parser.add_argument("--show", type=int, default=3, help="messages to show per queue")
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    queues = dead_letter_queues(args.vhost)
+    if args.command == "list":
+        waiting = [q for q in queues if q.get("messages")]
+        print(f"{len(waiting)} of {len(queues)} dead-letter queues hold messages (vhost {args.vhost})")
+        for q in waiting:
+            print(f"{q['name']}: {q['messages']}")
+            for m in peek(args.vhost, q["name"], args.show):
+                print(f"  {m['type']} {m['event_id']} failed {m['failed_at']}: {m['error']}")
+        return 0
+    if not args.queue:
+        parser.error("replay needs a dead-letter queue (or 'all')")
+    targets = [q["name"] for q in queues if q.get("messages")] if args.queue == "all" else [args.queue]
+    for name in targets:
+        print(f"{name}: replayed {replay(args.vhost, name, args.limit)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
