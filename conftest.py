@@ -11,6 +11,11 @@ import pytest
 
 from tests.support import MONGO_URI
 
+# Failed events wait 0.2 s, then 0.5 s, before their retries (1 s, 5 s, 30 s in a running system):
+# the tests see retries and dead letters without waiting half a minute. The end-to-end systems
+# inherit it.
+os.environ.setdefault("YIWANG_RETRY_DELAYS", "0.2,0.5")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The tier follows the folder: */integration/* and tests/e2e/* need real infrastructure.

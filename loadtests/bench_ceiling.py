@@ -34,7 +34,8 @@ from kombu import Connection, Exchange, Queue
 
 from infra import system
 from loadtests.bench_tracing import ALLOWANCE, FORM, applicants, drive
-from tests.support import MGMT_AUTH, MGMT_URL, MONGO_URI, create_vhost, delete_vhost, free_port
+from loadtests.own_system import own_system
+from tests.support import MGMT_AUTH, MGMT_URL, MONGO_URI, create_vhost, delete_vhost
 
 ENVELOPE = (
     json.dumps(
@@ -208,44 +209,26 @@ def sustained_at_slos(base: str, tokens: list[str], seconds: float) -> tuple[flo
 
 
 def case_path(seconds: float, clients: int, span_dir: Path) -> dict:
-    vhost, prefix = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}"
     span_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        "YIWANG_RABBIT_VHOST": vhost,
-        "YIWANG_DB_PREFIX": prefix,
-        "YIWANG_HTTP_PORT": str(free_port()),
-        "YIWANG_SMS_PORT": str(free_port()),
-        "YIWANG_SMTP_PORT": str(free_port()),
-        "YIWANG_METRICS_BASE_PORT": "0",
-        "YIWANG_SPAN_DIR": str(span_dir),
-        "YIWANG_LOGIN_ADDRESS_LIMIT": "10000",
-    }
-    running = system.start(env, log_dir=system.RUN_DIR / "bench-ceiling")
-    mongo = pymongo.MongoClient(MONGO_URI)
-    try:
-        system.wait_ready(running, timeout=180)
-        tokens = applicants(running.base_url, clients)
-        drive(running.base_url, tokens[:2], 3)
+    env = {"YIWANG_SPAN_DIR": str(span_dir), "YIWANG_LOGIN_ADDRESS_LIMIT": "10000"}
+    with own_system("bench", system.RUN_DIR / "bench-ceiling", **env) as own:
+        mongo = pymongo.MongoClient(MONGO_URI)
+        tokens = applicants(own.base_url, clients)
+        drive(own.base_url, tokens[:2], 3)
         time.sleep(3)
         for path in span_dir.glob("*.jsonl"):
             path.unlink()  # count only what the measured cases cause
-        messages_before = messages_published(vhost)
-        result = drive(running.base_url, tokens, seconds)
+        messages_before = messages_published(own.vhost)
+        result = drive(own.base_url, tokens, seconds)
         deadline = time.monotonic() + 120
-        cases = mongo[f"{prefix}_intake"].cases
+        cases = mongo[f"{own.db_prefix}_intake"].cases
         while time.monotonic() < deadline and cases.count_documents({"status": "approved"}) < result["accepted"]:
             time.sleep(1)
         time.sleep(5)  # deliveries and span export
-        result["messages"] = messages_published(vhost) - messages_before
+        result["messages"] = messages_published(own.vhost) - messages_before
         result["writes"] = writes_in_spans(span_dir)
-        result["at_slos"], result["steps"] = sustained_at_slos(running.base_url, tokens, seconds)
+        result["at_slos"], result["steps"] = sustained_at_slos(own.base_url, tokens, seconds)
         return result
-    finally:
-        system.stop(running)
-        delete_vhost(vhost)
-        for name in mongo.list_database_names():
-            if name.startswith(f"{prefix}_"):
-                mongo.drop_database(name)
 
 
 def main() -> None:

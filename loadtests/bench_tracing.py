@@ -15,13 +15,13 @@ import platform
 import statistics
 import threading
 import time
-import uuid
 
 import pymongo
 import requests
 
 from infra import system
-from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_port
+from loadtests.own_system import own_system
+from tests.support import MONGO_URI, citizen
 
 ALLOWANCE = "62052400MZ-GF-0001"  # 高龄津贴申领: decided automatically (秒批)
 FORM = {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
@@ -71,36 +71,18 @@ def decided_count(client: pymongo.MongoClient, prefix: str) -> int:
 
 
 def run_mode(tracing: str, seconds: float, clients: int) -> dict:
-    vhost, prefix = create_vhost("yiwang-bench"), f"bench{uuid.uuid4().hex[:6]}"
-    env = {
-        "YIWANG_RABBIT_VHOST": vhost,
-        "YIWANG_DB_PREFIX": prefix,
-        "YIWANG_HTTP_PORT": str(free_port()),
-        "YIWANG_SMS_PORT": str(free_port()),
-        "YIWANG_SMTP_PORT": str(free_port()),
-        "YIWANG_METRICS_BASE_PORT": "0",
-        "YIWANG_TRACING": tracing,
-        "YIWANG_LOGIN_ADDRESS_LIMIT": "10000",
-    }
-    running = system.start(env, log_dir=system.RUN_DIR / f"bench-tracing-{tracing}")
-    mongo = pymongo.MongoClient(MONGO_URI)
-    try:
-        system.wait_ready(running, timeout=180)
-        tokens = applicants(running.base_url, clients)
-        drive(running.base_url, tokens[:2], 3)  # warm up: first calls open connections and pools
-        result = drive(running.base_url, tokens, seconds)
+    log_dir = system.RUN_DIR / f"bench-tracing-{tracing}"
+    with own_system("bench", log_dir, YIWANG_TRACING=tracing, YIWANG_LOGIN_ADDRESS_LIMIT="10000") as own:
+        mongo = pymongo.MongoClient(MONGO_URI)
+        tokens = applicants(own.base_url, clients)
+        drive(own.base_url, tokens[:2], 3)  # warm up: first calls open connections and pools
+        result = drive(own.base_url, tokens, seconds)
         # Let the asynchronous part (approval, notification) finish, and count what was decided.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and decided_count(mongo, prefix) < result["accepted"]:
+        while time.monotonic() < deadline and decided_count(mongo, own.db_prefix) < result["accepted"]:
             time.sleep(1)
-        result["decided"] = decided_count(mongo, prefix)
+        result["decided"] = decided_count(mongo, own.db_prefix)
         return result
-    finally:
-        system.stop(running)
-        delete_vhost(vhost)
-        for name in mongo.list_database_names():
-            if name.startswith(f"{prefix}_"):
-                mongo.drop_database(name)
 
 
 def main() -> None:

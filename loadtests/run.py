@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -69,35 +68,11 @@ def main() -> int:
     if args.host:
         return locust(args.host, args.shape, args.users, args.duration, results, {})
 
-    from infra import system
-    from tests.support import create_vhost, delete_vhost, free_port
+    from loadtests.own_system import own_system
 
-    vhost, prefix = create_vhost("yiwang-load"), f"load{uuid.uuid4().hex[:6]}"
-    env = {
-        "YIWANG_RABBIT_VHOST": vhost,
-        "YIWANG_DB_PREFIX": prefix,
-        "YIWANG_HTTP_PORT": str(free_port()),
-        "YIWANG_SMS_PORT": str(free_port()),
-        "YIWANG_SMTP_PORT": str(free_port()),
-        "YIWANG_METRICS_BASE_PORT": "0",
-        # Locust stands in for the portal's load balancer: each simulated user has its own address.
-        "YIWANG_TRUSTED_PROXIES": "127.0.0.1",
-    }
-    running = system.start(env, log_dir=results / "logs")
-    try:
-        system.wait_ready(running, timeout=180)
-        return locust(running.base_url, args.shape, args.users, args.duration, results, {})
-    finally:
-        system.stop(running)
-        delete_vhost(vhost)
-        import pymongo
-
-        from tests.support import MONGO_URI
-
-        client = pymongo.MongoClient(MONGO_URI)
-        for name in client.list_database_names():
-            if name.startswith(f"{prefix}_"):
-                client.drop_database(name)
+    # Locust stands in for the portal's load balancer: each simulated user has its own address.
+    with own_system("load", results / "logs", YIWANG_TRUSTED_PROXIES="127.0.0.1") as own:
+        return locust(own.base_url, args.shape, args.users, args.duration, results, {})
 
 
 if __name__ == "__main__":

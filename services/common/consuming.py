@@ -1,10 +1,12 @@
-"""Consuming events reliably: validated envelopes, one retry, then a dead-letter queue.
+"""Consuming events reliably: validated envelopes, retries with backoff, then a dead-letter queue.
 
 nameko acks a message whose handler raised (with `requeue_on_error=False`), which would drop
-it. Here each handler queue gets a dead-letter exchange: a message that fails twice, or that
-is not a valid event at all, lands in `dlq.<queue>` with its error (`x-yiwang-error`, masked like
-log lines) for inspection and replay (`python -m infra.deadletters`). Should that publish fail,
-the message is rejected and the broker dead-letters it without the error: never dropped.
+it. Here a failed message waits in a retry queue of its handler queue (`retry.<queue>.<delay>`,
+whose TTL sends it back) for `YIWANG_RETRY_DELAYS` seconds [1,5,30], one delay per retry. A
+message that still fails, or that is not a valid event at all, lands in `dlq.<queue>` with its
+error (`x-yiwang-error`, masked like log lines) for inspection and replay
+(`python -m infra.deadletters`). Should a copy fail to publish, the message is requeued (a
+retry) or rejected (the broker dead-letters it without the error): never dropped.
 Handlers themselves must be idempotent by `event_id` (redelivery is normal).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +31,18 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_EXCHANGE = "yiwang.dead-letter"
 ERROR_HEADER, FAILED_AT_HEADER = "x-yiwang-error", "x-yiwang-failed-at"
+ATTEMPT_HEADER = "x-yiwang-attempt"  # 1 for the first delivery, 2 for the first retry ...
+
+
+def retry_delays() -> tuple[float, ...]:
+    """Seconds to wait before each retry (`YIWANG_RETRY_DELAYS`, comma-separated)."""
+    raw = os.environ.get("YIWANG_RETRY_DELAYS", "1,5,30")
+    return tuple(float(part) for part in raw.split(",") if part.strip())
+
+
+def retry_queue_name(queue_name: str, delay: float) -> str:
+    # The delay is in the name: a queue's TTL cannot change once declared.
+    return f"retry.{queue_name}.{round(delay * 1000)}ms"
 
 
 class PoisonMessage(Exception):
@@ -48,12 +63,25 @@ class ReliableEventHandler(EventHandler):
         }
 
     def start(self) -> None:
+        self.delays = retry_delays()
         exchange = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
         dlq = Queue(
             dead_letter_queue_name(self.queue.name), exchange=exchange, routing_key=self.queue.name, durable=True
         )
         with Connection(self.amqp_uri) as conn:
             dlq(conn.default_channel).declare()
+            for delay in self.delays:
+                # Nobody consumes a retry queue: its TTL dead-letters each message back to our queue.
+                waiting = Queue(
+                    retry_queue_name(self.queue.name, delay),
+                    durable=True,
+                    queue_arguments={
+                        "x-message-ttl": round(delay * 1000),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self.queue.name,
+                    },
+                )
+                waiting(conn.default_channel).declare()
         super().start()
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
@@ -62,9 +90,19 @@ class ReliableEventHandler(EventHandler):
             EVENTS_CONSUMED.labels(self.queue.name).inc()
             return
         poison = isinstance(exc_info[1], PoisonMessage)
-        if not poison and not message.delivery_info.get("redelivered"):
-            log.warning("event handler failed; retrying once", extra={"queue": self.queue.name})
-            self.consumer.requeue_message(message)
+        attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 1))
+        delays = getattr(self, "delays", None) or retry_delays()
+        if not poison and attempt <= len(delays):
+            if not message.channel.connection:
+                return  # the connection is gone: the broker redelivers it
+            delay = delays[attempt - 1]
+            log.warning("event handler failed; retrying later", extra={"queue": self.queue.name, "delay": delay})
+            try:
+                self._retry_later(message, attempt, delay)
+            except Exception:
+                self.consumer.requeue_message(message)  # no retry queue at hand: at once, then
+            else:
+                message.ack()
             return
         log.error("event dead-lettered", extra={"queue": self.queue.name, "poison": poison})
         EVENTS_DEAD_LETTERED.labels(self.queue.name).inc()
@@ -78,23 +116,31 @@ class ReliableEventHandler(EventHandler):
         else:
             message.ack()
 
-    def _dead_letter_with_error(self, message: Any, error: BaseException) -> None:
-        headers = {
-            **(message.headers or {}),
-            ERROR_HEADER: scrub(f"{type(error).__name__}: {error}")[:1000],
-            FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
-        }
+    def _retry_later(self, message: Any, attempt: int, delay: float) -> None:
+        self._publish_copy(message, "", retry_queue_name(self.queue.name, delay), {ATTEMPT_HEADER: attempt + 1})
+
+    def _publish_copy(self, message: Any, exchange: Any, routing_key: str, extra_headers: dict[str, Any]) -> None:
+        """The message again, persistent and confirmed, with more headers."""
         with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as conn:
             conn.Producer().publish(
                 message.body,
-                exchange=Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True),
-                routing_key=self.queue.name,
-                headers=headers,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers={**(message.headers or {}), **extra_headers},
                 content_type=message.content_type,
                 content_encoding=message.content_encoding,
                 delivery_mode=2,
                 serializer=None,
             )
+
+    def _dead_letter_with_error(self, message: Any, error: BaseException) -> None:
+        headers = {
+            ERROR_HEADER: scrub(f"{type(error).__name__}: {error}")[:1000],
+            FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
+        }
+        self._publish_copy(
+            message, Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True), self.queue.name, headers
+        )
 
 
 def consumes(source_service: str, payload_model: type[EventPayload], **options: Any) -> Callable:

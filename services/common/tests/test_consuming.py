@@ -160,8 +160,8 @@ class FakeConsumer:
 
 
 class FakeMessage:
-    def __init__(self, redelivered=False, connected=True):
-        self.delivery_info = {"redelivered": redelivered}
+    def __init__(self, attempt=None, connected=True):
+        self.headers = {} if attempt is None else {"x-yiwang-attempt": attempt}
         self.channel = SimpleNamespace(connection=object() if connected else None)
         self.rejected = []
         self.acked = False
@@ -173,18 +173,28 @@ class FakeMessage:
         self.acked = True
 
 
-def _handler(dead_letters=None):
-    """A handler whose dead-lettering with the error records into `dead_letters` (or fails: None)."""
+DELAYS = (1.0, 5.0, 30.0)
+
+
+def _handler(dead_letters=None, retries=None):
+    """A handler whose copies (retry, dead letter) record into lists, or fail when given None."""
     handler = ReliableEventHandler("intake", "case.submitted.v1")
     handler.queue = SimpleNamespace(name="evt-intake-case.submitted.v1--approval.on_case_submitted")
     handler.consumer = FakeConsumer()
+    handler.delays = DELAYS
 
     def dead_letter(message, error):
         if dead_letters is None:
             raise ConnectionError("broker gone")
         dead_letters.append((message, error))
 
+    def retry_later(message, attempt, delay):
+        if retries is None:
+            raise ConnectionError("broker gone")
+        retries.append((attempt, delay))
+
     handler._dead_letter_with_error = dead_letter
+    handler._retry_later = retry_later
     return handler
 
 
@@ -203,59 +213,69 @@ def test_success_is_acked():
     assert message.rejected == []
 
 
-def test_success_is_acked_even_on_redelivery():
-    handler, message = _handler(), FakeMessage(redelivered=True)
+def test_success_is_acked_on_a_retry_too():
+    handler, message = _handler(), FakeMessage(attempt=3)
     handler.handle_message_processed(message)
     assert handler.consumer.acked == [message]
     assert message.rejected == []
 
 
-def test_first_failure_is_requeued_once():
-    handler, message = _handler(), FakeMessage(redelivered=False)
+@pytest.mark.parametrize(("attempt", "delay"), [(None, 1.0), (1, 1.0), (2, 5.0), (3, 30.0)])
+def test_a_failure_waits_longer_each_time(attempt, delay):
+    retries = []
+    handler, message = _handler([], retries), FakeMessage(attempt=attempt)
     handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("flaky")))
-    assert handler.consumer.requeued == [message]
-    assert handler.consumer.acked == []
-    assert message.rejected == []
+    assert retries == [(attempt or 1, delay)]
+    assert message.acked  # the delayed copy replaces it
+    assert handler.consumer.requeued == [] and message.rejected == []
 
 
-def test_failure_on_redelivery_is_dead_lettered_with_its_error():
-    dead = []
-    handler, message = _handler(dead), FakeMessage(redelivered=True)
+def test_without_a_retry_queue_it_is_retried_at_once():
+    handler, message = _handler([], None), FakeMessage()
+    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("flaky")))
+    assert handler.consumer.requeued == [message] and not message.acked
+
+
+def test_after_the_last_retry_it_is_dead_lettered_with_its_error():
+    dead, retries = [], []
+    handler, message = _handler(dead, retries), FakeMessage(attempt=len(DELAYS) + 1)
     handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("still failing")))
     [(sent, error)] = dead
-    assert sent is message and str(error) == "still failing"
+    assert sent is message and str(error) == "still failing" and retries == []
     assert message.acked and message.rejected == []  # the copy with the error replaces it
     assert handler.consumer.requeued == []
 
 
 def test_when_the_error_cannot_go_with_it_the_broker_dead_letters_it_anyway():
-    handler, message = _handler(None), FakeMessage(redelivered=True)
+    handler, message = _handler(None, []), FakeMessage(attempt=len(DELAYS) + 1)
     handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("still failing")))
     assert message.rejected == [False] and not message.acked
 
 
 def test_poison_is_dead_lettered_at_once():
-    dead = []
-    handler, message = _handler(dead), FakeMessage(redelivered=False)
+    dead, retries = [], []
+    handler, message = _handler(dead, retries), FakeMessage()
     handler.handle_message_processed(message, exc_info=_exc_info(PoisonMessage("bad body")))
-    assert [type(error) for _, error in dead] == [PoisonMessage]
+    assert [type(error) for _, error in dead] == [PoisonMessage] and retries == []
     assert handler.consumer.acked == []
-    assert handler.consumer.requeued == []
 
 
-def test_missing_redelivered_flag_counts_as_first_delivery():
-    handler, message = _handler(), FakeMessage()
-    message.delivery_info = {}
-    handler.handle_message_processed(message, exc_info=_exc_info(ValueError("x")))
-    assert handler.consumer.requeued == [message]
+def test_nothing_is_acked_or_rejected_on_a_closed_channel():
+    for attempt in (None, len(DELAYS) + 1):
+        handler, message = _handler([], []), FakeMessage(attempt=attempt, connected=False)
+        handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("x")))
+        assert message.rejected == [] and not message.acked
+        assert handler.consumer.acked == [] and handler.consumer.requeued == []
 
 
-def test_no_reject_on_a_closed_channel():
-    handler, message = _handler([]), FakeMessage(redelivered=True, connected=False)
-    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("x")))
-    assert message.rejected == []
-    assert handler.consumer.acked == []
-    assert handler.consumer.requeued == []
+def test_retry_delays_come_from_the_environment(monkeypatch):
+    from services.common.consuming import retry_delays, retry_queue_name
+
+    monkeypatch.setenv("YIWANG_RETRY_DELAYS", "0.2, 0.5")
+    assert retry_delays() == (0.2, 0.5)
+    monkeypatch.delenv("YIWANG_RETRY_DELAYS")
+    assert retry_delays() == (1.0, 5.0, 30.0)
+    assert retry_queue_name("evt-x--y.z", 0.2) == "retry.evt-x--y.z.200ms"
 
 
 def test_setup_points_the_queue_at_the_dead_letter_exchange(monkeypatch):

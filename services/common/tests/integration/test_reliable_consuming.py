@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contracts.envelope import new_event
 from contracts.events import ItemPublished
-from services.common.consuming import consumes, dead_letter_queue_name
+from services.common.consuming import consumes, dead_letter_queue_name, retry_delays
 from tests.support import current_vhost, dispatch_event, eventually, queue_depth
 
 attempts: dict[str, int] = {}
@@ -29,6 +29,7 @@ def event(code: str) -> dict:
 
 
 def test_transient_failure_is_retried_and_permanent_one_dead_lettered(container_factory, rabbit_config):
+    """Retried after a delay each time (YIWANG_RETRY_DELAYS: short in the tests), then dead-lettered."""
     attempts.clear()
     container_factory(Flaky).start()
     dlq = dead_letter_queue_name("evt-catalog-catalog.item_published.v1--flaky.on_published")
@@ -38,7 +39,7 @@ def test_transient_failure_is_retried_and_permanent_one_dead_lettered(container_
 
     dispatch_event("catalog", event("62052400MZ-GF-0002"))
     eventually(lambda: queue_depth(current_vhost(), dlq) == 1, timeout=15, what="the dead letter")
-    assert attempts["62052400MZ-GF-0002"] == 2  # once, then once more as a redelivery
+    assert attempts["62052400MZ-GF-0002"] == 1 + len(retry_delays())  # once, then each retry
     assert attempts["62052400MZ-GF-0001"] == 2  # succeeded on the retry, not dead-lettered
 
 

@@ -1,0 +1,49 @@
+"""A whole Yiwang system of a benchmark's own: its own vhost, databases and ports, started like
+`make run`, stopped and removed afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymongo
+
+from infra import system
+from tests.support import MONGO_URI, create_vhost, delete_vhost, free_port
+
+
+@dataclass
+class OwnSystem:
+    base_url: str
+    vhost: str
+    db_prefix: str
+    running: system.System
+
+
+@contextmanager
+def own_system(name: str, log_dir: Path, **env: str) -> Iterator[OwnSystem]:
+    """`env` adds to (or overrides) the isolation settings; the system is ready when this yields."""
+    vhost, prefix = create_vhost(f"yiwang-{name}"), f"{name}{uuid.uuid4().hex[:6]}"
+    settings = {
+        "YIWANG_RABBIT_VHOST": vhost,
+        "YIWANG_DB_PREFIX": prefix,
+        "YIWANG_HTTP_PORT": str(free_port()),
+        "YIWANG_SMS_PORT": str(free_port()),
+        "YIWANG_SMTP_PORT": str(free_port()),
+        "YIWANG_METRICS_BASE_PORT": "0",
+        **env,
+    }
+    running = system.start(settings, log_dir=log_dir)
+    try:
+        system.wait_ready(running, timeout=180)
+        yield OwnSystem(running.base_url, vhost, prefix, running)
+    finally:
+        system.stop(running)
+        delete_vhost(vhost)
+        client = pymongo.MongoClient(MONGO_URI)
+        for database in client.list_database_names():
+            if database.startswith(f"{prefix}_"):
+                client.drop_database(database)
