@@ -10,7 +10,8 @@ AccountType = Literal["citizen", "enterprise", "staff"]
 ApplicantType = Literal["citizen", "enterprise"]
 Role = Literal["applicant", "reviewer", "supervisor", "admin"]
 
-PageNumber = Annotated[int, Field(ge=1)]
+# A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
+PageNumber = Annotated[int, Field(ge=1, le=100_000)]
 PageSize = Annotated[int, Field(ge=1, le=100)]
 
 T = TypeVar("T")

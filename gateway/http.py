@@ -13,13 +13,22 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from contracts.errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorResponse
-from services.common.errors import DomainError, MalformedRequest, PayloadTooLarge, RateLimited, details_from_pydantic
+from services.common.errors import (
+    DomainError,
+    MalformedRequest,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    details_from_pydantic,
+)
 from services.common.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 
 TRACE_HEADER = "X-Trace-Id"
 MAX_JSON_BODY = 1024 * 1024
+MAX_JSON_DEPTH = 32  # forms are flat; anything deeper is an attack on parsers downstream
+UNAVAILABLE_RETRY_AFTER = 5  # seconds: RPC calls give up fast, and the system recovers in seconds
 
 # On every response: an API of JSON answers is never to be sniffed, framed, cached or referred.
 SECURITY_HEADERS = (
@@ -62,7 +71,11 @@ def error_response(
 def response_for_exception(exc: BaseException) -> Response:
     """Map anything a handler raised onto the contract; unexpected errors are 500 without internals."""
     if isinstance(exc, DomainError):
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}  # a service or the broker is away
         return error_response(exc.code, exc.message, exc.details, headers)
     if isinstance(exc, ValidationError):
         return error_response(ErrorCode.VALIDATION_FAILED, "the request is not valid", details_from_pydantic(exc))
@@ -104,6 +117,22 @@ def read_json(request: Request) -> dict[str, Any]:
         body = json.loads(request.get_data(cache=False).decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise MalformedRequest("the JSON body must be an object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest (iteratively: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, dict | list):
+            deepest = max(deepest, level)
+            children = current.values() if isinstance(current, dict) else current
+            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest

@@ -89,7 +89,8 @@ def test_rate_limited_says_when_to_retry():
 
 
 def test_other_errors_have_no_retry_after():
-    assert "Retry-After" not in response_for_exception(Unavailable("x")).headers
+    assert "Retry-After" not in response_for_exception(NotFound("x")).headers
+    assert "Retry-After" not in response_for_exception(Conflict("x")).headers
 
 
 def test_pydantic_validation_error_is_422_with_details():
@@ -257,3 +258,30 @@ def test_every_security_header_is_added_unless_the_response_sets_its_own():
     for name, value in SECURITY_HEADERS:
         if name != "Cache-Control":
             assert (name, value) in headers
+
+
+def test_unavailable_is_503_with_a_retry_after():
+    from gateway.http import UNAVAILABLE_RETRY_AFTER, response_for_exception
+    from services.common.errors import Unavailable
+
+    response = response_for_exception(Unavailable("intake.submit_case did not answer in 10s"))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(UNAVAILABLE_RETRY_AFTER)
+    assert response.get_json()["error"]["code"] == "unavailable"
+
+
+def test_json_nested_too_deeply_is_malformed():
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from gateway.http import MAX_JSON_DEPTH, read_json
+    from services.common.errors import MalformedRequest
+
+    def request(body: str) -> Request:
+        return Request(EnvironBuilder(method="POST", data=body, content_type="application/json").get_environ())
+
+    fine = '{"a": ' + "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1) + "}"
+    assert read_json(request(fine))
+    for depth in (MAX_JSON_DEPTH + 1, 5000):
+        with pytest.raises(MalformedRequest, match="nested deeper"):
+            read_json(request('{"a": ' + "[" * depth + "]" * depth + "}"))
