@@ -15,6 +15,9 @@ from tests.support import MONGO_URI
 # the tests see retries and dead letters without waiting half a minute. The end-to-end systems
 # inherit it.
 os.environ.setdefault("YIWANG_RETRY_DELAYS", "0.2,0.5")
+# hypothesis loads plugins of installed packages at import; trio's (a Selenium dependency) cannot
+# be imported under eventlet's monkey-patching, which `nameko test` applies first.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
