@@ -150,3 +150,16 @@ class Jwk(Contract):
 
 class JwkSet(Contract):
     keys: list[Jwk]
+
+
+class AuditEntry(Contract):
+    """One staff action or administrative change (`GET /api/v1/admin/audit`): append-only."""
+
+    actor_id: str
+    actor_roles: list[str]
+    action: str  # "<METHOD> <route>", e.g. "POST /api/v1/review/cases/<case_no>/decisions"
+    target: dict[str, str] = {}  # the route's parameters: case_no, item_code, year ...
+    status: int  # the HTTP status the action answered with
+    at: datetime
+    address: str  # where the request came from
+    trace_id: str | None = None

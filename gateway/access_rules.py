@@ -27,6 +27,7 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("POST", "/api/v1/me/verifications/face"): frozenset({APPLICANT}),
     ("POST", "/api/v1/admin/staff"): frozenset({ADMIN}),
     ("POST", "/api/v1/admin/signing-keys"): frozenset({ADMIN}),
+    ("GET", "/api/v1/admin/audit"): frozenset({ADMIN}),
     ("GET", "/api/v1/catalog/departments"): ANYONE,
     ("GET", "/api/v1/catalog/items"): ANYONE,
     ("GET", "/api/v1/catalog/items/<item_code>"): ANYONE,

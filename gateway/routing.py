@@ -39,6 +39,7 @@ class RouteDoc:
 
 
 ROUTES: list[RouteDoc] = []
+STAFF_ROLES = frozenset({"reviewer", "supervisor", "admin"})
 
 
 class ApiWsgiApp(WsgiApp):
@@ -89,6 +90,8 @@ def api(
     `auth=False`: anyone. Otherwise a valid, unrevoked access token, and when `roles` is given one of
     them. This is the one place access is checked at the gateway; services then scope data to the
     caller (an applicant's own cases, a reviewer's department), answering 404 for what is not theirs.
+    A change made by staff (anything but GET, by a reviewer, supervisor or admin) is reported to the
+    service's `audit` hook once it succeeded.
     """
     ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, query or [], roles))
 
@@ -104,9 +107,15 @@ def api(
                 result = fn(self, request, **path)
                 if isinstance(result, Response):
                     result.headers.setdefault("X-Trace-Id", json_response(None).headers["X-Trace-Id"])
-                    return result
-                code, body = result if isinstance(result, tuple) else (status, result)
-                return json_response(body, code)
+                    response = result
+                else:
+                    code, body = result if isinstance(result, tuple) else (status, result)
+                    response = json_response(body, code)
+                principal, audit = path.get("principal"), getattr(self, "audit", None)
+                if audit and method != "GET" and principal is not None and set(principal.roles) & STAFF_ROLES:
+                    target = {k: str(v) for k, v in path.items() if k != "principal"}
+                    audit(principal, request, f"{method} {url}", target, response.status_code)
+                return response
             except Exception as exc:  # every failure becomes the contract's error shape
                 return response_for_exception(exc)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
 from contracts.identity import (
     AssuranceView,
+    AuditEntry,
     FaceVerification,
     LoginRequest,
     RefreshRequest,
@@ -45,9 +47,11 @@ from gateway.routing import api
 from services.common.errors import Unavailable, ValidationFailed, validated
 from services.common.metrics import Metrics
 from services.common.rpc import ServiceRpc, call
-from services.common.telemetry import Tracing, annotate
+from services.common.telemetry import Tracing, annotate, current_trace_id
 
 REGISTRATION = TypeAdapter(Registration)
+log = logging.getLogger(__name__)
+
 SERVICES = ("identity", "catalog", "intake", "approval", "notification")
 
 
@@ -437,6 +441,35 @@ class Gateway:
     def load_calendar(self, request: Request, principal: Principal, year: int) -> dict[str, Any]:
         body = validated(CalendarYear, read_json(request)).model_dump(mode="json")
         return call(self.intake.load_calendar, principal.model_dump(), year, body)
+
+    # --- audit trail --------------------------------------------------------------------------
+    @api(
+        "GET",
+        "/api/v1/admin/audit",
+        summary="Staff actions and administrative changes, newest first",
+        roles=("admin",),
+        query=["page", "page_size"],
+    )
+    def audit_trail(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.identity.list_audit, principal.model_dump(), page_query(request))
+
+    def audit(self, principal: Principal, request: Request, action: str, target: dict[str, str], status: int) -> None:
+        """Record a staff change (called by `api` after it succeeded). The change is made already:
+        if the trail cannot take the entry, say so loudly rather than fail the caller."""
+        entry = AuditEntry(
+            actor_id=principal.user_id,
+            actor_roles=list(principal.roles),
+            action=action,
+            target=target,
+            status=status,
+            at=datetime.now(UTC),
+            address=client_address(request, self.auth.trusted_proxies),
+            trace_id=current_trace_id() or None,
+        )
+        try:
+            call(self.identity.record_audit, entry.model_dump(mode="json"))
+        except Exception:
+            log.error("audit entry lost", extra={"action": action, "actor_id": principal.user_id})
 
     # --- notifications ------------------------------------------------------------------------
     @api("GET", "/api/v1/notifications", summary="The caller's messages", query=["unread", "page", "page_size"])

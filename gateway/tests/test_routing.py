@@ -252,3 +252,31 @@ def test_wrong_method_is_a_json_405():
     line, _, body = _app_response(EnvironBuilder(path="/known", method="DELETE").get_environ())
     assert line.startswith("405")
     assert body["error"]["code"] == "malformed_request"
+
+
+def test_staff_changes_are_reported_to_the_audit_hook_and_nothing_else_is(routes):
+    recorded = []
+
+    @api("POST", "/cases/<case_no>/decisions", summary="s", roles=("reviewer",))
+    def decide(self, request, principal, case_no):
+        return 201, {"case_no": case_no}
+
+    @api("GET", "/cases/<case_no>", summary="s")
+    def read(self, request, principal, case_no):
+        return {}
+
+    reviewer = Principal(user_id="r-1", account_type="staff", roles=["reviewer"], department_code="620524GA")
+    service = SimpleNamespace(auth=FakeAuth(reviewer), audit=lambda *args: recorded.append(args))
+    assert decide(service, _request(), case_no="C-1").status_code == 201
+    [(who, _, action, target, status)] = recorded
+    assert (who, action, target, status) == (reviewer, "POST /cases/<case_no>/decisions", {"case_no": "C-1"}, 201)
+
+    read(service, _request(), case_no="C-1")  # reads are not changes
+
+    @api("POST", "/cases", summary="s", roles=("applicant",))
+    def submit(self, request, principal):
+        return 201, {}
+
+    applicant = SimpleNamespace(auth=FakeAuth(PRINCIPAL), audit=lambda *args: recorded.append(args))
+    assert submit(applicant, _request()).status_code == 201  # an applicant's own change: not staff's
+    assert len(recorded) == 1

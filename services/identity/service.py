@@ -13,11 +13,12 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from pydantic import TypeAdapter
 
-from contracts.common import Principal
+from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
 from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, SessionRevoked
 from contracts.identity import (
     AssuranceView,
+    AuditEntry,
     FaceVerification,
     JwkSet,
     LoginAttempt,
@@ -213,6 +214,21 @@ class IdentityService:
         )
         if self.store.insert_certificate(doc, event):
             self.events.publish(self.store.certificate_outbox, doc["_id"], [event])
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def record_audit(self, entry: dict[str, Any]) -> None:
+        """Append one staff action or administrative change (the gateway reports them)."""
+        self.store.append_audit(validated(AuditEntry, entry).model_dump())
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_audit(self, principal: dict[str, Any], page: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(principal)
+        paging = validated(PageQuery, page, "query")
+        rows, total = self.store.audit_page((paging.page - 1) * paging.page_size, paging.page_size)
+        items = [AuditEntry.model_validate(row) for row in rows]
+        return Page[AuditEntry](items=items, total=total, page=paging.page, page_size=paging.page_size).model_dump(
+            mode="json"
+        )
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_certificates(self, user_id: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ class IdentityStore:
         self.refresh_tokens = db["refresh_tokens"]
         self.login_failures = db["login_failures"]
         self.certificates = db["certificates"]
+        self.audit = db["audit_trail"]  # insert-only: nothing updates or deletes an entry
         self.user_outbox = OutboxCollection(self.users)
         self.session_outbox = OutboxCollection(self.sessions)
         self.certificate_outbox = OutboxCollection(self.certificates)
@@ -40,6 +42,7 @@ class IdentityStore:
         self.refresh_tokens.create_index([("family", ASCENDING)])
         self.sessions.create_index([("revoked_at", DESCENDING)])
         self.certificates.create_index([("user_id", ASCENDING), ("issued_at", DESCENDING)])
+        self.audit.create_index([("at", DESCENDING)])
         for outbox in self.outboxes:
             outbox.ensure_indexes()
 
@@ -151,6 +154,16 @@ class IdentityStore:
             self.certificate_outbox.forget([event])
             return False
         return True
+
+    # --- audit trail ---------------------------------------------------------------------------------
+    def append_audit(self, entry: dict[str, Any]) -> None:
+        self.audit.insert_one({"_id": uuid.uuid4().hex, **entry})
+
+    def audit_page(self, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        # Admins only, rarely: a scan on FerretDB is acceptable here (an index serves it on MongoDB).
+        total = self.audit.count_documents({})
+        rows = list(self.audit.find({}, {"_id": 0}).sort("at", DESCENDING).skip(skip).limit(limit))
+        return rows, total
 
     def certificates_of(self, user_id: str) -> list[dict[str, Any]]:
         return list(self.certificates.find({"user_id": user_id}, {"outbox": 0}).sort("issued_at", DESCENDING))
