@@ -137,7 +137,9 @@ def replay(earlier: dict[str, Any], request_hash_now: str) -> dict[str, Any]:
     """The earlier answer for the same key and body; another body under the same key is a conflict."""
     if earlier.get("request_hash") != request_hash_now:
         raise Conflict("this Idempotency-Key was already used with a different request")
-    return {**created(earlier).model_dump(mode="json"), "replayed": True}
+    # The answer as it was given, not the case as it is now (it may be decided meanwhile).
+    first_answer = {**earlier, "status": "submitted"}
+    return {**created(first_answer).model_dump(mode="json"), "replayed": True}
 
 
 def case_number(department_code: str, day: date, sequence: int) -> str:

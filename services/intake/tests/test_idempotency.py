@@ -172,3 +172,9 @@ def test_a_task_is_overdue_only_after_its_deadline_day(deadline, overdue):
     assert task.overdue is overdue
     assert task.deadline == (date.fromisoformat(deadline) if deadline else None)
     assert task.applicant.name == "张三"
+
+
+def test_a_replay_gives_the_first_answer_even_after_the_case_moved_on():
+    earlier = {**stored(cases.request_hash(request())), "status": "approved"}  # decided in the meantime
+    answer = cases.replay(earlier, cases.request_hash(request()))
+    assert answer["status"] == "submitted"  # as the first answer said
