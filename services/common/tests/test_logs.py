@@ -220,7 +220,13 @@ def test_log_lines_are_json_with_the_trace_and_span_they_were_written_in(restore
     with tracer.start_as_current_span("work") as span:
         logger.warning("case %s stuck for %s", CASE_NO, PHONE, extra={"event_id": "e1"})
         context = span.get_span_context()
-    logger.info("outside any span")
+    from opentelemetry import context as otel_context
+
+    token = otel_context.attach(otel_context.Context())  # no span, whatever earlier tests left current
+    try:
+        logger.info("outside any span")
+    finally:
+        otel_context.detach(token)
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == f"case {CASE_NO} stuck for [phone]"
     assert first["level"] == "WARNING" and first["logger"] == "yiwang.test.json" and first["event_id"] == "e1"
