@@ -66,3 +66,25 @@ class Storage(DependencyProvider):
                 store.ensure_indexes()
                 self.store = store
         return self.store
+
+
+# --- read models kept in documents of entries: shared update shapes ---------------------------------
+
+
+def absent_or_below(key: str, field: str, value: Any) -> dict[str, Any]:
+    """Filter: the entry `key` is missing, or its `field` is below `value` (a newer write wins)."""
+    return {"$or": [{key: {"$exists": False}}, {f"{key}.{field}": {"$lt": value}}]}
+
+
+def update_entry(
+    collection: Any, doc_id: Any, query: dict[str, Any], change: dict[str, Any], empty: dict[str, Any]
+) -> Any:
+    """Apply `change` to document `doc_id` where `query` holds, first creating the document as
+    `empty` if there is none yet. One write in the usual case, three for a document's first entry
+    (or when `query` does not hold, which a retry of the same change then tells)."""
+    query = {"_id": doc_id, **query}
+    result = collection.update_one(query, change)
+    if not result.matched_count:
+        collection.update_one({"_id": doc_id}, {"$setOnInsert": empty}, upsert=True)
+        result = collection.update_one(query, change)
+    return result

@@ -12,6 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
+from services.common.mongo import absent_or_below, update_entry
 from services.common.outbox import OutboxCollection
 from services.intake.lifecycle import TASK_STATUSES, Change
 from services.intake.task_board import TaskBoard
@@ -106,7 +107,7 @@ class IntakeStore:
     # reads it by _id instead of filtering every case (a full scan on FerretDB). Layout:
     # `<day>/<shard>` -> {cases: {case_no: true}}, and `days` -> {days: {<day>: <additions>}}.
     def watch_deadline(self, case_no: str, day: str) -> None:
-        bucket = f"{day}/{zlib.crc32(case_no.encode()) % DEADLINE_SHARDS:02d}"
+        bucket = _deadline_bucket(day, case_no)
         added = self.deadlines.update_one({"_id": bucket}, {"$set": {f"cases.{case_no}": True}}, upsert=True)
         if added.modified_count or added.upserted_id is not None:
             # Counted after the entry is in: a checker that found the day empty cannot drop it then.
@@ -121,7 +122,7 @@ class IntakeStore:
         return [case_no for bucket in buckets if bucket for case_no in bucket.get("cases") or {}]
 
     def unwatch(self, day: str, case_no: str) -> None:
-        bucket = f"{day}/{zlib.crc32(case_no.encode()) % DEADLINE_SHARDS:02d}"
+        bucket = _deadline_bucket(day, case_no)
         self.deadlines.update_one({"_id": bucket}, {"$unset": {f"cases.{case_no}": ""}})
 
     def drop_day(self, day: str, additions: int) -> bool:
@@ -236,12 +237,8 @@ class IntakeStore:
 
     def _put_applicant_entry(self, owner: str, case_no: str, entry: dict[str, Any], version: int) -> None:
         key = f"cases.{case_no}"
-        newer = {"_id": owner, "$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": version}}]}
-        if self.my_cases.update_one(newer, {"$set": {key: entry}}).matched_count:
-            return  # the usual case: one write
-        # No document for this applicant yet, or the entry is already this new: make sure of the first.
-        self.my_cases.update_one({"_id": owner}, {"$setOnInsert": {"cases": {}}}, upsert=True)
-        self.my_cases.update_one(newer, {"$set": {key: entry}})
+        newer = absent_or_below(key, "version", version)
+        update_entry(self.my_cases, owner, newer, {"$set": {key: entry}}, {"cases": {}})
 
     def apply_event(
         self,
@@ -288,3 +285,7 @@ class IntakeStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """From the department's task board, earliest deadline first."""
         return self.task_board.page(department_code, statuses, skip, limit)
+
+
+def _deadline_bucket(day: str, case_no: str) -> str:
+    return f"{day}/{zlib.crc32(case_no.encode()) % DEADLINE_SHARDS:02d}"

@@ -23,6 +23,8 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from services.common.mongo import absent_or_below, update_entry
+
 NO_DEADLINE = "9999-12-31"  # sorts after every real deadline
 
 
@@ -101,13 +103,10 @@ class TaskBoard:
         raise RuntimeError(f"task pointer of {case_no} kept changing")
 
     def _put(self, department: str, slot: str, case_no: str, entry: dict[str, Any]) -> None:
-        bucket, key = f"{department}/{slot}", f"tasks.{case_no}"
-        newer = {"_id": bucket, "$or": [{key: {"$exists": False}}, {f"{key}.version": {"$lt": entry["version"] or 0}}]}
+        key = f"tasks.{case_no}"
+        newer = absent_or_below(key, "version", entry["version"] or 0)
         change = {"$set": {key: entry}, "$inc": {"rev": 1}}
-        put = self.buckets.update_one(newer, change)
-        if not put.matched_count:  # a new slot, or the entry is this new already
-            self.buckets.update_one({"_id": bucket}, {"$setOnInsert": {"tasks": {}, "rev": 0}}, upsert=True)
-            put = self.buckets.update_one(newer, change)
+        put = update_entry(self.buckets, f"{department}/{slot}", newer, change, {"tasks": {}, "rev": 0})
         if put.modified_count:
             self._recount(department, slot)
 
@@ -122,11 +121,8 @@ class TaskBoard:
         bucket = self.buckets.find_one({"_id": f"{department}/{slot}"}) or {"tasks": {}, "rev": 0}
         counts = Counter(t["status"] for t in bucket["tasks"].values())
         key = f"days.{slot}"
-        behind = {"_id": department, "$or": [{key: {"$exists": False}}, {f"{key}.rev": {"$lt": bucket["rev"]}}]}
         change = {"$set": {key: {"rev": bucket["rev"], "counts": dict(counts)}}}
-        if not self.days.update_one(behind, change).matched_count:
-            self.days.update_one({"_id": department}, {"$setOnInsert": {"days": {}}}, upsert=True)
-            self.days.update_one(behind, change)
+        update_entry(self.days, department, absent_or_below(key, "rev", bucket["rev"]), change, {"days": {}})
 
     # --- reading --------------------------------------------------------------------------------------
     def page(self, department: str, statuses: list[str], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:

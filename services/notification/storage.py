@@ -10,6 +10,8 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.mongo import update_entry
+
 # A queue entry without its notification this old is an orphan (the insert never happened).
 ORPHAN_AFTER = timedelta(minutes=5)
 
@@ -59,16 +61,13 @@ class NotificationStore:
         else:
             created = True
         # Also for a duplicate: a process that died between the two writes is repaired by redelivery.
-        self._index(doc["recipient"], doc["_id"], {"at": doc["created_at"], "read": doc.get("read_at") is not None})
+        self._index(doc["recipient"], doc)
         return created
 
-    def _index(self, recipient: str, notification_id: str, entry: dict[str, Any]) -> None:
-        key = f"items.{notification_id}"
-        missing = {"_id": recipient, key: {"$exists": False}}
-        if self.inboxes.update_one(missing, {"$set": {key: entry}}).matched_count:
-            return
-        self.inboxes.update_one({"_id": recipient}, {"$setOnInsert": {"items": {}}}, upsert=True)
-        self.inboxes.update_one(missing, {"$set": {key: entry}})
+    def _index(self, recipient: str, doc: dict[str, Any]) -> None:
+        key = f"items.{doc['_id']}"
+        entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}
+        update_entry(self.inboxes, recipient, {key: {"$exists": False}}, {"$set": {key: entry}}, {"items": {}})
 
     # --- delivering ---------------------------------------------------------------------------------
     def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -137,7 +136,7 @@ class NotificationStore:
     def _backfill(self, recipient: str) -> dict[str, Any]:
         """Index notifications stored before inboxes existed (once per person: one scan)."""
         for doc in self.notifications.find({"recipient": recipient}, {"created_at": 1, "read_at": 1}):
-            self._index(recipient, doc["_id"], {"at": doc["created_at"], "read": doc.get("read_at") is not None})
+            self._index(recipient, doc)
         self.inboxes.update_one({"_id": recipient}, {"$setOnInsert": {"items": {}}}, upsert=True)
         return self.inboxes.find_one({"_id": recipient}) or {}
 
