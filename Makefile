@@ -12,7 +12,7 @@ YIWANG_RABBIT_MGMT_PORT ?= 15672
 NAMEKO_TEST := $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
 	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
 
-.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench loadtest deadletters test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop
+.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench loadtest deadletters test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop up down logs test-docker
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,22 @@ test-integration: venv provision ## Integration tests (real RabbitMQ and documen
 
 test-e2e: venv provision ## End-to-end tests over HTTP against the whole system
 	$(NAMEKO_TEST) -m e2e tests
+
+test-docker: venv ## The end-to-end tests against the docker-compose stack (skipped when no Docker engine answers)
+	@if ! docker info >/dev/null 2>&1; then \
+		echo "test-docker: skipped: no Docker engine answers 'docker info' (make test-e2e runs the same tests locally)"; \
+		exit 0; \
+	fi; \
+	YIWANG_E2E_MODE=docker $(NAMEKO_TEST) -m e2e tests/e2e
+
+up: ## Build the image and start the whole system in containers (API on http://localhost:8000); needs Docker
+	docker compose up -d --build --wait
+
+down: ## Stop and remove the containers (data volumes are kept; docker compose down -v drops them)
+	docker compose down
+
+logs: ## Follow the containers' logs
+	docker compose logs -f --tail=200
 
 lint: venv ## ruff check and format check
 	$(BIN)/ruff check .

@@ -1,12 +1,23 @@
-"""The whole system, started as processes exactly like `make run`, isolated in its own vhost,
-databases and port; driven only over HTTP."""
+"""The whole system, driven only over HTTP, in one of two modes:
+
+- local (the default, `make test-e2e`): started as processes exactly like `make run`, isolated in
+  its own vhost, databases and port;
+- docker (`YIWANG_E2E_MODE=docker`, `make test-docker`): the docker-compose.yml stack, built and
+  started by pytest-docker as a project of its own, on free host ports.
+
+The same tests run in both; those that read the system's insides (log and span files, the local
+Maildir, metrics ports, the document store) are marked `local_only` and skipped in docker mode.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymongo
@@ -16,7 +27,28 @@ import requests
 from infra import system
 from tests.support import MONGO_PORT, MONGO_URI, citizen, create_vhost, delete_vhost, free_port
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+DOCKER = os.environ.get("YIWANG_E2E_MODE", "local") == "docker"
+
+# What the tests need of any system they drive, in both modes.
+SETTINGS = {
+    "YIWANG_LOGIN_ACCOUNT_LIMIT": "3",
+    "YIWANG_LOGIN_ADDRESS_LIMIT": "6",
+    # Quick retries of notifications.
+    "YIWANG_NOTIFY_RETRY_BASE": "0.5",
+    "YIWANG_NOTIFY_RETRY_CAP": "2",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not DOCKER:
+        return
+    for item in items:
+        marker = item.get_closest_marker("local_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "reads what only a local system exposes"
+            item.add_marker(pytest.mark.skip(reason=f"local mode only: {why}"))
 
 
 @dataclass
@@ -28,14 +60,21 @@ class RunningSystem:
     log_dir: Path
     sms_url: str
     mail_dir: Path
-    metrics_ports: dict[str, int]
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
 
 @pytest.fixture(scope="session")
-def yiwang() -> Iterator[RunningSystem]:
+def yiwang(request: pytest.FixtureRequest) -> Iterator[RunningSystem]:
+    if DOCKER:
+        yield request.getfixturevalue("compose_stack")
+    else:
+        yield from local_system()
+
+
+def local_system() -> Iterator[RunningSystem]:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     span_dir = ARTIFACTS / "spans"
     span_dir.mkdir(parents=True)
@@ -50,13 +89,10 @@ def yiwang() -> Iterator[RunningSystem]:
         "YIWANG_MONGO_PORT": MONGO_PORT,
         # The tests come from one address; like a load balancer, they say whose request it is.
         "YIWANG_TRUSTED_PROXIES": "127.0.0.1",
-        "YIWANG_LOGIN_ACCOUNT_LIMIT": "3",
-        "YIWANG_LOGIN_ADDRESS_LIMIT": "6",
-        # The local SMS provider and mail server on ports of their own; quick retries.
+        **SETTINGS,
+        # The local SMS provider and mail server on ports of their own.
         "YIWANG_SMS_PORT": str(free_port()),
         "YIWANG_SMTP_PORT": str(free_port()),
-        "YIWANG_NOTIFY_RETRY_BASE": "0.5",
-        "YIWANG_NOTIFY_RETRY_CAP": "2",
         "YIWANG_METRICS_BASE_PORT": "0",  # free ports for the Prometheus endpoints
     }
     running = system.start(env, log_dir=ARTIFACTS / "logs")
@@ -80,6 +116,88 @@ def yiwang() -> Iterator[RunningSystem]:
         for name in client.list_database_names():
             if name.startswith(f"{prefix}_"):
                 client.drop_database(name)
+
+
+# --- docker mode (pytest-docker's fixtures, configured for docker-compose.yml) ----------------------
+
+DOCKER_ARTIFACTS = ROOT / "test-artifacts" / "e2e-docker"
+# The compose project's own network, so that the gateway knows the address the tests' requests come
+# from (the network's gateway, through Docker's port publishing) and believes their X-Forwarded-For.
+SUBNET = ipaddress.ip_network(os.environ.get("YIWANG_E2E_DOCKER_SUBNET", f"172.31.{200 + os.getpid() % 50}.0/24"))
+NETWORK_GATEWAY = str(next(SUBNET.hosts()))
+# Host ports of the stack: free ones, so a `make up` stack or the local broker may keep theirs.
+HOST_PORTS = (
+    "YIWANG_HOST_HTTP_PORT",
+    "YIWANG_HOST_SMS_PORT",
+    "YIWANG_HOST_RABBIT_MGMT_PORT",
+    "YIWANG_HOST_JAEGER_UI_PORT",
+)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> list[str]:
+    DOCKER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    override = DOCKER_ARTIFACTS / "docker-compose.e2e.yml"
+    override.write_text(
+        "# Written by tests/e2e/conftest.py: the test stack's network.\n"
+        "networks:\n  default:\n    ipam:\n      config:\n"
+        f"        - subnet: {SUBNET}\n          gateway: {NETWORK_GATEWAY}\n",
+        encoding="utf-8",
+    )
+    return [str(ROOT / "docker-compose.yml"), str(override)]
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return f"yiwang-e2e-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def docker_setup(compose_settings: None) -> list[str]:
+    return ["up --build --wait"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup() -> list[str]:
+    # Keep every container's log lines for after the run, then remove the stack and its volumes.
+    return [f'logs --no-color --timestamps > "{DOCKER_ARTIFACTS / "compose.log"}"', "down --volumes"]
+
+
+@pytest.fixture(scope="session")
+def compose_settings() -> Iterator[None]:
+    """The stack's settings, read by docker-compose.yml's ${...} when pytest-docker runs compose."""
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.skip("no Docker engine answers `docker info`")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SETTINGS.items():
+            patch.setenv(name, value)
+        patch.setenv("YIWANG_TRUSTED_PROXIES", NETWORK_GATEWAY)
+        for name in HOST_PORTS:
+            patch.setenv(name, str(free_port()))
+        yield
+
+
+@pytest.fixture(scope="session")
+def compose_stack(docker_ip: str, docker_services) -> RunningSystem:
+    base_url = f"http://{docker_ip}:{docker_services.port_for('gateway', 8000)}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{base_url}/readyz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    docker_services.wait_until_responsive(check=ready, timeout=180, pause=1)
+    empty = DOCKER_ARTIFACTS / "not-available-in-docker-mode"
+    return RunningSystem(
+        base_url=base_url,
+        span_dir=empty,
+        vhost="yiwang",
+        db_prefix="yiwang",
+        log_dir=empty,
+        sms_url=f"http://{docker_ip}:{docker_services.port_for('sms-provider', 8025)}",
+        mail_dir=empty,
+    )
 
 
 def sign_up(yiwang: RunningSystem, body: dict[str, str] | None = None) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import pytest
 import requests
 
 from services.identity.idnumbers import age_on
@@ -48,6 +49,7 @@ def test_seeded_item_has_form_schema_and_rules(yiwang: RunningSystem):
     assert item["auto_approval"]["enabled"] is True
 
 
+@pytest.mark.local_only("reads the span files (in containers spans go to Jaeger)")
 def test_submitted_case_is_approved_automatically_with_notification_in_one_trace(yiwang, applicant):
     response = submit(yiwang, applicant, {"item_code": ALLOWANCE, "form": GOOD_FORM})
     assert response.status_code == 201, response.text

@@ -113,6 +113,7 @@ def _signing_key(yiwang: RunningSystem) -> dict:
     return keys.find_one({}, sort=[("created_at", -1)])
 
 
+@pytest.mark.local_only("reads the signing key from the document store")
 def test_bad_tokens_are_all_refused(yiwang, applicant):
     key = _signing_key(yiwang)
     claims = jwt.decode(applicant["token"], options={"verify_signature": False})
@@ -372,6 +373,7 @@ def test_registration_input_is_validated_field_by_field(yiwang):
     assert me["account_type"] == "enterprise" and me["roles"] == ["applicant"]
 
 
+@pytest.mark.local_only("reads the processes' log files")
 def test_personal_data_never_reaches_the_logs(yiwang):
     person = sign_up(yiwang)
     post(yiwang, "/api/v1/auth/register", person)  # a conflict, logged as an expected error

@@ -3,6 +3,7 @@ provider and the mail server exactly once (the local providers that `make run` s
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.e2e.conftest import RunningSystem, auth, sign_up
@@ -33,6 +34,7 @@ def test_preferences_default_and_refuse_a_channel_the_account_cannot_receive(yiw
     assert requests.get(yiwang.url(PREFERENCES), timeout=10).status_code == 401
 
 
+@pytest.mark.local_only("reads the local mail server's Maildir")
 def test_a_case_is_told_on_every_chosen_channel_once(yiwang: RunningSystem):
     person = sign_up(yiwang, {**citizen(), "email": "applicant@example.cn"})
     assert preferences(yiwang, person, ["sms", "email"]).json() == {"channels": ["inbox", "sms", "email"]}

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import requests
 
 from tests.e2e.conftest import RunningSystem
 from tests.e2e.test_case_flow import ALLOWANCE, GOOD_FORM, submit, wait_for_status
 from tests.support import eventually
+
+pytestmark = pytest.mark.local_only("reads the processes' metrics ports, log files and span files")
 
 
 def scrape(yiwang: RunningSystem, process: str) -> str:

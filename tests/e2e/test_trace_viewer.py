@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -14,6 +15,8 @@ from infra.system import viewer_url
 from tests.e2e.conftest import ARTIFACTS, RunningSystem
 from tests.e2e.test_case_flow import ALLOWANCE, GOOD_FORM, submit, wait_for_status
 from tests.support import eventually
+
+pytestmark = pytest.mark.local_only("uses the local Zipkin viewer (in containers traces go to Jaeger)")
 
 SERVICES = ("yiwang-gateway", "yiwang-intake", "yiwang-approval", "yiwang-notification", "yiwang-catalog")
 

@@ -409,3 +409,17 @@ def test_the_image_installs_every_library_the_processes_import():
                 if not provided & installed:
                     missing[top] = str(path.relative_to(ROOT))
     assert not missing, f"imported but left out of the image (Dockerfile's grep): {missing}"
+
+
+# --- the end-to-end tests in docker mode (tests/e2e/conftest.py) ------------------------------------
+
+
+def test_docker_mode_of_the_end_to_end_tests_can_set_what_it_sets():
+    from tests.e2e import conftest as e2e
+
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert set(re.findall(r"\$\{(YIWANG_HOST_[A-Z_]+):-", text)) == set(e2e.HOST_PORTS)
+    raw = services()["gateway"]["environment"]
+    for name in [*e2e.SETTINGS, "YIWANG_TRUSTED_PROXIES", "YIWANG_RETRY_DELAYS"]:
+        assert str(raw[name]).startswith(f"${{{name}:-"), f"{name} cannot be set from the shell"
+    assert 8000 in published("gateway") and 8025 in published("sms-provider")  # what the fixture asks for
