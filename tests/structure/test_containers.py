@@ -224,9 +224,11 @@ def test_the_gateway_is_published_on_8000():
 def test_every_yiwang_container_has_a_health_check():
     image_check = instructions(runtime_stage(), "HEALTHCHECK")
     assert len(image_check) == 1 and "YIWANG_METRICS_PORT" in image_check[0]
+    probe_commands = [exec_form(image_check[0].split(" CMD ", 1)[1])]
     for name in yiwang_services():
         if "healthcheck" in services()[name]:
             assert services()[name]["healthcheck"]["test"][0] == "CMD"
+            probe_commands.append(services()[name]["healthcheck"]["test"][1:])
             continue
         # The image's check probes the metrics endpoint, which the process serves only with Metrics.
         assert name in system.PROCESSES, f"{name}: no health check (the image's needs a nameko service)"
@@ -235,6 +237,9 @@ def test_every_yiwang_container_has_a_health_check():
         assert any(isinstance(v, Metrics) for v in vars(service_class).values()), f"{name} serves no metrics"
     readiness = " ".join(services()["gateway"]["healthcheck"]["test"])
     assert "/readyz" in readiness
+    for command in probe_commands:  # the probes are Python one-liners: they must at least compile
+        assert command[:2] == ["python", "-c"], command
+        compile(command[2], "<health check>", "exec")
 
 
 def test_start_order_waits_for_health():
