@@ -12,7 +12,7 @@ YIWANG_RABBIT_MGMT_PORT ?= 15672
 NAMEKO_TEST := $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
 	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
 
-.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench loadtest deadletters test test-go test-unit test-integration test-e2e lint format schemas lock infra-stop up down logs test-docker
+.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench loadtest deadletters test test-go test-unit test-integration test-e2e test-faults audit-deps lint format schemas lock infra-stop up down logs test-docker
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -40,20 +40,23 @@ infra-stop: ## Stop RabbitMQ and the document server
 seed: venv ## Create the first admin and the starter catalog in a running system (also done on first start)
 	$(BIN)/python -m infra.seed
 
-test: venv provision test-go ## All tiers: unit, integration, end to end
+test: venv provision test-go ## All tiers: unit, integration, end to end, faults under load
 	$(NAMEKO_TEST) contracts services gateway tests
 
 test-go: ## Unit tests of the document server's Go wrapper
 	cd infra/docserver && $(GO) test ./...
 
 test-unit: venv ## Unit tests only (no broker, no database)
-	$(NAMEKO_TEST) -m "not integration and not e2e" contracts services gateway tests
+	$(NAMEKO_TEST) -m "not integration and not e2e and not faults" contracts services gateway tests
 
 test-integration: venv provision ## Integration tests (real RabbitMQ and document server)
 	$(NAMEKO_TEST) -m integration contracts services gateway tests
 
 test-e2e: venv provision ## End-to-end tests over HTTP against the whole system
 	$(NAMEKO_TEST) -m e2e tests
+
+test-faults: venv provision ## Broker, processes and store broken under load (own RabbitMQ node, Toxiproxy); figures at the end
+	$(NAMEKO_TEST) -m faults tests/faults
 
 test-docker: venv ## The end-to-end tests against the docker-compose stack (skipped when no Docker engine answers)
 	@if ! docker info >/dev/null 2>&1; then \
@@ -70,6 +73,9 @@ down: ## Stop and remove the containers (data volumes are kept; docker compose d
 
 logs: ## Follow the containers' logs
 	docker compose logs -f --tail=200
+
+audit-deps: ## Known vulnerabilities in requirements.lock (pip-audit; says so when its service is unreachable)
+	@bash infra/audit_deps.sh
 
 lint: venv ## ruff check and format check
 	$(BIN)/ruff check .

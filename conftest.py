@@ -20,11 +20,17 @@ os.environ.setdefault("YIWANG_RETRY_DELAYS", "0.2,0.5")
 os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: breaks infrastructure of its own under load (make test-faults)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The tier follows the folder: */integration/* and tests/e2e/* need real infrastructure.
+    # The tier follows the folder: */integration/*, tests/e2e/* and tests/faults/* need real infrastructure.
     for item in items:
         path = str(item.path)
-        if f"{os.sep}e2e{os.sep}" in path:
+        if f"{os.sep}faults{os.sep}" in path:
+            item.add_marker(pytest.mark.faults)
+        elif f"{os.sep}e2e{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
         elif f"{os.sep}integration{os.sep}" in path:
             item.add_marker(pytest.mark.integration)

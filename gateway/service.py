@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -315,7 +316,9 @@ class Gateway:
     )
     def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(SubmitCase, read_json(request)).model_dump(mode="json", exclude_none=True)
-        key = request.headers.get("Idempotency-Key")
+        # Without the client's key, one of our own: intake may be handed the same request twice (it is
+        # redelivered when the broker went away before the reply), and must not create two cases.
+        key = request.headers.get("Idempotency-Key") or f"gateway:{uuid.uuid4().hex}"
         created = call(self.intake.submit_case, principal.model_dump(), body, key)
         annotate(case_no=created["case_no"], item_code=created["item_code"])
         replayed = created.pop("replayed", False)

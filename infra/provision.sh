@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision everything Yiwang needs on this machine (Debian, run as root):
 # python3 with a working `-m venv`, curl, make, RabbitMQ (with management API)
-# the MongoDB-wire docserver, the Zipkin trace viewer, and Chromium for the browser test.
+# the MongoDB-wire docserver, the Zipkin trace viewer, Chromium for the browser test and
+# Toxiproxy for the fault tests.
 # Idempotent: running services are reused.
 # Settings: see infra/env.sh.
 set -euo pipefail
@@ -26,3 +27,4 @@ bash "$INFRA_DIR/rabbitmq.sh" start
 bash "$INFRA_DIR/docserver.sh" start
 bash "$INFRA_DIR/trace_viewer.sh" start
 bash "$INFRA_DIR/browser.sh"
+bash "$INFRA_DIR/toxiproxy.sh" build # the fault tests start their own

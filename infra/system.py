@@ -46,6 +46,8 @@ class System:
     sms_url: str = ""
     metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus endpoint of each process
     mail_dir: Path | None = None  # a Maildir of what the local mail server received
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _nameko() -> str:
@@ -64,18 +66,25 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     for name, target in PROCESSES.items():
         commands[name] = [_nameko(), "run", "--config", str(ROOT / "config.yml"), target]
     system.metrics_ports = _metrics_ports(env)
-    for name, command in commands.items():
-        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
-        port = str(system.metrics_ports.get(name, ""))
-        system.processes[name] = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**env, "YIWANG_SERVICE": name, "YIWANG_METRICS_PORT": port},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-        )
+    system.commands, system.env = commands, env
+    for name in commands:
+        spawn(system, name)
     return system
+
+
+def spawn(system: System, name: str) -> subprocess.Popen:
+    """Start (or start again, after a crash or a kill) one process of the system, as `start` did."""
+    log = open(system.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+    port = str(system.metrics_ports.get(name, ""))
+    system.processes[name] = subprocess.Popen(
+        system.commands[name],
+        cwd=ROOT,
+        env={**system.env, "YIWANG_SERVICE": name, "YIWANG_METRICS_PORT": port},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+    )
+    return system.processes[name]
 
 
 def _metrics_ports(env: dict[str, str]) -> dict[str, int]:

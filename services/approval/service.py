@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from contracts.catalog import PublishedItem
@@ -15,7 +14,7 @@ from services.common.consuming import consumes
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
-from services.common.rpc import ServiceRpc, call
+from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate
 
 

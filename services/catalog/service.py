@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from contracts.catalog import (
@@ -26,6 +25,7 @@ from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFoun
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
+from services.common.rpc import rpc
 from services.common.telemetry import Tracing, annotate
 
 SEED_BATCH = 100

@@ -10,6 +10,7 @@ import threading
 from typing import Any, Protocol
 
 import pymongo
+import pymongo.errors
 from nameko import config
 from nameko.extensions import DependencyProvider
 from pymongo.database import Database
@@ -18,6 +19,9 @@ MONGO_URI_KEY = "MONGO_URI"
 DB_PREFIX_KEY = "MONGO_DB_PREFIX"
 
 _clients: dict[str, pymongo.MongoClient] = {}
+
+# The store cannot be reached (down, restarting, connection cut): the caller may try again later.
+STORE_UNREACHABLE = pymongo.errors.ConnectionFailure
 
 
 def client_for(uri: str) -> pymongo.MongoClient:

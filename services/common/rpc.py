@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import amqp.exceptions
 import eventlet
-from nameko.exceptions import UnknownService
-from nameko.rpc import ReplyListener
+import kombu.exceptions
+from nameko.exceptions import ReplyQueueExpiredWithPendingReplies, UnknownService
+from nameko.rpc import ReplyListener, RpcConsumer
+from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import ServiceRpc as NamekoServiceRpc
 
 from services.common.errors import Unavailable
+from services.common.mongo import STORE_UNREACHABLE
 
 DEFAULT_TIMEOUT = 10.0
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.4, "interval_max": 0.5}
+BROKER_GONE = (kombu.exceptions.OperationalError, amqp.exceptions.ConnectionError, OSError)
+log = logging.getLogger(__name__)
 
 
 def call(method: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
@@ -22,6 +30,8 @@ def call(method: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: An
             return reply.result()
     except UnknownService as exc:
         raise Unavailable(f"service not running: {exc}") from None
+    except BROKER_GONE as exc:
+        raise Unavailable(f"the message broker cannot be reached ({type(exc).__name__})") from None
 
 
 def _name(method: Any) -> str:
@@ -42,10 +52,58 @@ class StartupSafeReplyListener(ReplyListener):
         if not self._connected_before:
             self._connected_before = True
             return
-        super().check_for_lost_replies()
+        # nameko treats lost replies as fatal and kills the process; the callers waiting for them
+        # are told the service is unavailable instead, and the process keeps serving.
+        try:
+            super().check_for_lost_replies()
+        except ReplyQueueExpiredWithPendingReplies:
+            log.warning("the reply queue was lost with %d calls waiting; they are told so", len(self.pending))
+            for waiting in list(self.pending.values()):
+                waiting.send_exception(Unavailable("the message broker lost the reply"))
+            self.pending.clear()
 
 
 class ServiceRpc(NamekoServiceRpc):
-    """`ServiceRpc` with the startup-safe reply listener; use it instead of nameko's."""
+    """`ServiceRpc` with the startup-safe reply listener; use it instead of nameko's. A request that
+    cannot be published is retried briefly (a stale connection is replaced at once), then given
+    up: a caller hears 'unavailable' in about a second instead of after kombu's default retries."""
 
     reply_listener = StartupSafeReplyListener()
+
+    def __init__(self, target_service: str, **options: Any) -> None:
+        options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
+        super().__init__(target_service, **options)
+
+
+class ReplySafeRpcConsumer(RpcConsumer):
+    """nameko kills the whole service process when a reply cannot be published, which is what
+    happens to every call in flight when the broker goes away. Log it instead and hand the request
+    back to the broker (on a dead connection it is reclaimed anyway): it is delivered again after
+    the reconnection, which is why RPC commands are idempotent (submissions carry a key)."""
+
+    def handle_result(self, message: Any, result: Any, exc_info: Any) -> tuple[Any, Any]:
+        if exc_info is not None and isinstance(exc_info[1], STORE_UNREACHABLE):
+            # The caller hears 'unavailable, try again' (503), not an internal error.
+            gone = Unavailable(f"the service's store cannot be reached ({type(exc_info[1]).__name__})")
+            exc_info = (Unavailable, gone, exc_info[2])
+        try:
+            return super().handle_result(message, result, exc_info)
+        except BROKER_GONE as exc:
+            log.warning("reply to %s not sent (%s); the request will be delivered again", _routing(message), exc)
+            self.consumer.requeue_message(message)
+            return result, exc_info
+
+
+def _routing(message: Any) -> str:
+    return str(getattr(message, "delivery_info", {}).get("routing_key", "?"))
+
+
+class Rpc(NamekoRpc):
+    """nameko's RPC entrypoint on the reply-safe consumer. Every entrypoint of a service must be
+    this one: entrypoints share their consumer by class, and two consumers on one queue would each
+    refuse the other's methods."""
+
+    rpc_consumer = ReplySafeRpcConsumer()
+
+
+rpc = Rpc.decorator

@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from nameko import config
-from nameko.rpc import rpc
 from nameko.timer import timer
 from pydantic import TypeAdapter
 
@@ -41,6 +40,7 @@ from services.common.errors import (
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
+from services.common.rpc import rpc
 from services.common.telemetry import Tracing, annotate
 from services.identity import accounts, certificates, throttling, tokens, verification
 from services.identity.storage import IdentityStore

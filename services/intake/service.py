@@ -8,7 +8,6 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 from prometheus_client import Counter
 
@@ -47,7 +46,7 @@ from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFoun
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
-from services.common.rpc import ServiceRpc, call
+from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate
 from services.intake import cases, deadlines, lifecycle, supervision, workdays
 from services.intake.storage import IntakeStore

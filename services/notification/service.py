@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 from prometheus_client import Counter
 
@@ -30,7 +29,7 @@ from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, ValidationFailed, validated
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
-from services.common.rpc import ServiceRpc, call
+from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate, continued
 from services.notification import deliveries, messages
 from services.notification.channels import Outbound, OutboundChannels

@@ -1,0 +1,98 @@
+"""RPC under faults: the broker or the store going away is 'unavailable' to callers, never fatal."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import kombu.exceptions
+import pymongo.errors
+import pytest
+from nameko.exceptions import ReplyQueueExpiredWithPendingReplies
+from nameko.rpc import ReplyListener, RpcConsumer
+
+from services.common.errors import Unavailable
+from services.common.rpc import ReplySafeRpcConsumer, StartupSafeReplyListener, call
+
+
+class Method:
+    service_name, method_name = "intake", "submit_case"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+def test_a_call_that_cannot_reach_the_broker_is_unavailable() -> None:
+    with pytest.raises(Unavailable, match="broker"):
+        call(Method(kombu.exceptions.OperationalError("[Errno 111] Connection refused")))
+
+
+class Message:
+    delivery_info = {"routing_key": "intake.submit_case"}
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.requeued: list[Any] = []
+
+    def requeue_message(self, message: Any) -> None:
+        self.requeued.append(message)
+
+
+def exc_info_of(error: Exception) -> Any:
+    try:
+        raise error
+    except Exception:
+        return sys.exc_info()
+
+
+def test_a_store_failure_is_answered_as_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(RpcConsumer, "handle_result", lambda self, message, result, exc_info: sent.append(exc_info))
+    ReplySafeRpcConsumer().handle_result(Message(), None, exc_info_of(pymongo.errors.AutoReconnect("closed")))
+    assert isinstance(sent[0][1], Unavailable)
+    assert "AutoReconnect" in sent[0][1].message
+
+
+def test_other_errors_are_answered_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(RpcConsumer, "handle_result", lambda self, message, result, exc_info: sent.append(exc_info))
+    ReplySafeRpcConsumer().handle_result(Message(), None, exc_info_of(KeyError("x")))
+    assert isinstance(sent[0][1], KeyError)
+
+
+def test_a_reply_the_broker_cannot_take_hands_the_request_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broker_gone(self: Any, message: Any, result: Any, exc_info: Any) -> None:
+        raise kombu.exceptions.OperationalError("Server unexpectedly closed connection")
+
+    monkeypatch.setattr(RpcConsumer, "handle_result", broker_gone)
+    consumer = ReplySafeRpcConsumer()
+    consumer.consumer = FakeConsumer()
+    message = Message()
+    assert consumer.handle_result(message, {"case_no": "1"}, None) == ({"case_no": "1"}, None)  # no exception
+    assert consumer.consumer.requeued == [message]
+
+
+class Waiting:
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def send_exception(self, error: Exception) -> None:
+        self.error = error
+
+
+def test_lost_replies_fail_their_callers_not_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    def lost(self: Any) -> None:
+        raise ReplyQueueExpiredWithPendingReplies("Lost replies for correlation ids: 1")
+
+    monkeypatch.setattr(ReplyListener, "check_for_lost_replies", lost)
+    listener = StartupSafeReplyListener()
+    listener._connected_before = True
+    waiting = Waiting()
+    listener.pending = {"1": waiting}
+    listener.check_for_lost_replies()
+    assert isinstance(waiting.error, Unavailable)
+    assert listener.pending == {}

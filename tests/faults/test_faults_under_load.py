@@ -1,0 +1,128 @@
+"""Faults under a steady submission load: the broker restarted, each process killed, the document
+server killed, latency and connection resets between the services and the broker or the store.
+Afterwards every case that got a 201 must exist, be decided and be notified exactly once per event
+and recipient; nothing may exist twice; no answer may be a 5xx other than 503."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from infra import system
+from services.catalog.seed_data import REGION_NAME
+from tests.faults.audit import Figures, audit
+from tests.faults.conftest import FIGURES, FaultySystem
+from tests.faults.load import ITEM, Load
+from tests.support import eventually
+
+pytestmark = pytest.mark.timeout(900)
+
+# What an automatically approved case of the load's item notifies its applicant of.
+NOTICES = {"case.submitted.v1", "case.approved.v1", "identity.certificate_issued.v1"}
+RECOVERY_LIMIT = 30.0  # seconds from a component's return until cases are accepted again
+WARM_UP, AFTERMATH = 3.0, 4.0  # seconds of load before a fault and after recovery
+
+
+@pytest.fixture
+def under_load(faulty: FaultySystem) -> Iterator[Load]:
+    load = Load(faulty.base_url, faulty.applicants(3)).start()
+    time.sleep(WARM_UP)
+    yield load
+    load.stop()
+
+
+def ready(faulty: FaultySystem) -> bool:
+    try:
+        return requests.get(f"{faulty.base_url}/readyz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def finish(fault: str, faulty: FaultySystem, load: Load, recovered_at: float) -> Figures:
+    """Keep the load on a little after recovery, stop it, audit, and hold the figures to the promise."""
+    time.sleep(AFTERMATH)
+    load.stop()
+    figures = audit(fault, load, faulty.store, NOTICES)
+    figures.recovery_seconds = load.recovery_after(recovered_at)
+    FIGURES.append(figures)
+    print(figures.line())
+    assert figures.accepted > 0, figures.line()
+    assert figures.lost == 0, figures.line()
+    assert figures.duplicated == 0, figures.line()
+    assert figures.undecided == 0, figures.line()
+    assert [n for n in figures.notes if not n.startswith("refused")] == [], figures.line()
+    assert figures.answered_5xx_other == 0, figures.line()
+    assert figures.recovery_seconds is not None and figures.recovery_seconds <= RECOVERY_LIMIT, figures.line()
+    return figures
+
+
+def probe(faulty: FaultySystem, token: str) -> tuple[int, float, str | None]:
+    """One submission attempt while something is down: its status, how long the answer took, and
+    its Retry-After."""
+    sent = time.monotonic()
+    response = requests.post(
+        f"{faulty.base_url}/api/v1/cases",
+        json={"item_code": ITEM, "form": {"proposed_name": f"{REGION_NAME}探针科技有限公司", "industry": "软件"}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    return response.status_code, time.monotonic() - sent, response.headers.get("Retry-After")
+
+
+def test_broker_restart(faulty: FaultySystem, under_load: Load) -> None:
+    token = faulty.applicants(1)[0]["token"]
+    faulty.broker.stop()
+    # While the broker is away the gateway says so at once (503 + Retry-After), it does not hang.
+    answers = [probe(faulty, token) for _ in range(3)]
+    faulty.broker.start()
+    back = time.monotonic()
+    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what="/readyz after the broker's return")
+    for status, seconds, retry_after in answers:
+        assert status == 503 and retry_after, answers
+        assert seconds < 12, f"an answer took {seconds:.1f}s while the broker was down: {answers}"
+    figures = finish("broker restarted", faulty, under_load, back)
+    figures.notes.append(f"503 answers while down took {max(s for _, s, _ in answers):.1f} s at most")
+
+
+@pytest.mark.parametrize("process", list(system.PROCESSES))
+def test_process_killed(faulty: FaultySystem, under_load: Load, process: str) -> None:
+    faulty.running.processes[process].kill()  # SIGKILL: in-flight work is simply gone
+    faulty.running.processes[process].wait()
+    system.spawn(faulty.running, process)
+    back = time.monotonic()
+    eventually(lambda: ready(faulty), timeout=60, what=f"/readyz after {process} came back")
+    finish(f"{process} killed", faulty, under_load, back)
+
+
+def test_document_server_killed(faulty: FaultySystem, under_load: Load) -> None:
+    faulty.docserver.crash()
+    time.sleep(2)
+    faulty.docserver.start()
+    back = time.monotonic()
+    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what="/readyz after the document server's return")
+    finish("document server killed", faulty, under_load, back)
+
+
+NETWORK_FAULTS: dict[str, Callable[[FaultySystem], None]] = {
+    "latency to the broker": lambda f: _latency(f, "amqp"),
+    "latency to the store": lambda f: _latency(f, "mongo"),
+    "connections to the broker reset": lambda f: f.toxiproxy.reset_connections("amqp"),
+    "connections to the store reset": lambda f: f.toxiproxy.reset_connections("mongo"),
+}
+
+
+def _latency(faulty: FaultySystem, proxy: str) -> None:
+    faulty.toxiproxy.add_latency(proxy, milliseconds=200, jitter=100)
+    time.sleep(6)
+    faulty.toxiproxy.remove_toxics(proxy)
+
+
+@pytest.mark.parametrize("fault", list(NETWORK_FAULTS))
+def test_network_fault(faulty: FaultySystem, under_load: Load, fault: str) -> None:
+    NETWORK_FAULTS[fault](faulty)
+    back = time.monotonic()
+    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what=f"/readyz after {fault}")
+    finish(fault, faulty, under_load, back)
