@@ -1,21 +1,34 @@
 """Automatic-approval rules (秒批) in CEL: compiled when an item is saved, evaluated per case.
 
-CEL (cel-python) is a safe, side-effect-free expression language: no I/O, no imports, bounded.
+CEL (cel-python) is a safe, side-effect-free expression language: no I/O, no imports, no loops,
+and `matches` runs on RE2 (linear time). What remains unbounded is work over the applicant's data:
+macros (`all`, `exists`, `map`, ...) nested in one another multiply it. So an expression is at
+most 2,000 characters with macros nested at most two deep, and an evaluation gets a CPU-time
+budget; a rule that exceeds it errors, and an erroring rule sends the case to a reviewer.
 Shared by catalog (compile on save) and approval (evaluate, explain).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import celpy
+from lark import Token, Tree
 
 VARIABLES = ("applicant", "form", "materials", "certificates")
 _REFERENCE = re.compile(r"\b(applicant|form)\.([A-Za-z_][A-Za-z0-9_]*)|\b(materials|certificates)\b")
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+
+MAX_EXPRESSION_LENGTH = 2000
+MAX_MACRO_NESTING = 2
+EVALUATION_CPU_SECONDS = 0.25  # per rule; real rules take well under a millisecond
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 _env = celpy.Environment()
 
@@ -24,13 +37,63 @@ class RuleCompileError(ValueError):
     pass
 
 
+class RuleTimeout(BaseException):
+    """Raised inside an evaluation that ran out of CPU time. A BaseException, so that CEL's own
+    error handling (which absorbs errors, e.g. `slow || true`) cannot swallow it."""
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_rule(expression: str) -> Any:
     """A runnable program, or RuleCompileError saying why not (cached: rule sets repeat)."""
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise RuleCompileError(f"the expression is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
-        return _env.program(_env.compile(expression))
+        ast = _env.compile(expression)
     except Exception as exc:  # celpy raises its own parse errors and occasionally others
         raise RuleCompileError(str(exc).strip().splitlines()[0]) from None
+    try:
+        nesting = macro_nesting(ast)
+    except RecursionError:
+        raise RuleCompileError("the expression is nested too deeply") from None
+    if nesting > MAX_MACRO_NESTING:
+        raise RuleCompileError(f"macros (all, exists, map, ...) are nested {nesting} deep; at most {MAX_MACRO_NESTING}")
+    return _env.program(ast)
+
+
+def macro_nesting(node: Any) -> int:
+    """How deeply macro calls sit inside one another's bodies (a chain `a.map(..).filter(..)` is 1)."""
+    if not isinstance(node, Tree):
+        return 0
+    if node.data == "member_dot_arg" and any(isinstance(c, Token) and c.value in MACROS for c in node.children):
+        receiver, *arguments = node.children
+        return max(macro_nesting(receiver), 1 + max((macro_nesting(a) for a in arguments), default=0))
+    return max((macro_nesting(child) for child in node.children), default=0)
+
+
+@contextlib.contextmanager
+def cpu_budget(seconds: float) -> Iterator[None]:
+    """RuleTimeout if the block uses more than `seconds` of CPU. A process-wide interval timer:
+    evaluations never yield to another greenthread, so only one is ever running. Where signals
+    cannot be set (outside the main thread) the block runs without a budget."""
+
+    active = True
+
+    def expired(signum: int, frame: Any) -> None:
+        if active:  # a signal still pending when the block ended is ignored
+            raise RuleTimeout(f"the rule used more than {seconds:g}s of CPU time")
+
+    try:
+        previous = signal.signal(signal.SIGVTALRM, expired)
+    except ValueError:  # not the main thread
+        yield
+        return
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        active = False
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
 
 
 def referenced_inputs(expression: str) -> list[str]:
@@ -78,13 +141,15 @@ def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any]) -> RuleOutcome:
     )
     try:
         program = compile_rule(rule["expression"])
-        value = program.evaluate({name: celpy.json_to_cel(facts.get(name)) for name in VARIABLES})
+        activation = {name: celpy.json_to_cel(facts.get(name)) for name in VARIABLES}
+        with cpu_budget(EVALUATION_CPU_SECONDS):
+            value = program.evaluate(activation)
         if isinstance(value, Exception):
             raise value
         if not isinstance(value, celpy.celtypes.BoolType):
             raise TypeError(f"the rule gave {type(value).__name__}, not a boolean")
         outcome.result = "passed" if bool(value) else "failed"
-    except Exception as exc:
+    except (Exception, RuleTimeout) as exc:
         outcome.error = str(exc.args[0] if exc.args else exc)[:300]
     return outcome
 

@@ -53,3 +53,41 @@ def test_compile_error_is_reported():
 
 def test_referenced_inputs_ignores_string_literals():
     assert rules.referenced_inputs('form.kind == "applicant.age" && size(materials) > 0') == ["form.kind", "materials"]
+
+
+# --- limits: a rule cannot run away with the process ------------------------------------------------
+
+
+def test_macros_nested_more_than_two_deep_are_refused_when_saved():
+    assert rules.compile_rule("form.a.all(x, form.b.exists(y, y == x))")  # two deep: fine
+    assert rules.compile_rule("form.a.map(x, x).filter(y, y > 1).all(z, z > 0)")  # a chain is not nesting
+    with pytest.raises(rules.RuleCompileError, match="nested 3 deep"):
+        rules.compile_rule("form.a.all(x, form.b.all(y, form.c.exists(z, z == x + y)))")
+
+
+def test_an_overlong_expression_is_refused():
+    with pytest.raises(rules.RuleCompileError, match="longer than"):
+        rules.compile_rule("true && " * 300 + "true")
+
+
+def test_a_rule_that_runs_out_of_cpu_time_errors_and_cannot_be_absorbed():
+    facts = {"form": {"items": list(range(4000))}}
+    # Quadratic work; `|| true` would turn an ordinary CEL error into a pass.
+    slow = {
+        "id": "slow",
+        "description": "d",
+        "expression": "form.items.all(x, form.items.exists(y, y == x + 1)) || true",
+    }
+    outcome = rules.evaluate_rule(slow, facts)
+    assert outcome.result == "error"
+    assert "CPU time" in outcome.error
+    assert rules.evaluate([slow], facts).outcome == "manual_review"
+
+
+def test_the_budget_is_put_away_after_each_evaluation():
+    import signal
+
+    before = signal.getsignal(signal.SIGVTALRM)
+    rules.evaluate_rule({"id": "r", "description": "d", "expression": "form.n > 1"}, {"form": {"n": 2}})
+    assert signal.getsignal(signal.SIGVTALRM) == before
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
