@@ -7,11 +7,26 @@ from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract
 from contracts.catalog import ItemCode
+from contracts.common import PageQuery
 
 CaseStatus = Literal[
     "submitted", "accepted", "supplement_requested", "resubmitted", "approved", "rejected", "withdrawn"
 ]
 Outcome = Literal["approved", "rejected"]
+# Cases waiting for a reviewer (a department's task list).
+TaskStatus = Literal["submitted", "accepted", "resubmitted"]
+
+
+class CaseListQuery(PageQuery):
+    """GET /api/v1/cases: the caller's cases, optionally of one status."""
+
+    status: CaseStatus | None = None
+
+
+class TaskListQuery(PageQuery):
+    """GET /api/v1/review/tasks: the department's waiting cases, optionally of one status."""
+
+    status: TaskStatus | None = None
 
 
 class MaterialRef(Contract):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from contracts.base import Contract
-from contracts.common import ApplicantType
+from contracts.common import ApplicantType, PageNumber, PageSize
 
 ItemType = Literal["licensing", "benefit", "confirmation", "levy", "other"]
 HandlingMode = Literal["online", "one_visit", "onsite"]
@@ -146,5 +146,5 @@ class ItemQuery(Contract):
     department: str | None = None
     item_type: ItemType | None = None
     handling_mode: HandlingMode | None = None
-    page: int = Field(default=1, ge=1)
-    page_size: int = Field(default=20, ge=1, le=100)
+    page: PageNumber = 1
+    page_size: PageSize = 20

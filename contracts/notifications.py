@@ -6,9 +6,16 @@ from typing import Literal
 from pydantic import field_validator
 
 from contracts.base import Contract, OpenContract
+from contracts.common import PageQuery
 
 Channel = Literal["inbox", "sms", "email"]
 DeliveryStatus = Literal["pending", "sent", "delivered", "failed"]
+
+
+class NotificationListQuery(PageQuery):
+    """GET /api/v1/notifications: the caller's messages, optionally only the unread."""
+
+    unread: bool = False
 
 
 class Delivery(Contract):

@@ -18,6 +18,38 @@ def _schema(model: Any, components: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+# Path parameters whose range the services enforce; the rest are strings (or integers by route type).
+PATH_SCHEMAS = {
+    "year": {"type": "integer", "minimum": 2000, "maximum": 2100},
+    "version": {"type": "integer", "minimum": 1},
+}
+
+
+def _path_schema(name: str, kind: str) -> dict[str, Any]:
+    return PATH_SCHEMAS.get(name) or {"type": "integer" if kind == "int" else "string"}
+
+
+def _query_parameters(route: Any, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """From the route's query model when it has one (types, ranges, enums, what is required)."""
+    if route.query_model is None:
+        return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in route.query]
+    schema = _schema(route.query_model, components)
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": _nullable_dropped(prop)}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _nullable_dropped(prop: dict[str, Any]) -> dict[str, Any]:
+    """`X | None = None` means 'may be left out'; a query string cannot carry a null."""
+    options = [o for o in prop.get("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        rest = {k: v for k, v in prop.items() if k != "anyOf" and not (k == "default" and v is None)}
+        return {**rest, **options[0]}
+    return prop
+
+
 def openapi_document() -> dict[str, Any]:
     from gateway.routing import ROUTES
 
@@ -37,12 +69,10 @@ def openapi_document() -> dict[str, Any]:
                 "content": {"application/json": {"schema": _schema(route.request_model, components)}},
             }
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{([a-z_]+)}", path)
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name, kind)}
+            for kind, name in re.findall(r"<(?:([a-z]+):)?([a-z_]+)>", route.url)
         ]
-        parameters += [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in route.query
-        ]
+        parameters += _query_parameters(route, components)
         if parameters:
             operation["parameters"] = parameters
         if route.auth:

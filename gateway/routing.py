@@ -14,11 +14,13 @@ from typing import Any
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from opentelemetry import trace
+from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from gateway.auth import require_role
 from gateway.http import error_for_http_exception, json_response, response_for_exception, with_security_headers
+from services.common.errors import ValidationFailed
 
 _tracer = trace.get_tracer("yiwang.gateway")
 
@@ -36,10 +38,20 @@ class RouteDoc:
     status: int = 200
     query: list[str] = field(default_factory=list)
     roles: tuple[str, ...] = ()
+    query_model: Any = None  # the contract model the query is validated with, when there is one
 
 
 ROUTES: list[RouteDoc] = []
 STAFF_ROLES = frozenset({"reviewer", "supervisor", "admin"})
+
+
+def refuse_unknown_query(request: Request, names: list[str]) -> None:
+    """A parameter the operation does not have is an error (a misspelt `page-size` silently ignored
+    would return the wrong page), not something to ignore."""
+    unknown = sorted(set(request.args) - set(names))
+    if unknown:
+        details = [{"field": f"query.{name}", "issue": "not a parameter of this operation"} for name in unknown]
+        raise ValidationFailed("unknown query parameter", details)
 
 
 class ApiWsgiApp(WsgiApp):
@@ -82,7 +94,7 @@ def api(
     request_model: Any = None,
     response_model: Any = None,
     status: int = 200,
-    query: list[str] | None = None,
+    query: list[str] | type[BaseModel] | None = None,
     roles: tuple[str, ...] = (),
 ) -> Callable:
     """Declare a public API route and who may call it; the handler returns a body, or (status, body).
@@ -93,7 +105,9 @@ def api(
     A change made by staff (anything but GET, by a reviewer, supervisor or admin) is reported to the
     service's `audit` hook once it succeeded.
     """
-    ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, query or [], roles))
+    model = query if isinstance(query, type) else None
+    names = [f.alias or name for name, f in model.model_fields.items()] if model else list(query or [])
+    ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, names, roles, model))
 
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -104,6 +118,7 @@ def api(
                     if roles:
                         require_role(principal, *roles)
                     path["principal"] = principal
+                refuse_unknown_query(request, names)
                 result = fn(self, request, **path)
                 if isinstance(result, Response):
                     result.headers.setdefault("X-Trace-Id", json_response(None).headers["X-Trace-Id"])

@@ -5,24 +5,27 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from nameko.events import BROADCAST, event_handler
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from werkzeug.wrappers import Request
 
 from contracts.cases import (
     CalendarYear,
     CaseCreated,
+    CaseListQuery,
     CaseView,
     DocumentStored,
     Evaluation,
     ReviewDecision,
     SubmitCase,
+    SupervisionQuery,
     SupervisionSummary,
     Supplement,
+    TaskListQuery,
 )
-from contracts.catalog import Draft, PublishedItem, ServiceGuide
+from contracts.catalog import AnswerQuery, Draft, ItemQuery, PublishedItem, ServiceGuide
 from contracts.common import PageQuery, Principal
 from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
@@ -39,7 +42,7 @@ from contracts.identity import (
     TokenPair,
     UserView,
 )
-from contracts.notifications import NotificationPreferences
+from contracts.notifications import NotificationListQuery, NotificationPreferences
 from gateway import documents
 from gateway.auth import Auth, client_address
 from gateway.http import read_json
@@ -51,6 +54,7 @@ from services.common.rpc import ServiceRpc, call
 from services.common.telemetry import Tracing, annotate, current_trace_id
 
 REGISTRATION = TypeAdapter(Registration)
+T = TypeVar("T", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 SERVICES = ("identity", "catalog", "intake", "approval", "notification")
@@ -60,6 +64,12 @@ def page_query(request: Request) -> dict[str, Any]:
     return validated(
         PageQuery, {k: request.args[k] for k in ("page", "page_size") if k in request.args}, "query"
     ).model_dump()
+
+
+def query_of(model: type[T], request: Request) -> T:
+    """The query parameters the model names, validated (others are ignored, as everywhere)."""
+    names = [field.alias or name for name, field in model.model_fields.items()]
+    return validated(model, {k: request.args[k] for k in names if k in request.args}, "query")
 
 
 def as_flag(request: Request, name: str) -> bool:
@@ -216,7 +226,7 @@ class Gateway:
         "/api/v1/catalog/items",
         summary="Search published items",
         auth=False,
-        query=["q", "department", "item_type", "handling_mode", "page", "page_size"],
+        query=ItemQuery,
     )
     def items(self, request: Request) -> dict[str, Any]:
         query = {
@@ -256,7 +266,9 @@ class Gateway:
     def item_version(self, request: Request, item_code: str, version: int) -> dict[str, Any]:
         return call(self.catalog.get_item, item_code, version)
 
-    @api("GET", "/api/v1/catalog/answers", summary="Guide passages that answer a question", auth=False, query=["q"])
+    @api(
+        "GET", "/api/v1/catalog/answers", summary="Guide passages that answer a question", auth=False, query=AnswerQuery
+    )
     def answers(self, request: Request) -> dict[str, Any]:
         return call(self.catalog.answer, {k: v for k, v in request.args.items() if k in ("q", "limit")})
 
@@ -328,11 +340,12 @@ class Gateway:
         "GET",
         "/api/v1/cases",
         summary="The caller's cases, newest first",
-        query=["status", "page", "page_size"],
+        query=CaseListQuery,
         roles=("applicant",),
     )
     def list_cases(self, request: Request, principal: Principal) -> dict[str, Any]:
-        return call(self.intake.list_cases, principal.model_dump(), request.args.get("status"), page_query(request))
+        status = query_of(CaseListQuery, request).status  # an unknown status is a 422, not an empty list
+        return call(self.intake.list_cases, principal.model_dump(), status, page_query(request))
 
     @api("GET", "/api/v1/cases/<case_no>", summary="One case with its decision and timeline", response_model=CaseView)
     def get_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
@@ -400,7 +413,7 @@ class Gateway:
         "/api/v1/review/tasks",
         summary="Cases of the reviewer's department waiting for it, earliest deadline first",
         roles=("reviewer",),
-        query=["status", "page", "page_size"],
+        query=TaskListQuery,
     )
     def review_tasks(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.intake.review_tasks, principal.model_dump(), request.args.get("status"), page_query(request))
@@ -423,7 +436,7 @@ class Gateway:
         "/api/v1/supervision/summary",
         summary="Counts and ratios per department and period (电子监察)",
         roles=("supervisor", "admin"),
-        query=["department", "from", "to"],
+        query=SupervisionQuery,
         response_model=SupervisionSummary,
     )
     def supervision_summary(self, request: Request, principal: Principal) -> dict[str, Any]:
@@ -451,7 +464,7 @@ class Gateway:
         "/api/v1/admin/audit",
         summary="Staff actions and administrative changes, newest first",
         roles=("admin",),
-        query=["page", "page_size"],
+        query=PageQuery,
     )
     def audit_trail(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.list_audit, principal.model_dump(), page_query(request))
@@ -475,7 +488,7 @@ class Gateway:
             log.error("audit entry lost", extra={"action": action, "actor_id": principal.user_id})
 
     # --- notifications ------------------------------------------------------------------------
-    @api("GET", "/api/v1/notifications", summary="The caller's messages", query=["unread", "page", "page_size"])
+    @api("GET", "/api/v1/notifications", summary="The caller's messages", query=NotificationListQuery)
     def notifications(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(
             self.notification.list_notifications,

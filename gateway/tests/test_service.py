@@ -330,12 +330,21 @@ def test_departments_are_wrapped_in_items(gateway):
     }
 
 
-def test_item_search_passes_only_known_parameters(gateway):
+def test_item_search_passes_its_parameters(gateway):
     returns(gateway.catalog.search_items, {"items": [], "total": 0, "page": 1, "page_size": 20})
-    gateway.items(_request(query={"q": "津贴", "department": "620524MZ", "page": "2", "evil": "$where"}))
+    gateway.items(_request(query={"q": "津贴", "department": "620524MZ", "page": "2"}))
     gateway.catalog.search_items.call_async.assert_called_once_with(
         {"q": "津贴", "department": "620524MZ", "page": "2"}
     )
+
+
+def test_a_parameter_the_operation_does_not_have_is_refused(gateway):
+    response = gateway.items(_request(query={"q": "津贴", "evil": "$where", "page-size": "5"}))
+    assert response.status_code == 422
+    body = _json(response)["error"]
+    assert body["code"] == "validation_failed"
+    assert [d["field"] for d in body["details"]] == ["query.evil", "query.page-size"]
+    gateway.catalog.search_items.call_async.assert_not_called()
 
 
 def test_unknown_item_is_404(gateway):
@@ -585,7 +594,7 @@ def test_unknown_item_version_is_404(gateway):
 
 def test_answers_pass_only_the_question_and_limit(gateway, auth):
     returns(gateway.catalog.answer, {"answers": []})
-    response = gateway.answers(_request(query={"q": "高龄津贴多久", "limit": "3", "evil": "$where"}))
+    response = gateway.answers(_request(query={"q": "高龄津贴多久", "limit": "3"}))
     assert response.status_code == 200
     gateway.catalog.answer.call_async.assert_called_once_with({"q": "高龄津贴多久", "limit": "3"})
     auth.principal.assert_not_called()
