@@ -27,6 +27,7 @@ import pymongo
 import requests
 
 from infra import system
+from services.identity.first_admin import first_admin_password
 from services.intake.storage import DEADLINE_SHARDS, VIEW_FIELDS
 from services.intake.task_board import slot_of
 from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_port
@@ -174,7 +175,7 @@ def main() -> None:
         idle_cpu = idle_server_cpu()
         # Log in only now: a long load outlives a 15-minute access token.
         token = log_in(base, person["id_number"], person["password"])
-        admin = log_in(base, "admin", os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026"))
+        admin = log_in(base, "admin", first_admin_password())
         staff = {
             "username": "benchreviewer",
             "name": "审核员",

@@ -32,6 +32,7 @@ from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from loadtests import slo
+from services.identity.first_admin import first_admin_password
 from services.identity.idnumbers import make_id_number
 
 if os.environ.get("YIWANG_LOAD_SHAPE", "none") != "none":
@@ -43,7 +44,8 @@ REVIEWED_ITEM = "62052400GA-QR-0001"  # 居民身份证换领: a reviewer decide
 REVIEWED_DEPARTMENT = "620524GA"
 QUERIES = ["身份证", "高龄津贴", "营业执照", "社保", "残疾人", "食品经营许可", "换领身份证", "老年人补贴"]
 QUESTIONS = ["办理高龄津贴需要什么材料", "身份证到期了怎么换", "营业执照多久能办好", "开饭店需要什么许可"]
-ADMIN = (os.environ.get("YIWANG_ADMIN_USERNAME", "admin"), os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026"))
+# The first admin's password: YIWANG_ADMIN_PASSWORD, or the one generated on this machine's first start.
+ADMIN = (os.environ.get("YIWANG_ADMIN_USERNAME", "admin"), first_admin_password())
 # A tiny valid PNG (the gateway checks the real type from the bytes).
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

@@ -43,6 +43,7 @@ from services.common.publishing import EventPublisher
 from services.common.rpc import rpc
 from services.common.telemetry import Tracing, annotate
 from services.identity import accounts, certificates, throttling, tokens, verification
+from services.identity.first_admin import first_admin_password
 from services.identity.storage import IdentityStore
 
 REGISTRATION = TypeAdapter(Registration)
@@ -103,10 +104,11 @@ class IdentityService:
     @rpc
     @timer(interval=3600, eager=True)
     def ensure_admin(self) -> str:
-        """Create the first admin from YIWANG_ADMIN_USERNAME/PASSWORD if missing (make seed, first start)."""
+        """Create the first admin if missing (make seed, first start): YIWANG_ADMIN_USERNAME [admin],
+        the password given or generated once into the state directory (first_admin.py)."""
         username = os.environ.get("YIWANG_ADMIN_USERNAME", "admin")
-        password = os.environ.get("YIWANG_ADMIN_PASSWORD", "Yiwang-admin-2026")
         if not self.store.login_key_exists(f"staff:{username}"):
+            password = first_admin_password()
             doc = accounts.new_staff(username, "系统管理员", password, ["admin"], None)
             # The start-up timer and `make seed` may race: whoever loses finds the admin there.
             with contextlib.suppress(Conflict):

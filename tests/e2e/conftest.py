@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from infra import system
+from services.identity.first_admin import first_admin_password
 from tests.support import MONGO_PORT, MONGO_URI, citizen, create_vhost, delete_vhost, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +173,8 @@ def compose_settings() -> Iterator[None]:
         for name, value in SETTINGS.items():
             patch.setenv(name, value)
         patch.setenv("YIWANG_TRUSTED_PROXIES", NETWORK_GATEWAY)
+        # The stack seeds its admin with the password the tests log in with (generated on first use).
+        patch.setenv("YIWANG_ADMIN_PASSWORD", first_admin_password())
         for name in HOST_PORTS:
             patch.setenv(name, str(free_port()))
         yield

@@ -10,6 +10,7 @@ import requests
 import gateway.service  # noqa: F401 (declares every route)
 from gateway.access_rules import RULES, expected
 from gateway.routing import ROUTES
+from services.identity.first_admin import first_admin_password
 from tests.e2e.conftest import RunningSystem, auth, sign_up
 from tests.e2e.test_review import reviewer
 from tests.support import eventually
@@ -46,7 +47,7 @@ def test_every_route_answers_every_caller_as_its_rule_says(yiwang: RunningSystem
             (
                 r := requests.post(
                     yiwang.url("/api/v1/auth/login"),
-                    json={"username": "admin", "password": "Yiwang-admin-2026"},
+                    json={"username": "admin", "password": first_admin_password()},
                     timeout=10,
                 )
             ).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import requests
 
+from services.identity.first_admin import first_admin_password
 from tests.e2e.conftest import auth
 from tests.support import eventually
 
@@ -17,7 +18,7 @@ def admin_token(yiwang):
 
 def _login(yiwang):
     response = requests.post(
-        yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": "Yiwang-admin-2026"}
+        yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": first_admin_password()}
     )
     return {"token": response.json()["access_token"]} if response.ok else None
 

@@ -14,11 +14,12 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.identity.first_admin import first_admin_password
 from services.identity.idnumbers import make_id_number
 from tests.e2e.conftest import RunningSystem, auth, log_in, sign_up
 from tests.support import MONGO_URI, citizen, eventually
 
-ADMIN = ("admin", "Yiwang-admin-2026")
+ADMIN = ("admin", first_admin_password())
 ALLOWANCE = "62052400MZ-GF-0001"
 NAME_RESERVATION = "62052400SC-XK-0001"
 BUSINESS_REGISTRATION = "62052400SC-XK-0002"

@@ -9,6 +9,7 @@ import uuid
 import pytest
 import requests
 
+from services.identity.first_admin import first_admin_password
 from tests.e2e.conftest import auth, log_in, sign_up
 from tests.e2e.test_documents import upload
 from tests.support import eventually
@@ -20,7 +21,7 @@ ID_RENEWAL = "62052400GA-QR-0001"  # 居民身份证换领: no automatic rules, 
 def admin(yiwang):
     def login():
         response = requests.post(
-            yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": "Yiwang-admin-2026"}
+            yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": first_admin_password()}
         )
         return {"token": response.json()["access_token"]} if response.ok else None
 

@@ -9,6 +9,7 @@ import uuid
 import pytest
 import requests
 
+from services.identity.first_admin import first_admin_password
 from tests.e2e.conftest import auth, log_in, sign_up
 from tests.support import eventually
 
@@ -20,7 +21,7 @@ FORM = {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
 def admin(yiwang):
     def login():
         response = requests.post(
-            yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": "Yiwang-admin-2026"}
+            yiwang.url("/api/v1/auth/login"), json={"username": "admin", "password": first_admin_password()}
         )
         return {"token": response.json()["access_token"]} if response.ok else None
 

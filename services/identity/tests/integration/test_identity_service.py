@@ -13,6 +13,7 @@ from contracts.cases import Decision
 from contracts.envelope import new_event
 from contracts.events import CaseApproved
 from services.common.errors import Conflict, RateLimited, Unauthenticated
+from services.identity.first_admin import first_admin_password
 from services.identity.service import IdentityService
 from tests.support import citizen, dispatch_event, event_recorder, eventually
 
@@ -71,7 +72,7 @@ def test_first_admin_is_seeded_once(container_factory, identity_config):
         assert identity.ensure_admin() == "admin"
         assert identity.ensure_admin() == "admin"
         token = identity.login(
-            {"credentials": {"username": "admin", "password": "Yiwang-admin-2026"}, "client_address": "10.0.0.2"}
+            {"credentials": {"username": "admin", "password": first_admin_password()}, "client_address": "10.0.0.2"}
         )["access_token"]
     assert jwt.decode(token, options={"verify_signature": False})["roles"] == ["admin"]
 
