@@ -34,19 +34,6 @@ bin_path() {
     echo "$BIN_PREFIX-$(src_hash)"
 }
 
-find_go() {
-    if [ -n "$YIWANG_GO" ]; then
-        [ -x "$YIWANG_GO" ] || command -v "$YIWANG_GO" >/dev/null 2>&1 ||
-            yw_die "YIWANG_GO=$YIWANG_GO is not an executable"
-        echo "$YIWANG_GO"
-    elif command -v go >/dev/null 2>&1; then
-        command -v go
-    elif [ -x /usr/local/go/bin/go ]; then
-        echo /usr/local/go/bin/go
-    else
-        yw_die "Go (>= 1.24, see infra/docserver/go.mod) is needed to build the docserver but 'go' is not on PATH; install it (e.g. /usr/local/go) or set YIWANG_GO"
-    fi
-}
 
 cmd_build() {
     local bin go tmp start
@@ -54,7 +41,7 @@ cmd_build() {
     if [ -x "$bin" ]; then
         return 0
     fi
-    go="$(find_go)"
+    go="$(yw_find_go)"
     mkdir -p "$YIWANG_CACHE_DIR"
     tmp="$(mktemp "$bin.tmp.XXXXXX")"
     echo "docserver: building $bin (a cold build, incl. module downloads, takes about a minute)" >&2

@@ -75,6 +75,21 @@ yw_need_cmd() {
     command -v "$1" >/dev/null 2>&1 || yw_die "installed ${2:-$1} but '$1' is still not on PATH"
 }
 
+# yw_find_go: path of the Go command (YIWANG_GO, PATH, or /usr/local/go), or die saying how to get one.
+yw_find_go() {
+    if [ -n "$YIWANG_GO" ]; then
+        [ -x "$YIWANG_GO" ] || command -v "$YIWANG_GO" >/dev/null 2>&1 ||
+            yw_die "YIWANG_GO=$YIWANG_GO is not an executable"
+        echo "$YIWANG_GO"
+    elif command -v go >/dev/null 2>&1; then
+        command -v go
+    elif [ -x /usr/local/go/bin/go ]; then
+        echo /usr/local/go/bin/go
+    else
+        yw_die "Go (>= 1.24, see infra/docserver/go.mod) is needed but 'go' is not on PATH; install it (e.g. /usr/local/go) or set YIWANG_GO"
+    fi
+}
+
 # yw_tail FILE: last lines of a log, for error messages.
 yw_tail() {
     if [ -s "$1" ]; then

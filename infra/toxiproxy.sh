@@ -15,22 +15,11 @@ YW_NAME=toxiproxy
 VERSION="${YIWANG_TOXIPROXY_VERSION:-v2.12.0}"
 BIN="$YIWANG_CACHE_DIR/toxiproxy-$VERSION/toxiproxy-server"
 
-find_go() {
-    if [ -n "$YIWANG_GO" ]; then
-        echo "$YIWANG_GO"
-    elif command -v go >/dev/null 2>&1; then
-        command -v go
-    elif [ -x /usr/local/go/bin/go ]; then
-        echo /usr/local/go/bin/go
-    else
-        yw_die "Go is needed to build Toxiproxy but 'go' is not on PATH; install it or set YIWANG_GO"
-    fi
-}
 
 cmd_build() {
     [ -x "$BIN" ] && return 0
     local go tmp
-    go="$(find_go)"
+    go="$(yw_find_go)"
     tmp="$(mktemp -d "$YIWANG_CACHE_DIR/toxiproxy-build.XXXXXX" 2>/dev/null || { mkdir -p "$YIWANG_CACHE_DIR" && mktemp -d "$YIWANG_CACHE_DIR/toxiproxy-build.XXXXXX"; })"
     echo "toxiproxy: building $VERSION (go install, about 10 seconds with a warm module cache)" >&2
     # `go install pkg@version` resolves the module on its own, checked against the checksum database.
