@@ -3,7 +3,7 @@
 // Embedding sidesteps the version file that a plain `go install` of FerretDB lacks.
 // FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go,
 // which restores MongoDB's single-document update atomicity; id_index.go makes _id lookups use
-// an index.
+// an index. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default).
 package main
 
 import (
@@ -23,7 +23,9 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("data-dir", "./data", "directory for the SQLite databases")
+	pprofAddr := flag.String("pprof", "", "loopback host:port for net/http/pprof (default: $YIWANG_DOCSERVER_PPROF, else off)")
 	flag.Parse()
+	servePprof(*pprofAddr, os.Getenv("YIWANG_DOCSERVER_PPROF"))
 
 	dir, err := filepath.Abs(*dataDir)
 	if err != nil {
