@@ -3,7 +3,8 @@
 // Embedding sidesteps the version file that a plain `go install` of FerretDB lacks.
 // FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go,
 // which restores MongoDB's single-document update atomicity; id_index.go makes _id lookups use
-// an index. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default).
+// an index. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default);
+// gc.go tunes Go's garbage collector for FerretDB's allocation rate.
 package main
 
 import (
@@ -25,7 +26,7 @@ func main() {
 	dataDir := flag.String("data-dir", "./data", "directory for the SQLite databases")
 	pprofAddr := flag.String("pprof", "", "loopback host:port for net/http/pprof (default: $YIWANG_DOCSERVER_PPROF, else off)")
 	flag.Parse()
-	servePprof(*pprofAddr, os.Getenv("YIWANG_DOCSERVER_PPROF"))
+	tuneRuntime(servePprof(*pprofAddr, os.Getenv("YIWANG_DOCSERVER_PPROF")))
 
 	dir, err := filepath.Abs(*dataDir)
 	if err != nil {
