@@ -6,6 +6,11 @@ plus a local SMS provider and a local mail server unless real ones are configure
 `/readyz` answers 200, and keeps them until Ctrl-C or SIGTERM, then stops them all cleanly.
 `python -m infra.system stop` stops a run started in the background. The end-to-end tests use
 `start()` / `stop()` directly with their own environment (vhost, database prefix, port).
+
+YIWANG_PROCESSES="intake=2,notification=2" starts more than one process of a service (default one
+each): they share the service's queues; the extra ones are named intake-2, intake-3, ... (their
+logs, YIWANG_SERVICE) and get metrics ports after the default six. Extra gateway processes share
+the HTTP port (SO_REUSEPORT; the kernel spreads the connections).
 """
 
 from __future__ import annotations
@@ -63,9 +68,14 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     system = System(base_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
     _trace_viewer(env)
     commands = {**_local_providers(env, system, log_dir)}
+    counts = process_counts(env.get("YIWANG_PROCESSES", ""))
+    extras = []
     for name, target in PROCESSES.items():
         commands[name] = [_nameko(), "run", "--config", str(ROOT / "config.yml"), target]
-    system.metrics_ports = _metrics_ports(env)
+        extras += [f"{name}-{n}" for n in range(2, counts[name] + 1)]
+    for extra in extras:
+        commands[extra] = commands[extra.rsplit("-", 1)[0]]
+    system.metrics_ports = _metrics_ports(env, extras)
     system.commands, system.env = commands, env
     for name in commands:
         spawn(system, name)
@@ -87,11 +97,26 @@ def spawn(system: System, name: str) -> subprocess.Popen:
     return system.processes[name]
 
 
-def _metrics_ports(env: dict[str, str]) -> dict[str, int]:
-    """One Prometheus port per process: YIWANG_METRICS_BASE_PORT [9100] and up, in PROCESSES order;
-    0 picks free ports (tests)."""
+def process_counts(setting: str) -> dict[str, int]:
+    """How many processes of each service: "intake=2,notification=2" (YIWANG_PROCESSES); one each
+    unless named."""
+    counts = dict.fromkeys(PROCESSES, 1)
+    for item in filter(None, (part.strip() for part in setting.split(","))):
+        name, _, count = item.partition("=")
+        name = name.strip()
+        if name not in PROCESSES or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(
+                f"YIWANG_PROCESSES: {item!r} is not <service>=<count>, service one of {', '.join(PROCESSES)}"
+            )
+        counts[name] = int(count)
+    return counts
+
+
+def _metrics_ports(env: dict[str, str], extras: tuple[str, ...] | list[str] = ()) -> dict[str, int]:
+    """One Prometheus port per process: YIWANG_METRICS_BASE_PORT [9100] and up, in PROCESSES order,
+    then the extra processes of YIWANG_PROCESSES; 0 picks free ports (tests)."""
     base = int(env.get("YIWANG_METRICS_BASE_PORT", "9100"))
-    return {name: (base + n if base else _free_port()) for n, name in enumerate(PROCESSES)}
+    return {name: (base + n if base else _free_port()) for n, name in enumerate([*PROCESSES, *extras])}
 
 
 def _free_port() -> int:
