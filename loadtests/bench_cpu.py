@@ -1,0 +1,77 @@
+"""CPU per case, by process: drives the case path (closed loop, like `make bench`) through a system
+of its own and divides each process's CPU time (from /proc, the asynchronous work each case causes
+included) by the cases accepted. Settings in the environment (YIWANG_MAX_WORKERS, YIWANG_PROCESSES,
+...) reach the system it starts.
+
+    python -m loadtests.bench_cpu --seconds 15 --clients 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pymongo
+
+from infra import system
+from loadtests.bench_tracing import applicants, decided_count, drive
+from loadtests.own_system import own_system
+from tests.support import MONGO_URI
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def shared_processes() -> dict[str, int]:
+    """The document server and RabbitMQ, which every system on this machine shares."""
+    found = {}
+    for name, pattern in (("document server", "yiwang-docserver"), ("rabbitmq", "beam.smp")):
+        pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+        if pids:
+            found[name] = int(pids[0])
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    with own_system("bench", system.RUN_DIR / "bench-cpu", YIWANG_LOGIN_ADDRESS_LIMIT="10000") as own:
+        mongo = pymongo.MongoClient(MONGO_URI)
+        tokens = applicants(own.base_url, args.clients)
+        drive(own.base_url, tokens[:2], 3)
+        time.sleep(3)
+        pids = {name: proc.pid for name, proc in own.running.processes.items()} | shared_processes()
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        decided_before = decided_count(mongo, own.db_prefix)
+        started = time.monotonic()
+        result = drive(own.base_url, tokens, args.seconds)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and decided_count(mongo, own.db_prefix) - decided_before < result["accepted"]:
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cases = max(1, result["accepted"])
+    ordered = sorted(result["latencies"]) or [0.0]
+    print(
+        f"\n{result['accepted'] / args.seconds:.1f} cases/s accepted ({result['accepted']} in {args.seconds:.0f} s, "
+        f"{result['errors']} errors), all decided after {elapsed:.0f} s; submit p50 "
+        f"{statistics.median(ordered) * 1000:.0f} ms, p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms"
+    )
+    spent = {name: after[name] - before[name] for name in pids}
+    print(f"CPU per case (ms), {sum(spent.values()) / elapsed:.0%} of one core on average over {elapsed:.0f} s:")
+    for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        print(f"  {name:18s} {1000 * seconds / cases:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
