@@ -72,7 +72,7 @@ def macro_nesting(node: Any) -> int:
 
 @contextlib.contextmanager
 def cpu_budget(seconds: float) -> Iterator[None]:
-    """RuleTimeout if the block uses more than `seconds` of CPU. A process-wide interval timer:
+    """RuleTimeout if the block uses more than `seconds` of CPU. A process-wide CPU-time timer:
     evaluations never yield to another greenthread, so only one is ever running. Where signals
     cannot be set (outside the main thread) the block runs without a budget."""
 
@@ -87,7 +87,10 @@ def cpu_budget(seconds: float) -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    # Re-armed every 50 ms of CPU after the first expiry: a signal handled while a finalizer runs
+    # (the garbage collector can run one at any point) has its exception ignored by Python, so one
+    # shot could be lost; the next one lands in the evaluation.
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds, 0.05)
     try:
         yield
     finally:
