@@ -3,13 +3,16 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field
+from pydantic import EmailStr, Field, StringConstraints
 
 from contracts.base import Contract
 from contracts.common import AccountType, ApplicantType, Role
 
 Phone = Annotated[str, Field(pattern=r"^1[3-9][0-9]{9}$", description="11-digit mainland mobile number")]
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+# Secrets are taken exactly as typed: stripping spaces would change a password (and its length,
+# which the published schema checks) behind the user's back.
+Verbatim = StringConstraints(strip_whitespace=False)
+Password = Annotated[str, Verbatim, Field(min_length=8, max_length=128)]
 PersonName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -45,7 +48,7 @@ class RegistrationResult(Contract):
 
 class LoginRequest(Contract):
     username: Annotated[str, Field(min_length=1, max_length=128)]
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    password: Annotated[str, Verbatim, Field(min_length=1, max_length=128)]
 
 
 class LoginAttempt(Contract):
@@ -56,7 +59,7 @@ class LoginAttempt(Contract):
 
 
 class RefreshRequest(Contract):
-    refresh_token: Annotated[str, Field(min_length=16, max_length=256)]
+    refresh_token: Annotated[str, Verbatim, Field(min_length=16, max_length=256)]
 
 
 StaffRole = Literal["reviewer", "supervisor", "admin"]
@@ -81,7 +84,7 @@ class StaffCreated(Contract):
 class FaceVerification(Contract):
     """The token a face-check (活体检测) SDK hands the app after a live capture."""
 
-    liveness_token: Annotated[str, Field(min_length=1, max_length=4096)]
+    liveness_token: Annotated[str, Verbatim, Field(min_length=1, max_length=4096)]
 
 
 class AssuranceView(Contract):

@@ -7,6 +7,7 @@ keys and create staff, which the other end-to-end tests must not see."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -33,6 +34,9 @@ pytestmark = [
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "schemathesis"
 EXAMPLES = 25  # per operation, valid and invalid input together; CI time is the limit
+# The same examples on every run, so that main stays green or red for a reason; set
+# YIWANG_FUZZ_RANDOM=1 to explore new ones (what that finds belongs in the spec or the code).
+DERANDOMIZE = os.environ.get("YIWANG_FUZZ_RANDOM") != "1"
 PREFERRED = (APPLICANT, REVIEWER, SUPERVISOR, ADMIN)  # whom to call as when several roles may
 
 # Operations whose input has rules JSON Schema cannot state: for them a schema-valid request may be
@@ -110,7 +114,13 @@ def test_every_operation_answers_as_its_spec_says(
     operation = api_schema[openapi_path(route)][method]
     cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=DERANDOMIZE,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=cases)
     def answers_as_specified(case: schemathesis.Case) -> None:
         excluded = [positive_data_acceptance] if (method, route) in SEMANTIC_RULES else []
