@@ -28,19 +28,30 @@ from services.common.consuming import ERROR_HEADER, FAILED_AT_HEADER
 PREFIX = "dlq."
 
 
+def broker_host() -> str:
+    return os.environ.get("YIWANG_RABBIT_HOST", "127.0.0.1")
+
+
+def credentials() -> tuple[str, str]:
+    """The account the services use (config.yml's defaults): guest here, its own in compose."""
+    return os.environ.get("YIWANG_RABBIT_USER", "guest"), os.environ.get("YIWANG_RABBIT_PASSWORD", "guest")
+
+
 def management_url() -> str:
-    return f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}/api"
+    return f"http://{broker_host()}:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}/api"
 
 
 def amqp_uri(vhost: str) -> str:
-    return f"amqp://guest:guest@127.0.0.1:{os.environ.get('YIWANG_AMQP_PORT', '5672')}/{quote(vhost, safe='')}"
+    user, password = (quote(part, safe="") for part in credentials())
+    port = os.environ.get("YIWANG_AMQP_PORT", "5672")
+    return f"amqp://{user}:{password}@{broker_host()}:{port}/{quote(vhost, safe='')}"
 
 
 def dead_letter_queues(vhost: str) -> list[dict[str, Any]]:
     response = requests.get(
         f"{management_url()}/queues/{quote(vhost, safe='')}",
         params={"columns": "name,messages"},
-        auth=("guest", "guest"),
+        auth=credentials(),
         timeout=10,
     )
     response.raise_for_status()
@@ -52,7 +63,7 @@ def peek(vhost: str, queue: str, count: int) -> list[dict[str, Any]]:
     response = requests.post(
         f"{management_url()}/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/get",
         json={"count": count, "ackmode": "reject_requeue_true", "encoding": "auto", "truncate": 50000},
-        auth=("guest", "guest"),
+        auth=credentials(),
         timeout=10,
     )
     response.raise_for_status()

@@ -68,8 +68,11 @@ class QueueDepthCollector(Collector):
 
     def __init__(self, service: str, amqp_uri: str, management_url: str) -> None:
         self.service = service
-        self.vhost = unquote(urlparse(amqp_uri).path.lstrip("/")) or "/"
+        broker = urlparse(amqp_uri)
+        self.vhost = unquote(broker.path.lstrip("/")) or "/"
         self.management_url = management_url.rstrip("/")
+        # The broker's own account: the compose stack has no guest.
+        self.auth = (unquote(broker.username or "guest"), unquote(broker.password or "guest"))
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         messages = GaugeMetricFamily("yiwang_queue_messages", "Messages waiting in a queue", labels=["queue"])
@@ -78,7 +81,7 @@ class QueueDepthCollector(Collector):
             response = requests.get(
                 f"{self.management_url}/api/queues/{quote(self.vhost, safe='')}",
                 params={"columns": "name,messages,consumers"},
-                auth=("guest", "guest"),
+                auth=self.auth,
                 timeout=2,
             )
             response.raise_for_status()
@@ -104,7 +107,9 @@ class Metrics(DependencyProvider):
             return
         serve(port)
         config = self.container.config
-        management = f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}"
+        # The management API lives on the broker's host (127.0.0.1 here, `rabbitmq` in compose).
+        host = urlparse(config.get("AMQP_URI", "")).hostname or "127.0.0.1"
+        management = f"http://{host}:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}"
         collector = QueueDepthCollector(self.container.service_name, config.get("AMQP_URI", ""), management)
         REGISTRY.register(collector)
         self._collectors = [collector]
