@@ -9,10 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pymongo
-
 from infra import system
-from tests.support import MONGO_URI, create_vhost, delete_vhost, free_port
+from tests.support import create_vhost, delete_vhost, drop_databases, free_port
 
 
 @dataclass
@@ -43,7 +41,4 @@ def own_system(name: str, log_dir: Path, **env: str) -> Iterator[OwnSystem]:
     finally:
         system.stop(running)
         delete_vhost(vhost)
-        client = pymongo.MongoClient(MONGO_URI)
-        for database in client.list_database_names():
-            if database.startswith(f"{prefix}_"):
-                client.drop_database(database)
+        drop_databases(prefix)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
+import pymongo
 import requests
 
 from services.identity.idnumbers import make_id_number
@@ -31,11 +32,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def create_vhost(prefix: str = "yiwang-test") -> str:
+def create_vhost(prefix: str = "yiwang-test", api: str = MGMT_URL) -> str:
+    """A fresh vhost (guest may use it) on the broker whose management API is `api`."""
     vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    requests.put(f"{MGMT_URL}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10).raise_for_status()
+    requests.put(f"{api}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10).raise_for_status()
     requests.put(
-        f"{MGMT_URL}/permissions/{vhost}/guest",
+        f"{api}/permissions/{vhost}/guest",
         json={"configure": ".*", "write": ".*", "read": ".*"},
         auth=MGMT_AUTH,
         timeout=10,
@@ -43,8 +45,16 @@ def create_vhost(prefix: str = "yiwang-test") -> str:
     return vhost
 
 
-def delete_vhost(vhost: str) -> None:
-    requests.delete(f"{MGMT_URL}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10)
+def delete_vhost(vhost: str, api: str = MGMT_URL) -> None:
+    requests.delete(f"{api}/vhosts/{vhost}", auth=MGMT_AUTH, timeout=10)
+
+
+def drop_databases(prefix: str, uri: str = MONGO_URI) -> None:
+    """Every database of a system started with YIWANG_DB_PREFIX=prefix (`<prefix>_<service>`)."""
+    client = pymongo.MongoClient(uri)
+    for name in client.list_database_names():
+        if name.startswith(f"{prefix}_"):
+            client.drop_database(name)
 
 
 def queue_info(vhost: str, queue: str) -> dict[str, Any]:
@@ -81,6 +91,24 @@ def citizen(born: date | None = None, region: str = "620524", phone: str | None 
         "phone": phone or f"139{(rand >> 40) % 10**8:08d}",
         "password": "correct-horse-42",
     }
+
+
+def log_in(base_url: str, username: str, password: str, timeout: float = 10) -> dict[str, str]:
+    """Log in over the public API: {'token', 'refresh_token'}."""
+    body = {"username": username, "password": password}
+    login = requests.post(f"{base_url}/api/v1/auth/login", json=body, timeout=timeout)
+    assert login.status_code == 200, login.text
+    return {"token": login.json()["access_token"], "refresh_token": login.json()["refresh_token"]}
+
+
+def sign_up(base_url: str, body: dict[str, str] | None = None, timeout: float = 10) -> dict[str, str]:
+    """Register (a fresh citizen by default) and log in over the public API: the registration body
+    plus 'user_id', 'token' and 'refresh_token'."""
+    body = body or citizen()
+    registered = requests.post(f"{base_url}/api/v1/auth/register", json=body, timeout=timeout)
+    assert registered.status_code == 201, registered.text
+    tokens = log_in(base_url, body["id_number"], body["password"], timeout)
+    return {**body, "user_id": registered.json()["user_id"], **tokens}
 
 
 def published_item(index: int = 0, **changes: Any) -> dict[str, Any]:

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pymongo
 import pytest
 import requests
 
 from infra import system
 from services.identity.first_admin import first_admin_password
-from tests.support import MONGO_PORT, MONGO_URI, citizen, create_vhost, delete_vhost, free_port
+from tests import support
+from tests.support import MONGO_PORT, create_vhost, delete_vhost, drop_databases, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
@@ -113,10 +113,7 @@ def local_system() -> Iterator[RunningSystem]:
     finally:
         system.stop(running)
         delete_vhost(vhost)
-        client = pymongo.MongoClient(MONGO_URI)
-        for name in client.list_database_names():
-            if name.startswith(f"{prefix}_"):
-                client.drop_database(name)
+        drop_databases(prefix)
 
 
 # --- docker mode (pytest-docker's fixtures, configured for docker-compose.yml) ----------------------
@@ -205,18 +202,11 @@ def compose_stack(docker_ip: str, docker_services) -> RunningSystem:
 
 def sign_up(yiwang: RunningSystem, body: dict[str, str] | None = None) -> dict[str, str]:
     """Register and log in; returns the registration body plus 'token' and 'refresh_token'."""
-    body = body or citizen()
-    registered = requests.post(yiwang.url("/api/v1/auth/register"), json=body, timeout=10)
-    assert registered.status_code == 201, registered.text
-    return {**body, "user_id": registered.json()["user_id"], **log_in(yiwang, body["id_number"], body["password"])}
+    return support.sign_up(yiwang.base_url, body)
 
 
 def log_in(yiwang: RunningSystem, username: str, password: str) -> dict[str, str]:
-    login = requests.post(
-        yiwang.url("/api/v1/auth/login"), json={"username": username, "password": password}, timeout=10
-    )
-    assert login.status_code == 200, login.text
-    return {"token": login.json()["access_token"], "refresh_token": login.json()["refresh_token"]}
+    return support.log_in(yiwang.base_url, username, password)
 
 
 @pytest.fixture

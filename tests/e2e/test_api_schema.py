@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from gateway.access_rules import ADMIN, ANYONE, APPLICANT, REVIEWER, RULES, SIGNED_IN, SUPERVISOR
 from loadtests.own_system import OwnSystem, own_system
 from services.identity.first_admin import first_admin_password
-from tests.support import citizen
+from tests import support
 
 pytestmark = [
     pytest.mark.local_only("needs a system of its own: generated calls change the calendar and signing keys"),
@@ -67,10 +67,7 @@ def api_schema(fuzzed: OwnSystem) -> schemathesis.BaseSchema:
 @pytest.fixture(scope="module")
 def tokens(fuzzed: OwnSystem) -> dict[str, str]:
     def log_in(username: str, password: str) -> str:
-        body = {"username": username, "password": password}
-        answer = requests.post(f"{fuzzed.base_url}/api/v1/auth/login", json=body, timeout=15)
-        assert answer.status_code == 200, answer.text
-        return answer.json()["access_token"]
+        return support.log_in(fuzzed.base_url, username, password, timeout=15)["token"]
 
     admin = log_in("admin", first_admin_password())
     found = {ADMIN: admin}
@@ -82,10 +79,7 @@ def tokens(fuzzed: OwnSystem) -> dict[str, str]:
         )
         assert created.status_code == 201, created.text
         found[role] = log_in(body["username"], body["password"])
-    person = citizen()
-    registered = requests.post(f"{fuzzed.base_url}/api/v1/auth/register", json=person, timeout=15)
-    assert registered.status_code == 201, registered.text
-    found[APPLICANT] = log_in(person["id_number"], person["password"])
+    found[APPLICANT] = support.sign_up(fuzzed.base_url, timeout=15)["token"]
     return found
 
 

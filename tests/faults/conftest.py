@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from infra import system
 from tests.faults.audit import Figures, Store
 from tests.faults.infrastructure import Broker, DocumentServer, Toxiproxy
-from tests.support import citizen, free_port
+from tests.support import free_port, sign_up
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "faults"
 FIGURES: list[Figures] = []  # printed at the end of the run
@@ -34,18 +33,7 @@ class FaultySystem:
         return self.running.base_url
 
     def applicants(self, count: int) -> list[dict[str, str]]:
-        return [register(self.base_url) for _ in range(count)]
-
-
-def register(base_url: str) -> dict[str, str]:
-    body = citizen()
-    registered = requests.post(f"{base_url}/api/v1/auth/register", json=body, timeout=15)
-    assert registered.status_code == 201, registered.text
-    login = requests.post(
-        f"{base_url}/api/v1/auth/login", json={"username": body["id_number"], "password": body["password"]}, timeout=15
-    )
-    assert login.status_code == 200, login.text
-    return {"user_id": registered.json()["user_id"], "token": login.json()["access_token"]}
+        return [sign_up(self.base_url, timeout=15) for _ in range(count)]
 
 
 @pytest.fixture(scope="session")

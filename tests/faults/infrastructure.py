@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import requests
 
 from infra.system import ROOT
-from tests.support import eventually, free_port
+from tests.support import create_vhost, delete_vhost, eventually, free_port
 
 SCRIPT_TIMEOUT = 240  # a cold start may build the document server first
 
@@ -41,7 +40,7 @@ class Broker:
         # Fixed ports: a node left running by an interrupted run is then reused, not in the way.
         self.amqp_port = int(os.environ.get("YIWANG_FAULTS_AMQP_PORT", "5682"))
         self.mgmt_port = int(os.environ.get("YIWANG_FAULTS_RABBIT_MGMT_PORT", "15682"))
-        self.vhost = f"faults-{uuid.uuid4().hex[:8]}"
+        self.vhost = ""  # create_vhost() makes one
         self.env = {
             "YIWANG_RABBIT_NODENAME": self.NODE,
             "YIWANG_AMQP_PORT": str(self.amqp_port),
@@ -59,14 +58,11 @@ class Broker:
         _script("rabbitmq.sh", "stop", self.env)
 
     def create_vhost(self) -> None:
-        auth = ("guest", "guest")
-        requests.put(f"{self.api}/vhosts/{self.vhost}", auth=auth, timeout=10).raise_for_status()
-        permissions = {"configure": ".*", "write": ".*", "read": ".*"}
-        url = f"{self.api}/permissions/{self.vhost}/guest"
-        requests.put(url, json=permissions, auth=auth, timeout=10).raise_for_status()
+        self.vhost = create_vhost("faults", self.api)
 
     def delete_vhost(self) -> None:
-        requests.delete(f"{self.api}/vhosts/{self.vhost}", auth=("guest", "guest"), timeout=10)
+        if self.vhost:
+            delete_vhost(self.vhost, self.api)
 
 
 class DocumentServer:
