@@ -45,6 +45,11 @@ ROUTES: list[RouteDoc] = []
 STAFF_ROLES = frozenset({"reviewer", "supervisor", "admin"})
 
 
+def query_names(model: type[BaseModel]) -> list[str]:
+    """The query parameters a contract model describes (by alias: `from` is `from_` in Python)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def refuse_unknown_query(request: Request, names: list[str]) -> None:
     """A parameter the operation does not have is an error (a misspelt `page-size` silently ignored
     would return the wrong page), not something to ignore."""
@@ -106,7 +111,7 @@ def api(
     service's `audit` hook once it succeeded.
     """
     model = query if isinstance(query, type) else None
-    names = [f.alias or name for name, f in model.model_fields.items()] if model else list(query or [])
+    names = query_names(model) if model else list(query or [])
     ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, names, roles, model))
 
     def decorator(fn: Callable) -> Callable:

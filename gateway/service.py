@@ -47,7 +47,7 @@ from gateway import documents
 from gateway.auth import Auth, client_address
 from gateway.http import read_json
 from gateway.openapi import openapi_document
-from gateway.routing import api
+from gateway.routing import api, query_names
 from services.common.errors import Unavailable, ValidationFailed, validated
 from services.common.metrics import Metrics
 from services.common.rpc import ServiceRpc, call
@@ -61,15 +61,12 @@ SERVICES = ("identity", "catalog", "intake", "approval", "notification")
 
 
 def page_query(request: Request) -> dict[str, Any]:
-    return validated(
-        PageQuery, {k: request.args[k] for k in ("page", "page_size") if k in request.args}, "query"
-    ).model_dump()
+    return query_of(PageQuery, request).model_dump()
 
 
 def query_of(model: type[T], request: Request) -> T:
-    """The query parameters the model names, validated (others are ignored, as everywhere)."""
-    names = [field.alias or name for name, field in model.model_fields.items()]
-    return validated(model, {k: request.args[k] for k in names if k in request.args}, "query")
+    """The query parameters the model names, validated (the route has refused any others)."""
+    return validated(model, {k: request.args[k] for k in query_names(model) if k in request.args}, "query")
 
 
 def as_flag(request: Request, name: str) -> bool:
