@@ -32,13 +32,19 @@ def published() -> dict:
     return new_event(payload, producer="catalog").model_dump(mode="json")
 
 
-def test_a_graceful_stop_finishes_the_handler_in_flight(container_factory, rabbit_config):
+def handler_in_flight(container_factory):
+    """A Slow service whose handler has started on a fresh event (and is still sleeping)."""
     log.clear()
     container = container_factory(Slow)
     container.start()
     event = published()
     dispatch_event("catalog", event)
     eventually(lambda: ("started", event["event_id"]) in log, what="the handler to start")
+    return container, event
+
+
+def test_a_graceful_stop_finishes_the_handler_in_flight(container_factory, rabbit_config):
+    container, event = handler_in_flight(container_factory)
     container.stop()  # what SIGTERM does to `nameko run`
     assert log == [("started", event["event_id"]), ("done", event["event_id"])]
 
@@ -50,12 +56,7 @@ def test_a_graceful_stop_finishes_the_handler_in_flight(container_factory, rabbi
 
 
 def test_work_cut_off_by_a_crash_is_handled_by_the_next_process(container_factory, rabbit_config):
-    log.clear()
-    container = container_factory(Slow)
-    container.start()
-    event = published()
-    dispatch_event("catalog", event)
-    eventually(lambda: ("started", event["event_id"]) in log, what="the handler to start")
+    container, event = handler_in_flight(container_factory)
     container.kill()  # no time to finish: like SIGKILL
     assert ("done", event["event_id"]) not in log
 
