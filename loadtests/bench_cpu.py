@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pymongo
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra import system
 from loadtests.bench_tracing import applicants, decided_count, drive
@@ -40,6 +42,18 @@ def shared_processes() -> dict[str, int]:
     return found
 
 
+def store_commands(metrics_ports: dict[str, int]) -> dict[tuple[str, str, str], float]:
+    """Commands each process has sent to the document server so far: (process, command, collection)."""
+    counts: dict[tuple[str, str, str], float] = {}
+    for name, port in metrics_ports.items():
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "yiwang_store_commands_total":
+                    counts[(name, sample.labels["command"], sample.labels["collection"])] = sample.value
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
@@ -53,6 +67,7 @@ def main() -> None:
         pids = {name: proc.pid for name, proc in own.running.processes.items()} | shared_processes()
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         decided_before = decided_count(mongo, own.db_prefix)
+        commands_before = store_commands(own.running.metrics_ports)
         started = time.monotonic()
         result = drive(own.base_url, tokens, args.seconds)
         deadline = time.monotonic() + 120
@@ -60,6 +75,7 @@ def main() -> None:
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        commands = store_commands(own.running.metrics_ports)
     cases = max(1, result["accepted"])
     ordered = sorted(result["latencies"]) or [0.0]
     print(
@@ -71,6 +87,11 @@ def main() -> None:
     print(f"CPU per case (ms), {sum(spent.values()) / elapsed:.0%} of one core on average over {elapsed:.0f} s:")
     for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
         print(f"  {name:18s} {1000 * seconds / cases:7.1f}")
+    sent = {key: count - commands_before.get(key, 0) for key, count in commands.items()}
+    sent = {key: count for key, count in sent.items() if count > 0}
+    print(f"Document server commands per case: {sum(sent.values()) / cases:.1f}")
+    for (process, command, collection), count in sorted(sent.items(), key=lambda item: -item[1]):
+        print(f"  {process:14s} {command:14s} {collection:22s} {count / cases:6.2f}")
 
 
 if __name__ == "__main__":

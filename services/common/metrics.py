@@ -8,6 +8,8 @@ each process its own, from 9100 up).
   by event type;
 - `yiwang_queue_messages` / `yiwang_queue_consumers`: depth of this service's queues, read from the
   RabbitMQ management API when scraped;
+- `yiwang_store_commands_total` / `yiwang_store_command_seconds`: every command this process sends
+  to the document server, by command and collection (what a case costs the store, and where);
 - services add their own (intake: cases by status; notification: deliveries by channel and status).
 """
 
@@ -26,6 +28,7 @@ from nameko.extensions import DependencyProvider
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pymongo import monitoring
 
 from services.common.errors import EXPECTED_ERRORS
 
@@ -43,6 +46,40 @@ ENTRYPOINT_CALLS = Counter(
 EVENTS_PUBLISHED = Counter("yiwang_events_published", "Events published (confirmed by the broker)", ["type"])
 EVENTS_CONSUMED = Counter("yiwang_events_consumed", "Events handled", ["queue"])
 EVENTS_DEAD_LETTERED = Counter("yiwang_events_dead_lettered", "Events dead-lettered", ["queue"])
+
+STORE_COMMANDS = Counter("yiwang_store_commands", "Commands sent to the document server", ["command", "collection"])
+STORE_COMMAND_SECONDS = Histogram(
+    "yiwang_store_command_seconds",
+    "Time from sending a command to the document server to its answer",
+    ["command"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+# Commands the driver sends for itself, not on behalf of the service's code.
+_DRIVER_COMMANDS = frozenset({"hello", "ismaster", "ping", "endsessions", "buildinfo"})
+
+
+class StoreCommandListener(monitoring.CommandListener):
+    """Counts and times the store commands of the process (pymongo tells every client's listeners)."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name.lower()
+        if name in _DRIVER_COMMANDS:
+            return
+        target = event.command.get(event.command_name)
+        STORE_COMMANDS.labels(name, target if isinstance(target, str) else "").inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._timed(event.command_name, event.duration_micros)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._timed(event.command_name, event.duration_micros)
+
+    @staticmethod
+    def _timed(command_name: str, micros: int) -> None:
+        name = command_name.lower()
+        if name not in _DRIVER_COMMANDS:
+            STORE_COMMAND_SECONDS.labels(name).observe(micros / 1e6)
+
 
 _lock = threading.Lock()
 _started: set[int] = set()

@@ -15,6 +15,8 @@ from nameko import config
 from nameko.extensions import DependencyProvider
 from pymongo.database import Database
 
+from services.common.metrics import StoreCommandListener
+
 MONGO_URI_KEY = "MONGO_URI"
 DB_PREFIX_KEY = "MONGO_DB_PREFIX"
 
@@ -28,7 +30,13 @@ def client_for(uri: str) -> pymongo.MongoClient:
     """One pooled client per URI and process: pymongo clients are thread(greenlet)-safe."""
     client = _clients.get(uri)
     if client is None:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True)
+        client = pymongo.MongoClient(
+            uri,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            tz_aware=True,
+            event_listeners=[StoreCommandListener()],
+        )
         _clients[uri] = client
     return client
 

@@ -7,7 +7,7 @@ confirms) so trace context and call ids travel in the message headers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -56,9 +56,24 @@ class Publisher:
             self._dispatch(event.type, event.model_dump(mode="json"))
         outbox.clear([doc_id for doc_id, _ in pending])
 
-    def relay(self, outbox: OutboxCollection, older_than: timedelta = RELAY_GRACE) -> int:
+    def relay(
+        self,
+        outbox: OutboxCollection,
+        older_than: timedelta = RELAY_GRACE,
+        before_publish: Callable[[Any], None] | None = None,
+    ) -> int:
+        """Publish what the writers left behind. `before_publish(doc_id)` first finishes what the
+        writer does between its write and its publish (intake brings the read models in line): an
+        event that goes out was preceded by that work, so consumers need not redo it."""
         sent = 0
         for doc_id, event in outbox.pending(older_than):
+            if before_publish is not None:
+                try:
+                    before_publish(doc_id)
+                except Exception:
+                    # Not published without it; the next round tries again, the others go on.
+                    log.exception("could not prepare an event for publishing", extra={"doc_id": str(doc_id)})
+                    continue
             sent += self.publish(outbox, doc_id, [event])
         return sent
 

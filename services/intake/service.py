@@ -27,16 +27,13 @@ from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
 from contracts.events import (
-    CaseAccepted,
     CaseApproved,
     CaseDeadlineWarning,
     CaseEvaluated,
     CaseOverdue,
     CaseRejected,
-    CaseResubmitted,
     CaseReviewRequired,
     CaseSubmitted,
-    CaseSupplementRequested,
     CaseWithdrawn,
     CertificateIssued,
 )
@@ -345,27 +342,14 @@ class IntakeService:
         running = self.store.count_in_progress(q.department, list(lifecycle.UNDECIDED))
         return supervision.summarize(rows, running).model_dump(mode="json")
 
-    @consumes("intake", CaseAccepted)
-    def resync_accepted(self, envelope: Envelope, payload: CaseAccepted) -> None:
-        self.store.sync_views(payload.case_no)
-
-    @consumes("intake", CaseSupplementRequested)
-    def resync_supplement_requested(self, envelope: Envelope, payload: CaseSupplementRequested) -> None:
-        self.store.sync_views(payload.case_no)
-
-    @consumes("intake", CaseResubmitted)
-    def resync_resubmitted(self, envelope: Envelope, payload: CaseResubmitted) -> None:
-        self.store.sync_views(payload.case_no)
-
+    # No sync here: every event of intake's goes out after its writer (or the relay) synced the views.
     def _count(self, envelope: Envelope, kind: str, case_no: str, **values: float) -> None:
-        self.store.sync_views(case_no)  # the read models too: this repairs a write that died half-way
         case = self.store.get(case_no)
         if case is not None:
             day = cases.local_date(envelope.occurred_at)
             self.store.add_fact(supervision.fact(envelope.event_id, kind, case, day, **values))
 
     def _count_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected) -> None:
-        self.store.sync_views(payload.case_no)
         case = self.store.get(payload.case_no)
         decision = (case or {}).get("decision") or {}
         # Only a decision the case actually took (an automatic one may have come too late).
@@ -455,6 +439,7 @@ class IntakeService:
         )
         if not self.store.flag_once(case["case_no"], flag, list(lifecycle.TASK_STATUSES), event):
             return 0
+        self.store.sync_views(case["case_no"])
         self.events.publish(self.store.outbox, case["case_no"], [event])
         return 1
 
@@ -475,4 +460,5 @@ class IntakeService:
 
     @timer(interval=2)
     def relay_outbox(self) -> None:
-        self.events.relay(self.store.outbox)
+        # A writer that died between its write and its publish had maybe not synced the views yet.
+        self.events.relay(self.store.outbox, before_publish=self.store.sync_views)

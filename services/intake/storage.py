@@ -218,7 +218,8 @@ class IntakeStore:
     def sync_views(self, case_no: str) -> None:
         """Bring the applicant's and the department's read models in line with the case as it is now.
 
-        Called after every write and again from the case's events (which repairs a process that
+        Called after every write, before the write's events are published; the outbox relay calls
+        it again before it publishes an event its writer left behind (which repairs a process that
         died in between). Each entry carries the case version and is only replaced by a newer one.
         (Marking the case as synced, to skip repeated calls, cost more than it saved: FerretDB
         rewrites the whole case document for every update.)

@@ -10,8 +10,8 @@ one document that took FerretDB 2.8 s to read: it decodes the whole document, ~7
 
 A case can move between slots (acceptance sets the deadline anew, a loaded holiday table shifts
 it), so `task_pointers` (`<case_no>`) remembers the slot it is filed under and any slot it still
-has to be taken out of; a sync that died half-way is finished by the next one (every case event
-syncs again).
+has to be taken out of; a sync that died half-way is finished by the next one (the outbox relay
+syncs before it publishes an event whose writer died before publishing it).
 """
 
 from __future__ import annotations

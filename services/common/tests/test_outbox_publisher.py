@@ -124,6 +124,29 @@ def test_relay_publishes_every_pending_event_under_its_document():
     assert [body["event_id"] for _, body in dispatch.sent] == [a1.event_id, a2.event_id, b1.event_id]
 
 
+def test_relay_finishes_the_writers_work_before_each_event_goes_out():
+    a, b = _submitted("A"), _submitted("B")
+    outbox = FakeOutbox([("A", a.model_dump(mode="json")), ("B", b.model_dump(mode="json"))])
+    order = []
+    publisher = Publisher(lambda event_type, body: order.append(("published", body["event_id"])))
+    assert publisher.relay(outbox, before_publish=lambda doc_id: order.append(("prepared", doc_id))) == 2
+    assert order == [("prepared", "A"), ("published", a.event_id), ("prepared", "B"), ("published", b.event_id)]
+
+
+def test_an_event_whose_preparation_fails_waits_and_the_others_go_out():
+    a, b = _submitted("A"), _submitted("B")
+    outbox = FakeOutbox([("A", a.model_dump(mode="json")), ("B", b.model_dump(mode="json"))])
+    dispatch = FakeDispatch()
+
+    def prepare(doc_id):
+        if doc_id == "A":
+            raise KeyError("applicant")
+
+    assert Publisher(dispatch).relay(outbox, before_publish=prepare) == 1
+    assert [body["event_id"] for _, body in dispatch.sent] == [b.event_id]
+    assert outbox.marked == [("B", b.event_id)]
+
+
 def test_relay_leaves_fresh_entries_to_their_request_by_default():
     outbox = FakeOutbox()
     Publisher(FakeDispatch()).relay(outbox)

@@ -609,7 +609,7 @@ def test_issued_certificate_is_recorded_on_the_case(service, store):
 
 def test_relay_outbox(service, store, events):
     service.relay_outbox()
-    events.relay.assert_called_once_with(store.outbox)
+    events.relay.assert_called_once_with(store.outbox, before_publish=store.sync_views)
 
 
 def test_principal_model_round_trips():

@@ -195,13 +195,27 @@ def test_relay_publishes_events_left_behind_by_a_crash(intake, container_factory
         ),
         producer="intake",
     )
-    # As if the process died after the write and before publishing.
+    # As if the process died after the write, before it synced the read models and published.
     store = IntakeStore(cases.database)
-    cases.insert_one({"_id": "X-1", "status": "submitted", **store.outbox.fields("X-1", [event])})
+    case = {
+        "_id": "X-1",
+        "case_no": "X-1",
+        "item_code": ITEM["item_code"],
+        "item_name": ITEM["name"],
+        "department_code": ITEM["department_code"],
+        "status": "submitted",
+        "applicant": {"user_id": "u-1", "name": "张三"},
+        "submitted_at": now,
+        "version": 1,
+    }
+    cases.insert_one({**case, **store.outbox.fields("X-1", [event])})
     store.outbox.markers.update_one({"_id": event.event_id}, {"$set": {"at": now - timedelta(minutes=1)}})
 
     eventually(lambda: recorder.events, timeout=15, what="the relayed event")
     assert recorder.events[0]["event_id"] == event.event_id
+    # The relay finished the writer's work first: the applicant's list has the case.
+    rows, total = store.list_for_applicant("u-1", None, 0, 10)
+    assert total == 1 and rows[0]["case_no"] == "X-1"
     assert eventually(lambda: cases.find_one({"_id": "X-1"})["outbox"] == {})
     assert store.outbox.markers.count_documents({}) == 0
 
