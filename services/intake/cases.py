@@ -135,11 +135,21 @@ def request_hash(request: SubmitCase) -> str:
 
 def replay(earlier: dict[str, Any], request_hash_now: str) -> dict[str, Any]:
     """The earlier answer for the same key and body; another body under the same key is a conflict."""
-    if earlier.get("request_hash") != request_hash_now:
-        raise Conflict("this Idempotency-Key was already used with a different request")
+    _same_request(earlier.get("request_hash"), request_hash_now)
     # The answer as it was given, not the case as it is now (it may be decided meanwhile).
     first_answer = {**earlier, "status": "submitted"}
     return {**created(first_answer).model_dump(mode="json"), "replayed": True}
+
+
+def claimed_number(claim: dict[str, Any], request_hash_now: str) -> str:
+    """The case number an idempotency key was claimed for, if it was claimed for this body."""
+    _same_request(claim.get("request_hash"), request_hash_now)
+    return str(claim["case_no"])
+
+
+def _same_request(hash_then: str | None, hash_now: str) -> None:
+    if hash_then != hash_now:
+        raise Conflict("this Idempotency-Key was already used with a different request")
 
 
 def case_number(department_code: str, day: date, sequence: int) -> str:

@@ -90,6 +90,9 @@ class IntakeService:
         today = cases.local_date(now)
         sequence = self.store.next_sequence(f"{item.department_code}-{today:%Y%m%d}")
         case_no = cases.case_number(item.department_code, today, sequence)
+        if key:
+            # One case number per key, ever: a retry completes the number of a request that died.
+            case_no = cases.claimed_number(self.store.claim_key(key, case_no, request_hash), request_hash)
         doc, payload_event = cases.new_case(case_no, item, who, applicant["name"], request, now)
         doc.update({"idempotency_key": key or f"none:{case_no}", "request_hash": request_hash})
         event = new_event(payload_event, producer=self.name)

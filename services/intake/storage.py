@@ -47,6 +47,10 @@ class IntakeStore:
         self.facts = db["supervision_facts"]
         self.document_chunks = db["document_chunks"]
         self.deadlines = db["deadline_index"]
+        # Idempotency key -> the case number it stands for: found by _id (a filter on the cases'
+        # key field is a full scan on FerretDB, which every submission would pay).
+        self.case_keys = db["case_keys"]
+        self.migrations = db["migrations"]
         self.outbox = OutboxCollection(self.cases)
 
     def ensure_indexes(self) -> None:
@@ -62,12 +66,36 @@ class IntakeStore:
         self.facts.create_index([("department_code", ASCENDING), ("day", ASCENDING)])
         self.cases.create_index([("deadline_provisional", ASCENDING)])
         self.cases.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
+        self._index_case_keys()
+
+    def _index_case_keys(self) -> None:
+        """Once per store: claims for the keys of cases stored before claims existed (one scan)."""
+        if self.migrations.find_one({"_id": "case_keys"}) is not None:
+            return
+        for case in self.cases.find({}, {"idempotency_key": 1, "request_hash": 1}):
+            key = case.get("idempotency_key") or ""
+            if key and not key.startswith("none:"):
+                claim = {"case_no": case["_id"], "request_hash": case.get("request_hash")}
+                self.case_keys.update_one({"_id": key}, {"$setOnInsert": claim}, upsert=True)
+        self.migrations.update_one({"_id": "case_keys"}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
 
     def next_sequence(self, key: str) -> int:
         counter = self.counters.find_one_and_update(
             {"_id": key}, {"$inc": {"value": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
         return int(counter["value"])
+
+    def claim_key(self, key: str, case_no: str, request_hash: str) -> dict[str, Any]:
+        """What an idempotency key stands for: {case_no, request_hash}, ours when the key is new,
+        else an earlier request's (whose case may not be stored yet: in flight, or it died)."""
+        claim = {"case_no": case_no, "request_hash": request_hash}
+        try:
+            found = self.case_keys.find_one_and_update(
+                {"_id": key}, {"$setOnInsert": claim}, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:  # a concurrent claim inserted it first
+            found = self.case_keys.find_one({"_id": key})
+        return found
 
     def insert_case(self, doc: dict[str, Any], events: list[Envelope]) -> bool:
         """Insert; False when another case already holds the same idempotency key."""
@@ -201,7 +229,10 @@ class IntakeStore:
         return {d["_id"] for d in found}
 
     def by_idempotency_key(self, key: str) -> dict[str, Any] | None:
-        return self.cases.find_one({"idempotency_key": key}, {"outbox": 0})
+        claim = self.case_keys.find_one({"_id": key})
+        if claim is None:
+            return None
+        return self.cases.find_one({"_id": claim["case_no"], "idempotency_key": key}, {"outbox": 0})
 
     def get(self, case_no: str) -> dict[str, Any] | None:
         return self.cases.find_one({"_id": case_no}, {"outbox": 0})

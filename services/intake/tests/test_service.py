@@ -50,6 +50,7 @@ def store():
     store.next_sequence.return_value = 7
     store.insert_case.return_value = True
     store.by_idempotency_key.return_value = None
+    store.claim_key.side_effect = lambda key, case_no, request_hash: {"case_no": case_no, "request_hash": request_hash}
     store.get.return_value = None
     store.list_for_applicant.return_value = ([], 0)
     # Every document offered in these tests is the applicant's own complete upload.
@@ -393,6 +394,32 @@ def test_losing_a_concurrent_insert_with_another_body_is_a_conflict(service, sto
     with pytest.raises(Conflict):
         service.submit_case(CITIZEN, submission(), "retry-1")
     events.publish.assert_not_called()
+
+
+def test_a_key_claimed_by_a_request_that_died_gets_that_requests_case_number(service, store, events):
+    # The earlier request claimed the key and died before storing its case: the retry stores it.
+    body_hash = cases.request_hash(SubmitCase.model_validate(submission()))
+    store.claim_key.side_effect = None
+    store.claim_key.return_value = {"case_no": "620524MZ-20261122-000003", "request_hash": body_hash}
+    result = service.submit_case(CITIZEN, submission(), "retry-1")
+    assert store.claim_key.call_args.args == ("u-citizen:retry-1", "620524MZ-20261123-000007", body_hash)
+    doc, _ = store.insert_case.call_args.args
+    assert doc["_id"] == doc["case_no"] == result["case_no"] == "620524MZ-20261122-000003"
+    assert result["replayed"] is False
+
+
+def test_a_key_claimed_for_another_body_is_a_conflict_before_anything_is_stored(service, store, events):
+    store.claim_key.side_effect = None
+    store.claim_key.return_value = {"case_no": "620524MZ-20261122-000003", "request_hash": "0" * 64}
+    with pytest.raises(Conflict):
+        service.submit_case(CITIZEN, submission(), "retry-1")
+    store.insert_case.assert_not_called()
+    events.publish.assert_not_called()
+
+
+def test_a_submission_without_a_key_claims_nothing(service, store):
+    service.submit_case(CITIZEN, submission())
+    store.claim_key.assert_not_called()
 
 
 @pytest.mark.parametrize("header", ["", "   ", "k" * 201])
