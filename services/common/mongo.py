@@ -7,6 +7,8 @@ provider hands a worker an instance of the service's store bound to its database
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pymongo
@@ -78,6 +80,14 @@ class Storage(DependencyProvider):
                 store.ensure_indexes()
                 self.store = store
         return self.store
+
+
+def run_once(db: Database, name: str, migrate: Callable[[], None]) -> None:
+    """Run a store migration once per database (recorded in `migrations`); idempotent `migrate`
+    functions only, as processes starting together may each run it before the record is written."""
+    if db["migrations"].find_one({"_id": name}) is None:
+        migrate()
+        db["migrations"].update_one({"_id": name}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
 
 
 # --- read models kept in documents of entries: shared update shapes ---------------------------------

@@ -12,7 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
-from services.common.mongo import absent_or_below, update_entry
+from services.common.mongo import absent_or_below, run_once, update_entry
 from services.common.outbox import OutboxCollection
 from services.intake.lifecycle import TASK_STATUSES, Change
 from services.intake.task_board import TaskBoard
@@ -50,7 +50,6 @@ class IntakeStore:
         # Idempotency key -> the case number it stands for: found by _id (a filter on the cases'
         # key field is a full scan on FerretDB, which every submission would pay).
         self.case_keys = db["case_keys"]
-        self.migrations = db["migrations"]
         self.outbox = OutboxCollection(self.cases)
 
     def ensure_indexes(self) -> None:
@@ -66,18 +65,14 @@ class IntakeStore:
         self.facts.create_index([("department_code", ASCENDING), ("day", ASCENDING)])
         self.cases.create_index([("deadline_provisional", ASCENDING)])
         self.cases.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
-        self._index_case_keys()
+        run_once(self.cases.database, "case_keys", self._claim_keys_of_older_cases)
 
-    def _index_case_keys(self) -> None:
-        """Once per store: claims for the keys of cases stored before claims existed (one scan)."""
-        if self.migrations.find_one({"_id": "case_keys"}) is not None:
-            return
+    def _claim_keys_of_older_cases(self) -> None:
         for case in self.cases.find({}, {"idempotency_key": 1, "request_hash": 1}):
             key = case.get("idempotency_key") or ""
             if key and not key.startswith("none:"):
                 claim = {"case_no": case["_id"], "request_hash": case.get("request_hash")}
                 self.case_keys.update_one({"_id": key}, {"$setOnInsert": claim}, upsert=True)
-        self.migrations.update_one({"_id": "case_keys"}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
 
     def next_sequence(self, key: str) -> int:
         counter = self.counters.find_one_and_update(
