@@ -24,6 +24,9 @@ class IdentityStore:
         self.sessions = db["sessions"]
         self.refresh_tokens = db["refresh_tokens"]
         self.login_failures = db["login_failures"]
+        # Login names -> user: `<login_key>` and `phone:<phone_key>`, found by _id (a filter on the
+        # users' keys is a full scan on FerretDB, which every login would pay).
+        self.logins = db["user_logins"]
         self.certificates = db["certificates"]
         # Each user's certificate ids (`<user_id>` -> {ids: {id: issued_at}}): found by _id, where
         # filtering certificates by user is a full scan on FerretDB, and every case asks it.
@@ -50,6 +53,11 @@ class IdentityStore:
         for outbox in self.outboxes:
             outbox.ensure_indexes()
         run_once(self.users.database, "user_certificates", self._index_older_certificates)
+        run_once(self.users.database, "user_logins", self._index_older_logins)
+
+    def _index_older_logins(self) -> None:
+        for user in self.users.find({}, {"login_key": 1, "phone_key": 1}):
+            self._index_logins(user)
 
     def _index_older_certificates(self) -> None:
         for doc in self.certificates.find({}, {"user_id": 1, "issued_at": 1}):
@@ -61,15 +69,28 @@ class IdentityStore:
         try:
             self.users.insert_one(doc)
         except DuplicateKeyError:
-            # The server does not say which unique index fired; ask.
-            taken = self.users.count_documents({"login_key": doc["login_key"]}, limit=1) > 0
-            field = login_field if taken else "phone"
+            # The server does not say which unique index fired; ask (rare, so a scan is fine), and
+            # index the holders' logins: a registration that died before doing so is repaired.
+            query = {"$or": [{"login_key": doc["login_key"]}, {"phone_key": doc["phone_key"]}]}
+            holders = list(self.users.find(query, {"login_key": 1, "phone_key": 1}))
+            for holder in holders:
+                self._index_logins(holder)
+            field = login_field if any(h["login_key"] == doc["login_key"] for h in holders) else "phone"
             raise Conflict(
                 f"{field} is already registered", [{"field": field, "issue": "already registered"}]
             ) from None
+        self._index_logins(doc)
+
+    def _index_logins(self, user: dict[str, Any]) -> None:
+        for name in (user["login_key"], f"phone:{user['phone_key']}"):
+            self.logins.update_one({"_id": name}, {"$set": {"user_id": user["_id"]}}, upsert=True)
 
     def find_by_login(self, keys: list[str], phone: str) -> dict[str, Any] | None:
-        return self.users.find_one({"$or": [{"login_key": {"$in": keys}}, {"phone_key": phone}]})
+        for name in (*keys, f"phone:{phone}"):
+            login = self.logins.find_one({"_id": name})
+            if login is not None:
+                return self.users.find_one({"_id": login["user_id"]})
+        return None
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.users.find_one({"_id": user_id}, {"outbox": 0})
@@ -79,7 +100,7 @@ class IdentityStore:
         return sorted(doc["_id"] for doc in found)
 
     def login_key_exists(self, login_key: str) -> bool:
-        return self.users.count_documents({"login_key": login_key}, limit=1) > 0
+        return self.logins.find_one({"_id": login_key}, {"_id": 1}) is not None
 
     def raise_assurance(self, user_id: str, from_level: int, to_level: int, event: Envelope) -> bool:
         """Set the new level if it is still `from_level` (a concurrent raise wins once)."""
