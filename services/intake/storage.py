@@ -61,7 +61,7 @@ class IntakeStore:
         # Every case has a key ("none:<case_no>" without a header): the server has no partial indexes.
         self.cases.create_index([("idempotency_key", ASCENDING)], unique=True)
         self.outbox.ensure_indexes()
-        self.document_chunks.create_index([("document_id", ASCENDING), ("n", ASCENDING)])
+        self.document_chunks.create_index([("document_id", ASCENDING), ("n", ASCENDING)])  # for MongoDB's tools
         self.facts.create_index([("department_code", ASCENDING), ("day", ASCENDING)])
         self.cases.create_index([("deadline_provisional", ASCENDING)])
         self.cases.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
@@ -199,14 +199,18 @@ class IntakeStore:
     def document(self, document_id: str) -> dict[str, Any] | None:
         return self.documents.find_one({"_id": document_id})
 
+    # Chunks are found by _id (`<document_id>:<n>`): a filter on document_id is a full scan on
+    # FerretDB, over every upload's bytes. The document records which chunks arrived.
     def add_chunk(self, document_id: str, n: int, data: bytes) -> None:
         # Keyed by position: a retried chunk replaces itself instead of duplicating.
         self.document_chunks.replace_one(
-            {"_id": f"{document_id}:{n:06d}"}, {"document_id": document_id, "n": n, "data": Binary(data)}, upsert=True
+            {"_id": _chunk_id(document_id, n)}, {"document_id": document_id, "n": n, "data": Binary(data)}, upsert=True
         )
+        # After the chunk is in: the record never claims a chunk that is not stored.
+        self.documents.update_one({"_id": document_id}, {"$set": {f"received.{n}": True}})
 
     def chunk_count(self, document_id: str) -> int:
-        return self.document_chunks.count_documents({"document_id": document_id})
+        return len((self.document(document_id) or {}).get("received") or {})
 
     def finish_document(self, document_id: str, fields: dict[str, Any]) -> bool:
         result = self.documents.update_one(
@@ -215,13 +219,15 @@ class IntakeStore:
         return result.modified_count == 1
 
     def drop_document(self, document_id: str) -> None:
-        self.document_chunks.delete_many({"document_id": document_id})
+        # Chunks are sent in order: the one after the last recorded may be stored, unrecorded.
+        for n in range(self.chunk_count(document_id) + 1):
+            self.document_chunks.delete_one({"_id": _chunk_id(document_id, n)})
         self.documents.delete_one({"_id": document_id})
 
     def owned_documents(self, owner: str, document_ids: list[str]) -> set[str]:
-        """Which of these are complete documents of this owner."""
-        found = self.documents.find({"_id": {"$in": document_ids}, "owner": owner, "status": "complete"}, {"_id": 1})
-        return {d["_id"] for d in found}
+        """Which of these are complete documents of this owner (one _id lookup each: a case offers a few)."""
+        found = (self.documents.find_one({"_id": d}, {"owner": 1, "status": 1}) for d in dict.fromkeys(document_ids))
+        return {d["_id"] for d in found if d is not None and d["owner"] == owner and d["status"] == "complete"}
 
     def by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         claim = self.case_keys.find_one({"_id": key})
@@ -312,6 +318,10 @@ class IntakeStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """From the department's task board, earliest deadline first."""
         return self.task_board.page(department_code, statuses, skip, limit)
+
+
+def _chunk_id(document_id: str, n: int) -> str:
+    return f"{document_id}:{n:06d}"
 
 
 def _deadline_bucket(day: str, case_no: str) -> str:
