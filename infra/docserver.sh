@@ -21,13 +21,28 @@ LOG_FILE="$YIWANG_STATE_DIR/docserver-$PORT.log"
 BIN_PREFIX="$YIWANG_CACHE_DIR/yiwang-docserver"
 KEEP_BINARIES=5
 
-# Content hash of the sources: a changed *.go/go.mod/go.sum gives a new binary name.
+# Content hash of the sources: a changed *.go/go.mod/go.sum or patch gives a new binary name.
 src_hash() {
     local f
-    for f in main.go go.mod go.sum; do
+    for f in main.go go.mod go.sum patch_ferretdb.sh; do
         [ -f "$SRC_DIR/$f" ] || yw_die "missing $SRC_DIR/$f"
     done
-    (cd "$SRC_DIR" && sha256sum ./*.go go.mod go.sum) | sha256sum | cut -c1-16
+    (cd "$SRC_DIR" && sha256sum ./*.go go.mod go.sum patch_ferretdb.sh) | sha256sum | cut -c1-16
+}
+
+# patched_modfile GO DIR: FerretDB's module (downloaded and verified against go.sum) copied into DIR
+# and patched (patch_ferretdb.sh), and DIR/go.mod: our go.mod with a replace pointing there.
+patched_modfile() {
+    local go="$1" dir="$2" module source
+    module="github.com/FerretDB/FerretDB@$(awk '$1 == "github.com/FerretDB/FerretDB" {print $2}' "$SRC_DIR/go.mod")"
+    source="$(cd "$SRC_DIR" && GOFLAGS=-mod=readonly "$go" mod download -json "$module" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -d "$source" ] || yw_die "go mod download $module gave no directory"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp -R "$source" "$dir/ferretdb" && chmod -R u+w "$dir/ferretdb"
+    "$SRC_DIR/patch_ferretdb.sh" "$dir/ferretdb" || yw_die "patching FerretDB failed"
+    cp "$SRC_DIR/go.mod" "$dir/go.mod" && cp "$SRC_DIR/go.sum" "$dir/go.sum"
+    echo "replace github.com/FerretDB/FerretDB => $dir/ferretdb" >>"$dir/go.mod"
 }
 
 bin_path() {
@@ -48,14 +63,15 @@ cmd_build() {
     start=$SECONDS
     # -mod=readonly: go.mod/go.sum are committed and must not be rewritten by the build;
     # missing modules are downloaded from the module proxy and verified against go.sum.
-    if ! (cd "$SRC_DIR" &&
+    # -modfile: the same, with FerretDB replaced by its patched copy (patch_ferretdb.sh).
+    if ! (patched_modfile "$go" "$tmp.src" && cd "$SRC_DIR" &&
         CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
-            "$go" build -trimpath -o "$tmp" .) >"$tmp.log" 2>&1; then
+            "$go" build -modfile="$tmp.src/go.mod" -trimpath -o "$tmp" .) >"$tmp.log" 2>&1; then
         cat "$tmp.log" >&2
-        rm -f "$tmp" "$tmp.log"
+        rm -rf "$tmp" "$tmp.log" "$tmp.src"
         yw_die "go build in $SRC_DIR failed (output above)"
     fi
-    rm -f "$tmp.log"
+    rm -rf "$tmp.log" "$tmp.src"
     chmod 755 "$tmp"
     mv -f "$tmp" "$bin"
     echo "docserver: built in $((SECONDS - start))s" >&2

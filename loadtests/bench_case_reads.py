@@ -1,4 +1,4 @@
-"""Benchmark: the three hot reads with many cases in the store, over HTTP through the gateway.
+"""Benchmark: the three hot reads and a submission with many cases in the store, over HTTP through the gateway.
 
     make bench-cases                      # 1,000,000 cases (default)
     python -m loadtests.bench_case_reads --cases 50000 --requests 20
@@ -6,8 +6,9 @@
 Starts its own system (own vhost, databases and port), bulk-loads synthetic cases straight into
 intake's database (spread over 2,000 applicants and the seeded departments), registers one
 applicant and one reviewer whose cases are among them, then times "my cases"
-(`GET /api/v1/cases`), "a case by number" (`GET /api/v1/cases/{no}`) and "the reviewer's task list"
-(`GET /api/v1/review/tasks`), and prints p50/p95 per read with the machine it ran on.
+(`GET /api/v1/cases`), "a case by number" (`GET /api/v1/cases/{no}`), "the reviewer's task list"
+(`GET /api/v1/review/tasks`) and a submission (`POST /api/v1/cases`, decided automatically), and
+prints p50/p95 of each with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pymongo
 import requests
 
 from infra import system
+from loadtests.bench_tracing import ALLOWANCE, FORM
 from services.identity.first_admin import first_admin_password
 from services.intake.storage import DEADLINE_SHARDS, VIEW_FIELDS
 from services.intake.task_board import slot_of
@@ -34,6 +36,7 @@ from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_p
 
 DEPARTMENT = "620524GA"
 ITEM = {"item_code": "62052400GA-QR-0001", "item_name": "居民身份证换领", "department_code": DEPARTMENT}
+SUBMISSION = {"item_code": ALLOWANCE, "form": FORM}
 STATUSES = ["submitted", "accepted", "resubmitted", "approved", "rejected", "withdrawn"]
 
 
@@ -129,11 +132,15 @@ def log_in(base: str, username: str, password: str) -> str:
     return response.json()["access_token"]
 
 
-def timed(session: requests.Session, url: str, headers: dict, count: int) -> list[float]:
+def timed(session: requests.Session, url: str, headers: dict, count: int, body: dict | None = None) -> list[float]:
+    """GET `url` `count` times, or POST `body` when given."""
     latencies = []
     for _ in range(count):
         started = time.perf_counter()
-        response = session.get(url, headers=headers, timeout=600)
+        if body is None:
+            response = session.get(url, headers=headers, timeout=600)
+        else:
+            response = session.post(url, json=body, headers=headers, timeout=600)
         latencies.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
     return latencies
@@ -196,6 +203,10 @@ def main() -> None:
             ),
             "reviewer tasks": timed(
                 session, f"{base}/api/v1/review/tasks", {"Authorization": f"Bearer {reviewer}"}, args.requests
+            ),
+            # A write among them: what a submission costs with this many cases stored.
+            "submit (秒批)": timed(
+                session, f"{base}/api/v1/cases", {"Authorization": f"Bearer {token}"}, args.requests, SUBMISSION
             ),
         }
         print(f"\ncase reads with {args.cases:,} cases in the store, {args.requests} requests each, one client")

@@ -5,6 +5,8 @@
 // which restores MongoDB's single-document update atomicity; id_index.go makes _id lookups use
 // an index. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default);
 // gc.go tunes Go's garbage collector for FerretDB's allocation rate.
+// FerretDB itself is built patched (patch_ferretdb.sh, applied by infra/docserver.sh build): a
+// filter with conditions beside a string _id is narrowed to that _id, not a scan of the collection.
 package main
 
 import (
