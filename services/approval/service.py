@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from nameko.timer import timer
 
-from contracts.catalog import PublishedItem
 from contracts.envelope import Envelope, new_event
 from contracts.events import CaseSubmitted
 from contracts.identity import ApplicantProfile
 from services.approval import deciding
 from services.approval.storage import ApprovalStore
 from services.common.consuming import consumes
+from services.common.item_versions import ItemVersions
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
@@ -26,6 +26,7 @@ class ApprovalService:
     store: ApprovalStore = Storage(ApprovalStore)
     events = EventPublisher()
     catalog = ServiceRpc("catalog")
+    item_versions = ItemVersions()
     identity = ServiceRpc("identity")
 
     @consumes("intake", CaseSubmitted)
@@ -34,7 +35,8 @@ class ApprovalService:
         if self.store.has_decided(submitted.case_no):
             return  # redelivery: the decision and its event are already stored (the relay publishes)
         # The rules of the version the case was submitted under, not today's.
-        item = PublishedItem.model_validate(call(self.catalog.get_item, submitted.item_code, submitted.item_version))
+        code, version = submitted.item_code, submitted.item_version
+        item = self.item_versions.get(code, version, lambda: call(self.catalog.get_item, code, version))
         profile = ApplicantProfile.model_validate(call(self.identity.applicant_profile, submitted.applicant_id))
         outcome = deciding.decide(item, profile, submitted)
         event = new_event(outcome, producer=self.name)

@@ -10,6 +10,7 @@ from services.approval.service import ApprovalService
 from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
 from services.common.errors import NotFound, Unavailable
+from services.common.item_versions import ItemVersionCache
 
 
 def seed_item(code):
@@ -86,7 +87,14 @@ def events():
 
 @pytest.fixture
 def service(store, catalog, identity, events):
-    return worker_factory(ApprovalService, store=store, catalog=catalog, identity=identity, events=events)
+    return worker_factory(
+        ApprovalService,
+        store=store,
+        catalog=catalog,
+        identity=identity,
+        events=events,
+        item_versions=ItemVersionCache(),
+    )
 
 
 def _recorded(store):
@@ -222,3 +230,10 @@ def test_ping_and_relay(service, store, events):
     assert service.ping() == "pong"
     service.relay_outbox()
     events.relay.assert_called_once_with(store.outbox)
+
+
+def test_a_version_is_asked_of_catalog_once_per_process(service, catalog, store):
+    for _ in range(3):
+        service.on_case_submitted(submitted_event().model_dump(mode="json"))
+    assert store.record.call_count == 3
+    catalog.get_item.call_async.assert_called_once_with(ALLOWANCE["item_code"], 3)
