@@ -8,6 +8,7 @@ from typing import Any
 import amqp.exceptions
 import eventlet
 import kombu.exceptions
+from nameko.amqp.publish import Publisher
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies, UnknownService
 from nameko.rpc import ReplyListener, RpcConsumer
 from nameko.rpc import Rpc as NamekoRpc
@@ -63,12 +64,36 @@ class StartupSafeReplyListener(ReplyListener):
             self.pending.clear()
 
 
+class DeclareOncePublisher(Publisher):
+    """Declares what it was given to declare (the reply queue) with its first message only.
+
+    kombu remembers declaring a queue only when it has no expiry, and nameko's reply queues expire
+    when unused, so nameko declared the reply queue, its exchange and its binding (three round
+    trips to the broker) before every request. The reply listener declares its queue whenever it
+    (re)connects, and replies to a queue that is gone are already told as 'unavailable'."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first_only, self.declare = self.declare, []
+        self._declared = False
+
+    def publish(self, payload: Any, **kwargs: Any) -> Any:
+        if self._declared:
+            return super().publish(payload, **kwargs)
+        kwargs["declare"] = [*kwargs.get("declare", ()), *self._first_only]
+        result = super().publish(payload, **kwargs)
+        self._declared = True
+        return result
+
+
 class ServiceRpc(NamekoServiceRpc):
     """`ServiceRpc` with the startup-safe reply listener; use it instead of nameko's. A request that
     cannot be published is retried briefly (a stale connection is replaced at once), then given
-    up: a caller hears 'unavailable' in about a second instead of after kombu's default retries."""
+    up: a caller hears 'unavailable' in about a second instead of after kombu's default retries.
+    The reply queue is declared with the first request, not with each (DeclareOncePublisher)."""
 
     reply_listener = StartupSafeReplyListener()
+    publisher_cls = DeclareOncePublisher
 
     def __init__(self, target_service: str, **options: Any) -> None:
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)

@@ -8,11 +8,13 @@ from typing import Any
 import kombu.exceptions
 import pymongo.errors
 import pytest
+from kombu import Queue
+from nameko.amqp.publish import Publisher
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies
 from nameko.rpc import ReplyListener, RpcConsumer
 
 from services.common.errors import Unavailable
-from services.common.rpc import ReplySafeRpcConsumer, StartupSafeReplyListener, call
+from services.common.rpc import DeclareOncePublisher, ReplySafeRpcConsumer, ServiceRpc, StartupSafeReplyListener, call
 
 
 class Method:
@@ -96,3 +98,20 @@ def test_lost_replies_fail_their_callers_not_the_process(monkeypatch: pytest.Mon
     listener.check_for_lost_replies()
     assert isinstance(waiting.error, Unavailable)
     assert listener.pending == {}
+
+
+def test_the_reply_queue_is_declared_with_the_first_request_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    declared: list[list[str]] = []
+
+    def publish(self: Publisher, payload: Any, **kwargs: Any) -> None:
+        # What nameko's Publisher declares: its own list, plus the call's.
+        declared.append([q.name for q in [*self.declare, *kwargs.get("declare", ())]])
+
+    monkeypatch.setattr(Publisher, "publish", publish)
+    reply_queue, other = Queue("rpc.reply-x"), Queue("other")
+    publisher = DeclareOncePublisher("memory://", declare=[reply_queue])
+    for _ in range(3):
+        publisher.publish({"n": 1})
+    publisher.publish({"n": 2}, declare=[other])
+    assert declared == [["rpc.reply-x"], [], [], ["other"]]
+    assert ServiceRpc("catalog").publisher_cls is DeclareOncePublisher
