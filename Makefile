@@ -14,7 +14,7 @@ YIWANG_RABBIT_MGMT_PORT ?= 15672
 NAMEKO_TEST := HYPOTHESIS_NO_PLUGINS=1 $(BIN)/nameko test --amqp-uri amqp://guest:guest@127.0.0.1:$(YIWANG_AMQP_PORT)/ \
 	--rabbit-api-uri http://guest:guest@127.0.0.1:$(YIWANG_RABBIT_MGMT_PORT)
 
-.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench bench-cpu loadtest deadletters test test-go test-unit test-integration test-e2e test-faults audit-deps lint format schemas lock infra-stop up down logs test-docker
+.PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench bench-sustain bench-cpu loadtest deadletters test test-go test-unit test-integration test-e2e test-faults audit-deps lint format schemas lock infra-stop up down logs test-docker
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -105,6 +105,9 @@ bench-tracing: venv provision ## Case throughput with tracing on and off in one 
 
 bench: venv provision ## The machine's ceiling (broker, document server), the case path's throughput, and its share
 	$(BIN)/python -m loadtests.bench_ceiling --seconds $(or $(DURATION),20)
+
+bench-sustain: venv provision ## The case path at RATE cases/s for DURATION seconds [600], judged by every SLO (exit 1 on a miss)
+	$(BIN)/python -m loadtests.bench_ceiling --sustain $(or $(RATE),8) --seconds $(or $(DURATION),600)
 
 bench-cpu: venv provision ## CPU per case of each process (closed loop) for a system started with the environment's settings
 	$(BIN)/python -m loadtests.bench_cpu

@@ -14,6 +14,11 @@ share of the other, in one run on one machine.
 
     make bench                              # 20 s per part
     python -m loadtests.bench_ceiling --seconds 60
+
+4. `--sustain RATE` instead (`make bench-sustain RATE=8 DURATION=600`): one open-loop run at that
+   rate for `--seconds`, judged by every objective: submit p99, errors, and, from the timestamps
+   the system stores for every case of the run, submission to decision and to the applicant's
+   notification of it (p95 <= 2 s). Exits 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import statistics
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pymongo
@@ -33,6 +39,7 @@ import requests
 from kombu import Connection, Exchange, Queue
 
 from infra import system
+from loadtests import slo
 from loadtests.bench_tracing import ALLOWANCE, FORM, applicants, drive
 from loadtests.own_system import own_system
 from tests.support import MGMT_AUTH, MGMT_URL, MONGO_URI, create_vhost, delete_vhost
@@ -152,6 +159,7 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
 
     due: queue.Queue = queue.Queue()
     latencies: list[float] = []
+    accepted: list[str] = []
     errors = [0]
     lock = threading.Lock()
 
@@ -169,6 +177,9 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
                 ok = response.status_code == 201
             except requests.RequestException:
                 ok = False
+            if ok:
+                with lock:
+                    accepted.append(response.json()["case_no"])
             with lock:
                 latencies.append(time.monotonic() - when)
                 errors[0] += not ok
@@ -193,6 +204,7 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
         "errors": errors[0],
         "p99_ms": p99,
         "p50_ms": statistics.median(ordered) * 1000,
+        "accepted": accepted,
     }
 
 
@@ -231,11 +243,74 @@ def case_path(seconds: float, clients: int, span_dir: Path) -> dict:
         return result
 
 
+def decided_and_notified(mongo: pymongo.MongoClient, prefix: str, case_nos: list[str]) -> dict[str, list[float]]:
+    """Seconds from submission to decision and to the decision's notification, per case, from the
+    stores of intake and notification (a case not yet decided or told counts in neither)."""
+    cases = mongo[f"{prefix}_intake"].cases
+    notes = mongo[f"{prefix}_notification"].notifications
+    submitted, decided, notified = {}, [], []
+    for case in cases.find({}, {"submitted_at": 1, "decision": 1}):
+        submitted[case["_id"]] = case["submitted_at"]
+        if case.get("decision"):
+            decided.append((_moment(case["decision"]["decided_at"]) - case["submitted_at"]).total_seconds())
+    told = {"case.approved.v1", "case.rejected.v1"}
+    for note in notes.find({}, {"case_no": 1, "type": 1, "created_at": 1}):
+        if note.get("type") in told and note.get("case_no") in submitted:
+            notified.append((_moment(note["created_at"]) - submitted[note["case_no"]]).total_seconds())
+    wanted = set(case_nos)
+    return {"decided": decided, "notified": notified, "missing": len(wanted - set(submitted))}
+
+
+def _moment(value: datetime | str) -> datetime:
+    """A stored time: a BSON date, or ISO text inside a contract dumped as JSON (a decision)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def sustain(rate: float, seconds: float, clients: int) -> int:
+    """One open-loop run at `rate` for `seconds`, judged by every objective; 1 when one is missed."""
+    env = {"YIWANG_LOGIN_ADDRESS_LIMIT": "10000"}
+    with own_system("bench", system.RUN_DIR / "bench-sustain", **env) as own:
+        mongo = pymongo.MongoClient(MONGO_URI, tz_aware=True)
+        tokens = applicants(own.base_url, clients)
+        step = at_rate(own.base_url, tokens, rate, seconds)
+        time.sleep(10)  # the last cases' decisions and notifications
+        times = decided_and_notified(mongo, own.db_prefix, step["accepted"])
+    decided_p95 = percentile(times["decided"], 0.95)
+    notified_p95 = percentile(times["notified"], 0.95)
+    verdicts = {
+        f"submit p99 {step['p99_ms']:.0f} ms <= {SUBMIT_P99_MS:.0f} ms": step["p99_ms"] <= SUBMIT_P99_MS,
+        f"errors {step['errors']} of {step['requests']} <= 0.1%": step["errors"] <= MAX_ERROR_RATIO * step["requests"],
+        f"decided p95 {decided_p95:.2f} s <= 2 s ({len(times['decided'])} cases)": decided_p95 <= 2.0,
+        f"notified p95 {notified_p95:.2f} s <= 2 s ({len(times['notified'])} cases)": notified_p95 <= 2.0,
+        f"every accepted case stored ({times['missing']} missing)": times["missing"] == 0,
+    }
+    print(
+        f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    print(
+        f"{rate:g} cases/s for {seconds:.0f} s ({clients} applicants): {step['requests']} submitted, "
+        f"p50 {step['p50_ms']:.0f} ms, p99 {step['p99_ms']:.0f} ms; decided p50 "
+        f"{percentile(times['decided'], 0.5):.2f} s, notified p50 {percentile(times['notified'], 0.5):.2f} s"
+    )
+    for verdict, met in verdicts.items():
+        print(f"  {'met ' if met else 'MISSED'}  {verdict}")
+    return 0 if all(verdicts.values()) else 1
+
+
+def percentile(values: list[float], share: float) -> float:
+    """As the load test's, with no value at all counting as missed."""
+    found = slo.percentile(values, share)
+    return float("inf") if found is None else found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--sustain", type=float, metavar="RATE", help="one run at RATE cases/s, judged by the SLOs")
     args = parser.parse_args()
+    if args.sustain:
+        raise SystemExit(sustain(args.sustain, args.seconds, args.clients))
     broker = broker_ceiling(args.seconds)
     docs = docserver_ceiling(args.seconds)
     path = case_path(args.seconds, args.clients, system.RUN_DIR / "bench-ceiling-spans")
