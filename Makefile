@@ -106,8 +106,8 @@ bench-tracing: venv provision ## Case throughput with tracing on and off in one 
 bench: venv provision ## The machine's ceiling (broker, document server), the case path's throughput, and its share
 	$(BIN)/python -m loadtests.bench_ceiling --seconds $(or $(DURATION),20)
 
-bench-sustain: venv provision ## The case path at RATE cases/s for DURATION seconds [600], judged by every SLO (exit 1 on a miss)
-	$(BIN)/python -m loadtests.bench_ceiling --sustain $(or $(RATE),8) --seconds $(or $(DURATION),600)
+bench-sustain: venv provision ## The case path at RATE cases/s for DURATION seconds [600] from CLIENTS applicants [200], judged by every SLO (exit 1 on a miss)
+	$(BIN)/python -m loadtests.bench_ceiling --sustain $(or $(RATE),8) --seconds $(or $(DURATION),600) --clients $(or $(CLIENTS),200)
 
 bench-cpu: venv provision ## CPU per case of each process (closed loop) for a system started with the environment's settings
 	$(BIN)/python -m loadtests.bench_cpu

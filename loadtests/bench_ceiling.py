@@ -154,7 +154,8 @@ SUBMIT_P99_MS, MAX_ERROR_RATIO = 300.0, 0.001
 
 
 def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
-    """Submit `rate` cases a second for `seconds`, whatever the answers take (open loop)."""
+    """Submit `rate` cases a second for `seconds`, whatever the answers take (open loop); the
+    applicants take turns, so each gets an equal share of the cases."""
     import queue
 
     due: queue.Queue = queue.Queue()
@@ -163,10 +164,11 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
     errors = [0]
     lock = threading.Lock()
 
-    def worker(token: str) -> None:
+    def worker() -> None:
         session = requests.Session()
-        headers = {"Authorization": f"Bearer {token}"}
-        while (when := due.get()) is not None:
+        while (item := due.get()) is not None:
+            when, token = item
+            headers = {"Authorization": f"Bearer {token}"}
             try:
                 response = session.post(
                     f"{base}/api/v1/cases",
@@ -184,14 +186,14 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
                 latencies.append(time.monotonic() - when)
                 errors[0] += not ok
 
-    threads = [threading.Thread(target=worker, args=(tokens[n % len(tokens)],)) for n in range(64)]
+    threads = [threading.Thread(target=worker) for _ in range(64)]
     for thread in threads:
         thread.start()
     started, count = time.monotonic(), int(rate * seconds)
     for n in range(count):
         when = started + n / rate
         time.sleep(max(0.0, when - time.monotonic()))
-        due.put(when)
+        due.put((when, tokens[n % len(tokens)]))
     for _ in threads:
         due.put(None)
     for thread in threads:
@@ -267,7 +269,9 @@ def _moment(value: datetime | str) -> datetime:
 
 
 def sustain(rate: float, seconds: float, clients: int) -> int:
-    """One open-loop run at `rate` for `seconds`, judged by every objective; 1 when one is missed."""
+    """One open-loop run at `rate` for `seconds`, judged by every objective; 1 when one is missed.
+    `clients` applicants share the cases: a real peak hour has many applicants with a few cases
+    each, and a few with thousands would measure their growing lists instead."""
     env = {"YIWANG_LOGIN_ADDRESS_LIMIT": "10000"}
     with own_system("bench", system.RUN_DIR / "bench-sustain", **env) as own:
         mongo = pymongo.MongoClient(MONGO_URI, tz_aware=True)

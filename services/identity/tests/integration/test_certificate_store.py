@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from contracts.envelope import new_event
 from contracts.events import CertificateIssued
 from services.identity.storage import IdentityStore
@@ -34,13 +32,6 @@ def issued(doc: dict):
         user_id=doc["user_id"],
     )
     return new_event(payload, producer="identity")
-
-
-@pytest.fixture
-def store(mongo_client, db_prefix):
-    store = IdentityStore(mongo_client[f"{db_prefix}_identity"])
-    store.ensure_indexes()
-    return store
 
 
 def test_a_users_certificates_newest_first_and_no_one_elses(store):

@@ -14,13 +14,6 @@ def user(user_id: str, login_key: str, phone: str) -> dict:
     return {"_id": user_id, "login_key": login_key, "phone_key": phone, "name": user_id}
 
 
-@pytest.fixture
-def store(mongo_client, db_prefix):
-    store = IdentityStore(mongo_client[f"{db_prefix}_identity"])
-    store.ensure_indexes()
-    return store
-
-
 def test_a_user_is_found_by_its_login_key_or_phone(store):
     store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
     store.insert_user(user("u2", "staff:li", "staff:u2"), "username")

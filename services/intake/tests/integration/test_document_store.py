@@ -5,18 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from services.intake.storage import IntakeStore
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(mongo_client, db_prefix):
-    store = IntakeStore(mongo_client[f"{db_prefix}_intake"])
-    store.ensure_indexes()
-    return store
 
 
 def uploaded(store: IntakeStore, document_id: str, owner: str, chunks: int, finish: bool = True) -> None:

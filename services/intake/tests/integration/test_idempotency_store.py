@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from services.intake.storage import IntakeStore
-
-
-@pytest.fixture
-def store(mongo_client, db_prefix):
-    store = IntakeStore(mongo_client[f"{db_prefix}_intake"])
-    store.ensure_indexes()
-    return store
 
 
 def stored_case(case_no: str, key: str, request_hash: str = "h1") -> dict:
