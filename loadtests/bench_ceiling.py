@@ -40,7 +40,7 @@ from kombu import Connection, Exchange, Queue
 
 from infra import system
 from loadtests import slo
-from loadtests.bench_tracing import ALLOWANCE, FORM, applicants, drive
+from loadtests.bench_tracing import ALLOWANCE, FORM, applicants, drive, wait_decided, warmed_applicants
 from loadtests.own_system import own_system
 from tests.support import MGMT_AUTH, MGMT_URL, MONGO_URI, create_vhost, delete_vhost
 
@@ -227,17 +227,13 @@ def case_path(seconds: float, clients: int, span_dir: Path) -> dict:
     env = {"YIWANG_SPAN_DIR": str(span_dir), "YIWANG_LOGIN_ADDRESS_LIMIT": "10000"}
     with own_system("bench", system.RUN_DIR / "bench-ceiling", **env) as own:
         mongo = pymongo.MongoClient(MONGO_URI)
-        tokens = applicants(own.base_url, clients)
-        drive(own.base_url, tokens[:2], 3)
+        tokens = warmed_applicants(own.base_url, clients)
         time.sleep(3)
         for path in span_dir.glob("*.jsonl"):
             path.unlink()  # count only what the measured cases cause
         messages_before = messages_published(own.vhost)
         result = drive(own.base_url, tokens, seconds)
-        deadline = time.monotonic() + 120
-        cases = mongo[f"{own.db_prefix}_intake"].cases
-        while time.monotonic() < deadline and cases.count_documents({"status": "approved"}) < result["accepted"]:
-            time.sleep(1)
+        wait_decided(mongo, own.db_prefix, result["accepted"])
         time.sleep(5)  # deliveries and span export
         result["messages"] = messages_published(own.vhost) - messages_before
         result["writes"] = writes_in_spans(span_dir)

@@ -20,7 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra import system
-from loadtests.bench_tracing import applicants, decided_count, drive
+from loadtests.bench_tracing import decided_count, drive, wait_decided, warmed_applicants
 from loadtests.own_system import own_system
 from tests.support import MONGO_URI
 
@@ -61,8 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     with own_system("bench", system.RUN_DIR / "bench-cpu", YIWANG_LOGIN_ADDRESS_LIMIT="10000") as own:
         mongo = pymongo.MongoClient(MONGO_URI)
-        tokens = applicants(own.base_url, args.clients)
-        drive(own.base_url, tokens[:2], 3)
+        tokens = warmed_applicants(own.base_url, args.clients)
         time.sleep(3)
         pids = {name: proc.pid for name, proc in own.running.processes.items()} | shared_processes()
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -70,9 +69,7 @@ def main() -> None:
         commands_before = store_commands(own.running.metrics_ports)
         started = time.monotonic()
         result = drive(own.base_url, tokens, args.seconds)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and decided_count(mongo, own.db_prefix) - decided_before < result["accepted"]:
-            time.sleep(0.5)
+        wait_decided(mongo, own.db_prefix, decided_before + result["accepted"])
         elapsed = time.monotonic() - started
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         commands = store_commands(own.running.metrics_ports)

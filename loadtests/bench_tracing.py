@@ -70,18 +70,29 @@ def decided_count(client: pymongo.MongoClient, prefix: str) -> int:
     return client[f"{prefix}_intake"].cases.count_documents({"status": "approved"})
 
 
+def wait_decided(client: pymongo.MongoClient, prefix: str, count: int, timeout: float = 120) -> int:
+    """Let the asynchronous part (approval, notification) catch up: wait until `count` cases are
+    decided, or `timeout` seconds; returns how many are."""
+    deadline = time.monotonic() + timeout
+    while (decided := decided_count(client, prefix)) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return decided
+
+
+def warmed_applicants(base: str, count: int) -> list[str]:
+    """`applicants`, then a few seconds of cases from two of them: first calls open connections and pools."""
+    tokens = applicants(base, count)
+    drive(base, tokens[:2], 3)
+    return tokens
+
+
 def run_mode(tracing: str, seconds: float, clients: int) -> dict:
     log_dir = system.RUN_DIR / f"bench-tracing-{tracing}"
     with own_system("bench", log_dir, YIWANG_TRACING=tracing, YIWANG_LOGIN_ADDRESS_LIMIT="10000") as own:
         mongo = pymongo.MongoClient(MONGO_URI)
-        tokens = applicants(own.base_url, clients)
-        drive(own.base_url, tokens[:2], 3)  # warm up: first calls open connections and pools
+        tokens = warmed_applicants(own.base_url, clients)
         result = drive(own.base_url, tokens, seconds)
-        # Let the asynchronous part (approval, notification) finish, and count what was decided.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and decided_count(mongo, own.db_prefix) < result["accepted"]:
-            time.sleep(1)
-        result["decided"] = decided_count(mongo, own.db_prefix)
+        result["decided"] = wait_decided(mongo, own.db_prefix, result["accepted"])
         return result
 
 
