@@ -28,6 +28,7 @@ import pymongo
 import requests
 
 from infra import system
+from loadtests import slo
 from loadtests.bench_tracing import ALLOWANCE, FORM
 from services.identity.first_admin import first_admin_password
 from services.intake.storage import DEADLINE_SHARDS, VIEW_FIELDS
@@ -146,11 +147,6 @@ def timed(session: requests.Session, url: str, headers: dict, count: int, body: 
     return latencies
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1_000_000)
@@ -220,7 +216,7 @@ def main() -> None:
         )
         print(f"  document server busy while idle (timers only): {idle_cpu:.0%} of a core, over 60 s")
         for name, values in results.items():
-            p50, p95, mean = percentile(values, 50), percentile(values, 95), statistics.fmean(values)
+            p50, p95, mean = slo.percentile(values, 0.5), slo.percentile(values, 0.95), statistics.fmean(values)
             print(f"  {name:15s} p50 {p50:9.1f} ms   p95 {p95:9.1f} ms   mean {mean:9.1f} ms")
     finally:
         system.stop(running)
