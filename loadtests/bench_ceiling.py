@@ -135,6 +135,24 @@ def docserver_ceiling(seconds: float, writers: int = 8) -> dict[str, float]:
         client.drop_database(db.name)
 
 
+def entry_update_ms(sizes: tuple[int, ...] = (100, 1_000, 10_000), updates: int = 30) -> dict[int, float]:
+    """Milliseconds to set one entry in a document of n entries (one writer): the cost of every
+    read-model and index update, which FerretDB pays in proportion to the whole document."""
+    client = pymongo.MongoClient(MONGO_URI)
+    db = client[f"entries{uuid.uuid4().hex[:6]}"]
+    costs = {}
+    try:
+        for size in sizes:
+            db.docs.insert_one({"_id": size, "cases": {f"620524GA-20261127-{n:06d}": True for n in range(size)}})
+            started = time.perf_counter()
+            for n in range(updates):
+                db.docs.update_one({"_id": size}, {"$set": {f"cases.X-{n:06d}": True}})
+            costs[size] = (time.perf_counter() - started) / updates * 1000
+        return costs
+    finally:
+        client.drop_database(db.name)
+
+
 def messages_published(vhost: str) -> int:
     overview = requests.get(f"{MGMT_URL}/vhosts/{requests.utils.quote(vhost, safe='')}", auth=MGMT_AUTH, timeout=5)
     return int(overview.json().get("message_stats", {}).get("publish", 0))
@@ -313,6 +331,7 @@ def main() -> None:
         raise SystemExit(sustain(args.sustain, args.seconds, args.clients))
     broker = broker_ceiling(args.seconds)
     docs = docserver_ceiling(args.seconds)
+    entries = entry_update_ms()
     path = case_path(args.seconds, args.clients, system.RUN_DIR / "bench-ceiling-spans")
     rate = path["accepted"] / args.seconds
     per_case_messages = path["messages"] / max(1, path["accepted"])
@@ -323,6 +342,13 @@ def main() -> None:
     )
     print(f"ceiling: broker {broker:,.0f} messages/s (persistent, confirmed, consumed with acks)")
     print(f"ceiling: document server {docs['insert']:,.0f} inserts/s, {docs['update']:,.0f} _id updates/s (8 writers)")
+    print(
+        "document server: one entry set in a document of "
+        + " / ".join(f"{size:,}" for size in entries)
+        + " entries: "
+        + " / ".join(f"{ms:.1f}" for ms in entries.values())
+        + " ms"
+    )
     print(
         f"case path: {rate:.1f} cases/s accepted over {args.seconds:.0f} s with {args.clients} clients "
         f"({path['accepted']} accepted, {path['errors']} errors), submit p50 "

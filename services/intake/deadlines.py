@@ -1,8 +1,9 @@
 """What the deadline check does with one watched case: which flags to raise, and whether to stop watching.
 
 Intake watches running cases in a deadline index (see IntakeStore.watch_deadline): entries are
-added whenever a case's deadline is (re)set and removed lazily here, when the check finds the
-case decided, paused for a supplement, moved to another deadline, or already flagged overdue.
+added whenever a case's deadline is (re)set, taken out by the sync that finds the case decided or
+paused for a supplement, and removed here when the check finds one stale (a sync that raced
+another, a case moved to another deadline) or already flagged overdue.
 """
 
 from __future__ import annotations

@@ -127,7 +127,9 @@ class IntakeStore:
         )
 
     # The deadline index: which running cases have their deadline on which day. The periodic check
-    # reads it by _id instead of filtering every case (a full scan on FerretDB). Layout:
+    # reads it by _id instead of filtering every case (a full scan on FerretDB). A case enters it
+    # when a sync finds it running and leaves it when a sync finds it stopped (or when the check
+    # finds it stale: moved to another day, or flagged overdue). Layout:
     # `<day>/<shard>` -> {cases: {case_no: true}}, and `days` -> {days: {<day>: <additions>}}.
     def watch_deadline(self, case_no: str, day: str) -> None:
         bucket = _deadline_bucket(day, case_no)
@@ -262,8 +264,14 @@ class IntakeStore:
         version = case.get("version", 0)
         entry = {field: case.get(field) for field in VIEW_FIELDS}
         owner, department = case["applicant"]["user_id"], case["department_code"]
-        if case["status"] in TASK_STATUSES and case.get("deadline"):
-            self.watch_deadline(case_no, case["deadline"])
+        if case.get("deadline"):
+            # Only running cases stay in the deadline index: a decided case (most are decided in
+            # seconds by the rules) leaves it at once instead of when its day comes, so its buckets
+            # hold the cases still waiting, not every case of a day.
+            if case["status"] in TASK_STATUSES:
+                self.watch_deadline(case_no, case["deadline"])
+            else:
+                self.unwatch(case["deadline"], case_no)
         self._put_applicant_entry(owner, case_no, entry, version)
         is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
         self.task_board.sync(department, case_no, entry, is_task)

@@ -1,0 +1,64 @@
+"""The deadline index on the real server: a case is in it while it runs and leaves it with the sync
+that finds it stopped (decided, withdrawn, waiting for a supplement), not weeks later when the
+check reaches its day."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+DAY = "2099-03-02"
+
+
+def running_case(case_no: str, status: str = "submitted") -> dict:
+    return {
+        "_id": case_no,
+        "case_no": case_no,
+        "item_code": "ITEM-1",
+        "item_name": "测试事项",
+        "department_code": "620524GA",
+        "applicant": {"user_id": "u-1", "name": "张三"},
+        "status": status,
+        "submitted_at": datetime(2099, 2, 1, 8, tzinfo=UTC),
+        "deadline": DAY,
+        "deadline_provisional": False,
+        "awaiting_review": False,
+        "version": 1,
+        "idempotency_key": f"none:{case_no}",
+    }
+
+
+def move(store, case_no: str, status: str) -> None:
+    store.cases.update_one({"_id": case_no}, {"$set": {"status": status}, "$inc": {"version": 1}})
+    store.sync_views(case_no)
+
+
+@pytest.mark.parametrize("stopped", ["approved", "rejected", "withdrawn", "supplement_requested"])
+def test_a_case_leaves_the_index_with_the_sync_that_finds_it_stopped(store, stopped):
+    store.insert_case(running_case("C-1"), [])
+    store.insert_case(running_case("C-2"), [])
+    store.sync_views("C-1")
+    store.sync_views("C-2")
+    assert sorted(store.watched(DAY)) == ["C-1", "C-2"]
+
+    move(store, "C-1", stopped)
+    assert store.watched(DAY) == ["C-2"]  # the other case of the day is still watched
+    assert DAY in store.watched_days()  # the day itself is dropped by the check, as before
+
+
+def test_a_resubmitted_case_is_watched_again(store):
+    store.insert_case(running_case("C-1"), [])
+    store.sync_views("C-1")
+    move(store, "C-1", "supplement_requested")  # the clock stops
+    assert store.watched(DAY) == []
+    move(store, "C-1", "resubmitted")
+    assert store.watched(DAY) == ["C-1"]
+
+
+def test_syncing_a_stopped_case_again_changes_nothing(store):
+    store.insert_case(running_case("C-1", status="approved"), [])
+    store.sync_views("C-1")  # never watched: taking it out is a no-op
+    store.sync_views("C-1")
+    assert store.watched(DAY) == []
+    assert store.watched_days() == {}
