@@ -19,7 +19,6 @@ import platform
 import statistics
 import time
 import uuid
-import zlib
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 
@@ -31,7 +30,7 @@ from infra import system
 from loadtests import slo
 from loadtests.bench_tracing import ALLOWANCE, FORM
 from services.identity.first_admin import first_admin_password
-from services.intake.storage import DEADLINE_SHARDS, VIEW_FIELDS
+from services.intake.storage import VIEW_FIELDS, deadline_bucket
 from services.intake.task_board import slot_of
 from tests.support import MONGO_URI, citizen, create_vhost, delete_vhost, free_port
 
@@ -90,8 +89,7 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
         mine[applicant][case["case_no"]] = entry
         if case["awaiting_review"]:
             tasks[f"{case['department_code']}/{slot_of(entry)}"][case["case_no"]] = entry
-            shard = zlib.crc32(case["case_no"].encode()) % DEADLINE_SHARDS
-            watched[f"{case['deadline']}/{shard:02d}"][case["case_no"]] = True
+            watched[deadline_bucket(case["deadline"], case["case_no"])][case["case_no"]] = True
             days[case["deadline"]] += 1
         if len(batch) == 10_000:
             db.cases.insert_many(batch, ordered=False)
@@ -108,7 +106,7 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
         summaries[department][slot] = {"rev": 1, "counts": dict(Counter(t["status"] for t in day_tasks.values()))}
     db.department_task_days.insert_many([{"_id": d, "days": days} for d, days in summaries.items()], ordered=False)
     pointers = [
-        {"_id": no, "version": t["version"], "day": key.split("/", 1)[1], "leaving": []}
+        {"_id": no, "version": t["version"], "slot": key.split("/", 1)[1], "leaving": []}
         for key, day_tasks in tasks.items()
         for no, t in day_tasks.items()
     ]

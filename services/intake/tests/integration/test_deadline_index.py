@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.intake.storage import IntakeStore
+
 DAY = "2099-03-02"
 
 
@@ -62,3 +64,26 @@ def test_syncing_a_stopped_case_again_changes_nothing(store):
     store.sync_views("C-1")
     assert store.watched(DAY) == []
     assert store.watched_days() == {}
+
+
+def test_buckets_of_the_16_bucket_layout_are_moved_once(mongo_client, db_prefix):
+    db = mongo_client[f"{db_prefix}_intake"]
+    db.deadline_index.insert_many(
+        [
+            {"_id": f"{DAY}/03", "cases": {"OLD-1": True, "OLD-2": True}},
+            {"_id": "2099-03-03/15", "cases": {"OLD-3": True}},
+            {"_id": "days", "days": {DAY: 2, "2099-03-03": 1}},
+        ]
+    )
+    store = IntakeStore(db)
+    store.ensure_indexes()
+    assert sorted(store.watched(DAY)) == ["OLD-1", "OLD-2"]
+    assert store.watched("2099-03-03") == ["OLD-3"]
+    assert store.watched_days() == {DAY: 2, "2099-03-03": 1}  # the day counts are the layout's own
+    assert db.deadline_index.count_documents({"_id": {"$in": [f"{DAY}/03", "2099-03-03/15"]}}) == 0
+
+    store.unwatch(DAY, "OLD-1")  # found where the current layout files it
+    assert store.watched(DAY) == ["OLD-2"]
+    db.deadline_index.insert_one({"_id": f"{DAY}/04", "cases": {"LATE": True}})
+    IntakeStore(db).ensure_indexes()  # recorded as done: not run again
+    assert store.watched(DAY) == ["OLD-2"]
