@@ -29,6 +29,7 @@ import requests
 from infra import system
 from loadtests import slo
 from loadtests.bench_tracing import ALLOWANCE, FORM
+from services.common.monthly_lists import month_of
 from services.identity.first_admin import first_admin_password
 from services.intake.storage import VIEW_FIELDS, deadline_bucket
 from services.intake.task_board import slot_of
@@ -97,7 +98,17 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
             print(f"  loaded {n + 1:,} cases ({(n + 1) / (time.monotonic() - started):,.0f}/s)", flush=True)
     if batch:
         db.cases.insert_many(batch, ordered=False)
-    db.applicant_cases.insert_many([{"_id": user, "cases": cases} for user, cases in mine.items()], ordered=False)
+    # "My cases": one document per applicant and month, and the applicant's counts per month.
+    months: dict[str, dict] = defaultdict(dict)
+    for user, cases in mine.items():
+        for case_no, entry in cases.items():
+            months[f"{user}/{month_of(entry['submitted_at'])}"][case_no] = entry
+    db.applicant_case_months.insert_many([{"_id": key, "items": i} for key, i in months.items()], ordered=False)
+    counts: dict[str, dict] = defaultdict(dict)
+    for key, items in months.items():
+        user, month = key.rsplit("/", 1)
+        counts[user][month] = len(items)
+    db.applicant_case_counts.insert_many([{"_id": u, "months": m} for u, m in counts.items()], ordered=False)
     # The task board: one document per department and deadline day, a summary per department.
     db.department_tasks.insert_many([{"_id": key, "tasks": t, "rev": 1} for key, t in tasks.items()], ordered=False)
     summaries: dict[str, dict] = defaultdict(dict)

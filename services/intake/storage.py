@@ -12,7 +12,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
-from services.common.mongo import absent_or_below, run_once, update_entry
+from services.common.mongo import run_once
+from services.common.monthly_lists import MonthlyLists
 from services.common.outbox import OutboxCollection
 from services.intake.lifecycle import TASK_STATUSES, Change
 from services.intake.task_board import TaskBoard
@@ -44,7 +45,11 @@ class IntakeStore:
         self.documents = db["documents"]
         self.calendars = db["calendars"]
         # Read models keyed by _id, the one lookup every server answers from an index.
-        self.my_cases = db["applicant_cases"]
+        # Each applicant's cases, newest first, one document per month (see MonthlyLists).
+        self.my_cases = MonthlyLists(
+            db["applicant_case_months"], db["applicant_case_counts"], lambda row: (row[1]["submitted_at"], row[0])
+        )
+        self._older_my_cases = db["applicant_cases"]  # one document per applicant, before months
         self.task_board = TaskBoard(db)
         self.facts = db["supervision_facts"]
         self.document_chunks = db["document_chunks"]
@@ -69,6 +74,14 @@ class IntakeStore:
         self.cases.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
         run_once(self.cases.database, "case_keys", self._claim_keys_of_older_cases)
         run_once(self.cases.database, "deadline_index_128", self._reshard_deadline_index)
+        run_once(self.cases.database, "applicant_cases_by_month", self._split_my_cases_by_month)
+
+    def _split_my_cases_by_month(self) -> None:
+        """Move each applicant's single document of cases into documents by month."""
+        for older in self._older_my_cases.find({}):
+            for case_no, entry in (older.get("cases") or {}).items():
+                self.my_cases.put(older["_id"], entry["submitted_at"], case_no, entry, entry.get("version") or 1)
+            self._older_my_cases.delete_one({"_id": older["_id"]})
 
     def _reshard_deadline_index(self) -> None:
         """Move the entries of the 16-bucket layout (`<day>/<nn>`) into today's buckets."""
@@ -258,11 +271,11 @@ class IntakeStore:
     def list_for_applicant(
         self, user_id: str, status: str | None, skip: int, limit: int
     ) -> tuple[list[dict[str, Any]], int]:
-        """From the applicant's read model: one document, found by _id (fast on any server)."""
-        view = self.my_cases.find_one({"_id": user_id}) or {}
-        rows = [c for c in (view.get("cases") or {}).values() if not status or c["status"] == status]
-        rows.sort(key=lambda c: (c["submitted_at"], c["case_no"]), reverse=True)
-        return rows[skip : skip + limit], len(rows)
+        """From the applicant's read model, newest first: the months the page falls into (every
+        month when filtered by status), each a document found by _id."""
+        keep = (lambda entry: entry["status"] == status) if status else None
+        rows, total = self.my_cases.page(user_id, skip, limit, keep)
+        return [entry for _, entry in rows], total
 
     def sync_views(self, case_no: str) -> None:
         """Bring the applicant's and the department's read models in line with the case as it is now.
@@ -292,9 +305,7 @@ class IntakeStore:
         self.task_board.sync(department, case_no, entry, is_task)
 
     def _put_applicant_entry(self, owner: str, case_no: str, entry: dict[str, Any], version: int) -> None:
-        key = f"cases.{case_no}"
-        newer = absent_or_below(key, "version", version)
-        update_entry(self.my_cases, owner, newer, {"$set": {key: entry}}, {"cases": {}})
+        self.my_cases.put(owner, entry["submitted_at"], case_no, entry, version)
 
     def apply_event(
         self,

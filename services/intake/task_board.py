@@ -24,6 +24,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.common.mongo import absent_or_below, update_entry
+from services.common.paging import plan_page
 
 NO_DEADLINE = "9999-12-31"  # sorts after every real deadline
 
@@ -32,22 +33,6 @@ def slot_of(entry: dict[str, Any]) -> str:
     """`<deadline>/<quarter of the UTC day it was submitted in>`: sorts like the list itself."""
     submitted: datetime = entry["submitted_at"]
     return f"{entry.get('deadline') or NO_DEADLINE}/{submitted.hour // 6}"
-
-
-def plan_page(slot_sizes: list[tuple[str, int]], skip: int, limit: int) -> list[tuple[str, int, int]]:
-    """Which slots a page of the (slot-ordered) list falls into: (slot, rows to skip in it, rows to take)."""
-    plan = []
-    for slot, size in slot_sizes:
-        if limit <= 0:
-            break
-        if skip >= size:
-            skip -= size
-            continue
-        take = min(size - skip, limit)
-        if take > 0:
-            plan.append((slot, skip, take))
-        skip, limit = 0, limit - take
-    return plan
 
 
 class TaskBoard:

@@ -270,6 +270,7 @@ def test_deadline_warning_and_overdue_are_emitted_once_even_with_two_checkers(in
         "department_code": ITEM["department_code"],
         "applicant": {"user_id": "u-1", "name": "张三"},
         "status": "accepted",
+        "submitted_at": datetime(2026, 11, 2, 8, tzinfo=UTC),
         "idempotency_key": None,
     }
     cases.insert_one(

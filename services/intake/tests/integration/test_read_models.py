@@ -45,10 +45,8 @@ def test_views_follow_the_cases_and_never_go_back_in_time(mongo_client, db_prefi
 
     # A late write of an older state cannot overwrite the newer one.
     stale = {**case("C1", "submitted", 1, True, 1)}
-    store.my_cases.update_one(
-        {"_id": "u1", "$or": [{"cases.C1": {"$exists": False}}, {"cases.C1.version": {"$lt": 1}}]},
-        {"$set": {"cases.C1": {k: stale[k] for k in ("case_no", "status", "version")}}},
-    )
+    stale_entry = {k: stale[k] for k in ("case_no", "status", "submitted_at", "version")}
+    store.my_cases.put("u1", stale["submitted_at"], "C1", stale_entry, version=1)
     assert store.list_for_applicant("u1", None, 0, 20)[0][1]["status"] == "approved"
 
 
@@ -128,3 +126,21 @@ def test_a_stale_sync_overtaken_between_its_steps_takes_its_entry_back_out(mongo
     board.sync("D1", "S1", old, True)
     assert board.page("D1", ["submitted", "accepted"], 0, 20) == ([new], 1)
     assert [b["_id"] for b in board.buckets.find({}) if b["tasks"]] == ["D1/2026-12-20/0"]
+
+
+def test_an_applicants_single_document_of_cases_is_split_by_month_once(mongo_client, db_prefix):
+    db = mongo_client[f"{db_prefix}_intake"]
+    september = {**case("OLD-1", "approved", 2, False, 0), "submitted_at": datetime(2026, 9, 3, tzinfo=UTC)}
+    november = case("OLD-2", "submitted", 1, True, 5)
+    entries = {
+        c["case_no"]: {k: v for k, v in c.items() if k not in ("_id", "idempotency_key")} for c in (september, november)
+    }
+    db.applicant_cases.insert_one({"_id": "u1", "cases": entries})
+    store = IntakeStore(db)
+    store.ensure_indexes()
+
+    rows, total = store.list_for_applicant("u1", None, 0, 20)
+    assert [r["case_no"] for r in rows] == ["OLD-2", "OLD-1"] and total == 2
+    assert store.list_for_applicant("u1", "approved", 0, 20)[1] == 1
+    assert db.applicant_cases.count_documents({}) == 0
+    assert sorted(d["_id"] for d in db.applicant_case_months.find({})) == ["u1/2026-09", "u1/2026-11"]

@@ -1,6 +1,8 @@
+"""Paging over a list kept in ordered parts."""
+
 import pytest
 
-from services.intake.task_board import plan_page
+from services.common.paging import plan_page
 
 DAYS = [("2026-12-01", 3), ("2026-12-02", 0), ("2026-12-03", 5), ("2026-12-04", 2)]
 
