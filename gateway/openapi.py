@@ -7,13 +7,14 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from contracts.base import PublishedSchema
 from contracts.errors import ErrorResponse
 
 
 def _schema(model: Any, components: dict[str, Any]) -> dict[str, Any]:
     """The model's JSON Schema; nested definitions move to components so every $ref resolves."""
     adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
-    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}", schema_generator=PublishedSchema)
     components.update(schema.pop("$defs", {}))
     return schema
 

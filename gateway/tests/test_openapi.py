@@ -160,3 +160,13 @@ def test_identity_routes_of_the_contract_are_documented(document):
     }
     documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert expected <= documented
+
+
+def test_a_required_string_the_contract_strips_must_hold_more_than_whitespace(document):
+    """The contracts strip whitespace before checking lengths: "\r" is no name, and the schema says so."""
+    body = document["paths"]["/api/v1/admin/staff"]["post"]["requestBody"]["content"]["application/json"]
+    staff = body["schema"]["properties"]
+    assert staff["name"]["pattern"] == r"\S"
+    assert re.search(staff["name"]["pattern"], "\r") is None and re.search(staff["name"]["pattern"], " 张三 ")
+    assert "pattern" not in staff["password"]  # passwords are taken exactly as typed
+    assert staff["username"]["pattern"].startswith("^[a-z]")  # a field's own pattern is kept
