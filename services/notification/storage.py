@@ -10,7 +10,8 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.common.mongo import update_entry
+from services.common.mongo import run_once
+from services.common.monthly_lists import MonthlyLists
 
 # A queue entry without its notification this old is an orphan (the insert never happened).
 ORPHAN_AFTER = timedelta(minutes=5)
@@ -23,15 +24,25 @@ class NotificationStore:
         # delivery timer reads it instead of filtering every notification (a full scan on FerretDB).
         self.queue = db["delivery_queue"]
         self.preferences = db["preferences"]
-        # Each person's inbox index: `<recipient>` -> {items: {notification_id: {at, read}}}. Listing
-        # reads it by _id and then the page's notifications by _id; filtering `notifications` by
-        # recipient would be a full scan on FerretDB.
-        self.inboxes = db["inboxes"]
+        # Each person's inbox index, {notification_id: {at, read}} by month (see MonthlyLists).
+        # Listing reads it by _id and then the page's notifications by _id; filtering
+        # `notifications` by recipient would be a full scan on FerretDB.
+        self.inbox = MonthlyLists(db["inbox_months"], db["inbox_counts"], lambda row: (row[1]["at"], row[0]))
+        self._older_inboxes = db["inboxes"]  # one document per person, before months
         self.rates = db["channel_rates"]
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
         self.queue.create_index([("next_at", ASCENDING)])
+        run_once(self.notifications.database, "inboxes_by_month", self._split_inboxes_by_month)
+
+    def _split_inboxes_by_month(self) -> None:
+        """Move each person's single inbox document into documents by month."""
+        for older in self._older_inboxes.find({}):
+            for notification_id, entry in (older.get("items") or {}).items():
+                self.inbox.put(older["_id"], entry["at"], notification_id, entry)
+            self.inbox.create(older["_id"])  # an empty inbox stays known as one (no backfill scan)
+            self._older_inboxes.delete_one({"_id": older["_id"]})
 
     # --- creating -----------------------------------------------------------------------------------
     def create(self, doc: dict[str, Any], channels: list[str], now: datetime) -> bool:
@@ -65,9 +76,8 @@ class NotificationStore:
         return created
 
     def _index(self, recipient: str, doc: dict[str, Any]) -> None:
-        key = f"items.{doc['_id']}"
         entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}
-        update_entry(self.inboxes, recipient, {key: {"$exists": False}}, {"$set": {key: entry}}, {"items": {}})
+        self.inbox.put(recipient, doc["created_at"], doc["_id"], entry)
 
     # --- delivering ---------------------------------------------------------------------------------
     def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -111,34 +121,30 @@ class NotificationStore:
     # --- reading --------------------------------------------------------------------------------------
     def list_for(self, recipient: str, unread_only: bool, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Newest first, from the recipient's inbox index; the page's notifications by _id."""
-        inbox = self.inboxes.find_one({"_id": recipient})
-        if inbox is None:
-            inbox = self._backfill(recipient)
-        items = inbox.get("items") or {}
-        chosen = [(entry["at"], nid) for nid, entry in items.items() if not (unread_only and entry["read"])]
-        chosen.sort(reverse=True)
-        rows = [self.notifications.find_one({"_id": nid}) for _, nid in chosen[skip : skip + limit]]
-        return [row for row in rows if row is not None], len(chosen)
+        keep = (lambda entry: not entry["read"]) if unread_only else None
+        chosen, total = self.inbox.page(recipient, skip, limit, keep)
+        if not total and not self.inbox.exists(recipient):
+            self._backfill(recipient)
+            chosen, total = self.inbox.page(recipient, skip, limit, keep)
+        rows = [self.notifications.find_one({"_id": nid}) for nid, _ in chosen]
+        return [row for row in rows if row is not None], total
 
     def mark_read(self, recipient: str, notification_id: str) -> bool:
         """Mark read (the first read time is kept); False when it is not this recipient's."""
-        mine = {"_id": notification_id, "recipient": recipient}
-        if not self.notifications.update_one(
-            {**mine, "read_at": None}, {"$set": {"read_at": datetime.now(UTC)}}
-        ).matched_count:
-            found = self.notifications.find_one({"_id": notification_id}, {"recipient": 1})
-            if found is None or found["recipient"] != recipient:
-                return False
-        key = f"items.{notification_id}"
-        self.inboxes.update_one({"_id": recipient, key: {"$exists": True}}, {"$set": {f"{key}.read": True}})
+        doc = self.notifications.find_one({"_id": notification_id}, {"recipient": 1, "created_at": 1, "read_at": 1})
+        if doc is None or doc["recipient"] != recipient:
+            return False
+        if doc.get("read_at") is None:
+            unread = {"_id": notification_id, "read_at": None}
+            self.notifications.update_one(unread, {"$set": {"read_at": datetime.now(UTC)}})
+        self.inbox.set_fields(recipient, doc["created_at"], notification_id, {"read": True})
         return True
 
-    def _backfill(self, recipient: str) -> dict[str, Any]:
+    def _backfill(self, recipient: str) -> None:
         """Index notifications stored before inboxes existed (once per person: one scan)."""
         for doc in self.notifications.find({"recipient": recipient}, {"created_at": 1, "read_at": 1}):
             self._index(recipient, doc)
-        self.inboxes.update_one({"_id": recipient}, {"$setOnInsert": {"items": {}}}, upsert=True)
-        return self.inboxes.find_one({"_id": recipient}) or {}
+        self.inbox.create(recipient)
 
     # --- preferences ----------------------------------------------------------------------------------
     def channels_chosen(self, user_id: str) -> list[str] | None:

@@ -77,4 +77,28 @@ def test_notifications_stored_before_inboxes_existed_are_found(mongo_client, db_
     assert [r["_id"] for r in rows] == ["old2", "old1"] and total == 2
     assert store.list_for("u-9", True, 0, 10)[1] == 1
     assert store.list_for("nobody", False, 0, 10) == ([], 0)  # and no scan next time: an empty inbox exists
-    assert store.inboxes.find_one({"_id": "nobody"}) == {"_id": "nobody", "items": {}}
+    assert store.inbox.exists("nobody")
+
+
+def test_a_persons_single_inbox_document_is_split_by_month_once(mongo_client, db_prefix):
+    db = mongo_client[f"{db_prefix}_notification"]
+    october, november = datetime(2026, 10, 5, tzinfo=UTC), datetime(2026, 11, 5, tzinfo=UTC)
+    db.notifications.insert_many(
+        [
+            {"_id": "n-oct", "recipient": "u-7", "created_at": october, "read_at": october},
+            {"_id": "n-nov", "recipient": "u-7", "created_at": november, "read_at": None},
+        ]
+    )
+    items = {"n-oct": {"at": october, "read": True}, "n-nov": {"at": november, "read": False}}
+    db.inboxes.insert_many([{"_id": "u-7", "items": items}, {"_id": "u-empty", "items": {}}])
+    store = NotificationStore(db)
+    store.ensure_indexes()
+
+    rows, total = store.list_for("u-7", False, 0, 10)
+    assert [r["_id"] for r in rows] == ["n-nov", "n-oct"] and total == 2
+    assert [r["_id"] for r in store.list_for("u-7", True, 0, 10)[0]] == ["n-nov"]
+    assert store.inbox.exists("u-empty") and db.inboxes.count_documents({}) == 0
+    assert sorted(d["_id"] for d in db.inbox_months.find({})) == ["u-7/2026-10", "u-7/2026-11"]
+
+    assert store.mark_read("u-7", "n-nov")
+    assert store.list_for("u-7", True, 0, 10) == ([], 0)
