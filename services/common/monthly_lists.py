@@ -16,7 +16,7 @@ finds the month larger than counted raises the count (a page may be one entry of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,9 +108,3 @@ class MonthlyLists:
         if len(items) > counted:  # a writer died between its entry and its count: repair the count
             self.counts.update_one({"_id": owner}, {"$max": {f"months.{month}": len(items)}})
         return sorted(items.items(), key=self.order, reverse=True)
-
-    def every(self, owner: str) -> Iterator[Row]:
-        """Every row of the owner, newest first."""
-        counted = (self.counts.find_one({"_id": owner}) or {}).get("months") or {}
-        for month in sorted(counted, reverse=True):
-            yield from self._month(owner, month, counted[month])
