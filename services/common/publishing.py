@@ -60,16 +60,17 @@ class Publisher:
         self,
         outbox: OutboxCollection,
         older_than: timedelta = RELAY_GRACE,
-        before_publish: Callable[[Any], None] | None = None,
+        before_publish: Callable[[Any, dict[str, Any]], None] | None = None,
     ) -> int:
-        """Publish what the writers left behind. `before_publish(doc_id)` first finishes what the
-        writer does between its write and its publish (intake brings the read models in line): an
-        event that goes out was preceded by that work, so consumers need not redo it."""
+        """Publish what the writers left behind. `before_publish(doc_id, event)` first finishes what
+        the writer does between its write and its publish (intake brings the read models in line
+        and counts the event): an event that goes out was preceded by that work, so consumers need
+        not redo it."""
         sent = 0
         for doc_id, event in outbox.pending(older_than):
             if before_publish is not None:
                 try:
-                    before_publish(doc_id)
+                    before_publish(doc_id, event)
                 except Exception:
                     # Not published without it; the next round tries again, the others go on.
                     log.exception("could not prepare an event for publishing", extra={"doc_id": str(doc_id)})

@@ -25,16 +25,13 @@ from contracts.cases import (
 )
 from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
-from contracts.envelope import Envelope, new_event
+from contracts.envelope import Envelope, new_event, parse_event
 from contracts.events import (
     CaseApproved,
     CaseDeadlineWarning,
-    CaseEvaluated,
     CaseOverdue,
     CaseRejected,
     CaseReviewRequired,
-    CaseSubmitted,
-    CaseWithdrawn,
     CertificateIssued,
 )
 from contracts.identity import CertificateCheck
@@ -102,8 +99,7 @@ class IntakeService:
         annotate(case_no=case_no, event_id=event.event_id)
         CASES_ENTERING.labels("submitted").inc()
         log.info("case submitted", extra={"case_no": case_no, "item_code": item.item_code, "event_id": event.event_id})
-        self.store.sync_views(case_no)
-        self.events.publish(self.store.outbox, case_no, [event])
+        self._announce(case_no, [event])
         created = cases.created(doc).model_dump(mode="json")
         return {**created, "replayed": False} if key else created
 
@@ -253,8 +249,7 @@ class IntakeService:
         status = change.set_fields.get("status", case["status"])
         annotate(event_id=event.event_id, outcome=status)
         CASES_ENTERING.labels(status).inc()
-        self.store.sync_views(case["case_no"])
-        self.events.publish(self.store.outbox, case["case_no"], [event])
+        self._announce(case["case_no"], [event])
         return cases.view(self.store.get(case["case_no"]), who).model_dump(mode="json")
 
     @rpc
@@ -304,35 +299,29 @@ class IntakeService:
         applied = self.store.apply_event(
             payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"], [taken]
         )
-        self.store.sync_views(payload.case_no)
         if applied:
             CASES_ENTERING.labels(status).inc()
-            self.events.publish(self.store.outbox, payload.case_no, [taken])
+            self._announce(payload.case_no, [taken])
+        else:
+            self.store.sync_views(payload.case_no)  # a redelivery: the relay publishes what it left
 
-    # --- supervision facts, from events (each counted once, by event id) ---------------------------
-    @consumes("intake", CaseSubmitted)
-    def count_submitted(self, envelope: Envelope, payload: CaseSubmitted) -> None:
-        self._count(envelope, "submitted", payload.case_no)
+    # --- after every write that carries events -------------------------------------------------
+    def _announce(self, case_no: str, events: list[Envelope]) -> None:
+        self._prepare(case_no, events)
+        self.events.publish(self.store.outbox, case_no, events)
 
-    @consumes("intake", CaseApproved)
-    def count_approved(self, envelope: Envelope, payload: CaseApproved) -> None:
-        self._count_decision(envelope, payload)
-
-    @consumes("intake", CaseRejected)
-    def count_rejected(self, envelope: Envelope, payload: CaseRejected) -> None:
-        self._count_decision(envelope, payload)
-
-    @consumes("intake", CaseWithdrawn)
-    def count_withdrawn(self, envelope: Envelope, payload: CaseWithdrawn) -> None:
-        self._count(envelope, "withdrawn", payload.case_no)
-
-    @consumes("intake", CaseEvaluated)
-    def count_evaluated(self, envelope: Envelope, payload: CaseEvaluated) -> None:
-        self._count(envelope, "evaluated", payload.case_no, score=payload.score, bad=int(payload.bad))
-
-    @consumes("intake", CaseOverdue)
-    def count_overdue(self, envelope: Envelope, payload: CaseOverdue) -> None:
-        self._count(envelope, "overdue", payload.case_no)
+    def _prepare(self, case_no: str, events: list[Envelope] | list[dict[str, Any]]) -> None:
+        """What must be done before events go out: the read models brought in line, and one
+        supervision fact per counted event (by event id: a repeat counts once). The outbox relay
+        does the same for events whose writer died before publishing them, so no consumer of
+        intake's events needs to redo either (intake no longer consumes its own events)."""
+        case = self.store.sync_views(case_no)
+        if case is None:
+            return
+        for event in events:
+            envelope, payload = parse_event(event.model_dump(mode="json") if isinstance(event, Envelope) else event)
+            if (fact := supervision.fact_of(payload, envelope, case)) is not None:
+                self.store.add_fact(fact)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def supervision_summary(self, principal: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
@@ -344,21 +333,6 @@ class IntakeService:
         rows = self.store.fact_sums(q.department, first, last)
         running = self.store.count_in_progress(q.department, list(lifecycle.UNDECIDED))
         return supervision.summarize(rows, running).model_dump(mode="json")
-
-    # No sync here: every event of intake's goes out after its writer (or the relay) synced the views.
-    def _count(self, envelope: Envelope, kind: str, case_no: str, **values: float) -> None:
-        case = self.store.get(case_no)
-        if case is not None:
-            day = cases.local_date(envelope.occurred_at)
-            self.store.add_fact(supervision.fact(envelope.event_id, kind, case, day, **values))
-
-    def _count_decision(self, envelope: Envelope, payload: CaseApproved | CaseRejected) -> None:
-        case = self.store.get(payload.case_no)
-        decision = (case or {}).get("decision") or {}
-        # Only a decision the case actually took (an automatic one may have come too late).
-        if decision.get("decided_by") == payload.decision.decided_by and case["status"] == decision.get("outcome"):
-            day = cases.local_date(payload.decision.decided_at)
-            self.store.add_fact(supervision.decision_fact(envelope.event_id, case, payload.decision.decided_at, day))
 
     # --- calendar and deadlines -----------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -442,8 +416,7 @@ class IntakeService:
         )
         if not self.store.flag_once(case["case_no"], flag, list(lifecycle.TASK_STATUSES), event):
             return 0
-        self.store.sync_views(case["case_no"])
-        self.events.publish(self.store.outbox, case["case_no"], [event])
+        self._announce(case["case_no"], [event])
         return 1
 
     def _recompute_provisional(self) -> int:
@@ -464,4 +437,4 @@ class IntakeService:
     @timer(interval=2)
     def relay_outbox(self) -> None:
         # A writer that died between its write and its publish had maybe not synced the views yet.
-        self.events.relay(self.store.outbox, before_publish=self.store.sync_views)
+        self.events.relay(self.store.outbox, before_publish=lambda case_no, raw: self._prepare(case_no, [raw]))

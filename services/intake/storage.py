@@ -277,18 +277,20 @@ class IntakeStore:
         rows, total = self.my_cases.page(user_id, skip, limit, keep)
         return [entry for _, entry in rows], total
 
-    def sync_views(self, case_no: str) -> None:
+    def sync_views(self, case_no: str) -> dict[str, Any] | None:
         """Bring the applicant's and the department's read models in line with the case as it is now.
 
         Called after every write, before the write's events are published; the outbox relay calls
         it again before it publishes an event its writer left behind (which repairs a process that
         died in between). Each entry carries the case version and is only replaced by a newer one.
+        Returns the case as read (the view fields, department and decision), None if there is none.
         (Marking the case as synced, to skip repeated calls, cost more than it saved: FerretDB
         rewrites the whole case document for every update.)
         """
-        case = self.cases.find_one({"_id": case_no}, {field: 1 for field in (*VIEW_FIELDS, "department_code")})
+        fields = (*VIEW_FIELDS, "department_code", "decision")
+        case = self.cases.find_one({"_id": case_no}, {field: 1 for field in fields})
         if case is None:
-            return
+            return None
         version = case.get("version", 0)
         entry = {field: case.get(field) for field in VIEW_FIELDS}
         owner, department = case["applicant"]["user_id"], case["department_code"]
@@ -303,6 +305,7 @@ class IntakeStore:
         self._put_applicant_entry(owner, case_no, entry, version)
         is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
         self.task_board.sync(department, case_no, entry, is_task)
+        return case
 
     def _put_applicant_entry(self, owner: str, case_no: str, entry: dict[str, Any], version: int) -> None:
         self.my_cases.put(owner, entry["submitted_at"], case_no, entry, version)

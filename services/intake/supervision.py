@@ -1,7 +1,8 @@
-"""Supervision (电子监察): facts recorded from events, summed per department and period.
+"""Supervision (电子监察): facts recorded from intake's events, summed per department and period.
 
-Each event that matters becomes one small fact row keyed by its event id, so redelivery cannot
-count twice and concurrent updates cannot lose counts. The summary is a `$match`/`$group` with
+Each event that matters becomes one small fact row keyed by its event id, written by the writer
+of the event before it goes out (or by the outbox relay, for a writer that died), so a retry
+cannot count twice and concurrent updates cannot lose counts. The summary is a `$match`/`$group` with
 `$sum` over those rows; ratios are derived here.
 """
 
@@ -11,12 +12,37 @@ from datetime import date, datetime
 from typing import Any
 
 from contracts.cases import SupervisionSummary
+from contracts.envelope import Envelope, EventPayload
+from contracts.events import CaseApproved, CaseEvaluated, CaseOverdue, CaseRejected, CaseSubmitted, CaseWithdrawn
+from services.intake.cases import local_date
 
 KINDS = ("submitted", "approved", "rejected", "withdrawn", "overdue", "evaluated")
 
 
+# Events counted by kind alone; decisions and evaluations carry figures (see fact_of).
+COUNTED: dict[type, str] = {CaseSubmitted: "submitted", CaseWithdrawn: "withdrawn", CaseOverdue: "overdue"}
+
+
 def fact(event_id: str, kind: str, case: dict[str, Any], day: date, **values: float) -> dict[str, Any]:
     return {"_id": event_id, "kind": kind, "department_code": case["department_code"], "day": day.isoformat(), **values}
+
+
+def fact_of(event: EventPayload, envelope: Envelope, case: dict[str, Any]) -> dict[str, Any] | None:
+    """The fact one of intake's own events adds (keyed by its event id), counted by the writer
+    before the event goes out; None for events that are not counted. `case` is the case as the
+    writer left it (department, submission, deadline, decision, status)."""
+    if isinstance(event, CaseApproved | CaseRejected):
+        decision = case.get("decision") or {}
+        # Only a decision the case actually took (an automatic one may have come too late).
+        taken = (decision.get("decided_by"), decision.get("outcome"))
+        if taken != (event.decision.decided_by, event.decision.outcome) or case["status"] != decision.get("outcome"):
+            return None
+        return decision_fact(envelope.event_id, case, event.decision.decided_at, local_date(event.decision.decided_at))
+    day = local_date(envelope.occurred_at)
+    if isinstance(event, CaseEvaluated):
+        return fact(envelope.event_id, "evaluated", case, day, score=event.score, bad=int(event.bad))
+    kind = COUNTED.get(type(event))
+    return fact(envelope.event_id, kind, case, day) if kind else None
 
 
 def decision_fact(event_id: str, case: dict[str, Any], decided_at: datetime, day: date) -> dict[str, Any]:

@@ -129,8 +129,14 @@ def test_relay_finishes_the_writers_work_before_each_event_goes_out():
     outbox = FakeOutbox([("A", a.model_dump(mode="json")), ("B", b.model_dump(mode="json"))])
     order = []
     publisher = Publisher(lambda event_type, body: order.append(("published", body["event_id"])))
-    assert publisher.relay(outbox, before_publish=lambda doc_id: order.append(("prepared", doc_id))) == 2
-    assert order == [("prepared", "A"), ("published", a.event_id), ("prepared", "B"), ("published", b.event_id)]
+    prepared = lambda doc_id, event: order.append(("prepared", doc_id, event["event_id"]))  # noqa: E731
+    assert publisher.relay(outbox, before_publish=prepared) == 2
+    assert order == [
+        ("prepared", "A", a.event_id),
+        ("published", a.event_id),
+        ("prepared", "B", b.event_id),
+        ("published", b.event_id),
+    ]
 
 
 def test_an_event_whose_preparation_fails_waits_and_the_others_go_out():
@@ -138,7 +144,7 @@ def test_an_event_whose_preparation_fails_waits_and_the_others_go_out():
     outbox = FakeOutbox([("A", a.model_dump(mode="json")), ("B", b.model_dump(mode="json"))])
     dispatch = FakeDispatch()
 
-    def prepare(doc_id):
+    def prepare(doc_id, event):
         if doc_id == "A":
             raise KeyError("applicant")
 

@@ -7,7 +7,7 @@ from nameko.testing.services import worker_factory
 from contracts.cases import CaseCreated, CaseView, Decision, RuleResult, SubmitCase
 from contracts.common import Principal
 from contracts.envelope import Envelope, new_event
-from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CertificateIssued
+from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseWithdrawn, CertificateIssued
 from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, NotFound, Unavailable, ValidationFailed
@@ -634,9 +634,49 @@ def test_issued_certificate_is_recorded_on_the_case(service, store):
     assert timeline in ([], [None])
 
 
-def test_relay_outbox(service, store, events):
+STORED = {"department_code": "620524MZ", "status": "submitted", "deadline": "2026-11-30", "submitted_at": NOW}
+
+
+def test_a_submission_is_synced_and_counted_before_it_is_announced(service, store, events):
+    order = []
+    store.sync_views.side_effect = lambda case_no: order.append("sync") or STORED
+    store.add_fact.side_effect = lambda fact: order.append(("fact", fact["kind"], fact["_id"]))
+    events.publish.side_effect = lambda outbox, case_no, sent: order.append(("publish", sent[0].event_id))
+    service.submit_case(CITIZEN, submission())
+    [event] = store.insert_case.call_args.args[1]
+    assert order == ["sync", ("fact", "submitted", event.event_id), ("publish", event.event_id)]
+    assert store.add_fact.call_args.args[0] == {
+        "_id": event.event_id,
+        "kind": "submitted",
+        "department_code": "620524MZ",
+        "day": cases.local_date(event.occurred_at).isoformat(),  # when the event says it happened
+    }
+
+
+def test_a_decision_the_case_took_is_counted_once_with_its_figures(service, store):
+    decision = _decision()
+    store.sync_views.return_value = {**STORED, "status": "approved", "decision": decision.model_dump()}
+    service.on_case_approved(new_event(CaseApproved(**_common(), decision=decision), producer="approval").model_dump())
+    [fact] = [c.args[0] for c in store.add_fact.call_args_list]
+    [taken] = store.apply_event.call_args.args[5]
+    assert fact["_id"] == taken.event_id and (fact["kind"], fact["auto"], fact["on_time"]) == ("approved", 1, 1)
+
+    store.add_fact.reset_mock()
+    store.apply_event.return_value = False  # a redelivery: nothing new to count (the relay has it)
+    service.on_case_approved(new_event(CaseApproved(**_common(), decision=decision), producer="approval").model_dump())
+    store.add_fact.assert_not_called()
+
+
+def test_the_relay_syncs_and_counts_an_event_its_writer_left_behind(service, store, events):
     service.relay_outbox()
-    events.relay.assert_called_once_with(store.outbox, before_publish=store.sync_views)
+    [outbox], options = events.relay.call_args
+    assert outbox is store.outbox
+    store.sync_views.return_value = STORED
+    left = new_event(CaseWithdrawn(**_common(), by="u-citizen", at=NOW), producer="intake")
+    options["before_publish"]("620524MZ-20261123-000007", left.model_dump(mode="json"))
+    store.sync_views.assert_called_once_with("620524MZ-20261123-000007")
+    assert store.add_fact.call_args.args[0]["_id"] == left.event_id
+    assert store.add_fact.call_args.args[0]["kind"] == "withdrawn"
 
 
 def test_principal_model_round_trips():

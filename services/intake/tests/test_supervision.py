@@ -1,5 +1,15 @@
 from datetime import UTC, date, datetime
 
+from contracts.envelope import new_event
+from contracts.events import (
+    CaseAccepted,
+    CaseApproved,
+    CaseEvaluated,
+    CaseOverdue,
+    CaseRejected,
+    CaseSubmitted,
+    CaseWithdrawn,
+)
 from services.intake import supervision
 
 CASE = {
@@ -50,3 +60,43 @@ def test_summary_derives_ratios_and_handles_empty_periods():
     }
     empty = supervision.summarize([], in_progress=0)
     assert empty.auto_decided_ratio is None and empty.evaluation_avg is None and empty.submitted == 0
+
+
+# --- which of intake's events add which fact (fact_of) ---------------------------------------------
+OCCURRED = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)  # 01:00 on the 27th in China
+COMMON = {"case_no": "C-1", "item_code": "I", "item_name": "事项", "department_code": "620524MZ", "applicant_id": "u"}
+TRANSITION = {**COMMON, "by": "u", "at": OCCURRED}
+
+
+def counted(payload):
+    envelope = new_event(payload, producer="intake").model_copy(update={"occurred_at": OCCURRED})
+    return supervision.fact_of(payload, envelope, {**CASE, "status": "approved"}), envelope.event_id
+
+
+def test_submissions_withdrawals_and_overdue_cases_count_on_their_day_in_china():
+    submitted = CaseSubmitted(**COMMON, item_version=1, form={}, material_codes=[], submitted_at=OCCURRED)
+    for payload, kind in [
+        (submitted, "submitted"),
+        (CaseWithdrawn(**TRANSITION), "withdrawn"),
+        (CaseOverdue(**COMMON, deadline=date(2026, 11, 26)), "overdue"),
+    ]:
+        fact, event_id = counted(payload)
+        assert fact == {"_id": event_id, "kind": kind, "department_code": "620524MZ", "day": "2026-11-27"}
+
+
+def test_an_evaluation_counts_with_its_score():
+    fact, _ = counted(CaseEvaluated(**TRANSITION, score=2, bad=True))
+    assert (fact["kind"], fact["score"], fact["bad"]) == ("evaluated", 2, 1)
+
+
+def test_a_decision_counts_only_when_the_case_took_it():
+    decision = {"outcome": "approved", "decided_by": "auto", "reason": "r", "decided_at": OCCURRED}
+    fact, event_id = counted(CaseApproved(**COMMON, decision=decision))
+    assert fact["_id"] == event_id and (fact["kind"], fact["auto"], fact["day"]) == ("approved", 1, "2026-11-27")
+    by_a_person = {**decision, "decided_by": "r-1"}  # the case holds an automatic decision
+    assert counted(CaseApproved(**COMMON, decision=by_a_person))[0] is None
+    assert counted(CaseRejected(**COMMON, decision={**decision, "outcome": "rejected"}))[0] is None
+
+
+def test_other_events_are_not_counted():
+    assert counted(CaseAccepted(**TRANSITION))[0] is None
