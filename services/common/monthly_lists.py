@@ -11,7 +11,8 @@ and `<owner>` -> {months: {YYYY-MM: entries}} in a second collection, so a page 
 document and then only the months it falls into. Entries are added and replaced, never removed.
 A count is raised after its entry is added; if a process dies in between, the repeated write
 (a redelivery, the outbox relay) makes sure the month is counted, and the next page read that
-finds the month larger than counted raises the count (a page may be one entry off until then).
+finds a month's size and count apart sets the count to the size (a page may be one entry off
+until then).
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ class MonthlyLists:
         absent = {"_id": doc_id, path: {"$exists": False}}
         if self.months.update_one(absent, {"$set": {path: entry}}).modified_count:
             return True
-        if self.months.find_one({"_id": doc_id}, {"_id": 1}) is not None:
-            return False  # the entry is there already
-        # The owner's first entry of the month: create the document, then add (a racing creator is fine).
+        # Either the entry is there, or the month's document is not (yet): make sure it exists and
+        # try again. (Asking whether the document exists would not do: another writer may create
+        # it between our miss and the question, and ours would be taken for a repeat and lost.)
         self.months.update_one({"_id": doc_id}, {"$setOnInsert": {"items": {}}}, upsert=True)
         return self.months.update_one(absent, {"$set": {path: entry}}).modified_count == 1
 
@@ -105,6 +106,11 @@ class MonthlyLists:
 
     def _month(self, owner: str, month: str, counted: int) -> list[Row]:
         items = (self.months.find_one({"_id": f"{owner}/{month}"}) or {}).get("items") or {}
-        if len(items) > counted:  # a writer died between its entry and its count: repair the count
-            self.counts.update_one({"_id": owner}, {"$max": {f"months.{month}": len(items)}})
+        if len(items) != counted:
+            # A writer died between its entry and its count, or is between them now, or such a
+            # repair ran just before a writer's count landed: set the number we see, unless the
+            # count changed since we read it. Entries are never removed, so the next read that
+            # finds a difference corrects it, either way.
+            key = f"months.{month}"
+            self.counts.update_one({"_id": owner, key: counted}, {"$set": {key: len(items)}})
         return sorted(items.items(), key=self.order, reverse=True)

@@ -68,12 +68,13 @@ class NotificationStore:
         try:
             self.notifications.insert_one(doc)
         except DuplicateKeyError:
-            created = False
-        else:
-            created = True
-        # Also for a duplicate: a process that died between the two writes is repaired by redelivery.
+            # A redelivery: index the stored notification (its own time puts it in its own month),
+            # which also repairs a process that died between the two writes.
+            stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1})
+            self._index(doc["recipient"], stored or doc)
+            return False
         self._index(doc["recipient"], doc)
-        return created
+        return True
 
     def _index(self, recipient: str, doc: dict[str, Any]) -> None:
         entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}

@@ -81,3 +81,36 @@ def test_a_count_lost_with_its_writer_is_repaired(lists):
     lists.page("u1", 0, 20)  # the read finds September larger than counted and repairs it
     rows, total = lists.page("u1", 0, 20)
     assert keys(rows) == ["C3", "C2", "C1"] and total == 3
+
+
+def test_a_count_raised_past_the_size_is_lowered_by_the_next_read(lists):
+    lists.put("u1", START, "C1", entry(START), version=1)
+    # A repair that ran while a writer was between its entry and its count, then the count landed.
+    lists.counts.update_one({"_id": "u1"}, {"$set": {"months.2026-09": 2}})
+    assert lists.page("u1", 0, 20)[1] == 2
+    rows, total = lists.page("u1", 0, 20)
+    assert keys(rows) == ["C1"] and total == 1
+
+
+class CreatedMeanwhile:
+    """The months collection, with another writer creating the month's document (with its own entry)
+    right after our first conditional update missed."""
+
+    def __init__(self, months, doc_id: str, other: dict) -> None:
+        self.months, self.doc_id, self.other, self.missed = months, doc_id, other, False
+
+    def update_one(self, query, change, upsert=False):
+        result = self.months.update_one(query, change, upsert=upsert)
+        if not self.missed and not result.matched_count:
+            self.missed = True
+            self.months.insert_one({"_id": self.doc_id, "items": self.other})
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.months, name)
+
+
+def test_an_entry_is_added_when_another_writer_creates_the_month_meanwhile(lists):
+    lists.months = CreatedMeanwhile(lists.months, "u1/2026-09", {"B": entry(START)})
+    lists.put("u1", START + timedelta(minutes=1), "A", entry(START + timedelta(minutes=1)))
+    assert sorted(lists.months.find_one({"_id": "u1/2026-09"})["items"]) == ["A", "B"]

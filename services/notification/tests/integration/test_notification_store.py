@@ -102,3 +102,16 @@ def test_a_persons_single_inbox_document_is_split_by_month_once(mongo_client, db
 
     assert store.mark_read("u-7", "n-nov")
     assert store.list_for("u-7", True, 0, 10) == ([], 0)
+
+
+def test_a_redelivery_in_the_next_month_is_indexed_where_the_notification_is(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    end_of_november = datetime(2026, 11, 30, 15, 59, tzinfo=UTC)  # 23:59 in China
+    first = {"_id": "n1", "recipient": "u-1", "created_at": end_of_november, "read_at": None}
+    assert store.create(first, [], end_of_november)
+    again = {**first, "created_at": end_of_november + timedelta(minutes=2)}  # December in China
+    assert not store.create(again, [], again["created_at"])
+    rows, total = store.list_for("u-1", False, 0, 10)
+    assert [r["_id"] for r in rows] == ["n1"] and total == 1
+    assert store.mark_read("u-1", "n1")
+    assert store.list_for("u-1", True, 0, 10) == ([], 0)
