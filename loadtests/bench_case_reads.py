@@ -90,7 +90,7 @@ def load(db, total: int, me: str, departments: list[str]) -> None:
         mine[applicant][case["case_no"]] = entry
         if case["awaiting_review"]:
             tasks[f"{case['department_code']}/{slot_of(entry)}"][case["case_no"]] = entry
-            watched[deadline_bucket(case["deadline"], case["case_no"])][case["case_no"]] = True
+            watched[deadline_bucket(case["deadline"], case["case_no"])][case["case_no"]] = case["version"]
             days[case["deadline"]] += 1
         if len(batch) == 10_000:
             db.cases.insert_many(batch, ordered=False)

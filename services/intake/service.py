@@ -10,6 +10,7 @@ from typing import Any
 
 from nameko.timer import timer
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from contracts.cases import (
     CalendarYear,
@@ -25,7 +26,7 @@ from contracts.cases import (
 )
 from contracts.catalog import PublishedItem
 from contracts.common import Page, PageQuery, Principal
-from contracts.envelope import Envelope, new_event, parse_event
+from contracts.envelope import Envelope, UnknownEventType, new_event, parse_event
 from contracts.events import (
     CaseApproved,
     CaseDeadlineWarning,
@@ -319,7 +320,10 @@ class IntakeService:
         if case is None:
             return
         for event in events:
-            envelope, payload = parse_event(event.model_dump(mode="json") if isinstance(event, Envelope) else event)
+            try:
+                envelope, payload = parse_event(event.model_dump(mode="json") if isinstance(event, Envelope) else event)
+            except (ValidationError, UnknownEventType):
+                continue  # not an event at all: publishing skips it too, and says so
             if (fact := supervision.fact_of(payload, envelope, case)) is not None:
                 self.store.add_fact(fact)
 
@@ -395,7 +399,7 @@ class IntakeService:
                 for flag in due.flags:
                     counts[flag] += self._raise_deadline_flag(case, flag, models[flag])
                 if due.done:
-                    self.store.unwatch(day, case_no)
+                    self.store.unwatch(day, case_no, case.get("version", 0) if case else None)
                 else:
                     remaining += 1
             if not remaining:

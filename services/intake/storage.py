@@ -90,8 +90,9 @@ class IntakeStore:
             if len(shard) != 2:
                 continue  # a bucket of the current layout
             for case_no in bucket.get("cases") or {}:
+                # Watched at version 0: any reader of the case may take it out.
                 self.deadlines.update_one(
-                    {"_id": deadline_bucket(day, case_no)}, {"$set": {f"cases.{case_no}": True}}, upsert=True
+                    {"_id": deadline_bucket(day, case_no)}, {"$max": {f"cases.{case_no}": 0}}, upsert=True
                 )
             self.deadlines.delete_one({"_id": bucket["_id"]})
 
@@ -157,11 +158,13 @@ class IntakeStore:
     # The deadline index: which running cases have their deadline on which day. The periodic check
     # reads it by _id instead of filtering every case (a full scan on FerretDB). A case enters it
     # when a sync finds it running and leaves it when a sync finds it stopped (or when the check
-    # finds it stale: moved to another day, or flagged overdue). Layout:
-    # `<day>/<shard>` -> {cases: {case_no: true}}, and `days` -> {days: {<day>: <additions>}}.
-    def watch_deadline(self, case_no: str, day: str) -> None:
+    # finds it stale: moved to another day, or flagged overdue). Each entry holds the case version
+    # it was watched at, and only a reader of that version or a later one may take it out: a sync
+    # or a check that read the case before it started running again cannot. Layout:
+    # `<day>/<shard>` -> {cases: {case_no: version}}, and `days` -> {days: {<day>: <changes>}}.
+    def watch_deadline(self, case_no: str, day: str, version: int) -> None:
         bucket = deadline_bucket(day, case_no)
-        added = self.deadlines.update_one({"_id": bucket}, {"$set": {f"cases.{case_no}": True}}, upsert=True)
+        added = self.deadlines.update_one({"_id": bucket}, {"$max": {f"cases.{case_no}": version}}, upsert=True)
         if added.modified_count or added.upserted_id is not None:
             # Counted after the entry is in: a checker that found the day empty cannot drop it then.
             self.deadlines.update_one({"_id": "days"}, {"$inc": {f"days.{day}": 1}}, upsert=True)
@@ -174,9 +177,14 @@ class IntakeStore:
         buckets = (self.deadlines.find_one({"_id": _bucket_id(day, shard)}) for shard in range(DEADLINE_SHARDS))
         return [case_no for bucket in buckets if bucket for case_no in bucket.get("cases") or {}]
 
-    def unwatch(self, day: str, case_no: str) -> None:
-        bucket = deadline_bucket(day, case_no)
-        self.deadlines.update_one({"_id": bucket}, {"$unset": {f"cases.{case_no}": ""}})
+    def unwatch(self, day: str, case_no: str, version: int | None) -> None:
+        """Take the case out of the day, if it was watched at `version` or before (None: whatever
+        version, for a case that no longer exists)."""
+        key = f"cases.{case_no}"
+        query: dict[str, Any] = {"_id": deadline_bucket(day, case_no)}
+        if version is not None:
+            query[key] = {"$lte": version}
+        self.deadlines.update_one(query, {"$unset": {key: ""}})
 
     def drop_day(self, day: str, additions: int) -> bool:
         """Forget an emptied day, unless a case was added to it since its count was read."""
@@ -184,7 +192,7 @@ class IntakeStore:
         return self.deadlines.update_one(query, {"$unset": {f"days.{day}": ""}}).modified_count == 1
 
     def deadline_view(self, case_no: str) -> dict[str, Any] | None:
-        fields = ("case_no", "item_code", "item_name", "department_code", "applicant", "status", "deadline")
+        fields = ("case_no", "item_code", "item_name", "department_code", "applicant", "status", "deadline", "version")
         return self.cases.find_one({"_id": case_no}, {f: 1 for f in (*fields, "deadline_warned", "overdue")})
 
     def flag_once(self, case_no: str, flag: str, statuses: list[str], event: Envelope) -> bool:
@@ -299,9 +307,9 @@ class IntakeStore:
             # seconds by the rules) leaves it at once instead of when its day comes, so its buckets
             # hold the cases still waiting, not every case of a day.
             if case["status"] in TASK_STATUSES:
-                self.watch_deadline(case_no, case["deadline"])
+                self.watch_deadline(case_no, case["deadline"], version)
             else:
-                self.unwatch(case["deadline"], case_no)
+                self.unwatch(case["deadline"], case_no, version)
         self._put_applicant_entry(owner, case_no, entry, version)
         is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
         self.task_board.sync(department, case_no, entry, is_task)

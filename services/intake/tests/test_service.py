@@ -677,6 +677,9 @@ def test_the_relay_syncs_and_counts_an_event_its_writer_left_behind(service, sto
     store.sync_views.assert_called_once_with("620524MZ-20261123-000007")
     assert store.add_fact.call_args.args[0]["_id"] == left.event_id
     assert store.add_fact.call_args.args[0]["kind"] == "withdrawn"
+    store.add_fact.reset_mock()
+    options["before_publish"]("620524MZ-20261123-000007", {"type": "not an event"})  # skipped, not raised
+    store.add_fact.assert_not_called()
 
 
 def test_principal_model_round_trips():

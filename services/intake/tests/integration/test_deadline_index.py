@@ -82,8 +82,24 @@ def test_buckets_of_the_16_bucket_layout_are_moved_once(mongo_client, db_prefix)
     assert store.watched_days() == {DAY: 2, "2099-03-03": 1}  # the day counts are the layout's own
     assert db.deadline_index.count_documents({"_id": {"$in": [f"{DAY}/03", "2099-03-03/15"]}}) == 0
 
-    store.unwatch(DAY, "OLD-1")  # found where the current layout files it
+    store.unwatch(DAY, "OLD-1", 1)  # found where the current layout files it
     assert store.watched(DAY) == ["OLD-2"]
     db.deadline_index.insert_one({"_id": f"{DAY}/04", "cases": {"LATE": True}})
     IntakeStore(db).ensure_indexes()  # recorded as done: not run again
     assert store.watched(DAY) == ["OLD-2"]
+
+
+def test_a_reader_of_an_older_version_cannot_take_out_a_newer_watch(store):
+    store.insert_case(running_case("C-1"), [])
+    store.sync_views("C-1")  # watched at version 1
+    # A sync that read the case paused (version 2) is overtaken by the resubmission (version 3,
+    # the same deadline), which watches it again; the paused reader's removal comes last.
+    store.cases.update_one({"_id": "C-1"}, {"$set": {"status": "resubmitted"}, "$inc": {"version": 2}})
+    store.sync_views("C-1")
+    store.unwatch(DAY, "C-1", 2)
+    assert store.watched(DAY) == ["C-1"]
+    store.unwatch(DAY, "C-1", 3)  # a reader of the current version may
+    assert store.watched(DAY) == []
+    store.sync_views("C-1")
+    store.unwatch(DAY, "C-1", None)  # the case is gone: whatever its version
+    assert store.watched(DAY) == []
