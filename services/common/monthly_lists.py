@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo.collection import Collection
 
+from services.common.mongo import update_entry
 from services.common.paging import plan_page
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -47,28 +48,23 @@ class MonthlyLists:
     def put(self, owner: str, moment: datetime, key: str, entry: dict[str, Any], version: int | None = None) -> None:
         """Add the entry, or (with `version`: entries then carry one) replace an older version of it.
         Idempotent: a repeated put changes nothing."""
-        doc_id, path = f"{owner}/{month_of(moment)}", f"items.{key}"
+        month = month_of(moment)
+        doc_id, path = f"{owner}/{month}", f"items.{key}"
         if version is not None and version > 1 and self._replace(doc_id, path, entry, version):
             return  # the usual later write of an entry: one command
-        month = f"months.{month_of(moment)}"
-        if self._add(doc_id, path, entry):
-            self.counts.update_one({"_id": owner}, {"$inc": {month: 1}}, upsert=True)
+        count = f"months.{month}"
+        # Added where absent, the month's document created first if need be (update_entry decides
+        # by the entry, not by the document, so a document another writer creates meanwhile
+        # cannot make ours look like a repeat).
+        absent = {path: {"$exists": False}}
+        if update_entry(self.months, doc_id, absent, {"$set": {path: entry}}, {"items": {}}).modified_count:
+            self.counts.update_one({"_id": owner}, {"$inc": {count: 1}}, upsert=True)
             return
         # There already (a repeat, or a newer version): make sure its month is counted at all, in
         # case the writer that added it died before counting (a page read repairs the number).
-        self.counts.update_one({"_id": owner}, {"$max": {month: 1}}, upsert=True)
+        self.counts.update_one({"_id": owner}, {"$max": {count: 1}}, upsert=True)
         if version is not None:
             self._replace(doc_id, path, entry, version)
-
-    def _add(self, doc_id: str, path: str, entry: dict[str, Any]) -> bool:
-        absent = {"_id": doc_id, path: {"$exists": False}}
-        if self.months.update_one(absent, {"$set": {path: entry}}).modified_count:
-            return True
-        # Either the entry is there, or the month's document is not (yet): make sure it exists and
-        # try again. (Asking whether the document exists would not do: another writer may create
-        # it between our miss and the question, and ours would be taken for a repeat and lost.)
-        self.months.update_one({"_id": doc_id}, {"$setOnInsert": {"items": {}}}, upsert=True)
-        return self.months.update_one(absent, {"$set": {path: entry}}).modified_count == 1
 
     def _replace(self, doc_id: str, path: str, entry: dict[str, Any], version: int) -> bool:
         older = {"_id": doc_id, f"{path}.version": {"$lt": version}}
