@@ -310,13 +310,10 @@ class IntakeStore:
                 self.watch_deadline(case_no, case["deadline"], version)
             else:
                 self.unwatch(case["deadline"], case_no, version)
-        self._put_applicant_entry(owner, case_no, entry, version)
+        self.my_cases.put(owner, entry["submitted_at"], case_no, entry, version)
         is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
         self.task_board.sync(department, case_no, entry, is_task)
         return case
-
-    def _put_applicant_entry(self, owner: str, case_no: str, entry: dict[str, Any], version: int) -> None:
-        self.my_cases.put(owner, entry["submitted_at"], case_no, entry, version)
 
     def apply_event(
         self,
