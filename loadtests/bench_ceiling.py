@@ -197,10 +197,9 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
                 ok = response.status_code == 201
             except requests.RequestException:
                 ok = False
-            if ok:
-                with lock:
-                    accepted.append(response.json()["case_no"])
             with lock:
+                if ok:
+                    accepted.append(response.json()["case_no"])
                 latencies.append(time.monotonic() - when)
                 errors[0] += not ok
 
