@@ -19,6 +19,13 @@ os.environ.setdefault("YIWANG_RETRY_DELAYS", "0.2,0.5")
 # be imported under eventlet's monkey-patching, which `nameko test` applies first.
 os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
+from hypothesis import settings  # imported after the line above
+
+# No timing assertions in the suite (speed is measured by benchmarks): hypothesis's default
+# 200 ms deadline per example failed a CI run when a busy machine made one example slow.
+settings.register_profile("yiwang", deadline=None)
+settings.load_profile("yiwang")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: breaks infrastructure of its own under load (make test-faults)")
