@@ -18,6 +18,7 @@ from nameko.extensions import DependencyProvider
 from pymongo.database import Database
 
 from services.common.metrics import StoreCommandListener
+from services.common.outbox import OutboxCollection
 
 MONGO_URI_KEY = "MONGO_URI"
 DB_PREFIX_KEY = "MONGO_DB_PREFIX"
@@ -66,6 +67,12 @@ class Storage(DependencyProvider):
 
     def start(self) -> None:
         self._ensure_store()
+
+    def stop(self) -> None:
+        # Workers are done: delete the markers of what they published (else orphans, removed later).
+        for value in vars(self.store).values() if self.store is not None else ():
+            if isinstance(value, OutboxCollection):
+                value.flush()
 
     def get_dependency(self, worker_ctx: Any) -> Any:
         # An eager timer may fire before this provider's start(): build the store on first use too.

@@ -11,29 +11,47 @@ collection: the document server behind FerretDB answers nothing but `_id` equali
 so filtering a million cases for pending events every two seconds was a full scan each time.
 A marker whose write never happened (a conflict, a crash in between) points at no event; the
 relay removes it once it is older than any write can take.
+
+Published markers are deleted in batches, one command for many events (a delete costs the
+document server as much as an update; one per event was three commands per case). That is safe
+because publishing takes the event out of its document at once: a marker left over a little
+longer points at no event, so no relay publishes it again, and a process that dies before its
+batch leaves only orphans, removed as above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
 from contracts.envelope import Envelope
 
+log = logging.getLogger(__name__)
+
 # Markers older than this with no event in their document are orphans (the write never happened).
 ORPHAN_AFTER = timedelta(minutes=5)
+# A batch of published markers is deleted once it holds this many, or once its first is this old
+# (checked at the next publish; the relay's round and the process's stop flush what is left).
+FLUSH_SIZE = 50
+FLUSH_AFTER = 0.25  # seconds
 
 
 class OutboxCollection:
     """Storage side of the outbox for one collection."""
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, clock: Callable[[], float] = time.monotonic) -> None:
         self.collection = collection
         self.markers = collection.database[f"{collection.name}_outbox"]
+        self._clock = clock
+        self._published: list[str] = []  # markers of published events, not deleted yet
+        self._batch_started: float | None = None
 
     def ensure_indexes(self) -> None:
         self.markers.create_index([("at", ASCENDING)])
@@ -80,8 +98,27 @@ class OutboxCollection:
         return found
 
     def mark_published(self, doc_id: Any, event_id: str) -> None:
+        """Take the event out of its document now; its marker goes with the next batch."""
         self.collection.update_one({"_id": doc_id}, {"$unset": {f"outbox.{event_id}": ""}})
-        self.markers.delete_one({"_id": event_id})
+        self._published.append(event_id)
+        if self._batch_started is None:
+            self._batch_started = self._clock()
+        if len(self._published) >= FLUSH_SIZE or self._clock() - self._batch_started >= FLUSH_AFTER:
+            self.flush()
+
+    def flush(self) -> None:
+        """Delete the markers of the events published so far (one command). A failure keeps them
+        for the next flush: the events are published either way."""
+        # Taken before the delete: greenthreads publishing meanwhile start the next batch.
+        ids, self._published, self._batch_started = self._published, [], None
+        if not ids:
+            return
+        try:
+            self.markers.delete_many({"_id": {"$in": ids}})
+        except PyMongoError:
+            log.warning("could not delete published markers; kept for the next flush", extra={"count": len(ids)})
+            self._published = ids + self._published
+            self._batch_started = self._batch_started or self._clock()
 
     def clear(self, doc_ids: list[Any]) -> None:
         """Mark every pending event of these documents published (after a bulk publish)."""

@@ -1,9 +1,13 @@
 import contextlib
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from pymongo.errors import AutoReconnect
 
 from contracts.envelope import Envelope, new_event
 from contracts.events import CaseSubmitted, ItemPublished
 from services.common import outbox as outbox_module
+from services.common.mongo import Storage
 from services.common.publishing import RELAY_GRACE, Publisher
 
 
@@ -42,10 +46,15 @@ class FakeOutbox:
         self._pending = list(pending)
         self.marked = []
         self.pending_calls = []
+        self.calls = []
 
     def pending(self, older_than, limit=100):
         self.pending_calls.append(older_than)
+        self.calls.append("pending")
         return list(self._pending)
+
+    def flush(self):
+        self.calls.append("flush")
 
     def mark_published(self, doc_id, event_id):
         self.marked.append((doc_id, event_id))
@@ -203,7 +212,12 @@ class MemoryCollection:
         self.docs.pop(query["_id"], None)
 
     def delete_many(self, query):
+        if getattr(self, "fail_deletes", 0):
+            self.fail_deletes -= 1
+            raise AutoReconnect("store gone")
         key, values = next(iter(query.items()))
+        if hasattr(self, "delete_batches"):
+            self.delete_batches.append(list(values["$in"]))
         for doc_id in [i for i, d in self.docs.items() if d.get(key) in values["$in"]]:
             del self.docs[doc_id]
 
@@ -295,14 +309,90 @@ def test_pending_finds_events_through_their_markers_oldest_first():
     ]
 
 
-def test_mark_published_removes_the_event_and_its_marker():
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _box_with_events(*events, clock=None):
+    collection = MemoryCollection()
+    box = outbox_module.OutboxCollection(collection, clock=clock or FakeClock())
+    for event in events:
+        collection.docs[event.event_id] = {"_id": event.event_id, **box.fields(event.event_id, [event])}
+    box.markers.delete_batches = []
+    return box
+
+
+def test_mark_published_takes_the_event_out_at_once_and_batches_its_marker():
     a1, a2 = _submitted("A"), _published()
     collection = MemoryCollection()
-    box = outbox_module.OutboxCollection(collection)
+    box = outbox_module.OutboxCollection(collection, clock=FakeClock())
     collection.docs["A"] = {"_id": "A", **box.fields("A", [a1, a2])}
     box.mark_published("A", a1.event_id)
     assert list(collection.docs["A"]["outbox"]) == [a2.event_id]
+    assert set(box.markers.docs) == {a1.event_id, a2.event_id}  # waits for its batch
+    box.flush()
     assert list(box.markers.docs) == [a2.event_id]
+
+
+def test_a_published_marker_not_yet_deleted_is_never_published_again():
+    event = _submitted("A")
+    box = _box_with_events(event)
+    box.mark_published(event.event_id, event.event_id)
+    _aged(box, event.event_id, timedelta(minutes=1))
+    assert box.pending(timedelta(seconds=3)) == []
+    assert event.event_id in box.markers.docs  # not an orphan yet: the batch deletes it
+
+
+def test_a_full_batch_is_deleted_in_one_command():
+    events = [_submitted(f"C{n}") for n in range(outbox_module.FLUSH_SIZE)]
+    box = _box_with_events(*events)
+    for event in events[:-1]:
+        box.mark_published(event.event_id, event.event_id)
+    assert box.markers.delete_batches == []
+    box.mark_published(events[-1].event_id, events[-1].event_id)
+    assert box.markers.delete_batches == [[e.event_id for e in events]]
+    assert box.markers.docs == {}
+
+
+def test_a_batch_is_deleted_once_its_first_marker_waited_long_enough():
+    clock = FakeClock()
+    first, second, third = _submitted("A"), _submitted("B"), _submitted("C")
+    box = _box_with_events(first, second, third, clock=clock)
+    box.mark_published(first.event_id, first.event_id)
+    clock.now += outbox_module.FLUSH_AFTER / 2
+    box.mark_published(second.event_id, second.event_id)
+    assert box.markers.delete_batches == []
+    clock.now += outbox_module.FLUSH_AFTER / 2
+    box.mark_published(third.event_id, third.event_id)
+    assert box.markers.delete_batches == [[first.event_id, second.event_id, third.event_id]]
+
+
+def test_markers_whose_delete_failed_go_with_the_next_flush():
+    first, second = _submitted("A"), _submitted("B")
+    box = _box_with_events(first, second)
+    box.markers.fail_deletes = 1
+    box.mark_published(first.event_id, first.event_id)
+    box.flush()
+    assert set(box.markers.docs) == {first.event_id, second.event_id}
+    box.mark_published(second.event_id, second.event_id)
+    box.flush()
+    assert box.markers.docs == {}
+
+
+def test_flushing_nothing_sends_nothing():
+    box = _box_with_events()
+    box.flush()
+    assert box.markers.delete_batches == []
+
+
+def test_the_relay_deletes_published_markers_before_it_looks_for_pending_events():
+    outbox = FakeOutbox()
+    Publisher(FakeDispatch()).relay(outbox)
+    assert outbox.calls[:2] == ["flush", "pending"]
 
 
 def test_a_marker_without_its_event_is_dropped_only_once_no_write_can_still_be_in_flight():
@@ -365,3 +455,15 @@ def test_outbox_clear_empties_the_outbox_of_exactly_those_documents():
     box.clear(["a@1", "b@1"])
     assert [collection.docs[d]["outbox"] == {} for d in ("a@1", "b@1", "c@1")] == [True, True, False]
     assert list(box.markers.docs) == [c.event_id]
+
+
+def test_a_stopping_process_deletes_the_markers_it_still_holds():
+    event = _submitted("A")
+    box = _box_with_events(event)
+    box.mark_published(event.event_id, event.event_id)
+    store = SimpleNamespace(outbox=box, name="not an outbox")
+    provider = Storage(SimpleNamespace)
+    provider.store = store
+    provider.stop()
+    assert box.markers.docs == {}
+    Storage(SimpleNamespace).stop()  # a process stopped before its store was built: nothing to do
