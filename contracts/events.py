@@ -3,9 +3,12 @@
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import model_validator
+
 from contracts.cases import Decision, RuleResult
 from contracts.catalog import IssuedCertificate
 from contracts.envelope import EventPayload, register
+from contracts.identity import ApplicantProfile
 
 
 @register
@@ -20,6 +23,15 @@ class CaseSubmitted(EventPayload):
     form: dict[str, Any]
     material_codes: list[str]
     submitted_at: datetime
+    # The applicant as identity knew them at submission, which is what the rules judge (data
+    # travels with the case: approval need not ask again). Absent in events of older producers.
+    applicant: ApplicantProfile | None = None
+
+    @model_validator(mode="after")
+    def _one_applicant(self) -> "CaseSubmitted":
+        if self.applicant is not None and self.applicant.user_id != self.applicant_id:
+            raise ValueError("applicant.user_id must be applicant_id")
+        return self
 
 
 class _CaseDecided(EventPayload):

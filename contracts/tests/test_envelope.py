@@ -48,3 +48,14 @@ def test_expected_type_mismatch_is_refused():
     raw = new_event(_submitted(), producer="intake").model_dump(mode="json")
     with pytest.raises(UnknownEventType):
         parse_event(raw, expected=CaseApproved)
+
+
+def test_a_submission_carries_the_profile_of_its_own_applicant_only():
+    profile = {"user_id": "u1", "account_type": "citizen", "name": "张三", "assurance_level": 2}
+    raw = new_event(_submitted(), producer="intake").model_dump(mode="json")
+    raw["payload"]["applicant"] = profile
+    _, payload = parse_event(raw)
+    assert payload.applicant is not None and payload.applicant.assurance_level == 2
+    raw["payload"]["applicant"] = {**profile, "user_id": "u2"}
+    with pytest.raises(ValidationError, match=r"applicant\.user_id must be applicant_id"):
+        parse_event(raw)

@@ -37,7 +37,10 @@ class ApprovalService:
         # The rules of the version the case was submitted under, not today's.
         code, version = submitted.item_code, submitted.item_version
         item = self.item_versions.get(code, version, lambda: call(self.catalog.get_item, code, version))
-        profile = ApplicantProfile.model_validate(call(self.identity.applicant_profile, submitted.applicant_id))
+        # As at submission, from the event; asked of identity only for an older producer's event.
+        profile = submitted.applicant or ApplicantProfile.model_validate(
+            call(self.identity.applicant_profile, submitted.applicant_id)
+        )
         outcome = deciding.decide(item, profile, submitted)
         event = new_event(outcome, producer=self.name)
         annotate(outcome=outcome.event_type)

@@ -15,7 +15,7 @@ from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, Submit
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
-from contracts.identity import CertificateCheck
+from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.errors import Conflict, NotFound, ValidationFailed
 from services.intake.workdays import add_working_days
 
@@ -158,7 +158,12 @@ def case_number(department_code: str, day: date, sequence: int) -> str:
 
 
 def new_case(
-    case_no: str, item: PublishedItem, principal: Principal, applicant_name: str, request: SubmitCase, now: datetime
+    case_no: str,
+    item: PublishedItem,
+    principal: Principal,
+    applicant: ApplicantProfile,
+    request: SubmitCase,
+    now: datetime,
 ) -> tuple[dict[str, Any], CaseSubmitted]:
     deadline, provisional = add_working_days(local_date(now), item.promised_days)
     doc = {
@@ -168,7 +173,7 @@ def new_case(
         "item_version": item.version,
         "item_name": item.name,
         "department_code": item.department_code,
-        "applicant": {"user_id": principal.user_id, "name": applicant_name},
+        "applicant": {"user_id": principal.user_id, "name": applicant.name},
         "status": "submitted",
         "form": request.form,
         "materials": [m.model_dump(exclude_none=True) for m in request.materials],
@@ -197,6 +202,7 @@ def new_case(
         form=request.form,
         material_codes=[m.code for m in request.materials],
         submitted_at=now,
+        applicant=applicant,
     )
     return doc, event
 

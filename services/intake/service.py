@@ -35,7 +35,7 @@ from contracts.events import (
     CaseReviewRequired,
     CertificateIssued,
 )
-from contracts.identity import CertificateCheck
+from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
 from services.common.metrics import Metrics
@@ -82,7 +82,8 @@ class IntakeService:
         item = PublishedItem.model_validate(call(self.catalog.get_item, request.item_code))
         annotate(item_code=item.item_code, department_code=item.department_code)
         self._check_application(who, item, request)
-        applicant = call(self.identity.get_user, who.user_id)
+        # The profile the rules will judge travels in case.submitted (approval need not ask again).
+        applicant = ApplicantProfile.model_validate(call(self.identity.applicant_profile, who.user_id))
 
         now = cases.now_utc()
         today = cases.local_date(now)
@@ -91,7 +92,7 @@ class IntakeService:
         if key:
             # One case number per key, ever: a retry completes the number of a request that died.
             case_no = cases.claimed_number(self.store.claim_key(key, case_no, request_hash), request_hash)
-        doc, payload_event = cases.new_case(case_no, item, who, applicant["name"], request, now)
+        doc, payload_event = cases.new_case(case_no, item, who, applicant, request, now)
         doc.update({"idempotency_key": key or f"none:{case_no}", "request_hash": request_hash})
         event = new_event(payload_event, producer=self.name)
         if not self.store.insert_case(doc, [event]):

@@ -6,6 +6,7 @@ from nameko.testing.services import worker_factory
 
 from contracts.envelope import Envelope, new_event, parse_event
 from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseSubmitted
+from contracts.identity import ApplicantProfile
 from services.approval.service import ApprovalService
 from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
@@ -37,7 +38,7 @@ def applicant(**overrides):
     }
 
 
-def submitted_event(published=ALLOWANCE):
+def submitted_event(published=ALLOWANCE, profile=None):
     return new_event(
         CaseSubmitted(
             case_no="620524MZ-20261123-000007",
@@ -49,6 +50,7 @@ def submitted_event(published=ALLOWANCE):
             form={"bank_account": "6222020200112233445", "contact_phone": "13800138000"},
             material_codes=[],
             submitted_at=datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
+            applicant=profile,
         ),
         producer="intake",
     )
@@ -237,3 +239,12 @@ def test_a_version_is_asked_of_catalog_once_per_process(service, catalog, store)
         service.on_case_submitted(submitted_event().model_dump(mode="json"))
     assert store.record.call_count == 3
     catalog.get_item.call_async.assert_called_once_with(ALLOWANCE["item_code"], 3)
+
+
+def test_the_profile_in_the_event_is_judged_and_identity_is_not_asked(service, store, identity, events):
+    # Identity would now say 85 (approved); the event holds the applicant at submission: 72 (rejected).
+    rpc_returns(identity.applicant_profile, applicant(age=85))
+    service.on_case_submitted(submitted_event(profile=ApplicantProfile(**applicant(age=72))).model_dump(mode="json"))
+    identity.applicant_profile.call_async.assert_not_called()
+    *_, event = _recorded(store)
+    assert event.type == "case.rejected.v1"

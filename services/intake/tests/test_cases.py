@@ -6,13 +6,14 @@ from contracts.cases import CaseView, Decision, MaterialRef, SubmitCase
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
-from contracts.identity import CertificateCheck
+from contracts.identity import ApplicantProfile, CertificateCheck
 from services.catalog.seed_data import seed_items
 from services.common.errors import NotFound, ValidationFailed
 from services.intake import cases
 from services.intake.workdays import add_working_days
 
 CITIZEN = Principal(user_id="u-citizen", account_type="citizen", roles=["applicant"])
+PROFILE = ApplicantProfile(user_id="u-citizen", account_type="citizen", name="张三", age=85, assurance_level=1)
 ENTERPRISE = Principal(user_id="u-ent", account_type="enterprise", roles=["applicant"])
 GOOD_FORM = {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
@@ -54,9 +55,16 @@ def request(item_code=None, form=None, materials=()):
     )
 
 
+def profile_of(principal):
+    return ApplicantProfile(
+        user_id=principal.user_id, account_type=principal.account_type, name="张三", assurance_level=1
+    )
+
+
 def doc_for(principal=CITIZEN, item=None, now=NOW):
     item = item or allowance()
-    doc, _ = cases.new_case("620524MZ-20261123-000001", item, principal, "张三", request(item.item_code), now)
+    case_no, applicant = "620524MZ-20261123-000001", profile_of(principal)
+    doc, _ = cases.new_case(case_no, item, principal, applicant, request(item.item_code), now)
     return doc
 
 
@@ -310,7 +318,7 @@ def test_new_case_document():
     item = with_materials()
     materials = [{"code": "id_card", "document_id": "d1"}, {"code": "household_register", "certificate_id": "c1"}]
     doc, event = cases.new_case(
-        "620524GA-20261123-000001", item, CITIZEN, "张三", request(item.item_code, {"reason": "lost"}, materials), NOW
+        "620524GA-20261123-000001", item, CITIZEN, PROFILE, request(item.item_code, {"reason": "lost"}, materials), NOW
     )
     assert doc["_id"] == doc["case_no"] == "620524GA-20261123-000001"
     assert doc["item_code"] == item.item_code
@@ -336,6 +344,7 @@ def test_new_case_document():
     assert event.material_codes == ["id_card", "household_register"]
     assert event.form == {"reason": "lost"}
     assert event.submitted_at == NOW
+    assert event.applicant == PROFILE  # what the rules will judge travels with the case
 
 
 def test_deadline_counts_promised_working_days():

@@ -6,7 +6,7 @@ from nameko.testing.services import worker_factory
 
 from contracts.cases import CaseCreated, CaseView, Decision, RuleResult, SubmitCase
 from contracts.common import Principal
-from contracts.envelope import Envelope, new_event
+from contracts.envelope import Envelope, new_event, parse_event
 from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseWithdrawn, CertificateIssued
 from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
@@ -34,6 +34,19 @@ WITH_MATERIALS = item(
         {"code": "photo", "name": "数码照片回执", "required": False},
     ],
 )
+
+
+def profile(user_id, name):
+    return {
+        "user_id": user_id,
+        "account_type": "citizen",
+        "name": name,
+        "age": 85,
+        "gender": "male",
+        "region_code": "620524",
+        "assurance_level": 1,
+        "certificates": [],
+    }
 
 
 def rpc_returns(method, value):
@@ -68,7 +81,7 @@ def catalog():
 @pytest.fixture
 def identity():
     identity = MagicMock()
-    rpc_returns(identity.get_user, {"user_id": "u-citizen", "name": "张三", "account_type": "citizen"})
+    rpc_returns(identity.applicant_profile, profile("u-citizen", "张三"))
     return identity
 
 
@@ -141,9 +154,13 @@ def test_the_case_is_stored_before_it_is_announced(service, store, events):
     assert order == ["insert", "publish"]
 
 
-def test_the_applicant_name_comes_from_identity(service, identity, store):
+def test_the_applicant_as_identity_knows_them_is_stored_and_announced(service, identity, store):
     service.submit_case(CITIZEN, submission())
-    identity.get_user.call_async.assert_called_once_with("u-citizen")
+    identity.applicant_profile.call_async.assert_called_once_with("u-citizen")
+    doc, events = store.insert_case.call_args.args
+    assert doc["applicant"] == {"user_id": "u-citizen", "name": "张三"}
+    _, payload = parse_event(events[0].model_dump(mode="json"))
+    assert payload.applicant.model_dump() == profile("u-citizen", "张三")
 
 
 def test_invalid_form_lists_every_violation(service, store, events):
@@ -341,7 +358,7 @@ def test_a_retry_with_the_same_key_and_body_replays_without_calling_anyone(servi
     assert again == {**first, "replayed": True}
     store.by_idempotency_key.assert_called_once_with("u-citizen:retry-1")
     catalog.get_item.call_async.assert_not_called()
-    identity.get_user.call_async.assert_not_called()
+    identity.applicant_profile.call_async.assert_not_called()
     identity.check_certificates.call_async.assert_not_called()
     assert_nothing_stored(store, events)
 
@@ -434,7 +451,7 @@ def test_a_bad_idempotency_key_is_refused_before_any_call(service, catalog, stor
 
 def test_two_applicants_may_choose_the_same_key(service, store, identity):
     service.submit_case(CITIZEN, submission(), "same")
-    rpc_returns(identity.get_user, {"user_id": "u-other", "name": "李四", "account_type": "citizen"})
+    rpc_returns(identity.applicant_profile, profile("u-other", "李四"))
     other = {**CITIZEN, "user_id": "u-other"}
     service.submit_case(other, submission(), "same")
     keys = [c.args[0]["idempotency_key"] for c in store.insert_case.call_args_list]

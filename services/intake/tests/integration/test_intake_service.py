@@ -62,14 +62,8 @@ class StandInIdentity:
         return checks
 
     @rpc
-    def get_user(self, user_id):
-        return {
-            "user_id": user_id,
-            "name": "张三",
-            "account_type": "citizen",
-            "roles": ["applicant"],
-            "assurance_level": 1,
-        }
+    def applicant_profile(self, user_id):
+        return {"user_id": user_id, "name": "张三", "account_type": "citizen", "assurance_level": 1}
 
 
 @pytest.fixture
