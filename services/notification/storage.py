@@ -15,6 +15,8 @@ from services.common.monthly_lists import MonthlyLists
 
 # A queue entry without its notification this old is an orphan (the insert never happened).
 ORPHAN_AFTER = timedelta(minutes=5)
+# Rate counters older than this many seconds are deleted (a send is counted in the second it starts).
+RATE_COUNTERS_KEPT = 120
 
 
 class NotificationStore:
@@ -29,7 +31,8 @@ class NotificationStore:
         # `notifications` by recipient would be a full scan on FerretDB.
         self.inbox = MonthlyLists(db["inbox_months"], db["inbox_counts"], lambda row: (row[1]["at"], row[0]))
         self._older_inboxes = db["inboxes"]  # one document per person, before months
-        self.rates = db["channel_rates"]
+        self.rates = db["channel_rates"]  # `<channel>:<unix second>` -> {second, n}
+        self._swept_minute: int | None = None
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
@@ -107,17 +110,22 @@ class NotificationStore:
 
     def take_rate_token(self, channel: str, now: datetime, per_second: int) -> bool:
         """At most `per_second` sends per channel and second across all processes: one counter per
-        second of the minute, reset when its second comes round again."""
+        channel and second, counted in one write; counters of past minutes are swept once a minute
+        (a counter of the minute's second reset on reuse cost a second write per send)."""
         second = int(now.timestamp())
-        slot = f"{channel}:{second % 60:02d}"
-        self.rates.update_one({"_id": slot, "second": {"$ne": second}}, {"$set": {"second": second, "n": 0}})
-        try:
-            counted = self.rates.find_one_and_update(
-                {"_id": slot, "second": second}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-            )
-        except DuplicateKeyError:
-            return False  # the slot turned over under us: count this send in the next second
-        return counted["n"] <= per_second
+        if second // 60 != self._swept_minute:
+            self._swept_minute = second // 60
+            self.rates.delete_many({"second": {"$lt": second - RATE_COUNTERS_KEPT}})
+        count = {"$inc": {"n": 1}, "$setOnInsert": {"second": second}}
+        for _ in range(2):
+            try:
+                counted = self.rates.find_one_and_update(
+                    {"_id": f"{channel}:{second}"}, count, upsert=True, return_document=ReturnDocument.AFTER
+                )
+                return counted["n"] <= per_second
+            except DuplicateKeyError:
+                continue  # two first sends of a second raced to create its counter: count again
+        return False
 
     # --- reading --------------------------------------------------------------------------------------
     def list_for(self, recipient: str, unread_only: bool, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import eventlet
+import pymongo
+from pymongo import monitoring
 
-from services.notification.storage import NotificationStore
+from services.notification.storage import RATE_COUNTERS_KEPT, NotificationStore
+from tests.support import MONGO_URI
 
 
 def test_the_rate_limit_holds_across_concurrent_senders_and_resets_each_second(mongo_client, db_prefix):
@@ -20,6 +23,38 @@ def test_the_rate_limit_holds_across_concurrent_senders_and_resets_each_second(m
     # A minute later the same slot comes round again, fresh.
     later = list(pool.imap(lambda _: store.take_rate_token("sms", second + timedelta(minutes=1), 5), range(8)))
     assert later.count(True) == 5
+
+
+class CommandLog(monitoring.CommandListener):
+    def __init__(self):
+        self.names = []
+
+    def started(self, event):
+        self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_a_send_is_counted_in_one_write_and_past_counters_are_swept(db_prefix):
+    log = CommandLog()
+    client = pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True)
+    store = NotificationStore(client[f"{db_prefix}_notification"])
+    start = datetime(2026, 11, 26, 2, 0, 7, tzinfo=UTC)
+    store.rates.insert_one({"_id": "sms:07", "second": int(start.timestamp()) - 3600, "n": 3})  # older layout
+    assert store.take_rate_token("sms", start, 5)  # the first send of a minute sweeps, then counts
+    log.names.clear()
+    for offset in range(1, 4):
+        assert store.take_rate_token("sms", start + timedelta(seconds=offset), 5)
+    assert log.names == ["findAndModify"] * 3
+    assert store.rates.count_documents({}) == 4  # the older layout's counter is gone
+    later = start + timedelta(seconds=RATE_COUNTERS_KEPT + 60)
+    assert store.take_rate_token("sms", later, 5)
+    assert [doc["_id"] for doc in store.rates.find({})] == [f"sms:{int(later.timestamp())}"]
+    client.close()
 
 
 def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
