@@ -101,7 +101,7 @@ class IntakeService:
         annotate(case_no=case_no, event_id=event.event_id)
         CASES_ENTERING.labels("submitted").inc()
         log.info("case submitted", extra={"case_no": case_no, "item_code": item.item_code, "event_id": event.event_id})
-        self._announce(case_no, [event])
+        self._announce(case_no, [event], doc)
         created = cases.created(doc).model_dump(mode="json")
         return {**created, "replayed": False} if key else created
 
@@ -271,14 +271,14 @@ class IntakeService:
     def on_review_required(self, envelope: Envelope, payload: CaseReviewRequired) -> None:
         annotate(case_no=payload.case_no, event_id=envelope.event_id)
         entry = {"status": "submitted", "at": envelope.occurred_at, "by": "auto", "comment": "转人工审核"}
-        self.store.apply_event(
+        written = self.store.apply_event(
             payload.case_no,
             envelope.event_id,
             AUTO_DECIDABLE,
             {"review_explanation": [r.model_dump(mode="json") for r in payload.explanation], "awaiting_review": True},
             entry,
         )
-        self.store.sync_views(payload.case_no)
+        self.store.sync_views(payload.case_no, written)  # read back only for a redelivery
 
     @consumes("identity", CertificateIssued)
     def on_certificate_issued(self, envelope: Envelope, issued: CertificateIssued) -> None:
@@ -298,26 +298,29 @@ class IntakeService:
         annotate(case_no=payload.case_no, event_id=envelope.event_id, outcome=status)
         change = cases.decision_update(payload.decision, status)
         taken = new_event(payload, producer=self.name)
-        applied = self.store.apply_event(
+        written = self.store.apply_event(
             payload.case_no, envelope.event_id, AUTO_DECIDABLE, change["set"], change["timeline"], [taken]
         )
-        if applied:
+        if written is not None:
             CASES_ENTERING.labels(status).inc()
-            self._announce(payload.case_no, [taken])
+            self._announce(payload.case_no, [taken], written)
         else:
             self.store.sync_views(payload.case_no)  # a redelivery: the relay publishes what it left
 
     # --- after every write that carries events -------------------------------------------------
-    def _announce(self, case_no: str, events: list[Envelope]) -> None:
-        self._prepare(case_no, events)
+    def _announce(self, case_no: str, events: list[Envelope], written: dict[str, Any] | None = None) -> None:
+        """`written`: the case as the write left it, if the write returned it (saves a read)."""
+        self._prepare(case_no, events, written)
         self.events.publish(self.store.outbox, case_no, events)
 
-    def _prepare(self, case_no: str, events: list[Envelope] | list[dict[str, Any]]) -> None:
+    def _prepare(
+        self, case_no: str, events: list[Envelope] | list[dict[str, Any]], written: dict[str, Any] | None = None
+    ) -> None:
         """What must be done before events go out: the read models brought in line, and one
         supervision fact per counted event (by event id: a repeat counts once). The outbox relay
         does the same for events whose writer died before publishing them, so no consumer of
         intake's events needs to redo either (intake no longer consumes its own events)."""
-        case = self.store.sync_views(case_no)
+        case = self.store.sync_views(case_no, written)
         if case is None:
             return
         for event in events:

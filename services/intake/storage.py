@@ -31,6 +31,8 @@ VIEW_FIELDS = (
     "awaiting_review",
     "version",
 )
+# What `sync_views` reads of a case: the read models' entries, where they go, and the decision.
+SYNC_FIELDS = (*VIEW_FIELDS, "department_code", "decision")
 
 # Deadline index buckets per day, each found by _id (see watch_deadline). Many, so that a bucket
 # stays small at a province's volume: FerretDB rewrites the whole document for every entry set
@@ -285,18 +287,20 @@ class IntakeStore:
         rows, total = self.my_cases.page(user_id, skip, limit, keep)
         return [entry for _, entry in rows], total
 
-    def sync_views(self, case_no: str) -> dict[str, Any] | None:
+    def sync_views(self, case_no: str, case: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Bring the applicant's and the department's read models in line with the case as it is now.
 
         Called after every write, before the write's events are published; the outbox relay calls
         it again before it publishes an event its writer left behind (which repairs a process that
         died in between). Each entry carries the case version and is only replaced by a newer one.
-        Returns the case as read (the view fields, department and decision), None if there is none.
+        `case`: the case as the caller just wrote it (at least its SYNC_FIELDS), which saves reading
+        it back; a newer version written meanwhile is safe, since every entry keeps the newest.
+        Returns the case as used (its SYNC_FIELDS), None if there is none.
         (Marking the case as synced, to skip repeated calls, cost more than it saved: FerretDB
         rewrites the whole case document for every update.)
         """
-        fields = (*VIEW_FIELDS, "department_code", "decision")
-        case = self.cases.find_one({"_id": case_no}, {field: 1 for field in fields})
+        if case is None:
+            case = self.cases.find_one({"_id": case_no}, dict.fromkeys(SYNC_FIELDS, 1))
         if case is None:
             return None
         version = case.get("version", 0)
@@ -323,9 +327,11 @@ class IntakeStore:
         set_fields: dict[str, Any],
         timeline_entry: dict[str, Any] | None = None,
         announce: list[Envelope] | None = None,
-    ) -> bool:
+    ) -> dict[str, Any] | None:
         """Apply one event's change once: the event id is recorded in the same atomic update, and
-        so are the events that announce the change (`announce`, through the outbox)."""
+        so are the events that announce the change (`announce`, through the outbox). Returns the
+        case as written (for `sync_views`), None when the change did not apply. (The whole case:
+        FerretDB's findAndModify takes no projection. It costs less than an update and a read.)"""
         push: dict[str, Any] = {"applied_events": event_id}
         if timeline_entry is not None:
             push["timeline"] = timeline_entry
@@ -333,11 +339,10 @@ class IntakeStore:
         if announce:
             update["$set"].update(self.outbox.update(case_no, announce)["$set"])
         query = {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}}
-        if self.cases.update_one(query, update).modified_count == 1:
-            return True
-        if announce:
+        written = self.cases.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        if written is None and announce:
             self.outbox.forget(announce)
-        return False
+        return written
 
     def transition(self, case_no: str, change: Change, event: Envelope) -> bool:
         """Apply a lifecycle change if the case is still in the status and version it was read in."""

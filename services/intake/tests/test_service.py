@@ -584,7 +584,7 @@ def test_decision_is_applied_once_by_event_id(service, store, handler, model, st
 
 
 def test_a_decision_that_comes_too_late_is_not_announced(service, store):
-    store.apply_event.return_value = False  # withdrawn (or decided) meanwhile
+    store.apply_event.return_value = None  # withdrawn (or decided) meanwhile
     event = new_event(CaseApproved(**_common(), decision=_decision()), producer="approval")
     service.on_case_approved(event.model_dump(mode="json"))
     service.events.publish.assert_not_called()
@@ -616,6 +616,7 @@ def test_review_required_keeps_the_case_open_and_explains(service, store):
     assert entry["by"] == "auto"
     assert entry["at"] == event.occurred_at
     assert entry["comment"]
+    store.sync_views.assert_called_once_with(case_no, store.apply_event.return_value)
 
 
 @pytest.mark.parametrize("handler", ["on_case_approved", "on_case_rejected", "on_review_required"])
@@ -656,12 +657,13 @@ STORED = {"department_code": "620524MZ", "status": "submitted", "deadline": "202
 
 def test_a_submission_is_synced_and_counted_before_it_is_announced(service, store, events):
     order = []
-    store.sync_views.side_effect = lambda case_no: order.append("sync") or STORED
+    store.sync_views.side_effect = lambda case_no, written: order.append("sync") or STORED
     store.add_fact.side_effect = lambda fact: order.append(("fact", fact["kind"], fact["_id"]))
     events.publish.side_effect = lambda outbox, case_no, sent: order.append(("publish", sent[0].event_id))
     service.submit_case(CITIZEN, submission())
-    [event] = store.insert_case.call_args.args[1]
+    doc, [event] = store.insert_case.call_args.args
     assert order == ["sync", ("fact", "submitted", event.event_id), ("publish", event.event_id)]
+    store.sync_views.assert_called_once_with(doc["case_no"], doc)  # as inserted: not read back
     assert store.add_fact.call_args.args[0] == {
         "_id": event.event_id,
         "kind": "submitted",
@@ -677,9 +679,11 @@ def test_a_decision_the_case_took_is_counted_once_with_its_figures(service, stor
     [fact] = [c.args[0] for c in store.add_fact.call_args_list]
     [taken] = store.apply_event.call_args.args[5]
     assert fact["_id"] == taken.event_id and (fact["kind"], fact["auto"], fact["on_time"]) == ("approved", 1, 1)
+    # The read models are synced from the case as the decision's write returned it: not read back.
+    store.sync_views.assert_called_once_with("620524MZ-20261123-000007", store.apply_event.return_value)
 
     store.add_fact.reset_mock()
-    store.apply_event.return_value = False  # a redelivery: nothing new to count (the relay has it)
+    store.apply_event.return_value = None  # a redelivery: nothing new to count (the relay has it)
     service.on_case_approved(new_event(CaseApproved(**_common(), decision=decision), producer="approval").model_dump())
     store.add_fact.assert_not_called()
 
@@ -691,7 +695,7 @@ def test_the_relay_syncs_and_counts_an_event_its_writer_left_behind(service, sto
     store.sync_views.return_value = STORED
     left = new_event(CaseWithdrawn(**_common(), by="u-citizen", at=NOW), producer="intake")
     options["before_publish"]("620524MZ-20261123-000007", left.model_dump(mode="json"))
-    store.sync_views.assert_called_once_with("620524MZ-20261123-000007")
+    store.sync_views.assert_called_once_with("620524MZ-20261123-000007", None)  # read: the relay has no case
     assert store.add_fact.call_args.args[0]["_id"] == left.event_id
     assert store.add_fact.call_args.args[0]["kind"] == "withdrawn"
     store.add_fact.reset_mock()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.intake.storage import IntakeStore
+from services.intake.storage import SYNC_FIELDS, IntakeStore
 
 
 def case(no: str, status: str, version: int, awaiting: bool, minutes: int) -> dict:
@@ -144,3 +144,20 @@ def test_an_applicants_single_document_of_cases_is_split_by_month_once(mongo_cli
     assert store.list_for_applicant("u1", "approved", 0, 20)[1] == 1
     assert db.applicant_cases.count_documents({}) == 0
     assert sorted(d["_id"] for d in db.applicant_case_months.find({})) == ["u1/2026-09", "u1/2026-11"]
+
+
+def test_an_applied_event_returns_the_case_as_written_and_the_views_follow_it(store):
+    store.cases.insert_one(case("C1", "submitted", 1, False, 1))
+    decided = {"status": "approved", "decision": {"outcome": "approved"}}
+    written = store.apply_event("C1", "e-1", ["submitted"], decided, {"status": "approved"})
+    assert written is not None
+    assert set(SYNC_FIELDS) <= set(written)
+    assert (written["status"], written["version"], written["decision"]) == ("approved", 2, {"outcome": "approved"})
+    assert store.apply_event("C1", "e-1", ["submitted", "approved"], decided) is None  # the same event again
+    assert store.apply_event("C1", "e-2", ["submitted"], decided) is None  # no longer from that status
+
+    # Synced from what the write returned, with no read of the case: remove it to prove it.
+    store.cases.delete_one({"_id": "C1"})
+    assert store.sync_views("C1", written) is written
+    rows, total = store.list_for_applicant("u1", None, 0, 20)
+    assert total == 1 and (rows[0]["status"], rows[0]["version"]) == ("approved", 2)
