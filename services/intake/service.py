@@ -8,6 +8,7 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
+from nameko.events import BROADCAST, event_handler
 from nameko.timer import timer
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -34,6 +35,7 @@ from contracts.events import (
     CaseRejected,
     CaseReviewRequired,
     CertificateIssued,
+    ItemPublished,
 )
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.consuming import consumes
@@ -44,6 +46,7 @@ from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate
 from services.intake import cases, deadlines, lifecycle, supervision, workdays
+from services.intake.latest_items import LatestItems
 from services.intake.storage import IntakeStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class IntakeService:
     store: IntakeStore = Storage(IntakeStore)
     events = EventPublisher()
     catalog = ServiceRpc("catalog")
+    latest_items = LatestItems()
     identity = ServiceRpc("identity")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -79,7 +83,7 @@ class IntakeService:
             earlier = self.store.by_idempotency_key(key)
             if earlier is not None:
                 return cases.replay(earlier, request_hash)
-        item = PublishedItem.model_validate(call(self.catalog.get_item, request.item_code))
+        item = self.latest_items.get(request.item_code, lambda: call(self.catalog.get_item, request.item_code))
         annotate(item_code=item.item_code, department_code=item.department_code)
         self._check_application(who, item, request)
         # The profile the rules will judge travels in case.submitted (approval need not ask again).
@@ -279,6 +283,12 @@ class IntakeService:
             entry,
         )
         self.store.sync_views(payload.case_no, written)  # read back only for a redelivery
+
+    # Every process hears of every publication (a queue of its own): its kept versions go stale.
+    @event_handler("catalog", ItemPublished.event_type, handler_type=BROADCAST, reliable_delivery=False)
+    def on_item_published(self, body: dict[str, Any]) -> None:
+        _, published = parse_event(body, expected=ItemPublished)
+        self.latest_items.announced(published.item_code, published.version)
 
     @consumes("identity", CertificateIssued)
     def on_certificate_issued(self, envelope: Envelope, issued: CertificateIssued) -> None:

@@ -12,6 +12,7 @@ from services.catalog.seed_data import seed_items
 from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from services.intake import cases, lifecycle
+from services.intake.latest_items import LatestItemCache
 from services.intake.service import AUTO_DECIDABLE, IntakeService
 
 CITIZEN = {"user_id": "u-citizen", "account_type": "citizen", "roles": ["applicant"], "department_code": None}
@@ -93,7 +94,14 @@ def events():
 @pytest.fixture
 def service(store, catalog, identity, events, monkeypatch):
     monkeypatch.setattr(cases, "now_utc", lambda: NOW)
-    return worker_factory(IntakeService, store=store, catalog=catalog, identity=identity, events=events)
+    return worker_factory(
+        IntakeService,
+        store=store,
+        catalog=catalog,
+        identity=identity,
+        events=events,
+        latest_items=LatestItemCache(),  # the real cache: it asks the catalog stand-in
+    )
 
 
 def submission(**overrides):

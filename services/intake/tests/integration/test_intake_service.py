@@ -11,7 +11,7 @@ from nameko.testing.services import entrypoint_waiter
 
 from contracts.cases import Decision
 from contracts.envelope import new_event
-from contracts.events import CaseApproved, CaseSubmitted
+from contracts.events import CaseApproved, CaseSubmitted, ItemPublished
 from services.common.consuming import dead_letter_queue_name
 from services.common.errors import NotFound, ValidationFailed
 from services.intake.service import IntakeService
@@ -34,12 +34,15 @@ GOOD = {"item_code": ITEM["item_code"], "form": {"bank_account": "62220202001122
 
 class StandInCatalog:
     name = "catalog"
+    asked: list[str] = []  # item codes asked for, by every instance (reset by the tests that count)
+    latest_version = {ITEM["item_code"]: ITEM["version"]}
 
     @rpc
     def get_item(self, item_code, version=None):
+        StandInCatalog.asked.append(item_code)
         for item in (ITEM, BUSINESS):
             if item["item_code"] == item_code:
-                return item
+                return {**item, "version": version or self.latest_version.get(item_code, item["version"])}
         raise NotFound(f"no published item {item_code}")
 
 
@@ -96,6 +99,26 @@ def test_submission_is_stored_and_announced_once(intake, container_factory, case
     assert eventually(lambda: cases.find_one({"_id": created["case_no"]})["outbox"] == {})
     # Its marker goes with a batch: at the latest with the relay's next round (every 2 s).
     assert eventually(lambda: cases.database["cases_outbox"].count_documents({}) == 0, timeout=10)
+
+
+def test_the_latest_version_is_asked_once_until_catalog_announces_a_newer_one(intake, cases):
+    StandInCatalog.asked.clear()
+    with ServiceRpcClient("intake") as client:
+        first = client.submit_case(PRINCIPAL, GOOD)
+        second = client.submit_case(PRINCIPAL, GOOD)
+        assert StandInCatalog.asked == [ITEM["item_code"]]  # kept by the intake process
+
+        StandInCatalog.latest_version[ITEM["item_code"]] = ITEM["version"] + 1
+        published = ItemPublished(
+            item_code=ITEM["item_code"], version=ITEM["version"] + 1, department_code=ITEM["department_code"]
+        )
+        with entrypoint_waiter(intake, "on_item_published"):
+            dispatch_event("catalog", new_event(published, producer="catalog").model_dump(mode="json"))
+        third = client.submit_case(PRINCIPAL, GOOD)
+    assert StandInCatalog.asked == [ITEM["item_code"]] * 2
+    versions = [cases.find_one({"_id": c["case_no"]})["item_version"] for c in (first, second, third)]
+    assert versions == [ITEM["version"], ITEM["version"], ITEM["version"] + 1]
+    StandInCatalog.latest_version[ITEM["item_code"]] = ITEM["version"]
 
 
 def test_invalid_submission_crosses_rpc_as_validation_failed_and_stores_nothing(intake, cases):
