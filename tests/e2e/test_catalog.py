@@ -150,6 +150,13 @@ def test_drafts_publishing_and_versions(yiwang, applicant):
     mine = requests.get(yiwang.url(f"/api/v1/cases/{case['case_no']}"), headers=auth(applicant)).json()
     assert mine["item_version"] == 1
 
+    # New submissions take version 2: intake kept version 1, and catalog's announcement made it
+    # stale (within moments, not the 60 s an unannounced entry is kept).
+    def submitted_version() -> int:
+        return post("/api/v1/cases", {"item_code": NEW_CODE, "form": form}, applicant).json()["item_version"]
+
+    assert eventually(lambda: submitted_version() == 2, timeout=10, interval=0.5)
+
 
 def test_invalid_guides_get_field_details(yiwang):
     seeded(yiwang)
