@@ -3,10 +3,12 @@ timer delivers the outbound ones with retries, backoff and a per-channel rate li
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from eventlet.greenpool import GreenPool
 from nameko.timer import timer
 from prometheus_client import Counter
 
@@ -42,6 +44,8 @@ DELIVERIES = Counter("yiwang_deliveries", "Outbound deliveries reaching a status
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
+# Deliveries in flight per process (the provider's rate limit still applies across processes).
+DELIVERY_CONCURRENCY = 10
 
 
 class NotificationService:
@@ -146,13 +150,22 @@ class NotificationService:
     @rpc
     @timer(interval=1)
     def deliver_due(self) -> int:
-        """Send what is due, oldest first. Safe with several processes: each entry is claimed first."""
-        now, attempted = datetime.now(UTC), 0
-        for entry in self.store.due(now, limit=100):
-            if self.store.claim(entry["_id"], now, LEASE):
-                self._attempt(entry, now)
-                attempted += 1
-        return attempted
+        """Send what is due, oldest first, several at a time. Safe with several processes: each
+        entry is claimed first. Returns how many were attempted."""
+        now = datetime.now(UTC)
+        due = self.store.due(now, limit=100)
+        # One at a time, a process sent about 16 SMS a second under load (each waits for identity,
+        # the provider and the store), fewer than the cases produced. Each delivery keeps the
+        # timer's trace context (greenthreads start without one).
+        contexts = [contextvars.copy_context() for _ in due]
+        pool = GreenPool(DELIVERY_CONCURRENCY)
+        return sum(pool.imap(lambda context, entry: context.run(self._deliver, entry, now), contexts, due))
+
+    def _deliver(self, entry: dict[str, Any], now: datetime) -> int:
+        if not self.store.claim(entry["_id"], now, LEASE):
+            return 0  # another process has it
+        self._attempt(entry, now)
+        return 1
 
     def _attempt(self, entry: dict[str, Any], now: datetime) -> None:
         doc, channel = self.store.get(entry["notification_id"]), entry["channel"]

@@ -4,6 +4,7 @@ channels replaced (no broker, no providers)."""
 from datetime import UTC, date, datetime, timedelta
 from unittest.mock import MagicMock
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 
@@ -13,7 +14,7 @@ from services.common.errors import NotFound, Unavailable, ValidationFailed
 from services.notification import messages
 from services.notification.channels import OutboundChannels
 from services.notification.deliveries import Outcome, Policy
-from services.notification.service import NotificationService
+from services.notification.service import DELIVERY_CONCURRENCY, NotificationService
 
 CITIZEN = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
 REVIEWER = {"user_id": "r-1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
@@ -306,3 +307,23 @@ def test_every_event_renders_on_every_channel_from_its_own_templates(service, st
         assert doc["channels"][channel]["template"] == (
             f"{channel}/{event.type}@{messages.template_version(channel, event.type)}"
         )
+
+
+def test_due_deliveries_are_sent_several_at_a_time_but_no_more_than_the_bound(service, store, outbound):
+    entries = [{**entry(), "_id": f"n{i}:sms", "notification_id": f"n{i}"} for i in range(25)]
+    store.due.return_value = entries
+    store.get.side_effect = lambda notification_id: {**stored(), "_id": notification_id}
+    store.claim.side_effect = lambda entry_id, now, lease: entry_id != "n3:sms"  # another process has n3
+    in_flight, most = [0], [0]
+
+    def send(phone, body, reference):
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        eventlet.sleep(0.01)  # the provider answering
+        in_flight[0] -= 1
+        return Outcome("accepted", reference=f"m-{reference}")
+
+    outbound.sms.send.side_effect = send
+    assert service.deliver_due() == 24
+    assert most[0] == DELIVERY_CONCURRENCY
+    assert outbound.sms.send.call_count == 24
