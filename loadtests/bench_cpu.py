@@ -1,6 +1,7 @@
 """CPU per case, by process: drives the case path (closed loop, like `make bench`) through a system
 of its own and divides each process's CPU time (from /proc, the asynchronous work each case causes
-included) by the cases accepted. Settings in the environment (YIWANG_MAX_WORKERS, YIWANG_PROCESSES,
+included: it waits until every case is decided and every SMS sent and its receipt read) by the
+cases accepted. Settings in the environment (YIWANG_MAX_WORKERS, YIWANG_PROCESSES,
 ...) reach the system it starts.
 
     python -m loadtests.bench_cpu --seconds 15 --clients 16
@@ -54,6 +55,16 @@ def store_commands(metrics_ports: dict[str, int]) -> dict[tuple[str, str, str], 
     return counts
 
 
+def wait_delivered(client: pymongo.MongoClient, prefix: str, timeout: float = 180) -> int:
+    """Let the deliveries finish too (SMS sent, receipts read), so that their CPU is part of each
+    case's; returns how many are still queued (0 unless `timeout` ran out)."""
+    queue = client[f"{prefix}_notification"]["delivery_queue"]
+    deadline = time.monotonic() + timeout
+    while (queued := queue.count_documents({})) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return queued
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
@@ -70,6 +81,7 @@ def main() -> None:
         started = time.monotonic()
         result = drive(own.base_url, tokens, args.seconds)
         wait_decided(mongo, own.db_prefix, decided_before + result["accepted"])
+        undelivered = wait_delivered(mongo, own.db_prefix)
         elapsed = time.monotonic() - started
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         commands = store_commands(own.running.metrics_ports)
@@ -80,6 +92,7 @@ def main() -> None:
         f"{result['errors']} errors), all decided after {elapsed:.0f} s; submit p50 "
         f"{statistics.median(ordered) * 1000:.0f} ms, p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms"
     )
+    print("every SMS sent and its receipt read" if not undelivered else f"{undelivered} deliveries still queued")
     spent = {name: after[name] - before[name] for name in pids}
     print(f"CPU per case (ms), {sum(spent.values()) / elapsed:.0%} of one core on average over {elapsed:.0f} s:")
     for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
