@@ -70,7 +70,9 @@ class Storage(DependencyProvider):
 
     def stop(self) -> None:
         # Workers are done: delete the markers of what they published (else orphans, removed later).
-        for value in vars(self.store).values() if self.store is not None else ():
+        if self.store is None:
+            return  # stopped before the store was built
+        for value in vars(self.store).values():
             if isinstance(value, OutboxCollection):
                 value.flush()
 

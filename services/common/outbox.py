@@ -41,6 +41,8 @@ ORPHAN_AFTER = timedelta(minutes=5)
 # (checked at the next publish; the relay's round and the process's stop flush what is left).
 FLUSH_SIZE = 50
 FLUSH_AFTER = 0.25  # seconds
+# Pages of markers a relay round reads at most (see `pending`).
+MAX_PAGES = 10
 
 
 class OutboxCollection:
@@ -82,17 +84,27 @@ class OutboxCollection:
 
     # --- relaying -----------------------------------------------------------------------------------
     def pending(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any]]]:
-        """(document id, envelope) pairs whose markers are older than `older_than`, oldest first."""
+        """(document id, envelope) pairs whose markers are older than `older_than`, oldest first.
+
+        Markers that point at no event (published by a process that died before its batch was
+        deleted, or a write still in flight) are read past, up to MAX_PAGES pages, so that they
+        cannot hide the events really pending behind them until they count as orphans."""
         now = datetime.now(UTC)
-        markers = list(self.markers.find({"at": {"$lt": now - older_than}}).sort("at", ASCENDING).limit(limit))
-        found, orphans = [], []
-        for marker in markers:
-            doc = self.collection.find_one({"_id": marker["doc_id"]}, {f"outbox.{marker['_id']}": 1})
-            event = ((doc or {}).get("outbox") or {}).get(marker["_id"])
-            if event is not None:
-                found.append((marker["doc_id"], event))
-            elif _aware(marker["at"]) < now - ORPHAN_AFTER:
-                orphans.append(marker["_id"])
+        older = {"at": {"$lt": now - older_than}}
+        found: list[tuple[Any, dict[str, Any]]] = []
+        orphans, read = [], 0
+        for _ in range(MAX_PAGES):
+            page = list(self.markers.find(older).sort("at", ASCENDING).skip(read).limit(limit))
+            read += len(page)
+            for marker in page:
+                doc = self.collection.find_one({"_id": marker["doc_id"]}, {f"outbox.{marker['_id']}": 1})
+                event = ((doc or {}).get("outbox") or {}).get(marker["_id"])
+                if event is not None:
+                    found.append((marker["doc_id"], event))
+                elif _aware(marker["at"]) < now - ORPHAN_AFTER:
+                    orphans.append(marker["_id"])
+            if len(page) < limit or len(found) >= limit:
+                break
         if orphans:
             self.markers.delete_many({"_id": {"$in": orphans}})
         return found
@@ -115,10 +127,12 @@ class OutboxCollection:
             return
         try:
             self.markers.delete_many({"_id": {"$in": ids}})
-        except PyMongoError:
-            log.warning("could not delete published markers; kept for the next flush", extra={"count": len(ids)})
+        except BaseException as exc:  # a timeout or a kill too: the ids stay for the next flush
             self._published = ids + self._published
             self._batch_started = self._batch_started or self._clock()
+            if not isinstance(exc, PyMongoError):
+                raise
+            log.warning("could not delete published markers; kept for the next flush", extra={"count": len(ids)})
 
     def clear(self, doc_ids: list[Any]) -> None:
         """Mark every pending event of these documents published (after a bulk publish)."""

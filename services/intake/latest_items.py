@@ -49,7 +49,9 @@ class LatestItemCache:
         started = self._clock()  # an entry's age counts from before its fetch
         item = PublishedItem.model_validate(fetch())  # outside the lock: a fetch is an RPC
         with self._lock:
-            if item.version >= self._announced.get(item_code, 0):
+            kept = self._items.get(item_code)
+            # Neither older than announced, nor than what a concurrent fetch kept meanwhile.
+            if item.version >= max(self._announced.get(item_code, 0), kept[0].version if kept else 0):
                 self._items[item_code] = (item, started)
                 self._items.move_to_end(item_code)
                 while len(self._items) > self.size:

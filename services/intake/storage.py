@@ -295,7 +295,7 @@ class IntakeStore:
         died in between). Each entry carries the case version and is only replaced by a newer one.
         `case`: the case as the caller just wrote it (at least its SYNC_FIELDS), which saves reading
         it back; a newer version written meanwhile is safe, since every entry keeps the newest.
-        Returns the case as used (its SYNC_FIELDS), None if there is none.
+        Returns the case as used (read: its SYNC_FIELDS; given: as given), None if there is none.
         (Marking the case as synced, to skip repeated calls, cost more than it saved: FerretDB
         rewrites the whole case document for every update.)
         """

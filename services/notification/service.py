@@ -60,7 +60,11 @@ class NotificationService:
     # --- case events, to the applicant ---------------------------------------------------------------
     @consumes("intake", CaseSubmitted)
     def on_case_submitted(self, envelope: Envelope, payload: CaseSubmitted) -> None:
-        context = {**payload.model_dump(), "submitted_at": messages.local_time(payload.submitted_at)}
+        # The applicant's profile (for approval's rules) is no business of the message templates.
+        context = {
+            **payload.model_dump(exclude={"applicant"}),
+            "submitted_at": messages.local_time(payload.submitted_at),
+        }
         self._notify(envelope, [payload.applicant_id], "applicant", payload.case_no, context)
 
     # Decisions as intake announces them (automatic ones included): only what the case took, so a
@@ -153,19 +157,33 @@ class NotificationService:
         """Send what is due, oldest first, several at a time. Safe with several processes: each
         entry is claimed first. Returns how many were attempted."""
         now = datetime.now(UTC)
-        due = self.store.due(now, limit=100)
         # One at a time, a process sent about 16 SMS a second under load (each waits for identity,
-        # the provider and the store), fewer than the cases produced. Each delivery keeps the
-        # timer's trace context (greenthreads start without one).
-        contexts = [contextvars.copy_context() for _ in due]
+        # the provider and the store), fewer than the cases produced. A person's own messages
+        # still go in order ("received" before "approved"), so the unit of concurrency is the
+        # recipient. Each keeps the timer's trace context (greenthreads start without one).
+        by_recipient: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.store.due(now, limit=100):
+            by_recipient.setdefault(entry.get("recipient") or entry["_id"], []).append(entry)
+        contexts = [contextvars.copy_context() for _ in by_recipient]
         pool = GreenPool(DELIVERY_CONCURRENCY)
-        return sum(pool.imap(lambda context, entry: context.run(self._deliver, entry, now), contexts, due))
+        return sum(
+            pool.imap(
+                lambda context, entries: context.run(self._deliver, entries, now), contexts, by_recipient.values()
+            )
+        )
 
-    def _deliver(self, entry: dict[str, Any], now: datetime) -> int:
-        if not self.store.claim(entry["_id"], now, LEASE):
-            return 0  # another process has it
-        self._attempt(entry, now)
-        return 1
+    def _deliver(self, entries: list[dict[str, Any]], now: datetime) -> int:
+        """One recipient's due deliveries, in order; how many were attempted. A failure is logged
+        and leaves the entry claimed: it is tried again when its lease ends."""
+        attempted = 0
+        for entry in entries:
+            try:
+                if self.store.claim(entry["_id"], now, LEASE):
+                    self._attempt(entry, now)
+                    attempted += 1
+            except Exception:
+                log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
+        return attempted
 
     def _attempt(self, entry: dict[str, Any], now: datetime) -> None:
         doc, channel = self.store.get(entry["notification_id"]), entry["channel"]
@@ -198,7 +216,8 @@ class NotificationService:
         if state["status"] == "sent":
             return deliveries.after_receipt(state, self.outbound.sms.receipt(state["reference"]), now, policy)
         if state["status"] == "pending":
-            if not self.store.take_rate_token(channel, now, self.outbound.rate_limits[channel]):
+            # The second the send happens in (a timer run may cross into the next one).
+            if not self.store.take_rate_token(channel, datetime.now(UTC), self.outbound.rate_limits[channel]):
                 self.store.reschedule(entry["_id"], now + timedelta(seconds=1))  # over the limit: no attempt
                 return None
             return deliveries.after_send(state, self._send(doc, channel, entry["_id"]), now, policy)

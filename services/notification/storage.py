@@ -56,6 +56,7 @@ class NotificationStore:
             {
                 "_id": f"{doc['_id']}:{channel}",
                 "notification_id": doc["_id"],
+                "recipient": doc["recipient"],  # a person's deliveries go out one after another
                 "channel": channel,
                 "next_at": now,
                 "created_at": now,

@@ -200,6 +200,9 @@ class MemoryCollection:
             def sort(self, *args):
                 return self
 
+            def skip(self, n):
+                return Cursor(self[n:])
+
             def limit(self, n):
                 return self[:n]
 
@@ -374,13 +377,32 @@ def test_a_batch_is_deleted_once_its_first_marker_waited_long_enough():
 def test_markers_whose_delete_failed_go_with_the_next_flush():
     first, second = _submitted("A"), _submitted("B")
     box = _box_with_events(first, second)
-    box.markers.fail_deletes = 1
+    failing_delete = box.markers.delete_many
+
+    def publish_meanwhile_then_fail(query):
+        box.mark_published(second.event_id, second.event_id)  # another greenthread, during the delete
+        box.markers.delete_many = failing_delete
+        box.markers.fail_deletes = 1
+        failing_delete(query)
+
+    box.markers.delete_many = publish_meanwhile_then_fail
     box.mark_published(first.event_id, first.event_id)
     box.flush()
     assert set(box.markers.docs) == {first.event_id, second.event_id}
-    box.mark_published(second.event_id, second.event_id)
     box.flush()
     assert box.markers.docs == {}
+    assert box.markers.delete_batches[-1] == [first.event_id, second.event_id]
+
+
+def test_published_markers_left_by_a_dead_process_do_not_hide_the_events_pending_behind_them():
+    published = [_submitted(f"P{n}") for n in range(150)]
+    waiting = _submitted("W")
+    box = _box_with_events(*published, waiting)
+    for event in published:  # published, but their batch died with the process
+        box.collection.update_one({"_id": event.event_id}, {"$unset": {f"outbox.{event.event_id}": ""}})
+        _aged(box, event.event_id, timedelta(minutes=1))
+    _aged(box, waiting.event_id, timedelta(seconds=30))
+    assert box.pending(timedelta(seconds=3), limit=100) == [(waiting.event_id, waiting.model_dump(mode="json"))]
 
 
 def test_flushing_nothing_sends_nothing():

@@ -104,3 +104,16 @@ def test_the_least_recently_used_item_makes_room():
     for code in (a, b, a, c, a, b):  # c pushes out b (a was used more recently)
         cache.get(code, catalogs[code])
     assert [catalogs[code].asked for code in (a, b, c)] == [1, 2, 1]
+
+
+def test_a_slow_fetch_of_an_older_version_does_not_replace_a_newer_one_kept_meanwhile():
+    cache = LatestItemCache(clock=Clock())
+
+    def slow_fetch_overtaken() -> dict:
+        cache.get(CODE, Catalog(version(2)))  # a concurrent submission fetched and kept version 2
+        return version(1)
+
+    assert cache.get(CODE, slow_fetch_overtaken).version == 1
+    catalog = Catalog(version(3))
+    assert cache.get(CODE, catalog).version == 2  # still kept: no announcement said it is stale
+    assert catalog.asked == 0

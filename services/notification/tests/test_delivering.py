@@ -7,6 +7,7 @@ from unittest.mock import MagicMock
 import eventlet
 import pytest
 from nameko.testing.services import worker_factory
+from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import new_event
 from contracts.events import CaseDeadlineWarning, CaseOverdue, CaseResubmitted, CertificateIssued
@@ -15,6 +16,7 @@ from services.notification import messages
 from services.notification.channels import OutboundChannels
 from services.notification.deliveries import Outcome, Policy
 from services.notification.service import DELIVERY_CONCURRENCY, NotificationService
+from services.notification.storage import NotificationStore
 
 CITIZEN = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
 REVIEWER = {"user_id": "r-1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
@@ -327,3 +329,47 @@ def test_due_deliveries_are_sent_several_at_a_time_but_no_more_than_the_bound(se
     assert service.deliver_due() == 24
     assert most[0] == DELIVERY_CONCURRENCY
     assert outbound.sms.send.call_count == 24
+
+
+def test_a_persons_deliveries_go_out_in_order_while_other_peoples_go_alongside(service, store, outbound):
+    def due(notification_id, recipient):
+        return {**entry(), "_id": f"{notification_id}:sms", "notification_id": notification_id, "recipient": recipient}
+
+    store.due.return_value = [due("received-1", "u-1"), due("received-2", "u-2"), due("approved-1", "u-1")]
+    store.get.side_effect = lambda notification_id: {**stored(), "_id": notification_id}
+    sent = []
+
+    def send(phone, body, reference):
+        eventlet.sleep(0.02 if reference == "received-1:sms" else 0.001)  # u-1's first message is slow
+        sent.append(reference)
+        return Outcome("accepted", reference="m")
+
+    outbound.sms.send.side_effect = send
+    assert service.deliver_due() == 3
+    assert sent == ["received-2:sms", "received-1:sms", "approved-1:sms"]
+
+
+def test_a_failed_delivery_is_logged_and_the_others_go_on(service, store, outbound, caplog):
+    entries = [{**entry(), "_id": f"n{i}:sms", "notification_id": f"n{i}"} for i in range(3)]
+    store.due.return_value = entries
+
+    def get(notification_id):
+        if notification_id == "n1":
+            raise ConnectionError("store gone")
+        return {**stored(), "_id": notification_id}
+
+    store.get.side_effect = get
+    outbound.sms.send.return_value = Outcome("accepted", reference="m")
+    assert service.deliver_due() == 2
+    assert outbound.sms.send.call_count == 2
+    assert "delivery attempt failed" in caplog.text
+
+
+def test_a_rate_counter_two_senders_create_at_once_is_counted_again():
+    store = NotificationStore(MagicMock())
+    store.rates = MagicMock()
+    store.rates.find_one_and_update.side_effect = [DuplicateKeyError("E11000"), {"n": 3}]
+    assert store.take_rate_token("sms", NOW, 5)
+    assert store.rates.find_one_and_update.call_count == 2
+    store.rates.find_one_and_update.side_effect = DuplicateKeyError("E11000")
+    assert not store.take_rate_token("sms", NOW, 5)  # still racing: this send waits for the next second

@@ -15,6 +15,7 @@ from contracts.events import (
     CaseSupplementRequested,
     CaseWithdrawn,
 )
+from contracts.identity import ApplicantProfile
 from contracts.notifications import NotificationView
 from services.common.consuming import PoisonMessage
 from services.common.errors import NotFound, ValidationFailed
@@ -252,3 +253,20 @@ def test_mark_read_of_someone_elses_notification_is_404(service, store):
 def test_ping(service, store):
     assert service.ping() == "pong"
     store.count.assert_called_once()
+
+
+def test_the_applicants_profile_in_a_submission_never_reaches_the_templates(service, store, monkeypatch):
+    profile = ApplicantProfile(user_id="u-citizen", account_type="citizen", name="张三", age=81, assurance_level=2)
+    payload = CaseSubmitted(
+        **COMMON, item_version=1, form={}, material_codes=[], submitted_at=SUBMITTED_AT, applicant=profile
+    )
+    seen = []
+    real_compose = messages.compose
+    monkeypatch.setattr(
+        messages,
+        "compose",
+        lambda kind, context, channels: seen.append(context) or real_compose(kind, context, channels),
+    )
+    service.on_case_submitted(new_event(payload, producer="intake").model_dump(mode="json"))
+    assert seen and "applicant" not in seen[0]
+    assert _inserted(store)["title"] == "您的“高龄津贴申领”申请已提交"

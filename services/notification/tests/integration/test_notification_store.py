@@ -69,7 +69,7 @@ def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
     }
     assert store.create(doc, ["sms"], now)
     assert not store.create(doc, ["sms"], now)  # the same event again: nothing new
-    assert [e["_id"] for e in store.due(now, 10)] == ["n1:sms"]
+    assert [(e["_id"], e["recipient"]) for e in store.due(now, 10)] == [("n1:sms", "u-1")]  # kept in order per person
     pool = eventlet.GreenPool(10)
     claims = list(pool.imap(lambda _: store.claim("n1:sms", now, timedelta(seconds=60)), range(10)))
     assert claims.count(True) == 1
