@@ -104,6 +104,9 @@ class OutboundChannels:
     email: SmtpMailer
     policy: Policy
     rate_limits: dict[str, int]  # sends per second per channel, across all processes
+    # Deliveries in flight per process. More keeps up with a higher load but sends in bursts that
+    # lengthen other requests' tails when the machine is busy (10 missed submit p99 at 10 cases/s).
+    concurrency: int = 4
 
 
 class Outbound(DependencyProvider):
@@ -127,6 +130,7 @@ class Outbound(DependencyProvider):
                 "sms": int(settings.get("SMS_PER_SECOND", 50)),
                 "email": int(settings.get("EMAIL_PER_SECOND", 20)),
             },
+            concurrency=int(settings.get("DELIVERY_CONCURRENCY", 4)),
         )
 
     def get_dependency(self, worker_ctx: Any) -> OutboundChannels:

@@ -44,8 +44,6 @@ DELIVERIES = Counter("yiwang_deliveries", "Outbound deliveries reaching a status
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
-# Deliveries in flight per process (the provider's rate limit still applies across processes).
-DELIVERY_CONCURRENCY = 10
 
 
 class NotificationService:
@@ -165,7 +163,7 @@ class NotificationService:
         for entry in self.store.due(now, limit=100):
             by_recipient.setdefault(entry.get("recipient") or entry["_id"], []).append(entry)
         contexts = [contextvars.copy_context() for _ in by_recipient]
-        pool = GreenPool(DELIVERY_CONCURRENCY)
+        pool = GreenPool(self.outbound.concurrency)
         return sum(
             pool.imap(
                 lambda context, entries: context.run(self._deliver, entries, now), contexts, by_recipient.values()
