@@ -74,6 +74,9 @@ class Provider:
 
 class Handler(BaseHTTPRequestHandler):
     provider: Provider
+    # Keep-alive, as real providers offer: HTTP/1.0 (the default) cost the sender a new TCP
+    # connection per message and receipt. Every reply carries a Content-Length.
+    protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         if self.path == "/healthz":
