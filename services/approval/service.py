@@ -32,8 +32,8 @@ class ApprovalService:
     @consumes("intake", CaseSubmitted)
     def on_case_submitted(self, envelope: Envelope, submitted: CaseSubmitted) -> None:
         annotate(case_no=submitted.case_no, item_code=submitted.item_code, event_id=envelope.event_id)
-        if self.store.has_decided(submitted.case_no):
-            return  # redelivery: the decision and its event are already stored (the relay publishes)
+        # A redelivery decides again, and `record` finds the decision stored (the relay publishes
+        # its event): cheaper than asking the store first for every case, which is never redelivered.
         # The rules of the version the case was submitted under, not today's.
         code, version = submitted.item_code, submitted.item_version
         item = self.item_versions.get(code, version, lambda: call(self.catalog.get_item, code, version))

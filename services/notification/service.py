@@ -35,6 +35,7 @@ from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate, continued
 from services.notification import deliveries, messages
 from services.notification.channels import Outbound, OutboundChannels
+from services.notification.contacts import ContactCache, Contacts
 from services.notification.deliveries import Outcome, Step
 from services.notification.storage import ORPHAN_AFTER, NotificationStore
 
@@ -54,6 +55,7 @@ class NotificationService:
     store: NotificationStore = Storage(NotificationStore)
     identity = ServiceRpc("identity")
     outbound: OutboundChannels = Outbound()
+    contacts: ContactCache = Contacts()
 
     # --- case events, to the applicant ---------------------------------------------------------------
     @consumes("intake", CaseSubmitted)
@@ -223,7 +225,7 @@ class NotificationService:
 
     def _send(self, doc: dict[str, Any], channel: str, reference: str) -> Outcome:
         try:
-            contact = Contact.model_validate(call(self.identity.contact, doc["recipient"]))
+            contact = self.contacts.get(doc["recipient"], lambda: call(self.identity.contact, doc["recipient"]))
         except NotFound:
             return Outcome("permanent", error="the account no longer exists")
         except DomainError as exc:  # identity unavailable: try again later

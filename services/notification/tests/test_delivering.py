@@ -14,6 +14,7 @@ from contracts.events import CaseDeadlineWarning, CaseOverdue, CaseResubmitted, 
 from services.common.errors import NotFound, Unavailable, ValidationFailed
 from services.notification import messages
 from services.notification.channels import OutboundChannels
+from services.notification.contacts import ContactCache
 from services.notification.deliveries import Outcome, Policy
 from services.notification.service import NotificationService
 from services.notification.storage import NotificationStore
@@ -51,7 +52,7 @@ def outbound():
 
 @pytest.fixture
 def service(store, outbound):
-    service = worker_factory(NotificationService, store=store, outbound=outbound)
+    service = worker_factory(NotificationService, store=store, outbound=outbound, contacts=ContactCache())
     answer(service.identity.contact, {"user_id": "u-1", "phone": "13800138000", "email": "zhang@example.cn"})
     return service
 
@@ -373,3 +374,14 @@ def test_a_rate_counter_two_senders_create_at_once_is_counted_again():
     assert store.rates.find_one_and_update.call_count == 2
     store.rates.find_one_and_update.side_effect = DuplicateKeyError("E11000")
     assert not store.take_rate_token("sms", NOW, 5)  # still racing: this send waits for the next second
+
+
+def test_a_persons_second_sms_does_not_ask_identity_again(service, store, outbound):
+    # A 秒批 case's "received" and "approved" go out within a second of each other.
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    store.get.return_value = stored()
+    for _ in range(2):
+        store.due.return_value = [entry()]
+        service.deliver_due()
+    assert outbound.sms.send.call_count == 2
+    assert service.identity.contact.call_async.call_count == 1

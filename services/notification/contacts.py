@@ -1,0 +1,62 @@
+"""People's phone numbers and email addresses, kept per notification process for a short while.
+
+Every SMS or email asked identity for its recipient's contact (an RPC: two broker messages and a
+read of the user). A 秒批 case's "received" and "approved" SMS go out within a second of each
+other, so the second asked again for what the first had just been told.
+
+A phone number or email address is set at registration and nothing changes it today, so an entry
+is kept for `MAX_AGE` only to bound what a future change could leave behind. When contacts become
+changeable, identity must announce the change and this cache drop the person's entry on it (as
+intake's latest items do with `catalog.item_published`): a stale phone number would send someone's
+case news to another person. Failed lookups (no such account, identity unavailable) are not kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from nameko.extensions import DependencyProvider
+
+from contracts.notifications import Contact
+
+MAX_AGE = 60.0  # seconds
+DEFAULT_SIZE = 10_000  # people kept per process: those with deliveries in the last minute
+
+
+class ContactCache:
+    def __init__(
+        self, max_age: float = MAX_AGE, size: int = DEFAULT_SIZE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_age, self.size, self._clock = max_age, size, clock
+        self._kept: OrderedDict[str, tuple[Contact, float]] = OrderedDict()  # user id -> (contact, asked at)
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str, fetch: Callable[[], dict[str, Any]]) -> Contact:
+        """The person's contact: kept, or fetched (a failed fetch raises and keeps nothing)."""
+        asked_at = self._clock()  # an entry's age counts from before its fetch
+        with self._lock:
+            kept = self._kept.get(user_id)
+            if kept is not None and asked_at - kept[1] < self.max_age:
+                self._kept.move_to_end(user_id)
+                return kept[0]
+        contact = Contact.model_validate(fetch())  # outside the lock: a fetch is an RPC
+        with self._lock:
+            self._kept[user_id] = (contact, asked_at)
+            self._kept.move_to_end(user_id)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return contact
+
+
+class Contacts(DependencyProvider):
+    """Injects the process's ContactCache (one per service container)."""
+
+    def setup(self) -> None:
+        self.cache = ContactCache()
+
+    def get_dependency(self, worker_ctx: Any) -> ContactCache:
+        return self.cache
