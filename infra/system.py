@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("YIWANG_RUN_DIR", ROOT / ".run"))
 PID_FILE = RUN_DIR / "system.pids"
 
+# Deliveries (notification and the local SMS provider) yield to requests: see process_niceness.
+DEFAULT_NICE = ""
+
 PROCESSES = {
     "identity": "services.identity.service:IdentityService",
     "catalog": "services.catalog.service:CatalogService",
@@ -75,6 +78,7 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
         extras += [f"{name}-{n}" for n in range(2, counts[name] + 1)]
     for extra in extras:
         commands[extra] = commands[extra.rsplit("-", 1)[0]]
+    commands = niced(commands, extras, env.get("YIWANG_NICE", DEFAULT_NICE))
     system.metrics_ports = _metrics_ports(env, extras)
     system.commands, system.env = commands, env
     for name in commands:
@@ -110,6 +114,30 @@ def process_counts(setting: str) -> dict[str, int]:
             )
         counts[name] = int(count)
     return counts
+
+
+def process_niceness(setting: str, names: list[str]) -> dict[str, int]:
+    """Scheduling niceness by process name: "notification=10,sms-provider=10" (YIWANG_NICE; 0-19).
+    Work nobody waits on at the moment (deliveries) yields the CPU to requests on a busy machine."""
+    niceness: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in setting.split(","))):
+        name, _, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if name not in names or not value.isdigit() or int(value) > 19:
+            raise ValueError(f"YIWANG_NICE: {item!r} is not <process>=<0-19>, process one of {', '.join(names)}")
+        niceness[name] = int(value)
+    return niceness
+
+
+def niced(commands: dict[str, list[str]], extras: list[str], setting: str) -> dict[str, list[str]]:
+    """The commands, those named in `setting` (and their extra processes) run under `nice`."""
+    niceness = process_niceness(setting, list(commands))
+    result = {}
+    for name, command in commands.items():
+        level = niceness.get(name.rsplit("-", 1)[0] if name in extras else name, 0)
+        # `nice` execs the command: the process keeps the pid we watch and signal.
+        result[name] = ["nice", "-n", str(level), *command] if level else command
+    return result
 
 
 def _metrics_ports(env: dict[str, str], extras: tuple[str, ...] | list[str] = ()) -> dict[str, int]:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from infra import system
@@ -27,3 +32,34 @@ def test_extra_processes_get_metrics_ports_after_the_default_six() -> None:
     assert [ports[name] for name in system.PROCESSES] == list(range(9100, 9100 + len(system.PROCESSES)))
     assert ports["intake-2"] == 9100 + len(system.PROCESSES)
     assert ports["notification-2"] == 9101 + len(system.PROCESSES)
+
+
+def test_named_processes_and_their_extras_run_niced() -> None:
+    commands = {"notification": ["nameko", "run"], "notification-2": ["nameko", "run"], "intake": ["nameko", "run"]}
+    niced = system.niced(commands, ["notification-2"], "notification=10, intake=0")
+    assert niced["notification"] == niced["notification-2"] == ["nice", "-n", "10", "nameko", "run"]
+    assert niced["intake"] == ["nameko", "run"]
+    assert system.niced(commands, [], "") == commands
+
+
+@pytest.mark.parametrize("setting", ["notification", "notification=20", "notification=-5", "billing=5", "intake=x"])
+def test_a_niceness_that_is_not_process_equals_0_to_19_is_refused(setting: str) -> None:
+    with pytest.raises(ValueError, match="YIWANG_NICE"):
+        system.niced({"notification": ["x"], "intake": ["y"]}, [], setting)
+
+
+def test_a_niced_process_keeps_its_pid_and_runs_at_that_niceness(tmp_path) -> None:
+    run = system.System(base_url="", log_dir=tmp_path)
+    run.commands = system.niced(
+        {"notification": [sys.executable, "-c", "import time; time.sleep(30)"]}, [], "notification=7"
+    )
+    child = system.spawn(run, "notification")
+    try:
+        system_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        deadline = time.monotonic() + 10
+        while "python" not in Path(f"/proc/{child.pid}/cmdline").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until `nice` has exec'd the command in the same process
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, system_nice + 7)
+    finally:
+        child.kill()
+        child.wait()
