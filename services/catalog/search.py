@@ -17,6 +17,9 @@ from typing import Any
 import jieba
 
 jieba.setLogLevel(logging.WARNING)
+# Load the dictionary now, while the process starts, not in the first search it would hold up
+# (about half a second idle; an answer's p99 breached 600 ms in a load run for it).
+jieba.initialize()
 
 # Words that carry no meaning for finding an item.
 STOPWORDS = frozenset(
