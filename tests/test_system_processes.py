@@ -50,15 +50,17 @@ def test_a_niceness_that_is_not_process_equals_0_to_19_is_refused(setting: str) 
 
 def test_a_niced_process_keeps_its_pid_and_runs_at_that_niceness(tmp_path) -> None:
     run = system.System(base_url="", log_dir=tmp_path)
-    run.commands = system.niced(
-        {"notification": [sys.executable, "-c", "import time; time.sleep(30)"]}, [], "notification=7"
-    )
+    command = [sys.executable, "-c", "import time; time.sleep(30)"]
+    run.commands = system.niced({"notification": command}, [], "notification=7")
     child = system.spawn(run, "notification")
     try:
         system_nice = os.getpriority(os.PRIO_PROCESS, 0)
         deadline = time.monotonic() + 10
-        while "python" not in Path(f"/proc/{child.pid}/cmdline").read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)  # until `nice` has exec'd the command in the same process
+        # Until `nice` has exec'd the command in the same process (before: the fork's, then nice's).
+        expected = "\0".join(command).encode() + b"\0"
+        while Path(f"/proc/{child.pid}/cmdline").read_bytes() != expected:
+            assert time.monotonic() < deadline, "nice never ran the command"
+            time.sleep(0.05)
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, system_nice + 7)
     finally:
         child.kill()
