@@ -33,9 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("YIWANG_RUN_DIR", ROOT / ".run"))
 PID_FILE = RUN_DIR / "system.pids"
 
-# Deliveries (notification and the local SMS provider) yield to requests: see process_niceness.
-DEFAULT_NICE = ""
-
 PROCESSES = {
     "identity": "services.identity.service:IdentityService",
     "catalog": "services.catalog.service:CatalogService",
@@ -76,9 +73,7 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     for name, target in PROCESSES.items():
         commands[name] = [_nameko(), "run", "--config", str(ROOT / "config.yml"), target]
         extras += [f"{name}-{n}" for n in range(2, counts[name] + 1)]
-    for extra in extras:
-        commands[extra] = commands[extra.rsplit("-", 1)[0]]
-    commands = niced(commands, extras, env.get("YIWANG_NICE", DEFAULT_NICE))
+    commands = with_extras(niced(commands, env.get("YIWANG_NICE", "")), extras)
     system.metrics_ports = _metrics_ports(env, extras)
     system.commands, system.env = commands, env
     for name in commands:
@@ -105,10 +100,8 @@ def process_counts(setting: str) -> dict[str, int]:
     """How many processes of each service: "intake=2,notification=2" (YIWANG_PROCESSES); one each
     unless named."""
     counts = dict.fromkeys(PROCESSES, 1)
-    for item in filter(None, (part.strip() for part in setting.split(","))):
-        name, _, count = item.partition("=")
-        name = name.strip()
-        if name not in PROCESSES or not count.strip().isdigit() or int(count) < 1:
+    for item, name, count in _named_values(setting):
+        if name not in PROCESSES or not count.isdigit() or int(count) < 1:
             raise ValueError(
                 f"YIWANG_PROCESSES: {item!r} is not <service>=<count>, service one of {', '.join(PROCESSES)}"
             )
@@ -118,26 +111,36 @@ def process_counts(setting: str) -> dict[str, int]:
 
 def process_niceness(setting: str, names: list[str]) -> dict[str, int]:
     """Scheduling niceness by process name: "notification=10,sms-provider=10" (YIWANG_NICE; 0-19).
-    Work nobody waits on at the moment (deliveries) yields the CPU to requests on a busy machine."""
+    Work nobody waits on at the moment (deliveries) can yield the CPU to requests."""
     niceness: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in setting.split(","))):
-        name, _, value = item.partition("=")
-        name, value = name.strip(), value.strip()
+    for item, name, value in _named_values(setting):
         if name not in names or not value.isdigit() or int(value) > 19:
             raise ValueError(f"YIWANG_NICE: {item!r} is not <process>=<0-19>, process one of {', '.join(names)}")
         niceness[name] = int(value)
     return niceness
 
 
-def niced(commands: dict[str, list[str]], extras: list[str], setting: str) -> dict[str, list[str]]:
-    """The commands, those named in `setting` (and their extra processes) run under `nice`."""
+def _named_values(setting: str) -> list[tuple[str, str, str]]:
+    """(item, name, value) of each `name=value` in a comma-separated setting, stripped."""
+    found = []
+    for item in filter(None, (part.strip() for part in setting.split(","))):
+        name, _, value = item.partition("=")
+        found.append((item, name.strip(), value.strip()))
+    return found
+
+
+def niced(commands: dict[str, list[str]], setting: str) -> dict[str, list[str]]:
+    """The commands, those named in `setting` run under `nice` (which execs the command: the
+    process keeps the pid we watch and signal)."""
     niceness = process_niceness(setting, list(commands))
-    result = {}
-    for name, command in commands.items():
-        level = niceness.get(name.rsplit("-", 1)[0] if name in extras else name, 0)
-        # `nice` execs the command: the process keeps the pid we watch and signal.
-        result[name] = ["nice", "-n", str(level), *command] if level else command
-    return result
+    return {
+        name: ["nice", "-n", str(niceness[name]), *cmd] if niceness.get(name) else cmd for name, cmd in commands.items()
+    }
+
+
+def with_extras(commands: dict[str, list[str]], extras: list[str]) -> dict[str, list[str]]:
+    """The commands and each extra process (`intake-2`), which runs as its first one does."""
+    return {**commands, **{extra: commands[extra.rsplit("-", 1)[0]] for extra in extras}}
 
 
 def _metrics_ports(env: dict[str, str], extras: tuple[str, ...] | list[str] = ()) -> dict[str, int]:

@@ -35,23 +35,23 @@ def test_extra_processes_get_metrics_ports_after_the_default_six() -> None:
 
 
 def test_named_processes_and_their_extras_run_niced() -> None:
-    commands = {"notification": ["nameko", "run"], "notification-2": ["nameko", "run"], "intake": ["nameko", "run"]}
-    niced = system.niced(commands, ["notification-2"], "notification=10, intake=0")
+    commands = {"notification": ["nameko", "run"], "intake": ["nameko", "run"]}
+    niced = system.with_extras(system.niced(commands, "notification=10, intake=0"), ["notification-2"])
     assert niced["notification"] == niced["notification-2"] == ["nice", "-n", "10", "nameko", "run"]
     assert niced["intake"] == ["nameko", "run"]
-    assert system.niced(commands, [], "") == commands
+    assert system.niced(commands, "") == commands
 
 
 @pytest.mark.parametrize("setting", ["notification", "notification=20", "notification=-5", "billing=5", "intake=x"])
 def test_a_niceness_that_is_not_process_equals_0_to_19_is_refused(setting: str) -> None:
     with pytest.raises(ValueError, match="YIWANG_NICE"):
-        system.niced({"notification": ["x"], "intake": ["y"]}, [], setting)
+        system.niced({"notification": ["x"], "intake": ["y"]}, setting)
 
 
 def test_a_niced_process_keeps_its_pid_and_runs_at_that_niceness(tmp_path) -> None:
     run = system.System(base_url="", log_dir=tmp_path)
     command = [sys.executable, "-c", "import time; time.sleep(30)"]
-    run.commands = system.niced({"notification": command}, [], "notification=7")
+    run.commands = system.niced({"notification": command}, "notification=7")
     child = system.spawn(run, "notification")
     try:
         system_nice = os.getpriority(os.PRIO_PROCESS, 0)

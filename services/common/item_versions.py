@@ -4,14 +4,13 @@ of once per case, and validates the guide once."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from nameko.extensions import DependencyProvider
 
 from contracts.catalog import PublishedItem
+from services.common.lru import Lru
 
 # Versions kept per process; a province publishes a few thousand items.
 DEFAULT_SIZE = 4096
@@ -21,22 +20,14 @@ class ItemVersionCache:
     """Least recently used versions; a failed fetch is not kept (the next call asks again)."""
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, int], PublishedItem] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: Lru[tuple[str, int], PublishedItem] = Lru(size)
 
     def get(self, item_code: str, version: int, fetch: Callable[[], dict[str, Any]]) -> PublishedItem:
         key = (item_code, version)
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-                return item
-        item = PublishedItem.model_validate(fetch())  # outside the lock: a fetch is an RPC
-        with self._lock:
-            self._items[key] = item
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        item = self._items.get(key)
+        if item is None:
+            item = PublishedItem.model_validate(fetch())  # not under the map's lock: a fetch is an RPC
+            self._items.put(key, item)
         return item
 
 

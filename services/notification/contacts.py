@@ -13,15 +13,14 @@ case news to another person. Failed lookups (no such account, identity unavailab
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from nameko.extensions import DependencyProvider
 
 from contracts.notifications import Contact
+from services.common.lru import Lru
 
 MAX_AGE = 60.0  # seconds
 DEFAULT_SIZE = 10_000  # people kept per process: those with deliveries in the last minute
@@ -31,24 +30,17 @@ class ContactCache:
     def __init__(
         self, max_age: float = MAX_AGE, size: int = DEFAULT_SIZE, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.max_age, self.size, self._clock = max_age, size, clock
-        self._kept: OrderedDict[str, tuple[Contact, float]] = OrderedDict()  # user id -> (contact, asked at)
-        self._lock = threading.Lock()
+        self.max_age, self._clock = max_age, clock
+        self._kept: Lru[str, tuple[Contact, float]] = Lru(size)  # user id -> (contact, asked at)
 
     def get(self, user_id: str, fetch: Callable[[], dict[str, Any]]) -> Contact:
         """The person's contact: kept, or fetched (a failed fetch raises and keeps nothing)."""
         asked_at = self._clock()  # an entry's age counts from before its fetch
-        with self._lock:
-            kept = self._kept.get(user_id)
-            if kept is not None and asked_at - kept[1] < self.max_age:
-                self._kept.move_to_end(user_id)
-                return kept[0]
-        contact = Contact.model_validate(fetch())  # outside the lock: a fetch is an RPC
-        with self._lock:
-            self._kept[user_id] = (contact, asked_at)
-            self._kept.move_to_end(user_id)
-            while len(self._kept) > self.size:
-                self._kept.popitem(last=False)
+        kept = self._kept.get(user_id)
+        if kept is not None and asked_at - kept[1] < self.max_age:
+            return kept[0]
+        contact = Contact.model_validate(fetch())  # not under the map's lock: a fetch is an RPC
+        self._kept.put(user_id, (contact, asked_at))
         return contact
 
 
