@@ -34,3 +34,23 @@ func yiwangSingleID(filter *types.Document) bool {
 	return n == 1
 }
 GO
+
+# Second change: an update reads every document it matches, and closes its query, before its first
+# write. FerretDB wrote while the query's rows were still open on another connection of its pool,
+# so each commit's automatic WAL checkpoint found a reader and could never let the next writer
+# start the WAL over: the -wal file grew by every write (126 MB after 30,000 updates) and, once
+# past the checkpoint threshold, every single commit ran a checkpoint and its fsyncs.
+upd="$1/internal/handler/common/update.go"
+anchor='	isFindAndModify := (strings.ToLower(cmd) == "findandmodify")'
+if [ "$(grep -cxF "$anchor" "$upd" || true)" != 1 ]; then
+    echo "patch_ferretdb: expected 1 place in $upd" >&2
+    exit 1
+fi
+sed -i "/^$(printf '%s' "$anchor" | sed 's/[][\.*^$/]/\\&/g')\$/a\\
+\\
+	matched, err := iterator.ConsumeValues(iter) // yiwang: read all, close the query, then write\\
+	if err != nil {\\
+		return nil, lazyerrors.Error(err)\\
+	}\\
+	iter = iterator.Values(iterator.ForSlice(matched))\\
+	defer iter.Close()" "$upd"
