@@ -191,6 +191,7 @@ def new_case(
         "applied_events": [],
         "version": 1,  # bumped by every change: concurrent reviewers cannot both win
         "awaiting_review": False,  # true once a person must act (task list)
+        "ever_task": False,  # true for good once it is (storage.marked_if_task)
     }
     event = CaseSubmitted(
         case_no=case_no,

@@ -32,7 +32,7 @@ VIEW_FIELDS = (
     "version",
 )
 # What `sync_views` reads of a case: the read models' entries, where they go, and the decision.
-SYNC_FIELDS = (*VIEW_FIELDS, "department_code", "decision")
+SYNC_FIELDS = (*VIEW_FIELDS, "department_code", "decision", "ever_task")
 
 # Deadline index buckets per day, each found by _id (see watch_deadline). Many, so that a bucket
 # stays small at a province's volume: FerretDB rewrites the whole document for every entry set
@@ -316,7 +316,10 @@ class IntakeStore:
                 self.unwatch(case["deadline"], case_no, version)
         self.my_cases.put(owner, entry["submitted_at"], case_no, entry, version)
         is_task = bool(case.get("awaiting_review")) and case["status"] in TASK_STATUSES
-        self.task_board.sync(department, case_no, entry, is_task)
+        # A case that never waited for a person has no place on the task board to leave (most are
+        # decided by the rules): no pointer to look up. Cases from before the mark lack it.
+        if is_task or case.get("ever_task") is not False:
+            self.task_board.sync(department, case_no, entry, is_task)
         return case
 
     def apply_event(
@@ -335,7 +338,7 @@ class IntakeStore:
         push: dict[str, Any] = {"applied_events": event_id}
         if timeline_entry is not None:
             push["timeline"] = timeline_entry
-        update: dict[str, Any] = {"$set": dict(set_fields), "$push": push, "$inc": {"version": 1}}
+        update: dict[str, Any] = {"$set": marked_if_task(set_fields), "$push": push, "$inc": {"version": 1}}
         if announce:
             update["$set"].update(self.outbox.update(case_no, announce)["$set"])
         query = {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}}
@@ -347,7 +350,7 @@ class IntakeStore:
     def transition(self, case_no: str, change: Change, event: Envelope) -> bool:
         """Apply a lifecycle change if the case is still in the status and version it was read in."""
         update = self.outbox.update(case_no, [event])
-        update["$set"].update(change.set_fields)
+        update["$set"].update(marked_if_task(change.set_fields))
         update["$inc"] = {"version": 1}
         if change.timeline is not None:
             update["$push"] = {"timeline": change.timeline}
@@ -365,6 +368,12 @@ class IntakeStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """From the department's task board, earliest deadline first."""
         return self.task_board.page(department_code, statuses, skip, limit)
+
+
+def marked_if_task(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a write, with `ever_task` set for good when the write makes the case wait for a
+    person (new cases start with it false; `sync_views` skips the task board while it is)."""
+    return {**fields, "ever_task": True} if fields.get("awaiting_review") else dict(fields)
 
 
 def _chunk_id(document_id: str, n: int) -> str:

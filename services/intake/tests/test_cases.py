@@ -441,3 +441,16 @@ def test_decision_update():
 
 def test_now_is_aware_utc():
     assert cases.now_utc().utcoffset().total_seconds() == 0
+
+
+def test_a_write_that_makes_a_case_wait_for_a_person_marks_it_for_good():
+    from services.intake.storage import marked_if_task
+
+    fields = {"status": "accepted", "awaiting_review": True}
+    assert marked_if_task(fields) == {**fields, "ever_task": True}
+    assert fields == {"status": "accepted", "awaiting_review": True}  # the caller's fields untouched
+    # Nothing clears the mark: a write that ends the wait leaves it as it is.
+    assert marked_if_task({"status": "approved", "awaiting_review": False}) == {
+        "status": "approved",
+        "awaiting_review": False,
+    }

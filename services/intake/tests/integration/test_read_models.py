@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pymongo
+from pymongo import monitoring
+
 from services.intake.storage import SYNC_FIELDS, IntakeStore
+from tests.support import MONGO_URI
 
 
 def case(no: str, status: str, version: int, awaiting: bool, minutes: int) -> dict:
@@ -18,6 +22,7 @@ def case(no: str, status: str, version: int, awaiting: bool, minutes: int) -> di
         "status": status,
         "version": version,
         "awaiting_review": awaiting,
+        "ever_task": awaiting,
         "submitted_at": datetime(2026, 11, 26, tzinfo=UTC) + timedelta(minutes=minutes),
         "deadline": f"2026-12-{10 - minutes:02d}",
         "deadline_provisional": False,
@@ -161,3 +166,59 @@ def test_an_applied_event_returns_the_case_as_written_and_the_views_follow_it(st
     assert store.sync_views("C1", written) is written
     rows, total = store.list_for_applicant("u1", None, 0, 20)
     assert total == 1 and (rows[0]["status"], rows[0]["version"]) == ("approved", 2)
+
+
+class CollectionLog(monitoring.CommandListener):
+    def __init__(self):
+        self.touched = []
+
+    def started(self, event):
+        self.touched.append(event.command.get(event.command_name))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def on_board(store: IntakeStore, case_no: str) -> bool:
+    return case_no in [t["case_no"] for t in store.tasks("D1", ["submitted", "accepted"], 0, 50)[0]]
+
+
+def test_a_case_the_rules_decide_never_looks_at_the_task_board(db_prefix):
+    log = CollectionLog()
+    client = pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True)
+    store = IntakeStore(client[f"{db_prefix}_intake"])
+    store.cases.insert_one(case("C1", "submitted", 1, False, 1))
+    store.sync_views("C1")
+    written = store.apply_event("C1", "e-1", ["submitted"], {"status": "approved"})
+    store.sync_views("C1", written)
+    assert "task_pointers" not in log.touched and "department_tasks" not in log.touched
+    assert store.list_for_applicant("u1", None, 0, 20)[0][0]["status"] == "approved"
+    client.close()
+
+
+def test_a_case_that_waited_for_a_person_is_marked_and_leaves_the_board_when_decided(store):
+    store.cases.insert_one(case("C1", "submitted", 1, False, 1))
+    store.sync_views("C1")
+    handed_over = store.apply_event("C1", "e-1", ["submitted"], {"awaiting_review": True})
+    assert handed_over["ever_task"] is True
+    store.sync_views("C1", handed_over)
+    assert on_board(store, "C1")
+    # A decision clears awaiting_review but not the mark, so the sync takes the case off the board.
+    decided = store.apply_event("C1", "e-2", ["submitted"], {"status": "approved", "awaiting_review": False})
+    assert decided["ever_task"] is True
+    store.sync_views("C1", decided)
+    assert not on_board(store, "C1")
+
+
+def test_a_case_from_before_the_mark_still_leaves_the_board(store):
+    older = case("C1", "submitted", 1, True, 1)
+    del older["ever_task"]
+    store.cases.insert_one(older)
+    store.sync_views("C1")
+    assert on_board(store, "C1")
+    store.cases.update_one({"_id": "C1"}, {"$set": {"status": "approved", "awaiting_review": False, "version": 2}})
+    store.sync_views("C1")
+    assert not on_board(store, "C1")
