@@ -186,35 +186,49 @@ class NotificationService:
         return attempted
 
     def _attempt(self, entry: dict[str, Any], now: datetime) -> None:
-        doc, channel = self.store.get(entry["notification_id"]), entry["channel"]
-        if doc is None:  # queued, but the notification itself was never stored (yet)
+        channel, notification_id = entry["channel"], entry["notification_id"]
+        # After a send, its entry holds what asking for the receipt needs: no read of the notification.
+        # (An entry without it, while its notification says `sent`, takes the longer way below.)
+        sent: dict[str, Any] | None = entry.get("sent")
+        doc = None if sent else self.store.get(notification_id)
+        if sent is None and doc is None:  # queued, but the notification itself was never stored (yet)
             created = entry["created_at"].replace(tzinfo=entry["created_at"].tzinfo or UTC)
             if now - created > ORPHAN_AFTER:
                 self.store.finish(entry["_id"])
             else:
                 self.store.reschedule(entry["_id"], now + timedelta(seconds=5))
             return
-        with continued(doc.get("traceparent"), f"notification.deliver {channel}"):
-            annotate(case_no=doc.get("case_no"), event_id=doc["event_id"], channel=channel)
-            step = self._next_step(doc, channel, entry, now)
+        about: dict[str, Any] = sent or doc or {}
+        with continued(about.get("traceparent"), f"notification.deliver {channel}"):
+            annotate(case_no=about.get("case_no"), event_id=about["event_id"], channel=channel)
+            if sent:
+                step: Step | None = self._receipt_step(sent, now)
+            else:
+                step = self._next_step(about, channel, entry, now)
             if step is None:
                 return
             annotate(delivery_status=step.changes.get("status"))
-        self.store.update_channel(doc["_id"], channel, step.changes)
+        self.store.update_channel(notification_id, channel, step.changes)
         if step.changes.get("status") in ("sent", "delivered", "failed"):
             DELIVERIES.labels(channel, step.changes["status"]).inc()
         if step.next_at is None:
             self.store.finish(entry["_id"])
+        elif doc is not None and step.changes.get("status") == "sent":
+            self.store.reschedule(entry["_id"], step.next_at, sent=_receipt_context(doc, step.changes))
         else:
             self.store.reschedule(entry["_id"], step.next_at)
         if step.changes.get("status") == "failed":
-            log.warning("delivery failed", extra={"notification_id": doc["_id"], "channel": channel})
+            log.warning("delivery failed", extra={"notification_id": notification_id, "channel": channel})
+
+    def _receipt_step(self, sent: dict[str, Any], now: datetime) -> Step:
+        outcome = self.outbound.sms.receipt(sent["reference"])
+        return deliveries.after_receipt(sent, outcome, now, self.outbound.policy)
 
     def _next_step(self, doc: dict[str, Any], channel: str, entry: dict[str, Any], now: datetime) -> Step | None:
         """Send (or ask for a receipt) and say what follows; None when the rate limit says wait."""
         state, policy = doc["channels"][channel], self.outbound.policy
         if state["status"] == "sent":
-            return deliveries.after_receipt(state, self.outbound.sms.receipt(state["reference"]), now, policy)
+            return self._receipt_step(state, now)
         if state["status"] == "pending":
             # The second the send happens in (a timer run may cross into the next one).
             if not self.store.take_rate_token(channel, datetime.now(UTC), self.outbound.rate_limits[channel]):
@@ -272,6 +286,16 @@ class NotificationService:
             channels = deliveries.channels_for(audience, self.store.channels_chosen(recipient))
             doc = messages.notification(envelope, recipient, case_no, context, channels, now)
             self.store.create(doc, [c for c in channels if c != "inbox"], now)
+
+
+def _receipt_context(doc: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """What the receipt step needs, kept in the delivery's queue entry: the provider's message id,
+    when it was sent, and the notification's trace and identifiers."""
+    return {
+        "reference": sent["reference"],
+        "sent_at": sent["sent_at"],
+        **{key: doc.get(key) for key in ("traceparent", "case_no", "event_id")},
+    }
 
 
 def _audience(who: Principal) -> str:

@@ -3,6 +3,7 @@ people's channel preferences and per-channel rate counters."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,10 @@ from services.common.monthly_lists import MonthlyLists
 ORPHAN_AFTER = timedelta(minutes=5)
 # Rate counters older than this many seconds are deleted (a send is counted in the second it starts).
 RATE_COUNTERS_KEPT = 120
+# Sends a process counts at once (and keeps for the rest of that second): one write per this many
+# sends instead of one per send. What a process leaves unused at the second's end is lost to others,
+# so near the limit a channel may send up to (block - 1) per process fewer than it allows.
+RATE_BLOCK = 4
 
 
 class NotificationStore:
@@ -33,6 +38,8 @@ class NotificationStore:
         self._older_inboxes = db["inboxes"]  # one document per person, before months
         self.rates = db["channel_rates"]  # `<channel>:<unix second>` -> {second, n}
         self._swept_minute: int | None = None
+        self._tokens: dict[str, tuple[int, int]] = {}  # channel -> (second, sends counted but not made)
+        self._rate_lock = threading.Lock()  # a green lock under nameko (eventlet patches threading)
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
@@ -95,8 +102,10 @@ class NotificationStore:
         )
         return taken is not None
 
-    def reschedule(self, entry_id: str, at: datetime) -> None:
-        self.queue.update_one({"_id": entry_id}, {"$set": {"next_at": at}})
+    def reschedule(self, entry_id: str, at: datetime, sent: dict[str, Any] | None = None) -> None:
+        """Due again at `at`; `sent`: what its receipt step will need, kept in the entry."""
+        fields: dict[str, Any] = {"next_at": at} if sent is None else {"next_at": at, "sent": sent}
+        self.queue.update_one({"_id": entry_id}, {"$set": fields})
 
     def finish(self, entry_id: str) -> None:
         self.queue.delete_one({"_id": entry_id})
@@ -111,21 +120,36 @@ class NotificationStore:
 
     def take_rate_token(self, channel: str, now: datetime, per_second: int) -> bool:
         """At most `per_second` sends per channel and second across all processes: one counter per
-        channel and second, counted in one write; counters of past minutes are swept once a minute
-        (a counter of the minute's second reset on reuse cost a second write per send)."""
-        second = int(now.timestamp())
+        channel and second, raised by RATE_BLOCK sends in one write, the block kept by this process
+        for the rest of the second; counters of past minutes are swept once a minute (a counter of
+        the minute's second reset on reuse cost a second write per send)."""
+        # One at a time per process: deliveries running alongside use the block one of them counted
+        # instead of each counting a block of its own and leaving most of it unused.
+        with self._rate_lock:
+            return self._take_rate_token(channel, int(now.timestamp()), per_second)
+
+    def _take_rate_token(self, channel: str, second: int, per_second: int) -> bool:
+        held_second, held = self._tokens.get(channel, (second, 0))
+        if held_second == second and held > 0:
+            self._tokens[channel] = (second, held - 1)
+            return True
         if second // 60 != self._swept_minute:
             self._swept_minute = second // 60
             self.rates.delete_many({"second": {"$lt": second - RATE_COUNTERS_KEPT}})
-        count = {"$inc": {"n": 1}, "$setOnInsert": {"second": second}}
+        block = min(RATE_BLOCK, per_second)
+        count = {"$inc": {"n": block}, "$setOnInsert": {"second": second}}
         for _ in range(2):
             try:
                 counted = self.rates.find_one_and_update(
                     {"_id": f"{channel}:{second}"}, count, upsert=True, return_document=ReturnDocument.AFTER
                 )
-                return counted["n"] <= per_second
             except DuplicateKeyError:
                 continue  # two first sends of a second raced to create its counter: count again
+            granted = min(block, per_second - (counted["n"] - block))  # what fits under the limit
+            if granted <= 0:
+                return False
+            self._tokens[channel] = (second, granted - 1)  # this send takes one
+            return True
         return False
 
     # --- reading --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from services.notification.channels import OutboundChannels
 from services.notification.contacts import ContactCache
 from services.notification.deliveries import Outcome, Policy
 from services.notification.service import NotificationService
-from services.notification.storage import NotificationStore
+from services.notification.storage import RATE_BLOCK, NotificationStore
 
 CITIZEN = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
 REVIEWER = {"user_id": "r-1", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524MZ"}
@@ -89,7 +89,16 @@ def test_a_due_sms_is_sent_with_its_delivery_as_reference_then_its_receipt_await
     outbound.sms.send.assert_called_once_with("13800138000", "【一网通办】短信", "n1:sms")
     notification_id, channel, changes = store.update_channel.call_args.args
     assert (notification_id, channel, changes["status"], changes["reference"]) == ("n1", "sms", "sent", "m-1")
-    store.reschedule.assert_called_once()
+    # The entry keeps what the receipt step needs, so that step reads no notification.
+    (entry_id, at), kept = store.reschedule.call_args
+    assert entry_id == "n1:sms" and at > NOW
+    assert kept["sent"] == {
+        "reference": "m-1",
+        "sent_at": changes["sent_at"],
+        "traceparent": None,
+        "case_no": CASE["case_no"],
+        "event_id": "e1",
+    }
     store.finish.assert_not_called()
 
 
@@ -142,6 +151,30 @@ def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound):
     outbound.sms.send.assert_not_called()
     assert store.update_channel.call_args.args[2]["status"] == "delivered"
     store.finish.assert_called_once_with("n1:sms")
+
+
+def test_a_receipt_is_asked_from_what_the_entry_kept_without_reading_the_notification(service, store, outbound):
+    sent = {"reference": "m-1", "sent_at": NOW, "traceparent": None, "case_no": CASE["case_no"], "event_id": "e1"}
+    store.due.return_value = [{**entry(), "sent": sent}]
+    outbound.sms.receipt.return_value = Outcome("delivered", reference="m-1")
+    service.deliver_due()
+    store.get.assert_not_called()
+    outbound.sms.receipt.assert_called_once_with("m-1")
+    outbound.sms.send.assert_not_called()
+    assert store.update_channel.call_args.args[:2] == ("n1", "sms")
+    assert store.update_channel.call_args.args[2]["status"] == "delivered"
+    store.finish.assert_called_once_with("n1:sms")
+
+
+def test_no_receipt_yet_asks_again_later_keeping_what_the_entry_holds(service, store, outbound):
+    sent = {"reference": "m-1", "sent_at": NOW, "traceparent": None, "case_no": CASE["case_no"], "event_id": "e1"}
+    store.due.return_value = [{**entry(), "sent": sent}]
+    outbound.sms.receipt.return_value = Outcome("accepted", reference="m-1")
+    service.deliver_due()
+    store.get.assert_not_called()
+    assert all(call.args[2] == {} for call in store.update_channel.call_args_list)  # nothing changed
+    (entry_id, at), kept = store.reschedule.call_args
+    assert entry_id == "n1:sms" and at > NOW and kept == {}
 
 
 def test_over_the_rate_limit_waits_without_counting_an_attempt(service, store, outbound):
@@ -369,11 +402,29 @@ def test_a_failed_delivery_is_logged_and_the_others_go_on(service, store, outbou
 def test_a_rate_counter_two_senders_create_at_once_is_counted_again():
     store = NotificationStore(MagicMock())
     store.rates = MagicMock()
-    store.rates.find_one_and_update.side_effect = [DuplicateKeyError("E11000"), {"n": 3}]
+    store.rates.find_one_and_update.side_effect = [DuplicateKeyError("E11000"), {"n": RATE_BLOCK}]
     assert store.take_rate_token("sms", NOW, 5)
     assert store.rates.find_one_and_update.call_count == 2
     store.rates.find_one_and_update.side_effect = DuplicateKeyError("E11000")
-    assert not store.take_rate_token("sms", NOW, 5)  # still racing: this send waits for the next second
+    later = NOW + timedelta(seconds=1)  # the block counted above was for NOW's second only
+    assert not store.take_rate_token("sms", later, 5)  # still racing: this send waits for the next second
+
+
+def test_a_block_of_sends_is_counted_at_once_and_only_what_fits_under_the_limit_is_granted():
+    store = NotificationStore(MagicMock())
+    store.rates = MagicMock()
+    counters: dict[str, int] = {}  # a counter per channel and second, as stored
+
+    def count(query, update, **_):
+        counters[query["_id"]] = counters.get(query["_id"], 0) + update["$inc"]["n"]
+        return {"n": counters[query["_id"]]}
+
+    store.rates.find_one_and_update.side_effect = count
+    granted = [store.take_rate_token("sms", NOW, 6) for _ in range(10)]
+    assert granted == [True] * 6 + [False] * 4
+    # 4 counted at once, then 2 of the next 4 fit; then every try is refused with a count.
+    assert store.rates.find_one_and_update.call_count == 2 + 4
+    assert store.take_rate_token("sms", NOW + timedelta(seconds=1), 6)  # a new second, a new block
 
 
 def test_a_persons_second_sms_does_not_ask_identity_again(service, store, outbound):

@@ -8,7 +8,7 @@ import eventlet
 import pymongo
 from pymongo import monitoring
 
-from services.notification.storage import RATE_COUNTERS_KEPT, NotificationStore
+from services.notification.storage import RATE_BLOCK, RATE_COUNTERS_KEPT, NotificationStore
 from tests.support import MONGO_URI
 
 
@@ -54,6 +54,21 @@ def test_a_send_is_counted_in_one_write_and_past_counters_are_swept(db_prefix):
     later = start + timedelta(seconds=RATE_COUNTERS_KEPT + 60)
     assert store.take_rate_token("sms", later, 5)
     assert [doc["_id"] for doc in store.rates.find({})] == [f"sms:{int(later.timestamp())}"]
+    client.close()
+
+
+def test_sends_alongside_each_other_share_one_count_per_block(db_prefix):
+    log = CommandLog()
+    client = pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True)
+    store = NotificationStore(client[f"{db_prefix}_notification"])
+    second = datetime(2026, 11, 26, 2, 0, 7, tzinfo=UTC)
+    store.take_rate_token("sms", second - timedelta(seconds=1), 50)  # the minute's sweep, out of the way
+    log.names.clear()
+    pool = eventlet.GreenPool(8)
+    granted = list(pool.imap(lambda _: store.take_rate_token("sms", second, 50), range(8)))
+    assert granted == [True] * 8
+    assert log.names == ["findAndModify"] * (8 // RATE_BLOCK)  # not one per send
+    assert store.rates.find_one({"_id": f"sms:{int(second.timestamp())}"})["n"] == 8
     client.close()
 
 
