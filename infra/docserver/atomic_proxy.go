@@ -7,6 +7,7 @@ package main
 // update/findAndModify/delete request until its reply, so those never interleave.
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -20,6 +21,7 @@ const (
 	opMsg          = 2013
 	flagMoreToCome = 1 << 1
 	maxMessageSize = 48 * 1024 * 1024
+	readBuffer     = 64 * 1024
 )
 
 var serializedCommands = map[string]bool{"update": true, "findandmodify": true, "delete": true}
@@ -120,12 +122,16 @@ func proxyConnection(client net.Conn, backendNetwork, backendAddr string, locks 
 	}
 	defer releaseAll()
 
+	// Buffered: a message's header and body usually come in one read instead of two.
+	fromClient := bufio.NewReaderSize(client, readBuffer)
+	fromBackend := bufio.NewReaderSize(backend, readBuffer)
+
 	replies := make(chan struct{})
 	go func() {
 		defer close(replies)
 		defer client.Close()
 		for {
-			msg, err := readMessage(backend)
+			msg, err := readMessage(fromBackend)
 			if err != nil {
 				return
 			}
@@ -140,7 +146,7 @@ func proxyConnection(client net.Conn, backendNetwork, backendAddr string, locks 
 	}()
 
 	for {
-		msg, err := readMessage(client)
+		msg, err := readMessage(fromClient)
 		if err != nil {
 			break
 		}
