@@ -7,6 +7,7 @@ extends), recorded with every message so a sent text can be traced to the templa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import date, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ def render_sms(event_type: str, context: dict[str, Any]) -> str:
     return " ".join(_env.get_template(f"sms/{event_type}.j2").render(**context).split())
 
 
+@functools.cache  # templates are files of the package: they change only with a new release
 def template_version(channel: str, event_type: str) -> str:
     sources = [_source(f"{channel}/{event_type}.j2")]
     if channel == "email":
