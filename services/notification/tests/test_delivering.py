@@ -71,6 +71,10 @@ def stored(channel="sms", status="pending", **state):
     }
 
 
+# What an SMS's queue entry keeps after its send (service._receipt_context).
+SENT = {"reference": "m-1", "sent_at": NOW, "traceparent": None, "case_no": CASE["case_no"], "event_id": "e1"}
+
+
 def entry(channel="sms", created_at=NOW):
     return {
         "_id": f"n1:{channel}",
@@ -142,23 +146,16 @@ def test_no_phone_on_the_account_fails_for_good(service, store, outbound):
     store.finish.assert_called_once_with("n1:sms")
 
 
-def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound):
-    store.due.return_value = [entry()]
-    store.get.return_value = stored(status="sent", reference="m-1", sent_at=NOW)
+@pytest.mark.parametrize("kept", [False, True], ids=["entry-from-before", "entry-kept-what-it-needs"])
+def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound, kept):
+    if kept:
+        store.due.return_value = [{**entry(), "sent": SENT}]
+    else:  # an entry without it: the notification says `sent`
+        store.due.return_value = [entry()]
+        store.get.return_value = stored(status="sent", reference="m-1", sent_at=NOW)
     outbound.sms.receipt.return_value = Outcome("delivered", reference="m-1")
     service.deliver_due()
-    outbound.sms.receipt.assert_called_once_with("m-1")
-    outbound.sms.send.assert_not_called()
-    assert store.update_channel.call_args.args[2]["status"] == "delivered"
-    store.finish.assert_called_once_with("n1:sms")
-
-
-def test_a_receipt_is_asked_from_what_the_entry_kept_without_reading_the_notification(service, store, outbound):
-    sent = {"reference": "m-1", "sent_at": NOW, "traceparent": None, "case_no": CASE["case_no"], "event_id": "e1"}
-    store.due.return_value = [{**entry(), "sent": sent}]
-    outbound.sms.receipt.return_value = Outcome("delivered", reference="m-1")
-    service.deliver_due()
-    store.get.assert_not_called()
+    assert store.get.called is not kept  # what the entry kept spares reading the notification
     outbound.sms.receipt.assert_called_once_with("m-1")
     outbound.sms.send.assert_not_called()
     assert store.update_channel.call_args.args[:2] == ("n1", "sms")
@@ -167,8 +164,7 @@ def test_a_receipt_is_asked_from_what_the_entry_kept_without_reading_the_notific
 
 
 def test_no_receipt_yet_asks_again_later_keeping_what_the_entry_holds(service, store, outbound):
-    sent = {"reference": "m-1", "sent_at": NOW, "traceparent": None, "case_no": CASE["case_no"], "event_id": "e1"}
-    store.due.return_value = [{**entry(), "sent": sent}]
+    store.due.return_value = [{**entry(), "sent": SENT}]
     outbound.sms.receipt.return_value = Outcome("accepted", reference="m-1")
     service.deliver_due()
     store.get.assert_not_called()
