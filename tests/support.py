@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pymongo
 import requests
+from pymongo import monitoring
 
 from services.identity.idnumbers import make_id_number
 
@@ -24,6 +25,35 @@ MONGO_PORT = os.environ.get("YIWANG_MONGO_PORT", "27017")
 MONGO_URI = f"mongodb://127.0.0.1:{MONGO_PORT}"
 MGMT_URL = f"http://127.0.0.1:{os.environ.get('YIWANG_RABBIT_MGMT_PORT', '15672')}/api"
 MGMT_AUTH = ("guest", "guest")
+
+
+class CommandLog(monitoring.CommandListener):
+    """What a pymongo client sends, in order: each command's name, and what it names (for most
+    commands, the collection): `logging_client()` attaches one."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.targets: list[Any] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+        self.targets.append(event.command.get(event.command_name))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def clear(self) -> None:
+        self.names.clear()
+        self.targets.clear()
+
+
+def logging_client() -> tuple[pymongo.MongoClient, CommandLog]:
+    """A client of the document server (aware datetimes, as the services' own) and its CommandLog."""
+    log = CommandLog()
+    return pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True), log
 
 
 def free_port() -> int:

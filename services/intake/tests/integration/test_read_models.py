@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pymongo
-from pymongo import monitoring
-
 from services.intake.storage import SYNC_FIELDS, IntakeStore
-from tests.support import MONGO_URI
+from tests.support import logging_client
 
 
 def case(no: str, status: str, version: int, awaiting: bool, minutes: int) -> dict:
@@ -168,33 +165,18 @@ def test_an_applied_event_returns_the_case_as_written_and_the_views_follow_it(st
     assert total == 1 and (rows[0]["status"], rows[0]["version"]) == ("approved", 2)
 
 
-class CollectionLog(monitoring.CommandListener):
-    def __init__(self):
-        self.touched = []
-
-    def started(self, event):
-        self.touched.append(event.command.get(event.command_name))
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
 def on_board(store: IntakeStore, case_no: str) -> bool:
     return case_no in [t["case_no"] for t in store.tasks("D1", ["submitted", "accepted"], 0, 50)[0]]
 
 
 def test_a_case_the_rules_decide_never_looks_at_the_task_board(db_prefix):
-    log = CollectionLog()
-    client = pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True)
+    client, log = logging_client()
     store = IntakeStore(client[f"{db_prefix}_intake"])
     store.cases.insert_one(case("C1", "submitted", 1, False, 1))
     store.sync_views("C1")
     written = store.apply_event("C1", "e-1", ["submitted"], {"status": "approved"})
     store.sync_views("C1", written)
-    assert "task_pointers" not in log.touched and "department_tasks" not in log.touched
+    assert "task_pointers" not in log.targets and "department_tasks" not in log.targets
     assert store.list_for_applicant("u1", None, 0, 20)[0][0]["status"] == "approved"
     client.close()
 

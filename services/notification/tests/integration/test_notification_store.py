@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import eventlet
-import pymongo
-from pymongo import monitoring
 
 from services.notification.storage import RATE_BLOCK, RATE_COUNTERS_KEPT, NotificationStore
-from tests.support import MONGO_URI
+from tests.support import logging_client
 
 
 def test_the_rate_limit_holds_across_concurrent_senders_and_resets_each_second(mongo_client, db_prefix):
@@ -25,28 +23,13 @@ def test_the_rate_limit_holds_across_concurrent_senders_and_resets_each_second(m
     assert later.count(True) == 5
 
 
-class CommandLog(monitoring.CommandListener):
-    def __init__(self):
-        self.names = []
-
-    def started(self, event):
-        self.names.append(event.command_name)
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
 def test_a_send_is_counted_in_one_write_and_past_counters_are_swept(db_prefix):
-    log = CommandLog()
-    client = pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True)
+    client, log = logging_client()
     store = NotificationStore(client[f"{db_prefix}_notification"])
     start = datetime(2026, 11, 26, 2, 0, 7, tzinfo=UTC)
     store.rates.insert_one({"_id": "sms:07", "second": int(start.timestamp()) - 3600, "n": 3})  # older layout
     assert store.take_rate_token("sms", start, 5)  # the first send of a minute sweeps, then counts
-    log.names.clear()
+    log.clear()
     for offset in range(1, 4):
         assert store.take_rate_token("sms", start + timedelta(seconds=offset), 5)
     assert log.names == ["findAndModify"] * 3
@@ -58,12 +41,11 @@ def test_a_send_is_counted_in_one_write_and_past_counters_are_swept(db_prefix):
 
 
 def test_sends_alongside_each_other_share_one_count_per_block(db_prefix):
-    log = CommandLog()
-    client = pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True)
+    client, log = logging_client()
     store = NotificationStore(client[f"{db_prefix}_notification"])
     second = datetime(2026, 11, 26, 2, 0, 7, tzinfo=UTC)
     store.take_rate_token("sms", second - timedelta(seconds=1), 50)  # the minute's sweep, out of the way
-    log.names.clear()
+    log.clear()
     pool = eventlet.GreenPool(8)
     granted = list(pool.imap(lambda _: store.take_rate_token("sms", second, 50), range(8)))
     assert granted == [True] * 8
