@@ -88,6 +88,24 @@ def after_receipt(state: dict[str, Any], outcome: Outcome, now: datetime, policy
     return Step({}, now + timedelta(seconds=policy.receipt_poll))
 
 
+# A notification's fields that a delivery's trace and log lines name.
+IDENTIFIERS = ("traceparent", "case_no", "event_id")
+
+
+def send_context(doc: dict[str, Any], channel: str) -> dict[str, Any]:
+    """What sending one channel of a notification needs, kept in its queue entry: the send then
+    reads no notification. `attempts` follows the entry's own retries."""
+    about = {key: doc.get(key) for key in IDENTIFIERS}
+    return {**about, "recipient": doc["recipient"], "content": doc["content"][channel], "attempts": 0}
+
+
+def receipt_context(about: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """What asking for a sent SMS's receipt needs, kept in its queue entry: the provider's message
+    id, when it was sent, and the notification's identifiers."""
+    kept = {key: about.get(key) for key in IDENTIFIERS}
+    return {"reference": state["reference"], "sent_at": state["sent_at"], **kept}
+
+
 def view(channels: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     """The API's `deliveries`, inbox first."""
     return [{"channel": c, "status": channels[c]["status"]} for c in CHANNELS if c in channels]

@@ -174,79 +174,100 @@ class NotificationService:
 
     def _deliver(self, entries: list[dict[str, Any]], now: datetime) -> int:
         """One recipient's due deliveries, in order; how many were attempted. A failure is logged
-        and leaves the entry claimed: it is tried again when its lease ends."""
+        and leaves a send claimed: it is tried again when its lease ends."""
         attempted = 0
         for entry in entries:
             try:
-                if self.store.claim(entry["_id"], now, LEASE):
-                    self._attempt(entry, now)
-                    attempted += 1
+                attempted += self._attempt(entry, now)
             except Exception:
                 log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
         return attempted
 
-    def _attempt(self, entry: dict[str, Any], now: datetime) -> None:
+    def _attempt(self, entry: dict[str, Any], now: datetime) -> bool:
+        """Send, or ask for a receipt; False when another process has the entry."""
         channel, notification_id = entry["channel"], entry["notification_id"]
-        # After a send, its entry holds what asking for the receipt needs: no read of the notification.
-        # (An entry without it, while its notification says `sent`, takes the longer way below.)
         sent: dict[str, Any] | None = entry.get("sent")
-        doc = None if sent else self.store.get(notification_id)
-        if sent is None and doc is None:  # queued, but the notification itself was never stored (yet)
-            created = entry["created_at"].replace(tzinfo=entry["created_at"].tzinfo or UTC)
-            if now - created > ORPHAN_AFTER:
-                self.store.finish(entry["_id"])
-            else:
-                self.store.reschedule(entry["_id"], now + timedelta(seconds=5))
-            return
-        about: dict[str, Any] = sent or doc or {}
+        if sent is not None:
+            # Asking for a receipt twice is harmless (both answers are the same, and a status only
+            # moves forward), so it is not claimed: one write less per SMS.
+            about, state = sent, {"status": "sent", **sent}
+        else:
+            claimed = self.store.claim(entry["_id"], now, LEASE)
+            if claimed is None:
+                return False
+            if "send" in claimed and not claimed.get("leases"):
+                # What the entry kept spares reading the notification.
+                about, state = claimed["send"], {"status": "pending", "attempts": claimed["send"]["attempts"]}
+            else:  # an older entry, a redelivery's, or an attempt that ended without a word
+                doc = self.store.get(notification_id)
+                if doc is None:
+                    self._orphan(entry, now)
+                    return True
+                about, state = deliveries.send_context(doc, channel), doc["channels"][channel]
         with continued(about.get("traceparent"), f"notification.deliver {channel}"):
             annotate(case_no=about.get("case_no"), event_id=about["event_id"], channel=channel)
-            if sent:
-                step: Step | None = self._receipt_step(sent, now)
-            else:
-                step = self._next_step(about, channel, entry, now)
+            step = self._next_step(about, state, channel, entry["_id"], now)
             if step is None:
-                return
+                return True
             annotate(delivery_status=step.changes.get("status"))
-        self.store.update_channel(notification_id, channel, step.changes)
-        if step.changes.get("status") in ("sent", "delivered", "failed"):
-            DELIVERIES.labels(channel, step.changes["status"]).inc()
-        if step.next_at is None:
+        self._record(entry, state, about, step)
+        return True
+
+    def _orphan(self, entry: dict[str, Any], now: datetime) -> None:
+        """An entry whose notification was never stored (entries were queued first before 2026-11-27)."""
+        created = entry["created_at"].replace(tzinfo=entry["created_at"].tzinfo or UTC)
+        if now - created > ORPHAN_AFTER:
             self.store.finish(entry["_id"])
-        elif doc is not None and step.changes.get("status") == "sent":
-            self.store.reschedule(entry["_id"], step.next_at, sent=_receipt_context(doc, step.changes))
         else:
-            self.store.reschedule(entry["_id"], step.next_at)
-        if step.changes.get("status") == "failed":
-            log.warning("delivery failed", extra={"notification_id": notification_id, "channel": channel})
+            self.store.reschedule(entry["_id"], now + timedelta(seconds=5))
 
-    def _receipt_step(self, sent: dict[str, Any], now: datetime) -> Step:
-        outcome = self.outbound.sms.receipt(sent["reference"])
-        return deliveries.after_receipt(sent, outcome, now, self.outbound.policy)
+    def _record(self, entry: dict[str, Any], state: dict[str, Any], about: dict[str, Any], step: Step) -> None:
+        """Store a step's outcome. A delivery that goes on is rescheduled first, keeping in its entry
+        what comes next: a crash before the notification's own write then costs that write only
+        (the next step makes up for it). A finished one is recorded first and its entry deleted after:
+        a crash in between leaves the entry claimed, and its next attempt reads the notification."""
+        channel, status = entry["channel"], step.changes.get("status")
+        if step.next_at is None:
+            self.store.update_channel(entry["notification_id"], channel, step.changes)
+            self.store.finish(entry["_id"])
+        else:
+            now_state = {**state, **step.changes}
+            keep_sent = now_state["status"] == "sent" and "sent" not in entry
+            sent = deliveries.receipt_context(about, now_state) if keep_sent else None
+            attempts = step.changes.get("attempts") if "send" in entry else None
+            self.store.reschedule(entry["_id"], step.next_at, sent=sent, attempts=attempts)
+            self.store.update_channel(entry["notification_id"], channel, step.changes)
+        if status in ("sent", "delivered", "failed"):
+            DELIVERIES.labels(channel, status).inc()
+        if status == "failed":
+            log.warning("delivery failed", extra={"notification_id": entry["notification_id"], "channel": channel})
 
-    def _next_step(self, doc: dict[str, Any], channel: str, entry: dict[str, Any], now: datetime) -> Step | None:
+    def _next_step(
+        self, about: dict[str, Any], state: dict[str, Any], channel: str, entry_id: str, now: datetime
+    ) -> Step | None:
         """Send (or ask for a receipt) and say what follows; None when the rate limit says wait."""
-        state, policy = doc["channels"][channel], self.outbound.policy
+        policy = self.outbound.policy
         if state["status"] == "sent":
-            return self._receipt_step(state, now)
+            outcome = self.outbound.sms.receipt(state["reference"])
+            return deliveries.after_receipt(state, outcome, now, policy)
         if state["status"] == "pending":
             # The second the send happens in (a timer run may cross into the next one).
             if not self.store.take_rate_token(channel, datetime.now(UTC), self.outbound.rate_limits[channel]):
-                self.store.reschedule(entry["_id"], now + timedelta(seconds=1))  # over the limit: no attempt
+                self.store.reschedule(entry_id, now + timedelta(seconds=1))  # over the limit: no attempt
                 return None
-            return deliveries.after_send(state, self._send(doc, channel, entry["_id"]), now, policy)
+            return deliveries.after_send(state, self._send(about, channel, entry_id), now, policy)
         return Step()  # delivered or failed already (a duplicate entry)
 
-    def _send(self, doc: dict[str, Any], channel: str, reference: str) -> Outcome:
+    def _send(self, about: dict[str, Any], channel: str, reference: str) -> Outcome:
         try:
-            contact = self.contacts.get(doc["recipient"], lambda: call(self.identity.contact, doc["recipient"]))
+            contact = self.contacts.get(about["recipient"], lambda: call(self.identity.contact, about["recipient"]))
         except NotFound:
             return Outcome("permanent", error="the account no longer exists")
         except DomainError as exc:  # identity unavailable: try again later
             return Outcome("temporary", error=f"contact lookup failed: {exc.code}")
         if why := deliveries.unreachable(channel, contact):
             return Outcome("permanent", error=why)
-        content = doc["content"][channel]
+        content = about["content"]
         if channel == "sms":
             return self.outbound.sms.send(contact.phone or "", content["body"], reference)
         return self.outbound.email.send(contact.email or "", content["title"], content["body"], reference)
@@ -286,16 +307,6 @@ class NotificationService:
             channels = deliveries.channels_for(audience, self.store.channels_chosen(recipient))
             doc = messages.notification(envelope, recipient, case_no, context, channels, now)
             self.store.create(doc, [c for c in channels if c != "inbox"], now)
-
-
-def _receipt_context(doc: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
-    """What the receipt step needs, kept in the delivery's queue entry: the provider's message id,
-    when it was sent, and the notification's trace and identifiers."""
-    return {
-        "reference": sent["reference"],
-        "sent_at": sent["sent_at"],
-        **{key: doc.get(key) for key in ("traceparent", "case_no", "event_id")},
-    }
 
 
 def _audience(who: Principal) -> str:

@@ -13,6 +13,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.mongo import run_once
 from services.common.monthly_lists import MonthlyLists
+from services.notification import deliveries
 
 # A queue entry without its notification this old is an orphan (the insert never happened).
 ORPHAN_AFTER = timedelta(minutes=5)
@@ -22,6 +23,13 @@ RATE_COUNTERS_KEPT = 120
 # sends instead of one per send. What a process leaves unused at the second's end is lost to others,
 # so near the limit a channel may send up to (block - 1) per process fewer than it allows.
 RATE_BLOCK = 4
+# The statuses a channel may be in when a write sets the key's status.
+STATUSES_BEFORE = {
+    "pending": ("pending",),
+    "sent": ("pending", "sent"),
+    "delivered": ("pending", "sent"),
+    "failed": ("pending", "sent"),
+}
 
 
 class NotificationStore:
@@ -56,9 +64,25 @@ class NotificationStore:
 
     # --- creating -----------------------------------------------------------------------------------
     def create(self, doc: dict[str, Any], channels: list[str], now: datetime) -> bool:
-        """Queue the outbound deliveries, then insert the notification; False when this event already
-        notified this recipient (the id encodes both). Queue first: a crash in between leaves an
-        orphan entry (dropped later), never a notification whose SMS nobody will send."""
+        """Insert the notification, then queue its outbound deliveries; False when this event already
+        notified this recipient (the id encodes both). A new entry keeps what its send needs (see
+        `deliveries.send_context`). A crash in between is redelivered (the event is not yet acked),
+        and a redelivery queues what is missing without it: such an entry's send reads the
+        notification first, so a delivery that finished long ago is not sent again."""
+        try:
+            self.notifications.insert_one(doc)
+        except DuplicateKeyError:
+            # Index the stored notification (its own time puts it in its own month), which also
+            # repairs a process that died between the writes.
+            stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1})
+            self._queue(doc, channels, now, keep_send=False)
+            self._index(doc["recipient"], stored or doc)
+            return False
+        self._queue(doc, channels, now, keep_send=True)
+        self._index(doc["recipient"], doc)
+        return True
+
+    def _queue(self, doc: dict[str, Any], channels: list[str], now: datetime, keep_send: bool) -> None:
         entries = [
             {
                 "_id": f"{doc['_id']}:{channel}",
@@ -67,25 +91,16 @@ class NotificationStore:
                 "channel": channel,
                 "next_at": now,
                 "created_at": now,
+                **({"send": deliveries.send_context(doc, channel)} if keep_send else {}),
             }
             for channel in channels
         ]
         if entries:
             try:
                 self.queue.insert_many(entries, ordered=False)
-            except BulkWriteError as exc:  # a redelivered event: the entries are there already
+            except BulkWriteError as exc:  # queued already (a redelivery): those entries stay as they are
                 if any(error["code"] != 11000 for error in exc.details["writeErrors"]):
                     raise
-        try:
-            self.notifications.insert_one(doc)
-        except DuplicateKeyError:
-            # A redelivery: index the stored notification (its own time puts it in its own month),
-            # which also repairs a process that died between the two writes.
-            stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1})
-            self._index(doc["recipient"], stored or doc)
-            return False
-        self._index(doc["recipient"], doc)
-        return True
 
     def _index(self, recipient: str, doc: dict[str, Any]) -> None:
         entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}
@@ -95,16 +110,24 @@ class NotificationStore:
     def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         return list(self.queue.find({"next_at": {"$lte": now}}).sort("next_at", ASCENDING).limit(limit))
 
-    def claim(self, entry_id: str, now: datetime, lease: timedelta) -> bool:
-        """Take a due entry for `lease` (another process skips it meanwhile; a crash frees it after)."""
-        taken = self.queue.find_one_and_update(
-            {"_id": entry_id, "next_at": {"$lte": now}}, {"$set": {"next_at": now + lease}}
+    def claim(self, entry_id: str, now: datetime, lease: timedelta) -> dict[str, Any] | None:
+        """Take a due entry for `lease` (another process skips it meanwhile; a crash frees it after).
+        Returns the entry as it was, or None. Its `leases` counts claims since its last reschedule:
+        more than none means an attempt ended without a word (a crash, an error)."""
+        return self.queue.find_one_and_update(
+            {"_id": entry_id, "next_at": {"$lte": now}}, {"$set": {"next_at": now + lease}, "$inc": {"leases": 1}}
         )
-        return taken is not None
 
-    def reschedule(self, entry_id: str, at: datetime, sent: dict[str, Any] | None = None) -> None:
-        """Due again at `at`; `sent`: what its receipt step will need, kept in the entry."""
-        fields: dict[str, Any] = {"next_at": at} if sent is None else {"next_at": at, "sent": sent}
+    def reschedule(
+        self, entry_id: str, at: datetime, sent: dict[str, Any] | None = None, attempts: int | None = None
+    ) -> None:
+        """Due again at `at`, its attempt over; `sent`: what its receipt step will need, and
+        `attempts`: the sends so far, both kept in the entry."""
+        fields: dict[str, Any] = {"next_at": at, "leases": 0}
+        if sent is not None:
+            fields["sent"] = sent
+        if attempts is not None:
+            fields["send.attempts"] = attempts
         self.queue.update_one({"_id": entry_id}, {"$set": fields})
 
     def finish(self, entry_id: str) -> None:
@@ -114,9 +137,15 @@ class NotificationStore:
         return self.notifications.find_one({"_id": notification_id})
 
     def update_channel(self, notification_id: str, channel: str, changes: dict[str, Any]) -> None:
-        if changes:
-            fields = {f"channels.{channel}.{key}": value for key, value in changes.items()}
-            self.notifications.update_one({"_id": notification_id}, {"$set": fields})
+        """Set fields of a channel's state. A status only moves forward (pending, sent, then
+        delivered or failed): a late write of an earlier one changes nothing."""
+        if not changes:
+            return
+        query: dict[str, Any] = {"_id": notification_id}
+        if "status" in changes:
+            query[f"channels.{channel}.status"] = {"$in": list(STATUSES_BEFORE[changes["status"]])}
+        fields = {f"channels.{channel}.{key}": value for key, value in changes.items()}
+        self.notifications.update_one(query, {"$set": fields})
 
     def take_rate_token(self, channel: str, now: datetime, per_second: int) -> bool:
         """At most `per_second` sends per channel and second across all processes: one counter per

@@ -38,7 +38,7 @@ def store():
     store = MagicMock()
     store.create.return_value = True
     store.channels_chosen.return_value = None
-    store.claim.return_value = True
+    store.claim.return_value = {}  # the entry as it was: an older one, without what its send needs
     store.take_rate_token.return_value = True
     return store
 
@@ -156,6 +156,7 @@ def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound, 
     outbound.sms.receipt.return_value = Outcome("delivered", reference="m-1")
     service.deliver_due()
     assert store.get.called is not kept  # what the entry kept spares reading the notification
+    assert store.claim.called is not kept  # asking twice is harmless: no claim
     outbound.sms.receipt.assert_called_once_with("m-1")
     outbound.sms.send.assert_not_called()
     assert store.update_channel.call_args.args[:2] == ("n1", "sms")
@@ -170,7 +171,7 @@ def test_no_receipt_yet_asks_again_later_keeping_what_the_entry_holds(service, s
     store.get.assert_not_called()
     assert all(call.args[2] == {} for call in store.update_channel.call_args_list)  # nothing changed
     (entry_id, at), kept = store.reschedule.call_args
-    assert entry_id == "n1:sms" and at > NOW and kept == {}
+    assert entry_id == "n1:sms" and at > NOW and kept["sent"] is None  # kept already: not written again
 
 
 def test_over_the_rate_limit_waits_without_counting_an_attempt(service, store, outbound):
@@ -184,7 +185,7 @@ def test_over_the_rate_limit_waits_without_counting_an_attempt(service, store, o
 
 
 def test_an_entry_another_process_claimed_is_left_alone(service, store, outbound):
-    store.claim.return_value = False
+    store.claim.return_value = None
     store.due.return_value = [entry()]
     assert service.deliver_due() == 0
     store.get.assert_not_called()
@@ -194,6 +195,67 @@ def test_a_finished_delivery_is_not_sent_again(service, store, outbound):
     store.due.return_value = [entry()]
     store.get.return_value = stored(status="delivered")
     service.deliver_due()
+    outbound.sms.send.assert_not_called()
+    store.finish.assert_called_once_with("n1:sms")
+
+
+# What a new entry keeps for its send (deliveries.send_context of `stored()`).
+SEND = {
+    "recipient": "u-1",
+    "content": {"title": "", "body": "【一网通办】短信"},
+    "traceparent": None,
+    "case_no": CASE["case_no"],
+    "event_id": "e1",
+    "attempts": 0,
+}
+
+
+def kept_send(**fields):
+    return {**entry(), "send": {**SEND, **fields}, "leases": 0}
+
+
+def test_a_new_entry_is_sent_from_what_it_keeps_then_recorded_entry_first(service, store, outbound):
+    store.due.return_value = [kept_send()]
+    store.claim.return_value = kept_send()
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    assert service.deliver_due() == 1
+    store.get.assert_not_called()
+    outbound.sms.send.assert_called_once_with("13800138000", "【一网通办】短信", "n1:sms")
+    writes = [call[0] for call in store.mock_calls if call[0] in ("reschedule", "update_channel", "finish")]
+    assert writes == ["reschedule", "update_channel"]  # a crash between costs the notification's write only
+    kept = store.reschedule.call_args.kwargs
+    changes = store.update_channel.call_args.args[2]
+    assert changes["status"] == "sent" and kept["attempts"] == 1
+    assert kept["sent"] == {**SENT, "sent_at": changes["sent_at"]}
+
+
+def test_a_retry_counts_its_attempts_in_the_entry(service, store, outbound):
+    store.due.return_value = [kept_send(attempts=2)]
+    store.claim.return_value = kept_send(attempts=2)
+    outbound.sms.send.return_value = Outcome("temporary", error="SMS provider unreachable: ConnectionError")
+    service.deliver_due()
+    (_, at), kept = store.reschedule.call_args
+    assert kept == {"sent": None, "attempts": 3} and at > NOW + timedelta(seconds=7)  # 2 s doubled twice
+    assert store.update_channel.call_args.args[2]["attempts"] == 3
+
+
+def test_a_finished_delivery_is_recorded_before_its_entry_goes(service, store, outbound):
+    store.due.return_value = [{**kept_send(), "_id": "n1:email", "channel": "email"}]
+    store.claim.return_value = {**kept_send(content={"title": "主题", "body": "正文"}), "_id": "n1:email"}
+    outbound.email.send.return_value = Outcome("delivered", reference="<x@yiwang.local>")
+    service.deliver_due()
+    outbound.email.send.assert_called_once_with("zhang@example.cn", "主题", "正文", "n1:email")
+    writes = [call[0] for call in store.mock_calls if call[0] in ("reschedule", "update_channel", "finish")]
+    assert writes == ["update_channel", "finish"]
+
+
+def test_an_attempt_that_ended_without_a_word_reads_the_notification(service, store, outbound):
+    # Claimed before and never rescheduled: the process died after recording, before deleting.
+    store.due.return_value = [kept_send()]
+    store.claim.return_value = {**kept_send(), "leases": 1}
+    store.get.return_value = stored(status="delivered")
+    service.deliver_due()
+    store.get.assert_called_once_with("n1")
     outbound.sms.send.assert_not_called()
     store.finish.assert_called_once_with("n1:sms")
 
@@ -345,7 +407,7 @@ def test_due_deliveries_are_sent_several_at_a_time_but_no_more_than_the_bound(se
     entries = [{**entry(), "_id": f"n{i}:sms", "notification_id": f"n{i}"} for i in range(25)]
     store.due.return_value = entries
     store.get.side_effect = lambda notification_id: {**stored(), "_id": notification_id}
-    store.claim.side_effect = lambda entry_id, now, lease: entry_id != "n3:sms"  # another process has n3
+    store.claim.side_effect = lambda entry_id, now, lease: None if entry_id == "n3:sms" else {}  # n3 is taken
     in_flight, most = [0], [0]
 
     def send(phone, body, reference):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from unittest.mock import ANY
 
 import eventlet
 
@@ -54,26 +55,82 @@ def test_sends_alongside_each_other_share_one_count_per_block(db_prefix):
     client.close()
 
 
-def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
-    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
-    now = datetime.now(UTC)
-    doc = {
-        "_id": "n1",
+def notification(now: datetime, notification_id: str = "n1") -> dict:
+    return {
+        "_id": notification_id,
+        "event_id": "e1",
+        "case_no": "C-1",
+        "traceparent": None,
         "recipient": "u-1",
         "created_at": now,
         "read_at": None,
-        "channels": {"sms": {"status": "pending"}},
+        "content": {"sms": {"title": "", "body": "【一网通办】短信"}},
+        "channels": {"sms": {"status": "pending", "attempts": 0}},
     }
-    assert store.create(doc, ["sms"], now)
-    assert not store.create(doc, ["sms"], now)  # the same event again: nothing new
+
+
+def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    assert store.create(notification(now), ["sms"], now)
+    assert not store.create(notification(now), ["sms"], now)  # the same event again: nothing new
     assert [(e["_id"], e["recipient"]) for e in store.due(now, 10)] == [("n1:sms", "u-1")]  # kept in order per person
     pool = eventlet.GreenPool(10)
     claims = list(pool.imap(lambda _: store.claim("n1:sms", now, timedelta(seconds=60)), range(10)))
-    assert claims.count(True) == 1
+    assert [claim is not None for claim in claims].count(True) == 1
     assert store.due(now, 10) == []  # leased
     assert [e["_id"] for e in store.due(now + timedelta(seconds=61), 10)] == ["n1:sms"]  # lease over
     store.finish("n1:sms")
     assert store.due(now + timedelta(hours=1), 10) == []
+
+
+def test_a_new_entry_keeps_what_its_send_needs_and_a_redelivery_does_not(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    store.create(notification(now), ["sms"], now)
+    [queued] = store.due(now, 10)
+    assert queued["send"] == {
+        "recipient": "u-1",
+        "content": {"title": "", "body": "【一网通办】短信"},
+        "traceparent": None,
+        "case_no": "C-1",
+        "event_id": "e1",
+        "attempts": 0,
+    }
+    store.create(notification(now), ["sms"], now)  # a redelivery while it is queued: it stays as it is
+    assert store.due(now, 10) == [queued]
+    store.finish("n1:sms")
+    # The event again after the delivery finished: queued again, but without what the send needs,
+    # so its attempt reads the notification (and finds it delivered) instead of sending again.
+    store.create(notification(now), ["sms"], now)
+    [again] = store.due(now, 10)
+    assert again["_id"] == "n1:sms" and "send" not in again
+
+
+def test_a_claim_counts_leases_until_the_attempt_reschedules(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now, lease = datetime.now(UTC), timedelta(seconds=60)
+    store.create(notification(now), ["sms"], now)
+    assert store.claim("n1:sms", now, lease).get("leases") is None  # as it was: never claimed
+    later = now + lease
+    assert store.claim("n1:sms", later, lease)["leases"] == 1  # the first attempt ended without a word
+    store.reschedule("n1:sms", later, sent={"reference": "m-1"}, attempts=1)
+    kept = store.claim("n1:sms", later, lease)
+    assert (kept["leases"], kept["send"]["attempts"], kept["sent"]) == (0, 1, {"reference": "m-1"})
+
+
+def test_a_channels_status_only_moves_forward(mongo_client, db_prefix):
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    store.create(notification(now), ["sms"], now)
+    store.update_channel("n1", "sms", {"status": "delivered", "updated_at": now})
+    store.update_channel("n1", "sms", {"status": "sent", "reference": "m-1"})  # a late write of an earlier step
+    store.update_channel("n1", "sms", {"status": "pending", "attempts": 3})
+    assert store.get("n1")["channels"]["sms"] == {"status": "delivered", "attempts": 0, "updated_at": ANY}
+    store.create(notification(now, "n2"), ["sms"], now)
+    for status in ("pending", "sent", "sent", "failed"):
+        store.update_channel("n2", "sms", {"status": status})
+        assert store.get("n2")["channels"]["sms"]["status"] == status
 
 
 def test_the_inbox_lists_newest_first_pages_and_filters_unread(mongo_client, db_prefix):
