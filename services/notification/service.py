@@ -228,7 +228,7 @@ class NotificationService:
         a crash in between leaves the entry claimed, and its next attempt reads the notification."""
         channel, status = entry["channel"], step.changes.get("status")
         if step.next_at is None:
-            self.store.update_channel(entry["notification_id"], channel, step.changes)
+            written = self.store.update_channel(entry["notification_id"], channel, step.changes)
             self.store.finish(entry["_id"])
         else:
             now_state = {**state, **step.changes}
@@ -236,8 +236,8 @@ class NotificationService:
             sent = deliveries.receipt_context(about, now_state) if keep_sent else None
             attempts = step.changes.get("attempts") if "send" in entry else None
             self.store.reschedule(entry["_id"], step.next_at, sent=sent, attempts=attempts)
-            self.store.update_channel(entry["notification_id"], channel, step.changes)
-        if status in ("sent", "delivered", "failed"):
+            written = self.store.update_channel(entry["notification_id"], channel, step.changes)
+        if written and status in ("sent", "delivered", "failed"):
             DELIVERIES.labels(channel, status).inc()
         if status == "failed":
             log.warning("delivery failed", extra={"notification_id": entry["notification_id"], "channel": channel})

@@ -136,16 +136,17 @@ class NotificationStore:
     def get(self, notification_id: str) -> dict[str, Any] | None:
         return self.notifications.find_one({"_id": notification_id})
 
-    def update_channel(self, notification_id: str, channel: str, changes: dict[str, Any]) -> None:
-        """Set fields of a channel's state. A status only moves forward (pending, sent, then
-        delivered or failed): a late write of an earlier one changes nothing."""
+    def update_channel(self, notification_id: str, channel: str, changes: dict[str, Any]) -> bool:
+        """Set fields of a channel's state; False when nothing was written. A status only moves
+        forward (pending, sent, then delivered or failed): a late write of an earlier one changes
+        nothing, nor does a second receipt step's (two processes asked at once)."""
         if not changes:
-            return
+            return False
         query: dict[str, Any] = {"_id": notification_id}
         if "status" in changes:
             query[f"channels.{channel}.status"] = {"$in": list(STATUSES_BEFORE[changes["status"]])}
         fields = {f"channels.{channel}.{key}": value for key, value in changes.items()}
-        self.notifications.update_one(query, {"$set": fields})
+        return self.notifications.update_one(query, {"$set": fields}).matched_count == 1
 
     def take_rate_token(self, channel: str, now: datetime, per_second: int) -> bool:
         """At most `per_second` sends per channel and second across all processes: one counter per

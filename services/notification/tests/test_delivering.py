@@ -7,6 +7,7 @@ from unittest.mock import MagicMock
 import eventlet
 import pytest
 from nameko.testing.services import worker_factory
+from prometheus_client import REGISTRY
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import new_event
@@ -162,6 +163,20 @@ def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound, 
     assert store.update_channel.call_args.args[:2] == ("n1", "sms")
     assert store.update_channel.call_args.args[2]["status"] == "delivered"
     store.finish.assert_called_once_with("n1:sms")
+
+
+def test_a_receipt_another_process_recorded_first_is_not_counted_again(service, store, outbound):
+    def delivered() -> float:
+        return REGISTRY.get_sample_value("yiwang_deliveries_total", {"channel": "sms", "status": "delivered"}) or 0
+
+    outbound.sms.receipt.return_value = Outcome("delivered", reference="m-1")
+    before = delivered()
+    for written in (True, False):  # the second process's write finds it delivered already
+        store.update_channel.return_value = written
+        store.due.return_value = [{**entry(), "sent": SENT}]
+        service.deliver_due()
+    assert delivered() == before + 1
+    assert store.finish.call_count == 2
 
 
 def test_no_receipt_yet_asks_again_later_keeping_what_the_entry_holds(service, store, outbound):

@@ -123,9 +123,10 @@ def test_a_channels_status_only_moves_forward(mongo_client, db_prefix):
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now = datetime.now(UTC)
     store.create(notification(now), ["sms"], now)
-    store.update_channel("n1", "sms", {"status": "delivered", "updated_at": now})
-    store.update_channel("n1", "sms", {"status": "sent", "reference": "m-1"})  # a late write of an earlier step
-    store.update_channel("n1", "sms", {"status": "pending", "attempts": 3})
+    assert store.update_channel("n1", "sms", {"status": "delivered", "updated_at": now})
+    assert not store.update_channel("n1", "sms", {"status": "sent", "reference": "m-1"})  # a late earlier step
+    assert not store.update_channel("n1", "sms", {"status": "pending", "attempts": 3})
+    assert not store.update_channel("n1", "sms", {"status": "delivered", "updated_at": now})  # a second receipt
     assert store.get("n1")["channels"]["sms"] == {"status": "delivered", "attempts": 0, "updated_at": ANY}
     store.create(notification(now, "n2"), ["sms"], now)
     for status in ("pending", "sent", "sent", "failed"):
