@@ -36,7 +36,7 @@ def cpu_seconds(pid: int) -> float:
 def shared_processes() -> dict[str, int]:
     """The document server and RabbitMQ, which every system on this machine shares."""
     found = {}
-    for name, pattern in (("document server", "yiwang-docserver"), ("rabbitmq", "beam.smp")):
+    for name, pattern in (("document server", "yiwang-docserver-[0-9a-f]+ --listen"), ("rabbitmq", "beam.smp")):
         pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
         if pids:
             found[name] = int(pids[0])
