@@ -23,7 +23,7 @@ RATE_COUNTERS_KEPT = 120
 # sends instead of one per send. What a process leaves unused at the second's end is lost to others,
 # so near the limit a channel may send up to (block - 1) per process fewer than it allows.
 RATE_BLOCK = 4
-# The statuses a channel may be in when a write sets the key's status.
+# A write of a status (the key) applies only to a channel in one of these: statuses move forward only.
 STATUSES_BEFORE = {
     "pending": ("pending",),
     "sent": ("pending", "sent"),
