@@ -5,7 +5,8 @@
 #   infra/docserver.sh start    build if needed, start on 127.0.0.1:$YIWANG_MONGO_PORT, wait for ping
 #   infra/docserver.sh stop     stop the server started by this script
 #   infra/docserver.sh status   exit 0 if a server answers a MongoDB ping on the port
-#   infra/docserver.sh patched DIR   FerretDB's module, patched as built, into DIR/ferretdb (for tests)
+#   infra/docserver.sh patched DIR   FerretDB's module, patched as built, into DIR/ferretdb (for
+#                               tests; DIR must be empty or absent)
 #   infra/docserver.sh go       the Go command it builds with
 #
 # Settings (see infra/env.sh): YIWANG_MONGO_PORT, YIWANG_DOCSERVER_DATA,
@@ -255,7 +256,11 @@ start) lock && cmd_start ;;
 stop) lock && cmd_stop ;;
 status) cmd_status ;;
 path) bin_path ;;
-patched) patched_modfile "$(yw_find_go)" "${2:?usage: $0 patched DIR}" ;;
+patched)
+    # patched_modfile empties its directory first: never a directory that holds anything.
+    [ -z "$(ls -A "${2:?usage: $0 patched DIR}" 2>/dev/null)" ] || yw_die "patched: $2 is not empty"
+    patched_modfile "$(yw_find_go)" "$2"
+    ;;
 go) yw_find_go ;;
 *)
     echo "usage: $0 build|start|stop|status|path|patched DIR|go" >&2
