@@ -72,7 +72,7 @@ def stored(channel="sms", status="pending", **state):
     }
 
 
-# What an SMS's queue entry keeps after its send (service._receipt_context).
+# What an SMS's queue entry keeps after its send (deliveries.receipt_context).
 SENT = {"reference": "m-1", "sent_at": NOW, "traceparent": None, "case_no": CASE["case_no"], "event_id": "e1"}
 
 
@@ -97,13 +97,7 @@ def test_a_due_sms_is_sent_with_its_delivery_as_reference_then_its_receipt_await
     # The entry keeps what the receipt step needs, so that step reads no notification.
     (entry_id, at), kept = store.reschedule.call_args
     assert entry_id == "n1:sms" and at > NOW
-    assert kept["sent"] == {
-        "reference": "m-1",
-        "sent_at": changes["sent_at"],
-        "traceparent": None,
-        "case_no": CASE["case_no"],
-        "event_id": "e1",
-    }
+    assert kept["sent"] == {**SENT, "sent_at": changes["sent_at"]}
     store.finish.assert_not_called()
 
 
