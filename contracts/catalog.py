@@ -118,6 +118,22 @@ class VersionSummary(Contract):
     published_at: datetime
 
 
+class ItemWithdrawalRequest(Contract):
+    """Why an item stops taking applications (it is abolished, merged into another, moved...)."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ItemWithdrawal(Contract):
+    """An item no longer taking applications: its guide is unpublished, its versions stay readable."""
+
+    item_code: str
+    version: int  # the version that was current when the item was withdrawn
+    reason: str
+    withdrawn_at: datetime
+    withdrawn_by: str
+
+
 class Draft(ServiceGuide):
     updated_at: datetime
     updated_by: str

@@ -79,6 +79,17 @@ class ItemPublished(EventPayload):
 
 
 @register
+class ItemWithdrawn(EventPayload):
+    """The item takes no more applications until a new version is published; running cases go on."""
+
+    event_type = "catalog.item_withdrawn.v1"
+    item_code: str
+    version: int
+    department_code: str
+    reason: str
+
+
+@register
 class AssuranceRaised(EventPayload):
     """An account's assurance level went up: 2 real-name checked, 3 real-person (face) verified."""
 

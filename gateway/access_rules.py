@@ -38,6 +38,7 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("PUT", "/api/v1/catalog/items/<item_code>"): frozenset({ADMIN}),
     ("GET", "/api/v1/catalog/items/<item_code>/draft"): frozenset({ADMIN}),
     ("POST", "/api/v1/catalog/items/<item_code>/publish"): frozenset({ADMIN}),
+    ("POST", "/api/v1/catalog/items/<item_code>/withdrawal"): frozenset({ADMIN}),
     ("POST", "/api/v1/cases"): frozenset({APPLICANT}),
     ("GET", "/api/v1/cases"): frozenset({APPLICANT}),
     # Applicants see their own cases, reviewers their department's, supervisors and admins all;

@@ -25,7 +25,15 @@ from contracts.cases import (
     Supplement,
     TaskListQuery,
 )
-from contracts.catalog import AnswerQuery, Draft, ItemQuery, PublishedItem, ServiceGuide
+from contracts.catalog import (
+    AnswerQuery,
+    Draft,
+    ItemQuery,
+    ItemWithdrawal,
+    ItemWithdrawalRequest,
+    PublishedItem,
+    ServiceGuide,
+)
 from contracts.common import PageQuery, Principal
 from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
@@ -312,6 +320,18 @@ class Gateway:
     def publish_item(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
         annotate(item_code=item_code)
         return call(self.catalog.publish_draft, principal.model_dump(), item_code)
+
+    @api(
+        "POST",
+        "/api/v1/catalog/items/<item_code>/withdrawal",
+        summary="Withdraw an item: it takes no more applications until a new version is published",
+        roles=("admin",),
+        request_model=ItemWithdrawalRequest,
+        response_model=ItemWithdrawal,
+    )
+    def withdraw_item(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
+        annotate(item_code=item_code)
+        return call(self.catalog.withdraw_item, principal.model_dump(), item_code, read_json(request))
 
     # --- cases --------------------------------------------------------------------------------
     @api(

@@ -629,6 +629,24 @@ def test_admin_updates_reads_and_publishes_a_draft(gateway, auth):
     gateway.catalog.publish_draft.call_async.assert_called_once_with(ADMIN.model_dump(), ITEM_CODE)
 
 
+def test_admin_withdraws_an_item(gateway, auth):
+    auth.principal.return_value = ADMIN
+    withdrawal = {
+        "item_code": ITEM_CODE,
+        "version": 2,
+        "reason": "事项已取消",
+        "withdrawn_at": "2026-11-27T05:00:00Z",
+        "withdrawn_by": "a1",
+    }
+    returns(gateway.catalog.withdraw_item, withdrawal)
+    response = gateway.withdraw_item(_request("POST", body={"reason": "事项已取消"}), item_code=ITEM_CODE)
+    assert response.status_code == 200
+    assert _json(response) == withdrawal
+    gateway.catalog.withdraw_item.call_async.assert_called_once_with(
+        ADMIN.model_dump(), ITEM_CODE, {"reason": "事项已取消"}
+    )
+
+
 @pytest.mark.parametrize("who", [PRINCIPAL, REVIEWER], ids=["applicant", "reviewer"])
 @pytest.mark.parametrize(
     ("route", "kwargs"),
@@ -637,6 +655,7 @@ def test_admin_updates_reads_and_publishes_a_draft(gateway, auth):
         ("update_item_draft", {"item_code": ITEM_CODE}),
         ("item_draft", {"item_code": ITEM_CODE}),
         ("publish_item", {"item_code": ITEM_CODE}),
+        ("withdraw_item", {"item_code": ITEM_CODE}),
     ],
 )
 def test_only_admins_edit_the_catalog(gateway, auth, who, route, kwargs):
@@ -859,6 +878,7 @@ def test_new_routes_declare_their_roles():
     assert roles[("PUT", "/api/v1/catalog/items/<item_code>")] == ("admin",)
     assert roles[("GET", "/api/v1/catalog/items/<item_code>/draft")] == ("admin",)
     assert roles[("POST", "/api/v1/catalog/items/<item_code>/publish")] == ("admin",)
+    assert roles[("POST", "/api/v1/catalog/items/<item_code>/withdrawal")] == ("admin",)
     assert roles[("POST", "/api/v1/cases/<case_no>/supplements")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/withdrawal")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/evaluation")] == ("applicant",)

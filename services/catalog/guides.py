@@ -40,3 +40,9 @@ def summary(item: PublishedItem | dict[str, Any]) -> ItemSummary:
 def published(doc: dict[str, Any]) -> PublishedItem:
     """A stored version document as the published guide (storage fields dropped)."""
     return PublishedItem.model_validate({k: v for k, v in doc.items() if k in PublishedItem.model_fields})
+
+
+def withdrawn_message(item_code: str, withdrawal: dict[str, Any]) -> str:
+    """What an applicant reads about a withdrawn item: since when, and why."""
+    day = withdrawal["withdrawn_at"].date().isoformat()
+    return f"{item_code} takes no applications since {day}: {withdrawal['reason']}"

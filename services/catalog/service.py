@@ -1,7 +1,9 @@
-"""Catalog service entrypoints: published guides and their versions, drafts, search, answers."""
+"""Catalog service entrypoints: published guides and their versions, drafts, withdrawals, search,
+answers."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from nameko.timer import timer
@@ -12,12 +14,14 @@ from contracts.catalog import (
     Draft,
     ItemQuery,
     ItemSummary,
+    ItemWithdrawal,
+    ItemWithdrawalRequest,
     ServiceGuide,
     VersionSummary,
 )
 from contracts.common import Page, Principal
 from contracts.envelope import new_event
-from contracts.events import ItemPublished
+from contracts.events import ItemPublished, ItemWithdrawn
 from services.catalog import answers, guides, search
 from services.catalog.seed_catalog import departments, seed_fingerprint, seed_guides
 from services.catalog.storage import CatalogStore, version_id
@@ -47,6 +51,8 @@ class CatalogService:
         doc = self.store.get_version(item_code, version) if version else self.store.latest_version(item_code)
         if doc is None:
             raise NotFound(f"no published item {item_code}" + (f" version {version}" if version else ""))
+        if not version and "withdrawn" in doc:  # its versions stay readable: cases were submitted under them
+            raise NotFound(guides.withdrawn_message(item_code, doc["withdrawn"]))
         return guides.published(doc).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -153,6 +159,36 @@ class CatalogService:
         self.events.publish(self.store.outbox, doc["_id"], [event])
         return guides.published(doc).model_dump(mode="json")
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def withdraw_item(self, principal: dict[str, Any], item_code: str, request: dict[str, Any]) -> dict[str, Any]:
+        """The item takes no more applications: gone from search, its guide unpublished. Running
+        cases go on under their versions; publishing a new version brings the item back."""
+        who = self._admin(principal)
+        reason = validated(ItemWithdrawalRequest, request).reason
+        annotate(item_code=item_code)
+        latest = self.store.latest_version(item_code)
+        if latest is None:
+            raise NotFound(f"no published item {item_code}")
+        if "withdrawn" in latest:
+            raise Conflict(guides.withdrawn_message(item_code, latest["withdrawn"]))
+        withdrawal = ItemWithdrawal(
+            item_code=item_code,
+            version=latest["version"],
+            reason=reason,
+            withdrawn_at=datetime.now(UTC),
+            withdrawn_by=who.user_id,
+        )
+        event = new_event(
+            ItemWithdrawn(
+                item_code=item_code, version=latest["version"], department_code=latest["department_code"], reason=reason
+            ),
+            producer=self.name,
+        )
+        if not self.store.withdraw(withdrawal.model_dump(), event):
+            raise Conflict(f"{item_code} was published or withdrawn meanwhile; read it again")
+        self.events.publish(self.store.current_outbox, item_code, [event])
+        return withdrawal.model_dump(mode="json")
+
     # --- seeding and plumbing ---------------------------------------------------------------------
     @rpc
     @timer(interval=3600, eager=True)
@@ -188,6 +224,7 @@ class CatalogService:
     @timer(interval=2)
     def relay_outbox(self) -> None:
         self.events.relay(self.store.outbox)
+        self.events.relay(self.store.current_outbox)
 
     def _checked(self, guide: dict[str, Any]) -> ServiceGuide:
         checked = guides.checked_guide(guide)

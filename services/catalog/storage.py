@@ -1,5 +1,5 @@
 """Catalog store: immutable published versions, the current version of each item (with its search
-tokens), drafts being edited, departments."""
+tokens, or its withdrawal), drafts being edited, departments."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ class CatalogStore:
         self.drafts = db["drafts"]
         self.departments = db["departments"]
         self.meta = db["meta"]
-        self.outbox = OutboxCollection(self.versions)
+        self.outbox = OutboxCollection(self.versions)  # publications
+        self.current_outbox = OutboxCollection(self.current)  # withdrawals
         # The listing, cached in this process: searching filters every item (a full scan on
         # FerretDB, ~0.4 s), so each read checks the catalog's revision (one _id lookup) and
         # reloads only after a publish.
@@ -44,6 +45,7 @@ class CatalogStore:
         self.current.create_index([("search_tokens", ASCENDING)])
         self.current.create_index([("department_code", ASCENDING)])
         self.outbox.ensure_indexes()
+        self.current_outbox.ensure_indexes()
 
     # --- departments ------------------------------------------------------------------------------
     def upsert_department(self, department: dict[str, Any]) -> None:
@@ -57,13 +59,14 @@ class CatalogStore:
 
     # --- published versions -----------------------------------------------------------------------
     def latest_version(self, item_code: str) -> dict[str, Any] | None:
+        """The latest published version, withdrawn or not: a withdrawn item's carries `withdrawn`."""
         # Two _id lookups (the current row names the version): every case submission asks this,
         # and filtering the versions by item_code is a full scan on FerretDB (~0.3 s).
-        current = self.current.find_one({"_id": item_code}, {"version": 1})
+        current = self.current.find_one({"_id": item_code}, {"version": 1, "withdrawn": 1})
         if current is not None:
             latest = self.get_version(item_code, current["version"])
             if latest is not None:
-                return latest
+                return {**latest, "withdrawn": current["withdrawn"]} if "withdrawn" in current else latest
         # A publish that has not advanced the current row yet, or an old store: ask the versions.
         return self.versions.find_one({"item_code": item_code}, _NO_OUTBOX, sort=[("version", DESCENDING)])
 
@@ -113,7 +116,10 @@ class CatalogStore:
         }
 
     def _advance_current(self, doc: dict[str, Any]) -> None:
-        """Point the current row at this version unless a newer one is already there."""
+        """Point the current row at this version unless a newer one is already there.
+
+        The row is replaced whole, so a new version also ends a withdrawal (and drops a withdrawal
+        event not yet published, which the new version's own event makes moot)."""
         current = self._current_doc(doc)
         if not self.current.replace_one(
             {"_id": doc["item_code"], "version": {"$lt": doc["version"]}}, current
@@ -122,19 +128,33 @@ class CatalogStore:
                 self.current.insert_one(current)
         self._bump_revision()
 
+    def withdraw(self, withdrawal: dict[str, Any], event: Envelope) -> bool:
+        """Mark the item's current row withdrawn, with its event; False when that row is no longer
+        at the withdrawal's version or is withdrawn already (a concurrent publish or withdrawal)."""
+        update = self.current_outbox.update(withdrawal["item_code"], [event])
+        update["$set"]["withdrawn"] = {k: v for k, v in withdrawal.items() if k != "item_code"}
+        unchanged = {"_id": withdrawal["item_code"], "version": withdrawal["version"], "withdrawn": {"$exists": False}}
+        if not self.current.update_one(unchanged, update).matched_count:
+            self.current_outbox.forget([event])
+            return False
+        self._bump_revision()
+        return True
+
     def _bump_revision(self) -> None:
         """After every change of the listing: every process's cache reloads on its next read."""
         self.meta.update_one({"_id": "revision"}, {"$inc": {"n": 1}}, upsert=True)
 
     def listing(self) -> list[dict[str, Any]]:
-        """Every current item (with its guide), from this process's cache while the revision holds."""
+        """Every published item not withdrawn (with its guide), from this process's cache while the
+        revision holds."""
         revision = int((self.meta.find_one({"_id": "revision"}) or {}).get("n", 0))
         cached = self._listing
         if cached is not None and cached[0] == revision:
             return cached[1]
         with self._listing_lock:
             if self._listing is None or self._listing[0] != revision:
-                self._listing = (revision, list(self.current.find({}).sort("_id", ASCENDING)))
+                rows = self.current.find({}, {"outbox": 0}).sort("_id", ASCENDING)
+                self._listing = (revision, [row for row in rows if "withdrawn" not in row])
             return self._listing[1]
 
     # --- finding ----------------------------------------------------------------------------------

@@ -5,13 +5,15 @@ A submission names only the item, so intake asked catalog for its latest version
 
 - catalog's `item_published` event, broadcast to every intake process, makes an item's kept
   version stale the moment a newer one is announced (milliseconds after it is published);
+- its `item_withdrawn` event does the same for the withdrawn version, so the next submission asks
+  catalog, which refuses it;
 - an entry is also fetched again once it is `MAX_AGE` old, for a process that missed an event
   (its broadcast queue exists only while it is connected);
 - a fetch that answers with a version older than one already announced is not kept (it raced
   the publication).
 
-Published versions never change and catalog has no way to withdraw one, so these are the only
-ways an entry can go stale.
+Published versions never change, so these are the only ways an entry can go stale. A process
+that missed a withdrawal takes applications for the item for `MAX_AGE` at most.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class LatestItemCache:
     ) -> None:
         self.max_age, self.size, self._clock = max_age, size, clock
         self._items: OrderedDict[str, tuple[PublishedItem, float]] = OrderedDict()  # code -> (item, fetched at)
-        self._announced: dict[str, int] = {}  # newest version announced per code while this process ran
+        # The oldest version that may be kept, per code, from what was announced while this process ran.
+        self._announced: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self, item_code: str, fetch: Callable[[], dict[str, Any]]) -> PublishedItem:
@@ -62,6 +65,10 @@ class LatestItemCache:
         """Catalog published `version` of the item: anything older kept here is stale now."""
         with self._lock:
             self._announced[item_code] = max(version, self._announced.get(item_code, 0))
+
+    def withdrawn(self, item_code: str, version: int) -> None:
+        """Catalog withdrew the item at `version`: only a version published after it may be kept."""
+        self.announced(item_code, version + 1)
 
     def _fresh(self, item_code: str, item: PublishedItem, fetched_at: float) -> bool:
         newest = self._announced.get(item_code, 0)

@@ -36,6 +36,7 @@ from contracts.events import (
     CaseReviewRequired,
     CertificateIssued,
     ItemPublished,
+    ItemWithdrawn,
 )
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.consuming import consumes
@@ -289,6 +290,11 @@ class IntakeService:
     def on_item_published(self, body: dict[str, Any]) -> None:
         _, published = parse_event(body, expected=ItemPublished)
         self.latest_items.announced(published.item_code, published.version)
+
+    @event_handler("catalog", ItemWithdrawn.event_type, handler_type=BROADCAST, reliable_delivery=False)
+    def on_item_withdrawn(self, body: dict[str, Any]) -> None:
+        _, withdrawn = parse_event(body, expected=ItemWithdrawn)
+        self.latest_items.withdrawn(withdrawn.item_code, withdrawn.version)
 
     @consumes("identity", CertificateIssued)
     def on_certificate_issued(self, envelope: Envelope, issued: CertificateIssued) -> None:

@@ -549,3 +549,80 @@ def test_a_draft_whose_version_was_published_concurrently_is_kept(service, store
         service.publish_draft(ADMIN, NEW_CODE)
     store.delete_draft.assert_not_called()
     events.publish.assert_not_called()
+
+
+# --- withdrawal -----------------------------------------------------------------------------------
+WITHDRAWN = {
+    "version": 2,
+    "reason": "事项已取消（国务院决定）",
+    "withdrawn_at": datetime(2026, 11, 20, 2, 0),  # as pymongo returns it: naive UTC
+    "withdrawn_by": "admin-1",
+}
+
+
+def test_admin_withdraws_the_current_version_and_announces_it(service, store, events):
+    store.latest_version.return_value = stored_version(2)
+    store.withdraw.return_value = True
+    result = service.withdraw_item(ADMIN, CODE, {"reason": "  事项已取消（国务院决定）  "})
+    withdrawal, event = store.withdraw.call_args.args
+    assert withdrawal["item_code"] == CODE and withdrawal["version"] == 2
+    assert withdrawal["reason"] == "事项已取消（国务院决定）" and withdrawal["withdrawn_by"] == ADMIN["user_id"]
+    assert event.type == "catalog.item_withdrawn.v1"
+    assert event.payload == {
+        "item_code": CODE,
+        "version": 2,
+        "department_code": GUIDE["department_code"],
+        "reason": "事项已取消（国务院决定）",
+    }
+    events.publish.assert_called_once_with(store.current_outbox, CODE, [event])
+    assert (result["item_code"], result["version"], result["withdrawn_by"]) == (CODE, 2, ADMIN["user_id"])
+
+
+@pytest.mark.parametrize("body", [{}, {"reason": "   "}, {"reason": "x" * 501}, {"reason": "ok", "extra": 1}])
+def test_a_withdrawal_needs_a_reason(service, store, events, body):
+    store.latest_version.return_value = stored_version(2)
+    with pytest.raises(ValidationFailed):
+        service.withdraw_item(ADMIN, CODE, body)
+    store.withdraw.assert_not_called()
+    events.publish.assert_not_called()
+
+
+def test_only_admins_withdraw(service, store, events):
+    store.latest_version.return_value = stored_version(2)
+    with pytest.raises(Forbidden):
+        service.withdraw_item({**ADMIN, "roles": ["reviewer"]}, CODE, {"reason": "取消"})
+    store.withdraw.assert_not_called()
+
+
+def test_withdrawing_an_unpublished_item_is_not_found(service, store, events):
+    with pytest.raises(NotFound):
+        service.withdraw_item(ADMIN, CODE, {"reason": "取消"})
+    events.publish.assert_not_called()
+
+
+def test_withdrawing_twice_is_a_conflict_that_says_since_when(service, store, events):
+    store.latest_version.return_value = {**stored_version(2), "withdrawn": WITHDRAWN}
+    with pytest.raises(Conflict, match="since 2026-11-20"):
+        service.withdraw_item(ADMIN, CODE, {"reason": "取消"})
+    store.withdraw.assert_not_called()
+
+
+def test_a_withdrawal_that_lost_a_race_is_a_conflict_and_announces_nothing(service, store, events):
+    store.latest_version.return_value = stored_version(2)
+    store.withdraw.return_value = False  # a new version was published, or it was withdrawn, meanwhile
+    with pytest.raises(Conflict):
+        service.withdraw_item(ADMIN, CODE, {"reason": "取消"})
+    events.publish.assert_not_called()
+
+
+def test_a_withdrawn_items_guide_is_not_found_and_says_why_but_its_versions_stay(service, store):
+    store.latest_version.return_value = {**stored_version(2), "withdrawn": WITHDRAWN}
+    with pytest.raises(NotFound, match="事项已取消"):
+        service.get_item(CODE)
+    store.get_version.return_value = stored_version(2)
+    assert service.get_item(CODE, 2)["version"] == 2
+
+
+def test_the_next_version_of_a_withdrawn_item_follows_the_withdrawn_one(service, store):
+    store.latest_version.return_value = {**stored_version(2), "withdrawn": WITHDRAWN}
+    assert service.publish_guide(GUIDE)["version"] == 3

@@ -117,3 +117,26 @@ def test_a_slow_fetch_of_an_older_version_does_not_replace_a_newer_one_kept_mean
     catalog = Catalog(version(3))
     assert cache.get(CODE, catalog).version == 2  # still kept: no announcement said it is stale
     assert catalog.asked == 0
+
+
+def test_a_withdrawal_makes_the_kept_version_stale_and_the_next_submission_asks_catalog():
+    cache, catalog = LatestItemCache(clock=Clock()), Catalog(version(1), NotFound("takes no applications"))
+    cache.get(CODE, catalog)
+    cache.withdrawn(CODE, 1)
+    with pytest.raises(NotFound):
+        cache.get(CODE, catalog)
+    assert catalog.asked == 2
+
+
+def test_an_answer_that_raced_a_withdrawal_is_not_kept_but_a_version_published_after_it_is():
+    cache = LatestItemCache(clock=Clock())
+
+    def fetch_while_withdrawn() -> dict:
+        cache.withdrawn(CODE, 1)  # the withdrawal is announced while the old answer is on its way
+        return version(1)
+
+    assert cache.get(CODE, fetch_while_withdrawn).version == 1
+    republished = Catalog(version(2))
+    assert cache.get(CODE, republished).version == 2
+    assert cache.get(CODE, republished).version == 2
+    assert republished.asked == 1

@@ -133,3 +133,35 @@ def test_invalid_guides_are_refused_with_field_details(client):
     assert err.value.details[0]["field"] == "item_code"
     with pytest.raises(Conflict):
         client.create_draft(ADMIN, {**seed_guides()[0]})  # already published: PUT a new version instead
+
+
+def test_a_withdrawn_item_leaves_search_and_returns_with_its_next_version(client, container_factory):
+    withdrawals = event_recorder("catalog", "catalog.item_withdrawn.v1")
+    container_factory(withdrawals).start()
+    code = "62052400MZ-QT-0097"
+    client.create_draft(ADMIN, new_guide(item_code=code, name="临时救助金测试事项"))
+    client.publish_draft(ADMIN, code)
+    assert client.search_items({"q": "临时救助金测试事项"})["items"][0]["item_code"] == code
+
+    with pytest.raises(Forbidden):
+        client.withdraw_item(APPLICANT, code, {"reason": "事项已取消"})
+    withdrawal = client.withdraw_item(ADMIN, code, {"reason": "事项已取消"})
+    assert (withdrawal["version"], withdrawal["reason"], withdrawal["withdrawn_by"]) == (1, "事项已取消", "admin-1")
+    with pytest.raises(NotFound, match="事项已取消"):
+        client.get_item(code)
+    assert code not in [i["item_code"] for i in client.search_items({"q": "临时救助金测试事项"})["items"]]
+    assert client.get_item(code, 1)["version"] == 1  # cases submitted under it still read it
+    assert [v["version"] for v in client.list_versions(code)["items"]] == [1]
+    with pytest.raises(Conflict):
+        client.withdraw_item(ADMIN, code, {"reason": "again"})
+    with pytest.raises(NotFound):
+        client.withdraw_item(ADMIN, "62052400MZ-QT-0096", {"reason": "never published"})
+    announced = eventually(lambda: [e["payload"] for e in withdrawals.events], what="item_withdrawn")
+    assert announced == [
+        {"item_code": code, "version": 1, "department_code": new_guide()["department_code"], "reason": "事项已取消"}
+    ]
+
+    client.update_draft(ADMIN, code, new_guide(item_code=code, name="临时救助金测试事项"))
+    assert client.publish_draft(ADMIN, code)["version"] == 2
+    assert client.get_item(code)["version"] == 2
+    assert client.search_items({"q": "临时救助金测试事项"})["items"][0]["item_code"] == code

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from contracts.envelope import new_event
-from contracts.events import ItemPublished
+from contracts.events import ItemPublished, ItemWithdrawn
+from services.catalog.search import index_fields
 from services.catalog.seed_data import seed_items
 from services.catalog.storage import CatalogStore
 
@@ -30,3 +33,49 @@ def test_a_publish_in_one_process_is_seen_by_the_cache_of_another(mongo_client, 
     # A new version replaces the listed one everywhere.
     writer.insert_version({**first, "name": "高龄津贴申领（新版）"}, 2, published(first))
     assert {d["item_code"]: d["name"] for d in reader.listing()}[first["item_code"]] == "高龄津贴申领（新版）"
+
+
+def withdrawn(guide: dict, version: int) -> object:
+    return new_event(
+        ItemWithdrawn(
+            item_code=guide["item_code"], version=version, department_code=guide["department_code"], reason="取消"
+        ),
+        "catalog",
+    )
+
+
+def withdrawal(guide: dict, version: int) -> dict:
+    return {
+        "item_code": guide["item_code"],
+        "version": version,
+        "reason": "取消",
+        "withdrawn_at": datetime.now(UTC),
+        "withdrawn_by": "admin-1",
+    }
+
+
+def test_a_withdrawal_leaves_every_processs_listing_and_a_new_version_ends_it(mongo_client, db_prefix):
+    db = mongo_client[f"{db_prefix}_catalog"]
+    reader, writer = CatalogStore(db), CatalogStore(db)
+    first, second = seed_items()[0], seed_items()[3]
+    writer.insert_version(first, 1, published(first))
+    writer.insert_version(second, 1, published(second))
+    assert len(reader.listing()) == 2
+
+    # Only the version that is current, and only once.
+    assert not writer.withdraw(withdrawal(first, 2), withdrawn(first, 2))
+    assert writer.withdraw(withdrawal(first, 1), withdrawn(first, 1))
+    assert not writer.withdraw(withdrawal(first, 1), withdrawn(first, 1))
+    assert [d["item_code"] for d in reader.listing()] == [second["item_code"]]
+    found = reader.candidates(index_fields(first)["name_tokens"], {})
+    assert first["item_code"] not in [d["item_code"] for d in found]
+    latest = reader.latest_version(first["item_code"])
+    assert latest["version"] == 1 and latest["withdrawn"]["reason"] == "取消"
+    assert "withdrawn" not in reader.get_version(first["item_code"], 1)  # versions stay as published
+    # The withdrawal's event waits in the row's outbox until it is published.
+    assert [event["type"] for _, event in writer.current_outbox.pending(timedelta(0))] == ["catalog.item_withdrawn.v1"]
+
+    writer.insert_version({**first, "name": "高龄津贴申领（新版）"}, 2, published(first))
+    assert {d["item_code"]: d["name"] for d in reader.listing()}[first["item_code"]] == "高龄津贴申领（新版）"
+    assert "withdrawn" not in reader.latest_version(first["item_code"])
+    assert reader.repair_current() == 0
