@@ -36,7 +36,7 @@ class CatalogStore:
         self.current_outbox = OutboxCollection(self.current)  # withdrawals
         # The listing, cached in this process: searching filters every item (a full scan on
         # FerretDB, ~0.4 s), so each read checks the catalog's revision (one _id lookup) and
-        # reloads only after a publish.
+        # reloads only after a publish or a withdrawal.
         self._listing: tuple[int, list[dict[str, Any]]] | None = None
         self._listing_lock = threading.Lock()
 
