@@ -1,7 +1,7 @@
 """Versioned domain events. Each is published inside an `Envelope`; `type` is `event_type`."""
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import model_validator
 
@@ -87,6 +87,16 @@ class ItemWithdrawn(EventPayload):
     version: int
     department_code: str
     reason: str
+
+
+@register
+class ContactChanged(EventPayload):
+    """The account's phone or email changed. It names no number or address: whoever keeps one asks
+    identity again."""
+
+    event_type = "identity.contact_changed.v1"
+    user_id: str
+    changed: list[Literal["phone", "email"]]
 
 
 @register

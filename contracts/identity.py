@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import EmailStr, Field, StringConstraints, model_validator
 
 from contracts.base import Contract
 from contracts.common import AccountType, ApplicantType, Role
@@ -44,6 +44,28 @@ class RegistrationResult(Contract):
     account_type: ApplicantType
     name: str
     assurance_level: int
+
+
+class ContactChange(Contract):
+    """`PUT /api/v1/me/contact`: a new phone number and/or email address (null removes the email),
+    confirmed with the account's current password."""
+
+    password: Annotated[str, Verbatim, Field(min_length=1, max_length=128)]
+    phone: Phone | None = None
+    email: EmailStr | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "ContactChange":
+        if self.phone is None and "email" not in self.model_fields_set:
+            raise ValueError("give a new phone, a new email, or email null to remove it")
+        return self
+
+
+class ContactView(Contract):
+    """`GET /api/v1/me/contact`: where the account holder is reached (SMS, email)."""
+
+    phone: str | None
+    email: str | None
 
 
 class LoginRequest(Contract):

@@ -23,6 +23,8 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/.well-known/jwks.json"): ANYONE,
     ("GET", "/api/v1/me"): SIGNED_IN,
     ("GET", "/api/v1/me/certificates"): frozenset({APPLICANT}),
+    ("GET", "/api/v1/me/contact"): frozenset({APPLICANT}),
+    ("PUT", "/api/v1/me/contact"): frozenset({APPLICANT}),
     ("POST", "/api/v1/me/verifications/real-name"): frozenset({APPLICANT}),
     ("POST", "/api/v1/me/verifications/face"): frozenset({APPLICANT}),
     ("POST", "/api/v1/admin/staff"): frozenset({ADMIN}),

@@ -40,6 +40,8 @@ from contracts.events import SessionRevoked
 from contracts.identity import (
     AssuranceView,
     AuditEntry,
+    ContactChange,
+    ContactView,
     FaceVerification,
     LoginRequest,
     RefreshRequest,
@@ -176,6 +178,29 @@ class Gateway:
     @api("GET", "/api/v1/me/certificates", summary="Electronic certificates issued to the caller", roles=("applicant",))
     def my_certificates(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.list_certificates, principal.user_id)
+
+    @api(
+        "GET",
+        "/api/v1/me/contact",
+        summary="The caller's phone and email (where SMS and email notifications go)",
+        roles=("applicant",),
+        response_model=ContactView,
+    )
+    def my_contact(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.identity.get_contact, principal.model_dump())
+
+    @api(
+        "PUT",
+        "/api/v1/me/contact",
+        summary="A new phone (also a login name) and/or email (null removes it), confirmed with the password",
+        roles=("applicant",),
+        request_model=ContactChange,
+        response_model=ContactView,
+    )
+    def change_my_contact(self, request: Request, principal: Principal) -> dict[str, Any]:
+        # exclude_unset: an email left out stays; an email given as null is removed.
+        body = validated(ContactChange, read_json(request)).model_dump(mode="json", exclude_unset=True)
+        return call(self.identity.change_contact, principal.model_dump(), body)
 
     @api(
         "POST",

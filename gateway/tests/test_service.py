@@ -531,7 +531,15 @@ def test_admin_rotates_the_signing_key(gateway, auth):
 
 @pytest.mark.parametrize(
     "route",
-    ["submit_case", "list_cases", "my_certificates", "verify_real_name", "verify_face"],
+    [
+        "submit_case",
+        "list_cases",
+        "my_certificates",
+        "verify_real_name",
+        "verify_face",
+        "my_contact",
+        "change_my_contact",
+    ],
 )
 def test_staff_may_not_use_applicant_routes(gateway, auth, route):
     auth.principal.return_value = REVIEWER
@@ -564,6 +572,34 @@ def test_verify_face(gateway):
 def test_verify_face_refuses_a_bad_body_before_identity(gateway):
     assert gateway.verify_face(_request("POST", body={"liveness_token": ""})).status_code == 422
     gateway.identity.verify_face.call_async.assert_not_called()
+
+
+def test_my_contact(gateway):
+    returns(gateway.identity.get_contact, {"phone": "13800138000", "email": None})
+    assert _json(gateway.my_contact(_request())) == {"phone": "13800138000", "email": None}
+    gateway.identity.get_contact.call_async.assert_called_once_with(PRINCIPAL.model_dump())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"password": "secret-1", "phone": "13911112222"},  # the email left out stays as it is
+        {"password": "secret-1", "email": None},  # null removes it
+        {"password": "secret-1", "phone": "13911112222", "email": "li@example.cn"},
+    ],
+)
+def test_a_contact_change_reaches_identity_as_given(gateway, body):
+    returns(gateway.identity.change_contact, {"phone": "13911112222", "email": None})
+    assert gateway.change_my_contact(_request("PUT", body=body)).status_code == 200
+    gateway.identity.change_contact.call_async.assert_called_once_with(PRINCIPAL.model_dump(), body)
+
+
+@pytest.mark.parametrize(
+    "body", [{"password": "secret-1"}, {"phone": "13911112222"}, {"password": "secret-1", "phone": "1391111"}]
+)
+def test_a_bad_contact_change_is_refused_before_identity(gateway, body):
+    assert gateway.change_my_contact(_request("PUT", body=body)).status_code == 422
+    gateway.identity.change_contact.call_async.assert_not_called()
 
 
 # --- catalog: versions, answers, drafts -----------------------------------------------------------
@@ -880,6 +916,8 @@ def test_new_routes_declare_their_roles():
     assert roles[("POST", "/api/v1/catalog/items/<item_code>/publish")] == ("admin",)
     assert roles[("POST", "/api/v1/catalog/items/<item_code>/withdrawal")] == ("admin",)
     assert roles[("POST", "/api/v1/cases/<case_no>/supplements")] == ("applicant",)
+    assert roles[("GET", "/api/v1/me/contact")] == ("applicant",)
+    assert roles[("PUT", "/api/v1/me/contact")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/withdrawal")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/evaluation")] == ("applicant",)
     assert roles[("GET", "/api/v1/review/tasks")] == ("reviewer",)

@@ -12,6 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from contracts.identity import (
     ApplicantProfile,
     CitizenRegistration,
+    ContactChange,
+    ContactView,
     EnterpriseRegistration,
     RegistrationResult,
     UserView,
@@ -135,6 +137,20 @@ def user_view(doc: dict[str, Any]) -> UserView:
 
 def contact(doc: dict[str, Any]) -> Contact:
     return Contact(user_id=doc["_id"], phone=doc.get("phone"), email=doc.get("email"))
+
+
+def contact_view(doc: dict[str, Any]) -> ContactView:
+    return ContactView(phone=doc.get("phone"), email=doc.get("email"))
+
+
+def contact_changes(doc: dict[str, Any], change: ContactChange) -> dict[str, str | None]:
+    """The fields that really change: {"phone": new} and/or {"email": new or None}."""
+    changes: dict[str, str | None] = {}
+    if change.phone is not None and change.phone != doc.get("phone"):
+        changes["phone"] = change.phone
+    if "email" in change.model_fields_set and change.email != doc.get("email"):
+        changes["email"] = change.email
+    return changes
 
 
 def applicant_profile(doc: dict[str, Any], today: date, certificates: list[str]) -> ApplicantProfile:

@@ -14,10 +14,11 @@ from pydantic import TypeAdapter
 
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
-from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, SessionRevoked
+from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, ContactChanged, SessionRevoked
 from contracts.identity import (
     AssuranceView,
     AuditEntry,
+    ContactChange,
     FaceVerification,
     JwkSet,
     LoginAttempt,
@@ -35,6 +36,7 @@ from services.common.errors import (
     NotFound,
     RateLimited,
     Unauthenticated,
+    ValidationFailed,
     validated,
 )
 from services.common.metrics import Metrics
@@ -89,6 +91,34 @@ class IdentityService:
     def contact(self, user_id: str) -> dict[str, Any]:
         """Phone and email for notifications (internal: the gateway exposes no route to it)."""
         return accounts.contact(self._user(user_id)).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_contact(self, principal: dict[str, Any]) -> dict[str, Any]:
+        """The account holder's own phone and email (`GET /api/v1/me/contact`)."""
+        return accounts.contact_view(self._applicant(principal)).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def change_contact(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        """A new phone (also a login name) and/or email, confirmed with the current password;
+        announced (without the values) so that no one keeps sending to the old ones."""
+        user = self._applicant(principal)
+        change = validated(ContactChange, payload)
+        policy, now = throttling.Policy.from_env(), datetime.now(UTC)
+        # Wrong passwords count against the account's login allowance: no guessing around it here.
+        allowance = throttling.user_key(user["_id"])
+        self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
+        if not accounts.password_matches(user["password_hash"], change.password):
+            self.store.record_failure(allowance, now, policy.window)
+            raise ValidationFailed(
+                "the password is not correct", [{"field": "password", "issue": "not this account's password"}]
+            )
+        self.store.clear_failures(allowance)
+        changes = accounts.contact_changes(user, change)
+        if changes:
+            event = new_event(ContactChanged(user_id=user["_id"], changed=sorted(changes)), producer=self.name)
+            self.store.change_contact(user, changes, event)
+            self.events.publish(self.store.user_outbox, user["_id"], [event])
+        return accounts.contact_view({**user, **changes}).model_dump(mode="json")
 
     @rpc
     def reviewers_of(self, department_code: str) -> list[str]:

@@ -88,9 +88,62 @@ class IdentityStore:
     def find_by_login(self, keys: list[str], phone: str) -> dict[str, Any] | None:
         for name in (*keys, f"phone:{phone}"):
             login = self.logins.find_one({"_id": name})
-            if login is not None:
-                return self.users.find_one({"_id": login["user_id"]})
+            if login is None:
+                continue
+            user = self.users.find_one({"_id": login["user_id"]})
+            # A phone's login name outlives a change of phone that died before removing it.
+            if user is not None and (not name.startswith("phone:") or user["phone_key"] == phone):
+                return user
         return None
+
+    def change_contact(self, user: dict[str, Any], changes: dict[str, str | None], event: Envelope) -> None:
+        """Set the new phone and/or email with its event, or Conflict (the phone is another
+        account's, or this one's phone changed meanwhile).
+
+        The new phone's login name is claimed first and the old one removed last, so the account
+        can always be logged into by phone; a crash in between leaves the old name behind, which
+        `find_by_login` ignores and the phone's next holder takes over."""
+        new_phone = changes.get("phone")
+        if new_phone is not None:
+            self._claim_phone_login(new_phone, user["_id"])
+        update = self.user_outbox.update(user["_id"], [event])
+        update["$set"].update(changes)
+        if new_phone is not None:
+            update["$set"]["phone_key"] = new_phone
+        try:
+            # Only from the phone it was read with: two changes at once cannot both win.
+            done = self.users.update_one({"_id": user["_id"], "phone_key": user["phone_key"]}, update).matched_count
+        except DuplicateKeyError:  # a registration took the phone meanwhile
+            done = 0
+        if not done:
+            self.user_outbox.forget([event])
+            if new_phone is not None:
+                self.logins.delete_one({"_id": f"phone:{new_phone}", "user_id": user["_id"]})
+            raise _phone_taken() if new_phone is not None else Conflict("the account changed meanwhile; try again")
+        if new_phone is not None:
+            self.logins.delete_one({"_id": f"phone:{user['phone_key']}", "user_id": user["_id"]})
+
+    def _claim_phone_login(self, phone: str, user_id: str) -> None:
+        name = f"phone:{phone}"
+        for _ in range(2):  # once more if its holder let it go between our two reads
+            try:
+                self.logins.insert_one({"_id": name, "user_id": user_id})
+                return
+            except DuplicateKeyError:
+                holder = self.logins.find_one({"_id": name})
+            if holder is None:
+                continue
+            if holder["user_id"] == user_id:
+                return  # a retry of a change that died
+            owner = self.users.find_one({"_id": holder["user_id"]}, {"phone_key": 1})
+            if owner is not None and owner["phone_key"] == phone:
+                break
+            # Left behind by its former holder's change of phone: take it over, unless someone else just did.
+            left = {"_id": name, "user_id": holder["user_id"]}
+            if self.logins.update_one(left, {"$set": {"user_id": user_id}}).matched_count:
+                return
+            break
+        raise _phone_taken()
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.users.find_one({"_id": user_id}, {"outbox": 0})
@@ -218,3 +271,7 @@ class IdentityStore:
 
     def ping(self) -> None:
         self.users.find_one({"_id": "ping"}, {"_id": 1})
+
+
+def _phone_taken() -> Conflict:
+    return Conflict("phone is already registered", [{"field": "phone", "issue": "already registered"}])

@@ -4,11 +4,15 @@ Every SMS or email asked identity for its recipient's contact (an RPC: two broke
 read of the user). A 秒批 case's "received" and "approved" SMS go out within a second of each
 other, so the second asked again for what the first had just been told.
 
-A phone number or email address is set at registration and nothing changes it today, so an entry
-is kept for `MAX_AGE` only to bound what a future change could leave behind. When contacts become
-changeable, identity must announce the change and this cache drop the person's entry on it (as
-intake's latest items do with `catalog.item_published`): a stale phone number would send someone's
-case news to another person. Failed lookups (no such account, identity unavailable) are not kept.
+A stale phone number would send someone's case news to another person, so:
+
+- identity's `contact_changed` event, broadcast to every notification process, drops the person's
+  entry the moment they change their phone or email (milliseconds after), and an answer that was
+  on its way while they changed it is used once but not kept;
+- an entry is also asked again once it is `MAX_AGE` old, for a process that missed an event (its
+  broadcast queue exists only while it is connected).
+
+Failed lookups (no such account, identity unavailable) are not kept.
 """
 
 from __future__ import annotations
@@ -32,16 +36,26 @@ class ContactCache:
     ) -> None:
         self.max_age, self._clock = max_age, clock
         self._kept: Lru[str, tuple[Contact, float]] = Lru(size)  # user id -> (contact, asked at)
+        self._changed: Lru[str, float] = Lru(size)  # user id -> when this process heard of a change
 
     def get(self, user_id: str, fetch: Callable[[], dict[str, Any]]) -> Contact:
         """The person's contact: kept, or fetched (a failed fetch raises and keeps nothing)."""
         asked_at = self._clock()  # an entry's age counts from before its fetch
         kept = self._kept.get(user_id)
-        if kept is not None and asked_at - kept[1] < self.max_age:
+        if kept is not None and asked_at - kept[1] < self.max_age and not self._changed_since(user_id, kept[1]):
             return kept[0]
         contact = Contact.model_validate(fetch())  # not under the map's lock: a fetch is an RPC
-        self._kept.put(user_id, (contact, asked_at))
+        if not self._changed_since(user_id, asked_at):
+            self._kept.put(user_id, (contact, asked_at))
         return contact
+
+    def changed(self, user_id: str) -> None:
+        """Identity announced a new phone or email: what is kept, or on its way, is old."""
+        self._changed.put(user_id, self._clock())
+
+    def _changed_since(self, user_id: str, asked_at: float) -> bool:
+        changed_at = self._changed.get(user_id)
+        return changed_at is not None and changed_at >= asked_at
 
 
 class Contacts(DependencyProvider):

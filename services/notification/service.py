@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventlet.greenpool import GreenPool
+from nameko.events import BROADCAST, event_handler
 from nameko.timer import timer
 from prometheus_client import Counter
 
 from contracts.common import Page, PageQuery, Principal
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, parse_event
 from contracts.events import (
     CaseAccepted,
     CaseApproved,
@@ -25,6 +26,7 @@ from contracts.events import (
     CaseSupplementRequested,
     CaseWithdrawn,
     CertificateIssued,
+    ContactChanged,
 )
 from contracts.notifications import Contact, NotificationPreferences, NotificationView
 from services.common.consuming import consumes
@@ -56,6 +58,12 @@ class NotificationService:
     identity = ServiceRpc("identity")
     outbound: OutboundChannels = Outbound()
     contacts: ContactCache = Contacts()
+
+    # Every process hears of every change (a queue of its own): its kept contact of the person goes.
+    @event_handler("identity", ContactChanged.event_type, handler_type=BROADCAST, reliable_delivery=False)
+    def on_contact_changed(self, body: dict[str, Any]) -> None:
+        _, changed = parse_event(body, expected=ContactChanged)
+        self.contacts.changed(changed.user_id)
 
     # --- case events, to the applicant ---------------------------------------------------------------
     @consumes("intake", CaseSubmitted)

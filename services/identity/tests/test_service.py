@@ -270,7 +270,7 @@ def test_malformed_login_is_a_validation_error(service, store, payload):
 
 
 @pytest.mark.parametrize(
-    "method", ["register", "create_staff", "login", "refresh", "verify_face"], ids=lambda name: name
+    "method", ["register", "create_staff", "login", "refresh", "verify_face", "change_contact"], ids=lambda name: name
 )
 def test_secrets_are_marked_sensitive(method):
     from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
@@ -988,3 +988,96 @@ def test_reviewers_of_a_department(service, store):
     store.staff_with_role.return_value = ["r-1", "r-2"]
     assert service.reviewers_of("620524MZ") == ["r-1", "r-2"]
     store.staff_with_role.assert_called_once_with("620524MZ", "reviewer")
+
+
+# --- contact (phone, email) ---------------------------------------------------------------------
+
+NEW_PHONE = "13911112222"
+
+
+def change(**fields):
+    return {"password": PASSWORD, **fields}
+
+
+def test_the_account_holder_reads_their_contact(service, store, citizen_doc):
+    store.get_user.return_value = {**citizen_doc, "email": "li@example.cn"}
+    assert service.get_contact(applicant_principal(citizen_doc)) == {
+        "phone": citizen_doc["phone"],
+        "email": "li@example.cn",
+    }
+
+
+def test_a_new_phone_is_stored_and_announced_without_the_number(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    result = service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
+    assert result == {"phone": NEW_PHONE, "email": citizen_doc["email"]}
+    user, changes, event = store.change_contact.call_args.args
+    assert user is citizen_doc and changes == {"phone": NEW_PHONE}
+    assert event.type == "identity.contact_changed.v1"
+    assert event.payload == {"user_id": citizen_doc["_id"], "changed": ["phone"]}
+    assert NEW_PHONE not in event.model_dump_json()
+    service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
+
+
+def test_an_email_is_added_and_removed_with_null_and_left_alone_when_not_given(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    service.change_contact(applicant_principal(citizen_doc), change(email="li@example.cn"))
+    assert store.change_contact.call_args.args[1] == {"email": "li@example.cn"}
+    store.get_user.return_value = {**citizen_doc, "email": "li@example.cn"}
+    service.change_contact(applicant_principal(citizen_doc), change(email=None))
+    assert store.change_contact.call_args.args[1] == {"email": None}
+    service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
+    assert store.change_contact.call_args.args[1] == {"phone": NEW_PHONE}  # the email stays
+
+
+def test_the_same_contact_again_changes_and_announces_nothing(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    assert (
+        service.change_contact(applicant_principal(citizen_doc), change(phone=citizen_doc["phone"]))["phone"]
+        == (citizen_doc["phone"])
+    )
+    store.change_contact.assert_not_called()
+    service.events.publish.assert_not_called()
+
+
+def test_a_wrong_password_changes_nothing_and_counts_as_a_failure(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(ValidationFailed) as info:
+        service.change_contact(applicant_principal(citizen_doc), {"password": "not-the-password", "phone": NEW_PHONE})
+    assert [d["field"] for d in info.value.details] == ["password"]
+    store.change_contact.assert_not_called()
+    assert store.record_failure.call_args.args[0] == f"user:{citizen_doc['_id']}"
+
+
+def test_an_account_blocked_by_failures_cannot_change_its_contact(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    store.failures.return_value = {f"user:{citizen_doc['_id']}": Failures(3, datetime.now(UTC))}
+    with pytest.raises(RateLimited):
+        service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
+    store.change_contact.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"password": PASSWORD}, "body"),  # nothing to change
+        (change(phone="12345"), "phone"),
+        (change(email="not-an-address"), "email"),
+        ({"phone": NEW_PHONE}, "password"),
+        (change(phone=NEW_PHONE, name="改名"), "name"),
+    ],
+)
+def test_an_invalid_change_is_refused_with_its_field(service, store, citizen_doc, payload, field):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(ValidationFailed) as info:
+        service.change_contact(applicant_principal(citizen_doc), payload)
+    assert field in [d["field"] for d in info.value.details]
+    store.change_contact.assert_not_called()
+
+
+def test_staff_have_no_contact_to_change_here(service, store, citizen_doc):
+    staff = {**applicant_principal(citizen_doc), "account_type": "staff", "roles": ["reviewer"]}
+    with pytest.raises(Forbidden):
+        service.change_contact(staff, change(phone=NEW_PHONE))
+    with pytest.raises(Forbidden):
+        service.get_contact(staff)

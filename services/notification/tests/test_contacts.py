@@ -38,7 +38,7 @@ def test_a_person_is_asked_for_once_within_the_max_age_and_again_after():
     clock.now += 59
     assert ask(cache, identity, "u-1").phone == "13800138001"
     assert identity.asked == ["u-1"]
-    identity.phones["u-1"] = "13900139001"  # were it ever changed, a minute at most would show the old one
+    identity.phones["u-1"] = "13900139001"  # a change whose announcement this process missed
     clock.now += 1
     assert ask(cache, identity, "u-1").phone == "13900139001"
     assert identity.asked == ["u-1", "u-1"]
@@ -72,3 +72,33 @@ def test_the_least_recently_asked_go_first_when_full():
     for user in ("u-1", "u-2", "u-1", "u-3", "u-1", "u-2"):
         ask(cache, identity, user)
     assert identity.asked == ["u-1", "u-2", "u-3", "u-2"]  # u-2 was the oldest when u-3 came
+
+
+def test_an_announced_change_is_asked_for_at_once():
+    clock, identity = Clock(), Identity()
+    cache = ContactCache(max_age=60, clock=clock)
+    ask(cache, identity, "u-1")
+    identity.phones["u-1"] = "13900139001"
+    clock.now += 1
+    cache.changed("u-1")
+    clock.now += 1
+    assert ask(cache, identity, "u-1").phone == "13900139001"
+    assert ask(cache, identity, "u-1").phone == "13900139001"
+    assert identity.asked == ["u-1", "u-1"]
+    assert ask(cache, identity, "u-2").phone == "13800138002"  # others are kept as they were
+
+
+def test_an_answer_that_raced_a_change_is_used_once_but_not_kept():
+    clock, identity = Clock(), Identity()
+    cache = ContactCache(max_age=60, clock=clock)
+
+    def answer_while_the_phone_changes() -> dict:
+        old = identity.contact("u-1")
+        identity.phones["u-1"] = "13900139001"
+        cache.changed("u-1")  # the announcement arrives while the old answer is on its way
+        return old
+
+    assert cache.get("u-1", answer_while_the_phone_changes).phone == "13800138001"
+    clock.now += 1
+    assert ask(cache, identity, "u-1").phone == "13900139001"
+    assert identity.asked == ["u-1", "u-1"]

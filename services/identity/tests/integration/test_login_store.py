@@ -1,11 +1,15 @@
 """Logins on the real server: a user is found by any of its login names through `user_logins`
 (by _id); a registration that died before indexing its logins is repaired by the next attempt;
-users stored before the index are indexed once."""
+users stored before the index are indexed once; a change of phone moves the phone's login name."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from contracts.envelope import new_event
+from contracts.events import ContactChanged
 from services.common.errors import Conflict
 from services.identity.storage import IdentityStore
 
@@ -41,3 +45,55 @@ def test_users_stored_before_the_index_are_indexed_once(mongo_client, db_prefix)
     db.users.insert_one(user("old", "620524194005060136", "13800138000"))
     IdentityStore(db).ensure_indexes()
     assert IdentityStore(db).find_by_login([], "13800138000")["_id"] == "old"
+
+
+def changed(user_id: str) -> object:
+    return new_event(ContactChanged(user_id=user_id, changed=["phone"]), "identity")
+
+
+def test_a_new_phone_logs_in_and_the_old_one_no_longer(store):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    event = changed("u1")
+    store.change_contact(store.get_user("u1"), {"phone": "13911112222", "email": "li@example.cn"}, event)
+    assert store.find_by_login([], "13911112222")["_id"] == "u1"
+    assert store.find_by_login([], "13800138000") is None
+    stored = store.get_user("u1")
+    assert (stored["phone"], stored["phone_key"], stored["email"]) == ("13911112222", "13911112222", "li@example.cn")
+    assert [e["type"] for _, e in store.user_outbox.pending(timedelta(0))] == ["identity.contact_changed.v1"]
+    # The old number is free: someone else may register with it.
+    store.insert_user(user("u2", "110101199003077777", "13800138000"), "id_number")
+    assert store.find_by_login([], "13800138000")["_id"] == "u2"
+
+
+def test_a_phone_another_account_holds_is_a_conflict_that_changes_nothing(store):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    store.insert_user(user("u2", "110101199003077777", "13911112222"), "id_number")
+    with pytest.raises(Conflict) as taken:
+        store.change_contact(store.get_user("u1"), {"phone": "13911112222"}, changed("u1"))
+    assert taken.value.details == [{"field": "phone", "issue": "already registered"}]
+    assert store.get_user("u1")["phone_key"] == "13800138000"
+    assert store.find_by_login([], "13911112222")["_id"] == "u2"
+    assert store.find_by_login([], "13800138000")["_id"] == "u1"
+    assert store.user_outbox.pending(timedelta(0)) == []
+
+
+def test_a_change_read_before_another_one_loses(store):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    before = store.get_user("u1")
+    store.change_contact(before, {"phone": "13911112222"}, changed("u1"))
+    with pytest.raises(Conflict):
+        store.change_contact(before, {"phone": "13922223333"}, changed("u1"))
+    assert store.find_by_login([], "13911112222")["_id"] == "u1"
+    assert store.find_by_login([], "13922223333") is None  # its claim was let go
+
+
+def test_a_change_that_died_half_way_leaves_a_login_name_nobody_can_use_and_the_next_holder_takes(store):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    # The user moved to a new phone, but the process died before removing the old phone's name.
+    store.logins.insert_one({"_id": "phone:13911112222", "user_id": "u1"})
+    store.users.update_one({"_id": "u1"}, {"$set": {"phone": "13911112222", "phone_key": "13911112222"}})
+    assert store.logins.find_one({"_id": "phone:13800138000"})["user_id"] == "u1"
+    assert store.find_by_login([], "13800138000") is None  # the old number no longer logs in as u1
+    store.insert_user(user("u2", "110101199003077777", "13922223333"), "id_number")
+    store.change_contact(store.get_user("u2"), {"phone": "13800138000"}, changed("u2"))
+    assert store.find_by_login([], "13800138000")["_id"] == "u2"
