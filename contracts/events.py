@@ -80,13 +80,13 @@ class ItemPublished(EventPayload):
 
 @register
 class ItemWithdrawn(EventPayload):
-    """The item takes no more applications until a new version is published; running cases go on."""
+    """The item takes no more applications until a new version is published; running cases go on.
+    (The admin's free-text reason stays in the catalog: no consumer needs it on the bus.)"""
 
     event_type = "catalog.item_withdrawn.v1"
     item_code: str
     version: int
     department_code: str
-    reason: str
 
 
 @register

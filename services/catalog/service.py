@@ -33,6 +33,8 @@ from services.common.rpc import rpc
 from services.common.telemetry import Tracing, annotate
 
 SEED_BATCH = 100
+# A withdrawn item is not found like an unknown one, but says so in a field clients can read.
+WITHDRAWN_DETAILS = [{"field": "item_code", "issue": "withdrawn"}]
 
 
 class CatalogService:
@@ -52,7 +54,7 @@ class CatalogService:
         if doc is None:
             raise NotFound(f"no published item {item_code}" + (f" version {version}" if version else ""))
         if not version and "withdrawn" in doc:  # its versions stay readable: cases were submitted under them
-            raise NotFound(guides.withdrawn_message(item_code, doc["withdrawn"]))
+            raise NotFound(guides.withdrawn_message(item_code, doc["withdrawn"]), WITHDRAWN_DETAILS)
         return guides.published(doc).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -179,13 +181,12 @@ class CatalogService:
             withdrawn_by=who.user_id,
         )
         event = new_event(
-            ItemWithdrawn(
-                item_code=item_code, version=latest["version"], department_code=latest["department_code"], reason=reason
-            ),
+            ItemWithdrawn(item_code=item_code, version=latest["version"], department_code=latest["department_code"]),
             producer=self.name,
         )
         if not self.store.withdraw(withdrawal.model_dump(), event):
             raise Conflict(f"{item_code} was published or withdrawn meanwhile; read it again")
+        self._withdrawal_listed(item_code, event)
         self.events.publish(self.store.current_outbox, item_code, [event])
         return withdrawal.model_dump(mode="json")
 
@@ -224,7 +225,11 @@ class CatalogService:
     @timer(interval=2)
     def relay_outbox(self) -> None:
         self.events.relay(self.store.outbox)
-        self.events.relay(self.store.current_outbox)
+        # A withdrawal whose writer died before telling the listings does so before its event goes.
+        self.events.relay(self.store.current_outbox, before_publish=self._withdrawal_listed)
+
+    def _withdrawal_listed(self, item_code: str, event: Any) -> None:
+        self.store.listing_changed()
 
     def _checked(self, guide: dict[str, Any]) -> ServiceGuide:
         checked = guides.checked_guide(guide)

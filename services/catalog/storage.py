@@ -130,15 +130,20 @@ class CatalogStore:
 
     def withdraw(self, withdrawal: dict[str, Any], event: Envelope) -> bool:
         """Mark the item's current row withdrawn, with its event; False when that row is no longer
-        at the withdrawal's version or is withdrawn already (a concurrent publish or withdrawal)."""
+        at the withdrawal's version or is withdrawn already (a concurrent publish or withdrawal).
+        The listings are told by `listing_changed`, before the event is published."""
         update = self.current_outbox.update(withdrawal["item_code"], [event])
         update["$set"]["withdrawn"] = {k: v for k, v in withdrawal.items() if k != "item_code"}
         unchanged = {"_id": withdrawal["item_code"], "version": withdrawal["version"], "withdrawn": {"$exists": False}}
         if not self.current.update_one(unchanged, update).matched_count:
             self.current_outbox.forget([event])
             return False
-        self._bump_revision()
         return True
+
+    def listing_changed(self) -> None:
+        """Every process's cached listing reloads on its next read (after a withdrawal: see the
+        catalog service, which calls this before the withdrawal's event goes out)."""
+        self._bump_revision()
 
     def _bump_revision(self) -> None:
         """After every change of the listing: every process's cache reloads on its next read."""

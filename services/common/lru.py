@@ -24,6 +24,10 @@ class Lru(Generic[K, V]):
                 self._values.move_to_end(key)
             return value
 
+    def discard(self, key: K) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
     def put(self, key: K, value: V) -> None:
         with self._lock:
             self._values[key] = value

@@ -99,6 +99,15 @@ def run_once(db: Database, name: str, migrate: Callable[[], None]) -> None:
         db["migrations"].update_one({"_id": name}, {"$set": {"at": datetime.now(UTC)}}, upsert=True)
 
 
+def breaks_unique_index(exc: pymongo.errors.PyMongoError) -> bool:
+    """Whether a write failed on a unique index. MongoDB says so with DuplicateKeyError (11000)
+    for every write; the stand-in does for inserts, but an update that would break a unique index
+    comes back as an InternalError carrying SQLite's message."""
+    if isinstance(exc, pymongo.errors.DuplicateKeyError):
+        return True
+    return isinstance(exc, pymongo.errors.OperationFailure) and "UNIQUE constraint failed" in str(exc)
+
+
 # --- read models kept in documents of entries: shared update shapes ---------------------------------
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from contracts.envelope import Envelope
 from services.common.errors import Conflict
-from services.common.mongo import run_once, update_entry
+from services.common.mongo import breaks_unique_index, run_once, update_entry
 from services.common.outbox import OutboxCollection
 from services.identity.throttling import Failures
 
@@ -91,18 +91,21 @@ class IdentityStore:
             if login is None:
                 continue
             user = self.users.find_one({"_id": login["user_id"]})
-            # A phone's login name outlives a change of phone that died before removing it.
-            if user is not None and (not name.startswith("phone:") or user["phone_key"] == phone):
+            if not name.startswith("phone:") or (user is not None and user["phone_key"] == phone):
                 return user
+            # The name points at an account that no longer has this phone: a change of phone that
+            # died half way, or lost a race for the number. The users' unique phone decides.
+            return self._repoint_phone(phone)
         return None
 
     def change_contact(self, user: dict[str, Any], changes: dict[str, str | None], event: Envelope) -> None:
-        """Set the new phone and/or email with its event, or Conflict (the phone is another
-        account's, or this one's phone changed meanwhile).
+        """Set the new phone and/or email with its event, or Conflict: the phone is another
+        account's (409 on `phone`), or this account's phone changed meanwhile.
 
-        The new phone's login name is claimed first and the old one removed last, so the account
-        can always be logged into by phone; a crash in between leaves the old name behind, which
-        `find_by_login` ignores and the phone's next holder takes over."""
+        The unique index on the users' phone decides who holds a number. The new phone's login
+        name is claimed before that write and pointed at its holder after it, whoever won; the old
+        one is removed last. A crash in between leaves a name pointing at an account without that
+        phone, which `find_by_login` points at the real holder (or at nobody) when it meets it."""
         new_phone = changes.get("phone")
         if new_phone is not None:
             self._claim_phone_login(new_phone, user["_id"])
@@ -110,40 +113,48 @@ class IdentityStore:
         update["$set"].update(changes)
         if new_phone is not None:
             update["$set"]["phone_key"] = new_phone
+        taken = False
         try:
-            # Only from the phone it was read with: two changes at once cannot both win.
+            # Only from the phone it was read with: two changes of one account cannot both win.
             done = self.users.update_one({"_id": user["_id"], "phone_key": user["phone_key"]}, update).matched_count
-        except DuplicateKeyError:  # a registration took the phone meanwhile
-            done = 0
+        except OperationFailure as exc:  # another account holds the number (it won a race, or registered)
+            if not breaks_unique_index(exc):
+                raise
+            done, taken = 0, True
         if not done:
             self.user_outbox.forget([event])
             if new_phone is not None:
-                self.logins.delete_one({"_id": f"phone:{new_phone}", "user_id": user["_id"]})
-            raise _phone_taken() if new_phone is not None else Conflict("the account changed meanwhile; try again")
+                self._repoint_phone(new_phone)
+            raise _phone_taken() if taken else Conflict("the account changed meanwhile; try again")
         if new_phone is not None:
+            # A rival that lost may have pointed the name at itself meanwhile.
+            self.logins.update_one({"_id": f"phone:{new_phone}"}, {"$set": {"user_id": user["_id"]}}, upsert=True)
             self.logins.delete_one({"_id": f"phone:{user['phone_key']}", "user_id": user["_id"]})
 
     def _claim_phone_login(self, phone: str, user_id: str) -> None:
+        """Point the phone's login name at this account, or Conflict if another account holds the
+        phone. A name left behind by its former holder, or a rival's claim, is taken over: the
+        users' write that follows decides."""
         name = f"phone:{phone}"
-        for _ in range(2):  # once more if its holder let it go between our two reads
-            try:
-                self.logins.insert_one({"_id": name, "user_id": user_id})
-                return
-            except DuplicateKeyError:
-                holder = self.logins.find_one({"_id": name})
-            if holder is None:
-                continue
-            if holder["user_id"] == user_id:
-                return  # a retry of a change that died
+        try:
+            self.logins.insert_one({"_id": name, "user_id": user_id})
+            return
+        except DuplicateKeyError:
+            holder = self.logins.find_one({"_id": name})
+        if holder is not None and holder["user_id"] != user_id:
             owner = self.users.find_one({"_id": holder["user_id"]}, {"phone_key": 1})
             if owner is not None and owner["phone_key"] == phone:
-                break
-            # Left behind by its former holder's change of phone: take it over, unless someone else just did.
-            left = {"_id": name, "user_id": holder["user_id"]}
-            if self.logins.update_one(left, {"$set": {"user_id": user_id}}).matched_count:
-                return
-            break
-        raise _phone_taken()
+                raise _phone_taken()
+        self.logins.update_one({"_id": name}, {"$set": {"user_id": user_id}}, upsert=True)
+
+    def _repoint_phone(self, phone: str) -> dict[str, Any] | None:
+        """Point the phone's login name at the account that holds the phone, and return it. Rare
+        (a change of phone that died or lost a race), so the filter on the users' phone is fine;
+        a name whose phone nobody holds is left alone: a change may be about to take it."""
+        holder = self.users.find_one({"phone_key": phone})
+        if holder is not None:
+            self.logins.update_one({"_id": f"phone:{phone}"}, {"$set": {"user_id": holder["_id"]}}, upsert=True)
+        return holder
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.users.find_one({"_id": user_id}, {"outbox": 0})

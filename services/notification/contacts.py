@@ -52,6 +52,7 @@ class ContactCache:
     def changed(self, user_id: str) -> None:
         """Identity announced a new phone or email: what is kept, or on its way, is old."""
         self._changed.put(user_id, self._clock())
+        self._kept.discard(user_id)  # even should the change itself be forgotten first
 
     def _changed_since(self, user_id: str, asked_at: float) -> bool:
         changed_at = self._changed.get(user_id)

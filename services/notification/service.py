@@ -61,9 +61,21 @@ class NotificationService:
 
     # Every process hears of every change (a queue of its own): its kept contact of the person goes.
     @event_handler("identity", ContactChanged.event_type, handler_type=BROADCAST, reliable_delivery=False)
-    def on_contact_changed(self, body: dict[str, Any]) -> None:
+    def forget_kept_contact(self, body: dict[str, Any]) -> None:
         _, changed = parse_event(body, expected=ContactChanged)
         self.contacts.changed(changed.user_id)
+
+    # Once per change (reliably): a channel that can no longer reach the person is switched off, as
+    # choosing it would be refused, rather than failing every delivery from now on.
+    @consumes("identity", ContactChanged)
+    def on_contact_changed(self, envelope: Envelope, changed: ContactChanged) -> None:
+        chosen = self.store.channels_chosen(changed.user_id)
+        if not chosen:
+            return
+        contact = Contact.model_validate(call(self.identity.contact, changed.user_id))
+        reachable = [channel for channel in chosen if not deliveries.unreachable(channel, contact)]
+        if reachable != chosen:
+            self.store.choose_channels(changed.user_id, reachable, datetime.now(UTC))
 
     # --- case events, to the applicant ---------------------------------------------------------------
     @consumes("intake", CaseSubmitted)

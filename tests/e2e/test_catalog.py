@@ -229,6 +229,7 @@ def test_a_withdrawn_item_takes_no_applications_and_its_running_cases_go_on(yiwa
 
     gone = requests.get(yiwang.url(f"/api/v1/catalog/items/{WITHDRAWN_CODE}"), timeout=10)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+    assert gone.json()["error"]["details"] == [{"field": "item_code", "issue": "withdrawn"}]
     assert "老年人补贴一件事" in gone.json()["error"]["message"]
     assert WITHDRAWN_CODE not in listed()
     # Intake hears of it within moments (not the 60 s an unannounced entry is kept).

@@ -57,12 +57,18 @@ def test_a_new_phone_gets_the_next_texts_at_once_and_logs_in(yiwang: RunningSyst
     assert [m["to"] for m in texts_about(yiwang, second)] == [new_phone, new_phone]
     assert {m["to"] for m in texts_about(yiwang, first)} == {old_phone}
 
-    # The email can now be chosen as a channel, and removed again (which the channel then refuses).
+    # The email can now be chosen as a channel; removing the address switches that channel off.
     prefs = "/api/v1/me/notification-preferences"
-    chosen = requests.put(yiwang.url(prefs), json={"channels": ["email"]}, headers=auth(person), timeout=10)
-    assert chosen.status_code == 200
+    chosen = requests.put(yiwang.url(prefs), json={"channels": ["sms", "email"]}, headers=auth(person), timeout=10)
+    assert chosen.json() == {"channels": ["inbox", "sms", "email"]}
     removed = change(yiwang, person, {"password": person["password"], "email": None})
     assert removed.json() == {"phone": new_phone, "email": None}
+
+    def channels() -> list[str] | None:
+        now = requests.get(yiwang.url(prefs), headers=auth(person), timeout=10).json()["channels"]
+        return now if "email" not in now else None
+
+    assert eventually(channels, timeout=10, what="the email channel switched off") == ["inbox", "sms"]
 
 
 def test_a_phone_another_account_holds_is_a_conflict_and_a_released_one_is_free(yiwang: RunningSystem):

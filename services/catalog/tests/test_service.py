@@ -568,13 +568,13 @@ def test_admin_withdraws_the_current_version_and_announces_it(service, store, ev
     assert withdrawal["item_code"] == CODE and withdrawal["version"] == 2
     assert withdrawal["reason"] == "事项已取消（国务院决定）" and withdrawal["withdrawn_by"] == ADMIN["user_id"]
     assert event.type == "catalog.item_withdrawn.v1"
-    assert event.payload == {
-        "item_code": CODE,
-        "version": 2,
-        "department_code": GUIDE["department_code"],
-        "reason": "事项已取消（国务院决定）",
-    }
+    assert event.payload == {"item_code": CODE, "version": 2, "department_code": GUIDE["department_code"]}
     events.publish.assert_called_once_with(store.current_outbox, CODE, [event])
+    # The listings are told before the event goes out (so a crash in between cannot skip it).
+    assert [c[0] for c in store.mock_calls if c[0] in ("withdraw", "listing_changed")] == [
+        "withdraw",
+        "listing_changed",
+    ]
     assert (result["item_code"], result["version"], result["withdrawn_by"]) == (CODE, 2, ADMIN["user_id"])
 
 
@@ -617,8 +617,9 @@ def test_a_withdrawal_that_lost_a_race_is_a_conflict_and_announces_nothing(servi
 
 def test_a_withdrawn_items_guide_is_not_found_and_says_why_but_its_versions_stay(service, store):
     store.latest_version.return_value = {**stored_version(2), "withdrawn": WITHDRAWN}
-    with pytest.raises(NotFound, match="事项已取消"):
+    with pytest.raises(NotFound, match="事项已取消") as info:
         service.get_item(CODE)
+    assert info.value.details == [{"field": "item_code", "issue": "withdrawn"}]
     store.get_version.return_value = stored_version(2)
     assert service.get_item(CODE, 2)["version"] == 2
 
@@ -626,3 +627,11 @@ def test_a_withdrawn_items_guide_is_not_found_and_says_why_but_its_versions_stay
 def test_the_next_version_of_a_withdrawn_item_follows_the_withdrawn_one(service, store):
     store.latest_version.return_value = {**stored_version(2), "withdrawn": WITHDRAWN}
     assert service.publish_guide(GUIDE)["version"] == 3
+
+
+def test_the_relay_tells_the_listings_before_a_withdrawal_a_dead_writer_left_goes_out(service, store, events):
+    service.relay_outbox()
+    relayed = {c.args[0]: c.kwargs.get("before_publish") for c in events.relay.call_args_list}
+    assert set(relayed) == {store.outbox, store.current_outbox}
+    relayed[store.current_outbox](CODE, {"type": "catalog.item_withdrawn.v1"})
+    store.listing_changed.assert_called_once_with()

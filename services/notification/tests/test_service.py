@@ -14,6 +14,7 @@ from contracts.events import (
     CaseSubmitted,
     CaseSupplementRequested,
     CaseWithdrawn,
+    ContactChanged,
 )
 from contracts.identity import ApplicantProfile
 from contracts.notifications import NotificationView
@@ -270,3 +271,41 @@ def test_the_applicants_profile_in_a_submission_never_reaches_the_templates(serv
     service.on_case_submitted(new_event(payload, producer="intake").model_dump(mode="json"))
     assert seen and "applicant" not in seen[0]
     assert _inserted(store)["title"] == "您的“高龄津贴申领”申请已提交"
+
+
+# --- a person's contact changed ---------------------------------------------------------------------
+
+
+def contact_changed(*changed):
+    return new_event(ContactChanged(user_id="u-citizen", changed=list(changed)), producer="identity")
+
+
+def identity_answers(service, phone="13911112222", email=None):
+    answer = {"user_id": "u-citizen", "phone": phone, "email": email}
+    service.identity.contact.call_async.return_value.result.return_value = answer
+
+
+def test_a_removed_email_switches_the_email_channel_off(service, store):
+    store.channels_chosen.return_value = ["inbox", "sms", "email"]
+    identity_answers(service, email=None)
+    service.on_contact_changed(contact_changed("email").model_dump(mode="json"))
+    service.identity.contact.call_async.assert_called_once_with("u-citizen")
+    assert store.choose_channels.call_args.args[:2] == ("u-citizen", ["inbox", "sms"])
+
+
+def test_a_change_that_still_reaches_every_chosen_channel_writes_nothing(service, store):
+    store.channels_chosen.return_value = ["inbox", "sms", "email"]
+    identity_answers(service, email="li@example.cn")
+    service.on_contact_changed(contact_changed("phone", "email").model_dump(mode="json"))
+    store.choose_channels.assert_not_called()
+
+
+def test_nobody_chose_anything_so_nobody_is_asked(service, store):
+    service.on_contact_changed(contact_changed("email").model_dump(mode="json"))
+    service.identity.contact.call_async.assert_not_called()
+    store.choose_channels.assert_not_called()
+
+
+def test_every_process_forgets_the_contact_it_kept(service):
+    service.forget_kept_contact(contact_changed("phone").model_dump(mode="json"))
+    service.contacts.changed.assert_called_once_with("u-citizen")

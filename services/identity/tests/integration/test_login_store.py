@@ -81,10 +81,36 @@ def test_a_change_read_before_another_one_loses(store):
     store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
     before = store.get_user("u1")
     store.change_contact(before, {"phone": "13911112222"}, changed("u1"))
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as lost:
         store.change_contact(before, {"phone": "13922223333"}, changed("u1"))
+    assert lost.value.details == []  # not "phone already registered": nobody holds that number
     assert store.find_by_login([], "13911112222")["_id"] == "u1"
-    assert store.find_by_login([], "13922223333") is None  # its claim was let go
+    assert store.find_by_login([], "13922223333") is None  # its claim logs nobody in
+
+
+def test_two_accounts_racing_for_one_phone_leave_it_logging_into_the_winner(store, monkeypatch):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    store.insert_user(user("u2", "110101199003077777", "13811111111"), "id_number")
+    u1, u2 = store.get_user("u1"), store.get_user("u2")
+    store.change_contact(u1, {"phone": "13911112222"}, changed("u1"))  # u1 wins the number
+    # u2 claimed the name before u1's write and writes its user after it (its claim lands late).
+    store.logins.update_one({"_id": "phone:13911112222"}, {"$set": {"user_id": "u2"}})
+    monkeypatch.setattr(store, "_claim_phone_login", lambda phone, user_id: None)
+    with pytest.raises(Conflict) as taken:
+        store.change_contact(u2, {"phone": "13911112222"}, changed("u2"))
+    assert taken.value.details == [{"field": "phone", "issue": "already registered"}]
+    assert store.logins.find_one({"_id": "phone:13911112222"})["user_id"] == "u1"
+    assert store.find_by_login([], "13911112222")["_id"] == "u1"
+    assert store.find_by_login([], "13811111111")["_id"] == "u2"
+
+
+def test_a_winner_that_died_before_pointing_the_name_at_itself_is_found_by_its_phone(store):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    # Its user holds the new number, but the name still points at a rival that lost the race.
+    store.logins.insert_one({"_id": "phone:13911112222", "user_id": "u2"})
+    store.users.update_one({"_id": "u1"}, {"$set": {"phone": "13911112222", "phone_key": "13911112222"}})
+    assert store.find_by_login([], "13911112222")["_id"] == "u1"
+    assert store.logins.find_one({"_id": "phone:13911112222"})["user_id"] == "u1"  # repaired
 
 
 def test_a_change_that_died_half_way_leaves_a_login_name_nobody_can_use_and_the_next_holder_takes(store):
