@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from contracts.catalog import ItemSummary, PublishedItem, ServiceGuide
+from services.common.china_time import CHINA
 from services.common.errors import ValidationFailed, validated
 from services.common.rules import RuleCompileError, compile_rule
 
@@ -43,6 +45,7 @@ def published(doc: dict[str, Any]) -> PublishedItem:
 
 
 def withdrawn_message(item_code: str, withdrawal: dict[str, Any]) -> str:
-    """What an applicant reads about a withdrawn item: since when, and why."""
-    day = withdrawal["withdrawn_at"].date().isoformat()
+    """What an applicant reads about a withdrawn item: since when (the day in China), and why."""
+    at = withdrawal["withdrawn_at"]
+    day = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(CHINA).date().isoformat()
     return f"{item_code} takes no applications since {day}: {withdrawal['reason']}"

@@ -20,14 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pymongo.collection import Collection
 
+from services.common.china_time import CHINA
 from services.common.mongo import update_entry
 from services.common.paging import plan_page
-
-CHINA = ZoneInfo("Asia/Shanghai")
 
 Row = tuple[str, dict[str, Any]]  # (key, entry)
 

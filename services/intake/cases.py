@@ -7,7 +7,6 @@ import json
 import re
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator
 
@@ -16,11 +15,10 @@ from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
 from contracts.identity import ApplicantProfile, CertificateCheck
+from services.common.china_time import CHINA  # the calendar where the departments are
 from services.common.errors import Conflict, NotFound, ValidationFailed
 from services.intake.workdays import add_working_days
 
-# Case numbers and working days follow the calendar where the departments are.
-CHINA = ZoneInfo("Asia/Shanghai")
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
 
 

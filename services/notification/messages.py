@@ -12,16 +12,15 @@ import hashlib
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from contracts.envelope import Envelope
+from services.common.china_time import CHINA
 from services.common.telemetry import current_traceparent
 from services.notification.deliveries import view as deliveries_view
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-CHINA = ZoneInfo("Asia/Shanghai")
 
 _env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), undefined=StrictUndefined, autoescape=False)
 

@@ -635,3 +635,10 @@ def test_the_relay_tells_the_listings_before_a_withdrawal_a_dead_writer_left_goe
     assert set(relayed) == {store.outbox, store.current_outbox}
     relayed[store.current_outbox](CODE, {"type": "catalog.item_withdrawn.v1"})
     store.listing_changed.assert_called_once_with()
+
+
+def test_the_day_of_a_withdrawal_is_the_day_in_china():
+    from services.catalog.guides import withdrawn_message
+
+    late_evening_utc = {**WITHDRAWN, "withdrawn_at": datetime(2026, 11, 20, 17, 30)}  # 01:30 on the 21st in Beijing
+    assert "since 2026-11-21:" in withdrawn_message(CODE, late_evening_utc)
