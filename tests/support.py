@@ -175,8 +175,13 @@ def event_recorder(source_service: str, event_type: str) -> type:
 
 def dispatch_event(source_service: str, envelope: dict[str, Any]) -> None:
     """Publish an envelope as if `source_service` had (persistent, confirmed)."""
-    from nameko.standalone.events import event_dispatcher
+    from nameko.standalone import events
 
+    # Not through nameko-opentelemetry's wrapper: it finds the dispatcher's publisher in the frame of
+    # the first Python function called after it sets a trace hook, and when the garbage collector
+    # runs a callback first (hypothesis registers one) that is the wrong frame: KeyError 'publisher'
+    # (seen once in CI). The services never use the standalone dispatcher; tests need no span of it.
+    event_dispatcher = getattr(events.event_dispatcher, "__wrapped__", events.event_dispatcher)
     event_dispatcher()(source_service, envelope["type"], envelope)
 
 
