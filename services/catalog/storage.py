@@ -95,7 +95,7 @@ class CatalogStore:
             [{**d, **self.outbox.fields(d["_id"], [e])} for d, e in zip(docs, events, strict=True)]
         )
         self.current.insert_many([self._current_doc(d) for d in docs])
-        self._bump_revision()
+        self.listing_changed()
 
     def _version_doc(self, guide: dict[str, Any], version: int) -> dict[str, Any]:
         return {
@@ -126,7 +126,7 @@ class CatalogStore:
         ).matched_count:
             with contextlib.suppress(DuplicateKeyError):  # the row exists with this or a newer version
                 self.current.insert_one(current)
-        self._bump_revision()
+        self.listing_changed()
 
     def withdraw(self, withdrawal: dict[str, Any], event: Envelope) -> bool:
         """Mark the item's current row withdrawn, with its event; False when that row is no longer
@@ -141,11 +141,6 @@ class CatalogStore:
         return True
 
     def listing_changed(self) -> None:
-        """Every process's cached listing reloads on its next read (after a withdrawal: see the
-        catalog service, which calls this before the withdrawal's event goes out)."""
-        self._bump_revision()
-
-    def _bump_revision(self) -> None:
         """After every change of the listing: every process's cache reloads on its next read."""
         self.meta.update_one({"_id": "revision"}, {"$inc": {"n": 1}}, upsert=True)
 

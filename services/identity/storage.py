@@ -83,7 +83,10 @@ class IdentityStore:
 
     def _index_logins(self, user: dict[str, Any]) -> None:
         for name in (user["login_key"], f"phone:{user['phone_key']}"):
-            self.logins.update_one({"_id": name}, {"$set": {"user_id": user["_id"]}}, upsert=True)
+            self._point_login(name, user["_id"])
+
+    def _point_login(self, name: str, user_id: str) -> None:
+        self.logins.update_one({"_id": name}, {"$set": {"user_id": user_id}}, upsert=True)
 
     def find_by_login(self, keys: list[str], phone: str) -> dict[str, Any] | None:
         for name in (*keys, f"phone:{phone}"):
@@ -128,7 +131,7 @@ class IdentityStore:
             raise _phone_taken() if taken else Conflict("the account changed meanwhile; try again")
         if new_phone is not None:
             # A rival that lost may have pointed the name at itself meanwhile.
-            self.logins.update_one({"_id": f"phone:{new_phone}"}, {"$set": {"user_id": user["_id"]}}, upsert=True)
+            self._point_login(f"phone:{new_phone}", user["_id"])
             self.logins.delete_one({"_id": f"phone:{user['phone_key']}", "user_id": user["_id"]})
 
     def _claim_phone_login(self, phone: str, user_id: str) -> None:
@@ -145,7 +148,7 @@ class IdentityStore:
             owner = self.users.find_one({"_id": holder["user_id"]}, {"phone_key": 1})
             if owner is not None and owner["phone_key"] == phone:
                 raise _phone_taken()
-        self.logins.update_one({"_id": name}, {"$set": {"user_id": user_id}}, upsert=True)
+        self._point_login(name, user_id)
 
     def _repoint_phone(self, phone: str) -> dict[str, Any] | None:
         """Point the phone's login name at the account that holds the phone, and return it. Rare
@@ -153,7 +156,7 @@ class IdentityStore:
         a name whose phone nobody holds is left alone: a change may be about to take it."""
         holder = self.users.find_one({"phone_key": phone})
         if holder is not None:
-            self.logins.update_one({"_id": f"phone:{phone}"}, {"$set": {"user_id": holder["_id"]}}, upsert=True)
+            self._point_login(f"phone:{phone}", holder["_id"])
         return holder
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
