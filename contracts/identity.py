@@ -14,6 +14,7 @@ Phone = Annotated[str, Field(pattern=r"^1[3-9][0-9]{9}$", description="11-digit 
 Verbatim = StringConstraints(strip_whitespace=False)
 Password = Annotated[str, Verbatim, Field(min_length=8, max_length=128)]
 PersonName = Annotated[str, Field(min_length=1, max_length=64)]
+PhoneCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="the 6-digit code texted to the new phone")]
 
 
 class CitizenRegistration(Contract):
@@ -46,12 +47,29 @@ class RegistrationResult(Contract):
     assurance_level: int
 
 
+class PhoneCodeRequest(Contract):
+    """`POST /api/v1/me/contact/phone-code`: text a one-time code to a phone the account holder
+    wants as their new one (the code proves they hold it)."""
+
+    phone: Phone
+
+
+class PhoneCodeSent(Contract):
+    """The answer to a phone-code request: when the code stops working, and how many seconds until
+    another may be asked for."""
+
+    phone: str
+    expires_at: datetime
+    resend_after: int
+
+
 class ContactChange(Contract):
     """`PUT /api/v1/me/contact`: a new phone number and/or email address (null removes the email),
-    confirmed with the account's current password."""
+    confirmed with the account's current password; a new phone also needs the code texted to it."""
 
     password: Annotated[str, Verbatim, Field(min_length=1, max_length=128)]
     phone: Phone | None = None
+    phone_code: PhoneCode | None = None
     email: EmailStr | None = None
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from contracts.base import Contract, OpenContract
 from contracts.common import PageQuery
@@ -44,6 +44,17 @@ class NotificationPreferences(Contract):
     def _inbox_first_and_once(cls, channels: list[Channel]) -> list[Channel]:
         # Order and duplicates carry no meaning; the inbox cannot be switched off.
         return [c for c in ("inbox", "sms", "email") if c == "inbox" or c in channels]
+
+
+class VerificationText(Contract):
+    """Notification RPC `send_verification_code`: one text with a one-time code, sent at once (the
+    person is waiting for it), never stored, never retried later: a late code is a useless one."""
+
+    phone: str = Field(pattern=r"^1[3-9][0-9]{9}$")
+    code: str = Field(pattern=r"^[0-9]{6}$")
+    purpose: Literal["phone_change"]
+    valid_minutes: int = Field(ge=1, le=60)
+    reference: str = Field(min_length=1, max_length=200)  # the provider sends once per reference
 
 
 class Contact(Contract):

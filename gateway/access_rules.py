@@ -25,6 +25,7 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/api/v1/me/certificates"): frozenset({APPLICANT}),
     ("GET", "/api/v1/me/contact"): frozenset({APPLICANT}),
     ("PUT", "/api/v1/me/contact"): frozenset({APPLICANT}),
+    ("POST", "/api/v1/me/contact/phone-code"): frozenset({APPLICANT}),
     ("POST", "/api/v1/me/verifications/real-name"): frozenset({APPLICANT}),
     ("POST", "/api/v1/me/verifications/face"): frozenset({APPLICANT}),
     ("POST", "/api/v1/admin/staff"): frozenset({ADMIN}),

@@ -44,6 +44,8 @@ from contracts.identity import (
     ContactView,
     FaceVerification,
     LoginRequest,
+    PhoneCodeRequest,
+    PhoneCodeSent,
     RefreshRequest,
     Registration,
     RegistrationResult,
@@ -192,7 +194,8 @@ class Gateway:
     @api(
         "PUT",
         "/api/v1/me/contact",
-        summary="A new phone (also a login name) and/or email (null removes it), confirmed with the password",
+        summary="A new phone (also a login name; with the code texted to it) and/or email (null removes it), "
+        "confirmed with the password",
         roles=("applicant",),
         request_model=ContactChange,
         response_model=ContactView,
@@ -201,6 +204,19 @@ class Gateway:
         # exclude_unset: an email left out stays; an email given as null is removed.
         body = validated(ContactChange, read_json(request)).model_dump(mode="json", exclude_unset=True)
         return call(self.identity.change_contact, principal.model_dump(), body)
+
+    @api(
+        "POST",
+        "/api/v1/me/contact/phone-code",
+        summary="Text a one-time code to a new phone; changing the phone then needs it",
+        roles=("applicant",),
+        request_model=PhoneCodeRequest,
+        response_model=PhoneCodeSent,
+        status=202,
+    )
+    def send_phone_code(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
+        body = validated(PhoneCodeRequest, read_json(request)).model_dump(mode="json")
+        return 202, call(self.identity.send_phone_code, principal.model_dump(), body)
 
     @api(
         "POST",

@@ -586,6 +586,7 @@ def test_my_contact(gateway):
         {"password": "secret-1", "phone": "13911112222"},  # the email left out stays as it is
         {"password": "secret-1", "email": None},  # null removes it
         {"password": "secret-1", "phone": "13911112222", "email": "li@example.cn"},
+        {"password": "secret-1", "phone": "13911112222", "phone_code": "480213"},
     ],
 )
 def test_a_contact_change_reaches_identity_as_given(gateway, body):
@@ -595,11 +596,33 @@ def test_a_contact_change_reaches_identity_as_given(gateway, body):
 
 
 @pytest.mark.parametrize(
-    "body", [{"password": "secret-1"}, {"phone": "13911112222"}, {"password": "secret-1", "phone": "1391111"}]
+    "body",
+    [
+        {"password": "secret-1"},
+        {"phone": "13911112222"},
+        {"password": "secret-1", "phone": "1391111"},
+        {"password": "secret-1", "phone": "13911112222", "phone_code": "48021"},
+    ],
 )
 def test_a_bad_contact_change_is_refused_before_identity(gateway, body):
     assert gateway.change_my_contact(_request("PUT", body=body)).status_code == 422
     gateway.identity.change_contact.call_async.assert_not_called()
+
+
+def test_a_phone_code_request_reaches_identity_and_answers_202(gateway):
+    sent = {"phone": "13911112222", "expires_at": "2027-03-01T02:05:00Z", "resend_after": 60}
+    returns(gateway.identity.send_phone_code, sent)
+    answer = gateway.send_phone_code(_request("POST", body={"phone": "13911112222"}))
+    assert answer.status_code == 202 and _json(answer) == sent
+    gateway.identity.send_phone_code.call_async.assert_called_once_with(
+        PRINCIPAL.model_dump(), {"phone": "13911112222"}
+    )
+
+
+@pytest.mark.parametrize("body", [{}, {"phone": "1391111"}, {"phone": "13911112222", "code": "1"}])
+def test_a_bad_phone_code_request_is_refused_before_identity(gateway, body):
+    assert gateway.send_phone_code(_request("POST", body=body)).status_code == 422
+    gateway.identity.send_phone_code.call_async.assert_not_called()
 
 
 # --- catalog: versions, answers, drafts -----------------------------------------------------------
@@ -918,6 +941,7 @@ def test_new_routes_declare_their_roles():
     assert roles[("POST", "/api/v1/cases/<case_no>/supplements")] == ("applicant",)
     assert roles[("GET", "/api/v1/me/contact")] == ("applicant",)
     assert roles[("PUT", "/api/v1/me/contact")] == ("applicant",)
+    assert roles[("POST", "/api/v1/me/contact/phone-code")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/withdrawal")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/evaluation")] == ("applicant",)
     assert roles[("GET", "/api/v1/review/tasks")] == ("reviewer",)

@@ -22,12 +22,15 @@ from contracts.identity import (
     FaceVerification,
     JwkSet,
     LoginAttempt,
+    PhoneCodeRequest,
+    PhoneCodeSent,
     RefreshRequest,
     Registration,
     StaffCreated,
     StaffCreation,
     TokenPair,
 )
+from contracts.notifications import VerificationText
 from services.common.consuming import consumes
 from services.common.errors import (
     EXPECTED_ERRORS,
@@ -42,9 +45,9 @@ from services.common.errors import (
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
-from services.common.rpc import rpc
+from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate
-from services.identity import accounts, certificates, throttling, tokens, verification
+from services.identity import accounts, certificates, phone_codes, throttling, tokens, verification
 from services.identity.first_admin import first_admin_password
 from services.identity.storage import IdentityStore
 
@@ -60,6 +63,7 @@ class IdentityService:
     metrics = Metrics()
     store: IdentityStore = Storage(IdentityStore)
     events = EventPublisher()
+    notification = ServiceRpc("notification")  # texts the phone codes
 
     # --- accounts ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
@@ -114,11 +118,48 @@ class IdentityService:
             )
         self.store.clear_failures(allowance)
         changes = accounts.contact_changes(user, change)
+        if "phone" in changes:
+            self._spend_phone_code(user["_id"], str(changes["phone"]), change.phone_code, now)
         if changes:
             event = new_event(ContactChanged(user_id=user["_id"], changed=sorted(changes)), producer=self.name)
             self.store.change_contact(user, changes, event)
             self.events.publish(self.store.user_outbox, user["_id"], [event])
         return accounts.contact_view({**user, **changes}).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def send_phone_code(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        """Text a one-time code to the phone an applicant wants as their new one
+        (`POST /api/v1/me/contact/phone-code`); the change of phone then needs it."""
+        user = self._applicant(principal)
+        phone = validated(PhoneCodeRequest, payload).phone
+        if phone == user.get("phone"):
+            raise ValidationFailed(
+                "this is already the account's phone", [{"field": "phone", "issue": "already this account's phone"}]
+            )
+        policy, now = phone_codes.Policy.from_env(), datetime.now(UTC)
+        # To the millisecond, as the store keeps times: `sent_at` identifies the challenge in writes.
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        previous = self.store.phone_challenge(user["_id"])
+        code = phone_codes.new_code()
+        challenge = phone_codes.new_challenge(user["_id"], phone, code, previous, now, policy)
+        phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
+        if not self.store.keep_phone_challenge(challenge, previous):
+            raise RateLimited("a code is being sent already", retry_after=int(policy.resend_interval.total_seconds()))
+        text = VerificationText(
+            phone=phone,
+            code=code,
+            purpose="phone_change",
+            valid_minutes=policy.valid_minutes,
+            reference=f"phone-code:{user['_id']}:{now.timestamp():.6f}",
+        )
+        try:
+            call(self.notification.send_verification_code, text.model_dump())
+        except Exception:
+            self.store.cancel_phone_challenge(user["_id"], now, now)  # not sent: ask again at once
+            raise
+        return PhoneCodeSent(
+            phone=phone, expires_at=challenge["expires_at"], resend_after=int(policy.resend_interval.total_seconds())
+        ).model_dump(mode="json")
 
     @rpc
     def reviewers_of(self, department_code: str) -> list[str]:
@@ -288,6 +329,14 @@ class IdentityService:
         wait = max((throttling.retry_after(seen.get(key), limit, policy, now) or 0) for key, limit in limits.items())
         if wait:
             raise RateLimited("too many failed logins; try again later", retry_after=wait)
+
+    def _spend_phone_code(self, user_id: str, phone: str, code: str | None, now: datetime) -> None:
+        if code is None:
+            raise phone_codes.code_required()
+        counted = self.store.count_code_attempt(user_id)
+        challenge = phone_codes.check(counted, user_id, phone, code, now, phone_codes.Policy.from_env())
+        if not self.store.use_phone_challenge(user_id, challenge["sent_at"]):
+            raise phone_codes.rejected("the code was used already; ask for a new one")
 
     def _user(self, user_id: str) -> dict[str, Any]:
         user = self.store.get_user(user_id)

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -32,6 +32,8 @@ class IdentityStore:
         # filtering certificates by user is a full scan on FerretDB, and every case asks it.
         self.held = db["user_certificates"]
         self.audit = db["audit_trail"]  # insert-only: nothing updates or deletes an entry
+        self.phone_challenges = db["phone_challenges"]  # `<user_id>` -> the code last texted (a digest)
+        self.phone_code_sends = db["phone_code_sends"]  # `<phone>` -> codes texted to it today
         self.user_outbox = OutboxCollection(self.users)
         self.session_outbox = OutboxCollection(self.sessions)
         self.certificate_outbox = OutboxCollection(self.certificates)
@@ -228,6 +230,62 @@ class IdentityStore:
         if spent is not None:
             return spent, True
         return self.refresh_tokens.find_one({"_id": digest}), False
+
+    # --- phone codes ------------------------------------------------------------------------------
+    def phone_challenge(self, user_id: str) -> dict[str, Any] | None:
+        return self.phone_challenges.find_one({"_id": user_id})
+
+    def keep_phone_challenge(self, challenge: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+        """Keep a new challenge in place of the one it was decided against; False when another
+        request replaced that one meanwhile (two requests at once send one code)."""
+        if previous is None:
+            try:
+                self.phone_challenges.insert_one(challenge)
+            except DuplicateKeyError:
+                return False
+            return True
+        replaced = self.phone_challenges.replace_one(
+            {"_id": challenge["_id"], "sent_at": previous["sent_at"]}, challenge
+        )
+        return replaced.matched_count == 1
+
+    def count_code_to_phone(self, phone: str, day: str) -> int:
+        """Count one more code texted to the phone on this day; the count so far, this one included."""
+        # One row per phone, reset when a new day starts (no TTL indexes on the stand-in).
+        self.phone_code_sends.update_one({"_id": phone, "day": {"$ne": day}}, {"$set": {"day": day, "count": 0}})
+        for _ in range(2):  # two first sends at once: one insert wins, the other counts on it
+            try:
+                doc = self.phone_code_sends.find_one_and_update(
+                    {"_id": phone, "day": day},
+                    {"$inc": {"count": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                return int(doc["count"])
+            except OperationFailure as exc:
+                if not breaks_unique_index(exc):
+                    raise
+        raise Conflict("the phone's count changed meanwhile; try again")
+
+    def count_code_attempt(self, user_id: str) -> dict[str, Any] | None:
+        """Count a try of the account's code, then answer the challenge as counted (None without
+        a usable one): counting first means parallel guesses cannot exceed the allowance."""
+        return self.phone_challenges.find_one_and_update(
+            {"_id": user_id, "used": False}, {"$inc": {"attempts": 1}}, return_document=ReturnDocument.AFTER
+        )
+
+    def use_phone_challenge(self, user_id: str, sent_at: datetime) -> bool:
+        """Spend the code: True for the one caller that does (a code changes a phone once)."""
+        spent = self.phone_challenges.update_one(
+            {"_id": user_id, "sent_at": sent_at, "used": False}, {"$set": {"used": True}}
+        )
+        return spent.modified_count == 1
+
+    def cancel_phone_challenge(self, user_id: str, sent_at: datetime, now: datetime) -> None:
+        """The text did not go out: the code is void and another may be asked for at once."""
+        self.phone_challenges.update_one(
+            {"_id": user_id, "sent_at": sent_at}, {"$set": {"used": True, "next_send_at": now}}
+        )
 
     # --- login throttling -------------------------------------------------------------------------
     def failures(self, keys: list[str]) -> dict[str, Failures]:

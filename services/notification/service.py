@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import eventlet
 from eventlet.greenpool import GreenPool
 from nameko.events import BROADCAST, event_handler
 from nameko.timer import timer
@@ -28,9 +29,9 @@ from contracts.events import (
     CertificateIssued,
     ContactChanged,
 )
-from contracts.notifications import Contact, NotificationPreferences, NotificationView
+from contracts.notifications import Contact, NotificationPreferences, NotificationView, VerificationText
 from services.common.consuming import consumes
-from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, ValidationFailed, validated
+from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, Unavailable, ValidationFailed, validated
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.rpc import ServiceRpc, call, rpc
@@ -44,6 +45,10 @@ from services.notification.storage import ORPHAN_AFTER, NotificationStore
 log = logging.getLogger(__name__)
 
 DELIVERIES = Counter("yiwang_deliveries", "Outbound deliveries reaching a status", ["channel", "status"])
+VERIFICATION_TEXTS = Counter("yiwang_verification_texts", "One-time code texts by the provider's answer", ["outcome"])
+
+# A verification text waits this many quarter seconds for the SMS rate limit, then gives up.
+VERIFICATION_RATE_WAITS = 8
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
@@ -164,6 +169,28 @@ class NotificationService:
             raise ValidationFailed("a chosen channel cannot reach this account", problems)
         self.store.choose_channels(who.user_id, list(wanted.channels), datetime.now(UTC))
         return wanted.model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=("payload",))
+    def send_verification_code(self, payload: dict[str, Any]) -> None:
+        """Text a one-time code now (identity asks; the person waits for it): not stored, never
+        retried later, within the SMS rate limit. Unavailable when the provider does not take it."""
+        text = validated(VerificationText, payload)
+        body = messages.render_sms(f"verification.{text.purpose}", text.model_dump())
+        for _ in range(VERIFICATION_RATE_WAITS):
+            if self.store.take_rate_token("sms", datetime.now(UTC), self.outbound.rate_limits["sms"]):
+                break
+            eventlet.sleep(0.25)
+        else:
+            raise Unavailable("the SMS channel is at its rate limit; try again in a moment")
+        outcome = self.outbound.sms.send(text.phone, body, text.reference)
+        VERIFICATION_TEXTS.labels(outcome.kind).inc()
+        if outcome.kind == "permanent":
+            raise ValidationFailed(
+                "this phone cannot receive texts", [{"field": "phone", "issue": "refused by the SMS provider"}]
+            )
+        if outcome.kind == "temporary":
+            log.warning("verification text %s not sent: %s", text.reference, outcome.error)
+            raise Unavailable("the text could not be sent; try again in a moment")
 
     @rpc
     def ping(self) -> str:

@@ -1,17 +1,21 @@
-"""An applicant changes their phone and email over HTTP: the next texts go to the new phone at once
-(not after the minute notification keeps a contact), the new phone logs in and the old one no
-longer, and a wrong password changes nothing."""
+"""An applicant changes their phone and email over HTTP: a new phone needs the code texted to it;
+the next texts go to the new phone at once (not after the minute notification keeps a contact), the
+new phone logs in and the old one no longer, and a wrong password or code changes nothing."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import requests
 
 from tests.e2e.conftest import RunningSystem, auth, sign_up
-from tests.e2e.test_case_flow import ALLOWANCE, GOOD_FORM, submit
+from tests.e2e.test_case_flow import ALLOWANCE, GOOD_FORM, spans_of, submit
 from tests.e2e.test_catalog import admin_token
 from tests.support import citizen, eventually, sms_received
 
 CONTACT = "/api/v1/me/contact"
+PHONE_CODE = "/api/v1/me/contact/phone-code"
 
 
 def texts_about(yiwang: RunningSystem, case_no: str) -> list[dict]:
@@ -22,6 +26,28 @@ def change(yiwang: RunningSystem, person: dict, body: dict) -> requests.Response
     return requests.put(yiwang.url(CONTACT), json=body, headers=auth(person), timeout=10)
 
 
+def ask_code(yiwang: RunningSystem, person: dict, phone: str) -> requests.Response:
+    return requests.post(yiwang.url(PHONE_CODE), json={"phone": phone}, headers=auth(person), timeout=10)
+
+
+def code_texted(yiwang: RunningSystem, phone: str) -> str:
+    """The newest one-time code the SMS provider took for this phone."""
+
+    def code() -> str | None:
+        texts = [m for m in sms_received(yiwang.sms_url) if m["to"] == phone and "验证码" in m["text"]]
+        return re.search(r"验证码(\d{6})", texts[-1]["text"]).group(1) if texts else None  # type: ignore[union-attr]
+
+    return eventually(code, timeout=10, what=f"a code texted to {phone}")
+
+
+def new_phone_for(yiwang: RunningSystem, person: dict) -> tuple[str, str]:
+    """A fresh phone and the code texted to it for this person."""
+    phone = citizen()["phone"]
+    asked = ask_code(yiwang, person, phone)
+    assert asked.status_code == 202, asked.text
+    return phone, code_texted(yiwang, phone)
+
+
 def login(yiwang: RunningSystem, username: str, password: str) -> int:
     body = {"username": username, "password": password}
     return requests.post(yiwang.url("/api/v1/auth/login"), json=body, timeout=10).status_code
@@ -29,7 +55,7 @@ def login(yiwang: RunningSystem, username: str, password: str) -> int:
 
 def test_a_new_phone_gets_the_next_texts_at_once_and_logs_in(yiwang: RunningSystem):
     person = sign_up(yiwang)
-    old_phone, new_phone = person["phone"], citizen()["phone"]
+    old_phone, (new_phone, code) = person["phone"], new_phone_for(yiwang, person)
     assert requests.get(yiwang.url(CONTACT), headers=auth(person), timeout=10).json() == {
         "phone": old_phone,
         "email": None,
@@ -42,7 +68,8 @@ def test_a_new_phone_gets_the_next_texts_at_once_and_logs_in(yiwang: RunningSyst
     assert wrong.status_code == 422
     assert [d["field"] for d in wrong.json()["error"]["details"]] == ["password"]
     assert change(yiwang, person, {"password": person["password"]}).status_code == 422  # nothing to change
-    changed = change(yiwang, person, {"password": person["password"], "phone": new_phone, "email": "li@example.cn"})
+    body = {"password": person["password"], "phone": new_phone, "phone_code": code, "email": "li@example.cn"}
+    changed = change(yiwang, person, body)
     assert changed.status_code == 200, changed.text
     assert changed.json() == {"phone": new_phone, "email": "li@example.cn"}
     assert requests.get(yiwang.url(CONTACT), headers=auth(person), timeout=10).json() == changed.json()
@@ -73,15 +100,70 @@ def test_a_new_phone_gets_the_next_texts_at_once_and_logs_in(yiwang: RunningSyst
 
 def test_a_phone_another_account_holds_is_a_conflict_and_a_released_one_is_free(yiwang: RunningSystem):
     first, second = sign_up(yiwang), sign_up(yiwang)
-    taken = change(yiwang, first, {"password": first["password"], "phone": second["phone"]})
+    # The code goes out (asking reveals no one's registration); the change itself is refused.
+    assert ask_code(yiwang, first, second["phone"]).status_code == 202
+    body = {"password": first["password"], "phone": second["phone"], "phone_code": code_texted(yiwang, second["phone"])}
+    taken = change(yiwang, first, body)
     assert taken.status_code == 409
     assert taken.json()["error"]["details"] == [{"field": "phone", "issue": "already registered"}]
     assert login(yiwang, second["phone"], second["password"]) == 200
 
-    released = first["phone"]
-    assert change(yiwang, first, {"password": first["password"], "phone": citizen()["phone"]}).status_code == 200
+    released = second["phone"]
+    phone, code = new_phone_for(yiwang, second)
+    assert (
+        change(yiwang, second, {"password": second["password"], "phone": phone, "phone_code": code}).status_code == 200
+    )
     newcomer = requests.post(yiwang.url("/api/v1/auth/register"), json={**citizen(), "phone": released}, timeout=10)
     assert newcomer.status_code == 201
+
+
+def test_a_new_phone_needs_the_code_texted_to_it(yiwang: RunningSystem):
+    person = sign_up(yiwang)
+    wanted, elsewhere = citizen()["phone"], citizen()["phone"]
+
+    def refused_on_code(body: dict) -> str:
+        answer = change(yiwang, person, {"password": person["password"], **body})
+        assert answer.status_code == 422, answer.text
+        (detail,) = answer.json()["error"]["details"]
+        assert detail["field"] == "phone_code"
+        return detail["issue"]
+
+    assert "needs the code" in refused_on_code({"phone": wanted})
+    assert "no code was sent" in refused_on_code({"phone": wanted, "phone_code": "123456"})
+
+    sent = ask_code(yiwang, person, wanted)
+    assert sent.status_code == 202 and sent.json()["phone"] == wanted and sent.json()["resend_after"] == 60
+    code = code_texted(yiwang, wanted)
+    again = ask_code(yiwang, person, elsewhere)  # no second text within the minute
+    assert again.status_code == 429 and 0 < int(again.headers["Retry-After"]) <= 60
+    assert ask_code(yiwang, person, person["phone"]).status_code == 422  # the phone it has
+
+    wrong = "000000" if code != "000000" else "111111"
+    assert "4 tries left" in refused_on_code({"phone": wanted, "phone_code": wrong})
+    assert "no code was sent" in refused_on_code({"phone": elsewhere, "phone_code": code})  # for another phone
+    assert login(yiwang, wanted, person["password"]) == 401  # nothing changed
+    changed = change(yiwang, person, {"password": person["password"], "phone": wanted, "phone_code": code})
+    assert changed.status_code == 200, changed.text
+    assert "no code was sent" in refused_on_code({"phone": elsewhere, "phone_code": code})  # spent
+    assert login(yiwang, wanted, person["password"]) == 200
+
+
+@pytest.mark.local_only("reads the processes' log and span files")
+def test_a_code_reaches_no_log_and_no_span(yiwang: RunningSystem):
+    person = sign_up(yiwang)
+    phone = citizen()["phone"]
+    asked = ask_code(yiwang, person, phone)
+    code = code_texted(yiwang, phone)
+    changed = change(yiwang, person, {"password": person["password"], "phone": phone, "phone_code": code})
+    assert changed.status_code == 200
+    # Both requests' traces are written (spans are exported in batches), then nothing holds the code.
+    for answer in (asked, changed):
+        trace_id = answer.headers["X-Trace-Id"]
+        eventually(lambda t=trace_id: len(spans_of(yiwang, t)) > 2, timeout=15, what="the request's spans")
+    assert any(s["name"].endswith("send_verification_code") for s in spans_of(yiwang, asked.headers["X-Trace-Id"]))
+    standalone = re.compile(rf"(?<![0-9]){code}(?![0-9])")
+    for path in [*yiwang.log_dir.glob("*.log"), *yiwang.span_dir.glob("*.jsonl")]:
+        assert not standalone.search(path.read_text(encoding="utf-8", errors="replace")), path.name
 
 
 def test_staff_and_strangers_cannot_change_contacts(yiwang: RunningSystem):
@@ -89,3 +171,5 @@ def test_staff_and_strangers_cannot_change_contacts(yiwang: RunningSystem):
     assert change(yiwang, staff, {"password": "x", "email": None}).status_code == 403
     assert requests.put(yiwang.url(CONTACT), json={"password": "x", "email": None}, timeout=10).status_code == 401
     assert requests.get(yiwang.url(CONTACT), timeout=10).status_code == 401
+    assert ask_code(yiwang, staff, "13911112222").status_code == 403
+    assert requests.post(yiwang.url(PHONE_CODE), json={"phone": "13911112222"}, timeout=10).status_code == 401

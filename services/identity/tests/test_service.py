@@ -20,7 +20,7 @@ from contracts.identity import (
 )
 from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated, ValidationFailed
-from services.identity import accounts, tokens
+from services.identity import accounts, phone_codes, tokens
 from services.identity.idnumbers import make_credit_code, make_id_number
 from services.identity.service import REFRESH_TTL, IdentityService
 from services.identity.throttling import Failures
@@ -993,10 +993,24 @@ def test_reviewers_of_a_department(service, store):
 # --- contact (phone, email) ---------------------------------------------------------------------
 
 NEW_PHONE = "13911112222"
+CODE = "480213"
 
 
 def change(**fields):
+    if "phone" in fields:
+        fields.setdefault("phone_code", CODE)
     return {"password": PASSWORD, **fields}
+
+
+@pytest.fixture
+def code_sent(store, citizen_doc):
+    """A code texted to NEW_PHONE a moment ago, as the store answers it once this try is counted."""
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as the store keeps it
+    challenge = phone_codes.new_challenge(citizen_doc["_id"], NEW_PHONE, CODE, None, now, phone_codes.Policy())
+    store.count_code_attempt.return_value = {**challenge, "attempts": 1}
+    store.use_phone_challenge.return_value = True
+    return challenge
 
 
 def test_the_account_holder_reads_their_contact(service, store, citizen_doc):
@@ -1007,7 +1021,7 @@ def test_the_account_holder_reads_their_contact(service, store, citizen_doc):
     }
 
 
-def test_a_new_phone_is_stored_and_announced_without_the_number(service, store, citizen_doc):
+def test_a_new_phone_is_stored_and_announced_without_the_number(service, store, citizen_doc, code_sent):
     store.get_user.return_value = citizen_doc
     result = service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
     assert result == {"phone": NEW_PHONE, "email": citizen_doc["email"]}
@@ -1017,9 +1031,10 @@ def test_a_new_phone_is_stored_and_announced_without_the_number(service, store, 
     assert event.payload == {"user_id": citizen_doc["_id"], "changed": ["phone"]}
     assert NEW_PHONE not in event.model_dump_json()
     service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
+    store.use_phone_challenge.assert_called_once_with(citizen_doc["_id"], code_sent["sent_at"])  # spent
 
 
-def test_an_email_is_added_and_removed_with_null_and_left_alone_when_not_given(service, store, citizen_doc):
+def test_an_email_is_added_and_removed_with_null_and_left_alone_when_not_given(service, store, citizen_doc, code_sent):
     store.get_user.return_value = citizen_doc
     service.change_contact(applicant_principal(citizen_doc), change(email="li@example.cn"))
     assert store.change_contact.call_args.args[1] == {"email": "li@example.cn"}
@@ -1030,7 +1045,7 @@ def test_an_email_is_added_and_removed_with_null_and_left_alone_when_not_given(s
     assert store.change_contact.call_args.args[1] == {"phone": NEW_PHONE}  # the email stays
 
 
-def test_the_same_contact_again_changes_and_announces_nothing(service, store, citizen_doc):
+def test_the_same_contact_again_changes_and_announces_nothing(service, store, citizen_doc, code_sent):
     store.get_user.return_value = citizen_doc
     assert (
         service.change_contact(applicant_principal(citizen_doc), change(phone=citizen_doc["phone"]))["phone"]
@@ -1038,6 +1053,7 @@ def test_the_same_contact_again_changes_and_announces_nothing(service, store, ci
     )
     store.change_contact.assert_not_called()
     service.events.publish.assert_not_called()
+    store.count_code_attempt.assert_not_called()  # the phone it has needs no code
 
 
 def test_a_wrong_password_changes_nothing_and_counts_as_a_failure(service, store, citizen_doc):
@@ -1081,3 +1097,118 @@ def test_staff_have_no_contact_to_change_here(service, store, citizen_doc):
         service.change_contact(staff, change(phone=NEW_PHONE))
     with pytest.raises(Forbidden):
         service.get_contact(staff)
+
+
+# --- phone codes (短信验证码) ------------------------------------------------------------------------
+
+
+def test_a_new_phone_without_its_code_is_refused_on_phone_code(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(ValidationFailed) as info:
+        service.change_contact(applicant_principal(citizen_doc), {"password": PASSWORD, "phone": NEW_PHONE})
+    assert [d["field"] for d in info.value.details] == ["phone_code"]
+    store.change_contact.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("counted", "issue"),
+    [
+        ({"phone_code": "000000"}, "not the code that was sent; 4 tries left"),
+        ({"attempts": 6}, "too many wrong codes"),
+        ({"expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expired"),
+        ({"phone": "13700000000"}, "no code was sent to this phone"),
+        (None, "no code was sent to this phone"),
+    ],
+    ids=["wrong", "worn-out", "expired", "other-phone", "none"],
+)
+def test_a_phone_code_that_does_not_answer_changes_nothing(service, store, citizen_doc, code_sent, counted, issue):
+    store.get_user.return_value = citizen_doc
+    payload = change(phone=NEW_PHONE)
+    if counted is None:
+        store.count_code_attempt.return_value = None
+    elif "phone_code" in counted:
+        payload["phone_code"] = counted["phone_code"]
+    else:
+        store.count_code_attempt.return_value = {**store.count_code_attempt.return_value, **counted}
+    with pytest.raises(ValidationFailed) as info:
+        service.change_contact(applicant_principal(citizen_doc), payload)
+    assert info.value.details[0]["field"] == "phone_code"
+    assert issue in info.value.details[0]["issue"]
+    store.count_code_attempt.assert_called_once_with(citizen_doc["_id"])
+    store.use_phone_challenge.assert_not_called()
+    store.change_contact.assert_not_called()
+
+
+def test_a_code_spent_by_a_parallel_change_changes_nothing(service, store, citizen_doc, code_sent):
+    store.get_user.return_value = citizen_doc
+    store.use_phone_challenge.return_value = False
+    with pytest.raises(ValidationFailed, match="used already"):
+        service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
+    store.change_contact.assert_not_called()
+
+
+def test_a_code_is_texted_to_the_new_phone_and_only_its_digest_kept(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    store.phone_challenge.return_value = None
+    store.count_code_to_phone.return_value = 1
+    store.keep_phone_challenge.return_value = True
+    sent = service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    challenge, previous = store.keep_phone_challenge.call_args.args
+    assert previous is None and challenge["phone"] == NEW_PHONE and challenge["_id"] == citizen_doc["_id"]
+    (text,) = service.notification.send_verification_code.call_async.call_args.args
+    assert text["phone"] == NEW_PHONE and text["purpose"] == "phone_change" and text["valid_minutes"] == 5
+    assert challenge["code_hash"] == phone_codes.digest(citizen_doc["_id"], NEW_PHONE, text["code"])
+    assert text["code"] not in str(challenge)
+    assert datetime.fromisoformat(sent.pop("expires_at")) == challenge["expires_at"]
+    assert sent == {"phone": NEW_PHONE, "resend_after": 60}
+    store.count_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
+    store.cancel_phone_challenge.assert_not_called()
+
+
+def test_no_code_for_the_phone_the_account_has(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(ValidationFailed) as info:
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": citizen_doc["phone"]})
+    assert info.value.details == [{"field": "phone", "issue": "already this account's phone"}]
+    service.notification.send_verification_code.call_async.assert_not_called()
+
+
+def test_no_second_code_within_the_minute(service, store, citizen_doc, code_sent):
+    store.get_user.return_value = citizen_doc
+    store.phone_challenge.return_value = code_sent
+    with pytest.raises(RateLimited) as info:
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    assert 0 < info.value.retry_after <= 60
+    store.keep_phone_challenge.assert_not_called()
+    service.notification.send_verification_code.call_async.assert_not_called()
+
+
+@pytest.mark.parametrize("why", ["flooded phone", "parallel request"])
+def test_no_code_for_a_flooded_phone_or_a_request_that_lost_a_race(service, store, citizen_doc, why):
+    store.get_user.return_value = citizen_doc
+    store.phone_challenge.return_value = None
+    store.count_code_to_phone.return_value = 11 if why == "flooded phone" else 1
+    store.keep_phone_challenge.return_value = why != "parallel request"
+    with pytest.raises(RateLimited):
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    service.notification.send_verification_code.call_async.assert_not_called()
+
+
+def test_a_text_that_did_not_go_out_voids_its_code_and_lets_the_applicant_ask_again(service, store, citizen_doc):
+    from services.common.errors import Unavailable
+
+    store.get_user.return_value = citizen_doc
+    store.phone_challenge.return_value = None
+    store.count_code_to_phone.return_value = 1
+    store.keep_phone_challenge.return_value = True
+    service.notification.send_verification_code.call_async.return_value.result.side_effect = Unavailable("down")
+    with pytest.raises(Unavailable):
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    challenge = store.keep_phone_challenge.call_args.args[0]
+    store.cancel_phone_challenge.assert_called_once_with(citizen_doc["_id"], challenge["sent_at"], challenge["sent_at"])
+
+
+def test_staff_get_no_phone_codes(service, store, citizen_doc):
+    staff = {**applicant_principal(citizen_doc), "account_type": "staff", "roles": ["reviewer"]}
+    with pytest.raises(Forbidden):
+        service.send_phone_code(staff, {"phone": NEW_PHONE})

@@ -503,3 +503,58 @@ def test_a_persons_second_sms_does_not_ask_identity_again(service, store, outbou
         service.deliver_due()
     assert outbound.sms.send.call_count == 2
     assert service.identity.contact.call_async.call_count == 1
+
+
+# --- one-time codes: sent now, never stored -----------------------------------------------------------
+
+
+def code_text(**overrides):
+    return {
+        "phone": "13911112222",
+        "code": "480213",
+        "purpose": "phone_change",
+        "valid_minutes": 5,
+        "reference": "phone-code:u-1:1",
+        **overrides,
+    }
+
+
+def test_a_verification_code_is_texted_at_once_and_not_stored(service, store, outbound):
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    assert service.send_verification_code(code_text()) is None
+    to, text, reference = outbound.sms.send.call_args.args
+    assert (to, reference) == ("13911112222", "phone-code:u-1:1")
+    assert "480213" in text and "5分钟" in text and text.startswith("【一网通办】")
+    store.take_rate_token.assert_called_once()
+    assert not [c for c in store.method_calls if c[0] not in ("take_rate_token",)]  # nothing kept
+
+
+def test_a_verification_code_the_provider_cannot_take_is_unavailable_or_a_refused_phone(service, outbound):
+    outbound.sms.send.return_value = Outcome("temporary", error="SMS provider answered 503")
+    with pytest.raises(Unavailable):
+        service.send_verification_code(code_text())
+    outbound.sms.send.return_value = Outcome("permanent", error="SMS provider refused: 400")
+    with pytest.raises(ValidationFailed) as info:
+        service.send_verification_code(code_text())
+    assert info.value.details[0]["field"] == "phone"
+
+
+def test_a_verification_code_waits_briefly_for_the_rate_limit_then_gives_up(service, store, outbound, monkeypatch):
+    monkeypatch.setattr(eventlet, "sleep", lambda seconds: None)
+    store.take_rate_token.side_effect = [False, False, True]
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    service.send_verification_code(code_text())
+    assert store.take_rate_token.call_count == 3
+    store.take_rate_token.side_effect = None
+    store.take_rate_token.return_value = False
+    outbound.sms.send.reset_mock()
+    with pytest.raises(Unavailable):
+        service.send_verification_code(code_text())
+    outbound.sms.send.assert_not_called()
+
+
+@pytest.mark.parametrize("bad", [{"code": "12345"}, {"purpose": "login"}, {"phone": "1234"}])
+def test_a_malformed_verification_text_is_refused(service, outbound, bad):
+    with pytest.raises(ValidationFailed):
+        service.send_verification_code(code_text(**bad))
+    outbound.sms.send.assert_not_called()
