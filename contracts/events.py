@@ -100,6 +100,18 @@ class ContactChanged(EventPayload):
 
 
 @register
+class PasswordChanged(EventPayload):
+    """The account's password was changed by its holder or reset with a code texted to its phone;
+    every other session was ended. The holder is told, so a change they did not make is noticed."""
+
+    event_type = "identity.password_changed.v1"
+    user_id: str
+    account_type: Literal["citizen", "enterprise", "staff"]
+    how: Literal["changed", "reset"]
+    changed_at: datetime
+
+
+@register
 class AssuranceRaised(EventPayload):
     """An account's assurance level went up: 2 real-name checked, 3 real-person (face) verified."""
 

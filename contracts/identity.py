@@ -79,6 +79,35 @@ class ContactChange(Contract):
         return self
 
 
+class PasswordChange(Contract):
+    """`PUT /api/v1/me/password`: a new password, confirmed with the current one."""
+
+    current_password: Annotated[str, Verbatim, Field(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class PasswordResetCodeRequest(Contract):
+    """`POST /api/v1/auth/password-reset/code`: text a code to the phone of the account this login
+    name belongs to (id number, credit code or phone), for a forgotten password."""
+
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class PasswordResetCodeSent(Contract):
+    """The same answer whether or not the account exists (no one learns who is registered)."""
+
+    valid_minutes: int
+    resend_after: int
+
+
+class PasswordReset(Contract):
+    """`POST /api/v1/auth/password-reset`: a new password, with the code texted to the account's phone."""
+
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    code: PhoneCode
+    new_password: Password
+
+
 class ContactView(Contract):
     """`GET /api/v1/me/contact`: where the account holder is reached (SMS, email)."""
 

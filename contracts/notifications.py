@@ -52,9 +52,10 @@ class VerificationText(Contract):
 
     phone: str = Field(pattern=r"^1[3-9][0-9]{9}$")
     code: str = Field(pattern=r"^[0-9]{6}$")
-    purpose: Literal["phone_change"]
+    purpose: Literal["phone_change", "password_reset"]
     valid_minutes: int = Field(ge=1, le=60)
     reference: str = Field(min_length=1, max_length=200)  # the provider sends once per reference
+    not_after: datetime  # sent by then or not at all: the asker has given up (a redelivered request)
 
 
 class Contact(Contract):

@@ -20,6 +20,9 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("POST", "/api/v1/auth/login"): ANYONE,
     ("POST", "/api/v1/auth/refresh"): ANYONE,  # the refresh token is the credential
     ("POST", "/api/v1/auth/logout"): SIGNED_IN,
+    ("POST", "/api/v1/auth/password-reset/code"): ANYONE,  # a code goes only to the account's own phone
+    ("POST", "/api/v1/auth/password-reset"): ANYONE,  # the texted code is the credential
+    ("PUT", "/api/v1/me/password"): SIGNED_IN,
     ("GET", "/.well-known/jwks.json"): ANYONE,
     ("GET", "/api/v1/me"): SIGNED_IN,
     ("GET", "/api/v1/me/certificates"): frozenset({APPLICANT}),

@@ -44,6 +44,10 @@ from contracts.identity import (
     ContactView,
     FaceVerification,
     LoginRequest,
+    PasswordChange,
+    PasswordReset,
+    PasswordResetCodeRequest,
+    PasswordResetCodeSent,
     PhoneCodeRequest,
     PhoneCodeSent,
     RefreshRequest,
@@ -167,6 +171,43 @@ class Gateway:
         call(self.identity.logout, principal.model_dump())
         if principal.session_id:  # at once here; other gateway processes learn it from the event
             self.auth.revocations.add(principal.session_id, datetime.now(UTC) + timedelta(hours=1))
+        return 204, None
+
+    @api(
+        "PUT",
+        "/api/v1/me/password",
+        summary="A new password, confirmed with the current one; the account's other sessions end",
+        request_model=PasswordChange,
+        status=204,
+    )
+    def change_my_password(self, request: Request, principal: Principal) -> tuple[int, None]:
+        body = validated(PasswordChange, read_json(request)).model_dump()
+        call(self.identity.change_password, principal.model_dump(), body)
+        return 204, None
+
+    @api(
+        "POST",
+        "/api/v1/auth/password-reset/code",
+        summary="Forgotten password: text a code to the account's phone (the same answer for any login name)",
+        auth=False,
+        request_model=PasswordResetCodeRequest,
+        response_model=PasswordResetCodeSent,
+        status=202,
+    )
+    def send_password_reset_code(self, request: Request) -> tuple[int, dict[str, Any]]:
+        body = validated(PasswordResetCodeRequest, read_json(request)).model_dump()
+        return 202, call(self.identity.send_password_reset_code, body)
+
+    @api(
+        "POST",
+        "/api/v1/auth/password-reset",
+        summary="Forgotten password: a new one with the code texted to the account's phone; every session ends",
+        auth=False,
+        request_model=PasswordReset,
+        status=204,
+    )
+    def reset_password(self, request: Request) -> tuple[int, None]:
+        call(self.identity.reset_password, validated(PasswordReset, read_json(request)).model_dump())
         return 204, None
 
     @api("GET", "/.well-known/jwks.json", summary="Public keys that verify access tokens", auth=False)

@@ -609,6 +609,34 @@ def test_a_bad_contact_change_is_refused_before_identity(gateway, body):
     gateway.identity.change_contact.call_async.assert_not_called()
 
 
+def test_a_password_change_reaches_identity_and_answers_204(gateway):
+    returns(gateway.identity.change_password, None)
+    body = {"current_password": "secret-1", "new_password": "Another-pass-2027"}
+    assert gateway.change_my_password(_request("PUT", body=body)).status_code == 204
+    gateway.identity.change_password.call_async.assert_called_once_with(PRINCIPAL.model_dump(), body)
+
+
+@pytest.mark.parametrize(
+    "body", [{"current_password": "secret-1"}, {"current_password": "secret-1", "new_password": "short"}]
+)
+def test_a_bad_password_change_is_refused_before_identity(gateway, body):
+    assert gateway.change_my_password(_request("PUT", body=body)).status_code == 422
+    gateway.identity.change_password.call_async.assert_not_called()
+
+
+def test_a_password_reset_takes_a_code_request_then_the_code(gateway):
+    returns(gateway.identity.send_password_reset_code, {"valid_minutes": 5, "resend_after": 60})
+    asked = gateway.send_password_reset_code(_request("POST", body={"username": "13800138000"}))
+    assert asked.status_code == 202 and _json(asked) == {"valid_minutes": 5, "resend_after": 60}
+    gateway.identity.send_password_reset_code.call_async.assert_called_once_with({"username": "13800138000"})
+    returns(gateway.identity.reset_password, None)
+    body = {"username": "13800138000", "code": "480213", "new_password": "Another-pass-2027"}
+    assert gateway.reset_password(_request("POST", body=body)).status_code == 204
+    gateway.identity.reset_password.call_async.assert_called_once_with(body)
+    bad = {**body, "code": "4802"}
+    assert gateway.reset_password(_request("POST", body=bad)).status_code == 422
+
+
 def test_a_phone_code_request_reaches_identity_and_answers_202(gateway):
     sent = {"phone": "13911112222", "expires_at": "2027-03-01T02:05:00Z", "resend_after": 60}
     returns(gateway.identity.send_phone_code, sent)
@@ -942,6 +970,7 @@ def test_new_routes_declare_their_roles():
     assert roles[("GET", "/api/v1/me/contact")] == ("applicant",)
     assert roles[("PUT", "/api/v1/me/contact")] == ("applicant",)
     assert roles[("POST", "/api/v1/me/contact/phone-code")] == ("applicant",)
+    assert roles[("PUT", "/api/v1/me/password")] == ()  # any signed-in account
     assert roles[("POST", "/api/v1/cases/<case_no>/withdrawal")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/evaluation")] == ("applicant",)
     assert roles[("GET", "/api/v1/review/tasks")] == ("reviewer",)

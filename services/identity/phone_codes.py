@@ -1,13 +1,18 @@
-"""One-time codes that prove an applicant holds the phone they want as their new one (短信验证码).
+"""One-time codes texted to a phone (短信验证码), for two purposes: an applicant proves they hold
+the phone they want as their new one (`phone_change`), and someone who forgot their password
+proves they hold the account's phone (`password_reset`).
 
-A code is texted to the new phone; the change of phone then needs it. One challenge per account
-is kept, as a digest bound to the account and the phone (never the code itself). Limits, so that
-neither a code nor a phone's owner can be worn down:
+One challenge per account and purpose is kept, as a digest bound to the challenge key (purpose and
+account) and the phone, never the code itself. Limits, so that neither a code nor a phone's owner
+can be worn down:
 
 - a code works for `lifetime` and once, and dies after `max_attempts` wrong tries;
-- an account asks for a new one at most every `resend_interval`, and `daily_limit` times a day;
-- one phone receives at most `phone_daily_limit` codes a day, whichever accounts ask (no one can
-  flood a stranger's phone with texts by opening accounts).
+- an account asks for a new one at most every `resend_interval`, and `daily_limit` times a day
+  (per purpose); a text that did not go out does not count;
+- a phone the requester chose (a new phone) receives at most `phone_daily_limit` codes a day,
+  whichever accounts ask, so no one floods a stranger's phone by opening accounts. A reset code goes
+  to the account's own phone and is bounded by the account's limit alone, so no one can use up a
+  holder's reset codes by asking for new-phone codes to their number.
 
 Days are China's calendar days.
 """
@@ -21,7 +26,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from services.common.china_time import CHINA
 from services.common.errors import RateLimited, ValidationFailed
@@ -32,7 +37,7 @@ class Policy:
     lifetime: timedelta = timedelta(minutes=5)
     resend_interval: timedelta = timedelta(seconds=60)
     max_attempts: int = 5
-    daily_limit: int = 10
+    daily_limit: int = 5
     phone_daily_limit: int = 10
 
     @classmethod
@@ -41,7 +46,7 @@ class Policy:
             lifetime=timedelta(seconds=int(os.environ.get("YIWANG_PHONE_CODE_LIFETIME_SECONDS", 300))),
             resend_interval=timedelta(seconds=int(os.environ.get("YIWANG_PHONE_CODE_RESEND_SECONDS", 60))),
             max_attempts=int(os.environ.get("YIWANG_PHONE_CODE_ATTEMPTS", 5)),
-            daily_limit=int(os.environ.get("YIWANG_PHONE_CODE_DAILY_LIMIT", 10)),
+            daily_limit=int(os.environ.get("YIWANG_PHONE_CODE_DAILY_LIMIT", 5)),
             phone_daily_limit=int(os.environ.get("YIWANG_PHONE_CODE_PHONE_DAILY_LIMIT", 10)),
         )
 
@@ -50,13 +55,29 @@ class Policy:
         return max(1, math.ceil(self.lifetime.total_seconds() / 60))
 
 
+Purpose = Literal["phone_change", "password_reset"]
+
+
+def challenge_key(purpose: Purpose, user_id: str) -> str:
+    return f"{purpose}:{user_id}"
+
+
+# A code is texted within this long or not at all (the person is waiting; a late code is useless).
+SEND_WITHIN = timedelta(seconds=5)
+
+
+def counts_per_phone(purpose: Purpose) -> bool:
+    """Whether the phone is one the requester chose (and so counted against flooding)."""
+    return purpose == "phone_change"
+
+
 def new_code() -> str:
     return f"{secrets.randbelow(10**6):06d}"
 
 
-def digest(user_id: str, phone: str, code: str) -> str:
-    # Bound to the account and the phone: a code is good for nothing else.
-    return hashlib.sha256(f"{user_id}\0{phone}\0{code}".encode()).hexdigest()
+def digest(key: str, phone: str, code: str) -> str:
+    # Bound to the purpose, the account and the phone: a code is good for nothing else.
+    return hashlib.sha256(f"{key}\0{phone}\0{code}".encode()).hexdigest()
 
 
 def china_day(now: datetime) -> date:
@@ -69,7 +90,7 @@ def seconds_to_next_day(now: datetime) -> int:
 
 
 def new_challenge(
-    user_id: str, phone: str, code: str, previous: dict[str, Any] | None, now: datetime, policy: Policy
+    key: str, phone: str, code: str, previous: dict[str, Any] | None, now: datetime, policy: Policy
 ) -> dict[str, Any]:
     """The challenge to keep for a code about to be sent, or RateLimited when the account asked
     too recently or too often today."""
@@ -83,9 +104,9 @@ def new_challenge(
             "this account asked for too many codes today; try again tomorrow", retry_after=seconds_to_next_day(now)
         )
     return {
-        "_id": user_id,
+        "_id": key,
         "phone": phone,
-        "code_hash": digest(user_id, phone, code),
+        "code_hash": digest(key, phone, code),
         "sent_at": now,
         "next_send_at": now + policy.resend_interval,
         "expires_at": now + policy.lifetime,
@@ -104,20 +125,31 @@ def refuse_flooding(sent_to_phone_today: int, now: datetime, policy: Policy) -> 
         )
 
 
+NO_CODE = "no code was sent to this phone for this account; ask for one first"
+
+
 def check(
-    challenge: dict[str, Any] | None, user_id: str, phone: str, code: str, now: datetime, policy: Policy
+    challenge: dict[str, Any] | None,
+    key: str,
+    phone: str,
+    code: str,
+    now: datetime,
+    policy: Policy,
+    field: str = "phone_code",
 ) -> dict[str, Any]:
-    """The challenge the code answers, or ValidationFailed on `phone_code`. `challenge` is as read
+    """The challenge the code answers, or ValidationFailed on `field`. `challenge` is as read
     after counting this attempt."""
     if challenge is None or challenge["phone"] != phone or challenge["used"]:
-        raise rejected("no code was sent to this phone for this account; ask for one first")
+        raise rejected(NO_CODE, field)
     if challenge["expires_at"] <= now:
-        raise rejected("the code has expired; ask for a new one")
+        raise rejected("the code has expired; ask for a new one", field)
     if challenge["attempts"] > policy.max_attempts:
-        raise rejected("too many wrong codes; ask for a new one")
-    if not hmac.compare_digest(challenge["code_hash"], digest(user_id, phone, code)):
+        raise rejected("too many wrong codes; ask for a new one", field)
+    if not hmac.compare_digest(challenge["code_hash"], digest(key, phone, code)):
         left = policy.max_attempts - challenge["attempts"]
-        raise rejected(f"not the code that was sent; {left} tries left" if left else "not the code that was sent")
+        raise rejected(
+            f"not the code that was sent; {left} tries left" if left else "not the code that was sent", field
+        )
     return challenge
 
 
@@ -125,5 +157,5 @@ def code_required() -> ValidationFailed:
     return rejected("a new phone needs the code texted to it: POST /api/v1/me/contact/phone-code")
 
 
-def rejected(issue: str) -> ValidationFailed:
-    return ValidationFailed(f"the phone code is not accepted: {issue}", [{"field": "phone_code", "issue": issue}])
+def rejected(issue: str, field: str = "phone_code") -> ValidationFailed:
+    return ValidationFailed(f"the code is not accepted: {issue}", [{"field": field, "issue": issue}])

@@ -14,7 +14,14 @@ from pydantic import TypeAdapter
 
 from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import Envelope, new_event
-from contracts.events import AssuranceRaised, CaseApproved, CertificateIssued, ContactChanged, SessionRevoked
+from contracts.events import (
+    AssuranceRaised,
+    CaseApproved,
+    CertificateIssued,
+    ContactChanged,
+    PasswordChanged,
+    SessionRevoked,
+)
 from contracts.identity import (
     AssuranceView,
     AuditEntry,
@@ -22,6 +29,10 @@ from contracts.identity import (
     FaceVerification,
     JwkSet,
     LoginAttempt,
+    PasswordChange,
+    PasswordReset,
+    PasswordResetCodeRequest,
+    PasswordResetCodeSent,
     PhoneCodeRequest,
     PhoneCodeSent,
     RefreshRequest,
@@ -118,11 +129,21 @@ class IdentityService:
             )
         self.store.clear_failures(allowance)
         changes = accounts.contact_changes(user, change)
+        spent = None
         if "phone" in changes:
-            self._spend_phone_code(user["_id"], str(changes["phone"]), change.phone_code, now)
+            if change.phone_code is None:
+                raise phone_codes.code_required()
+            spent = self._spend_code(
+                "phone_change", user["_id"], str(changes["phone"]), change.phone_code, "phone_code"
+            )
         if changes:
             event = new_event(ContactChanged(user_id=user["_id"], changed=sorted(changes)), producer=self.name)
-            self.store.change_contact(user, changes, event)
+            try:
+                self.store.change_contact(user, changes, event)
+            except Conflict:
+                if spent:  # the phone is taken, or the account changed meanwhile: the code works again
+                    self.store.unuse_phone_challenge(*spent)
+                raise
             self.events.publish(self.store.user_outbox, user["_id"], [event])
         return accounts.contact_view({**user, **changes}).model_dump(mode="json")
 
@@ -136,30 +157,71 @@ class IdentityService:
             raise ValidationFailed(
                 "this is already the account's phone", [{"field": "phone", "issue": "already this account's phone"}]
             )
-        policy, now = phone_codes.Policy.from_env(), datetime.now(UTC)
-        # To the millisecond, as the store keeps times: `sent_at` identifies the challenge in writes.
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        previous = self.store.phone_challenge(user["_id"])
-        code = phone_codes.new_code()
-        challenge = phone_codes.new_challenge(user["_id"], phone, code, previous, now, policy)
-        phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
-        if not self.store.keep_phone_challenge(challenge, previous):
-            raise RateLimited("a code is being sent already", retry_after=int(policy.resend_interval.total_seconds()))
-        text = VerificationText(
-            phone=phone,
-            code=code,
-            purpose="phone_change",
-            valid_minutes=policy.valid_minutes,
-            reference=f"phone-code:{user['_id']}:{now.timestamp():.6f}",
-        )
-        try:
-            call(self.notification.send_verification_code, text.model_dump())
-        except Exception:
-            self.store.cancel_phone_challenge(user["_id"], now, now)  # not sent: ask again at once
-            raise
+        policy = phone_codes.Policy.from_env()
+        challenge = self._text_code("phone_change", user["_id"], phone, policy)
         return PhoneCodeSent(
             phone=phone, expires_at=challenge["expires_at"], resend_after=int(policy.resend_interval.total_seconds())
         ).model_dump(mode="json")
+
+    # --- passwords --------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def change_password(self, principal: dict[str, Any], payload: dict[str, Any]) -> None:
+        """A new password confirmed with the current one (`PUT /api/v1/me/password`, any account);
+        every other session of the account ends."""
+        who = validated(Principal, principal)
+        user = self._user(who.user_id)
+        change = validated(PasswordChange, payload)
+        policy, now = throttling.Policy.from_env(), datetime.now(UTC)
+        allowance = throttling.user_key(user["_id"])  # no guessing around the login allowance here
+        self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
+        if not accounts.password_matches(user["password_hash"], change.current_password):
+            self.store.record_failure(allowance, now, policy.window)
+            raise ValidationFailed(
+                "the current password is not correct",
+                [{"field": "current_password", "issue": "not this account's password"}],
+            )
+        if change.new_password == change.current_password:
+            raise ValidationFailed(
+                "the new password is the current one", [{"field": "new_password", "issue": "same as the current one"}]
+            )
+        self._refuse_common(change.new_password)
+        self._set_password(user, change.new_password, "changed", keep_session=who.session_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def send_password_reset_code(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """For a forgotten password: text a code to the phone of the account the login name
+        belongs to (`POST /api/v1/auth/password-reset/code`). The answer is the same for an unknown
+        account, one without a phone (staff) and one that asked too often: nobody learns from it
+        who is registered. Only a provider that cannot take the text makes a difference (503)."""
+        username = validated(PasswordResetCodeRequest, payload).username
+        policy = phone_codes.Policy.from_env()
+        user = self.store.find_by_login(accounts.login_keys(username), username)
+        if user is not None and user.get("phone"):
+            with contextlib.suppress(RateLimited):
+                self._text_code("password_reset", user["_id"], user["phone"], policy)
+        return PasswordResetCodeSent(
+            valid_minutes=policy.valid_minutes, resend_after=int(policy.resend_interval.total_seconds())
+        ).model_dump(mode="json")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def reset_password(self, payload: dict[str, Any]) -> None:
+        """A new password with the code texted to the account's phone
+        (`POST /api/v1/auth/password-reset`); every session of the account ends, and failed
+        logins are forgotten (a locked-out holder is let in again)."""
+        reset = validated(PasswordReset, payload)
+        self._refuse_common(reset.new_password)  # before the code is spent on it
+        user = self.store.find_by_login(accounts.login_keys(reset.username), reset.username)
+        if user is None or not user.get("phone"):
+            raise phone_codes.rejected(phone_codes.NO_CODE, "code")  # as for an account without a code
+        spent = self._spend_code("password_reset", user["_id"], user["phone"], reset.code, "code")
+        try:
+            self._set_password(user, reset.new_password, "reset", keep_session=None)
+        except Conflict:  # the password changed meanwhile: the code works again
+            self.store.unuse_phone_challenge(*spent)
+            raise
+        # Under every login name of the account: whichever the guesses were made with.
+        for key in (throttling.user_key(user["_id"]), *map(throttling.account_key, (user["login_key"], user["phone"]))):
+            self.store.clear_failures(key)
 
     @rpc
     def reviewers_of(self, department_code: str) -> list[str]:
@@ -185,6 +247,11 @@ class IdentityService:
             with contextlib.suppress(Conflict):
                 self.store.insert_user(doc, "username")
         return username
+
+    @timer(interval=3600, eager=True)
+    def sweep_phone_counts(self) -> None:
+        """Forget the per-phone code counts of past China days."""
+        self.store.sweep_phone_counts(before_day=phone_codes.china_day(datetime.now(UTC)).isoformat())
 
     # --- sessions ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
@@ -330,13 +397,78 @@ class IdentityService:
         if wait:
             raise RateLimited("too many failed logins; try again later", retry_after=wait)
 
-    def _spend_phone_code(self, user_id: str, phone: str, code: str | None, now: datetime) -> None:
-        if code is None:
-            raise phone_codes.code_required()
-        counted = self.store.count_code_attempt(user_id)
-        challenge = phone_codes.check(counted, user_id, phone, code, now, phone_codes.Policy.from_env())
-        if not self.store.use_phone_challenge(user_id, challenge["sent_at"]):
-            raise phone_codes.rejected("the code was used already; ask for a new one")
+    def _text_code(
+        self, purpose: phone_codes.Purpose, user_id: str, phone: str, policy: phone_codes.Policy
+    ) -> dict[str, Any]:
+        """Keep a new challenge and text its code, or RateLimited (too soon, too many today). A
+        code that does not go out is void and counts against nothing."""
+        now = datetime.now(UTC)
+        # To the millisecond, as the store keeps times: `sent_at` identifies the challenge in writes.
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        key = phone_codes.challenge_key(purpose, user_id)
+        previous = self.store.phone_challenge(key)
+        code = phone_codes.new_code()
+        challenge = phone_codes.new_challenge(key, phone, code, previous, now, policy)
+        # The account's claim first: parallel requests send one code and count the phone once.
+        if not self.store.keep_phone_challenge(challenge, previous):
+            raise RateLimited("a code is being sent already", retry_after=int(policy.resend_interval.total_seconds()))
+        counted = False
+        try:
+            if phone_codes.counts_per_phone(purpose):
+                sent_to_phone = self.store.count_code_to_phone(phone, challenge["day"])
+                counted = True
+                phone_codes.refuse_flooding(sent_to_phone, now, policy)
+            text = VerificationText(
+                phone=phone,
+                code=code,
+                purpose=purpose,
+                valid_minutes=policy.valid_minutes,
+                reference=f"{key}:{now.timestamp():.3f}",
+                not_after=now + phone_codes.SEND_WITHIN,
+            )
+            # A second beyond the deadline notification keeps; well within the gateway's wait.
+            timeout = phone_codes.SEND_WITHIN.total_seconds() + 1
+            call(self.notification.send_verification_code, text.model_dump(mode="json"), timeout=timeout)
+        except Exception:
+            self.store.void_phone_challenge(key, now)
+            if counted:
+                self.store.uncount_code_to_phone(phone, challenge["day"])
+            raise
+        return challenge
+
+    def _spend_code(
+        self, purpose: phone_codes.Purpose, user_id: str, phone: str, code: str, field: str
+    ) -> tuple[str, datetime]:
+        """Spend the code texted for this purpose (the challenge's key and time, to give it back if
+        the change it was spent on does not happen), or ValidationFailed on `field`."""
+        key = phone_codes.challenge_key(purpose, user_id)
+        counted = self.store.count_code_attempt(key)
+        challenge = phone_codes.check(
+            counted, key, phone, code, datetime.now(UTC), phone_codes.Policy.from_env(), field
+        )
+        if not self.store.use_phone_challenge(key, challenge["sent_at"]):
+            raise phone_codes.rejected("the code was used already; ask for a new one", field)
+        return key, challenge["sent_at"]
+
+    @staticmethod
+    def _refuse_common(password: str) -> None:
+        if password.lower() in accounts.COMMON_PASSWORDS:
+            raise ValidationFailed(
+                "this password is too common", [{"field": "new_password", "issue": "too common; choose another"}]
+            )
+
+    def _set_password(self, user: dict[str, Any], password: str, how: str, keep_session: str | None) -> None:
+        """Store the new password with its announcement, then end the account's other sessions."""
+        now = datetime.now(UTC)
+        event = new_event(
+            PasswordChanged(user_id=user["_id"], account_type=user["account_type"], how=how, changed_at=now),  # type: ignore[arg-type]
+            producer=self.name,
+        )
+        self.store.set_password(user, accounts.hash_password(password), event)
+        self.events.publish(self.store.user_outbox, user["_id"], [event])
+        for session_id in self.store.sessions_of(user["_id"], since=now - REFRESH_TTL):
+            if session_id != keep_session:
+                self._revoke(session_id, user["_id"], f"password {how}")
 
     def _user(self, user_id: str) -> dict[str, Any]:
         user = self.store.get_user(user_id)

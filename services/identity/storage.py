@@ -22,6 +22,9 @@ class IdentityStore:
         self.users = db["users"]
         self.keys = db["signing_keys"]
         self.sessions = db["sessions"]
+        # Each user's session ids (`<user_id>` -> {ids: {id: started_at}}): ending every session of
+        # a user (a new password) finds them by _id, where a filter on sessions is a full scan.
+        self.user_sessions = db["user_sessions"]
         self.refresh_tokens = db["refresh_tokens"]
         self.login_failures = db["login_failures"]
         # Login names -> user: `<login_key>` and `phone:<phone_key>`, found by _id (a filter on the
@@ -32,8 +35,8 @@ class IdentityStore:
         # filtering certificates by user is a full scan on FerretDB, and every case asks it.
         self.held = db["user_certificates"]
         self.audit = db["audit_trail"]  # insert-only: nothing updates or deletes an entry
-        self.phone_challenges = db["phone_challenges"]  # `<user_id>` -> the code last texted (a digest)
-        self.phone_code_sends = db["phone_code_sends"]  # `<phone>` -> codes texted to it today
+        self.phone_challenges = db["phone_challenges"]  # `<purpose>:<user_id>` -> the code last texted (a digest)
+        self.phone_code_sends = db["phone_code_sends"]  # `<day>:<phone>` -> codes texted to it that day
         self.user_outbox = OutboxCollection(self.users)
         self.session_outbox = OutboxCollection(self.sessions)
         self.certificate_outbox = OutboxCollection(self.certificates)
@@ -52,14 +55,20 @@ class IdentityStore:
         self.sessions.create_index([("revoked_at", DESCENDING)])
         self.certificates.create_index([("user_id", ASCENDING), ("issued_at", DESCENDING)])
         self.audit.create_index([("at", DESCENDING)])
+        self.phone_code_sends.create_index([("day", ASCENDING)])
         for outbox in self.outboxes:
             outbox.ensure_indexes()
         run_once(self.users.database, "user_certificates", self._index_older_certificates)
         run_once(self.users.database, "user_logins", self._index_older_logins)
+        run_once(self.users.database, "user_sessions", self._index_older_sessions)
 
     def _index_older_logins(self) -> None:
         for user in self.users.find({}, {"login_key": 1, "phone_key": 1}):
             self._index_logins(user)
+
+    def _index_older_sessions(self) -> None:
+        for doc in self.sessions.find({"revoked_at": None}, {"user_id": 1, "created_at": 1}):
+            self._index_session(doc["_id"], doc["user_id"], doc["created_at"])
 
     def _index_older_certificates(self) -> None:
         for doc in self.certificates.find({}, {"user_id": 1, "issued_at": 1}):
@@ -192,15 +201,35 @@ class IdentityStore:
 
     # --- sessions and refresh tokens --------------------------------------------------------------
     def start_session(self, session_id: str, user_id: str) -> None:
+        now = datetime.now(UTC)
         self.sessions.insert_one(
-            {
-                "_id": session_id,
-                "user_id": user_id,
-                "created_at": datetime.now(UTC),
-                "revoked_at": None,
-                "outbox": {},
-            }
+            {"_id": session_id, "user_id": user_id, "created_at": now, "revoked_at": None, "outbox": {}}
         )
+        # After the session: a crash in between leaves a session that a new password does not end
+        # (it ends when its refresh token expires), never an index entry without a session.
+        self._index_session(session_id, user_id, now)
+
+    def _index_session(self, session_id: str, user_id: str, started_at: datetime) -> None:
+        self.user_sessions.update_one({"_id": user_id}, {"$set": {f"ids.{session_id}": started_at}}, upsert=True)
+
+    def sessions_of(self, user_id: str, since: datetime) -> list[str]:
+        """The user's sessions started since `since` (older ones cannot be refreshed any more);
+        the older ones are dropped from the index as it is read."""
+        doc = self.user_sessions.find_one({"_id": user_id}) or {"ids": {}}
+        old = {f"ids.{sid}": "" for sid, started in doc["ids"].items() if started < since}
+        if old:
+            self.user_sessions.update_one({"_id": user_id}, {"$unset": old})
+        return [sid for sid, started in doc["ids"].items() if started >= since]
+
+    def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope) -> None:
+        """The new password with its event, or Conflict when the password changed meanwhile."""
+        update = self.user_outbox.update(user["_id"], [event])
+        update["$set"]["password_hash"] = password_hash
+        if not self.users.update_one(
+            {"_id": user["_id"], "password_hash": user["password_hash"]}, update
+        ).matched_count:
+            self.user_outbox.forget([event])
+            raise Conflict("the password changed meanwhile; try again")
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         return self.sessions.find_one({"_id": session_id}, {"outbox": 0})
@@ -232,8 +261,8 @@ class IdentityStore:
         return self.refresh_tokens.find_one({"_id": digest}), False
 
     # --- phone codes ------------------------------------------------------------------------------
-    def phone_challenge(self, user_id: str) -> dict[str, Any] | None:
-        return self.phone_challenges.find_one({"_id": user_id})
+    def phone_challenge(self, key: str) -> dict[str, Any] | None:
+        return self.phone_challenges.find_one({"_id": key})
 
     def keep_phone_challenge(self, challenge: dict[str, Any], previous: dict[str, Any] | None) -> bool:
         """Keep a new challenge in place of the one it was decided against; False when another
@@ -251,13 +280,11 @@ class IdentityStore:
 
     def count_code_to_phone(self, phone: str, day: str) -> int:
         """Count one more code texted to the phone on this day; the count so far, this one included."""
-        # One row per phone, reset when a new day starts (no TTL indexes on the stand-in).
-        self.phone_code_sends.update_one({"_id": phone, "day": {"$ne": day}}, {"$set": {"day": day, "count": 0}})
         for _ in range(2):  # two first sends at once: one insert wins, the other counts on it
             try:
                 doc = self.phone_code_sends.find_one_and_update(
-                    {"_id": phone, "day": day},
-                    {"$inc": {"count": 1}},
+                    {"_id": f"{day}:{phone}"},
+                    {"$inc": {"count": 1}, "$set": {"day": day}},
                     upsert=True,
                     return_document=ReturnDocument.AFTER,
                 )
@@ -267,24 +294,39 @@ class IdentityStore:
                     raise
         raise Conflict("the phone's count changed meanwhile; try again")
 
-    def count_code_attempt(self, user_id: str) -> dict[str, Any] | None:
-        """Count a try of the account's code, then answer the challenge as counted (None without
+    def uncount_code_to_phone(self, phone: str, day: str) -> None:
+        """A code counted but not sent (refused, or the provider did not take it)."""
+        self.phone_code_sends.update_one({"_id": f"{day}:{phone}"}, {"$inc": {"count": -1}})
+
+    def sweep_phone_counts(self, before_day: str) -> int:
+        """Forget the counts of past days (no TTL indexes on the stand-in): strangers' numbers are
+        kept no longer than they are needed."""
+        return self.phone_code_sends.delete_many({"day": {"$lt": before_day}}).deleted_count
+
+    def count_code_attempt(self, key: str) -> dict[str, Any] | None:
+        """Count a try of the challenge's code, then answer the challenge as counted (None without
         a usable one): counting first means parallel guesses cannot exceed the allowance."""
         return self.phone_challenges.find_one_and_update(
-            {"_id": user_id, "used": False}, {"$inc": {"attempts": 1}}, return_document=ReturnDocument.AFTER
+            {"_id": key, "used": False}, {"$inc": {"attempts": 1}}, return_document=ReturnDocument.AFTER
         )
 
-    def use_phone_challenge(self, user_id: str, sent_at: datetime) -> bool:
+    def use_phone_challenge(self, key: str, sent_at: datetime) -> bool:
         """Spend the code: True for the one caller that does (a code changes a phone once)."""
         spent = self.phone_challenges.update_one(
-            {"_id": user_id, "sent_at": sent_at, "used": False}, {"$set": {"used": True}}
+            {"_id": key, "sent_at": sent_at, "used": False}, {"$set": {"used": True}}
         )
         return spent.modified_count == 1
 
-    def cancel_phone_challenge(self, user_id: str, sent_at: datetime, now: datetime) -> None:
-        """The text did not go out: the code is void and another may be asked for at once."""
+    def unuse_phone_challenge(self, key: str, sent_at: datetime) -> None:
+        """The change the code was spent on did not happen (a conflict): the code works again."""
+        self.phone_challenges.update_one({"_id": key, "sent_at": sent_at, "used": True}, {"$set": {"used": False}})
+
+    def void_phone_challenge(self, key: str, sent_at: datetime) -> None:
+        """The text did not go out: the code is void, does not count against the day, and another
+        may be asked for at once."""
         self.phone_challenges.update_one(
-            {"_id": user_id, "sent_at": sent_at}, {"$set": {"used": True, "next_send_at": now}}
+            {"_id": key, "sent_at": sent_at},
+            {"$set": {"used": True, "next_send_at": sent_at}, "$inc": {"sent_today": -1}},
         )
 
     # --- login throttling -------------------------------------------------------------------------

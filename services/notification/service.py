@@ -28,6 +28,7 @@ from contracts.events import (
     CaseWithdrawn,
     CertificateIssued,
     ContactChanged,
+    PasswordChanged,
 )
 from contracts.notifications import Contact, NotificationPreferences, NotificationView, VerificationText
 from services.common.consuming import consumes
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 DELIVERIES = Counter("yiwang_deliveries", "Outbound deliveries reaching a status", ["channel", "status"])
 VERIFICATION_TEXTS = Counter("yiwang_verification_texts", "One-time code texts by the provider's answer", ["outcome"])
 
-# A verification text waits this many quarter seconds for the SMS rate limit, then gives up.
-VERIFICATION_RATE_WAITS = 8
+# A verification text over the SMS rate limit tries again this much later, until its deadline.
+VERIFICATION_RATE_WAIT = timedelta(seconds=0.25)
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
@@ -122,6 +123,13 @@ class NotificationService:
     def on_certificate_issued(self, envelope: Envelope, payload: CertificateIssued) -> None:
         self._notify(envelope, [payload.user_id], "applicant", payload.case_no, payload.model_dump())
 
+    @consumes("identity", PasswordChanged)
+    def on_password_changed(self, envelope: Envelope, payload: PasswordChanged) -> None:
+        # A security notice: a change the holder did not make must not go unnoticed.
+        audience = "reviewer" if payload.account_type == "staff" else "applicant"
+        context = {**payload.model_dump(), "changed_at": messages.local_time(payload.changed_at)}
+        self._notify(envelope, [payload.user_id], audience, None, context)
+
     # --- deadline events, to the department's reviewers ----------------------------------------------
     @consumes("intake", CaseDeadlineWarning)
     def on_deadline_warning(self, envelope: Envelope, payload: CaseDeadlineWarning) -> None:
@@ -173,16 +181,18 @@ class NotificationService:
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=("payload",))
     def send_verification_code(self, payload: dict[str, Any]) -> None:
         """Text a one-time code now (identity asks; the person waits for it): not stored, never
-        retried later, within the SMS rate limit. Unavailable when the provider does not take it."""
+        retried later, within the SMS rate limit, and not at all after its deadline (identity has
+        given up and voided the code). Unavailable when it does not go out."""
         text = validated(VerificationText, payload)
         body = messages.render_sms(f"verification.{text.purpose}", text.model_dump())
-        for _ in range(VERIFICATION_RATE_WAITS):
-            if self.store.take_rate_token("sms", datetime.now(UTC), self.outbound.rate_limits["sms"]):
-                break
-            eventlet.sleep(0.25)
-        else:
-            raise Unavailable("the SMS channel is at its rate limit; try again in a moment")
-        outcome = self.outbound.sms.send(text.phone, body, text.reference)
+        while not self.store.take_rate_token("sms", datetime.now(UTC), self.outbound.rate_limits["sms"]):
+            if datetime.now(UTC) + VERIFICATION_RATE_WAIT > text.not_after:
+                raise Unavailable("the SMS channel is at its rate limit; try again in a moment")
+            eventlet.sleep(VERIFICATION_RATE_WAIT.total_seconds())
+        left = (text.not_after - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            raise Unavailable("the code's deadline passed before it could be sent")
+        outcome = self.outbound.sms.send(text.phone, body, text.reference, timeout=left)
         VERIFICATION_TEXTS.labels(outcome.kind).inc()
         if outcome.kind == "permanent":
             raise ValidationFailed(
@@ -346,7 +356,7 @@ class NotificationService:
         self._notify(envelope, reviewers, "reviewer", payload.case_no, context)
 
     def _notify(
-        self, envelope: Envelope, recipients: list[str], audience: str, case_no: str, context: dict[str, Any]
+        self, envelope: Envelope, recipients: list[str], audience: str, case_no: str | None, context: dict[str, Any]
     ) -> None:
         annotate(case_no=case_no, event_id=envelope.event_id)
         now = datetime.now(UTC)

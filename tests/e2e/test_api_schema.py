@@ -48,6 +48,9 @@ SEMANTIC_RULES = {
     ("POST", "/api/v1/review/cases/<case_no>/decisions"): "a supplement request names what is missing",
     ("GET", "/api/v1/supervision/summary"): "from must not be after to",
     ("PUT", "/api/v1/admin/calendar/<int:year>"): "the dates must lie in the year",
+    ("POST", "/api/v1/auth/password-reset"): "the code must be the one texted to the account's phone",
+    ("PUT", "/api/v1/me/password"): "the current password must be right; the new one differ and not be common",
+    ("PUT", "/api/v1/me/contact"): "the password must be right; a new phone needs the code texted to it",
 }
 
 

@@ -6,7 +6,7 @@ from services.common.errors import RateLimited, ValidationFailed
 from services.identity import phone_codes
 from services.identity.phone_codes import Policy
 
-USER, PHONE, CODE = "u-1", "13911112222", "480213"
+USER, PHONE, CODE = "phone_change:u-1", "13911112222", "480213"
 # 10:00 in China on 1 March 2027 (02:00 UTC)
 NOON = datetime(2027, 3, 1, 2, 0, tzinfo=UTC)
 POLICY = Policy()
@@ -14,6 +14,10 @@ POLICY = Policy()
 
 def sent(at=NOON, previous=None, policy=POLICY):
     return phone_codes.new_challenge(USER, PHONE, CODE, previous, at, policy)
+
+
+def test_a_challenge_key_names_purpose_and_account():
+    assert phone_codes.challenge_key("password_reset", "u-1") == "password_reset:u-1"
 
 
 def test_codes_are_six_digits_and_vary():
@@ -26,7 +30,8 @@ def test_a_challenge_keeps_a_digest_bound_to_account_and_phone():
     challenge = sent()
     assert CODE not in str(challenge)
     assert challenge["code_hash"] == phone_codes.digest(USER, PHONE, CODE)
-    assert challenge["code_hash"] != phone_codes.digest("u-2", PHONE, CODE)
+    assert challenge["code_hash"] != phone_codes.digest("phone_change:u-2", PHONE, CODE)
+    assert challenge["code_hash"] != phone_codes.digest("password_reset:u-1", PHONE, CODE)
     assert challenge["code_hash"] != phone_codes.digest(USER, "13700000000", CODE)
     assert challenge["expires_at"] == NOON + timedelta(minutes=5)
     assert challenge["next_send_at"] == NOON + timedelta(seconds=60)

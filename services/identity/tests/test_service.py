@@ -1007,7 +1007,8 @@ def code_sent(store, citizen_doc):
     """A code texted to NEW_PHONE a moment ago, as the store answers it once this try is counted."""
     now = datetime.now(UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as the store keeps it
-    challenge = phone_codes.new_challenge(citizen_doc["_id"], NEW_PHONE, CODE, None, now, phone_codes.Policy())
+    key = phone_codes.challenge_key("phone_change", citizen_doc["_id"])
+    challenge = phone_codes.new_challenge(key, NEW_PHONE, CODE, None, now, phone_codes.Policy())
     store.count_code_attempt.return_value = {**challenge, "attempts": 1}
     store.use_phone_challenge.return_value = True
     return challenge
@@ -1031,7 +1032,7 @@ def test_a_new_phone_is_stored_and_announced_without_the_number(service, store, 
     assert event.payload == {"user_id": citizen_doc["_id"], "changed": ["phone"]}
     assert NEW_PHONE not in event.model_dump_json()
     service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
-    store.use_phone_challenge.assert_called_once_with(citizen_doc["_id"], code_sent["sent_at"])  # spent
+    store.use_phone_challenge.assert_called_once_with(f"phone_change:{citizen_doc['_id']}", code_sent["sent_at"])
 
 
 def test_an_email_is_added_and_removed_with_null_and_left_alone_when_not_given(service, store, citizen_doc, code_sent):
@@ -1134,7 +1135,7 @@ def test_a_phone_code_that_does_not_answer_changes_nothing(service, store, citiz
         service.change_contact(applicant_principal(citizen_doc), payload)
     assert info.value.details[0]["field"] == "phone_code"
     assert issue in info.value.details[0]["issue"]
-    store.count_code_attempt.assert_called_once_with(citizen_doc["_id"])
+    store.count_code_attempt.assert_called_once_with(f"phone_change:{citizen_doc['_id']}")
     store.use_phone_challenge.assert_not_called()
     store.change_contact.assert_not_called()
 
@@ -1154,15 +1155,19 @@ def test_a_code_is_texted_to_the_new_phone_and_only_its_digest_kept(service, sto
     store.keep_phone_challenge.return_value = True
     sent = service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     challenge, previous = store.keep_phone_challenge.call_args.args
-    assert previous is None and challenge["phone"] == NEW_PHONE and challenge["_id"] == citizen_doc["_id"]
+    assert (
+        previous is None
+        and challenge["phone"] == NEW_PHONE
+        and challenge["_id"] == f"phone_change:{citizen_doc['_id']}"
+    )
     (text,) = service.notification.send_verification_code.call_async.call_args.args
     assert text["phone"] == NEW_PHONE and text["purpose"] == "phone_change" and text["valid_minutes"] == 5
-    assert challenge["code_hash"] == phone_codes.digest(citizen_doc["_id"], NEW_PHONE, text["code"])
+    assert challenge["code_hash"] == phone_codes.digest(challenge["_id"], NEW_PHONE, text["code"])
     assert text["code"] not in str(challenge)
     assert datetime.fromisoformat(sent.pop("expires_at")) == challenge["expires_at"]
     assert sent == {"phone": NEW_PHONE, "resend_after": 60}
     store.count_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
-    store.cancel_phone_challenge.assert_not_called()
+    store.void_phone_challenge.assert_not_called()
 
 
 def test_no_code_for_the_phone_the_account_has(service, store, citizen_doc):
@@ -1183,32 +1188,211 @@ def test_no_second_code_within_the_minute(service, store, citizen_doc, code_sent
     service.notification.send_verification_code.call_async.assert_not_called()
 
 
-@pytest.mark.parametrize("why", ["flooded phone", "parallel request"])
-def test_no_code_for_a_flooded_phone_or_a_request_that_lost_a_race(service, store, citizen_doc, why):
-    store.get_user.return_value = citizen_doc
+def code_requested(store, count=1):
     store.phone_challenge.return_value = None
-    store.count_code_to_phone.return_value = 11 if why == "flooded phone" else 1
-    store.keep_phone_challenge.return_value = why != "parallel request"
+    store.count_code_to_phone.return_value = count
+    store.keep_phone_challenge.return_value = True
+
+
+def test_a_request_that_loses_to_a_parallel_one_texts_nothing_and_counts_nothing(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    code_requested(store)
+    store.keep_phone_challenge.return_value = False
+    with pytest.raises(RateLimited):
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    store.count_code_to_phone.assert_not_called()
+    service.notification.send_verification_code.call_async.assert_not_called()
+
+
+def test_a_flooded_phone_gets_no_code_and_the_refusal_counts_against_nothing(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    code_requested(store, count=11)
     with pytest.raises(RateLimited):
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     service.notification.send_verification_code.call_async.assert_not_called()
+    challenge = store.keep_phone_challenge.call_args.args[0]
+    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
+    store.uncount_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
 
 
 def test_a_text_that_did_not_go_out_voids_its_code_and_lets_the_applicant_ask_again(service, store, citizen_doc):
     from services.common.errors import Unavailable
 
     store.get_user.return_value = citizen_doc
-    store.phone_challenge.return_value = None
-    store.count_code_to_phone.return_value = 1
-    store.keep_phone_challenge.return_value = True
+    code_requested(store)
     service.notification.send_verification_code.call_async.return_value.result.side_effect = Unavailable("down")
     with pytest.raises(Unavailable):
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     challenge = store.keep_phone_challenge.call_args.args[0]
-    store.cancel_phone_challenge.assert_called_once_with(citizen_doc["_id"], challenge["sent_at"], challenge["sent_at"])
+    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
+    store.uncount_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
+
+
+def test_a_code_text_has_a_deadline_the_caller_waits_for(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    code_requested(store)
+    service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    (text,) = service.notification.send_verification_code.call_async.call_args.args
+    challenge = store.keep_phone_challenge.call_args.args[0]
+    assert datetime.fromisoformat(text["not_after"]) == challenge["sent_at"] + phone_codes.SEND_WITHIN
+
+
+def test_a_phone_taken_meanwhile_gives_the_code_back(service, store, citizen_doc, code_sent):
+    store.get_user.return_value = citizen_doc
+    store.change_contact.side_effect = Conflict("phone is already registered")
+    with pytest.raises(Conflict):
+        service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
+    store.unuse_phone_challenge.assert_called_once_with(code_sent["_id"], code_sent["sent_at"])
 
 
 def test_staff_get_no_phone_codes(service, store, citizen_doc):
     staff = {**applicant_principal(citizen_doc), "account_type": "staff", "roles": ["reviewer"]}
     with pytest.raises(Forbidden):
         service.send_phone_code(staff, {"phone": NEW_PHONE})
+
+
+# --- passwords: change, and reset with a texted code ------------------------------------------------
+
+NEW_PASSWORD = "Another-pass-2027"
+
+
+def password_change(current=PASSWORD, new=NEW_PASSWORD):
+    return {"current_password": current, "new_password": new}
+
+
+def test_a_new_password_is_stored_announced_and_ends_the_other_sessions(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    store.sessions_of.return_value = [SESSION_ID, "s-phone", "s-tablet"]
+    assert service.change_password(applicant_principal(citizen_doc), password_change()) is None
+    user, password_hash, event = store.set_password.call_args.args
+    assert user is citizen_doc and accounts.password_matches(password_hash, NEW_PASSWORD)
+    assert event.type == "identity.password_changed.v1"
+    assert {k: event.payload[k] for k in ("user_id", "account_type", "how")} == {
+        "user_id": citizen_doc["_id"],
+        "account_type": "citizen",
+        "how": "changed",
+    }
+    assert NEW_PASSWORD not in event.model_dump_json() and password_hash not in event.model_dump_json()
+    revoked = [c.args[0] for c in store.revoke_session.call_args_list]
+    assert revoked == ["s-phone", "s-tablet"]  # this session stays
+    since = store.sessions_of.call_args.kwargs["since"]
+    assert abs((datetime.now(UTC) - since) - REFRESH_TTL) < timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (password_change(current="not-the-password"), "current_password"),
+        (password_change(new=PASSWORD), "new_password"),  # the same again
+        (password_change(new="password1"), "new_password"),  # too common
+        (password_change(new="short"), "new_password"),
+        ({"new_password": NEW_PASSWORD}, "current_password"),
+    ],
+    ids=["wrong-current", "same", "common", "short", "no-current"],
+)
+def test_a_refused_password_change_changes_nothing(service, store, citizen_doc, payload, field):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(ValidationFailed) as info:
+        service.change_password(applicant_principal(citizen_doc), payload)
+    assert field in [d["field"] for d in info.value.details]
+    store.set_password.assert_not_called()
+    store.revoke_session.assert_not_called()
+
+
+def test_wrong_current_passwords_count_against_the_login_allowance(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    with pytest.raises(ValidationFailed):
+        service.change_password(applicant_principal(citizen_doc), password_change(current="guess-1"))
+    assert store.record_failure.call_args.args[0] == f"user:{citizen_doc['_id']}"
+    store.failures.return_value = {f"user:{citizen_doc['_id']}": Failures(3, datetime.now(UTC))}
+    with pytest.raises(RateLimited):
+        service.change_password(applicant_principal(citizen_doc), password_change())
+    store.set_password.assert_not_called()
+
+
+def test_staff_change_their_password_too(service, store):
+    staff = accounts.new_staff("reviewer1", "审核员", PASSWORD, ["reviewer"], "620524MZ")
+    store.get_user.return_value = staff
+    store.sessions_of.return_value = []
+    principal = {"user_id": staff["_id"], "account_type": "staff", "roles": ["reviewer"], "session_id": "s-1"}
+    service.change_password(principal, password_change())
+    assert store.set_password.call_args.args[2].payload["account_type"] == "staff"
+
+
+RESET_KEY_OF = "password_reset:{}".format
+
+
+def reset_code_sent(store, user, code=CODE):
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    key = RESET_KEY_OF(user["_id"])
+    challenge = phone_codes.new_challenge(key, user["phone"], code, None, now, phone_codes.Policy())
+    store.count_code_attempt.return_value = {**challenge, "attempts": 1}
+    store.use_phone_challenge.return_value = True
+    return challenge
+
+
+def test_a_reset_code_goes_to_the_accounts_own_phone(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    store.phone_challenge.return_value = None
+    store.count_code_to_phone.return_value = 1
+    store.keep_phone_challenge.return_value = True
+    answer = service.send_password_reset_code({"username": ID_NUMBER})
+    assert answer == {"valid_minutes": 5, "resend_after": 60}
+    (text,) = service.notification.send_verification_code.call_async.call_args.args
+    assert text["phone"] == citizen_doc["phone"] and text["purpose"] == "password_reset"
+    challenge = store.keep_phone_challenge.call_args.args[0]
+    assert challenge["_id"] == RESET_KEY_OF(citizen_doc["_id"])
+    store.count_code_to_phone.assert_not_called()  # the account's own phone: the account's limit holds
+
+
+@pytest.mark.parametrize("case", ["unknown", "staff", "asked too often"])
+def test_a_reset_code_request_answers_alike_whoever_asks(service, store, citizen_doc, case):
+    if case == "staff":
+        store.find_by_login.return_value = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    elif case == "asked too often":
+        store.find_by_login.return_value = citizen_doc
+        store.phone_challenge.return_value = {**reset_code_sent(store, citizen_doc), "sent_today": 10}
+    assert service.send_password_reset_code({"username": "someone"}) == {"valid_minutes": 5, "resend_after": 60}
+    service.notification.send_verification_code.call_async.assert_not_called()
+
+
+def test_a_reset_with_the_code_sets_the_password_ends_every_session_and_forgives_failures(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    challenge = reset_code_sent(store, citizen_doc)
+    store.sessions_of.return_value = ["s-1", "s-2"]
+    payload = {"username": citizen_doc["phone"], "code": CODE, "new_password": NEW_PASSWORD}
+    assert service.reset_password(payload) is None
+    store.count_code_attempt.assert_called_once_with(challenge["_id"])
+    store.use_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
+    _, password_hash, event = store.set_password.call_args.args
+    assert accounts.password_matches(password_hash, NEW_PASSWORD) and event.payload["how"] == "reset"
+    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-1", "s-2"]
+    cleared = {c.args[0] for c in store.clear_failures.call_args_list}
+    assert cleared == {f"user:{citizen_doc['_id']}", f"account:{citizen_doc['phone']}", f"account:{ID_NUMBER}"}
+
+
+def test_a_reset_that_loses_to_a_parallel_change_gives_the_code_back(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    challenge = reset_code_sent(store, citizen_doc)
+    store.set_password.side_effect = Conflict("the password changed meanwhile; try again")
+    with pytest.raises(Conflict):
+        service.reset_password({"username": ID_NUMBER, "code": CODE, "new_password": NEW_PASSWORD})
+    store.unuse_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
+    store.revoke_session.assert_not_called()
+
+
+@pytest.mark.parametrize("case", ["wrong code", "unknown account", "common password"])
+def test_a_refused_reset_changes_nothing(service, store, citizen_doc, case):
+    store.find_by_login.return_value = None if case == "unknown account" else citizen_doc
+    reset_code_sent(store, citizen_doc)
+    payload = {"username": ID_NUMBER, "code": "000000" if case == "wrong code" else CODE, "new_password": NEW_PASSWORD}
+    if case == "common password":
+        payload["new_password"] = "password1"
+    with pytest.raises(ValidationFailed) as info:
+        service.reset_password(payload)
+    assert info.value.details[0]["field"] == ("new_password" if case == "common password" else "code")
+    if case == "common password":
+        store.count_code_attempt.assert_not_called()  # the code is not spent on a refused password
+    store.set_password.assert_not_called()
+    store.revoke_session.assert_not_called()

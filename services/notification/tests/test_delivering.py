@@ -515,6 +515,7 @@ def code_text(**overrides):
         "purpose": "phone_change",
         "valid_minutes": 5,
         "reference": "phone-code:u-1:1",
+        "not_after": (datetime.now(UTC) + timedelta(seconds=5)).isoformat(),
         **overrides,
     }
 
@@ -524,9 +525,16 @@ def test_a_verification_code_is_texted_at_once_and_not_stored(service, store, ou
     assert service.send_verification_code(code_text()) is None
     to, text, reference = outbound.sms.send.call_args.args
     assert (to, reference) == ("13911112222", "phone-code:u-1:1")
-    assert "480213" in text and "5分钟" in text and text.startswith("【一网通办】")
+    assert "480213" in text and "5分钟" in text and text.startswith("【一网通办】") and "更换" in text
+    assert 0 < outbound.sms.send.call_args.kwargs["timeout"] <= 5  # no longer than the asker waits
     store.take_rate_token.assert_called_once()
     assert not [c for c in store.method_calls if c[0] not in ("take_rate_token",)]  # nothing kept
+
+
+def test_a_reset_code_says_what_it_is_for(service, outbound):
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    service.send_verification_code(code_text(purpose="password_reset"))
+    assert "重置登录密码" in outbound.sms.send.call_args.args[1]
 
 
 def test_a_verification_code_the_provider_cannot_take_is_unavailable_or_a_refused_phone(service, outbound):
@@ -539,21 +547,31 @@ def test_a_verification_code_the_provider_cannot_take_is_unavailable_or_a_refuse
     assert info.value.details[0]["field"] == "phone"
 
 
-def test_a_verification_code_waits_briefly_for_the_rate_limit_then_gives_up(service, store, outbound, monkeypatch):
-    monkeypatch.setattr(eventlet, "sleep", lambda seconds: None)
-    store.take_rate_token.side_effect = [False, False, True]
-    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
-    service.send_verification_code(code_text())
-    assert store.take_rate_token.call_count == 3
-    store.take_rate_token.side_effect = None
-    store.take_rate_token.return_value = False
-    outbound.sms.send.reset_mock()
+def test_a_verification_code_past_its_deadline_is_not_sent(service, outbound):
+    late = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()  # identity gave up on it
     with pytest.raises(Unavailable):
-        service.send_verification_code(code_text())
+        service.send_verification_code(code_text(not_after=late))
     outbound.sms.send.assert_not_called()
 
 
-@pytest.mark.parametrize("bad", [{"code": "12345"}, {"purpose": "login"}, {"phone": "1234"}])
+def test_a_verification_code_waits_for_the_rate_limit_until_its_deadline(service, store, outbound, monkeypatch):
+    naps = []
+    monkeypatch.setattr(eventlet, "sleep", naps.append)
+    store.take_rate_token.side_effect = [False, False, True]
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    service.send_verification_code(code_text())
+    assert store.take_rate_token.call_count == 3 and naps == [0.25, 0.25]
+
+    store.take_rate_token.side_effect = None
+    store.take_rate_token.return_value = False
+    outbound.sms.send.reset_mock()
+    soon = (datetime.now(UTC) + timedelta(seconds=0.1)).isoformat()  # no time for another try
+    with pytest.raises(Unavailable):
+        service.send_verification_code(code_text(not_after=soon))
+    outbound.sms.send.assert_not_called()
+
+
+@pytest.mark.parametrize("bad", [{"code": "12345"}, {"purpose": "login"}, {"phone": "1234"}, {"not_after": None}])
 def test_a_malformed_verification_text_is_refused(service, outbound, bad):
     with pytest.raises(ValidationFailed):
         service.send_verification_code(code_text(**bad))

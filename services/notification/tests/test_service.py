@@ -309,3 +309,28 @@ def test_nobody_chose_anything_so_nobody_is_asked(service, store):
 def test_every_process_forgets_the_contact_it_kept(service):
     service.forget_kept_contact(contact_changed("phone").model_dump(mode="json"))
     service.contacts.changed.assert_called_once_with("u-citizen")
+
+
+@pytest.mark.parametrize(
+    ("account_type", "how", "channels", "words"),
+    [
+        ("citizen", "changed", [("inbox", "delivered"), ("sms", "pending")], "修改"),
+        ("enterprise", "reset", [("inbox", "delivered"), ("sms", "pending")], "重置"),
+        ("staff", "changed", [("inbox", "delivered")], "修改"),  # staff have no phone
+    ],
+)
+def test_a_password_change_is_a_security_notice_to_the_holder(service, store, account_type, how, channels, words):
+    from contracts.events import PasswordChanged
+
+    changed_at = datetime(2026, 11, 27, 2, 30, tzinfo=UTC)  # 10:30 in China
+    event = new_event(
+        PasswordChanged(user_id="u-1", account_type=account_type, how=how, changed_at=changed_at), producer="identity"
+    )
+    service.on_password_changed(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert doc["recipient"] == "u-1" and doc["case_no"] is None and doc["type"] == "identity.password_changed.v1"
+    assert words in doc["title"] and "2026年11月27日 10:30" in doc["body"] and "如非本人操作" in doc["body"]
+    assert [(d["channel"], d["status"]) for d in messages.view(doc)["deliveries"]] == channels
+    if account_type != "staff":
+        assert "如非本人操作" in doc["content"]["sms"]["body"]
+    NotificationView.model_validate(messages.view(doc))

@@ -1,10 +1,11 @@
 """Logins on the real server: a user is found by any of its login names through `user_logins`
 (by _id); a registration that died before indexing its logins is repaired by the next attempt;
-users stored before the index are indexed once; a change of phone moves the phone's login name."""
+users stored before the index are indexed once; a change of phone moves the phone's login name;
+a user's sessions are found by _id (a new password ends them); a password is set over the one read."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -123,3 +124,40 @@ def test_a_change_that_died_half_way_leaves_a_login_name_nobody_can_use_and_the_
     store.insert_user(user("u2", "110101199003077777", "13922223333"), "id_number")
     store.change_contact(store.get_user("u2"), {"phone": "13800138000"}, changed("u2"))
     assert store.find_by_login([], "13800138000")["_id"] == "u2"
+
+
+def test_a_users_sessions_are_found_by_id_and_old_ones_dropped_from_the_index(store):
+    store.start_session("s-old", "u1")
+    store.user_sessions.update_one({"_id": "u1"}, {"$set": {"ids.s-old": datetime(2020, 1, 1, tzinfo=UTC)}})
+    store.start_session("s-1", "u1")
+    store.start_session("s-2", "u1")
+    store.start_session("s-9", "u2")
+    since = datetime.now(UTC) - timedelta(days=14)
+    assert sorted(store.sessions_of("u1", since)) == ["s-1", "s-2"]
+    assert sorted(store.user_sessions.find_one({"_id": "u1"})["ids"]) == ["s-1", "s-2"]
+    assert store.sessions_of("nobody", since) == []
+
+
+def test_sessions_started_before_the_index_are_indexed_once(mongo_client, db_prefix):
+    db = mongo_client[f"{db_prefix}_identity"]
+    now = datetime.now(UTC)
+    db["sessions"].insert_many(
+        [
+            {"_id": "s-live", "user_id": "u1", "created_at": now, "revoked_at": None},
+            {"_id": "s-gone", "user_id": "u1", "created_at": now, "revoked_at": now},
+        ]
+    )
+    store = IdentityStore(db)
+    store.ensure_indexes()
+    assert store.sessions_of("u1", now - timedelta(days=1)) == ["s-live"]
+
+
+def test_a_new_password_is_set_only_over_the_one_it_was_read_with(store):
+    store.insert_user({**user("u1", "620524194005060136", "13800138000"), "password_hash": "h-1"}, "id_number")
+    read = store.get_user("u1")
+    event = new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test")  # any user event
+    store.set_password(read, "h-2", event)
+    assert store.get_user("u1")["password_hash"] == "h-2"
+    with pytest.raises(Conflict):
+        store.set_password(read, "h-3", new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test"))
+    assert store.get_user("u1")["password_hash"] == "h-2"

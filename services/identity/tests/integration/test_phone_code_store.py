@@ -1,6 +1,7 @@
 """Phone codes on the real server: one challenge per account replaced only from the one it was
 decided against, tries counted before they are compared (parallel guesses cannot exceed the
-allowance), a code spent once, a void code, and each phone's daily count across accounts."""
+allowance), a code spent once or given back, a void code, and each phone's daily count across
+accounts, swept when its day is past."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from services.common.errors import ValidationFailed
 from services.identity import phone_codes
 from services.identity.phone_codes import Policy
 
-PHONE, CODE = "13911112222", "480213"
+PHONE, CODE, KEY = "13911112222", "480213", "phone_change:u1"
 
 
 def now_ms() -> datetime:
@@ -23,52 +24,64 @@ def now_ms() -> datetime:
 
 def test_a_challenge_is_replaced_only_from_the_one_it_was_decided_against(store):
     at = now_ms()
-    first = phone_codes.new_challenge("u1", PHONE, CODE, None, at, Policy())
+    first = phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy())
     assert store.keep_phone_challenge(first, None)
     assert not store.keep_phone_challenge(first, None)  # a parallel first request
-    kept = store.phone_challenge("u1")
+    kept = store.phone_challenge(KEY)
     assert kept["sent_at"] == at and kept["code_hash"] == first["code_hash"]
 
     later = at + timedelta(minutes=2)
-    second = phone_codes.new_challenge("u1", PHONE, "111111", kept, later, Policy())
+    second = phone_codes.new_challenge(KEY, PHONE, "111111", kept, later, Policy())
     assert store.keep_phone_challenge(second, kept)
-    assert not store.keep_phone_challenge(phone_codes.new_challenge("u1", PHONE, "2", kept, later, Policy()), kept)
-    assert store.phone_challenge("u1")["sent_today"] == 2
+    assert not store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, "2", kept, later, Policy()), kept)
+    assert store.phone_challenge(KEY)["sent_today"] == 2
 
 
 def test_parallel_guesses_are_all_counted_and_the_right_code_is_spent_once(store):
     at = now_ms()
-    store.keep_phone_challenge(phone_codes.new_challenge("u1", PHONE, CODE, None, at, Policy()), None)
+    store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
     pool = eventlet.GreenPool(8)
-    counted = list(pool.imap(lambda _: store.count_code_attempt("u1")["attempts"], range(8)))
+    counted = list(pool.imap(lambda _: store.count_code_attempt(KEY)["attempts"], range(8)))
     assert sorted(counted) == list(range(1, 9))  # each try saw its own count
     with pytest.raises(ValidationFailed, match="too many wrong codes"):
-        phone_codes.check(store.count_code_attempt("u1"), "u1", PHONE, CODE, at, Policy())
+        phone_codes.check(store.count_code_attempt(KEY), KEY, PHONE, CODE, at, Policy())
 
     store.phone_challenges.delete_many({})
-    store.keep_phone_challenge(phone_codes.new_challenge("u1", PHONE, CODE, None, at, Policy()), None)
-    challenge = phone_codes.check(store.count_code_attempt("u1"), "u1", PHONE, CODE, at, Policy())
-    assert store.use_phone_challenge("u1", challenge["sent_at"])
-    assert not store.use_phone_challenge("u1", challenge["sent_at"])  # a parallel change with the same code
-    assert store.count_code_attempt("u1") is None  # a spent code takes no more tries
+    store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
+    challenge = phone_codes.check(store.count_code_attempt(KEY), KEY, PHONE, CODE, at, Policy())
+    assert store.use_phone_challenge(KEY, challenge["sent_at"])
+    assert not store.use_phone_challenge(KEY, challenge["sent_at"])  # a parallel change with the same code
+    assert store.count_code_attempt(KEY) is None  # a spent code takes no more tries
 
 
-def test_a_void_code_cannot_be_used_and_another_may_be_asked_for_at_once(store):
+def test_a_void_code_cannot_be_used_counts_for_nothing_and_another_may_be_asked_for_at_once(store):
     at = now_ms()
-    store.keep_phone_challenge(phone_codes.new_challenge("u1", PHONE, CODE, None, at, Policy()), None)
-    store.cancel_phone_challenge("u1", at, at)
-    assert store.count_code_attempt("u1") is None
-    kept = store.phone_challenge("u1")
-    again = phone_codes.new_challenge("u1", PHONE, "654321", kept, at + timedelta(milliseconds=5), Policy())
-    assert again["sent_today"] == 2  # a failed send still counts towards the day
+    store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
+    store.void_phone_challenge(KEY, at)
+    assert store.count_code_attempt(KEY) is None
+    kept = store.phone_challenge(KEY)
+    again = phone_codes.new_challenge(KEY, PHONE, "654321", kept, at + timedelta(milliseconds=5), Policy())
+    assert again["sent_today"] == 1  # the text that did not go out does not count
     assert store.keep_phone_challenge(again, kept)
 
 
-def test_a_phone_counts_its_codes_per_day_whoever_asks(store):
+def test_a_code_given_back_works_again(store):
+    at = now_ms()
+    store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
+    assert store.use_phone_challenge(KEY, at)
+    store.unuse_phone_challenge(KEY, at)
+    assert phone_codes.check(store.count_code_attempt(KEY), KEY, PHONE, CODE, at, Policy())
+    assert store.use_phone_challenge(KEY, at)
+
+
+def test_a_phone_counts_its_codes_per_day_whoever_asks_and_past_days_are_swept(store):
     assert [store.count_code_to_phone(PHONE, "2027-03-01") for _ in range(3)] == [1, 2, 3]
+    store.uncount_code_to_phone(PHONE, "2027-03-01")  # one that did not go out
+    assert store.count_code_to_phone(PHONE, "2027-03-01") == 3
     assert store.count_code_to_phone("13700000000", "2027-03-01") == 1
     assert store.count_code_to_phone(PHONE, "2027-03-02") == 1  # a new day starts from zero
-    assert store.phone_code_sends.count_documents({}) == 2  # one row per phone
+    assert store.sweep_phone_counts(before_day="2027-03-02") == 2
+    assert store.count_code_to_phone(PHONE, "2027-03-02") == 2  # today's count stays
 
 
 def test_first_counts_of_a_phone_at_once_are_all_counted(store):

@@ -1,0 +1,119 @@
+"""Passwords over HTTP: a holder changes theirs (the other sessions end, the holder is told), and
+someone who forgot theirs resets it with a code texted to the account's phone (every session
+ends, a locked-out account is let in again), without anyone learning who is registered."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import requests
+
+from tests.e2e.conftest import RunningSystem, auth, log_in, sign_up
+from tests.e2e.test_access_matrix import staff
+from tests.e2e.test_catalog import admin_token
+from tests.support import eventually, sms_received
+
+NEW_PASSWORD = "Another-pass-2027"
+
+
+def post(yiwang: RunningSystem, path: str, body: dict, headers: dict | None = None) -> requests.Response:
+    return requests.post(yiwang.url(path), json=body, headers=headers or {}, timeout=10)
+
+
+def change_password(yiwang: RunningSystem, person: dict, current: str, new: str) -> requests.Response:
+    body = {"current_password": current, "new_password": new}
+    return requests.put(yiwang.url("/api/v1/me/password"), json=body, headers=auth(person), timeout=10)
+
+
+def login_status(yiwang: RunningSystem, username: str, password: str, address: str = "198.51.100.1") -> int:
+    body = {"username": username, "password": password}
+    return post(yiwang, "/api/v1/auth/login", body, {"X-Forwarded-For": address}).status_code
+
+
+def me_status(yiwang: RunningSystem, person: dict) -> int:
+    return requests.get(yiwang.url("/api/v1/me"), headers=auth(person), timeout=10).status_code
+
+
+def texts_to(yiwang: RunningSystem, phone: str, words: str) -> list[str]:
+    return [m["text"] for m in sms_received(yiwang.sms_url) if m["to"] == phone and words in m["text"]]
+
+
+def test_a_new_password_ends_the_other_sessions_and_the_holder_is_told(yiwang: RunningSystem):
+    person = sign_up(yiwang)
+    other = log_in(yiwang, person["id_number"], person["password"])  # another device
+
+    wrong = change_password(yiwang, person, "not-my-password", NEW_PASSWORD)
+    assert wrong.status_code == 422
+    assert [d["field"] for d in wrong.json()["error"]["details"]] == ["current_password"]
+    same = change_password(yiwang, person, person["password"], person["password"])
+    assert same.status_code == 422 and same.json()["error"]["details"][0]["field"] == "new_password"
+    assert change_password(yiwang, person, person["password"], "password1").status_code == 422  # too common
+
+    assert change_password(yiwang, person, person["password"], NEW_PASSWORD).status_code == 204
+    assert me_status(yiwang, person) == 200  # this session goes on
+    eventually(lambda: me_status(yiwang, other) == 401, timeout=10, what="the other session's token refused")
+    refreshed = post(yiwang, "/api/v1/auth/refresh", {"refresh_token": other["refresh_token"]})
+    assert refreshed.status_code == 401
+    assert login_status(yiwang, person["id_number"], person["password"]) == 401
+    assert login_status(yiwang, person["id_number"], NEW_PASSWORD) == 200
+
+    def notice() -> list[dict] | None:
+        inbox = requests.get(yiwang.url("/api/v1/notifications"), headers=auth(person), timeout=10).json()["items"]
+        found = [n for n in inbox if n["type"] == "identity.password_changed.v1"]
+        return found or None
+
+    (told,) = eventually(notice, timeout=15, what="the security notice in the inbox")
+    assert "密码已修改" in told["title"] and told["case_no"] is None
+    eventually(lambda: texts_to(yiwang, person["phone"], "密码已于"), timeout=15, what="the notice by SMS")
+
+
+def test_staff_change_their_own_password(yiwang: RunningSystem):
+    boss = admin_token(yiwang)
+    clerk = staff(yiwang, boss, "reviewer")
+    assert change_password(yiwang, clerk, "staff-pass-12", NEW_PASSWORD).status_code == 204
+    assert requests.put(yiwang.url("/api/v1/me/password"), json={}, timeout=10).status_code == 401
+
+
+def test_a_forgotten_password_is_reset_with_a_code_texted_to_the_accounts_phone(yiwang: RunningSystem):
+    person = sign_up(yiwang)
+    address = f"203.0.113.{uuid.uuid4().int % 200 + 1}"
+    for _ in range(3):  # the e2e account limit: the holder is locked out
+        assert login_status(yiwang, person["id_number"], "a-wrong-guess", address) == 401
+    assert login_status(yiwang, person["id_number"], person["password"], address) == 429
+
+    asked = post(yiwang, "/api/v1/auth/password-reset/code", {"username": person["id_number"]})
+    assert asked.status_code == 202 and asked.json() == {"valid_minutes": 5, "resend_after": 60}
+    texts = eventually(lambda: texts_to(yiwang, person["phone"], "重置登录密码"), timeout=10, what="the reset code")
+    code = re.search(r"验证码(\d{6})", texts[-1]).group(1)  # type: ignore[union-attr]
+
+    reset = "/api/v1/auth/password-reset"
+    body = {"username": person["id_number"], "code": code, "new_password": NEW_PASSWORD}
+    wrong = post(yiwang, reset, {**body, "code": "000000" if code != "000000" else "111111"})
+    assert wrong.status_code == 422 and wrong.json()["error"]["details"][0]["field"] == "code"
+    assert post(yiwang, reset, {**body, "username": person["phone"]}).status_code == 204  # any login name
+    assert post(yiwang, reset, body).status_code == 422  # a code works once
+
+    eventually(lambda: me_status(yiwang, person) == 401, timeout=10, what="every session ended")
+    assert login_status(yiwang, person["id_number"], person["password"], address) == 401
+    assert login_status(yiwang, person["id_number"], NEW_PASSWORD, address) == 200  # let in again
+
+
+def test_a_reset_code_request_tells_nobody_who_is_registered(yiwang: RunningSystem):
+    before = len(sms_received(yiwang.sms_url))
+    for username in ("110101199003077777", "13700000001", "no-such-staff"):
+        asked = post(yiwang, "/api/v1/auth/password-reset/code", {"username": username})
+        assert asked.status_code == 202 and asked.json() == {"valid_minutes": 5, "resend_after": 60}
+    person = sign_up(yiwang)
+    for _ in range(2):  # asking again at once: the same answer, and one text only
+        asked = post(yiwang, "/api/v1/auth/password-reset/code", {"username": person["phone"]})
+        assert asked.status_code == 202 and asked.json() == {"valid_minutes": 5, "resend_after": 60}
+    eventually(lambda: texts_to(yiwang, person["phone"], "重置登录密码"), timeout=10, what="the reset code")
+    assert len(texts_to(yiwang, person["phone"], "重置登录密码")) == 1
+    assert [m for m in sms_received(yiwang.sms_url)[before:] if m["to"] == "13700000001"] == []
+    bad = post(
+        yiwang,
+        "/api/v1/auth/password-reset",
+        {"username": "13700000001", "code": "123456", "new_password": NEW_PASSWORD},
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "code"
