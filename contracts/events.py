@@ -109,6 +109,8 @@ class PasswordChanged(EventPayload):
     account_type: Literal["citizen", "enterprise", "staff"]
     how: Literal["changed", "reset"]
     changed_at: datetime
+    # The session that made the change goes on (none for a reset); identity ends the others.
+    kept_session_id: str | None = None
 
 
 @register

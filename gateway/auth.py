@@ -19,7 +19,7 @@ from services.common.errors import Forbidden, Unauthenticated
 ISSUER = "yiwang-identity"
 AUDIENCE = "yiwang"
 # An unknown key id triggers a refetch (key rotation without log-outs), at most this often per process,
-# so forged key ids cannot turn into an RPC storm.
+# so forged key ids cannot turn into an RPC storm (their requests wait their turn instead).
 REFETCH_INTERVAL = 1.0
 
 
@@ -33,11 +33,15 @@ class KeySet:
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
-        stale = self._fetched_at is None or time.monotonic() - self._fetched_at > REFETCH_INTERVAL
-        if kid not in self._keys and stale:
+        if kid not in self._keys:
+            # One at a time; a refetch too soon after the last waits for the interval instead of
+            # refusing: a token of a key rotated in just after someone's forged key id still works.
             with self._lock:
-                self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
-                self._fetched_at = time.monotonic()
+                if kid not in self._keys:
+                    if self._fetched_at is not None:
+                        time.sleep(max(0.0, self._fetched_at + REFETCH_INTERVAL - time.monotonic()))
+                    self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
+                    self._fetched_at = time.monotonic()
         try:
             return self._keys[kid]
         except KeyError:

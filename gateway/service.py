@@ -196,7 +196,8 @@ class Gateway:
     )
     def send_password_reset_code(self, request: Request) -> tuple[int, dict[str, Any]]:
         body = validated(PasswordResetCodeRequest, read_json(request)).model_dump()
-        return 202, call(self.identity.send_password_reset_code, body)
+        address = client_address(request, self.auth.trusted_proxies)
+        return 202, call(self.identity.send_password_reset_code, body, address)
 
     @api(
         "POST",
@@ -207,7 +208,8 @@ class Gateway:
         status=204,
     )
     def reset_password(self, request: Request) -> tuple[int, None]:
-        call(self.identity.reset_password, validated(PasswordReset, read_json(request)).model_dump())
+        body = validated(PasswordReset, read_json(request)).model_dump()
+        call(self.identity.reset_password, body, client_address(request, self.auth.trusted_proxies))
         return 204, None
 
     @api("GET", "/.well-known/jwks.json", summary="Public keys that verify access tokens", auth=False)

@@ -628,11 +628,11 @@ def test_a_password_reset_takes_a_code_request_then_the_code(gateway):
     returns(gateway.identity.send_password_reset_code, {"valid_minutes": 5, "resend_after": 60})
     asked = gateway.send_password_reset_code(_request("POST", body={"username": "13800138000"}))
     assert asked.status_code == 202 and _json(asked) == {"valid_minutes": 5, "resend_after": 60}
-    gateway.identity.send_password_reset_code.call_async.assert_called_once_with({"username": "13800138000"})
+    gateway.identity.send_password_reset_code.call_async.assert_called_once_with({"username": "13800138000"}, CALLER)
     returns(gateway.identity.reset_password, None)
     body = {"username": "13800138000", "code": "480213", "new_password": "Another-pass-2027"}
     assert gateway.reset_password(_request("POST", body=body)).status_code == 204
-    gateway.identity.reset_password.call_async.assert_called_once_with(body)
+    gateway.identity.reset_password.call_async.assert_called_once_with(body, CALLER)
     bad = {**body, "code": "4802"}
     assert gateway.reset_password(_request("POST", body=bad)).status_code == 422
 

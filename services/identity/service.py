@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 import os
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import eventlet
 from nameko import config
 from nameko.timer import timer
 from pydantic import TypeAdapter
@@ -63,7 +67,21 @@ from services.identity.first_admin import first_admin_password
 from services.identity.storage import IdentityStore
 
 REGISTRATION = TypeAdapter(Registration)
+log = logging.getLogger(__name__)
+
+
+def run_in_background(fn: Callable[..., None], *args: Any) -> None:
+    """Run after the entrypoint answers, in the current trace (tests replace it to run at once)."""
+    context = contextvars.copy_context()
+    eventlet.spawn_n(context.run, fn, *args)
+
+
 REFRESH_TTL = timedelta(days=14)
+# A session ends this long after its login, however often it was refreshed: a new password has to
+# end only the sessions started within it (README, Identity and access).
+SESSION_MAX_AGE = timedelta(days=30)
+# The same words for every refused reset, so that they tell nobody whether the account exists.
+RESET_REFUSED = "not a valid code for this account: wrong, expired or used; ask for a new one"
 SENSITIVE = ("payload",)  # never logged or traced: passwords, id numbers
 
 
@@ -188,32 +206,51 @@ class IdentityService:
         self._set_password(user, change.new_password, "changed", keep_session=who.session_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
-    def send_password_reset_code(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def send_password_reset_code(self, payload: dict[str, Any], client_address: str) -> dict[str, Any]:
         """For a forgotten password: text a code to the phone of the account the login name
-        belongs to (`POST /api/v1/auth/password-reset/code`). The answer is the same for an unknown
-        account, one without a phone (staff) and one that asked too often: nobody learns from it
-        who is registered. Only a provider that cannot take the text makes a difference (503)."""
+        belongs to (`POST /api/v1/auth/password-reset/code`). The answer is the same, and as fast,
+        for an unknown account, one without a phone (staff), one that asked too often and one whose
+        text could not go out: the lookup and the text happen after it, so nobody learns from it
+        who is registered. Each client address may ask so often (429 beyond)."""
         username = validated(PasswordResetCodeRequest, payload).username
-        policy = phone_codes.Policy.from_env()
-        user = self.store.find_by_login(accounts.login_keys(username), username)
-        if user is not None and user.get("phone"):
-            with contextlib.suppress(RateLimited):
-                self._text_code("password_reset", user["_id"], user["phone"], policy)
+        policy, limits, now = phone_codes.Policy.from_env(), throttling.Policy.from_env(), datetime.now(UTC)
+        requests_key = throttling.reset_request_key(client_address)
+        self._refuse_if_throttled({requests_key: limits.address_limit}, limits, now)
+        self.store.record_failure(requests_key, now, limits.window)
+        run_in_background(self._text_reset_code, username, policy)
         return PasswordResetCodeSent(
             valid_minutes=policy.valid_minutes, resend_after=int(policy.resend_interval.total_seconds())
         ).model_dump(mode="json")
 
+    def _text_reset_code(self, username: str, policy: phone_codes.Policy) -> None:
+        try:
+            user = self.store.find_by_login(accounts.login_keys(username), username)
+            if user is not None and user.get("phone"):
+                self._text_code("password_reset", user["_id"], user["phone"], policy)
+        except RateLimited:
+            pass  # asked too often: as silent as for anyone else
+        except Exception:  # nobody waits for this answer: log it (masked) for operators
+            log.exception("a password reset code was not sent")
+
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
-    def reset_password(self, payload: dict[str, Any]) -> None:
+    def reset_password(self, payload: dict[str, Any], client_address: str) -> None:
         """A new password with the code texted to the account's phone
         (`POST /api/v1/auth/password-reset`); every session of the account ends, and failed
-        logins are forgotten (a locked-out holder is let in again)."""
+        logins are forgotten (a locked-out holder is let in again). Every refusal of the code reads
+        the same, and counts against the client address as a failed login does."""
         reset = validated(PasswordReset, payload)
+        limits, now = throttling.Policy.from_env(), datetime.now(UTC)
+        address = throttling.address_key(client_address)
+        self._refuse_if_throttled({address: limits.address_limit}, limits, now)
         self._refuse_common(reset.new_password)  # before the code is spent on it
         user = self.store.find_by_login(accounts.login_keys(reset.username), reset.username)
-        if user is None or not user.get("phone"):
-            raise phone_codes.rejected(phone_codes.NO_CODE, "code")  # as for an account without a code
-        spent = self._spend_code("password_reset", user["_id"], user["phone"], reset.code, "code")
+        try:
+            if user is None or not user.get("phone"):
+                raise phone_codes.rejected(RESET_REFUSED, "code")
+            spent = self._spend_code("password_reset", user["_id"], user["phone"], reset.code, "code")
+        except ValidationFailed:
+            self.store.record_failure(address, now, limits.window)
+            raise phone_codes.rejected(RESET_REFUSED, "code") from None
         try:
             self._set_password(user, reset.new_password, "reset", keep_session=None)
         except Conflict:  # the password changed meanwhile: the code works again
@@ -222,6 +259,17 @@ class IdentityService:
         # Under every login name of the account: whichever the guesses were made with.
         for key in (throttling.user_key(user["_id"]), *map(throttling.account_key, (user["login_key"], user["phone"]))):
             self.store.clear_failures(key)
+
+    @consumes("identity", PasswordChanged)
+    def end_sessions_after_password_change(self, envelope: Envelope, changed: PasswordChanged) -> None:
+        """End the sessions started before the change (but the one that made it). Driven by the
+        event, so a process that dies after storing the password still has them ended; ending one
+        twice changes nothing. A login racing the change is refused by `login` itself."""
+        started = self.store.sessions_of(changed.user_id, since=changed.changed_at - SESSION_MAX_AGE)
+        ended = [sid for sid, at in started.items() if at < changed.changed_at and sid != changed.kept_session_id]
+        for session_id in ended:
+            self._revoke(session_id, changed.user_id, f"password {changed.how}")
+        self.store.forget_sessions(changed.user_id, ended)
 
     @rpc
     def reviewers_of(self, department_code: str) -> list[str]:
@@ -250,8 +298,12 @@ class IdentityService:
 
     @timer(interval=3600, eager=True)
     def sweep_phone_counts(self) -> None:
-        """Forget the per-phone code counts of past China days."""
-        self.store.sweep_phone_counts(before_day=phone_codes.china_day(datetime.now(UTC)).isoformat())
+        """Forget the per-phone code counts and the expired challenges of past China days (they hold
+        phone numbers). Every process runs it: an idempotent delete."""
+        now = datetime.now(UTC)
+        today = phone_codes.china_day(now).isoformat()
+        self.store.sweep_phone_counts(before_day=today)
+        self.store.sweep_phone_challenges(before_day=today, now=now)
 
     # --- sessions ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
@@ -274,6 +326,11 @@ class IdentityService:
         self.store.clear_failures(throttling.user_key(user["_id"]))
         session_id = uuid.uuid4().hex
         self.store.start_session(session_id, user["_id"])
+        # A new password may have been stored while the old one was being checked: its change did
+        # not see this session, so this login ends it itself.
+        if not self.store.password_unchanged(user["_id"], user["password_hash"]):
+            self._revoke(session_id, user["_id"], "password changed during login")
+            raise Unauthenticated("wrong username or password")
         return self._issue_tokens(user, session_id).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
@@ -287,7 +344,13 @@ class IdentityService:
             self._revoke(token["family"], token["user_id"], "refresh token reused")
             raise Unauthenticated("this refresh token was already used; the session has been ended")
         session = self.store.get_session(token["family"])
-        if session is None or session["revoked_at"] is not None or token["expires_at"] <= datetime.now(UTC):
+        now = datetime.now(UTC)
+        if (
+            session is None
+            or session["revoked_at"] is not None
+            or token["expires_at"] <= now
+            or session["created_at"] <= now - SESSION_MAX_AGE
+        ):
             raise Unauthenticated("the session has ended; log in again")
         return self._issue_tokens(self._user(token["user_id"]), token["family"]).model_dump(mode="json")
 
@@ -412,12 +475,14 @@ class IdentityService:
         # The account's claim first: parallel requests send one code and count the phone once.
         if not self.store.keep_phone_challenge(challenge, previous):
             raise RateLimited("a code is being sent already", retry_after=int(policy.resend_interval.total_seconds()))
-        counted = False
+        if phone_codes.counts_per_phone(purpose):
+            try:
+                phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
+            except RateLimited:  # certainly not sent: it counts against nothing
+                self.store.void_phone_challenge(key, now, refund=True)
+                self.store.uncount_code_to_phone(phone, challenge["day"])
+                raise
         try:
-            if phone_codes.counts_per_phone(purpose):
-                sent_to_phone = self.store.count_code_to_phone(phone, challenge["day"])
-                counted = True
-                phone_codes.refuse_flooding(sent_to_phone, now, policy)
             text = VerificationText(
                 phone=phone,
                 code=code,
@@ -430,9 +495,9 @@ class IdentityService:
             timeout = phone_codes.SEND_WITHIN.total_seconds() + 1
             call(self.notification.send_verification_code, text.model_dump(mode="json"), timeout=timeout)
         except Exception:
-            self.store.void_phone_challenge(key, now)
-            if counted:
-                self.store.uncount_code_to_phone(phone, challenge["day"])
+            # The provider may still send it late: the code is void, but it counts and the resend
+            # interval holds (no one gets around the limits through a slow provider).
+            self.store.void_phone_challenge(key, now, refund=False)
             raise
         return challenge
 
@@ -458,17 +523,18 @@ class IdentityService:
             )
 
     def _set_password(self, user: dict[str, Any], password: str, how: str, keep_session: str | None) -> None:
-        """Store the new password with its announcement, then end the account's other sessions."""
-        now = datetime.now(UTC)
-        event = new_event(
-            PasswordChanged(user_id=user["_id"], account_type=user["account_type"], how=how, changed_at=now),  # type: ignore[arg-type]
-            producer=self.name,
+        """Store the new password with its announcement; the account's other sessions end when
+        identity hears it (`end_sessions_after_password_change`)."""
+        changed = PasswordChanged(
+            user_id=user["_id"],
+            account_type=user["account_type"],
+            how=how,  # type: ignore[arg-type]
+            changed_at=datetime.now(UTC),
+            kept_session_id=keep_session,
         )
+        event = new_event(changed, producer=self.name)
         self.store.set_password(user, accounts.hash_password(password), event)
         self.events.publish(self.store.user_outbox, user["_id"], [event])
-        for session_id in self.store.sessions_of(user["_id"], since=now - REFRESH_TTL):
-            if session_id != keep_session:
-                self._revoke(session_id, user["_id"], f"password {how}")
 
     def _user(self, user_id: str) -> dict[str, Any]:
         user = self.store.get_user(user_id)

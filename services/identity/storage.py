@@ -202,24 +202,30 @@ class IdentityStore:
     # --- sessions and refresh tokens --------------------------------------------------------------
     def start_session(self, session_id: str, user_id: str) -> None:
         now = datetime.now(UTC)
+        # The index first: an entry without a session is harmless, a session a new password
+        # cannot find is not.
+        self._index_session(session_id, user_id, now)
         self.sessions.insert_one(
             {"_id": session_id, "user_id": user_id, "created_at": now, "revoked_at": None, "outbox": {}}
         )
-        # After the session: a crash in between leaves a session that a new password does not end
-        # (it ends when its refresh token expires), never an index entry without a session.
-        self._index_session(session_id, user_id, now)
 
     def _index_session(self, session_id: str, user_id: str, started_at: datetime) -> None:
         self.user_sessions.update_one({"_id": user_id}, {"$set": {f"ids.{session_id}": started_at}}, upsert=True)
 
-    def sessions_of(self, user_id: str, since: datetime) -> list[str]:
-        """The user's sessions started since `since` (older ones cannot be refreshed any more);
-        the older ones are dropped from the index as it is read."""
+    def sessions_of(self, user_id: str, since: datetime) -> dict[str, datetime]:
+        """The user's sessions started since `since` (older ones have ended: sessions have a
+        maximum age), id -> start; the older ones are dropped from the index as it is read."""
         doc = self.user_sessions.find_one({"_id": user_id}) or {"ids": {}}
-        old = {f"ids.{sid}": "" for sid, started in doc["ids"].items() if started < since}
-        if old:
-            self.user_sessions.update_one({"_id": user_id}, {"$unset": old})
-        return [sid for sid, started in doc["ids"].items() if started >= since]
+        old = [sid for sid, started in doc["ids"].items() if started < since]
+        self.forget_sessions(user_id, old)
+        return {sid: started for sid, started in doc["ids"].items() if started >= since}
+
+    def forget_sessions(self, user_id: str, session_ids: list[str]) -> None:
+        if session_ids:
+            self.user_sessions.update_one({"_id": user_id}, {"$unset": {f"ids.{sid}": "" for sid in session_ids}})
+
+    def password_unchanged(self, user_id: str, password_hash: str) -> bool:
+        return self.users.find_one({"_id": user_id, "password_hash": password_hash}, {"_id": 1}) is not None
 
     def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope) -> None:
         """The new password with its event, or Conflict when the password changed meanwhile."""
@@ -321,13 +327,18 @@ class IdentityStore:
         """The change the code was spent on did not happen (a conflict): the code works again."""
         self.phone_challenges.update_one({"_id": key, "sent_at": sent_at, "used": True}, {"$set": {"used": False}})
 
-    def void_phone_challenge(self, key: str, sent_at: datetime) -> None:
-        """The text did not go out: the code is void, does not count against the day, and another
-        may be asked for at once."""
-        self.phone_challenges.update_one(
-            {"_id": key, "sent_at": sent_at},
-            {"$set": {"used": True, "next_send_at": sent_at}, "$inc": {"sent_today": -1}},
-        )
+    def void_phone_challenge(self, key: str, sent_at: datetime, refund: bool) -> None:
+        """The code is void. `refund`: it was certainly not sent, so it counts against nothing and
+        another may be asked for at once; otherwise (the provider may still send it late) it counts
+        and the resend interval holds."""
+        update: dict[str, Any] = {"$set": {"used": True}}
+        if refund:
+            update = {"$set": {"used": True, "next_send_at": sent_at}, "$inc": {"sent_today": -1}}
+        self.phone_challenges.update_one({"_id": key, "sent_at": sent_at}, update)
+
+    def sweep_phone_challenges(self, before_day: str, now: datetime) -> int:
+        """Forget challenges of past days whose code has expired (they hold phone numbers)."""
+        return self.phone_challenges.delete_many({"day": {"$lt": before_day}, "expires_at": {"$lt": now}}).deleted_count
 
     # --- login throttling -------------------------------------------------------------------------
     def failures(self, keys: list[str]) -> dict[str, Failures]:

@@ -47,6 +47,11 @@ def address_key(address: str) -> str:
     return f"address:{address}"
 
 
+def reset_request_key(address: str) -> str:
+    # Every request for a reset code counts (not only failures): each may text someone.
+    return f"reset-requests:{address}"
+
+
 def retry_after(failures: Failures | None, limit: int, policy: Policy, now: datetime) -> int | None:
     """Seconds until the key may try again, or None when it is not blocked."""
     if failures is None or failures.count < limit:

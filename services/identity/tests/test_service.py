@@ -22,7 +22,7 @@ from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated, ValidationFailed
 from services.identity import accounts, phone_codes, tokens
 from services.identity.idnumbers import make_credit_code, make_id_number
-from services.identity.service import REFRESH_TTL, IdentityService
+from services.identity.service import REFRESH_TTL, RESET_REFUSED, SESSION_MAX_AGE, IdentityService
 from services.identity.throttling import Failures
 
 ID_NUMBER = make_id_number("620524", date(1940, 5, 6), 13)
@@ -49,7 +49,14 @@ def store(signing_key):
     store.insert_certificate.return_value = True
     store.certificates_of.return_value = []
     store.certificates_by_id.return_value = {}
+    store.password_unchanged.return_value = True
     return store
+
+
+@pytest.fixture(autouse=True)
+def at_once(monkeypatch):
+    """What identity does after answering runs before the call returns here."""
+    monkeypatch.setattr("services.identity.service.run_in_background", lambda fn, *args: fn(*args))
 
 
 @pytest.fixture
@@ -407,7 +414,13 @@ def refresh_token_doc(citizen_doc, **overrides):
 
 
 def live_session(citizen_doc, **overrides):
-    return {"_id": SESSION_ID, "user_id": citizen_doc["_id"], "revoked_at": None, **overrides}
+    return {
+        "_id": SESSION_ID,
+        "user_id": citizen_doc["_id"],
+        "created_at": datetime.now(UTC),
+        "revoked_at": None,
+        **overrides,
+    }
 
 
 def test_refresh_trades_a_token_once_for_a_new_pair_of_the_same_session(service, store, citizen_doc, signing_key):
@@ -480,6 +493,24 @@ def test_refresh_of_an_ended_session_is_refused(service, store, citizen_doc, tok
     }[session]
     with pytest.raises(Unauthenticated, match="log in again"):
         service.refresh({"refresh_token": REFRESH_TOKEN})
+    store.store_refresh_token.assert_not_called()
+
+
+def test_refresh_of_a_session_older_than_the_maximum_age_is_refused(service, store, citizen_doc):
+    store.spend_refresh_token.return_value = (refresh_token_doc(citizen_doc), True)
+    store.get_user.return_value = citizen_doc
+    store.get_session.return_value = live_session(citizen_doc, created_at=datetime.now(UTC) - timedelta(days=31))
+    with pytest.raises(Unauthenticated, match="log in again"):
+        service.refresh({"refresh_token": REFRESH_TOKEN})
+
+
+def test_a_login_that_raced_a_new_password_ends_its_own_session(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    store.password_unchanged.return_value = False  # a change was stored while the old hash was checked
+    with pytest.raises(Unauthenticated):
+        service.login(attempt())
+    session_id = store.start_session.call_args.args[0]
+    assert store.revoke_session.call_args.args[0] == session_id
     store.store_refresh_token.assert_not_called()
 
 
@@ -1211,11 +1242,11 @@ def test_a_flooded_phone_gets_no_code_and_the_refusal_counts_against_nothing(ser
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     service.notification.send_verification_code.call_async.assert_not_called()
     challenge = store.keep_phone_challenge.call_args.args[0]
-    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
+    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], refund=True)
     store.uncount_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
 
 
-def test_a_text_that_did_not_go_out_voids_its_code_and_lets_the_applicant_ask_again(service, store, citizen_doc):
+def test_a_text_that_did_not_go_out_voids_its_code_but_still_counts(service, store, citizen_doc):
     from services.common.errors import Unavailable
 
     store.get_user.return_value = citizen_doc
@@ -1224,8 +1255,9 @@ def test_a_text_that_did_not_go_out_voids_its_code_and_lets_the_applicant_ask_ag
     with pytest.raises(Unavailable):
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     challenge = store.keep_phone_challenge.call_args.args[0]
-    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
-    store.uncount_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
+    # The provider may yet send it late: void, but counted, and the resend interval holds.
+    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], refund=False)
+    store.uncount_code_to_phone.assert_not_called()
 
 
 def test_a_code_text_has_a_deadline_the_caller_waits_for(service, store, citizen_doc):
@@ -1254,29 +1286,60 @@ def test_staff_get_no_phone_codes(service, store, citizen_doc):
 # --- passwords: change, and reset with a texted code ------------------------------------------------
 
 NEW_PASSWORD = "Another-pass-2027"
+ADDRESS_OF_CALLER = "198.51.100.20"
 
 
 def password_change(current=PASSWORD, new=NEW_PASSWORD):
     return {"current_password": current, "new_password": new}
 
 
-def test_a_new_password_is_stored_announced_and_ends_the_other_sessions(service, store, citizen_doc):
+def test_a_new_password_is_stored_and_announced_keeping_this_session(service, store, citizen_doc):
     store.get_user.return_value = citizen_doc
-    store.sessions_of.return_value = [SESSION_ID, "s-phone", "s-tablet"]
     assert service.change_password(applicant_principal(citizen_doc), password_change()) is None
     user, password_hash, event = store.set_password.call_args.args
     assert user is citizen_doc and accounts.password_matches(password_hash, NEW_PASSWORD)
     assert event.type == "identity.password_changed.v1"
-    assert {k: event.payload[k] for k in ("user_id", "account_type", "how")} == {
+    assert {k: event.payload[k] for k in ("user_id", "account_type", "how", "kept_session_id")} == {
         "user_id": citizen_doc["_id"],
         "account_type": "citizen",
         "how": "changed",
+        "kept_session_id": SESSION_ID,
     }
     assert NEW_PASSWORD not in event.model_dump_json() and password_hash not in event.model_dump_json()
-    revoked = [c.args[0] for c in store.revoke_session.call_args_list]
-    assert revoked == ["s-phone", "s-tablet"]  # this session stays
-    since = store.sessions_of.call_args.kwargs["since"]
-    assert abs((datetime.now(UTC) - since) - REFRESH_TTL) < timedelta(seconds=5)
+    service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
+
+
+def password_changed(kept=SESSION_ID, how="changed", at=None):
+    from contracts.events import PasswordChanged
+
+    changed = PasswordChanged(
+        user_id="u-1", account_type="citizen", how=how, changed_at=at or datetime.now(UTC), kept_session_id=kept
+    )
+    return new_event(changed, producer="identity")
+
+
+def test_hearing_of_a_new_password_ends_the_sessions_started_before_it_but_the_one_that_made_it(service, store):
+    at = datetime.now(UTC)
+    event = password_changed(at=at)
+    store.sessions_of.return_value = {
+        SESSION_ID: at - timedelta(hours=1),  # made the change
+        "s-phone": at - timedelta(days=3),
+        "s-tablet": at - timedelta(seconds=1),
+        "s-after": at + timedelta(seconds=1),  # logged in with the new password
+    }
+    service.end_sessions_after_password_change(event.model_dump(mode="json"))
+    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-phone", "s-tablet"]
+    assert store.revoke_session.call_args.args[1].payload["reason"] == "password changed"
+    assert store.sessions_of.call_args.kwargs["since"] == at - SESSION_MAX_AGE
+    store.forget_sessions.assert_called_once_with("u-1", ["s-phone", "s-tablet"])
+
+
+def test_hearing_of_a_reset_ends_every_earlier_session(service, store):
+    at = datetime.now(UTC)
+    event = password_changed(kept=None, how="reset", at=at)
+    store.sessions_of.return_value = {SESSION_ID: at - timedelta(hours=1), "s-2": at - timedelta(minutes=1)}
+    service.end_sessions_after_password_change(event.model_dump(mode="json"))
+    assert sorted(c.args[0] for c in store.revoke_session.call_args_list) == [SESSION_ID, "s-2"]
 
 
 @pytest.mark.parametrize(
@@ -1296,7 +1359,7 @@ def test_a_refused_password_change_changes_nothing(service, store, citizen_doc, 
         service.change_password(applicant_principal(citizen_doc), payload)
     assert field in [d["field"] for d in info.value.details]
     store.set_password.assert_not_called()
-    store.revoke_session.assert_not_called()
+    service.events.publish.assert_not_called()
 
 
 def test_wrong_current_passwords_count_against_the_login_allowance(service, store, citizen_doc):
@@ -1313,7 +1376,6 @@ def test_wrong_current_passwords_count_against_the_login_allowance(service, stor
 def test_staff_change_their_password_too(service, store):
     staff = accounts.new_staff("reviewer1", "审核员", PASSWORD, ["reviewer"], "620524MZ")
     store.get_user.return_value = staff
-    store.sessions_of.return_value = []
     principal = {"user_id": staff["_id"], "account_type": "staff", "roles": ["reviewer"], "session_id": "s-1"}
     service.change_password(principal, password_change())
     assert store.set_password.call_args.args[2].payload["account_type"] == "staff"
@@ -1332,42 +1394,71 @@ def reset_code_sent(store, user, code=CODE):
     return challenge
 
 
+def ask_reset_code(service, username):
+    return service.send_password_reset_code({"username": username}, ADDRESS_OF_CALLER)
+
+
+SAME_ANSWER = {"valid_minutes": 5, "resend_after": 60}
+
+
 def test_a_reset_code_goes_to_the_accounts_own_phone(service, store, citizen_doc):
     store.find_by_login.return_value = citizen_doc
-    store.phone_challenge.return_value = None
-    store.count_code_to_phone.return_value = 1
-    store.keep_phone_challenge.return_value = True
-    answer = service.send_password_reset_code({"username": ID_NUMBER})
-    assert answer == {"valid_minutes": 5, "resend_after": 60}
+    code_requested(store)
+    assert ask_reset_code(service, ID_NUMBER) == SAME_ANSWER
     (text,) = service.notification.send_verification_code.call_async.call_args.args
     assert text["phone"] == citizen_doc["phone"] and text["purpose"] == "password_reset"
     challenge = store.keep_phone_challenge.call_args.args[0]
     assert challenge["_id"] == RESET_KEY_OF(citizen_doc["_id"])
     store.count_code_to_phone.assert_not_called()  # the account's own phone: the account's limit holds
+    assert store.record_failure.call_args.args[0] == f"reset-requests:{ADDRESS_OF_CALLER}"  # every request counts
 
 
-@pytest.mark.parametrize("case", ["unknown", "staff", "asked too often"])
+@pytest.mark.parametrize("case", ["unknown", "staff", "asked too often", "provider down", "provider refused"])
 def test_a_reset_code_request_answers_alike_whoever_asks(service, store, citizen_doc, case):
-    if case == "staff":
+    from services.common.errors import Unavailable
+
+    store.find_by_login.return_value = citizen_doc
+    code_requested(store)
+    if case == "unknown":
+        store.find_by_login.return_value = None
+    elif case == "staff":
         store.find_by_login.return_value = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
     elif case == "asked too often":
-        store.find_by_login.return_value = citizen_doc
-        store.phone_challenge.return_value = {**reset_code_sent(store, citizen_doc), "sent_today": 10}
-    assert service.send_password_reset_code({"username": "someone"}) == {"valid_minutes": 5, "resend_after": 60}
-    service.notification.send_verification_code.call_async.assert_not_called()
+        store.phone_challenge.return_value = reset_code_sent(store, citizen_doc)
+    else:
+        error = Unavailable("down") if case == "provider down" else ValidationFailed("refused", [{"field": "phone"}])
+        service.notification.send_verification_code.call_async.return_value.result.side_effect = error
+    assert ask_reset_code(service, "someone") == SAME_ANSWER
 
 
-def test_a_reset_with_the_code_sets_the_password_ends_every_session_and_forgives_failures(service, store, citizen_doc):
+def test_a_reset_code_request_is_answered_before_the_account_is_looked_up(service, store, monkeypatch):
+    later = []
+    monkeypatch.setattr("services.identity.service.run_in_background", lambda fn, *args: later.append((fn, args)))
+    assert ask_reset_code(service, ID_NUMBER) == SAME_ANSWER
+    store.find_by_login.assert_not_called()  # no lookup before the answer: no time to tell accounts apart
+    assert len(later) == 1
+
+
+def test_a_client_address_asking_too_often_is_refused(service, store):
+    store.failures.return_value = {f"reset-requests:{ADDRESS_OF_CALLER}": Failures(6, datetime.now(UTC))}
+    with pytest.raises(RateLimited):
+        ask_reset_code(service, ID_NUMBER)
+    store.find_by_login.assert_not_called()
+
+
+def reset(service, username=ID_NUMBER, code=CODE, new_password=NEW_PASSWORD):
+    return service.reset_password({"username": username, "code": code, "new_password": new_password}, ADDRESS_OF_CALLER)
+
+
+def test_a_reset_with_the_code_sets_and_announces_the_password_and_forgives_failures(service, store, citizen_doc):
     store.find_by_login.return_value = citizen_doc
     challenge = reset_code_sent(store, citizen_doc)
-    store.sessions_of.return_value = ["s-1", "s-2"]
-    payload = {"username": citizen_doc["phone"], "code": CODE, "new_password": NEW_PASSWORD}
-    assert service.reset_password(payload) is None
+    assert reset(service, username=citizen_doc["phone"]) is None
     store.count_code_attempt.assert_called_once_with(challenge["_id"])
     store.use_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
     _, password_hash, event = store.set_password.call_args.args
-    assert accounts.password_matches(password_hash, NEW_PASSWORD) and event.payload["how"] == "reset"
-    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-1", "s-2"]
+    assert accounts.password_matches(password_hash, NEW_PASSWORD)
+    assert event.payload["how"] == "reset" and event.payload["kept_session_id"] is None
     cleared = {c.args[0] for c in store.clear_failures.call_args_list}
     assert cleared == {f"user:{citizen_doc['_id']}", f"account:{citizen_doc['phone']}", f"account:{ID_NUMBER}"}
 
@@ -1377,22 +1468,38 @@ def test_a_reset_that_loses_to_a_parallel_change_gives_the_code_back(service, st
     challenge = reset_code_sent(store, citizen_doc)
     store.set_password.side_effect = Conflict("the password changed meanwhile; try again")
     with pytest.raises(Conflict):
-        service.reset_password({"username": ID_NUMBER, "code": CODE, "new_password": NEW_PASSWORD})
+        reset(service)
     store.unuse_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
-    store.revoke_session.assert_not_called()
 
 
-@pytest.mark.parametrize("case", ["wrong code", "unknown account", "common password"])
-def test_a_refused_reset_changes_nothing(service, store, citizen_doc, case):
+@pytest.mark.parametrize("case", ["wrong code", "unknown account", "worn-out code", "spent code"])
+def test_every_refused_reset_reads_the_same_and_counts_against_the_address(service, store, citizen_doc, case):
     store.find_by_login.return_value = None if case == "unknown account" else citizen_doc
-    reset_code_sent(store, citizen_doc)
-    payload = {"username": ID_NUMBER, "code": "000000" if case == "wrong code" else CODE, "new_password": NEW_PASSWORD}
-    if case == "common password":
-        payload["new_password"] = "password1"
+    challenge = reset_code_sent(store, citizen_doc)
+    if case == "worn-out code":
+        store.count_code_attempt.return_value = {**challenge, "attempts": 6}
+    if case == "spent code":
+        store.use_phone_challenge.return_value = False
     with pytest.raises(ValidationFailed) as info:
-        service.reset_password(payload)
-    assert info.value.details[0]["field"] == ("new_password" if case == "common password" else "code")
-    if case == "common password":
-        store.count_code_attempt.assert_not_called()  # the code is not spent on a refused password
+        reset(service, code="000000" if case == "wrong code" else CODE)
+    assert info.value.details == [{"field": "code", "issue": RESET_REFUSED}]
+    assert store.record_failure.call_args.args[0] == f"address:{ADDRESS_OF_CALLER}"
     store.set_password.assert_not_called()
-    store.revoke_session.assert_not_called()
+
+
+def test_a_reset_to_a_common_password_does_not_spend_the_code(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    reset_code_sent(store, citizen_doc)
+    with pytest.raises(ValidationFailed) as info:
+        reset(service, new_password="password1")
+    assert info.value.details[0]["field"] == "new_password"
+    store.count_code_attempt.assert_not_called()
+
+
+def test_a_client_address_guessing_too_much_is_refused(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    reset_code_sent(store, citizen_doc)
+    store.failures.return_value = {f"address:{ADDRESS_OF_CALLER}": Failures(6, datetime.now(UTC))}
+    with pytest.raises(RateLimited):
+        reset(service)
+    store.count_code_attempt.assert_not_called()

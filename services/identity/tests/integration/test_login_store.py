@@ -132,10 +132,13 @@ def test_a_users_sessions_are_found_by_id_and_old_ones_dropped_from_the_index(st
     store.start_session("s-1", "u1")
     store.start_session("s-2", "u1")
     store.start_session("s-9", "u2")
-    since = datetime.now(UTC) - timedelta(days=14)
-    assert sorted(store.sessions_of("u1", since)) == ["s-1", "s-2"]
+    since = datetime.now(UTC) - timedelta(days=30)
+    found = store.sessions_of("u1", since)
+    assert sorted(found) == ["s-1", "s-2"] and all(at > since for at in found.values())
     assert sorted(store.user_sessions.find_one({"_id": "u1"})["ids"]) == ["s-1", "s-2"]
-    assert store.sessions_of("nobody", since) == []
+    store.forget_sessions("u1", ["s-1"])
+    assert list(store.sessions_of("u1", since)) == ["s-2"]
+    assert store.sessions_of("nobody", since) == {}
 
 
 def test_sessions_started_before_the_index_are_indexed_once(mongo_client, db_prefix):
@@ -149,7 +152,12 @@ def test_sessions_started_before_the_index_are_indexed_once(mongo_client, db_pre
     )
     store = IdentityStore(db)
     store.ensure_indexes()
-    assert store.sessions_of("u1", now - timedelta(days=1)) == ["s-live"]
+    assert list(store.sessions_of("u1", now - timedelta(days=1))) == ["s-live"]
+
+
+def test_a_password_is_known_unchanged_until_it_changes(store):
+    store.insert_user({**user("u1", "620524194005060136", "13800138000"), "password_hash": "h-1"}, "id_number")
+    assert store.password_unchanged("u1", "h-1") and not store.password_unchanged("u1", "h-0")
 
 
 def test_a_new_password_is_set_only_over_the_one_it_was_read_with(store):

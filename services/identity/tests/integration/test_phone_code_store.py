@@ -1,7 +1,7 @@
 """Phone codes on the real server: one challenge per account replaced only from the one it was
 decided against, tries counted before they are compared (parallel guesses cannot exceed the
-allowance), a code spent once or given back, a void code, and each phone's daily count across
-accounts, swept when its day is past."""
+allowance), a code spent once or given back, a void code (refunded or not), expired challenges
+swept, and each phone's daily count across accounts, swept when its day is past."""
 
 from __future__ import annotations
 
@@ -57,12 +57,32 @@ def test_parallel_guesses_are_all_counted_and_the_right_code_is_spent_once(store
 def test_a_void_code_cannot_be_used_counts_for_nothing_and_another_may_be_asked_for_at_once(store):
     at = now_ms()
     store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
-    store.void_phone_challenge(KEY, at)
+    store.void_phone_challenge(KEY, at, refund=True)
     assert store.count_code_attempt(KEY) is None
     kept = store.phone_challenge(KEY)
     again = phone_codes.new_challenge(KEY, PHONE, "654321", kept, at + timedelta(milliseconds=5), Policy())
-    assert again["sent_today"] == 1  # the text that did not go out does not count
+    assert again["sent_today"] == 1  # certainly not sent: it does not count
     assert store.keep_phone_challenge(again, kept)
+
+
+def test_a_code_that_may_have_gone_out_is_void_but_counts_and_the_interval_holds(store):
+    at = now_ms()
+    store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
+    store.void_phone_challenge(KEY, at, refund=False)
+    assert store.count_code_attempt(KEY) is None
+    kept = store.phone_challenge(KEY)
+    assert kept["sent_today"] == 1 and kept["next_send_at"] == at + Policy().resend_interval
+
+
+def test_expired_challenges_of_past_days_are_swept(store):
+    at = now_ms()
+    store.keep_phone_challenge(
+        phone_codes.new_challenge("phone_change:old", PHONE, CODE, None, at - timedelta(days=1), Policy()), None
+    )
+    store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
+    today = phone_codes.china_day(at).isoformat()
+    assert store.sweep_phone_challenges(before_day=today, now=at) == 1
+    assert store.phone_challenge(KEY) is not None and store.phone_challenge("phone_change:old") is None
 
 
 def test_a_code_given_back_works_again(store):
