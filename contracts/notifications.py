@@ -58,6 +58,17 @@ class VerificationText(Contract):
     not_after: datetime  # sent by then or not at all: the asker has given up (a redelivered request)
 
 
+class SecurityNotice(Contract):
+    """Notification RPC `send_security_notice`: one text to a number the account no longer has (so
+    no notification of the account reaches it), telling its holder what changed; sent at once."""
+
+    phone: str = Field(pattern=r"^1[3-9][0-9]{9}$")
+    kind: Literal["phone_changed"]
+    at: datetime
+    new_phone_masked: str = Field(pattern=r"^1[0-9]{2}\*{4}[0-9]{4}$")  # 139****2222
+    reference: str = Field(min_length=1, max_length=200)
+
+
 class Contact(Contract):
     """Where a person can be reached (identity RPC `contact`); None when the account has none."""
 

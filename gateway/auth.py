@@ -84,7 +84,9 @@ class Revocations:
     """Sessions ended before their access tokens expire (logout, refresh-token reuse).
 
     Loaded once from identity, then kept current by identity's `session_revoked` events, so a
-    request still needs no RPC. Entries are dropped when every token of the session has expired.
+    request still needs no RPC, and merged with identity's list again every half minute (a
+    broadcast is lost while the process is away from the broker). Entries are dropped when every
+    token of the session has expired.
     """
 
     def __init__(self, load: Callable[[], list[dict[str, Any]]]) -> None:
@@ -94,6 +96,16 @@ class Revocations:
 
     def add(self, session_id: str, expires_at: datetime) -> None:
         self._entries()[session_id] = expires_at.timestamp()
+
+    def reload(self) -> None:
+        """Merge identity's list again: revocations whose broadcast this process missed (it is not
+        queued while the process is away from the broker) are caught up with."""
+        loaded = self._fetch_all()
+        with self._lock:
+            if self._until is None:
+                self._until = loaded
+            else:
+                self._until.update(loaded)
 
     def is_revoked(self, session_id: str | None) -> bool:
         if session_id is None:
@@ -109,11 +121,11 @@ class Revocations:
         if self._until is None:
             with self._lock:
                 if self._until is None:
-                    loaded = {
-                        r["session_id"]: datetime.fromisoformat(r["expires_at"]).timestamp() for r in self._load()
-                    }
-                    self._until = loaded
+                    self._until = self._fetch_all()
         return self._until
+
+    def _fetch_all(self) -> dict[str, float]:
+        return {r["session_id"]: datetime.fromisoformat(r["expires_at"]).timestamp() for r in self._load()}
 
 
 class Authenticator:

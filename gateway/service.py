@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from nameko.events import BROADCAST, event_handler
+from nameko.timer import timer
 from pydantic import BaseModel, TypeAdapter
 from werkzeug.wrappers import Request
 
@@ -304,6 +305,15 @@ class Gateway:
     def on_session_revoked(self, body: dict[str, Any]) -> None:
         _, revoked = parse_event(body, expected=SessionRevoked)
         self.auth.revocations.add(revoked.session_id, revoked.expires_at)
+
+    @timer(interval=30)
+    def catch_up_on_revocations(self) -> None:
+        """The broadcast above is not queued while this process is away from the broker: ask
+        identity for the list now and then, so a missed logout holds within half a minute."""
+        try:
+            self.auth.revocations.reload()
+        except Exception as exc:  # identity away: the events and the next round will do
+            log.warning("revocations not reloaded: %s", type(exc).__name__)
 
     # --- catalog ------------------------------------------------------------------------------
     @api("GET", "/api/v1/catalog/departments", summary="Departments", auth=False)

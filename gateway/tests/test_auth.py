@@ -366,6 +366,24 @@ def test_added_sessions_are_revoked_and_loaded_ones_kept():
     assert load.calls == 1
 
 
+def test_a_reload_catches_up_with_a_missed_broadcast_and_keeps_what_was_heard():
+    load = CountingLoad({"session_id": "s-old", "expires_at": _in(600).isoformat()})
+    revocations = Revocations(load)
+    assert not revocations.is_revoked("s-missed")
+    revocations.add("s-heard", _in(600))
+    load.revoked.append({"session_id": "s-missed", "expires_at": _in(600).isoformat()})  # its event was lost
+    revocations.reload()
+    assert revocations.is_revoked("s-missed") and revocations.is_revoked("s-heard") and revocations.is_revoked("s-old")
+    assert load.calls == 2
+
+
+def test_a_reload_before_the_first_check_is_the_first_load():
+    load = CountingLoad({"session_id": "s-old", "expires_at": _in(600).isoformat()})
+    revocations = Revocations(load)
+    revocations.reload()
+    assert revocations.is_revoked("s-old") and load.calls == 1
+
+
 def test_revocation_expires_with_the_sessions_tokens(monkeypatch):
     clock = [time.time()]
     monkeypatch.setattr(auth.time, "time", lambda: clock[0])

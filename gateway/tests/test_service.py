@@ -289,6 +289,13 @@ def test_logout_needs_a_token(gateway, auth):
     auth.revocations.add.assert_not_called()
 
 
+def test_the_revocation_list_is_caught_up_with_now_and_then_whatever_identity_says(gateway, auth):
+    gateway.catch_up_on_revocations()
+    auth.revocations.reload.assert_called_once_with()
+    auth.revocations.reload.side_effect = ConnectionError("identity is away")
+    gateway.catch_up_on_revocations()  # logged; the events and the next round will do
+
+
 def test_session_revoked_event_reaches_the_revocation_list(gateway, auth):
     expires_at = datetime(2026, 11, 26, 8, 15, tzinfo=UTC)
     event = new_event(

@@ -139,6 +139,11 @@ def contact(doc: dict[str, Any]) -> Contact:
     return Contact(user_id=doc["_id"], phone=doc.get("phone"), email=doc.get("email"))
 
 
+def masked_phone(phone: str) -> str:
+    """139****2222: enough for the holder to recognise, too little for anyone else to use."""
+    return f"{phone[:3]}****{phone[-4:]}"
+
+
 def contact_view(doc: dict[str, Any]) -> ContactView:
     return ContactView(phone=doc.get("phone"), email=doc.get("email"))
 

@@ -45,7 +45,7 @@ from contracts.identity import (
     StaffCreation,
     TokenPair,
 )
-from contracts.notifications import VerificationText
+from contracts.notifications import SecurityNotice, VerificationText
 from services.common.consuming import consumes
 from services.common.errors import (
     EXPECTED_ERRORS,
@@ -163,7 +163,25 @@ class IdentityService:
                     self.store.unuse_phone_challenge(*spent)
                 raise
             self.events.publish(self.store.user_outbox, user["_id"], [event])
+        if "phone" in changes and user.get("phone"):
+            run_in_background(self._tell_old_phone, user["_id"], user["phone"], str(changes["phone"]))
         return accounts.contact_view({**user, **changes}).model_dump(mode="json")
+
+    def _tell_old_phone(self, user_id: str, old_phone: str, new_phone: str) -> None:
+        """Best effort, after the answer: the number the account left hears of the change (no
+        notification of the account reaches it any more), so a holder who did not make it knows."""
+        now = datetime.now(UTC)
+        notice = SecurityNotice(
+            phone=old_phone,
+            kind="phone_changed",
+            at=now,
+            new_phone_masked=accounts.masked_phone(new_phone),
+            reference=f"phone_changed:{user_id}:{now.timestamp():.3f}",
+        )
+        try:
+            call(self.notification.send_security_notice, notice.model_dump(mode="json"))
+        except Exception:
+            log.exception("the old phone was not told of the change")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def send_phone_code(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:

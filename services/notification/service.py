@@ -30,7 +30,13 @@ from contracts.events import (
     ContactChanged,
     PasswordChanged,
 )
-from contracts.notifications import Contact, NotificationPreferences, NotificationView, VerificationText
+from contracts.notifications import (
+    Contact,
+    NotificationPreferences,
+    NotificationView,
+    SecurityNotice,
+    VerificationText,
+)
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, Unavailable, ValidationFailed, validated
 from services.common.metrics import Metrics
@@ -50,6 +56,8 @@ VERIFICATION_TEXTS = Counter("yiwang_verification_texts", "One-time code texts b
 
 # A verification text over the SMS rate limit tries again this much later, until its deadline.
 VERIFICATION_RATE_WAIT = timedelta(seconds=0.25)
+# How long a security notice waits for the SMS rate limit (nobody waits for it; it must not hang).
+NOTICE_RATE_PATIENCE = timedelta(seconds=5)
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
@@ -185,10 +193,7 @@ class NotificationService:
         given up and voided the code). Unavailable when it does not go out."""
         text = validated(VerificationText, payload)
         body = messages.render_sms(f"verification.{text.purpose}", text.model_dump())
-        while not self.store.take_rate_token("sms", datetime.now(UTC), self.outbound.rate_limits["sms"]):
-            if datetime.now(UTC) + VERIFICATION_RATE_WAIT > text.not_after:
-                raise Unavailable("the SMS channel is at its rate limit; try again in a moment")
-            eventlet.sleep(VERIFICATION_RATE_WAIT.total_seconds())
+        self._take_sms_token(text.not_after)
         left = (text.not_after - datetime.now(UTC)).total_seconds()
         if left <= 0:
             raise Unavailable("the code's deadline passed before it could be sent")
@@ -201,6 +206,26 @@ class NotificationService:
         if outcome.kind == "temporary":
             log.warning("verification text %s not sent: %s", text.reference, outcome.error)
             raise Unavailable("the text could not be sent; try again in a moment")
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=("payload",))
+    def send_security_notice(self, payload: dict[str, Any]) -> None:
+        """Tell a number the account just left what happened (identity asks after a change of
+        phone): the holder of the old number learns of a change they may not have made. Sent at
+        once, within the SMS rate limit; Unavailable when it does not go out (identity logs it)."""
+        notice = validated(SecurityNotice, payload)
+        context = {**notice.model_dump(), "at": messages.local_time(notice.at)}
+        body = messages.render_sms(f"notice.{notice.kind}", context)
+        self._take_sms_token(datetime.now(UTC) + NOTICE_RATE_PATIENCE)
+        outcome = self.outbound.sms.send(notice.phone, body, notice.reference)
+        if outcome.kind in ("temporary", "permanent"):
+            raise Unavailable(f"the notice was not sent: {outcome.kind}")
+
+    def _take_sms_token(self, not_after: datetime) -> None:
+        """A token of the SMS rate limit, waiting for one until `not_after` (then Unavailable)."""
+        while not self.store.take_rate_token("sms", datetime.now(UTC), self.outbound.rate_limits["sms"]):
+            if datetime.now(UTC) + VERIFICATION_RATE_WAIT > not_after:
+                raise Unavailable("the SMS channel is at its rate limit; try again in a moment")
+            eventlet.sleep(VERIFICATION_RATE_WAIT.total_seconds())
 
     @rpc
     def ping(self) -> str:

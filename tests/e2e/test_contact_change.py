@@ -76,6 +76,13 @@ def test_a_new_phone_gets_the_next_texts_at_once_and_logs_in(yiwang: RunningSyst
 
     assert login(yiwang, new_phone, person["password"]) == 200
     assert login(yiwang, old_phone, person["password"]) == 401
+    # The number the account left is told (it gets no notification of the account any more).
+    told = eventually(
+        lambda: [m for m in sms_received(yiwang.sms_url) if m["to"] == old_phone and "更换为" in m["text"]],
+        timeout=10,
+        what="the notice to the old phone",
+    )
+    assert f"{new_phone[:3]}****{new_phone[-4:]}" in told[0]["text"] and new_phone not in told[0]["text"]
     assert login(yiwang, person["id_number"], person["password"]) == 200
 
     # Told at once: the next case's texts go to the new phone, well within the minute.

@@ -1134,6 +1134,29 @@ def test_staff_have_no_contact_to_change_here(service, store, citizen_doc):
 # --- phone codes (短信验证码) ------------------------------------------------------------------------
 
 
+def test_the_number_the_account_left_is_told_of_the_change(service, store, citizen_doc, code_sent):
+    store.get_user.return_value = citizen_doc
+    service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
+    (notice,) = service.notification.send_security_notice.call_async.call_args.args
+    assert notice["phone"] == citizen_doc["phone"] and notice["kind"] == "phone_changed"
+    assert notice["new_phone_masked"] == "139****2222" and NEW_PHONE not in str(notice)
+
+
+def test_a_notice_that_does_not_go_out_does_not_undo_the_change(service, store, citizen_doc, code_sent):
+    from services.common.errors import Unavailable
+
+    store.get_user.return_value = citizen_doc
+    service.notification.send_security_notice.call_async.return_value.result.side_effect = Unavailable("down")
+    assert service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))["phone"] == NEW_PHONE
+    store.change_contact.assert_called_once()
+
+
+def test_an_email_change_sends_no_notice(service, store, citizen_doc):
+    store.get_user.return_value = citizen_doc
+    service.change_contact(applicant_principal(citizen_doc), change(email="li@example.cn"))
+    service.notification.send_security_notice.call_async.assert_not_called()
+
+
 def test_a_new_phone_without_its_code_is_refused_on_phone_code(service, store, citizen_doc):
     store.get_user.return_value = citizen_doc
     with pytest.raises(ValidationFailed) as info:

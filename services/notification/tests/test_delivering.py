@@ -576,3 +576,23 @@ def test_a_malformed_verification_text_is_refused(service, outbound, bad):
     with pytest.raises(ValidationFailed):
         service.send_verification_code(code_text(**bad))
     outbound.sms.send.assert_not_called()
+
+
+def test_a_security_notice_tells_the_old_number_at_once(service, store, outbound):
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    notice = {
+        "phone": "13800138000",
+        "kind": "phone_changed",
+        "at": "2026-11-27T02:30:00+00:00",
+        "new_phone_masked": "139****2222",
+        "reference": "phone_changed:u-1:1",
+    }
+    service.send_security_notice(notice)
+    to, text, reference = outbound.sms.send.call_args.args
+    assert (to, reference) == ("13800138000", "phone_changed:u-1:1")
+    assert "139****2222" in text and "2026年11月27日 10:30" in text and "12345" in text
+    outbound.sms.send.return_value = Outcome("temporary", error="SMS provider answered 503")
+    with pytest.raises(Unavailable):
+        service.send_security_notice(notice)
+    with pytest.raises(ValidationFailed):
+        service.send_security_notice({**notice, "new_phone_masked": "13911112222"})  # never the whole number
