@@ -25,6 +25,9 @@ class IdentityStore:
         # Each user's session ids (`<user_id>` -> {ids: {id: started_at}}): ending every session of
         # a user (a new password) finds them by _id, where a filter on sessions is a full scan.
         self.user_sessions = db["user_sessions"]
+        # Sessions revoked within an access token's life (`<session_id>` -> revoked_at): what every
+        # gateway asks for, kept small (older ones are dropped as it is read).
+        self.recent_revocations = db["recent_revocations"]
         self.refresh_tokens = db["refresh_tokens"]
         self.login_failures = db["login_failures"]
         # Login names -> user: `<login_key>` and `phone:<phone_key>`, found by _id (a filter on the
@@ -53,6 +56,7 @@ class IdentityStore:
         self.keys.create_index([("created_at", DESCENDING)])
         self.refresh_tokens.create_index([("family", ASCENDING)])
         self.sessions.create_index([("revoked_at", DESCENDING)])
+        self.recent_revocations.create_index([("revoked_at", DESCENDING)])
         self.certificates.create_index([("user_id", ASCENDING), ("issued_at", DESCENDING)])
         self.audit.create_index([("at", DESCENDING)])
         self.phone_code_sends.create_index([("day", ASCENDING)])
@@ -242,15 +246,21 @@ class IdentityStore:
 
     def revoke_session(self, session_id: str, event: Envelope) -> bool:
         """Mark the session revoked with its event, once; False if it already was."""
+        now = datetime.now(UTC)
+        # The recent list first: gateways read it every half minute (a small collection, where a
+        # filter on sessions would scan them all), and a session on it is refused either way.
+        self.recent_revocations.update_one({"_id": session_id}, {"$setOnInsert": {"revoked_at": now}}, upsert=True)
         update = self.session_outbox.update(session_id, [event])
-        update["$set"]["revoked_at"] = datetime.now(UTC)
+        update["$set"]["revoked_at"] = now
         if self.sessions.update_one({"_id": session_id, "revoked_at": None}, update).modified_count == 1:
             return True
         self.session_outbox.forget([event])
         return False
 
     def revoked_since(self, since: datetime) -> list[dict[str, Any]]:
-        return list(self.sessions.find({"revoked_at": {"$gt": since}}, {"_id": 1, "revoked_at": 1}))
+        """Sessions revoked after `since`; older entries of the recent list are dropped."""
+        self.recent_revocations.delete_many({"revoked_at": {"$lte": since}})
+        return list(self.recent_revocations.find({"revoked_at": {"$gt": since}}))
 
     def store_refresh_token(self, digest: str, user_id: str, family: str, expires_at: datetime) -> None:
         self.refresh_tokens.insert_one(

@@ -169,3 +169,20 @@ def test_a_new_password_is_set_only_over_the_one_it_was_read_with(store):
     with pytest.raises(Conflict):
         store.set_password(read, "h-3", new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test"))
     assert store.get_user("u1")["password_hash"] == "h-2"
+
+
+def test_recent_revocations_are_a_small_list_read_by_id_and_pruned(store):
+    from contracts.events import SessionRevoked
+
+    def revoke(session_id: str) -> bool:
+        payload = SessionRevoked(session_id=session_id, user_id="u1", reason="logout", expires_at=datetime.now(UTC))
+        return store.revoke_session(session_id, new_event(payload, producer="test"))
+
+    for sid in ("s-1", "s-2"):
+        store.start_session(sid, "u1")
+    assert revoke("s-1") and not revoke("s-1")  # once
+    store.recent_revocations.insert_one({"_id": "s-old", "revoked_at": datetime.now(UTC) - timedelta(hours=1)})
+    since = datetime.now(UTC) - timedelta(minutes=15)
+    assert [r["_id"] for r in store.revoked_since(since)] == ["s-1"]
+    assert store.recent_revocations.find_one({"_id": "s-old"}) is None  # dropped as it was read
+    assert store.get_session("s-1")["revoked_at"] is not None and store.get_session("s-2")["revoked_at"] is None
