@@ -19,7 +19,7 @@ from services.common.errors import Forbidden, Unauthenticated
 ISSUER = "yiwang-identity"
 AUDIENCE = "yiwang"
 # An unknown key id triggers a refetch (key rotation without log-outs), at most this often per process,
-# so forged key ids cannot turn into an RPC storm (their requests wait their turn instead).
+# so forged key ids cannot turn into an RPC storm; a token of a key unknown within it is refused.
 REFETCH_INTERVAL = 1.0
 
 
@@ -33,19 +33,22 @@ class KeySet:
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
-        if kid not in self._keys:
-            # One at a time; a refetch too soon after the last waits for the interval instead of
-            # refusing: a token of a key rotated in just after someone's forged key id still works.
-            with self._lock:
-                if kid not in self._keys:
-                    if self._fetched_at is not None:
-                        time.sleep(max(0.0, self._fetched_at + REFETCH_INTERVAL - time.monotonic()))
-                    self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
-                    self._fetched_at = time.monotonic()
+        stale = self._fetched_at is None or time.monotonic() - self._fetched_at > REFETCH_INTERVAL
+        if kid not in self._keys and stale:
+            self.refresh()
         try:
             return self._keys[kid]
         except KeyError:
             raise Unauthenticated("the access token is signed by an unknown key") from None
+
+    def refresh(self) -> None:
+        """Fetch the keys now (also after this process rotated them: its next tokens must work
+        even within the interval of a refetch that a forged key id caused)."""
+        with self._lock:
+            try:
+                self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
+            finally:  # a failing fetch counts too: identity away is not asked on every request
+                self._fetched_at = time.monotonic()
 
 
 def verify(token: str, keys: KeySet) -> Principal:
@@ -102,10 +105,11 @@ class Revocations:
         queued while the process is away from the broker) are caught up with."""
         loaded = self._fetch_all()
         with self._lock:
-            if self._until is None:
-                self._until = loaded
-            else:
-                self._until.update(loaded)
+            now, merged = time.time(), dict(self._until or {})
+            for session_id, until in loaded.items():
+                merged[session_id] = max(until, merged.get(session_id, until))  # the later end wins
+            # A new dict (readers keep the old one meanwhile), without what has expired.
+            self._until = {session_id: until for session_id, until in merged.items() if until >= now}
 
     def is_revoked(self, session_id: str | None) -> bool:
         if session_id is None:

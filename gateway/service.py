@@ -299,7 +299,9 @@ class Gateway:
 
     @api("POST", "/api/v1/admin/signing-keys", summary="Rotate the token signing key", roles=("admin",), status=201)
     def rotate_signing_key(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
-        return 201, call(self.identity.rotate_signing_key, principal.model_dump())
+        rotated = call(self.identity.rotate_signing_key, principal.model_dump())
+        self.auth.keys.refresh()  # this process knows the new key at once; others on its first token
+        return 201, rotated
 
     @event_handler("identity", "identity.session_revoked.v1", handler_type=BROADCAST, reliable_delivery=False)
     def on_session_revoked(self, body: dict[str, Any]) -> None:
@@ -309,7 +311,7 @@ class Gateway:
     @timer(interval=30)
     def catch_up_on_revocations(self) -> None:
         """The broadcast above is not queued while this process is away from the broker: ask
-        identity for the list now and then, so a missed logout holds within half a minute."""
+        identity for the list now and then, so a missed logout holds within 30 s of being back."""
         try:
             self.auth.revocations.reload()
         except Exception as exc:  # identity away: the events and the next round will do

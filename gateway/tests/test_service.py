@@ -534,6 +534,7 @@ def test_admin_rotates_the_signing_key(gateway, auth):
     response = gateway.rotate_signing_key(_request("POST"))
     assert response.status_code == 201
     assert _json(response) == {"kid": "k2"}
+    auth.keys.refresh.assert_called_once_with()  # its next tokens work here at once
 
 
 @pytest.mark.parametrize(

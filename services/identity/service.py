@@ -170,17 +170,17 @@ class IdentityService:
     def _tell_old_phone(self, user_id: str, old_phone: str, new_phone: str) -> None:
         """Best effort, after the answer: the number the account left hears of the change (no
         notification of the account reaches it any more), so a holder who did not make it knows."""
-        now = datetime.now(UTC)
-        notice = SecurityNotice(
-            phone=old_phone,
-            kind="phone_changed",
-            at=now,
-            new_phone_masked=accounts.masked_phone(new_phone),
-            reference=f"phone_changed:{user_id}:{now.timestamp():.3f}",
-        )
         try:
+            now = datetime.now(UTC)
+            notice = SecurityNotice(
+                phone=old_phone,
+                kind="phone_changed",
+                at=now,
+                new_phone_masked=accounts.masked_phone(new_phone),
+                reference=f"phone_changed:{user_id}:{now.timestamp():.3f}",  # the provider sends it once
+            )
             call(self.notification.send_security_notice, notice.model_dump(mode="json"))
-        except Exception:
+        except Exception:  # logged through the masking formatter, never printed raw by the greenthread
             log.exception("the old phone was not told of the change")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)

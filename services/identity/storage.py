@@ -65,6 +65,7 @@ class IdentityStore:
         run_once(self.users.database, "user_certificates", self._index_older_certificates)
         run_once(self.users.database, "user_logins", self._index_older_logins)
         run_once(self.users.database, "user_sessions", self._index_older_sessions)
+        run_once(self.users.database, "recent_revocations", self._list_recent_revocations)
 
     def _index_older_logins(self) -> None:
         for user in self.users.find({}, {"login_key": 1, "phone_key": 1}):
@@ -73,6 +74,14 @@ class IdentityStore:
     def _index_older_sessions(self) -> None:
         for doc in self.sessions.find({"revoked_at": None}, {"user_id": 1, "created_at": 1}):
             self._index_session(doc["_id"], doc["user_id"], doc["created_at"])
+
+    def _list_recent_revocations(self) -> None:
+        # Revoked in the last hour before the list existed (more than an access token's life).
+        since = datetime.now(UTC) - timedelta(hours=1)
+        for doc in self.sessions.find({"revoked_at": {"$gt": since}}, {"revoked_at": 1}):
+            self.recent_revocations.update_one(
+                {"_id": doc["_id"]}, {"$max": {"revoked_at": doc["revoked_at"]}}, upsert=True
+            )
 
     def _index_older_certificates(self) -> None:
         for doc in self.certificates.find({}, {"user_id": 1, "issued_at": 1}):
@@ -249,7 +258,8 @@ class IdentityStore:
         now = datetime.now(UTC)
         # The recent list first: gateways read it every half minute (a small collection, where a
         # filter on sessions would scan them all), and a session on it is refused either way.
-        self.recent_revocations.update_one({"_id": session_id}, {"$setOnInsert": {"revoked_at": now}}, upsert=True)
+        # The later time wins: a retried logout must not shorten what the first attempt announced.
+        self.recent_revocations.update_one({"_id": session_id}, {"$max": {"revoked_at": now}}, upsert=True)
         update = self.session_outbox.update(session_id, [event])
         update["$set"]["revoked_at"] = now
         if self.sessions.update_one({"_id": session_id, "revoked_at": None}, update).modified_count == 1:

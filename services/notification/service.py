@@ -57,7 +57,8 @@ VERIFICATION_TEXTS = Counter("yiwang_verification_texts", "One-time code texts b
 # A verification text over the SMS rate limit tries again this much later, until its deadline.
 VERIFICATION_RATE_WAIT = timedelta(seconds=0.25)
 # How long a security notice waits for the SMS rate limit (nobody waits for it; it must not hang).
-NOTICE_RATE_PATIENCE = timedelta(seconds=5)
+NOTICE_RATE_PATIENCE = timedelta(seconds=3)
+NOTICE_SEND_TIMEOUT = 4.0  # seconds
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
@@ -216,7 +217,8 @@ class NotificationService:
         context = {**notice.model_dump(), "at": messages.local_time(notice.at)}
         body = messages.render_sms(f"notice.{notice.kind}", context)
         self._take_sms_token(datetime.now(UTC) + NOTICE_RATE_PATIENCE)
-        outcome = self.outbound.sms.send(notice.phone, body, notice.reference)
+        # Within identity's wait (10 s): the rate limit's patience, then this.
+        outcome = self.outbound.sms.send(notice.phone, body, notice.reference, timeout=NOTICE_SEND_TIMEOUT)
         if outcome.kind in ("temporary", "permanent"):
             raise Unavailable(f"the notice was not sent: {outcome.kind}")
 

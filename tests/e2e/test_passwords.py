@@ -41,7 +41,7 @@ def me_status(yiwang: RunningSystem, person: dict) -> int:
 def somewhere() -> dict:
     """A client address of the test's own (the gateway trusts the local proxy): the limits per
     address of one test do not meet another's."""
-    return {"X-Forwarded-For": f"203.0.113.{uuid.uuid4().int % 250 + 1}"}
+    return {"X-Forwarded-For": f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"}
 
 
 def texts_to(yiwang: RunningSystem, phone: str, words: str) -> list[str]:

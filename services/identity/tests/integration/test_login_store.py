@@ -186,3 +186,19 @@ def test_recent_revocations_are_a_small_list_read_by_id_and_pruned(store):
     assert [r["_id"] for r in store.revoked_since(since)] == ["s-1"]
     assert store.recent_revocations.find_one({"_id": "s-old"}) is None  # dropped as it was read
     assert store.get_session("s-1")["revoked_at"] is not None and store.get_session("s-2")["revoked_at"] is None
+
+
+def test_a_retried_revocation_keeps_the_later_time_and_old_revocations_are_listed_once(mongo_client, db_prefix):
+    db = mongo_client[f"{db_prefix}_identity"]
+    now = datetime.now(UTC)
+    db["sessions"].insert_one({"_id": "s-before", "user_id": "u1", "created_at": now, "revoked_at": now})
+    store = IdentityStore(db)
+    store.ensure_indexes()  # revocations from before the list are put on it once
+    assert [r["_id"] for r in store.revoked_since(now - timedelta(minutes=15))] == ["s-before"]
+    earlier = now - timedelta(minutes=5)
+    store.recent_revocations.update_one({"_id": "s-before"}, {"$set": {"revoked_at": earlier}})
+    store.recent_revocations.update_one({"_id": "s-before"}, {"$max": {"revoked_at": now}}, upsert=True)
+    store.recent_revocations.update_one({"_id": "s-before"}, {"$max": {"revoked_at": earlier}}, upsert=True)
+    assert store.recent_revocations.find_one({"_id": "s-before"})["revoked_at"] == now.replace(
+        microsecond=now.microsecond // 1000 * 1000
+    )
