@@ -101,13 +101,14 @@ class ContactChanged(EventPayload):
 
 @register
 class PasswordChanged(EventPayload):
-    """The account's password was changed by its holder or reset with a code texted to its phone;
-    every other session was ended. The holder is told, so a change they did not make is noticed."""
+    """The account's password was changed by its holder, reset with a code texted to its phone, or
+    (a staff account's) reset by an admin; every other session was ended. The holder is told, so a
+    change they did not make is noticed."""
 
     event_type = "identity.password_changed.v1"
     user_id: str
     account_type: Literal["citizen", "enterprise", "staff"]
-    how: Literal["changed", "reset"]
+    how: Literal["changed", "reset", "reset_by_admin"]
     changed_at: datetime
     # The session that made the change goes on (none for a reset); identity ends the others.
     kept_session_id: str | None = None

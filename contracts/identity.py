@@ -86,6 +86,13 @@ class PasswordChange(Contract):
     new_password: Password
 
 
+class StaffPasswordReset(Contract):
+    """`POST /api/v1/admin/staff/{username}/password`: an admin sets a new password for a staff
+    account (staff have no phone to reset it with); tell it to its holder in person."""
+
+    new_password: Password
+
+
 class PasswordResetCodeRequest(Contract):
     """`POST /api/v1/auth/password-reset/code`: text a code to the phone of the account this login
     name belongs to (id number, credit code or phone), for a forgotten password."""

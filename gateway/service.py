@@ -56,6 +56,7 @@ from contracts.identity import (
     RegistrationResult,
     StaffCreated,
     StaffCreation,
+    StaffPasswordReset,
     TokenPair,
     UserView,
 )
@@ -296,6 +297,19 @@ class Gateway:
     def create_staff(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(StaffCreation, read_json(request)).model_dump(mode="json")
         return 201, call(self.identity.create_staff, principal.model_dump(), body)
+
+    @api(
+        "POST",
+        "/api/v1/admin/staff/<username>/password",
+        summary="Set a new password for a staff account (staff have no phone to reset it); its sessions end",
+        roles=("admin",),
+        request_model=StaffPasswordReset,
+        status=204,
+    )
+    def reset_staff_password(self, request: Request, principal: Principal, username: str) -> tuple[int, None]:
+        body = validated(StaffPasswordReset, read_json(request)).model_dump()
+        call(self.identity.reset_staff_password, principal.model_dump(), username, body)
+        return 204, None
 
     @api("POST", "/api/v1/admin/signing-keys", summary="Rotate the token signing key", roles=("admin",), status=201)
     def rotate_signing_key(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:

@@ -645,6 +645,15 @@ def test_a_password_reset_takes_a_code_request_then_the_code(gateway):
     assert gateway.reset_password(_request("POST", body=bad)).status_code == 422
 
 
+def test_an_admin_sets_a_staff_password(gateway, auth):
+    auth.principal.return_value = ADMIN
+    returns(gateway.identity.reset_staff_password, None)
+    body = {"new_password": "Another-pass-2027"}
+    assert gateway.reset_staff_password(_request("POST", body=body), username="li").status_code == 204
+    gateway.identity.reset_staff_password.call_async.assert_called_once_with(ADMIN.model_dump(), "li", body)
+    assert gateway.reset_staff_password(_request("POST", body={"new_password": "x"}), username="li").status_code == 422
+
+
 def test_a_phone_code_request_reaches_identity_and_answers_202(gateway):
     sent = {"phone": "13911112222", "expires_at": "2027-03-01T02:05:00Z", "resend_after": 60}
     returns(gateway.identity.send_phone_code, sent)
@@ -979,6 +988,7 @@ def test_new_routes_declare_their_roles():
     assert roles[("PUT", "/api/v1/me/contact")] == ("applicant",)
     assert roles[("POST", "/api/v1/me/contact/phone-code")] == ("applicant",)
     assert roles[("PUT", "/api/v1/me/password")] == ()  # any signed-in account
+    assert roles[("POST", "/api/v1/admin/staff/<username>/password")] == ("admin",)
     assert roles[("POST", "/api/v1/cases/<case_no>/withdrawal")] == ("applicant",)
     assert roles[("POST", "/api/v1/cases/<case_no>/evaluation")] == ("applicant",)
     assert roles[("GET", "/api/v1/review/tasks")] == ("reviewer",)

@@ -43,6 +43,7 @@ from contracts.identity import (
     Registration,
     StaffCreated,
     StaffCreation,
+    StaffPasswordReset,
     TokenPair,
 )
 from contracts.notifications import SecurityNotice, VerificationText
@@ -276,6 +277,21 @@ class IdentityService:
             raise
         # Under every login name of the account: whichever the guesses were made with.
         for key in (throttling.user_key(user["_id"]), *map(throttling.account_key, (user["login_key"], user["phone"]))):
+            self.store.clear_failures(key)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
+    def reset_staff_password(self, principal: dict[str, Any], username: str, payload: dict[str, Any]) -> None:
+        """An admin sets a new password for a staff account (`POST /api/v1/admin/staff/{username}/
+        password`): staff have no phone for a reset code. Every session of the account ends, its
+        failed logins are forgotten, and the holder is told in their inbox."""
+        self._require_admin(principal)
+        reset = validated(StaffPasswordReset, payload)
+        self._refuse_common(reset.new_password)
+        user = self.store.find_by_login([f"staff:{username}"], "")
+        if user is None or user["account_type"] != "staff":
+            raise NotFound("no staff account with this username")  # applicants reset with their phone
+        self._set_password(user, reset.new_password, "reset_by_admin", keep_session=None)
+        for key in (throttling.user_key(user["_id"]), throttling.account_key(username)):
             self.store.clear_failures(key)
 
     @consumes("identity", PasswordChanged)

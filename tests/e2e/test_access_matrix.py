@@ -21,6 +21,7 @@ PLACEHOLDERS = {
     "case_no": "620524MZ-20260101-999999",
     "int:year": "2027",
     "notification_id": "0" * 24,
+    "username": "no-such-staff",
 }
 
 

@@ -133,3 +133,36 @@ def test_a_reset_code_request_tells_nobody_who_is_registered(yiwang: RunningSyst
     # One address asks so often (6 in this system's settings), then 429: five asked above.
     assert post(yiwang, "/api/v1/auth/password-reset/code", {"username": "x"}, client).status_code == 202
     assert post(yiwang, "/api/v1/auth/password-reset/code", {"username": "x"}, client).status_code == 429
+
+
+def test_an_admin_sets_a_forgotten_staff_password(yiwang: RunningSystem):
+    boss = admin_token(yiwang)
+    username = f"rev{uuid.uuid4().hex[:8]}"
+    body = {"username": username, "name": "审核员", "password": "staff-pass-12", "roles": ["reviewer"]}
+    assert post(yiwang, "/api/v1/admin/staff", body, auth(boss)).status_code == 201
+    clerk = log_in(yiwang, username, "staff-pass-12")
+
+    path = f"/api/v1/admin/staff/{username}/password"
+    assert post(yiwang, path, {"new_password": NEW_PASSWORD}, auth(clerk)).status_code == 403  # admins only
+    assert (
+        post(
+            yiwang, "/api/v1/admin/staff/no-such-staff/password", {"new_password": NEW_PASSWORD}, auth(boss)
+        ).status_code
+        == 404
+    )
+    assert post(yiwang, path, {"new_password": NEW_PASSWORD}, auth(boss)).status_code == 204
+
+    eventually(lambda: me_status(yiwang, clerk) == 401, timeout=10, what="the staff member's session ended")
+    assert login_status(yiwang, username, "staff-pass-12") == 401
+    again = log_in(yiwang, username, NEW_PASSWORD)
+
+    def notice() -> dict | None:
+        inbox = requests.get(yiwang.url("/api/v1/notifications"), headers=auth(again), timeout=10).json()["items"]
+        return next((n for n in inbox if n["type"] == "identity.password_changed.v1"), None)
+
+    assert "由管理员重置" in eventually(notice, timeout=15, what="the notice in the inbox")["title"]
+    trail = requests.get(yiwang.url("/api/v1/admin/audit?page_size=100"), headers=auth(boss), timeout=10).json()
+    assert any(
+        e["action"] == "POST /api/v1/admin/staff/<username>/password" and e["target"] == {"username": username}
+        for e in trail["items"]
+    )

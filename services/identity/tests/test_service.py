@@ -1526,3 +1526,30 @@ def test_a_client_address_guessing_too_much_is_refused(service, store, citizen_d
     with pytest.raises(RateLimited):
         reset(service)
     store.count_code_attempt.assert_not_called()
+
+
+ADMIN_PRINCIPAL = {"user_id": "u-admin", "account_type": "staff", "roles": ["admin"], "session_id": "s-admin"}
+
+
+def test_an_admin_sets_a_staff_password_and_every_session_of_it_ends(service, store):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.find_by_login.return_value = clerk
+    assert service.reset_staff_password(ADMIN_PRINCIPAL, "li", {"new_password": NEW_PASSWORD}) is None
+    store.find_by_login.assert_called_once_with(["staff:li"], "")
+    _, password_hash, event = store.set_password.call_args.args
+    assert accounts.password_matches(password_hash, NEW_PASSWORD)
+    assert event.payload["how"] == "reset_by_admin" and event.payload["kept_session_id"] is None
+    assert {c.args[0] for c in store.clear_failures.call_args_list} == {f"user:{clerk['_id']}", "account:LI"}
+
+
+@pytest.mark.parametrize("case", ["not an admin", "an applicant", "nobody", "common password"])
+def test_a_staff_password_is_set_only_by_an_admin_for_staff(service, store, citizen_doc, case):
+    store.find_by_login.return_value = {"nobody": None, "an applicant": citizen_doc}.get(
+        case, accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    )
+    principal = {**ADMIN_PRINCIPAL, "roles": ["supervisor"]} if case == "not an admin" else ADMIN_PRINCIPAL
+    new = "password1" if case == "common password" else NEW_PASSWORD
+    expected = {"not an admin": Forbidden, "common password": ValidationFailed}.get(case, NotFound)
+    with pytest.raises(expected):
+        service.reset_staff_password(principal, "li", {"new_password": new})
+    store.set_password.assert_not_called()

@@ -317,6 +317,7 @@ def test_every_process_forgets_the_contact_it_kept(service):
         ("citizen", "changed", [("inbox", "delivered"), ("sms", "pending")], "修改"),
         ("enterprise", "reset", [("inbox", "delivered"), ("sms", "pending")], "重置"),
         ("staff", "changed", [("inbox", "delivered")], "修改"),  # staff have no phone
+        ("staff", "reset_by_admin", [("inbox", "delivered")], "由管理员重置"),
     ],
 )
 def test_a_password_change_is_a_security_notice_to_the_holder(service, store, account_type, how, channels, words):
