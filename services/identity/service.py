@@ -62,6 +62,7 @@ from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call, rpc
+from services.common.stored_time import to_stored_precision
 from services.common.telemetry import Tracing, annotate
 from services.identity import accounts, certificates, phone_codes, throttling, tokens, verification
 from services.identity.first_admin import first_admin_password
@@ -137,16 +138,8 @@ class IdentityService:
         announced (without the values) so that no one keeps sending to the old ones."""
         user = self._applicant(principal)
         change = validated(ContactChange, payload)
-        policy, now = throttling.Policy.from_env(), datetime.now(UTC)
-        # Wrong passwords count against the account's login allowance: no guessing around it here.
-        allowance = throttling.user_key(user["_id"])
-        self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
-        if not accounts.password_matches(user["password_hash"], change.password):
-            self.store.record_failure(allowance, now, policy.window)
-            raise ValidationFailed(
-                "the password is not correct", [{"field": "password", "issue": "not this account's password"}]
-            )
-        self.store.clear_failures(allowance)
+        self._confirm_password(user, change.password, "password", "the password is not correct")
+        self.store.clear_failures(throttling.user_key(user["_id"]))
         changes = accounts.contact_changes(user, change)
         spent = None
         if "phone" in changes:
@@ -208,15 +201,7 @@ class IdentityService:
         who = validated(Principal, principal)
         user = self._user(who.user_id)
         change = validated(PasswordChange, payload)
-        policy, now = throttling.Policy.from_env(), datetime.now(UTC)
-        allowance = throttling.user_key(user["_id"])  # no guessing around the login allowance here
-        self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
-        if not accounts.password_matches(user["password_hash"], change.current_password):
-            self.store.record_failure(allowance, now, policy.window)
-            raise ValidationFailed(
-                "the current password is not correct",
-                [{"field": "current_password", "issue": "not this account's password"}],
-            )
+        self._confirm_password(user, change.current_password, "current_password", "the current password is not correct")
         if change.new_password == change.current_password:
             raise ValidationFailed(
                 "the new password is the current one", [{"field": "new_password", "issue": "same as the current one"}]
@@ -488,6 +473,16 @@ class IdentityService:
         for outbox in self.store.outboxes:
             self.events.relay(outbox)
 
+    def _confirm_password(self, user: dict[str, Any], password: str, field: str, message: str) -> None:
+        """ValidationFailed on `field` unless `password` is the account's. Wrong ones count against
+        the account's login allowance (429 once it is used up): no guessing around it here."""
+        policy, now = throttling.Policy.from_env(), datetime.now(UTC)
+        allowance = throttling.user_key(user["_id"])
+        self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
+        if not accounts.password_matches(user["password_hash"], password):
+            self.store.record_failure(allowance, now, policy.window)
+            raise ValidationFailed(message, [{"field": field, "issue": "not this account's password"}])
+
     def _refuse_if_throttled(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
         seen = self.store.failures(list(limits))
         wait = max((throttling.retry_after(seen.get(key), limit, policy, now) or 0) for key, limit in limits.items())
@@ -499,9 +494,7 @@ class IdentityService:
     ) -> dict[str, Any]:
         """Keep a new challenge and text its code, or RateLimited (too soon, too many today). A
         code that does not go out is void and counts against nothing."""
-        now = datetime.now(UTC)
-        # To the millisecond, as the store keeps times: `sent_at` identifies the challenge in writes.
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        now = to_stored_precision(datetime.now(UTC))  # `sent_at` identifies the challenge in writes
         key = phone_codes.challenge_key(purpose, user_id)
         previous = self.store.phone_challenge(key)
         code = phone_codes.new_code()

@@ -238,7 +238,9 @@ class IdentityStore:
             self.user_sessions.update_one({"_id": user_id}, {"$unset": {f"ids.{sid}": "" for sid in session_ids}})
 
     def password_unchanged(self, user_id: str, password_hash: str) -> bool:
-        return self.users.find_one({"_id": user_id, "password_hash": password_hash}, {"_id": 1}) is not None
+        # By _id alone and compared here: any other filter key makes the stand-in scan the users.
+        stored = self.users.find_one({"_id": user_id}, {"password_hash": 1})
+        return stored is not None and stored["password_hash"] == password_hash
 
     def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope) -> None:
         """The new password with its event, or Conflict when the password changed meanwhile."""

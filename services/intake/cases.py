@@ -17,6 +17,7 @@ from contracts.events import CaseSubmitted
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.china_time import CHINA  # the calendar where the departments are
 from services.common.errors import Conflict, NotFound, ValidationFailed
+from services.common.stored_time import to_stored_precision
 from services.intake.workdays import add_working_days
 
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
@@ -243,8 +244,7 @@ def decision_update(decision: Decision, status: str) -> dict[str, Any]:
 
 def now_utc() -> datetime:
     """Now, at the millisecond precision the store keeps (so a replayed answer equals the first)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return to_stored_precision(datetime.now(UTC))
 
 
 def local_date(moment: datetime) -> date:

@@ -20,6 +20,7 @@ from contracts.identity import (
 )
 from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated, ValidationFailed
+from services.common.stored_time import to_stored_precision
 from services.identity import accounts, phone_codes, tokens
 from services.identity.idnumbers import make_credit_code, make_id_number
 from services.identity.service import REFRESH_TTL, RESET_REFUSED, SESSION_MAX_AGE, IdentityService
@@ -1036,8 +1037,7 @@ def change(**fields):
 @pytest.fixture
 def code_sent(store, citizen_doc):
     """A code texted to NEW_PHONE a moment ago, as the store answers it once this try is counted."""
-    now = datetime.now(UTC)
-    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as the store keeps it
+    now = to_stored_precision(datetime.now(UTC))  # as the store keeps it
     key = phone_codes.challenge_key("phone_change", citizen_doc["_id"])
     challenge = phone_codes.new_challenge(key, NEW_PHONE, CODE, None, now, phone_codes.Policy())
     store.count_code_attempt.return_value = {**challenge, "attempts": 1}
@@ -1408,8 +1408,7 @@ RESET_KEY_OF = "password_reset:{}".format
 
 
 def reset_code_sent(store, user, code=CODE):
-    now = datetime.now(UTC)
-    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    now = to_stored_precision(datetime.now(UTC))
     key = RESET_KEY_OF(user["_id"])
     challenge = phone_codes.new_challenge(key, user["phone"], code, None, now, phone_codes.Policy())
     store.count_code_attempt.return_value = {**challenge, "attempts": 1}

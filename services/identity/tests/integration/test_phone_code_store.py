@@ -11,6 +11,7 @@ import eventlet
 import pytest
 
 from services.common.errors import ValidationFailed
+from services.common.stored_time import to_stored_precision
 from services.identity import phone_codes
 from services.identity.phone_codes import Policy
 
@@ -18,8 +19,7 @@ PHONE, CODE, KEY = "13911112222", "480213", "phone_change:u1"
 
 
 def now_ms() -> datetime:
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return to_stored_precision(datetime.now(UTC))
 
 
 def test_a_challenge_is_replaced_only_from_the_one_it_was_decided_against(store):
