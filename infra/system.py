@@ -62,6 +62,8 @@ def _nameko() -> str:
 def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> System:
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # A crash in native code (a segfault) leaves the Python stacks of every thread in the log.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     log_dir = log_dir or RUN_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     port = env.get("YIWANG_HTTP_PORT", "8000")
@@ -207,7 +209,8 @@ def wait_ready(system: System, timeout: float = 90.0) -> dict:
     while time.monotonic() < deadline:
         for name, proc in system.processes.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {system.log_dir / (name + '.log')}")
+                log = system.log_dir / f"{name}.log"
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}; it ends:\n{log_tail(log)}")
         try:
             with urllib.request.urlopen(f"{system.base_url}/readyz", timeout=5) as resp:
                 return json.load(resp)
@@ -217,6 +220,14 @@ def wait_ready(system: System, timeout: float = 90.0) -> dict:
             last = exc
         time.sleep(0.5)
     raise TimeoutError(f"the system was not ready within {timeout:.0f}s: {last}")
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The last lines of a process's log, so a failure seen only in CI's output names its cause."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
 
 
 def stop(system: System, timeout: float = 20.0) -> None:

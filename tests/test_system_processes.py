@@ -65,3 +65,17 @@ def test_a_niced_process_keeps_its_pid_and_runs_at_that_niceness(tmp_path) -> No
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_that_dies_while_starting_is_named_with_the_end_of_its_log(tmp_path) -> None:
+    run = system.System(base_url="http://127.0.0.1:9", log_dir=tmp_path)
+    said = "; ".join(f"print('line {n}')" for n in range(60))
+    script = f"import sys; {said}; sys.stdout.flush(); raise SystemExit('approval: no broker')"
+    run.commands = {"approval": [sys.executable, "-c", script]}
+    system.spawn(run, "approval").wait(timeout=30)
+    with pytest.raises(RuntimeError) as failure:
+        system.wait_ready(run, timeout=10)
+    message = str(failure.value)
+    assert "approval exited with 1" in message
+    assert "approval: no broker" in message and "line 59" in message
+    assert "line 10\n" not in message  # the end of the log, not all of it
