@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,13 +151,25 @@ def _metrics_ports(env: dict[str, str], extras: tuple[str, ...] | list[str] = ()
     """One Prometheus port per process: YIWANG_METRICS_BASE_PORT [9100] and up, in PROCESSES order,
     then the extra processes of YIWANG_PROCESSES; 0 picks free ports (tests)."""
     base = int(env.get("YIWANG_METRICS_BASE_PORT", "9100"))
-    return {name: (base + n if base else _free_port()) for n, name in enumerate([*PROCESSES, *extras])}
+    return {name: (base + n if base else free_port()) for n, name in enumerate([*PROCESSES, *extras])}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Ports a child process will listen on are picked below the kernel's ephemeral range (32768 and up
+# on Linux), not by bind(0) within it: between our check and the child's own bind, a connection
+# that any process opens meanwhile may be given an ephemeral port as its local one, never these.
+LISTEN_PORTS = range(20000, 32768)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a process we are about to start."""
+    for port in random.sample(LISTEN_PORTS, min(100, len(LISTEN_PORTS))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
 def _trace_viewer(env: dict[str, str]) -> None:
@@ -203,6 +217,33 @@ def _local_providers(env: dict[str, str], system: System, log_dir: Path) -> dict
     return commands
 
 
+class ProcessDied(RuntimeError):
+    """A process of the system exited while it was starting."""
+
+
+def start_ready(
+    env: dict[str, str] | None = None, log_dir: Path | None = None, timeout: float = 180.0, attempts: int = 2
+) -> System:
+    """Start the system and wait until it is ready. Should a process die while starting, the whole
+    system is stopped and started once more, with a warning that carries the end of the dead
+    process's log: the test tiers and benchmarks that use this then say why, instead of failing
+    every test on a crash that one start hit (the logs keep both starts)."""
+    for attempt in range(1, attempts + 1):
+        running = start(env, log_dir)
+        try:
+            wait_ready(running, timeout)
+            return running
+        except ProcessDied as exc:
+            stop(running)
+            if attempt == attempts:
+                raise
+            warnings.warn(f"the system did not start; starting it again: {exc}", stacklevel=2)
+        except BaseException:
+            stop(running)
+            raise
+    raise AssertionError("unreachable")
+
+
 def wait_ready(system: System, timeout: float = 90.0) -> dict:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -210,7 +251,7 @@ def wait_ready(system: System, timeout: float = 90.0) -> dict:
         for name, proc in system.processes.items():
             if proc.poll() is not None:
                 log = system.log_dir / f"{name}.log"
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}; it ends:\n{log_tail(log)}")
+                raise ProcessDied(f"{name} exited with {proc.returncode}; see {log}; it ends:\n{log_tail(log)}")
         try:
             with urllib.request.urlopen(f"{system.base_url}/readyz", timeout=5) as resp:
                 return json.load(resp)

@@ -34,11 +34,12 @@ def own_system(name: str, log_dir: Path, **env: str) -> Iterator[OwnSystem]:
         "YIWANG_METRICS_BASE_PORT": "0",
         **env,
     }
-    running = system.start(settings, log_dir=log_dir)
     try:
-        system.wait_ready(running, timeout=180)
-        yield OwnSystem(running.base_url, vhost, prefix, running)
+        running = system.start_ready(settings, log_dir=log_dir, timeout=180)
+        try:
+            yield OwnSystem(running.base_url, vhost, prefix, running)
+        finally:
+            system.stop(running)
     finally:
-        system.stop(running)
         delete_vhost(vhost)
         drop_databases(prefix)

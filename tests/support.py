@@ -16,6 +16,7 @@ import pymongo
 import requests
 from pymongo import monitoring
 
+from infra.system import free_port
 from services.identity.idnumbers import make_id_number
 
 T = TypeVar("T")
@@ -54,12 +55,6 @@ def logging_client() -> tuple[pymongo.MongoClient, CommandLog]:
     """A client of the document server (aware datetimes, as the services' own) and its CommandLog."""
     log = CommandLog()
     return pymongo.MongoClient(MONGO_URI, event_listeners=[log], tz_aware=True), log
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def create_vhost(prefix: str = "yiwang-test", api: str = MGMT_URL) -> str:

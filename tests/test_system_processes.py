@@ -1,10 +1,13 @@
-"""How many processes `make run` starts of each service (YIWANG_PROCESSES), and their ports."""
+"""The processes `make run` starts: how many of each service (YIWANG_PROCESSES), their ports
+and niceness, and a start that a crash spoils."""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,69 @@ def test_a_process_that_dies_while_starting_is_named_with_the_end_of_its_log(tmp
     assert "approval exited with 1" in message
     assert "approval: no broker" in message and "line 59" in message
     assert "line 10\n" not in message  # the end of the log, not all of it
+
+
+def test_ports_for_our_processes_lie_below_the_ephemeral_range_and_are_free() -> None:
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {system.free_port() for _ in range(20)}
+    assert all(port < low for port in ports)
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_someone_listens_on_is_never_picked(monkeypatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        monkeypatch.setattr(system, "LISTEN_PORTS", range(busy, busy + 1))
+        with pytest.raises(OSError, match="no free port"):
+            system.free_port()
+
+
+def _stand_in_start(tmp_path: Path, crashes: int) -> tuple[Callable[..., system.System], int]:
+    """A `start` whose one process ("gateway") crashes on its first `crashes` starts, then answers
+    /readyz."""
+    port, starts = system.free_port(), tmp_path / "starts"
+    script = f"""
+import http.server, pathlib, sys
+starts = pathlib.Path({str(starts)!r})
+n = len(starts.read_text()) if starts.exists() else 0
+starts.write_text("x" * (n + 1))
+if n < {crashes}:
+    print("crash number", n + 1, flush=True)
+    sys.exit(3)
+class Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{{}}")
+http.server.HTTPServer(("127.0.0.1", {port}), Ready).serve_forever()
+"""
+
+    def start(env: object = None, log_dir: object = None) -> system.System:
+        run = system.System(base_url=f"http://127.0.0.1:{port}", log_dir=tmp_path)
+        run.commands = {"gateway": [sys.executable, "-c", script]}
+        system.spawn(run, "gateway")
+        return run
+
+    return start, port
+
+
+def test_a_start_that_a_crash_spoils_is_done_once_more_with_a_warning(tmp_path, monkeypatch) -> None:
+    start, _port = _stand_in_start(tmp_path, crashes=1)
+    monkeypatch.setattr(system, "start", start)
+    with pytest.warns(UserWarning, match=r"(?s)gateway exited with 3.*crash number 1"):
+        running = system.start_ready(timeout=30)
+    try:
+        assert running.processes["gateway"].poll() is None
+    finally:
+        system.stop(running)
+
+
+def test_a_system_that_crashes_on_both_starts_fails_with_the_end_of_the_log(tmp_path, monkeypatch) -> None:
+    start, _port = _stand_in_start(tmp_path, crashes=2)
+    monkeypatch.setattr(system, "start", start)
+    with pytest.warns(UserWarning), pytest.raises(system.ProcessDied, match=r"(?s)exited with 3.*crash number 2"):
+        system.start_ready(timeout=30)

@@ -96,22 +96,23 @@ def local_system() -> Iterator[RunningSystem]:
         "YIWANG_SMTP_PORT": str(free_port()),
         "YIWANG_METRICS_BASE_PORT": "0",  # free ports for the Prometheus endpoints
     }
-    running = system.start(env, log_dir=ARTIFACTS / "logs")
     try:
-        system.wait_ready(running, timeout=120)
-        assert running.mail_dir is not None
-        yield RunningSystem(
-            running.base_url,
-            span_dir,
-            vhost,
-            prefix,
-            ARTIFACTS / "logs",
-            running.sms_url,
-            running.mail_dir,
-            running.metrics_ports,
-        )
+        running = system.start_ready(env, log_dir=ARTIFACTS / "logs", timeout=120)
+        try:
+            assert running.mail_dir is not None
+            yield RunningSystem(
+                running.base_url,
+                span_dir,
+                vhost,
+                prefix,
+                ARTIFACTS / "logs",
+                running.sms_url,
+                running.mail_dir,
+                running.metrics_ports,
+            )
+        finally:
+            system.stop(running)
     finally:
-        system.stop(running)
         delete_vhost(vhost)
         drop_databases(prefix)
 

@@ -64,8 +64,7 @@ def faulty() -> Iterator[FaultySystem]:
             "YIWANG_NOTIFY_RETRY_CAP": "2",
             "OTEL_TRACES_EXPORTER": "none",  # the shared trace viewer is not part of this system
         }
-        running = system.start(env, log_dir=ARTIFACTS / "logs")
-        system.wait_ready(running, timeout=180)
+        running = system.start_ready(env, log_dir=ARTIFACTS / "logs", timeout=180)
         yield FaultySystem(broker, docserver, toxiproxy, running, Store(docserver.uri, prefix))
     finally:
         if running is not None:
