@@ -37,3 +37,5 @@ class Principal(Contract):
     roles: list[Role]
     department_code: str | None = None
     session_id: str | None = None  # the login session (refresh-token family) the token belongs to
+    # An admin set the password: until its holder chooses one, only a few routes answer.
+    password_change_required: bool = False

@@ -5,6 +5,8 @@ without a rule here, or a route whose declared roles drift from its rule, fails 
 end-to-end suite then calls every route as every kind of caller and checks the answers.
 
 Rules: "anyone"; "signed_in" (any valid token); or a set of roles, one of which is needed.
+A token of an account whose password an admin set (until its holder chose one) opens only the
+routes of BEFORE_PASSWORD_CHANGE, and those open to anyone.
 """
 
 from __future__ import annotations
@@ -67,12 +69,23 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
 }
 
 
-def expected(rule: str | frozenset[str], caller_roles: frozenset[str] | None) -> int | None:
-    """401 or 403 when the caller (None: no token) must be refused; None when it may call."""
+BEFORE_PASSWORD_CHANGE = frozenset(
+    {("GET", "/api/v1/me"), ("PUT", "/api/v1/me/password"), ("POST", "/api/v1/auth/logout")}
+)
+
+
+def expected(
+    rule: str | frozenset[str], caller_roles: frozenset[str] | None, opens_before_password_change: bool = True
+) -> int | None:
+    """401 or 403 when the caller (None: no token) must be refused; None when it may call.
+    `opens_before_password_change=False`: the caller's password was set by an admin and the route
+    is not one of BEFORE_PASSWORD_CHANGE."""
     if rule == ANYONE:
         return None
     if caller_roles is None:
         return 401
+    if not opens_before_password_change:
+        return 403
     if rule == SIGNED_IN or caller_roles & rule:  # type: ignore[operator]
         return None
     return 403

@@ -72,6 +72,7 @@ def verify(token: str, keys: KeySet) -> Principal:
         roles=claims["roles"],
         department_code=claims.get("dept"),
         session_id=claims.get("sid"),
+        password_change_required=claims.get("pwc", False) is True,
     )
 
 

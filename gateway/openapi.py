@@ -79,6 +79,8 @@ def openapi_document() -> dict[str, Any]:
         if route.auth:
             operation["security"] = [{"bearer": []}]
             operation["x-roles"] = list(route.roles) or ["any signed-in account"]
+            # A token whose password an admin set (password_change_required) opens only these.
+            operation["x-before-password-change"] = route.before_password_change
         paths.setdefault(path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",

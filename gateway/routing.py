@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 
 from gateway.auth import require_role
 from gateway.http import error_for_http_exception, json_response, response_for_exception, with_security_headers
-from services.common.errors import ValidationFailed
+from services.common.errors import ValidationFailed, password_change_first
 
 _tracer = trace.get_tracer("yiwang.gateway")
 
@@ -39,6 +39,7 @@ class RouteDoc:
     query: list[str] = field(default_factory=list)
     roles: tuple[str, ...] = ()
     query_model: Any = None  # the contract model the query is validated with, when there is one
+    before_password_change: bool = False  # answers a token whose password an admin set
 
 
 ROUTES: list[RouteDoc] = []
@@ -101,6 +102,7 @@ def api(
     status: int = 200,
     query: list[str] | type[BaseModel] | None = None,
     roles: tuple[str, ...] = (),
+    before_password_change: bool = False,
 ) -> Callable:
     """Declare a public API route and who may call it; the handler returns a body, or (status, body).
 
@@ -108,11 +110,26 @@ def api(
     them. This is the one place access is checked at the gateway; services then scope data to the
     caller (an applicant's own cases, a reviewer's department), answering 404 for what is not theirs.
     A change made by staff (anything but GET, by a reviewer, supervisor or admin) is reported to the
-    service's `audit` hook once it succeeded.
+    service's `audit` hook once it succeeded. A token of an account whose password an admin set
+    opens only the routes marked `before_password_change` (403 elsewhere) until its holder chose one.
     """
     model = query if isinstance(query, type) else None
     names = query_names(model) if model else list(query or [])
-    ROUTES.append(RouteDoc(method, url, summary, auth, request_model, response_model, status, names, roles, model))
+    ROUTES.append(
+        RouteDoc(
+            method,
+            url,
+            summary,
+            auth,
+            request_model,
+            response_model,
+            status,
+            names,
+            roles,
+            model,
+            before_password_change,
+        )
+    )
 
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -120,6 +137,8 @@ def api(
             try:
                 if auth:
                     principal = self.auth.principal(request)
+                    if principal.password_change_required and not before_password_change:
+                        raise password_change_first()
                     if roles:
                         require_role(principal, *roles)
                     path["principal"] = principal

@@ -168,7 +168,13 @@ class Gateway:
     def refresh(self, request: Request) -> dict[str, Any]:
         return call(self.identity.refresh, validated(RefreshRequest, read_json(request)).model_dump())
 
-    @api("POST", "/api/v1/auth/logout", summary="End this session: its tokens stop working", status=204)
+    @api(
+        "POST",
+        "/api/v1/auth/logout",
+        summary="End this session: its tokens stop working",
+        status=204,
+        before_password_change=True,
+    )
     def logout(self, request: Request, principal: Principal) -> tuple[int, None]:
         call(self.identity.logout, principal.model_dump())
         if principal.session_id:  # at once here; other gateway processes learn it from the event
@@ -181,6 +187,7 @@ class Gateway:
         summary="A new password, confirmed with the current one; the account's other sessions end",
         request_model=PasswordChange,
         status=204,
+        before_password_change=True,
     )
     def change_my_password(self, request: Request, principal: Principal) -> tuple[int, None]:
         body = validated(PasswordChange, read_json(request)).model_dump()
@@ -218,7 +225,7 @@ class Gateway:
     def jwks(self, request: Request) -> dict[str, Any]:
         return call(self.identity.jwks)
 
-    @api("GET", "/api/v1/me", summary="The caller's account", response_model=UserView)
+    @api("GET", "/api/v1/me", summary="The caller's account", response_model=UserView, before_password_change=True)
     def me(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.get_user, principal.user_id)
 

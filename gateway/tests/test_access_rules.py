@@ -1,7 +1,7 @@
 import pytest
 
 import gateway.service  # noqa: F401 (declares every route)
-from gateway.access_rules import ANYONE, RULES, SIGNED_IN, expected
+from gateway.access_rules import ANYONE, BEFORE_PASSWORD_CHANGE, RULES, SIGNED_IN, expected
 from gateway.routing import ROUTES
 
 
@@ -35,3 +35,15 @@ def test_each_route_declares_what_its_rule_says(route):
 )
 def test_expected_answers(rule, roles, status):
     assert expected(rule, roles) == status
+
+
+def test_a_token_whose_password_an_admin_set_is_refused_where_it_is_not_opened():
+    assert expected(SIGNED_IN, frozenset({"reviewer"}), opens_before_password_change=False) == 403
+    assert expected(frozenset({"reviewer"}), frozenset({"reviewer"}), opens_before_password_change=False) == 403
+    assert expected(ANYONE, frozenset({"reviewer"}), opens_before_password_change=False) is None
+    assert expected(SIGNED_IN, None, opens_before_password_change=False) == 401
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.url}")
+def test_each_route_opens_before_a_password_change_as_the_rules_say(route):
+    assert route.before_password_change == ((route.method, route.url) in BEFORE_PASSWORD_CHANGE)

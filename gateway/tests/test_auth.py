@@ -105,6 +105,17 @@ def test_valid_token_gives_the_principal(key, keyset):
     assert expires_in == 900
 
 
+def test_a_token_says_when_an_admin_set_the_password_and_only_then(key, keyset):
+    flagged, _ = issue_access_token(key, {**REVIEWER, "password_change_required": True}, SESSION)
+    assert verify(flagged, keyset).password_change_required is True
+    cleared, _ = issue_access_token(key, {**REVIEWER, "password_change_required": False}, SESSION)
+    assert verify(cleared, keyset).password_change_required is False
+    assert "pwc" not in jwt.decode(cleared, options={"verify_signature": False})
+    # Only `true` itself flags: a token is signed, but the claim's meaning should not hang on truthiness.
+    odd = _encode(key, _claims(pwc="no"))
+    assert verify(odd, keyset).password_change_required is False
+
+
 def test_staff_token_carries_department(key, keyset):
     token, _ = issue_access_token(key, REVIEWER, SESSION)
     principal = verify(token, keyset)

@@ -151,6 +151,16 @@ def test_who_may_call_each_signed_in_route_is_documented(document):
     assert document["paths"]["/api/v1/me"]["get"]["x-roles"] == ["any signed-in account"]
 
 
+def test_the_routes_a_token_opens_before_its_password_change_are_exactly_three(document):
+    opened = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("x-before-password-change")
+    }
+    assert opened == {("GET", "/api/v1/me"), ("PUT", "/api/v1/me/password"), ("POST", "/api/v1/auth/logout")}
+
+
 def test_identity_routes_of_the_contract_are_documented(document):
     expected = {
         ("POST", "/api/v1/auth/refresh"),

@@ -320,6 +320,28 @@ def test_me_uses_the_tokens_user(gateway, auth):
     gateway.identity.get_user.call_async.assert_called_once_with("u1")
 
 
+FLAGGED = Principal(
+    user_id="r2", account_type="staff", roles=["reviewer"], department_code="620524MZ", password_change_required=True
+)
+
+
+def test_a_token_whose_password_an_admin_set_opens_only_me_password_change_and_logout(gateway, auth):
+    auth.principal.return_value = FLAGGED
+    refused = gateway.review_tasks(_request())
+    assert refused.status_code == 403
+    error = _json(refused)["error"]
+    assert error["code"] == "forbidden" and "PUT /api/v1/me/password" in error["message"]
+    assert error["details"] == [{"field": "password", "issue": "change_required"}]
+    gateway.intake.review_tasks.call_async.assert_not_called()
+
+    returns(gateway.identity.get_user, {"user_id": "r2"})
+    assert gateway.me(_request()).status_code == 200
+    body = {"current_password": "set-by-admin-1", "new_password": "my-own-choice-2"}
+    assert gateway.change_my_password(_request("PUT", body=body)).status_code == 204
+    gateway.identity.change_password.call_async.assert_called_once_with(FLAGGED.model_dump(), body)
+    assert gateway.logout(_request("POST")).status_code == 204
+
+
 def test_me_without_token_is_401(gateway, auth):
     auth.principal.side_effect = Unauthenticated("send Authorization: Bearer <access_token>")
     response = gateway.me(_request())
@@ -525,7 +547,7 @@ def test_admin_creates_staff(gateway, auth):
     assert _json(response) == created
     principal, sent = gateway.identity.create_staff.call_async.call_args.args
     assert principal == ADMIN.model_dump()
-    assert sent == {**body, "department_code": None}
+    assert sent == {**body, "department_code": None, "password_change_required": False}
 
 
 def test_admin_rotates_the_signing_key(gateway, auth):

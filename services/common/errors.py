@@ -121,3 +121,11 @@ def validated(model: Any, data: Any, prefix: str = "") -> Any:
         return validate(data)
     except ValidationError as exc:
         raise ValidationFailed("the request is not valid", details_from_pydantic(exc, prefix)) from None
+
+
+def password_change_first() -> Forbidden:
+    """The refusal for an account whose password an admin set, until its holder chooses one."""
+    return Forbidden(
+        "an admin set this account's password: choose your own first (PUT /api/v1/me/password), then refresh the token",
+        [{"field": "password", "issue": "change_required"}],
+    )

@@ -90,7 +90,14 @@ def new_applicant(registration: CitizenRegistration | EnterpriseRegistration) ->
     return doc
 
 
-def new_staff(username: str, name: str, password: str, roles: list[str], department_code: str | None) -> dict[str, Any]:
+def new_staff(
+    username: str,
+    name: str,
+    password: str,
+    roles: list[str],
+    department_code: str | None,
+    password_change_required: bool = False,
+) -> dict[str, Any]:
     user_id = uuid.uuid4().hex
     return {
         "_id": user_id,
@@ -104,6 +111,7 @@ def new_staff(username: str, name: str, password: str, roles: list[str], departm
         "roles": roles,
         "assurance_level": 2,
         "department_code": department_code,
+        "password_change_required": password_change_required,
         "created_at": datetime.now(UTC),
     }
 
@@ -132,6 +140,7 @@ def user_view(doc: dict[str, Any]) -> UserView:
         roles=doc["roles"],
         assurance_level=doc["assurance_level"],
         department_code=doc.get("department_code"),
+        password_change_required=doc.get("password_change_required", False),
     )
 
 

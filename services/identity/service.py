@@ -56,6 +56,7 @@ from services.common.errors import (
     RateLimited,
     Unauthenticated,
     ValidationFailed,
+    password_change_first,
     validated,
 )
 from services.common.metrics import Metrics
@@ -108,7 +109,14 @@ class IdentityService:
     def create_staff(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         self._require_admin(principal)
         staff = validated(StaffCreation, payload)
-        doc = accounts.new_staff(staff.username, staff.name, staff.password, list(staff.roles), staff.department_code)
+        doc = accounts.new_staff(
+            staff.username,
+            staff.name,
+            staff.password,
+            list(staff.roles),
+            staff.department_code,
+            password_change_required=staff.password_change_required,
+        )
         self.store.insert_user(doc, "username")
         return StaffCreated(
             user_id=doc["_id"],
@@ -116,6 +124,7 @@ class IdentityService:
             name=staff.name,
             roles=staff.roles,
             department_code=staff.department_code,
+            password_change_required=staff.password_change_required,
         ).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -560,7 +569,8 @@ class IdentityService:
             kept_session_id=keep_session,
         )
         event = new_event(changed, producer=self.name)
-        self.store.set_password(user, accounts.hash_password(password), event)
+        # A password an admin set is known to the admin: its holder must choose their own.
+        self.store.set_password(user, accounts.hash_password(password), event, change_required=how == "reset_by_admin")
         self.events.publish(self.store.user_outbox, user["_id"], [event])
 
     def _user(self, user_id: str) -> dict[str, Any]:
@@ -577,8 +587,11 @@ class IdentityService:
 
     def _require_admin(self, principal: dict[str, Any]) -> None:
         # The gateway checks roles too; identity does not trust its callers blindly.
-        if "admin" not in validated(Principal, principal).roles:
+        who = validated(Principal, principal)
+        if "admin" not in who.roles:
             raise Forbidden("this needs the role admin")
+        if who.password_change_required:
+            raise password_change_first()
 
     def _providers(self) -> tuple[verification.PopulationRegistry, verification.FaceVerifier]:
         registry_cls, face_cls = verification.PROVIDERS[config.get("IDENTITY_PROVIDERS", "local")]
@@ -619,4 +632,9 @@ class IdentityService:
         access, expires_in = tokens.issue_access_token(self._signing_key(), user, session_id)
         refresh, digest = tokens.new_refresh_token()
         self.store.store_refresh_token(digest, user["_id"], session_id, datetime.now(UTC) + REFRESH_TTL)
-        return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in)
+        return TokenPair(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=expires_in,
+            password_change_required=user.get("password_change_required", False),
+        )

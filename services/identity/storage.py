@@ -242,10 +242,11 @@ class IdentityStore:
         stored = self.users.find_one({"_id": user_id}, {"password_hash": 1})
         return stored is not None and stored["password_hash"] == password_hash
 
-    def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope) -> None:
-        """The new password with its event, or Conflict when the password changed meanwhile."""
+    def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope, change_required: bool) -> None:
+        """The new password with its event, or Conflict when the password changed meanwhile;
+        `change_required`: its holder must choose another before anything else."""
         update = self.user_outbox.update(user["_id"], [event])
-        update["$set"]["password_hash"] = password_hash
+        update["$set"].update(password_hash=password_hash, password_change_required=change_required)
         if not self.users.update_one(
             {"_id": user["_id"], "password_hash": user["password_hash"]}, update
         ).matched_count:

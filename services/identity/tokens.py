@@ -46,6 +46,8 @@ def issue_access_token(
         "exp": int((now + ACCESS_TOKEN_TTL).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    if user.get("password_change_required"):
+        claims["pwc"] = True  # only GET /me, PUT /me/password and logout answer (the gateway)
     token = jwt.encode(claims, key["private_pem"], algorithm="EdDSA", headers={"kid": key["kid"]})
     return token, int(ACCESS_TOKEN_TTL.total_seconds())
 

@@ -1,5 +1,6 @@
 """Every public route, called as every kind of caller: refused exactly as gateway/access_rules.py
-says (401 without a token, 403 with the wrong role), and never refused where it says allowed."""
+says (401 without a token, 403 with the wrong role or a password an admin set and its holder has
+not changed), and never refused where it says allowed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import requests
 
 import gateway.service  # noqa: F401 (declares every route)
-from gateway.access_rules import RULES, expected
+from gateway.access_rules import BEFORE_PASSWORD_CHANGE, RULES, expected
 from gateway.routing import ROUTES
 from services.identity.first_admin import first_admin_password
 from tests.e2e.conftest import RunningSystem, auth, sign_up
@@ -29,11 +30,17 @@ def concrete(url: str) -> str:
     return re.sub(r"<([^>]+)>", lambda m: PLACEHOLDERS[m.group(1)], url)
 
 
-def staff(yiwang: RunningSystem, boss: dict, role: str) -> dict:
+def staff(yiwang: RunningSystem, boss: dict, role: str, password_change_required: bool = False) -> dict:
     import uuid
 
     username = f"{role[:3]}{uuid.uuid4().hex[:8]}"
-    body = {"username": username, "name": "职员", "password": "staff-pass-12", "roles": [role]}
+    body = {
+        "username": username,
+        "name": "职员",
+        "password": "staff-pass-12",
+        "roles": [role],
+        "password_change_required": password_change_required,
+    }
     assert (
         requests.post(yiwang.url("/api/v1/admin/staff"), json=body, headers=auth(boss), timeout=10).status_code == 201
     )
@@ -56,8 +63,11 @@ def test_every_route_answers_every_caller_as_its_rule_says(yiwang: RunningSystem
         ),
         what="the seeded admin",
     )
+    # A supervisor whose password an admin set: refused wherever the rules do not open a route to it.
+    unchanged = "supervisor, password set by an admin"
     callers: dict[str, tuple[dict | None, frozenset[str] | None]] = {
         "anonymous": (None, None),
+        unchanged: (staff(yiwang, boss, "supervisor", password_change_required=True), frozenset({"supervisor"})),
         "applicant": (sign_up(yiwang), frozenset({"applicant"})),
         "reviewer": (reviewer(yiwang, boss), frozenset({"reviewer"})),
         "supervisor": (staff(yiwang, boss, "supervisor"), frozenset({"supervisor"})),
@@ -74,7 +84,8 @@ def test_every_route_answers_every_caller_as_its_rule_says(yiwang: RunningSystem
             answer = requests.request(
                 route.method, yiwang.url(concrete(route.url)), headers=headers, timeout=15, **kwargs
             )
-            want = expected(rule, roles)
+            opened = name != unchanged or (route.method, route.url) in BEFORE_PASSWORD_CHANGE
+            want = expected(rule, roles, opens_before_password_change=opened)
             refused = answer.status_code in (401, 403)
             if (want is None and refused) or (want is not None and answer.status_code != want):
                 wrong.append(

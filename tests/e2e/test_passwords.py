@@ -154,13 +154,32 @@ def test_an_admin_sets_a_forgotten_staff_password(yiwang: RunningSystem):
 
     eventually(lambda: me_status(yiwang, clerk) == 401, timeout=10, what="the staff member's session ended")
     assert login_status(yiwang, username, "staff-pass-12") == 401
-    again = log_in(yiwang, username, NEW_PASSWORD)
+    login = post(yiwang, "/api/v1/auth/login", {"username": username, "password": NEW_PASSWORD}, somewhere())
+    assert login.json()["password_change_required"] is True
+    again = {"token": login.json()["access_token"], "refresh_token": login.json()["refresh_token"]}
+
+    # The admin knows that password: until its holder chooses one, it opens only /me, the change, logout.
+    tasks = requests.get(yiwang.url("/api/v1/review/tasks"), headers=auth(again), timeout=10)
+    assert tasks.status_code == 403
+    assert tasks.json()["error"]["details"] == [{"field": "password", "issue": "change_required"}]
+    me = requests.get(yiwang.url("/api/v1/me"), headers=auth(again), timeout=10).json()
+    assert me["password_change_required"] is True
+    assert change_password(yiwang, again, NEW_PASSWORD, "my-own-choice-2027").status_code == 204
+    refreshed = post(yiwang, "/api/v1/auth/refresh", {"refresh_token": again["refresh_token"]}).json()
+    assert refreshed["password_change_required"] is False
+    again = {"token": refreshed["access_token"]}
+    assert requests.get(yiwang.url("/api/v1/notifications"), headers=auth(again), timeout=10).status_code == 200
+    assert (
+        requests.get(yiwang.url("/api/v1/me"), headers=auth(again), timeout=10).json()["password_change_required"]
+        is False
+    )
 
     def notice() -> dict | None:
         inbox = requests.get(yiwang.url("/api/v1/notifications"), headers=auth(again), timeout=10).json()["items"]
-        return next((n for n in inbox if n["type"] == "identity.password_changed.v1"), None)
+        changes = [n for n in inbox if n["type"] == "identity.password_changed.v1"]
+        return next((n for n in changes if "由管理员重置" in n["title"]), None)
 
-    assert "由管理员重置" in eventually(notice, timeout=15, what="the notice in the inbox")["title"]
+    eventually(notice, timeout=15, what="the notice of the admin's reset in the inbox")
     trail = requests.get(yiwang.url("/api/v1/admin/audit?page_size=100"), headers=auth(boss), timeout=10).json()
     assert any(
         e["action"] == "POST /api/v1/admin/staff/<username>/password" and e["target"] == {"username": username}

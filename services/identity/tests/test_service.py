@@ -715,6 +715,13 @@ def test_admin_creates_a_staff_account(service, store):
     assert doc["department_code"] == "620524MZ"
     assert accounts.password_matches(doc["password_hash"], "Reviewer-pass-2026")
     assert "Reviewer-pass-2026" not in str(doc)
+    assert doc["password_change_required"] is False and result.password_change_required is False
+
+
+def test_an_admin_may_have_a_new_staff_account_choose_its_own_password_first(service, store):
+    result = StaffCreated.model_validate(service.create_staff(ADMIN, staff_payload(password_change_required=True)))
+    doc, _ = store.insert_user.call_args.args
+    assert doc["password_change_required"] is True and result.password_change_required is True
 
 
 @pytest.mark.parametrize("principal", [REVIEWER, {**ADMIN, "roles": ["supervisor", "reviewer"]}])
@@ -1538,7 +1545,45 @@ def test_an_admin_sets_a_staff_password_and_every_session_of_it_ends(service, st
     _, password_hash, event = store.set_password.call_args.args
     assert accounts.password_matches(password_hash, NEW_PASSWORD)
     assert event.payload["how"] == "reset_by_admin" and event.payload["kept_session_id"] is None
+    assert store.set_password.call_args.kwargs == {"change_required": True}  # the admin knows this one
     assert {c.args[0] for c in store.clear_failures.call_args_list} == {f"user:{clerk['_id']}", "account:LI"}
+
+
+def test_a_password_of_ones_own_clears_the_change_an_admin_required(service, store):
+    clerk = {**accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ"), "password_change_required": True}
+    store.get_user.return_value = clerk
+    principal = {
+        "user_id": clerk["_id"],
+        "account_type": "staff",
+        "roles": ["reviewer"],
+        "session_id": "s-1",
+        "password_change_required": True,
+    }
+    service.change_password(principal, password_change())
+    assert store.set_password.call_args.kwargs == {"change_required": False}
+
+
+def test_a_login_whose_password_an_admin_set_says_so_and_its_token_too(service, store, signing_key):
+    clerk = {**accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ"), "password_change_required": True}
+    store.find_by_login.return_value = clerk
+    pair = TokenPair.model_validate(service.login(attempt(username="li")))
+    assert pair.password_change_required is True
+    assert _claims(pair.access_token, signing_key)["pwc"] is True
+    store.find_by_login.return_value = {**clerk, "password_change_required": False}
+    pair = TokenPair.model_validate(service.login(attempt(username="li")))
+    assert pair.password_change_required is False
+    assert "pwc" not in _claims(pair.access_token, signing_key)
+
+
+def test_an_admin_whose_password_an_admin_set_administers_nothing_until_changed(service, store):
+    flagged = {**ADMIN_PRINCIPAL, "password_change_required": True}
+    with pytest.raises(Forbidden) as info:
+        service.create_staff(flagged, staff_payload())
+    assert info.value.details == [{"field": "password", "issue": "change_required"}]
+    with pytest.raises(Forbidden):
+        service.reset_staff_password(flagged, "li", {"new_password": NEW_PASSWORD})
+    store.insert_user.assert_not_called()
+    store.set_password.assert_not_called()
 
 
 @pytest.mark.parametrize("case", ["not an admin", "an applicant", "nobody", "common password"])

@@ -165,11 +165,18 @@ def test_a_new_password_is_set_only_over_the_one_it_was_read_with(store):
     store.insert_user({**user("u1", "620524194005060136", "13800138000"), "password_hash": "h-1"}, "id_number")
     read = store.get_user("u1")
     event = new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test")  # any user event
-    store.set_password(read, "h-2", event)
+    store.set_password(read, "h-2", event, change_required=True)
     assert store.get_user("u1")["password_hash"] == "h-2"
+    assert store.get_user("u1")["password_change_required"] is True
     with pytest.raises(Conflict):
-        store.set_password(read, "h-3", new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test"))
+        store.set_password(
+            read, "h-3", new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test"), False
+        )
     assert store.get_user("u1")["password_hash"] == "h-2"
+    store.set_password(
+        store.get_user("u1"), "h-3", new_event(ContactChanged(user_id="u1", changed=["email"]), producer="test"), False
+    )
+    assert store.get_user("u1")["password_change_required"] is False
 
 
 def test_recent_revocations_are_a_small_list_read_by_id_and_pruned(store):
