@@ -353,7 +353,7 @@ class IdentityService:
         self.store.clear_failures(account)
         self.store.clear_failures(throttling.user_key(user["_id"]))
         session_id = uuid.uuid4().hex
-        self.store.start_session(session_id, user["_id"])
+        self.store.start_session(session_id, user["_id"], ended_before=now - SESSION_MAX_AGE)
         # A new password may have been stored while the old one was being checked: its change did
         # not see this session, so this login ends it itself.
         if not self.store.password_unchanged(user["_id"], user["password_hash"]):

@@ -213,17 +213,29 @@ class IdentityStore:
         return [doc["public_jwk"] for doc in self.keys.find({}, {"public_jwk": 1}).sort("created_at", DESCENDING)]
 
     # --- sessions and refresh tokens --------------------------------------------------------------
-    def start_session(self, session_id: str, user_id: str) -> None:
+    def start_session(self, session_id: str, user_id: str, ended_before: datetime | None = None) -> None:
+        """A new session of the user; index entries of sessions started before `ended_before` (past
+        the maximum age: ended) are dropped meanwhile, so a user who logs in daily for years does
+        not carry every session of those years in the one index document."""
         now = datetime.now(UTC)
         # The index first: an entry without a session is harmless, a session a new password
         # cannot find is not.
-        self._index_session(session_id, user_id, now)
+        started = self._index_session(session_id, user_id, now)
+        if ended_before is not None:
+            self.forget_sessions(user_id, [sid for sid, at in started.items() if at < ended_before])
         self.sessions.insert_one(
             {"_id": session_id, "user_id": user_id, "created_at": now, "revoked_at": None, "outbox": {}}
         )
 
-    def _index_session(self, session_id: str, user_id: str, started_at: datetime) -> None:
-        self.user_sessions.update_one({"_id": user_id}, {"$set": {f"ids.{session_id}": started_at}}, upsert=True)
+    def _index_session(self, session_id: str, user_id: str, started_at: datetime) -> dict[str, datetime]:
+        """Index the session; every indexed session of the user, id -> start."""
+        doc = self.user_sessions.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {f"ids.{session_id}": started_at}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc["ids"]
 
     def sessions_of(self, user_id: str, since: datetime) -> dict[str, datetime]:
         """The user's sessions started since `since` (older ones have ended: sessions have a

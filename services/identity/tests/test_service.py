@@ -219,6 +219,9 @@ def test_login_starts_a_session_that_the_tokens_belong_to(service, store, citize
     store.start_session.assert_called_once()
     session_id, user_id = store.start_session.call_args.args
     assert user_id == citizen_doc["_id"]
+    # Index entries of sessions past the maximum age go as the new one is indexed.
+    ended_before = store.start_session.call_args.kwargs["ended_before"]
+    assert abs(ended_before - (datetime.now(UTC) - SESSION_MAX_AGE)) < timedelta(minutes=1)
     assert _claims(pair["access_token"], signing_key)["sid"] == session_id
     assert store.store_refresh_token.call_args.args[2] == session_id  # the refresh-token family
 

@@ -142,6 +142,15 @@ def test_a_users_sessions_are_found_by_id_and_old_ones_dropped_from_the_index(st
     assert store.sessions_of("nobody", since) == {}
 
 
+def test_a_login_drops_the_index_entries_of_sessions_past_the_maximum_age(store):
+    store.start_session("s-old", "u1")
+    store.start_session("s-recent", "u1")
+    store.user_sessions.update_one({"_id": "u1"}, {"$set": {"ids.s-old": datetime(2020, 1, 1, tzinfo=UTC)}})
+    store.start_session("s-new", "u1", ended_before=datetime.now(UTC) - timedelta(days=30))
+    assert sorted(store.user_sessions.find_one({"_id": "u1"})["ids"]) == ["s-new", "s-recent"]
+    assert store.get_session("s-new")["user_id"] == "u1"
+
+
 def test_sessions_started_before_the_index_are_indexed_once(mongo_client, db_prefix):
     db = mongo_client[f"{db_prefix}_identity"]
     now = datetime.now(UTC)
