@@ -69,16 +69,18 @@ test-docker: venv ## The end-to-end tests against the docker-compose stack (skip
 
 # The first admin's password: YIWANG_ADMIN_PASSWORD, or the one generated once into the state directory.
 ADMIN_PASSWORD = $${YIWANG_ADMIN_PASSWORD:-$$($(PYTHON) services/identity/first_admin.py)}
+# The key of texted codes (every identity container must hold the same): likewise.
+CODE_SECRET = $${YIWANG_CODE_SECRET:-$$($(PYTHON) services/identity/code_secret.py)}
 
 up: ## Build the image and start the whole system in containers (API on http://localhost:8000); needs Docker
-	YIWANG_ADMIN_PASSWORD="$(ADMIN_PASSWORD)" docker compose up -d --build --wait
+	YIWANG_ADMIN_PASSWORD="$(ADMIN_PASSWORD)" YIWANG_CODE_SECRET="$(CODE_SECRET)" docker compose up -d --build --wait
 	@echo "first admin: admin / the password printed by: $(PYTHON) services/identity/first_admin.py"
 
 down: ## Stop and remove the containers (data volumes are kept; docker compose down -v drops them)
-	YIWANG_ADMIN_PASSWORD=unused docker compose down
+	YIWANG_ADMIN_PASSWORD=unused YIWANG_CODE_SECRET=unused docker compose down
 
 logs: ## Follow the containers' logs
-	YIWANG_ADMIN_PASSWORD=unused docker compose logs -f --tail=200
+	YIWANG_ADMIN_PASSWORD=unused YIWANG_CODE_SECRET=unused docker compose logs -f --tail=200
 
 audit-deps: ## Known vulnerabilities in requirements.lock (pip-audit; says so when its service is unreachable)
 	@bash infra/audit_deps.sh

@@ -72,7 +72,7 @@ def verify(token: str, keys: KeySet) -> Principal:
         roles=claims["roles"],
         department_code=claims.get("dept"),
         session_id=claims.get("sid"),
-        password_change_required=claims.get("pwc", False) is True,
+        password_change_required=bool(claims.get("pwc")),  # whatever its form, it restricts
     )
 
 

@@ -43,7 +43,6 @@ class RouteDoc:
 
 
 ROUTES: list[RouteDoc] = []
-STAFF_ROLES = frozenset({"reviewer", "supervisor", "admin"})
 
 
 def query_names(model: type[BaseModel]) -> list[str]:
@@ -151,7 +150,8 @@ def api(
                     code, body = result if isinstance(result, tuple) else (status, result)
                     response = json_response(body, code)
                 principal, audit = path.get("principal"), getattr(self, "audit", None)
-                if audit and method != "GET" and principal is not None and set(principal.roles) & STAFF_ROLES:
+                # By account type: a staff token awaiting its password change has no roles.
+                if audit and method != "GET" and principal is not None and principal.account_type == "staff":
                     target = {k: str(v) for k, v in path.items() if k != "principal"}
                     audit(principal, request, f"{method} {url}", target, response.status_code)
                 return response

@@ -108,12 +108,14 @@ def test_valid_token_gives_the_principal(key, keyset):
 def test_a_token_says_when_an_admin_set_the_password_and_only_then(key, keyset):
     flagged, _ = issue_access_token(key, {**REVIEWER, "password_change_required": True}, SESSION)
     assert verify(flagged, keyset).password_change_required is True
+    # Without its roles: an app that does not know `pwc` grants it nothing either.
+    assert verify(flagged, keyset).roles == []
     cleared, _ = issue_access_token(key, {**REVIEWER, "password_change_required": False}, SESSION)
     assert verify(cleared, keyset).password_change_required is False
+    assert verify(cleared, keyset).roles == ["reviewer"]
     assert "pwc" not in jwt.decode(cleared, options={"verify_signature": False})
-    # Only `true` itself flags: a token is signed, but the claim's meaning should not hang on truthiness.
-    odd = _encode(key, _claims(pwc="no"))
-    assert verify(odd, keyset).password_change_required is False
+    # Whatever form the claim takes, it restricts.
+    assert verify(_encode(key, _claims(pwc=1)), keyset).password_change_required is True
 
 
 def test_staff_token_carries_department(key, keyset):

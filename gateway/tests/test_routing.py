@@ -280,3 +280,13 @@ def test_staff_changes_are_reported_to_the_audit_hook_and_nothing_else_is(routes
     applicant = SimpleNamespace(auth=FakeAuth(PRINCIPAL), audit=lambda *args: recorded.append(args))
     assert submit(applicant, _request()).status_code == 201  # an applicant's own change: not staff's
     assert len(recorded) == 1
+
+    @api("PUT", "/me/password", summary="s", status=204, before_password_change=True)
+    def change(self, request, principal):
+        return 204, None
+
+    # A staff token awaiting its password change has no roles; its change is staff's all the same.
+    awaiting = Principal(user_id="r-2", account_type="staff", roles=[], password_change_required=True)
+    flagged = SimpleNamespace(auth=FakeAuth(awaiting), audit=lambda *args: recorded.append(args))
+    assert change(flagged, _request()).status_code == 204
+    assert recorded[-1][0] == awaiting and recorded[-1][2] == "PUT /me/password"

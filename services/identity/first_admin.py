@@ -8,17 +8,17 @@ for `make up`, which hands it to the containers.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import tempfile
+import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # run as a script (make up): the repository's packages must import
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from services.common.generated_secrets import given_or_generated, state_dir
+
 FILE_NAME = "admin-password"
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("YIWANG_STATE_DIR") or Path.home() / ".local" / "state" / "yiwang")
 
 
 def password_file() -> Path:
@@ -27,23 +27,7 @@ def password_file() -> Path:
 
 def first_admin_password() -> str:
     given = os.environ.get("YIWANG_ADMIN_PASSWORD")
-    if given:
-        return given
-    path = password_file()
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside, then linked into place: link fails if another process got there first, and a
-    # reader never sees a half-written file. Then everyone reads the one that won.
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".admin-password.")
-    try:
-        with os.fdopen(fd, "w") as out:  # mkstemp creates it 0600
-            out.write(f"Yw-{secrets.token_urlsafe(18)}\n")
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-    finally:
-        os.unlink(temporary)
-    return path.read_text().strip()
+    return given_or_generated(given, FILE_NAME, lambda: f"Yw-{secrets.token_urlsafe(18)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ the phone they want as their new one (`phone_change`), and someone who forgot th
 proves they hold the account's phone (`password_reset`).
 
 One challenge per account and purpose is kept, as a digest bound to the challenge key (purpose and
-account) and the phone, never the code itself. Limits, so that neither a code nor a phone's owner
+account) and the phone and keyed with a secret held outside the database (`code_secret.py`), never
+the code itself. Limits, so that neither a code nor a phone's owner
 can be worn down:
 
 - a code works for `lifetime` and once, and dies after `max_attempts` wrong tries;
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 from services.common.china_time import CHINA
 from services.common.errors import RateLimited, ValidationFailed
+from services.identity.code_secret import code_secret
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ def new_code() -> str:
 
 
 def digest(key: str, phone: str, code: str) -> str:
-    # Bound to the purpose, the account and the phone: a code is good for nothing else.
-    return hashlib.sha256(f"{key}\0{phone}\0{code}".encode()).hexdigest()
+    # Bound to the purpose, the account and the phone: a code is good for nothing else. Keyed with
+    # a secret kept outside the database: a million codes are tried in a moment against a plain one.
+    return hmac.new(code_secret(), f"{key}\0{phone}\0{code}".encode(), hashlib.sha256).hexdigest()
 
 
 def china_day(now: datetime) -> date:

@@ -47,7 +47,9 @@ def issue_access_token(
         "jti": uuid.uuid4().hex,
     }
     if user.get("password_change_required"):
-        claims["pwc"] = True  # only GET /me, PUT /me/password and logout answer (the gateway)
+        # Our gateway opens only GET /me, PUT /me/password and logout to it; without its roles the
+        # token fails closed for anyone else too (another app that verifies it, a service).
+        claims.update(pwc=True, roles=[])
     token = jwt.encode(claims, key["private_pem"], algorithm="EdDSA", headers={"kid": key["kid"]})
     return token, int(ACCESS_TOKEN_TTL.total_seconds())
 

@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from infra import system
+from services.identity.code_secret import code_secret
 from services.identity.first_admin import first_admin_password
 from tests import support
 from tests.support import MONGO_PORT, create_vhost, delete_vhost, drop_databases, free_port
@@ -173,6 +174,7 @@ def compose_settings() -> Iterator[None]:
         patch.setenv("YIWANG_TRUSTED_PROXIES", NETWORK_GATEWAY)
         # The stack seeds its admin with the password the tests log in with (generated on first use).
         patch.setenv("YIWANG_ADMIN_PASSWORD", first_admin_password())
+        patch.setenv("YIWANG_CODE_SECRET", code_secret().decode())
         for name in HOST_PORTS:
             patch.setenv(name, str(free_port()))
         yield

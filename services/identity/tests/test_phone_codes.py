@@ -1,3 +1,4 @@
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,6 +25,15 @@ def test_codes_are_six_digits_and_vary():
     codes = {phone_codes.new_code() for _ in range(200)}
     assert all(len(c) == 6 and c.isdigit() for c in codes)
     assert len(codes) > 150
+
+
+def test_the_digest_is_keyed_with_the_code_secret(monkeypatch):
+    kept = phone_codes.digest(USER, PHONE, CODE)
+    # Without the secret, trying all million codes against a copy of the database finds nothing.
+    unkeyed = {hashlib.sha256(f"{USER}\0{PHONE}\0{n:06d}".encode()).hexdigest() for n in range(10**6)}
+    assert kept not in unkeyed
+    monkeypatch.setenv("YIWANG_CODE_SECRET", "another-secret")
+    assert phone_codes.digest(USER, PHONE, CODE) != kept
 
 
 def test_a_challenge_keeps_a_digest_bound_to_account_and_phone():
