@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import EmailStr, Field, StringConstraints, model_validator
 
 from contracts.base import Contract
-from contracts.common import AccountType, ApplicantType, Role
+from contracts.common import AccountType, ApplicantType, PageQuery, Role
 
 Phone = Annotated[str, Field(pattern=r"^1[3-9][0-9]{9}$", description="11-digit mainland mobile number")]
 # Secrets are taken exactly as typed: stripping spaces would change a password (and its length,
@@ -142,15 +142,47 @@ class RefreshRequest(Contract):
 StaffRole = Literal["reviewer", "supervisor", "admin"]
 
 
+Username = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{2,31}$")]
+DepartmentCode = Annotated[str, Field(pattern=r"^[0-9A-Z]{4,16}$")]
+
+
 class StaffCreation(Contract):
-    username: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{2,31}$")]
+    username: Username
     name: PersonName
     password: Password
     roles: Annotated[list[StaffRole], Field(min_length=1)]
-    department_code: Annotated[str, Field(pattern=r"^[0-9A-Z]{4,16}$")] | None = None
+    department_code: DepartmentCode | None = None
     # The holder must choose a password of their own at first login (the admin knows this one).
     # Off unless asked for: api-v1 promises that a staff account so created can work at once.
     password_change_required: bool = False
+
+
+class StaffQuery(PageQuery):
+    """`GET /api/v1/admin/staff`: the staff directory, by username, optionally narrowed."""
+
+    department_code: DepartmentCode | None = None
+    role: StaffRole | None = None
+    active: bool | None = None
+
+
+class StaffView(Contract):
+    """One staff account as the directory shows it to admins."""
+
+    user_id: str
+    username: str
+    name: str
+    roles: list[StaffRole]
+    department_code: str | None = None
+    active: bool = True
+    created_at: datetime
+    deactivated_at: datetime | None = None
+
+
+class StaffStatusChange(Contract):
+    """`PUT /api/v1/admin/staff/{username}/status`: `false` deactivates a staff account (someone
+    who left: every session ends and it cannot log in), `true` lets it in again."""
+
+    active: bool
 
 
 class StaffCreated(Contract):

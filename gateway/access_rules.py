@@ -35,6 +35,8 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("POST", "/api/v1/me/verifications/face"): frozenset({APPLICANT}),
     ("POST", "/api/v1/admin/staff"): frozenset({ADMIN}),
     ("POST", "/api/v1/admin/staff/<username>/password"): frozenset({ADMIN}),
+    ("GET", "/api/v1/admin/staff"): frozenset({ADMIN}),
+    ("PUT", "/api/v1/admin/staff/<username>/status"): frozenset({ADMIN}),
     ("POST", "/api/v1/admin/signing-keys"): frozenset({ADMIN}),
     ("GET", "/api/v1/admin/audit"): frozenset({ADMIN}),
     ("GET", "/api/v1/catalog/departments"): ANYONE,

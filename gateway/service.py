@@ -35,7 +35,7 @@ from contracts.catalog import (
     PublishedItem,
     ServiceGuide,
 )
-from contracts.common import PageQuery, Principal
+from contracts.common import Page, PageQuery, Principal
 from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
 from contracts.identity import (
@@ -57,6 +57,9 @@ from contracts.identity import (
     StaffCreated,
     StaffCreation,
     StaffPasswordReset,
+    StaffQuery,
+    StaffStatusChange,
+    StaffView,
     TokenPair,
     UserView,
 )
@@ -317,6 +320,29 @@ class Gateway:
         body = validated(StaffPasswordReset, read_json(request)).model_dump()
         call(self.identity.reset_staff_password, principal.model_dump(), username, body)
         return 204, None
+
+    @api(
+        "GET",
+        "/api/v1/admin/staff",
+        summary="The staff directory by username, optionally of one department, role or state",
+        roles=("admin",),
+        query=StaffQuery,
+        response_model=Page[StaffView],
+    )
+    def list_staff(self, request: Request, principal: Principal) -> dict[str, Any]:
+        return call(self.identity.list_staff, principal.model_dump(), query_of(StaffQuery, request).model_dump())
+
+    @api(
+        "PUT",
+        "/api/v1/admin/staff/<username>/status",
+        summary="Deactivate a staff account (its sessions end, it cannot log in) or activate it again",
+        roles=("admin",),
+        request_model=StaffStatusChange,
+        response_model=StaffView,
+    )
+    def set_staff_status(self, request: Request, principal: Principal, username: str) -> dict[str, Any]:
+        body = validated(StaffStatusChange, read_json(request)).model_dump()
+        return call(self.identity.set_staff_status, principal.model_dump(), username, body)
 
     @api("POST", "/api/v1/admin/signing-keys", summary="Rotate the token signing key", roles=("admin",), status=201)
     def rotate_signing_key(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:

@@ -550,6 +550,30 @@ def test_admin_creates_staff(gateway, auth):
     assert sent == {**body, "department_code": None, "password_change_required": False}
 
 
+def test_admins_list_the_staff_directory(gateway, auth):
+    auth.principal.return_value = ADMIN
+    returns(gateway.identity.list_staff, {"items": [], "total": 0, "page": 2, "page_size": 5})
+    response = gateway.list_staff(_request(query="page=2&page_size=5&role=reviewer&active=false"))
+    assert response.status_code == 200
+    principal, query = gateway.identity.list_staff.call_async.call_args.args
+    assert principal == ADMIN.model_dump()
+    assert query == {"page": 2, "page_size": 5, "department_code": None, "role": "reviewer", "active": False}
+    assert gateway.list_staff(_request(query="role=citizen")).status_code == 422
+
+
+def test_admins_deactivate_a_staff_account(gateway, auth):
+    auth.principal.return_value = ADMIN
+    view = {"user_id": "u2", "username": "li", "name": "李", "roles": ["reviewer"], "active": False}
+    returns(gateway.identity.set_staff_status, view)
+    response = gateway.set_staff_status(_request("PUT", body={"active": False}), username="li")
+    assert response.status_code == 200 and _json(response) == view
+    gateway.identity.set_staff_status.call_async.assert_called_once_with(ADMIN.model_dump(), "li", {"active": False})
+    refused = gateway.set_staff_status(_request("PUT", body={"active": "maybe"}), username="li")
+    assert refused.status_code == 422
+    auth.principal.return_value = REVIEWER
+    assert gateway.set_staff_status(_request("PUT", body={"active": False}), username="li").status_code == 403
+
+
 def test_admin_rotates_the_signing_key(gateway, auth):
     auth.principal.return_value = ADMIN
     returns(gateway.identity.rotate_signing_key, {"kid": "k2"})

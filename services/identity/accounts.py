@@ -16,6 +16,7 @@ from contracts.identity import (
     ContactView,
     EnterpriseRegistration,
     RegistrationResult,
+    StaffView,
     UserView,
 )
 from contracts.notifications import Contact
@@ -112,6 +113,7 @@ def new_staff(
         "assurance_level": 2,
         "department_code": department_code,
         "password_change_required": password_change_required,
+        "active": True,  # false once deactivated (someone who left): no login, no deadline warnings
         "created_at": datetime.now(UTC),
     }
 
@@ -142,6 +144,12 @@ def user_view(doc: dict[str, Any]) -> UserView:
         department_code=doc.get("department_code"),
         password_change_required=doc.get("password_change_required", False),
     )
+
+
+def staff_view(entry: dict[str, Any]) -> StaffView:
+    """A staff directory entry (storage's `staff_directory`) as admins see it."""
+    fields = ("username", "name", "roles", "department_code", "active", "created_at", "deactivated_at")
+    return StaffView(user_id=entry["_id"], **{name: entry.get(name) for name in fields})
 
 
 def contact(doc: dict[str, Any]) -> Contact:

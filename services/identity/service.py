@@ -44,6 +44,9 @@ from contracts.identity import (
     StaffCreated,
     StaffCreation,
     StaffPasswordReset,
+    StaffQuery,
+    StaffStatusChange,
+    StaffView,
     TokenPair,
 )
 from contracts.notifications import SecurityNotice, VerificationText
@@ -118,6 +121,7 @@ class IdentityService:
             password_change_required=staff.password_change_required,
         )
         self.store.insert_user(doc, "username")
+        self.store.list_staff_member(doc)
         return StaffCreated(
             user_id=doc["_id"],
             username=staff.username,
@@ -288,16 +292,47 @@ class IdentityService:
         for key in (throttling.user_key(user["_id"]), throttling.account_key(username)):
             self.store.clear_failures(key)
 
+    # --- the staff directory ----------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_staff(self, principal: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+        """Staff accounts by username (`GET /api/v1/admin/staff`), optionally of one department,
+        role or state."""
+        self._require_admin(principal)
+        wanted = validated(StaffQuery, query, "query")
+        narrowed = {"department_code": wanted.department_code, "roles": wanted.role, "active": wanted.active}
+        rows, total = self.store.staff_page(
+            {k: v for k, v in narrowed.items() if v is not None},
+            (wanted.page - 1) * wanted.page_size,
+            wanted.page_size,
+        )
+        items = [accounts.staff_view(row) for row in rows]
+        return Page[StaffView](items=items, total=total, page=wanted.page, page_size=wanted.page_size).model_dump(
+            mode="json"
+        )
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_staff_status(self, principal: dict[str, Any], username: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Deactivate a staff account (someone who left: every session ends, it cannot log in and
+        is told of no deadline), or let it in again (`PUT /api/v1/admin/staff/{username}/status`)."""
+        self._require_admin(principal)
+        change = validated(StaffStatusChange, payload)
+        user = self.store.find_by_login([f"staff:{username}"], "")
+        if user is None or user["account_type"] != "staff":
+            raise NotFound("no staff account with this username")
+        if not change.active and user["_id"] == validated(Principal, principal).user_id:
+            raise Conflict("you cannot deactivate your own account; ask another admin")
+        now = datetime.now(UTC)
+        entry = self.store.set_staff_active(user, change.active, now)
+        if not change.active:
+            self._end_sessions(user["_id"], now, keep=None, reason="account deactivated")
+        return accounts.staff_view(entry).model_dump(mode="json")
+
     @consumes("identity", PasswordChanged)
     def end_sessions_after_password_change(self, envelope: Envelope, changed: PasswordChanged) -> None:
         """End the sessions started before the change (but the one that made it). Driven by the
         event, so a process that dies after storing the password still has them ended; ending one
         twice changes nothing. A login racing the change is refused by `login` itself."""
-        started = self.store.sessions_of(changed.user_id, since=changed.changed_at - SESSION_MAX_AGE)
-        ended = [sid for sid, at in started.items() if at < changed.changed_at and sid != changed.kept_session_id]
-        for session_id in ended:
-            self._revoke(session_id, changed.user_id, f"password {changed.how}")
-        self.store.forget_sessions(changed.user_id, ended)
+        self._end_sessions(changed.user_id, changed.changed_at, changed.kept_session_id, f"password {changed.how}")
 
     @rpc
     def reviewers_of(self, department_code: str) -> list[str]:
@@ -322,6 +357,7 @@ class IdentityService:
             # The start-up timer and `make seed` may race: whoever loses finds the admin there.
             with contextlib.suppress(Conflict):
                 self.store.insert_user(doc, "username")
+                self.store.list_staff_member(doc)
         return username
 
     @timer(interval=3600, eager=True)
@@ -350,13 +386,17 @@ class IdentityService:
             for key in failed:
                 self.store.record_failure(key, now, policy.window)
             raise Unauthenticated("wrong username or password")
+        if not user.get("active", True):  # said only to whoever knows the password
+            raise Unauthenticated("this account has been deactivated; ask an admin")
+        if user["account_type"] == "staff":
+            self.store.list_staff_member(user)
         self.store.clear_failures(account)
         self.store.clear_failures(throttling.user_key(user["_id"]))
         session_id = uuid.uuid4().hex
         self.store.start_session(session_id, user["_id"], ended_before=now - SESSION_MAX_AGE)
-        # A new password may have been stored while the old one was being checked: its change did
-        # not see this session, so this login ends it itself.
-        if not self.store.password_unchanged(user["_id"], user["password_hash"]):
+        # A new password or a deactivation may have been stored while the old state was being
+        # checked: it did not see this session, so this login ends it itself.
+        if not self.store.login_still_valid(user["_id"], user["password_hash"]):
             self._revoke(session_id, user["_id"], "password changed during login")
             raise Unauthenticated("wrong username or password")
         return self._issue_tokens(user, session_id).model_dump(mode="json")
@@ -380,7 +420,11 @@ class IdentityService:
             or session["created_at"] <= now - SESSION_MAX_AGE
         ):
             raise Unauthenticated("the session has ended; log in again")
-        return self._issue_tokens(self._user(token["user_id"]), token["family"]).model_dump(mode="json")
+        user = self._user(token["user_id"])
+        if not user.get("active", True):
+            self._revoke(token["family"], user["_id"], "account deactivated")
+            raise Unauthenticated("this account has been deactivated; ask an admin")
+        return self._issue_tokens(user, token["family"]).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def logout(self, principal: dict[str, Any]) -> None:
@@ -607,6 +651,14 @@ class IdentityService:
             if self.store.raise_assurance(user["_id"], previous, level, event):
                 self.events.publish(self.store.user_outbox, user["_id"], [event])
         return AssuranceView(user_id=user["_id"], assurance_level=max(level, previous)).model_dump(mode="json")
+
+    def _end_sessions(self, user_id: str, started_before: datetime, keep: str | None, reason: str) -> None:
+        """End the user's sessions started before `started_before`, but `keep`."""
+        started = self.store.sessions_of(user_id, since=started_before - SESSION_MAX_AGE)
+        ended = [sid for sid, at in started.items() if at < started_before and sid != keep]
+        for session_id in ended:
+            self._revoke(session_id, user_id, reason)
+        self.store.forget_sessions(user_id, ended)
 
     def _revoke(self, session_id: str, user_id: str, reason: str) -> None:
         event = new_event(

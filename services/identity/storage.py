@@ -40,6 +40,9 @@ class IdentityStore:
         self.audit = db["audit_trail"]  # insert-only: nothing updates or deletes an entry
         self.phone_challenges = db["phone_challenges"]  # `<purpose>:<user_id>` -> the code last texted (a digest)
         self.phone_code_sends = db["phone_code_sends"]  # `<day>:<phone>` -> codes texted to it that day
+        # Staff accounts (`<user_id>` -> username, name, roles, department, active): what admins
+        # list and whom deadline warnings go to, read without scanning every applicant's account.
+        self.staff = db["staff_directory"]
         self.user_outbox = OutboxCollection(self.users)
         self.session_outbox = OutboxCollection(self.sessions)
         self.certificate_outbox = OutboxCollection(self.certificates)
@@ -60,12 +63,19 @@ class IdentityStore:
         self.certificates.create_index([("user_id", ASCENDING), ("issued_at", DESCENDING)])
         self.audit.create_index([("at", DESCENDING)])
         self.phone_code_sends.create_index([("day", ASCENDING)])
+        self.staff.create_index([("username", ASCENDING)])
+        self.staff.create_index([("department_code", ASCENDING), ("roles", ASCENDING)])
         for outbox in self.outboxes:
             outbox.ensure_indexes()
         run_once(self.users.database, "user_certificates", self._index_older_certificates)
         run_once(self.users.database, "user_logins", self._index_older_logins)
         run_once(self.users.database, "user_sessions", self._index_older_sessions)
         run_once(self.users.database, "recent_revocations", self._list_recent_revocations)
+        run_once(self.users.database, "staff_directory", self._list_older_staff)
+
+    def _list_older_staff(self) -> None:
+        for user in self.users.find({"account_type": "staff"}, {"outbox": 0, "password_hash": 0}):
+            self.list_staff_member(user)
 
     def _index_older_logins(self) -> None:
         for user in self.users.find({}, {"login_key": 1, "phone_key": 1}):
@@ -186,9 +196,38 @@ class IdentityStore:
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         return self.users.find_one({"_id": user_id}, {"outbox": 0})
 
+    # --- the staff directory ----------------------------------------------------------------------
+    def list_staff_member(self, user: dict[str, Any]) -> None:
+        """Put a staff account in the directory if it is not there (after its creation, and again
+        at each login of it: an entry a process died before writing is made up for)."""
+        entry = {
+            "username": user["login_key"].removeprefix("staff:"),
+            "name": user["name"],
+            "roles": user["roles"],
+            "department_code": user.get("department_code"),
+            "active": user.get("active", True),
+            "created_at": user["created_at"],
+            "deactivated_at": user.get("deactivated_at"),
+        }
+        self.staff.update_one({"_id": user["_id"]}, {"$setOnInsert": entry}, upsert=True)
+
+    def staff_page(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        # Admins only, over staff alone: a scan of this small collection is fine.
+        rows = list(self.staff.find(query).sort("username", ASCENDING).skip(skip).limit(limit))
+        return rows, self.staff.count_documents(query)
+
     def staff_with_role(self, department_code: str, role: str) -> list[str]:
-        found = self.users.find({"department_code": department_code, "roles": role}, {"_id": 1})
+        found = self.staff.find({"department_code": department_code, "roles": role, "active": True}, {"_id": 1})
         return sorted(doc["_id"] for doc in found)
+
+    def set_staff_active(self, user: dict[str, Any], active: bool, at: datetime) -> dict[str, Any]:
+        """Activate or deactivate the account (its login checks the account itself; the directory
+        follows); the directory entry as it now stands."""
+        change = {"active": active, "deactivated_at": None if active else at}
+        self.users.update_one({"_id": user["_id"]}, {"$set": change})
+        self.list_staff_member(user)
+        self.staff.update_one({"_id": user["_id"]}, {"$set": change})
+        return self.staff.find_one({"_id": user["_id"]})
 
     def login_key_exists(self, login_key: str) -> bool:
         return self.logins.find_one({"_id": login_key}, {"_id": 1}) is not None
@@ -249,10 +288,12 @@ class IdentityStore:
         if session_ids:
             self.user_sessions.update_one({"_id": user_id}, {"$unset": {f"ids.{sid}": "" for sid in session_ids}})
 
-    def password_unchanged(self, user_id: str, password_hash: str) -> bool:
+    def login_still_valid(self, user_id: str, password_hash: str) -> bool:
+        """Whether the account still has this password and is not deactivated (a login checks it
+        again after starting its session: a change stored meanwhile did not see that session)."""
         # By _id alone and compared here: any other filter key makes the stand-in scan the users.
-        stored = self.users.find_one({"_id": user_id}, {"password_hash": 1})
-        return stored is not None and stored["password_hash"] == password_hash
+        stored = self.users.find_one({"_id": user_id}, {"password_hash": 1, "active": 1})
+        return stored is not None and stored["password_hash"] == password_hash and stored.get("active", True)
 
     def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope, change_required: bool) -> None:
         """The new password with its event, or Conflict when the password changed meanwhile;

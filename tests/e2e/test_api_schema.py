@@ -51,6 +51,7 @@ SEMANTIC_RULES = {
     ("POST", "/api/v1/auth/password-reset"): "the code must be the one texted to the account's phone",
     ("PUT", "/api/v1/me/password"): "the current password must be right; the new one differ and not be common",
     ("PUT", "/api/v1/me/contact"): "the password must be right; a new phone needs the code texted to it",
+    ("PUT", "/api/v1/admin/staff/<username>/status"): "the username must be another staff account",
 }
 
 

@@ -50,7 +50,7 @@ def store(signing_key):
     store.insert_certificate.return_value = True
     store.certificates_of.return_value = []
     store.certificates_by_id.return_value = {}
-    store.password_unchanged.return_value = True
+    store.login_still_valid.return_value = True
     return store
 
 
@@ -510,7 +510,7 @@ def test_refresh_of_a_session_older_than_the_maximum_age_is_refused(service, sto
 
 def test_a_login_that_raced_a_new_password_ends_its_own_session(service, store, citizen_doc):
     store.find_by_login.return_value = citizen_doc
-    store.password_unchanged.return_value = False  # a change was stored while the old hash was checked
+    store.login_still_valid.return_value = False  # a change was stored while the old hash was checked
     with pytest.raises(Unauthenticated):
         service.login(attempt())
     session_id = store.start_session.call_args.args[0]
@@ -1600,3 +1600,100 @@ def test_a_staff_password_is_set_only_by_an_admin_for_staff(service, store, citi
     with pytest.raises(expected):
         service.reset_staff_password(principal, "li", {"new_password": new})
     store.set_password.assert_not_called()
+
+
+# --- the staff directory ----------------------------------------------------------------------------
+
+
+def directory_entry(user, **overrides):
+    return {
+        "_id": user["_id"],
+        "username": user["login_key"].removeprefix("staff:"),
+        "name": user["name"],
+        "roles": user["roles"],
+        "department_code": user["department_code"],
+        "active": True,
+        "created_at": user["created_at"],
+        "deactivated_at": None,
+        **overrides,
+    }
+
+
+def test_admins_list_the_staff_directory_narrowed_as_asked(service, store):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.staff_page.return_value = ([directory_entry(clerk)], 41)
+    listed = service.list_staff(ADMIN, {"page": 3, "page_size": 20, "role": "reviewer", "active": "true"})
+    assert store.staff_page.call_args.args == ({"roles": "reviewer", "active": True}, 40, 20)
+    assert listed["total"] == 41 and listed["page"] == 3
+    assert listed["items"][0]["user_id"] == clerk["_id"] and listed["items"][0]["username"] == "li"
+    assert "password_hash" not in listed["items"][0]
+    with pytest.raises(Forbidden):
+        service.list_staff(REVIEWER, {})
+    with pytest.raises(ValidationFailed):
+        service.list_staff(ADMIN, {"role": "applicant"})
+
+
+def test_a_deactivated_staff_account_loses_every_session(service, store):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.find_by_login.return_value = clerk
+    store.set_staff_active.return_value = directory_entry(clerk, active=False, deactivated_at=datetime.now(UTC))
+    store.sessions_of.return_value = {"s-1": datetime.now(UTC) - timedelta(days=1), "s-2": datetime.now(UTC)}
+    view = service.set_staff_status(ADMIN_PRINCIPAL, "li", {"active": False})
+    assert view["active"] is False and view["deactivated_at"]
+    user, active, _ = store.set_staff_active.call_args.args
+    assert (user["_id"], active) == (clerk["_id"], False)
+    revoked = {c.args[0] for c in store.revoke_session.call_args_list}
+    assert revoked == {"s-1", "s-2"}
+    store.forget_sessions.assert_called_once_with(clerk["_id"], ["s-1", "s-2"])
+
+
+def test_activating_again_ends_nothing(service, store):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.find_by_login.return_value = clerk
+    store.set_staff_active.return_value = directory_entry(clerk)
+    assert service.set_staff_status(ADMIN_PRINCIPAL, "li", {"active": True})["active"] is True
+    store.revoke_session.assert_not_called()
+
+
+@pytest.mark.parametrize("case", ["not an admin", "an applicant", "nobody", "oneself", "no state"])
+def test_only_an_admin_deactivates_and_never_themself(service, store, citizen_doc, case):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["admin"], None)
+    store.find_by_login.return_value = {"nobody": None, "an applicant": citizen_doc}.get(case, clerk)
+    principal = {**ADMIN_PRINCIPAL, "roles": ["supervisor"]} if case == "not an admin" else ADMIN_PRINCIPAL
+    if case == "oneself":
+        principal = {**ADMIN_PRINCIPAL, "user_id": clerk["_id"]}
+    payload = {} if case == "no state" else {"active": False}
+    expected = {"not an admin": Forbidden, "oneself": Conflict, "no state": ValidationFailed}.get(case, NotFound)
+    with pytest.raises(expected):
+        service.set_staff_status(principal, "li", payload)
+    store.set_staff_active.assert_not_called()
+
+
+def test_a_deactivated_account_cannot_log_in_or_refresh(service, store, citizen_doc):
+    clerk = {**accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ"), "active": False}
+    store.find_by_login.return_value = clerk
+    with pytest.raises(Unauthenticated, match="deactivated"):
+        service.login(attempt(username="li"))
+    store.start_session.assert_not_called()
+    store.record_failure.assert_not_called()  # the password was right: not a guess
+
+    store.spend_refresh_token.return_value = (refresh_token_doc(clerk), True)
+    store.get_session.return_value = live_session(clerk)
+    store.get_user.return_value = clerk
+    with pytest.raises(Unauthenticated, match="deactivated"):
+        service.refresh({"refresh_token": REFRESH_TOKEN})
+    assert store.revoke_session.call_args.args[0] == SESSION_ID
+    store.store_refresh_token.assert_not_called()
+
+
+def test_a_staff_login_puts_the_account_in_the_directory_if_a_crash_left_it_out(service, store):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.find_by_login.return_value = clerk
+    service.login(attempt(username="li"))
+    store.list_staff_member.assert_called_once_with(clerk)
+
+
+def test_a_new_staff_account_is_listed_in_the_directory(service, store):
+    service.create_staff(ADMIN, staff_payload())
+    doc, _ = store.insert_user.call_args.args
+    store.list_staff_member.assert_called_once_with(doc)

@@ -165,9 +165,11 @@ def test_sessions_started_before_the_index_are_indexed_once(mongo_client, db_pre
     assert list(store.sessions_of("u1", now - timedelta(days=1))) == ["s-live"]
 
 
-def test_a_password_is_known_unchanged_until_it_changes(store):
+def test_a_login_is_still_valid_until_the_password_changes_or_the_account_is_deactivated(store):
     store.insert_user({**user("u1", "620524194005060136", "13800138000"), "password_hash": "h-1"}, "id_number")
-    assert store.password_unchanged("u1", "h-1") and not store.password_unchanged("u1", "h-0")
+    assert store.login_still_valid("u1", "h-1") and not store.login_still_valid("u1", "h-0")
+    store.users.update_one({"_id": "u1"}, {"$set": {"active": False}})
+    assert not store.login_still_valid("u1", "h-1")
 
 
 def test_a_new_password_is_set_only_over_the_one_it_was_read_with(store):
