@@ -115,6 +115,18 @@ class PasswordChanged(EventPayload):
 
 
 @register
+class StaffStatusChanged(EventPayload):
+    """An admin deactivated a staff account (someone who left) or let it in again. Identity ends
+    the sessions of a deactivated account on hearing it, and keeps its staff directory in step, so
+    both happen even when the process that stored the change dies right after."""
+
+    event_type = "identity.staff_status_changed.v1"
+    user_id: str
+    active: bool
+    changed_at: datetime
+
+
+@register
 class AssuranceRaised(EventPayload):
     """An account's assurance level went up: 2 real-name checked, 3 real-person (face) verified."""
 

@@ -23,7 +23,7 @@ def given_or_generated(given: str | None, file_name: str, generate: Callable[[],
         return given
     path = state_dir() / file_name
     with contextlib.suppress(FileNotFoundError):
-        return path.read_text().strip()
+        return _kept(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside, then linked into place: link fails if another process got there first, and a
     # reader never sees a half-written file. Then everyone reads the one that won.
@@ -35,4 +35,11 @@ def given_or_generated(given: str | None, file_name: str, generate: Callable[[],
             os.link(temporary, path)
     finally:
         os.unlink(temporary)
-    return path.read_text().strip()
+    return _kept(path)
+
+
+def _kept(path: Path) -> str:
+    kept = path.read_text().strip()
+    if not kept:  # an empty secret would be no secret: say so rather than run with it
+        raise RuntimeError(f"{path} is empty: delete it to have a new one generated, or set the variable")
+    return kept

@@ -146,6 +146,20 @@ def user_view(doc: dict[str, Any]) -> UserView:
     )
 
 
+def staff_entry(user: dict[str, Any]) -> dict[str, Any]:
+    """A staff account's entry in the directory (never its password or phone)."""
+    return {
+        "username": user["login_key"].removeprefix("staff:"),
+        "name": user["name"],
+        "roles": user["roles"],
+        "department_code": user.get("department_code"),
+        "active": user.get("active", True),
+        "created_at": user["created_at"],
+        "deactivated_at": user.get("deactivated_at"),
+        "status_changed_at": user.get("status_changed_at"),
+    }
+
+
 def staff_view(entry: dict[str, Any]) -> StaffView:
     """A staff directory entry (storage's `staff_directory`) as admins see it."""
     fields = ("username", "name", "roles", "department_code", "active", "created_at", "deactivated_at")

@@ -25,6 +25,7 @@ from contracts.events import (
     ContactChanged,
     PasswordChanged,
     SessionRevoked,
+    StaffStatusChanged,
 )
 from contracts.identity import (
     AssuranceView,
@@ -321,11 +322,18 @@ class IdentityService:
             raise NotFound("no staff account with this username")
         if not change.active and user["_id"] == validated(Principal, principal).user_id:
             raise Conflict("you cannot deactivate your own account; ask another admin")
-        now = datetime.now(UTC)
-        entry = self.store.set_staff_active(user, change.active, now)
-        if not change.active:
-            self._end_sessions(user["_id"], now, keep=None, reason="account deactivated")
-        return accounts.staff_view(entry).model_dump(mode="json")
+        self._set_active(user, change.active)
+        return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry(self._user(user["_id"]))}).model_dump(
+            mode="json"
+        )
+
+    @consumes("identity", StaffStatusChanged)
+    def on_staff_status_changed(self, envelope: Envelope, changed: StaffStatusChanged) -> None:
+        """The directory follows; a deactivated account's sessions end, every one of them (a login
+        racing the change ends its own: `login_still_valid`). Both may happen twice, harmlessly."""
+        self.store.sync_staff_status(changed.user_id, changed.active, changed.changed_at)
+        if not changed.active:
+            self._end_sessions(changed.user_id, None, keep=None, reason="account deactivated")
 
     @consumes("identity", PasswordChanged)
     def end_sessions_after_password_change(self, envelope: Envelope, changed: PasswordChanged) -> None:
@@ -358,6 +366,11 @@ class IdentityService:
             with contextlib.suppress(Conflict):
                 self.store.insert_user(doc, "username")
                 self.store.list_staff_member(doc)
+        elif not self.store.any_active_admin():
+            # Two admins deactivated each other at once, say: the configured one is let in again.
+            admin = self.store.find_by_login([f"staff:{username}"], "")
+            if admin is not None:
+                self._set_active(admin, True)
         return username
 
     @timer(interval=3600, eager=True)
@@ -397,8 +410,8 @@ class IdentityService:
         # A new password or a deactivation may have been stored while the old state was being
         # checked: it did not see this session, so this login ends it itself.
         if not self.store.login_still_valid(user["_id"], user["password_hash"]):
-            self._revoke(session_id, user["_id"], "password changed during login")
-            raise Unauthenticated("wrong username or password")
+            self._revoke(session_id, user["_id"], "password changed or account deactivated during login")
+            raise Unauthenticated("the account changed while logging in; log in again")
         return self._issue_tokens(user, session_id).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
@@ -632,10 +645,13 @@ class IdentityService:
     def _require_admin(self, principal: dict[str, Any]) -> None:
         # The gateway checks roles too; identity does not trust its callers blindly.
         who = validated(Principal, principal)
-        if "admin" not in who.roles:
-            raise Forbidden("this needs the role admin")
         if who.password_change_required:
             raise password_change_first()
+        if "admin" not in who.roles:
+            raise Forbidden("this needs the role admin")
+        # A deactivated admin's token may live on in a gateway for moments: it administers nothing.
+        if not self.store.account_active(who.user_id):
+            raise Forbidden("this account has been deactivated")
 
     def _providers(self) -> tuple[verification.PopulationRegistry, verification.FaceVerifier]:
         registry_cls, face_cls = verification.PROVIDERS[config.get("IDENTITY_PROVIDERS", "local")]
@@ -652,10 +668,17 @@ class IdentityService:
                 self.events.publish(self.store.user_outbox, user["_id"], [event])
         return AssuranceView(user_id=user["_id"], assurance_level=max(level, previous)).model_dump(mode="json")
 
-    def _end_sessions(self, user_id: str, started_before: datetime, keep: str | None, reason: str) -> None:
-        """End the user's sessions started before `started_before`, but `keep`."""
-        started = self.store.sessions_of(user_id, since=started_before - SESSION_MAX_AGE)
-        ended = [sid for sid, at in started.items() if at < started_before and sid != keep]
+    def _set_active(self, user: dict[str, Any], active: bool) -> None:
+        """Store the staff account's new state with its announcement (`on_staff_status_changed`)."""
+        changed = StaffStatusChanged(user_id=user["_id"], active=active, changed_at=datetime.now(UTC))
+        event = new_event(changed, producer=self.name)
+        if self.store.set_staff_active(user, active, changed.changed_at, event):
+            self.events.publish(self.store.user_outbox, user["_id"], [event])
+
+    def _end_sessions(self, user_id: str, started_before: datetime | None, keep: str | None, reason: str) -> None:
+        """End the user's sessions started before `started_before` (None: every one), but `keep`."""
+        started = self.store.sessions_of(user_id, since=(started_before or datetime.now(UTC)) - SESSION_MAX_AGE)
+        ended = [s for s, at in started.items() if (started_before is None or at < started_before) and s != keep]
         for session_id in ended:
             self._revoke(session_id, user_id, reason)
         self.store.forget_sessions(user_id, ended)

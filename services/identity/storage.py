@@ -14,7 +14,18 @@ from contracts.envelope import Envelope
 from services.common.errors import Conflict
 from services.common.mongo import breaks_unique_index, run_once, update_entry
 from services.common.outbox import OutboxCollection
+from services.identity import accounts
 from services.identity.throttling import Failures
+
+
+def status_change(active: bool, at: datetime) -> dict[str, Any]:
+    return {"active": active, "deactivated_at": None if active else at, "status_changed_at": at}
+
+
+def older_status_than(at: datetime) -> dict[str, Any]:
+    """Filter: the status was never changed, or last changed before `at` (the later change wins,
+    whichever order two admins' changes arrive in)."""
+    return {"$or": [{"status_changed_at": None}, {"status_changed_at": {"$lt": at}}]}
 
 
 class IdentityStore:
@@ -200,16 +211,7 @@ class IdentityStore:
     def list_staff_member(self, user: dict[str, Any]) -> None:
         """Put a staff account in the directory if it is not there (after its creation, and again
         at each login of it: an entry a process died before writing is made up for)."""
-        entry = {
-            "username": user["login_key"].removeprefix("staff:"),
-            "name": user["name"],
-            "roles": user["roles"],
-            "department_code": user.get("department_code"),
-            "active": user.get("active", True),
-            "created_at": user["created_at"],
-            "deactivated_at": user.get("deactivated_at"),
-        }
-        self.staff.update_one({"_id": user["_id"]}, {"$setOnInsert": entry}, upsert=True)
+        self.staff.update_one({"_id": user["_id"]}, {"$setOnInsert": accounts.staff_entry(user)}, upsert=True)
 
     def staff_page(self, query: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         # Admins only, over staff alone: a scan of this small collection is fine.
@@ -220,14 +222,31 @@ class IdentityStore:
         found = self.staff.find({"department_code": department_code, "roles": role, "active": True}, {"_id": 1})
         return sorted(doc["_id"] for doc in found)
 
-    def set_staff_active(self, user: dict[str, Any], active: bool, at: datetime) -> dict[str, Any]:
-        """Activate or deactivate the account (its login checks the account itself; the directory
-        follows); the directory entry as it now stands."""
-        change = {"active": active, "deactivated_at": None if active else at}
-        self.users.update_one({"_id": user["_id"]}, {"$set": change})
-        self.list_staff_member(user)
-        self.staff.update_one({"_id": user["_id"]}, {"$set": change})
-        return self.staff.find_one({"_id": user["_id"]})
+    def set_staff_active(self, user: dict[str, Any], active: bool, at: datetime, event: Envelope) -> bool:
+        """Activate or deactivate the account with its event (logins check the account itself; the
+        directory follows the event); False when a later change was stored already."""
+        update = self.user_outbox.update(user["_id"], [event])
+        update["$set"].update(status_change(active, at))
+        query = {"_id": user["_id"], **older_status_than(at)}
+        if self.users.update_one(query, update).matched_count:
+            return True
+        self.user_outbox.forget([event])
+        return False
+
+    def sync_staff_status(self, user_id: str, active: bool, at: datetime) -> None:
+        """The directory entry follows a stored change (unless a later one reached it first)."""
+        user = self.get_user(user_id)
+        if user is not None:
+            self.list_staff_member(user)
+        self.staff.update_one({"_id": user_id, **older_status_than(at)}, {"$set": status_change(active, at)})
+
+    def account_active(self, user_id: str) -> bool:
+        """Whether the account exists and is not deactivated."""
+        stored = self.users.find_one({"_id": user_id}, {"active": 1})
+        return stored is not None and stored.get("active", True)
+
+    def any_active_admin(self) -> bool:
+        return self.staff.find_one({"roles": "admin", "active": True}, {"_id": 1}) is not None
 
     def login_key_exists(self, login_key: str) -> bool:
         return self.logins.find_one({"_id": login_key}, {"_id": 1}) is not None

@@ -33,3 +33,10 @@ def test_otherwise_one_is_generated_once_for_its_owner_only_and_shared(state: Pa
     assert code_secret() == secret  # kept, not regenerated
     assert stat.S_IMODE((state / "code-secret").stat().st_mode) == 0o600
     assert [p.name for p in state.iterdir()] == ["code-secret"]  # no temporary files left
+
+
+def test_an_empty_secret_file_is_an_error_not_an_empty_key(state: Path) -> None:
+    state.mkdir(parents=True)
+    (state / "code-secret").write_text("\n")
+    with pytest.raises(RuntimeError, match="empty"):
+        code_secret()

@@ -7,7 +7,14 @@ from nameko.testing.services import worker_factory
 
 from contracts.cases import Decision
 from contracts.envelope import new_event, parse_event
-from contracts.events import AssuranceRaised, CaseApproved, CaseRejected, CertificateIssued, SessionRevoked
+from contracts.events import (
+    AssuranceRaised,
+    CaseApproved,
+    CaseRejected,
+    CertificateIssued,
+    SessionRevoked,
+    StaffStatusChanged,
+)
 from contracts.identity import (
     ApplicantProfile,
     AssuranceView,
@@ -1633,26 +1640,76 @@ def test_admins_list_the_staff_directory_narrowed_as_asked(service, store):
         service.list_staff(ADMIN, {"role": "applicant"})
 
 
-def test_a_deactivated_staff_account_loses_every_session(service, store):
+def test_a_deactivation_is_stored_with_its_announcement(service, store):
     clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
     store.find_by_login.return_value = clerk
-    store.set_staff_active.return_value = directory_entry(clerk, active=False, deactivated_at=datetime.now(UTC))
-    store.sessions_of.return_value = {"s-1": datetime.now(UTC) - timedelta(days=1), "s-2": datetime.now(UTC)}
+    store.set_staff_active.return_value = True
+    store.get_user.return_value = {**clerk, "active": False, "deactivated_at": datetime.now(UTC)}
     view = service.set_staff_status(ADMIN_PRINCIPAL, "li", {"active": False})
-    assert view["active"] is False and view["deactivated_at"]
-    user, active, _ = store.set_staff_active.call_args.args
+    assert view["active"] is False and view["deactivated_at"] and view["username"] == "li"
+    user, active, at, event = store.set_staff_active.call_args.args
     assert (user["_id"], active) == (clerk["_id"], False)
-    revoked = {c.args[0] for c in store.revoke_session.call_args_list}
-    assert revoked == {"s-1", "s-2"}
-    store.forget_sessions.assert_called_once_with(clerk["_id"], ["s-1", "s-2"])
+    assert event.type == "identity.staff_status_changed.v1"
+    assert StaffStatusChanged.model_validate(event.payload) == StaffStatusChanged(
+        user_id=clerk["_id"], active=False, changed_at=at
+    )
+    service.events.publish.assert_called_once_with(store.user_outbox, clerk["_id"], [event])
+    store.revoke_session.assert_not_called()  # identity ends them on hearing it
 
 
-def test_activating_again_ends_nothing(service, store):
+def test_a_later_change_stored_first_wins_and_nothing_is_announced(service, store):
     clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
     store.find_by_login.return_value = clerk
-    store.set_staff_active.return_value = directory_entry(clerk)
-    assert service.set_staff_status(ADMIN_PRINCIPAL, "li", {"active": True})["active"] is True
+    store.set_staff_active.return_value = False
+    store.get_user.return_value = clerk  # still active: the later change said so
+    assert service.set_staff_status(ADMIN_PRINCIPAL, "li", {"active": False})["active"] is True
+    service.events.publish.assert_not_called()
+
+
+def status_changed(user_id, active):
+    payload = StaffStatusChanged(user_id=user_id, active=active, changed_at=datetime.now(UTC))
+    return new_event(payload, producer="identity").model_dump(mode="json"), payload
+
+
+def test_on_hearing_a_deactivation_every_session_ends_and_the_directory_follows(service, store):
+    now = datetime.now(UTC)
+    # Even one started after the change was stored: ending every session leaves no gap for a login.
+    store.sessions_of.return_value = {"s-1": now - timedelta(days=1), "s-2": now + timedelta(seconds=1)}
+    message, payload = status_changed("u-li", False)
+    service.on_staff_status_changed(message)
+    store.sync_staff_status.assert_called_once_with("u-li", False, payload.changed_at)
+    assert {c.args[0] for c in store.revoke_session.call_args_list} == {"s-1", "s-2"}
+    store.forget_sessions.assert_called_once_with("u-li", ["s-1", "s-2"])
+
+
+def test_on_hearing_an_activation_no_session_ends(service, store):
+    store.sessions_of.return_value = {"s-1": datetime.now(UTC)}
+    message, payload = status_changed("u-li", True)
+    service.on_staff_status_changed(message)
+    store.sync_staff_status.assert_called_once_with("u-li", True, payload.changed_at)
     store.revoke_session.assert_not_called()
+
+
+def test_a_deactivated_admin_administers_nothing(service, store):
+    store.account_active.return_value = False
+    with pytest.raises(Forbidden, match="deactivated"):
+        service.create_staff(ADMIN, staff_payload())
+    store.account_active.assert_called_once_with(ADMIN["user_id"])
+    store.insert_user.assert_not_called()
+
+
+def test_when_no_admin_is_active_the_configured_one_is_let_in_again(service, store):
+    admin = accounts.new_staff("admin", "系统管理员", PASSWORD, ["admin"], None)
+    store.login_key_exists.return_value = True
+    store.find_by_login.return_value = admin
+    store.any_active_admin.return_value = True
+    service.ensure_admin()
+    store.set_staff_active.assert_not_called()
+    store.any_active_admin.return_value = False
+    store.set_staff_active.return_value = True
+    service.ensure_admin()
+    user, active, _, event = store.set_staff_active.call_args.args
+    assert (user["_id"], active, event.payload["active"]) == (admin["_id"], True, True)
 
 
 @pytest.mark.parametrize("case", ["not an admin", "an applicant", "nobody", "oneself", "no state"])

@@ -4,8 +4,10 @@ staff created before the directory are listed once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from contracts.envelope import Envelope, new_event
+from contracts.events import StaffStatusChanged
 from services.identity import accounts
 from services.identity.storage import IdentityStore
 
@@ -29,6 +31,17 @@ def test_staff_are_listed_once_narrowed_and_paged_by_username(store):
     assert "password_hash" not in rows[0]
 
 
+def status_event(user_id: str, active: bool, at: datetime) -> Envelope:
+    return new_event(StaffStatusChanged(user_id=user_id, active=active, changed_at=at), producer="test")
+
+
+def change_status(store: IdentityStore, person: dict, active: bool, at: datetime) -> bool:
+    """As identity does it: the account with its event, then the directory on hearing it."""
+    stored = store.set_staff_active(store.get_user(person["_id"]), active, at, status_event(person["_id"], active, at))
+    store.sync_staff_status(person["_id"], active, at)
+    return stored
+
+
 def test_deadline_warnings_go_to_the_active_reviewers_only(store):
     wang, li = clerk("wang", ["reviewer"]), clerk("li", ["reviewer"])
     for person in (wang, li, clerk("zhou", ["supervisor"])):
@@ -36,14 +49,36 @@ def test_deadline_warnings_go_to_the_active_reviewers_only(store):
         store.list_staff_member(person)
     assert store.staff_with_role("620524MZ", "reviewer") == sorted([wang["_id"], li["_id"]])
     at = datetime.now(UTC)
-    entry = store.set_staff_active(wang, False, at)
-    assert entry["active"] is False and entry["deactivated_at"] is not None
-    assert store.get_user(wang["_id"])["active"] is False
+    assert change_status(store, wang, False, at)
+    assert store.get_user(wang["_id"])["active"] is False and not store.account_active(wang["_id"])
+    assert store.users.find_one({"_id": wang["_id"]})["outbox"]  # its announcement, stored with it
     assert store.staff_with_role("620524MZ", "reviewer") == [li["_id"]]
-    assert store.staff_page({"active": False}, 0, 10)[0][0]["username"] == "wang"
-    entry = store.set_staff_active(store.get_user(wang["_id"]), True, at)
-    assert entry["active"] is True and entry["deactivated_at"] is None
+    [entry] = store.staff_page({"active": False}, 0, 10)[0]
+    assert entry["username"] == "wang" and entry["deactivated_at"] is not None
+    assert change_status(store, wang, True, at + timedelta(seconds=1))
     assert store.staff_with_role("620524MZ", "reviewer") == sorted([wang["_id"], li["_id"]])
+    assert store.account_active(wang["_id"]) and not store.account_active("nobody")
+
+
+def test_of_two_changes_the_later_wins_whichever_arrives_last(store):
+    wang = clerk("wang", ["admin"], None)
+    store.insert_user(wang, "username")
+    store.list_staff_member(wang)
+    assert store.any_active_admin()
+    later, earlier = datetime.now(UTC), datetime.now(UTC) - timedelta(seconds=5)
+    assert change_status(store, wang, False, later)
+    assert not change_status(store, wang, True, earlier)  # stored after, but made before
+    assert store.get_user(wang["_id"])["active"] is False
+    assert store.staff_page({}, 0, 10)[0][0]["active"] is False
+    assert not store.any_active_admin()
+
+
+def test_the_directory_follows_a_change_whose_entry_a_crash_left_out(store):
+    wang = clerk("wang", ["reviewer"])
+    store.insert_user(wang, "username")  # the process died before listing it
+    change_status(store, wang, False, datetime.now(UTC))
+    [entry] = store.staff_page({}, 0, 10)[0]
+    assert entry["username"] == "wang" and entry["active"] is False
 
 
 def test_staff_created_before_the_directory_are_listed_once(mongo_client, db_prefix):
