@@ -7,11 +7,12 @@ import contextvars
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import eventlet
+import eventlet.semaphore
 from nameko import config
 from nameko.timer import timer
 from pydantic import TypeAdapter
@@ -59,6 +60,7 @@ from services.common.errors import (
     NotFound,
     RateLimited,
     Unauthenticated,
+    Unavailable,
     ValidationFailed,
     password_change_first,
     validated,
@@ -75,6 +77,11 @@ from services.identity.storage import IdentityStore
 
 REGISTRATION = TypeAdapter(Registration)
 log = logging.getLogger(__name__)
+
+# Codes this process texts at once. Each waits for the provider (up to 6 s): a slow one must not
+# hold every worker, which logins wait for too. Beyond it a request is refused at once (503), its
+# code void and counted against nothing.
+SENDING = eventlet.semaphore.Semaphore(int(os.environ.get("YIWANG_CODE_SENDS_AT_ONCE", "4")))
 
 
 def run_in_background(fn: Callable[..., None], *args: Any) -> None:
@@ -568,31 +575,44 @@ class IdentityService:
         # The account's claim first: parallel requests send one code and count the phone once.
         if not self.store.keep_phone_challenge(challenge, previous):
             raise RateLimited("a code is being sent already", retry_after=int(policy.resend_interval.total_seconds()))
-        if phone_codes.counts_per_phone(purpose):
+        with self._sending_slot(key, now):
+            if phone_codes.counts_per_phone(purpose):
+                try:
+                    phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
+                except RateLimited:  # certainly not sent: it counts against nothing
+                    self.store.void_phone_challenge(key, now, refund=True)
+                    self.store.uncount_code_to_phone(phone, challenge["day"])
+                    raise
             try:
-                phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
-            except RateLimited:  # certainly not sent: it counts against nothing
-                self.store.void_phone_challenge(key, now, refund=True)
-                self.store.uncount_code_to_phone(phone, challenge["day"])
+                text = VerificationText(
+                    phone=phone,
+                    code=code,
+                    purpose=purpose,
+                    valid_minutes=policy.valid_minutes,
+                    reference=f"{key}:{now.timestamp():.3f}",
+                    not_after=now + phone_codes.SEND_WITHIN,
+                )
+                # A second beyond the deadline notification keeps; well within the gateway's wait.
+                timeout = phone_codes.SEND_WITHIN.total_seconds() + 1
+                call(self.notification.send_verification_code, text.model_dump(mode="json"), timeout=timeout)
+            except Exception:
+                # The provider may still send it late: the code is void, but it counts and the resend
+                # interval holds (no one gets around the limits through a slow provider).
+                self.store.void_phone_challenge(key, now, refund=False)
                 raise
+            return challenge
+
+    @contextlib.contextmanager
+    def _sending_slot(self, key: str, now: datetime) -> Iterator[None]:
+        """One of this process's SENDING slots for the duration, or Unavailable at once with the
+        kept challenge void and refunded (nothing was sent)."""
+        if not SENDING.acquire(blocking=False):
+            self.store.void_phone_challenge(key, now, refund=True)
+            raise Unavailable("too many codes are being texted right now; try again in a moment")
         try:
-            text = VerificationText(
-                phone=phone,
-                code=code,
-                purpose=purpose,
-                valid_minutes=policy.valid_minutes,
-                reference=f"{key}:{now.timestamp():.3f}",
-                not_after=now + phone_codes.SEND_WITHIN,
-            )
-            # A second beyond the deadline notification keeps; well within the gateway's wait.
-            timeout = phone_codes.SEND_WITHIN.total_seconds() + 1
-            call(self.notification.send_verification_code, text.model_dump(mode="json"), timeout=timeout)
-        except Exception:
-            # The provider may still send it late: the code is void, but it counts and the resend
-            # interval holds (no one gets around the limits through a slow provider).
-            self.store.void_phone_challenge(key, now, refund=False)
-            raise
-        return challenge
+            yield
+        finally:
+            SENDING.release()
 
     def _spend_code(
         self, purpose: phone_codes.Purpose, user_id: str, phone: str, code: str, field: str

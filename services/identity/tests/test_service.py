@@ -1300,6 +1300,42 @@ def test_a_text_that_did_not_go_out_voids_its_code_but_still_counts(service, sto
     store.uncount_code_to_phone.assert_not_called()
 
 
+def test_with_every_sending_slot_taken_a_request_is_refused_at_once_and_counts_nothing(
+    service, store, citizen_doc, monkeypatch
+):
+    import eventlet.semaphore
+
+    from services.common.errors import Unavailable
+
+    monkeypatch.setattr("services.identity.service.SENDING", eventlet.semaphore.Semaphore(0))
+    store.get_user.return_value = citizen_doc
+    code_requested(store)
+    with pytest.raises(Unavailable, match="too many codes"):
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    service.notification.send_verification_code.call_async.assert_not_called()
+    challenge = store.keep_phone_challenge.call_args.args[0]
+    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], refund=True)
+    store.count_code_to_phone.assert_not_called()
+
+
+def test_a_sending_slot_is_given_back_whatever_the_outcome(service, store, citizen_doc, monkeypatch):
+    import eventlet.semaphore
+
+    from services.common.errors import Unavailable
+
+    one = eventlet.semaphore.Semaphore(1)
+    monkeypatch.setattr("services.identity.service.SENDING", one)
+    store.get_user.return_value = citizen_doc
+    code_requested(store)
+    service.notification.send_verification_code.call_async.return_value.result.side_effect = Unavailable("down")
+    with pytest.raises(Unavailable, match="down"):
+        service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    assert one.balance == 1
+    service.notification.send_verification_code.call_async.return_value.result.side_effect = None
+    service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
+    assert one.balance == 1
+
+
 def test_a_code_text_has_a_deadline_the_caller_waits_for(service, store, citizen_doc):
     store.get_user.return_value = citizen_doc
     code_requested(store)
