@@ -127,6 +127,18 @@ class StaffStatusChanged(EventPayload):
 
 
 @register
+class StaffChanged(EventPayload):
+    """An admin changed a staff account's name, roles or department. Identity keeps its staff
+    directory in step on hearing it, and ends the account's sessions when roles or department
+    changed (its tokens carry them)."""
+
+    event_type = "identity.staff_changed.v1"
+    user_id: str
+    changed: list[Literal["name", "roles", "department_code"]]
+    changed_at: datetime
+
+
+@register
 class AssuranceRaised(EventPayload):
     """An account's assurance level went up: 2 real-name checked, 3 real-person (face) verified."""
 

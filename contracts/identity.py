@@ -178,6 +178,16 @@ class StaffView(Contract):
     deactivated_at: datetime | None = None
 
 
+class StaffUpdate(Contract):
+    """`PUT /api/v1/admin/staff/{username}`: a staff account's name, roles and department, all
+    given (what is not to change is sent as it is). A change of roles or department ends the
+    account's sessions: its tokens carry them."""
+
+    name: PersonName
+    roles: Annotated[list[StaffRole], Field(min_length=1)]
+    department_code: DepartmentCode | None
+
+
 class StaffStatusChange(Contract):
     """`PUT /api/v1/admin/staff/{username}/status`: `false` deactivates a staff account (someone
     who left: every session ends and it cannot log in), `true` lets it in again."""

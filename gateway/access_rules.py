@@ -36,6 +36,7 @@ RULES: dict[tuple[str, str], str | frozenset[str]] = {
     ("POST", "/api/v1/admin/staff"): frozenset({ADMIN}),
     ("POST", "/api/v1/admin/staff/<username>/password"): frozenset({ADMIN}),
     ("GET", "/api/v1/admin/staff"): frozenset({ADMIN}),
+    ("PUT", "/api/v1/admin/staff/<username>"): frozenset({ADMIN}),
     ("PUT", "/api/v1/admin/staff/<username>/status"): frozenset({ADMIN}),
     ("POST", "/api/v1/admin/signing-keys"): frozenset({ADMIN}),
     ("GET", "/api/v1/admin/audit"): frozenset({ADMIN}),

@@ -59,6 +59,7 @@ from contracts.identity import (
     StaffPasswordReset,
     StaffQuery,
     StaffStatusChange,
+    StaffUpdate,
     StaffView,
     TokenPair,
     UserView,
@@ -331,6 +332,18 @@ class Gateway:
     )
     def list_staff(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.list_staff, principal.model_dump(), query_of(StaffQuery, request).model_dump())
+
+    @api(
+        "PUT",
+        "/api/v1/admin/staff/<username>",
+        summary="Change a staff account's name, roles and department (new roles or department end its sessions)",
+        roles=("admin",),
+        request_model=StaffUpdate,
+        response_model=StaffView,
+    )
+    def update_staff(self, request: Request, principal: Principal, username: str) -> dict[str, Any]:
+        body = validated(StaffUpdate, read_json(request)).model_dump()
+        return call(self.identity.update_staff, principal.model_dump(), username, body)
 
     @api(
         "PUT",

@@ -574,6 +574,18 @@ def test_admins_deactivate_a_staff_account(gateway, auth):
     assert gateway.set_staff_status(_request("PUT", body={"active": False}), username="li").status_code == 403
 
 
+def test_admins_change_a_staff_accounts_name_roles_and_department(gateway, auth):
+    auth.principal.return_value = ADMIN
+    body = {"name": "李", "roles": ["supervisor"], "department_code": None}
+    returns(gateway.identity.update_staff, {"username": "li", **body})
+    response = gateway.update_staff(_request("PUT", body=body), username="li")
+    assert response.status_code == 200
+    gateway.identity.update_staff.call_async.assert_called_once_with(ADMIN.model_dump(), "li", body)
+    partial = gateway.update_staff(_request("PUT", body={"name": "李"}), username="li")
+    assert partial.status_code == 422  # all three, as they are to be
+    assert {d["field"] for d in _json(partial)["error"]["details"]} == {"roles", "department_code"}
+
+
 def test_admin_rotates_the_signing_key(gateway, auth):
     auth.principal.return_value = ADMIN
     returns(gateway.identity.rotate_signing_key, {"kid": "k2"})

@@ -26,6 +26,7 @@ from contracts.events import (
     ContactChanged,
     PasswordChanged,
     SessionRevoked,
+    StaffChanged,
     StaffStatusChanged,
 )
 from contracts.identity import (
@@ -48,6 +49,7 @@ from contracts.identity import (
     StaffPasswordReset,
     StaffQuery,
     StaffStatusChange,
+    StaffUpdate,
     StaffView,
     TokenPair,
 )
@@ -334,11 +336,40 @@ class IdentityService:
             mode="json"
         )
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_staff(self, principal: dict[str, Any], username: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A staff account's name, roles and department (`PUT /api/v1/admin/staff/{username}`); an
+        admin does not take the admin role from themself (someone must remain to give it back)."""
+        self._require_admin(principal)
+        update = validated(StaffUpdate, payload)
+        user = self.store.find_by_login([f"staff:{username}"], "")
+        if user is None or user["account_type"] != "staff":
+            raise NotFound("no staff account with this username")
+        if user["_id"] == validated(Principal, principal).user_id and "admin" not in update.roles:
+            raise Conflict("you cannot take the admin role from yourself; ask another admin")
+        changes = {k: v for k, v in update.model_dump().items() if user.get(k) != v}
+        if changes:
+            changed = StaffChanged(user_id=user["_id"], changed=sorted(changes), changed_at=datetime.now(UTC))
+            event = new_event(changed, producer=self.name)
+            self.store.update_staff(user, changes, event)
+            self.events.publish(self.store.user_outbox, user["_id"], [event])
+        return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry({**user, **changes})}).model_dump(
+            mode="json"
+        )
+
+    @consumes("identity", StaffChanged)
+    def on_staff_changed(self, envelope: Envelope, changed: StaffChanged) -> None:
+        """The directory follows; new roles or a new department end the account's sessions (their
+        tokens carry the old ones; a refresh would carry the new, but a token lives 15 minutes)."""
+        self.store.sync_directory(changed.user_id)
+        if {"roles", "department_code"} & set(changed.changed):
+            self._end_sessions(changed.user_id, changed.changed_at, keep=None, reason="roles or department changed")
+
     @consumes("identity", StaffStatusChanged)
     def on_staff_status_changed(self, envelope: Envelope, changed: StaffStatusChanged) -> None:
         """The directory follows; a deactivated account's sessions end, every one of them (a login
         racing the change ends its own: `login_still_valid`). Both may happen twice, harmlessly."""
-        self.store.sync_staff_status(changed.user_id, changed.active, changed.changed_at)
+        self.store.sync_directory(changed.user_id)
         if not changed.active:
             self._end_sessions(changed.user_id, None, keep=None, reason="account deactivated")
 

@@ -233,12 +233,18 @@ class IdentityStore:
         self.user_outbox.forget([event])
         return False
 
-    def sync_staff_status(self, user_id: str, active: bool, at: datetime) -> None:
-        """The directory entry follows a stored change (unless a later one reached it first)."""
+    def sync_directory(self, user_id: str) -> None:
+        """The directory entry becomes a copy of the account as it now stands (after a change was
+        stored; a copy of the latest state, whichever change's event arrives last)."""
         user = self.get_user(user_id)
-        if user is not None:
-            self.list_staff_member(user)
-        self.staff.update_one({"_id": user_id, **older_status_than(at)}, {"$set": status_change(active, at)})
+        if user is not None and user["account_type"] == "staff":
+            self.staff.update_one({"_id": user_id}, {"$set": accounts.staff_entry(user)}, upsert=True)
+
+    def update_staff(self, user: dict[str, Any], changes: dict[str, Any], event: Envelope) -> None:
+        """New name, roles or department with its event."""
+        update = self.user_outbox.update(user["_id"], [event])
+        update["$set"].update(changes)
+        self.users.update_one({"_id": user["_id"]}, update)
 
     def account_active(self, user_id: str) -> bool:
         """Whether the account exists and is not deactivated."""

@@ -52,6 +52,7 @@ SEMANTIC_RULES = {
     ("PUT", "/api/v1/me/password"): "the current password must be right; the new one differ and not be common",
     ("PUT", "/api/v1/me/contact"): "the password must be right; a new phone needs the code texted to it",
     ("PUT", "/api/v1/admin/staff/<username>/status"): "the username must be another staff account",
+    ("PUT", "/api/v1/admin/staff/<username>"): "the username must be a staff account",
 }
 
 

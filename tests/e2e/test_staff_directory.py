@@ -77,3 +77,34 @@ def test_nobody_deactivates_their_own_account(yiwang: RunningSystem):
     boss = admin_token(yiwang)
     assert set_active(yiwang, boss, "admin", False).status_code == 409
     assert requests.get(yiwang.url("/api/v1/me"), headers=auth(boss), timeout=10).status_code == 200
+
+
+def test_an_admin_moves_a_reviewer_to_another_department(yiwang: RunningSystem):
+    boss = admin_token(yiwang)
+    username = f"rev{uuid.uuid4().hex[:8]}"
+    body = {"username": username, "name": "审核员", "password": "reviewer-pass-1", "roles": ["reviewer"]}
+    body["department_code"] = "620524GA"
+    assert requests.post(yiwang.url("/api/v1/admin/staff"), json=body, headers=auth(boss), timeout=10).ok
+    clerk = log_in(yiwang, username, "reviewer-pass-1")
+
+    path = f"/api/v1/admin/staff/{username}"
+    change = {"name": "调岗审核员", "roles": ["reviewer"], "department_code": "620524MZ"}
+    moved = requests.put(yiwang.url(path), json=change, headers=auth(boss), timeout=10)
+    assert moved.status_code == 200 and moved.json()["department_code"] == "620524MZ"
+    # Its tokens carried the old department: the session ends, and a new login carries the new one.
+    eventually(
+        lambda: requests.get(yiwang.url("/api/v1/me"), headers=auth(clerk), timeout=10).status_code == 401,
+        timeout=10,
+        what="the reviewer's old session ended",
+    )
+    again = log_in(yiwang, username, "reviewer-pass-1")
+    me = requests.get(yiwang.url("/api/v1/me"), headers=auth(again), timeout=10).json()
+    assert (me["department_code"], me["name"]) == ("620524MZ", "调岗审核员")
+
+    def listed() -> dict | None:
+        found = directory(yiwang, boss, "department_code=620524MZ&page_size=100")["items"]
+        return next((e for e in found if e["username"] == username), None)
+
+    assert eventually(listed, what="the directory following the move")["name"] == "调岗审核员"
+    own = {"name": "系统管理员", "roles": ["supervisor"], "department_code": None}
+    assert requests.put(yiwang.url("/api/v1/admin/staff/admin"), json=own, headers=auth(boss)).status_code == 409

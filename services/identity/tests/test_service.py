@@ -13,6 +13,7 @@ from contracts.events import (
     CaseRejected,
     CertificateIssued,
     SessionRevoked,
+    StaffChanged,
     StaffStatusChanged,
 )
 from contracts.identity import (
@@ -1711,18 +1712,18 @@ def test_on_hearing_a_deactivation_every_session_ends_and_the_directory_follows(
     now = datetime.now(UTC)
     # Even one started after the change was stored: ending every session leaves no gap for a login.
     store.sessions_of.return_value = {"s-1": now - timedelta(days=1), "s-2": now + timedelta(seconds=1)}
-    message, payload = status_changed("u-li", False)
+    message, _ = status_changed("u-li", False)
     service.on_staff_status_changed(message)
-    store.sync_staff_status.assert_called_once_with("u-li", False, payload.changed_at)
+    store.sync_directory.assert_called_once_with("u-li")
     assert {c.args[0] for c in store.revoke_session.call_args_list} == {"s-1", "s-2"}
     store.forget_sessions.assert_called_once_with("u-li", ["s-1", "s-2"])
 
 
 def test_on_hearing_an_activation_no_session_ends(service, store):
     store.sessions_of.return_value = {"s-1": datetime.now(UTC)}
-    message, payload = status_changed("u-li", True)
+    message, _ = status_changed("u-li", True)
     service.on_staff_status_changed(message)
-    store.sync_staff_status.assert_called_once_with("u-li", True, payload.changed_at)
+    store.sync_directory.assert_called_once_with("u-li")
     store.revoke_session.assert_not_called()
 
 
@@ -1790,3 +1791,65 @@ def test_a_new_staff_account_is_listed_in_the_directory(service, store):
     service.create_staff(ADMIN, staff_payload())
     doc, _ = store.insert_user.call_args.args
     store.list_staff_member.assert_called_once_with(doc)
+
+
+def staff_update(**overrides):
+    return {"name": "李", "roles": ["reviewer"], "department_code": "620524MZ", **overrides}
+
+
+def test_an_admin_moves_a_reviewer_to_another_department_and_it_is_announced(service, store):
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.find_by_login.return_value = clerk
+    view = service.update_staff(ADMIN_PRINCIPAL, "li", staff_update(department_code="620524GA", roles=["supervisor"]))
+    assert (view["department_code"], view["roles"], view["username"]) == ("620524GA", ["supervisor"], "li")
+    user, changes, event = store.update_staff.call_args.args
+    assert user["_id"] == clerk["_id"]
+    assert changes == {"department_code": "620524GA", "roles": ["supervisor"]}
+    assert event.type == "identity.staff_changed.v1"
+    assert event.payload["changed"] == ["department_code", "roles"]
+    service.events.publish.assert_called_once_with(store.user_outbox, clerk["_id"], [event])
+
+
+def test_an_update_that_changes_nothing_stores_and_announces_nothing(service, store):
+    store.find_by_login.return_value = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    assert service.update_staff(ADMIN_PRINCIPAL, "li", staff_update())["name"] == "李"
+    store.update_staff.assert_not_called()
+    service.events.publish.assert_not_called()
+
+
+@pytest.mark.parametrize("case", ["not an admin", "an applicant", "nobody", "own admin role", "no roles"])
+def test_only_an_admin_changes_staff_and_never_takes_their_own_admin_role(service, store, citizen_doc, case):
+    me = accounts.new_staff("boss", "王", PASSWORD, ["admin"], None)
+    store.find_by_login.return_value = {"nobody": None, "an applicant": citizen_doc}.get(case, me)
+    principal = {**ADMIN_PRINCIPAL, "roles": ["supervisor"]} if case == "not an admin" else ADMIN_PRINCIPAL
+    if case == "own admin role":
+        principal = {**ADMIN_PRINCIPAL, "user_id": me["_id"]}
+    payload = staff_update(roles=[] if case == "no roles" else ["reviewer"])
+    expected = {"not an admin": Forbidden, "own admin role": Conflict, "no roles": ValidationFailed}.get(case, NotFound)
+    with pytest.raises(expected):
+        service.update_staff(principal, "boss", payload)
+    store.update_staff.assert_not_called()
+
+
+def staff_changed(changed):
+    payload = StaffChanged(user_id="u-li", changed=changed, changed_at=datetime.now(UTC))
+    return new_event(payload, producer="identity").model_dump(mode="json"), payload
+
+
+def test_new_roles_or_department_end_the_sessions_started_before(service, store):
+    message, payload = staff_changed(["department_code"])
+    store.sessions_of.return_value = {
+        "s-old": payload.changed_at - timedelta(hours=1),
+        "s-new": payload.changed_at + timedelta(seconds=1),  # logged in with the new ones already
+    }
+    service.on_staff_changed(message)
+    store.sync_directory.assert_called_once_with("u-li")
+    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-old"]
+
+
+def test_a_new_name_alone_ends_no_session(service, store):
+    message, _ = staff_changed(["name"])
+    store.sessions_of.return_value = {"s-old": datetime.now(UTC) - timedelta(hours=1)}
+    service.on_staff_changed(message)
+    store.sync_directory.assert_called_once_with("u-li")
+    store.revoke_session.assert_not_called()

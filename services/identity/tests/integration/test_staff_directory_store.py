@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from contracts.envelope import Envelope, new_event
-from contracts.events import StaffStatusChanged
+from contracts.events import StaffChanged, StaffStatusChanged
 from services.identity import accounts
 from services.identity.storage import IdentityStore
 
@@ -38,7 +38,7 @@ def status_event(user_id: str, active: bool, at: datetime) -> Envelope:
 def change_status(store: IdentityStore, person: dict, active: bool, at: datetime) -> bool:
     """As identity does it: the account with its event, then the directory on hearing it."""
     stored = store.set_staff_active(store.get_user(person["_id"]), active, at, status_event(person["_id"], active, at))
-    store.sync_staff_status(person["_id"], active, at)
+    store.sync_directory(person["_id"])
     return stored
 
 
@@ -93,3 +93,20 @@ def test_staff_created_before_the_directory_are_listed_once(mongo_client, db_pre
     store.ensure_indexes()
     rows, total = store.staff_page({}, 0, 10)
     assert total == 1 and rows[0]["username"] == "wang" and rows[0]["active"] is True
+
+
+def test_the_directory_follows_a_new_name_roles_and_department(store):
+    wang = clerk("wang", ["reviewer"])
+    store.insert_user(wang, "username")
+    store.list_staff_member(wang)
+    changes = {"name": "王五", "roles": ["reviewer", "supervisor"], "department_code": "620524GA"}
+    event = new_event(
+        StaffChanged(user_id=wang["_id"], changed=sorted(changes), changed_at=datetime.now(UTC)), producer="test"
+    )
+    store.update_staff(store.get_user(wang["_id"]), changes, event)
+    assert store.users.find_one({"_id": wang["_id"]})["outbox"]  # its announcement, stored with it
+    store.sync_directory(wang["_id"])
+    [entry] = store.staff_page({}, 0, 10)[0]
+    assert (entry["name"], entry["roles"], entry["department_code"]) == ("王五", ["reviewer", "supervisor"], "620524GA")
+    assert store.staff_with_role("620524MZ", "reviewer") == []
+    assert store.staff_with_role("620524GA", "reviewer") == [wang["_id"]]
