@@ -157,6 +157,7 @@ def staff_entry(user: dict[str, Any]) -> dict[str, Any]:
         "created_at": user["created_at"],
         "deactivated_at": user.get("deactivated_at"),
         "status_changed_at": user.get("status_changed_at"),
+        "staff_version": user.get("staff_version", 0),
     }
 
 

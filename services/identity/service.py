@@ -254,8 +254,8 @@ class IdentityService:
             user = self.store.find_by_login(accounts.login_keys(username), username)
             if user is not None and user.get("phone"):
                 self._text_code("password_reset", user["_id"], user["phone"], policy)
-        except RateLimited:
-            pass  # asked too often: as silent as for anyone else
+        except (RateLimited, Unavailable):
+            pass  # asked too often, or too many texts at once: as silent as for anyone else
         except Exception:  # nobody waits for this answer: log it (masked) for operators
             log.exception("a password reset code was not sent")
 
@@ -349,10 +349,7 @@ class IdentityService:
             raise Conflict("you cannot take the admin role from yourself; ask another admin")
         changes = {k: v for k, v in update.model_dump().items() if user.get(k) != v}
         if changes:
-            changed = StaffChanged(user_id=user["_id"], changed=sorted(changes), changed_at=datetime.now(UTC))
-            event = new_event(changed, producer=self.name)
-            self.store.update_staff(user, changes, event)
-            self.events.publish(self.store.user_outbox, user["_id"], [event])
+            self._change_staff(user, changes)
         return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry({**user, **changes})}).model_dump(
             mode="json"
         )
@@ -370,7 +367,9 @@ class IdentityService:
         """The directory follows; a deactivated account's sessions end, every one of them (a login
         racing the change ends its own: `login_still_valid`). Both may happen twice, harmlessly."""
         self.store.sync_directory(changed.user_id)
-        if not changed.active:
+        # Only while the account is inactive still: a late or repeated deactivation must not end
+        # the sessions of an account let in again since.
+        if not changed.active and not self.store.account_active(changed.user_id):
             self._end_sessions(changed.user_id, None, keep=None, reason="account deactivated")
 
     @consumes("identity", PasswordChanged)
@@ -404,11 +403,8 @@ class IdentityService:
             with contextlib.suppress(Conflict):
                 self.store.insert_user(doc, "username")
                 self.store.list_staff_member(doc)
-        elif not self.store.any_active_admin():
-            # Two admins deactivated each other at once, say: the configured one is let in again.
-            admin = self.store.find_by_login([f"staff:{username}"], "")
-            if admin is not None:
-                self._set_active(admin, True)
+        else:
+            self._restore_an_admin(username)
         return username
 
     @timer(interval=3600, eager=True)
@@ -447,7 +443,7 @@ class IdentityService:
         self.store.start_session(session_id, user["_id"], ended_before=now - SESSION_MAX_AGE)
         # A new password or a deactivation may have been stored while the old state was being
         # checked: it did not see this session, so this login ends it itself.
-        if not self.store.login_still_valid(user["_id"], user["password_hash"]):
+        if not self.store.login_still_valid(user):
             self._revoke(session_id, user["_id"], "password changed or account deactivated during login")
             raise Unauthenticated("the account changed while logging in; log in again")
         return self._issue_tokens(user, session_id).model_dump(mode="json")
@@ -603,10 +599,12 @@ class IdentityService:
         previous = self.store.phone_challenge(key)
         code = phone_codes.new_code()
         challenge = phone_codes.new_challenge(key, phone, code, previous, now, policy)
-        # The account's claim first: parallel requests send one code and count the phone once.
-        if not self.store.keep_phone_challenge(challenge, previous):
-            raise RateLimited("a code is being sent already", retry_after=int(policy.resend_interval.total_seconds()))
-        with self._sending_slot(key, now):
+        with self._sending_slot():
+            # The account's claim first: parallel requests send one code and count the phone once.
+            if not self.store.keep_phone_challenge(challenge, previous):
+                raise RateLimited(
+                    "a code is being sent already", retry_after=int(policy.resend_interval.total_seconds())
+                )
             if phone_codes.counts_per_phone(purpose):
                 try:
                     phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
@@ -634,11 +632,10 @@ class IdentityService:
             return challenge
 
     @contextlib.contextmanager
-    def _sending_slot(self, key: str, now: datetime) -> Iterator[None]:
-        """One of this process's SENDING slots for the duration, or Unavailable at once with the
-        kept challenge void and refunded (nothing was sent)."""
+    def _sending_slot(self) -> Iterator[None]:
+        """One of this process's SENDING slots for the duration, or Unavailable at once, before
+        anything is claimed or counted (the code texted before stays as it was)."""
         if not SENDING.acquire(blocking=False):
-            self.store.void_phone_challenge(key, now, refund=True)
             raise Unavailable("too many codes are being texted right now; try again in a moment")
         try:
             yield
@@ -700,9 +697,10 @@ class IdentityService:
             raise password_change_first()
         if "admin" not in who.roles:
             raise Forbidden("this needs the role admin")
-        # A deactivated admin's token may live on in a gateway for moments: it administers nothing.
-        if not self.store.account_active(who.user_id):
-            raise Forbidden("this account has been deactivated")
+        # A token lives on in a gateway for moments after its account was deactivated or lost the
+        # admin role: here it administers nothing.
+        if not self.store.is_active_admin(who.user_id):
+            raise Forbidden("this account is no longer an active admin")
 
     def _providers(self) -> tuple[verification.PopulationRegistry, verification.FaceVerifier]:
         registry_cls, face_cls = verification.PROVIDERS[config.get("IDENTITY_PROVIDERS", "local")]
@@ -718,6 +716,28 @@ class IdentityService:
             if self.store.raise_assurance(user["_id"], previous, level, event):
                 self.events.publish(self.store.user_outbox, user["_id"], [event])
         return AssuranceView(user_id=user["_id"], assurance_level=max(level, previous)).model_dump(mode="json")
+
+    def _restore_an_admin(self, username: str) -> None:
+        """Should no admin be left active (two admins deactivated each other, or took each other's
+        role, at once), let the configured one in again, as an admin. Decided on a fresh copy of
+        the directory, never on a lagging one."""
+        self.store.resync_directory()
+        if self.store.any_active_admin():
+            return
+        admin = self.store.find_by_login([f"staff:{username}"], "")
+        if admin is None:
+            return
+        log.warning("no admin was active: %s is an active admin again", username)
+        if "admin" not in admin["roles"]:
+            self._change_staff(admin, {"roles": [*admin["roles"], "admin"]})
+        if not admin.get("active", True):
+            self._set_active(self.store.get_user(admin["_id"]) or admin, True)
+
+    def _change_staff(self, user: dict[str, Any], changes: dict[str, Any]) -> None:
+        changed = StaffChanged(user_id=user["_id"], changed=sorted(changes), changed_at=datetime.now(UTC))
+        event = new_event(changed, producer=self.name)
+        self.store.update_staff(user, changes, event)
+        self.events.publish(self.store.user_outbox, user["_id"], [event])
 
     def _set_active(self, user: dict[str, Any], active: bool) -> None:
         """Store the staff account's new state with its announcement (`on_staff_status_changed`)."""

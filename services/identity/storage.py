@@ -227,6 +227,7 @@ class IdentityStore:
         directory follows the event); False when a later change was stored already."""
         update = self.user_outbox.update(user["_id"], [event])
         update["$set"].update(status_change(active, at))
+        update["$inc"] = {"staff_version": 1}
         query = {"_id": user["_id"], **older_status_than(at)}
         if self.users.update_one(query, update).matched_count:
             return True
@@ -234,20 +235,35 @@ class IdentityStore:
         return False
 
     def sync_directory(self, user_id: str) -> None:
-        """The directory entry becomes a copy of the account as it now stands (after a change was
-        stored; a copy of the latest state, whichever change's event arrives last)."""
+        """The directory entry becomes a copy of the account as it now stands, unless it holds a
+        later version already (two consumers copying two changes: the later state stays)."""
         user = self.get_user(user_id)
-        if user is not None and user["account_type"] == "staff":
-            self.staff.update_one({"_id": user_id}, {"$set": accounts.staff_entry(user)}, upsert=True)
+        if user is None or user["account_type"] != "staff":
+            return
+        self.list_staff_member(user)
+        entry = accounts.staff_entry(user)
+        newer = {"$or": [{"staff_version": None}, {"staff_version": {"$lt": entry["staff_version"]}}]}
+        self.staff.update_one({"_id": user_id, **newer}, {"$set": entry})
+
+    def resync_directory(self) -> None:
+        """Copy every listed account again (the directory is small): before trusting it for a
+        decision that must not rest on a lagging copy."""
+        for entry in list(self.staff.find({}, {"_id": 1})):
+            self.sync_directory(entry["_id"])
 
     def update_staff(self, user: dict[str, Any], changes: dict[str, Any], event: Envelope) -> None:
         """New name, roles or department with its event."""
         update = self.user_outbox.update(user["_id"], [event])
         update["$set"].update(changes)
+        update["$inc"] = {"staff_version": 1}
         self.users.update_one({"_id": user["_id"]}, update)
 
+    def is_active_admin(self, user_id: str) -> bool:
+        """Whether the account exists, is not deactivated and holds the admin role now."""
+        stored = self.users.find_one({"_id": user_id}, {"active": 1, "roles": 1})
+        return stored is not None and stored.get("active", True) and "admin" in stored["roles"]
+
     def account_active(self, user_id: str) -> bool:
-        """Whether the account exists and is not deactivated."""
         stored = self.users.find_one({"_id": user_id}, {"active": 1})
         return stored is not None and stored.get("active", True)
 
@@ -313,12 +329,18 @@ class IdentityStore:
         if session_ids:
             self.user_sessions.update_one({"_id": user_id}, {"$unset": {f"ids.{sid}": "" for sid in session_ids}})
 
-    def login_still_valid(self, user_id: str, password_hash: str) -> bool:
-        """Whether the account still has this password and is not deactivated (a login checks it
-        again after starting its session: a change stored meanwhile did not see that session)."""
+    def login_still_valid(self, user: dict[str, Any]) -> bool:
+        """Whether the account is still as the login read it: the same password, not deactivated,
+        and (staff) the same roles and department. A login checks it again after starting its
+        session: a change stored meanwhile did not see that session."""
         # By _id alone and compared here: any other filter key makes the stand-in scan the users.
-        stored = self.users.find_one({"_id": user_id}, {"password_hash": 1, "active": 1})
-        return stored is not None and stored["password_hash"] == password_hash and stored.get("active", True)
+        stored = self.users.find_one({"_id": user["_id"]}, {"password_hash": 1, "active": 1, "staff_version": 1})
+        return (
+            stored is not None
+            and stored["password_hash"] == user["password_hash"]
+            and stored.get("active", True)
+            and stored.get("staff_version", 0) == user.get("staff_version", 0)
+        )
 
     def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope, change_required: bool) -> None:
         """The new password with its event, or Conflict when the password changed meanwhile;

@@ -1314,8 +1314,9 @@ def test_with_every_sending_slot_taken_a_request_is_refused_at_once_and_counts_n
     with pytest.raises(Unavailable, match="too many codes"):
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     service.notification.send_verification_code.call_async.assert_not_called()
-    challenge = store.keep_phone_challenge.call_args.args[0]
-    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], refund=True)
+    # Refused before anything is claimed: a code texted before stays as it was.
+    store.keep_phone_challenge.assert_not_called()
+    store.void_phone_challenge.assert_not_called()
     store.count_code_to_phone.assert_not_called()
 
 
@@ -1712,11 +1713,20 @@ def test_on_hearing_a_deactivation_every_session_ends_and_the_directory_follows(
     now = datetime.now(UTC)
     # Even one started after the change was stored: ending every session leaves no gap for a login.
     store.sessions_of.return_value = {"s-1": now - timedelta(days=1), "s-2": now + timedelta(seconds=1)}
+    store.account_active.return_value = False
     message, _ = status_changed("u-li", False)
     service.on_staff_status_changed(message)
     store.sync_directory.assert_called_once_with("u-li")
     assert {c.args[0] for c in store.revoke_session.call_args_list} == {"s-1", "s-2"}
     store.forget_sessions.assert_called_once_with("u-li", ["s-1", "s-2"])
+
+
+def test_a_late_deactivation_ends_no_session_of_an_account_let_in_again(service, store):
+    store.sessions_of.return_value = {"s-after": datetime.now(UTC)}
+    store.account_active.return_value = True  # activated again since
+    message, _ = status_changed("u-li", False)
+    service.on_staff_status_changed(message)
+    store.revoke_session.assert_not_called()
 
 
 def test_on_hearing_an_activation_no_session_ends(service, store):
@@ -1727,26 +1737,41 @@ def test_on_hearing_an_activation_no_session_ends(service, store):
     store.revoke_session.assert_not_called()
 
 
-def test_a_deactivated_admin_administers_nothing(service, store):
-    store.account_active.return_value = False
-    with pytest.raises(Forbidden, match="deactivated"):
+def test_a_token_of_an_account_no_longer_an_active_admin_administers_nothing(service, store):
+    store.is_active_admin.return_value = False  # deactivated, or its admin role taken, meanwhile
+    with pytest.raises(Forbidden, match="no longer an active admin"):
         service.create_staff(ADMIN, staff_payload())
-    store.account_active.assert_called_once_with(ADMIN["user_id"])
+    store.is_active_admin.assert_called_once_with(ADMIN["user_id"])
     store.insert_user.assert_not_called()
 
 
 def test_when_no_admin_is_active_the_configured_one_is_let_in_again(service, store):
-    admin = accounts.new_staff("admin", "系统管理员", PASSWORD, ["admin"], None)
+    admin = {**accounts.new_staff("admin", "系统管理员", PASSWORD, ["admin"], None), "active": False}
     store.login_key_exists.return_value = True
     store.find_by_login.return_value = admin
+    store.get_user.return_value = admin
     store.any_active_admin.return_value = True
     service.ensure_admin()
+    store.resync_directory.assert_called_once()  # decided on a fresh copy
     store.set_staff_active.assert_not_called()
     store.any_active_admin.return_value = False
     store.set_staff_active.return_value = True
     service.ensure_admin()
     user, active, _, event = store.set_staff_active.call_args.args
     assert (user["_id"], active, event.payload["active"]) == (admin["_id"], True, True)
+    store.update_staff.assert_not_called()  # it is an admin still
+
+
+def test_a_configured_admin_that_lost_the_role_gets_it_back_when_no_admin_is_left(service, store):
+    admin = accounts.new_staff("admin", "系统管理员", PASSWORD, ["supervisor"], None)
+    store.login_key_exists.return_value = True
+    store.find_by_login.return_value = admin
+    store.any_active_admin.return_value = False
+    service.ensure_admin()
+    user, changes, event = store.update_staff.call_args.args
+    assert (user["_id"], changes) == (admin["_id"], {"roles": ["supervisor", "admin"]})
+    assert event.type == "identity.staff_changed.v1"
+    store.set_staff_active.assert_not_called()  # it was active
 
 
 @pytest.mark.parametrize("case", ["not an admin", "an applicant", "nobody", "oneself", "no state"])

@@ -165,11 +165,15 @@ def test_sessions_started_before_the_index_are_indexed_once(mongo_client, db_pre
     assert list(store.sessions_of("u1", now - timedelta(days=1))) == ["s-live"]
 
 
-def test_a_login_is_still_valid_until_the_password_changes_or_the_account_is_deactivated(store):
+def test_a_login_is_still_valid_until_the_password_roles_or_state_change(store):
     store.insert_user({**user("u1", "620524194005060136", "13800138000"), "password_hash": "h-1"}, "id_number")
-    assert store.login_still_valid("u1", "h-1") and not store.login_still_valid("u1", "h-0")
+    read = store.get_user("u1")
+    assert store.login_still_valid(read) and not store.login_still_valid({**read, "password_hash": "h-0"})
+    store.users.update_one({"_id": "u1"}, {"$inc": {"staff_version": 1}})  # new roles, say
+    assert not store.login_still_valid(read)
+    read = store.get_user("u1")
     store.users.update_one({"_id": "u1"}, {"$set": {"active": False}})
-    assert not store.login_still_valid("u1", "h-1")
+    assert not store.login_still_valid(read)
 
 
 def test_a_new_password_is_set_only_over_the_one_it_was_read_with(store):

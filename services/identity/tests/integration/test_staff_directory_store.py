@@ -110,3 +110,23 @@ def test_the_directory_follows_a_new_name_roles_and_department(store):
     assert (entry["name"], entry["roles"], entry["department_code"]) == ("王五", ["reviewer", "supervisor"], "620524GA")
     assert store.staff_with_role("620524MZ", "reviewer") == []
     assert store.staff_with_role("620524GA", "reviewer") == [wang["_id"]]
+
+
+def test_a_copy_of_an_older_version_never_overwrites_a_newer_one(store):
+    wang = clerk("wang", ["reviewer"])
+    store.insert_user(wang, "username")
+    store.list_staff_member(wang)
+    store.staff.update_one({"_id": wang["_id"]}, {"$set": {"staff_version": 5, "name": "newer"}})
+    store.sync_directory(wang["_id"])  # the account is at version 0
+    assert store.staff_page({}, 0, 10)[0][0]["name"] == "newer"
+
+
+def test_a_resync_copies_every_account_again(store):
+    wang = clerk("wang", ["admin"], None)
+    store.insert_user(wang, "username")
+    store.list_staff_member(wang)
+    store.users.update_one({"_id": wang["_id"]}, {"$set": {"active": False}, "$inc": {"staff_version": 1}})
+    assert store.any_active_admin()  # the directory lags
+    store.resync_directory()
+    assert not store.any_active_admin()
+    assert not store.is_active_admin(wang["_id"]) and not store.is_active_admin("nobody")
