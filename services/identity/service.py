@@ -295,9 +295,7 @@ class IdentityService:
         self._require_admin(principal)
         reset = validated(StaffPasswordReset, payload)
         self._refuse_common(reset.new_password)
-        user = self.store.find_by_login([f"staff:{username}"], "")
-        if user is None or user["account_type"] != "staff":
-            raise NotFound("no staff account with this username")  # applicants reset with their phone
+        user = self._staff_account(username)  # applicants reset with their phone
         self._set_password(user, reset.new_password, "reset_by_admin", keep_session=None)
         for key in (throttling.user_key(user["_id"]), throttling.account_key(username)):
             self.store.clear_failures(key)
@@ -326,9 +324,7 @@ class IdentityService:
         is told of no deadline), or let it in again (`PUT /api/v1/admin/staff/{username}/status`)."""
         self._require_admin(principal)
         change = validated(StaffStatusChange, payload)
-        user = self.store.find_by_login([f"staff:{username}"], "")
-        if user is None or user["account_type"] != "staff":
-            raise NotFound("no staff account with this username")
+        user = self._staff_account(username)
         if not change.active and user["_id"] == validated(Principal, principal).user_id:
             raise Conflict("you cannot deactivate your own account; ask another admin")
         self._set_active(user, change.active)
@@ -342,9 +338,7 @@ class IdentityService:
         admin does not take the admin role from themself (someone must remain to give it back)."""
         self._require_admin(principal)
         update = validated(StaffUpdate, payload)
-        user = self.store.find_by_login([f"staff:{username}"], "")
-        if user is None or user["account_type"] != "staff":
-            raise NotFound("no staff account with this username")
+        user = self._staff_account(username)
         if user["_id"] == validated(Principal, principal).user_id and "admin" not in update.roles:
             raise Conflict("you cannot take the admin role from yourself; ask another admin")
         changes = {k: v for k, v in update.model_dump().items() if user.get(k) != v}
@@ -682,6 +676,12 @@ class IdentityService:
         user = self.store.get_user(user_id)
         if user is None:
             raise NotFound("no such user")
+        return user
+
+    def _staff_account(self, username: str) -> dict[str, Any]:
+        user = self.store.find_by_login([f"staff:{username}"], "")
+        if user is None or user["account_type"] != "staff":
+            raise NotFound("no staff account with this username")
         return user
 
     def _applicant(self, principal: dict[str, Any]) -> dict[str, Any]:
