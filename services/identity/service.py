@@ -173,32 +173,42 @@ class IdentityService:
             )
         if changes:
             event = new_event(ContactChanged(user_id=user["_id"], changed=sorted(changes)), producer=self.name)
+            # The number the account leaves is told (`tell_the_old_phone`, on hearing the event): kept
+            # with the change, so a process that stops right after it does not lose the notice.
+            notices = {}
+            if "phone" in changes and user.get("phone"):
+                notices[event.event_id] = self._old_phone_notice(user, str(changes["phone"]), event.event_id)
             try:
-                self.store.change_contact(user, changes, event)
+                self.store.change_contact(user, changes, event, notices)
             except Conflict:
                 if spent:  # the phone is taken, or the account changed meanwhile: the code works again
                     self.store.unuse_phone_challenge(*spent)
                 raise
             self.events.publish(self.store.user_outbox, user["_id"], [event])
-        if "phone" in changes and user.get("phone"):
-            run_in_background(self._tell_old_phone, user["_id"], user["phone"], str(changes["phone"]))
         return accounts.contact_view({**user, **changes}).model_dump(mode="json")
 
-    def _tell_old_phone(self, user_id: str, old_phone: str, new_phone: str) -> None:
-        """Best effort, after the answer: the number the account left hears of the change (no
-        notification of the account reaches it any more), so a holder who did not make it knows."""
-        try:
-            now = datetime.now(UTC)
-            notice = SecurityNotice(
-                phone=old_phone,
-                kind="phone_changed",
-                at=now,
-                new_phone_masked=accounts.masked_phone(new_phone),
-                reference=f"phone_changed:{user_id}:{now.timestamp():.3f}",  # the provider sends it once
-            )
-            call(self.notification.send_security_notice, notice.model_dump(mode="json"))
-        except Exception:  # logged through the masking formatter, never printed raw by the greenthread
-            log.exception("the old phone was not told of the change")
+    @staticmethod
+    def _old_phone_notice(user: dict[str, Any], new_phone: str, event_id: str) -> dict[str, Any]:
+        notice = SecurityNotice(
+            phone=user["phone"],
+            kind="phone_changed",
+            at=datetime.now(UTC),
+            new_phone_masked=accounts.masked_phone(new_phone),
+            reference=f"phone_changed:{user['_id']}:{event_id}",  # the provider sends it once
+        )
+        return notice.model_dump(mode="json")
+
+    @consumes("identity", ContactChanged)
+    def tell_the_old_phone(self, envelope: Envelope, changed: ContactChanged) -> None:
+        """The number the account left hears of the change (no notification of the account reaches
+        it any more), so a holder who did not make it knows. Kept with the change until it went out:
+        a text that fails is retried, then dead-lettered with the notice still kept (a replay sends
+        it); a redelivery after it went out finds nothing to send."""
+        notice = self.store.pending_notice(changed.user_id, envelope.event_id)
+        if notice is None:
+            return
+        call(self.notification.send_security_notice, notice)
+        self.store.forget_notice(changed.user_id, envelope.event_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def send_phone_code(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:

@@ -146,7 +146,13 @@ class IdentityStore:
             return self._repoint_phone(phone)
         return None
 
-    def change_contact(self, user: dict[str, Any], changes: dict[str, str | None], event: Envelope) -> None:
+    def change_contact(
+        self,
+        user: dict[str, Any],
+        changes: dict[str, str | None],
+        event: Envelope,
+        notices: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Set the new phone and/or email with its event, or Conflict: the phone is another
         account's (409 on `phone`), or this account's phone changed meanwhile.
 
@@ -159,6 +165,8 @@ class IdentityStore:
             self._claim_phone_login(new_phone, user["_id"])
         update = self.user_outbox.update(user["_id"], [event])
         update["$set"].update(changes)
+        # Notices to send on hearing the event (`pending_notices.<event_id>`), kept with the change.
+        update["$set"].update({f"pending_notices.{key}": notice for key, notice in (notices or {}).items()})
         if new_phone is not None:
             update["$set"]["phone_key"] = new_phone
         taken = False
@@ -178,6 +186,13 @@ class IdentityStore:
             # A rival that lost may have pointed the name at itself meanwhile.
             self._point_login(f"phone:{new_phone}", user["_id"])
             self.logins.delete_one({"_id": f"phone:{user['phone_key']}", "user_id": user["_id"]})
+
+    def pending_notice(self, user_id: str, key: str) -> dict[str, Any] | None:
+        doc = self.users.find_one({"_id": user_id}, {"pending_notices": 1}) or {}
+        return (doc.get("pending_notices") or {}).get(key)
+
+    def forget_notice(self, user_id: str, key: str) -> None:
+        self.users.update_one({"_id": user_id}, {"$unset": {f"pending_notices.{key}": ""}})
 
     def _claim_phone_login(self, phone: str, user_id: str) -> None:
         """Point the phone's login name at this account, or Conflict if another account holds the
@@ -205,7 +220,7 @@ class IdentityStore:
         return holder
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
-        return self.users.find_one({"_id": user_id}, {"outbox": 0})
+        return self.users.find_one({"_id": user_id}, {"outbox": 0, "pending_notices": 0})
 
     # --- the staff directory ----------------------------------------------------------------------
     def list_staff_member(self, user: dict[str, Any]) -> None:

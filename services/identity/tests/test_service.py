@@ -12,6 +12,7 @@ from contracts.events import (
     CaseApproved,
     CaseRejected,
     CertificateIssued,
+    ContactChanged,
     SessionRevoked,
     StaffChanged,
     StaffStatusChanged,
@@ -1075,7 +1076,7 @@ def test_a_new_phone_is_stored_and_announced_without_the_number(service, store, 
     store.get_user.return_value = citizen_doc
     result = service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
     assert result == {"phone": NEW_PHONE, "email": citizen_doc["email"]}
-    user, changes, event = store.change_contact.call_args.args
+    user, changes, event, _ = store.change_contact.call_args.args
     assert user is citizen_doc and changes == {"phone": NEW_PHONE}
     assert event.type == "identity.contact_changed.v1"
     assert event.payload == {"user_id": citizen_doc["_id"], "changed": ["phone"]}
@@ -1152,27 +1153,55 @@ def test_staff_have_no_contact_to_change_here(service, store, citizen_doc):
 # --- phone codes (短信验证码) ------------------------------------------------------------------------
 
 
-def test_the_number_the_account_left_is_told_of_the_change(service, store, citizen_doc, code_sent):
+def test_the_notice_to_the_number_the_account_left_is_kept_with_the_change(service, store, citizen_doc, code_sent):
     store.get_user.return_value = citizen_doc
     service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))
-    (notice,) = service.notification.send_security_notice.call_async.call_args.args
+    _, _, event, notices = store.change_contact.call_args.args
+    notice = notices[event.event_id]
     assert notice["phone"] == citizen_doc["phone"] and notice["kind"] == "phone_changed"
     assert notice["new_phone_masked"] == "139****2222" and NEW_PHONE not in str(notice)
+    assert notice["reference"].endswith(event.event_id)
+    service.notification.send_security_notice.call_async.assert_not_called()  # on hearing the event
 
 
-def test_a_notice_that_does_not_go_out_does_not_undo_the_change(service, store, citizen_doc, code_sent):
+def contact_changed(changed=("phone",)):
+    event = new_event(ContactChanged(user_id="u-1", changed=list(changed)), producer="identity")
+    return event.model_dump(mode="json"), event.event_id
+
+
+def test_on_hearing_the_change_the_kept_notice_goes_out_and_is_forgotten(service, store):
+    message, event_id = contact_changed()
+    store.pending_notice.return_value = {"phone": "13800138000", "kind": "phone_changed"}
+    service.tell_the_old_phone(message)
+    store.pending_notice.assert_called_once_with("u-1", event_id)
+    service.notification.send_security_notice.call_async.assert_called_once_with(
+        {"phone": "13800138000", "kind": "phone_changed"}
+    )
+    store.forget_notice.assert_called_once_with("u-1", event_id)
+
+
+def test_a_notice_that_does_not_go_out_is_kept_for_the_retry(service, store):
     from services.common.errors import Unavailable
 
-    store.get_user.return_value = citizen_doc
+    message, _ = contact_changed()
+    store.pending_notice.return_value = {"phone": "13800138000"}
     service.notification.send_security_notice.call_async.return_value.result.side_effect = Unavailable("down")
-    assert service.change_contact(applicant_principal(citizen_doc), change(phone=NEW_PHONE))["phone"] == NEW_PHONE
-    store.change_contact.assert_called_once()
+    with pytest.raises(Unavailable):
+        service.tell_the_old_phone(message)
+    store.forget_notice.assert_not_called()
 
 
-def test_an_email_change_sends_no_notice(service, store, citizen_doc):
+def test_a_redelivery_after_the_notice_went_out_sends_nothing(service, store):
+    message, _ = contact_changed()
+    store.pending_notice.return_value = None
+    service.tell_the_old_phone(message)
+    service.notification.send_security_notice.call_async.assert_not_called()
+
+
+def test_an_email_change_keeps_no_notice(service, store, citizen_doc):
     store.get_user.return_value = citizen_doc
     service.change_contact(applicant_principal(citizen_doc), change(email="li@example.cn"))
-    service.notification.send_security_notice.call_async.assert_not_called()
+    assert store.change_contact.call_args.args[3] == {}
 
 
 def test_a_new_phone_without_its_code_is_refused_on_phone_code(service, store, citizen_doc):

@@ -56,7 +56,14 @@ def changed(user_id: str) -> object:
 def test_a_new_phone_logs_in_and_the_old_one_no_longer(store):
     store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
     event = changed("u1")
-    store.change_contact(store.get_user("u1"), {"phone": "13911112222", "email": "li@example.cn"}, event)
+    notice = {"phone": "13800138000", "kind": "phone_changed"}
+    store.change_contact(
+        store.get_user("u1"), {"phone": "13911112222", "email": "li@example.cn"}, event, {event.event_id: notice}
+    )
+    # The notice to the old number is kept with the change until it went out, and never shown with the user.
+    assert store.pending_notice("u1", event.event_id) == notice and "pending_notices" not in store.get_user("u1")
+    store.forget_notice("u1", event.event_id)
+    assert store.pending_notice("u1", event.event_id) is None
     assert store.find_by_login([], "13911112222")["_id"] == "u1"
     assert store.find_by_login([], "13800138000") is None
     stored = store.get_user("u1")
