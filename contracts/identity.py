@@ -176,6 +176,9 @@ class StaffView(Contract):
     active: bool = True
     created_at: datetime
     deactivated_at: datetime | None = None
+    # Bumped by every change of the account: send it back as `If-Match` so that an edit made from a
+    # stale copy is refused (409) rather than undoing another admin's change.
+    version: int = 0
 
 
 class StaffUpdate(Contract):

@@ -91,6 +91,17 @@ def query_of(model: type[T], request: Request) -> T:
     return validated(model, {k: request.args[k] for k in query_names(model) if k in request.args}, "query")
 
 
+def if_match_version(request: Request) -> int | None:
+    """The version an edit was made from (`If-Match: "3"`, the `version` the client read), or None."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise ValidationFailed("bad If-Match", [{"field": "header.If-Match", "issue": 'the version read, e.g. "3"'}])
+    return int(value)
+
+
 def as_flag(request: Request, name: str) -> bool:
     value = request.args.get(name, "false").lower()
     if value not in ("true", "false", "1", "0"):
@@ -343,7 +354,8 @@ class Gateway:
     )
     def update_staff(self, request: Request, principal: Principal, username: str) -> dict[str, Any]:
         body = validated(StaffUpdate, read_json(request)).model_dump()
-        return call(self.identity.update_staff, principal.model_dump(), username, body)
+        version = if_match_version(request)
+        return call(self.identity.update_staff, principal.model_dump(), username, body, version)
 
     @api(
         "PUT",

@@ -114,6 +114,7 @@ def new_staff(
         "department_code": department_code,
         "password_change_required": password_change_required,
         "active": True,  # false once deactivated (someone who left): no login, no deadline warnings
+        "staff_version": 0,  # bumped by every change of the account (logins and copies compare it)
         "created_at": datetime.now(UTC),
     }
 
@@ -164,7 +165,9 @@ def staff_entry(user: dict[str, Any]) -> dict[str, Any]:
 def staff_view(entry: dict[str, Any]) -> StaffView:
     """A staff directory entry (storage's `staff_directory`) as admins see it."""
     fields = ("username", "name", "roles", "department_code", "active", "created_at", "deactivated_at")
-    return StaffView(user_id=entry["_id"], **{name: entry.get(name) for name in fields})
+    return StaffView(
+        user_id=entry["_id"], version=entry.get("staff_version", 0), **{name: entry.get(name) for name in fields}
+    )
 
 
 def contact(doc: dict[str, Any]) -> Contact:

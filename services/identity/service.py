@@ -96,7 +96,13 @@ REFRESH_TTL = timedelta(days=14)
 # A session ends this long after its login, however often it was refreshed: a new password has to
 # end only the sessions started within it (README, Identity and access).
 SESSION_MAX_AGE = timedelta(days=30)
+
+
 # The same words for every refused reset, so that they tell nobody whether the account exists.
+def changed_meanwhile() -> Conflict:
+    return Conflict("the staff account changed since it was read; read it again and repeat the change")
+
+
 RESET_REFUSED = "not a valid code for this account: wrong, expired or used; ask for a new one"
 SENSITIVE = ("payload",)  # never logged or traced: passwords, id numbers
 
@@ -343,20 +349,24 @@ class IdentityService:
         )
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def update_staff(self, principal: dict[str, Any], username: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def update_staff(
+        self, principal: dict[str, Any], username: str, payload: dict[str, Any], expected_version: int | None = None
+    ) -> dict[str, Any]:
         """A staff account's name, roles and department (`PUT /api/v1/admin/staff/{username}`); an
-        admin does not take the admin role from themself (someone must remain to give it back)."""
+        admin does not take the admin role from themself (someone must remain to give it back).
+        With `expected_version` (If-Match), an account changed since is a Conflict."""
         self._require_admin(principal)
         update = validated(StaffUpdate, payload)
         user = self._staff_account(username)
         if user["_id"] == validated(Principal, principal).user_id and "admin" not in update.roles:
             raise Conflict("you cannot take the admin role from yourself; ask another admin")
+        if expected_version is not None and user.get("staff_version", 0) != expected_version:
+            raise changed_meanwhile()
         changes = {k: v for k, v in update.model_dump().items() if user.get(k) != v}
         if changes:
             self._change_staff(user, changes)
-        return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry({**user, **changes})}).model_dump(
-            mode="json"
-        )
+        now = self._user(user["_id"]) if changes else user
+        return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry(now)}).model_dump(mode="json")
 
     @consumes("identity", StaffChanged)
     def on_staff_changed(self, envelope: Envelope, changed: StaffChanged) -> None:
@@ -746,7 +756,8 @@ class IdentityService:
     def _change_staff(self, user: dict[str, Any], changes: dict[str, Any]) -> None:
         changed = StaffChanged(user_id=user["_id"], changed=sorted(changes), changed_at=datetime.now(UTC))
         event = new_event(changed, producer=self.name)
-        self.store.update_staff(user, changes, event)
+        if not self.store.update_staff(user, changes, event):
+            raise changed_meanwhile()
         self.events.publish(self.store.user_outbox, user["_id"], [event])
 
     def _set_active(self, user: dict[str, Any], active: bool) -> None:

@@ -266,12 +266,17 @@ class IdentityStore:
         for entry in list(self.staff.find({}, {"_id": 1})):
             self.sync_directory(entry["_id"])
 
-    def update_staff(self, user: dict[str, Any], changes: dict[str, Any], event: Envelope) -> None:
-        """New name, roles or department with its event."""
+    def update_staff(self, user: dict[str, Any], changes: dict[str, Any], event: Envelope) -> bool:
+        """New name, roles or department with its event, over the version it was read at; False
+        (nothing stored) when the account changed meanwhile."""
         update = self.user_outbox.update(user["_id"], [event])
         update["$set"].update(changes)
         update["$inc"] = {"staff_version": 1}
-        self.users.update_one({"_id": user["_id"]}, update)
+        query = {"_id": user["_id"], "staff_version": user.get("staff_version")}  # None: never changed
+        if self.users.update_one(query, update).matched_count:
+            return True
+        self.user_outbox.forget([event])
+        return False
 
     def is_active_admin(self, user_id: str) -> bool:
         """Whether the account exists, is not deactivated and holds the admin role now."""

@@ -89,8 +89,13 @@ def test_an_admin_moves_a_reviewer_to_another_department(yiwang: RunningSystem):
 
     path = f"/api/v1/admin/staff/{username}"
     change = {"name": "调岗审核员", "roles": ["reviewer"], "department_code": "620524MZ"}
-    moved = requests.put(yiwang.url(path), json=change, headers=auth(boss), timeout=10)
+    read_at = {**auth(boss), "If-Match": '"0"'}  # the version the admin's form was read at
+    moved = requests.put(yiwang.url(path), json=change, headers=read_at, timeout=10)
     assert moved.status_code == 200 and moved.json()["department_code"] == "620524MZ"
+    assert moved.json()["version"] == 1
+    # A second form read before the move would undo it: refused.
+    stale = requests.put(yiwang.url(path), json={**change, "name": "旧表单"}, headers=read_at, timeout=10)
+    assert stale.status_code == 409
     # Its tokens carried the old department: the session ends, and a new login carries the new one.
     eventually(
         lambda: requests.get(yiwang.url("/api/v1/me"), headers=auth(clerk), timeout=10).status_code == 401,

@@ -1854,14 +1854,29 @@ def staff_update(**overrides):
 def test_an_admin_moves_a_reviewer_to_another_department_and_it_is_announced(service, store):
     clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
     store.find_by_login.return_value = clerk
+    moved = {**clerk, "department_code": "620524GA", "roles": ["supervisor"], "staff_version": 1}
+    store.get_user.return_value = moved  # the account as it stands after the change
     view = service.update_staff(ADMIN_PRINCIPAL, "li", staff_update(department_code="620524GA", roles=["supervisor"]))
     assert (view["department_code"], view["roles"], view["username"]) == ("620524GA", ["supervisor"], "li")
+    assert view["version"] == 1
     user, changes, event = store.update_staff.call_args.args
     assert user["_id"] == clerk["_id"]
     assert changes == {"department_code": "620524GA", "roles": ["supervisor"]}
     assert event.type == "identity.staff_changed.v1"
     assert event.payload["changed"] == ["department_code", "roles"]
     service.events.publish.assert_called_once_with(store.user_outbox, clerk["_id"], [event])
+
+
+def test_an_edit_made_from_a_stale_copy_is_refused(service, store):
+    clerk = {**accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ"), "staff_version": 4}
+    store.find_by_login.return_value = clerk
+    with pytest.raises(Conflict, match="changed since it was read"):
+        service.update_staff(ADMIN_PRINCIPAL, "li", staff_update(name="李四"), 3)
+    store.update_staff.assert_not_called()
+    store.update_staff.return_value = False  # and one that changed between the read and the write
+    with pytest.raises(Conflict, match="changed since it was read"):
+        service.update_staff(ADMIN_PRINCIPAL, "li", staff_update(name="李四"), 4)
+    service.events.publish.assert_not_called()
 
 
 def test_an_update_that_changes_nothing_stores_and_announces_nothing(service, store):

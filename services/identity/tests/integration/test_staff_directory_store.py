@@ -130,3 +130,19 @@ def test_a_resync_copies_every_account_again(store):
     store.resync_directory()
     assert not store.any_active_admin()
     assert not store.is_active_admin(wang["_id"]) and not store.is_active_admin("nobody")
+
+
+def test_a_change_is_stored_only_over_the_version_it_was_read_at(store):
+    older = clerk("wang", ["reviewer"])
+    del older["staff_version"]  # an account from before versions existed
+    store.insert_user(older, "username")
+    read = store.get_user(older["_id"])
+
+    def event() -> Envelope:
+        return new_event(StaffChanged(user_id=older["_id"], changed=["name"], changed_at=datetime.now(UTC)), "test")
+
+    assert store.update_staff(read, {"name": "王五"}, event())
+    assert store.get_user(older["_id"])["staff_version"] == 1
+    assert not store.update_staff(read, {"name": "王六"}, event())  # read before the first change
+    assert store.get_user(older["_id"])["name"] == "王五"
+    assert store.update_staff(store.get_user(older["_id"]), {"name": "王六"}, event())
