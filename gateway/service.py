@@ -94,10 +94,10 @@ def query_of(model: type[T], request: Request) -> T:
 def if_match_version(request: Request) -> int | None:
     """The version an edit was made from (`If-Match: "3"`, the `version` the client read), or None."""
     header = request.headers.get("If-Match")
-    if header is None:
+    if header is None or header.strip() == "*":  # `*`: whatever version (RFC 9110)
         return None
     value = header.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ValidationFailed("bad If-Match", [{"field": "header.If-Match", "issue": 'the version read, e.g. "3"'}])
     return int(value)
 

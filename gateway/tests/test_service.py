@@ -584,8 +584,11 @@ def test_admins_change_a_staff_accounts_name_roles_and_department(gateway, auth)
     # Made from the copy read at version 3: identity refuses it if the account changed since.
     gateway.update_staff(_request("PUT", body=body, headers={"If-Match": '"3"'}), username="li")
     assert gateway.identity.update_staff.call_async.call_args.args[3] == 3
-    stale = gateway.update_staff(_request("PUT", body=body, headers={"If-Match": "yesterday"}), username="li")
-    assert stale.status_code == 422 and _json(stale)["error"]["details"][0]["field"] == "header.If-Match"
+    for bad in ("yesterday", '"²"'):  # a digit to str.isdigit, not to int()
+        stale = gateway.update_staff(_request("PUT", body=body, headers={"If-Match": bad}), username="li")
+        assert stale.status_code == 422 and _json(stale)["error"]["details"][0]["field"] == "header.If-Match"
+    gateway.update_staff(_request("PUT", body=body, headers={"If-Match": "*"}), username="li")
+    assert gateway.identity.update_staff.call_async.call_args.args[3] is None  # any version
     partial = gateway.update_staff(_request("PUT", body={"name": "李"}), username="li")
     assert partial.status_code == 422  # all three, as they are to be
     assert {d["field"] for d in _json(partial)["error"]["details"]} == {"roles", "department_code"}

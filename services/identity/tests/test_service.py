@@ -1169,22 +1169,47 @@ def contact_changed(changed=("phone",)):
     return event.model_dump(mode="json"), event.event_id
 
 
+def kept_notice(age=timedelta(0)):
+    return {"phone": "13800138000", "kind": "phone_changed", "at": (datetime.now(UTC) - age).isoformat()}
+
+
 def test_on_hearing_the_change_the_kept_notice_goes_out_and_is_forgotten(service, store):
     message, event_id = contact_changed()
-    store.pending_notice.return_value = {"phone": "13800138000", "kind": "phone_changed"}
+    notice = kept_notice()
+    store.pending_notice.return_value = notice
     service.tell_the_old_phone(message)
     store.pending_notice.assert_called_once_with("u-1", event_id)
-    service.notification.send_security_notice.call_async.assert_called_once_with(
-        {"phone": "13800138000", "kind": "phone_changed"}
-    )
+    service.notification.send_security_notice.call_async.assert_called_once_with(notice)
     store.forget_notice.assert_called_once_with("u-1", event_id)
+
+
+def test_a_notice_replayed_days_later_is_dropped_not_sent(service, store):
+    message, event_id = contact_changed()
+    store.pending_notice.return_value = kept_notice(age=timedelta(days=2))  # the number may be someone's now
+    service.tell_the_old_phone(message)
+    service.notification.send_security_notice.call_async.assert_not_called()
+    store.forget_notice.assert_called_once_with("u-1", event_id)
+
+
+def test_with_every_sending_slot_taken_a_notice_waits_for_a_retry(service, store, monkeypatch):
+    import eventlet.semaphore
+
+    from services.common.errors import Unavailable
+
+    monkeypatch.setattr("services.identity.service.SENDING", eventlet.semaphore.Semaphore(0))
+    message, _ = contact_changed()
+    store.pending_notice.return_value = kept_notice()
+    with pytest.raises(Unavailable):
+        service.tell_the_old_phone(message)
+    service.notification.send_security_notice.call_async.assert_not_called()
+    store.forget_notice.assert_not_called()
 
 
 def test_a_notice_that_does_not_go_out_is_kept_for_the_retry(service, store):
     from services.common.errors import Unavailable
 
     message, _ = contact_changed()
-    store.pending_notice.return_value = {"phone": "13800138000"}
+    store.pending_notice.return_value = kept_notice()
     service.notification.send_security_notice.call_async.return_value.result.side_effect = Unavailable("down")
     with pytest.raises(Unavailable):
         service.tell_the_old_phone(message)
@@ -1789,6 +1814,16 @@ def test_when_no_admin_is_active_the_configured_one_is_let_in_again(service, sto
     user, active, _, event = store.set_staff_active.call_args.args
     assert (user["_id"], active, event.payload["active"]) == (admin["_id"], True, True)
     store.update_staff.assert_not_called()  # it is an admin still
+
+
+def test_an_admin_another_process_restores_meanwhile_is_no_error(service, store):
+    admin = {**accounts.new_staff("admin", "系统管理员", PASSWORD, ["supervisor"], None), "active": False}
+    store.login_key_exists.return_value = True
+    store.find_by_login.return_value = admin
+    store.any_active_admin.return_value = False
+    store.update_staff.return_value = False  # the other process's change came first
+    assert service.ensure_admin() == "admin"
+    store.set_staff_active.assert_not_called()
 
 
 def test_a_configured_admin_that_lost_the_role_gets_it_back_when_no_admin_is_left(service, store):
