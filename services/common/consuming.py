@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from kombu import Connection, Exchange, Queue
 from nameko.events import SERVICE_POOL, EventHandler
 from pydantic import ValidationError
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_EXCHANGE = "yiwang.dead-letter"
 ERROR_HEADER, FAILED_AT_HEADER = "x-yiwang-error", "x-yiwang-failed-at"
 ATTEMPT_HEADER = "x-yiwang-attempt"  # 1 for the first delivery, 2 for the first retry ...
+# What acking or rejecting raises when the connection or channel is gone (BrokenPipeError and kin).
+CONNECTION_LOST = (OSError, AMQPError)
 
 
 def retry_delays() -> tuple[float, ...]:
@@ -85,6 +88,16 @@ class ReliableEventHandler(EventHandler):
         super().start()
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
+        try:
+            self._settle(message, exc_info)
+        except CONNECTION_LOST:
+            # The connection died under the ack (a broker restart, a reset): nothing is settled, so
+            # the broker redelivers the message, and handlers are idempotent. Raised here, it would
+            # kill the service's container, and with it the process (CI saw a notification process
+            # die so).
+            log.warning("the connection went before the message was settled; it comes again", exc_info=True)
+
+    def _settle(self, message: Any, exc_info: Any) -> None:
         if exc_info is None:
             self.consumer.ack_message(message)
             EVENTS_CONSUMED.labels(self.queue.name).inc()

@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from amqp.exceptions import RecoverableConnectionError
 from nameko.events import SERVICE_POOL
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
@@ -211,6 +212,22 @@ def test_success_is_acked():
     assert handler.consumer.acked == [message]
     assert handler.consumer.requeued == []
     assert message.rejected == []
+
+
+@pytest.mark.parametrize("lost", [BrokenPipeError(32, "Broken pipe"), RecoverableConnectionError("closed")])
+def test_an_ack_the_dying_connection_refuses_leaves_the_message_to_be_redelivered(lost):
+    handler, message = _handler(), FakeMessage()
+
+    def refused(_message):
+        raise lost
+
+    handler.consumer.ack_message = refused
+    handler.handle_message_processed(message, result="ok")  # no exception: the container lives on
+    dead = []
+    last_try = FakeMessage(attempt=len(DELAYS) + 1)
+    last_try.ack = lambda: refused(last_try)  # its dead-letter copy went out; the ack of it does not
+    _handler(dead, []).handle_message_processed(last_try, exc_info=_exc_info(RuntimeError("still failing")))
+    assert len(dead) == 1 and not last_try.acked
 
 
 def test_success_is_acked_on_a_retry_too():
