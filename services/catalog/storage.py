@@ -135,10 +135,7 @@ class CatalogStore:
         update = self.current_outbox.update(withdrawal["item_code"], [event])
         update["$set"]["withdrawn"] = {k: v for k, v in withdrawal.items() if k != "item_code"}
         unchanged = {"_id": withdrawal["item_code"], "version": withdrawal["version"], "withdrawn": {"$exists": False}}
-        if not self.current.update_one(unchanged, update).matched_count:
-            self.current_outbox.forget([event])
-            return False
-        return True
+        return self.current_outbox.update_or_forget(unchanged, update, [event])
 
     def listing_changed(self) -> None:
         """After every change of the listing: every process's cache reloads on its next read."""

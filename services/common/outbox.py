@@ -69,6 +69,14 @@ class OutboxCollection:
         events = self._stage(doc_id, events)
         return {"$set": {f"outbox.{e.event_id}": e.model_dump(mode="json") for e in events}}
 
+    def update_or_forget(self, query: dict[str, Any], update: dict[str, Any], events: list[Envelope]) -> bool:
+        """Write `update` (which queues `events`, built on `update()`) where `query` holds; False,
+        and the events forgotten, when nothing changed (a conflict: they were never queued)."""
+        if self.collection.update_one(query, update).modified_count == 1:
+            return True
+        self.forget(events)
+        return False
+
     def forget(self, events: Iterable[Envelope]) -> None:
         """The write did not happen (a conflict): drop its markers now rather than as orphans later."""
         ids = [e.event_id for e in events]

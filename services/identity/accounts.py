@@ -28,6 +28,16 @@ _hasher = PasswordHasher()
 COMMON_PASSWORDS = frozenset({"12345678", "123456789", "password", "password1", "qwertyui", "11111111", "88888888"})
 
 
+def is_common(password: str) -> bool:
+    return password.lower() in COMMON_PASSWORDS
+
+
+def is_active(doc: dict[str, Any]) -> bool:
+    """Whether the account (or a projection of it) is not deactivated; accounts from before
+    deactivation existed have no such field."""
+    return doc.get("active", True)
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -45,7 +55,7 @@ def password_matches(stored_hash: str | None, password: str) -> bool:
 
 def _problems(registration: CitizenRegistration | EnterpriseRegistration) -> list[dict[str, str]]:
     problems = []
-    if registration.password.lower() in COMMON_PASSWORDS:
+    if is_common(registration.password):
         problems.append({"field": "password", "issue": "too common; choose another password"})
     if isinstance(registration, CitizenRegistration):
         issue = idnumbers.id_number_problem(registration.id_number)
@@ -154,12 +164,17 @@ def staff_entry(user: dict[str, Any]) -> dict[str, Any]:
         "name": user["name"],
         "roles": user["roles"],
         "department_code": user.get("department_code"),
-        "active": user.get("active", True),
+        "active": is_active(user),
         "created_at": user["created_at"],
         "deactivated_at": user.get("deactivated_at"),
         "status_changed_at": user.get("status_changed_at"),
         "staff_version": user.get("staff_version", 0),
     }
+
+
+def staff_view_of(user: dict[str, Any]) -> StaffView:
+    """A staff account as admins see it, from the account itself rather than the directory."""
+    return staff_view({"_id": user["_id"], **staff_entry(user)})
 
 
 def staff_view(entry: dict[str, Any]) -> StaffView:

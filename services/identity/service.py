@@ -103,6 +103,7 @@ def changed_meanwhile() -> Conflict:
     return Conflict("the staff account changed since it was read; read it again and repeat the change")
 
 
+DEACTIVATED = "this account has been deactivated; ask an admin"
 # The same words for every refused reset, so that they tell nobody whether the account exists.
 RESET_REFUSED = "not a valid code for this account: wrong, expired or used; ask for a new one"
 SENSITIVE = ("payload",)  # never logged or traced: passwords, id numbers
@@ -351,9 +352,7 @@ class IdentityService:
         if not change.active and user["_id"] == validated(Principal, principal).user_id:
             raise Conflict("you cannot deactivate your own account; ask another admin")
         self._set_active(user, change.active)
-        return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry(self._user(user["_id"]))}).model_dump(
-            mode="json"
-        )
+        return accounts.staff_view_of(self._user(user["_id"])).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_staff(
@@ -372,8 +371,7 @@ class IdentityService:
         changes = {k: v for k, v in update.model_dump().items() if user.get(k) != v}
         if changes:
             self._change_staff(user, changes)
-        now = self._user(user["_id"]) if changes else user
-        return accounts.staff_view({"_id": user["_id"], **accounts.staff_entry(now)}).model_dump(mode="json")
+        return accounts.staff_view_of(self._user(user["_id"]) if changes else user).model_dump(mode="json")
 
     @consumes("identity", StaffChanged)
     def on_staff_changed(self, envelope: Envelope, changed: StaffChanged) -> None:
@@ -454,8 +452,8 @@ class IdentityService:
             for key in failed:
                 self.store.record_failure(key, now, policy.window)
             raise Unauthenticated("wrong username or password")
-        if not user.get("active", True):  # said only to whoever knows the password
-            raise Unauthenticated("this account has been deactivated; ask an admin")
+        if not accounts.is_active(user):  # said only to whoever knows the password
+            raise Unauthenticated(DEACTIVATED)
         if user["account_type"] == "staff":
             self.store.list_staff_member(user)
         self.store.clear_failures(account)
@@ -489,9 +487,9 @@ class IdentityService:
         ):
             raise Unauthenticated("the session has ended; log in again")
         user = self._user(token["user_id"])
-        if not user.get("active", True):
+        if not accounts.is_active(user):
             self._revoke(token["family"], user["_id"], "account deactivated")
-            raise Unauthenticated("this account has been deactivated; ask an admin")
+            raise Unauthenticated(DEACTIVATED)
         return self._issue_tokens(user, token["family"]).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -679,7 +677,7 @@ class IdentityService:
 
     @staticmethod
     def _refuse_common(password: str) -> None:
-        if password.lower() in accounts.COMMON_PASSWORDS:
+        if accounts.is_common(password):
             raise ValidationFailed(
                 "this password is too common", [{"field": "new_password", "issue": "too common; choose another"}]
             )
@@ -758,7 +756,7 @@ class IdentityService:
         try:
             if "admin" not in admin["roles"]:
                 self._change_staff(admin, {"roles": [*admin["roles"], "admin"]})
-            if not admin.get("active", True):
+            if not accounts.is_active(admin):
                 self._set_active(self.store.get_user(admin["_id"]) or admin, True)
         except Conflict:  # another process restored it meanwhile (a start-up timer, `make seed`)
             log.info("the admin was being restored by another process")

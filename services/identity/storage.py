@@ -22,10 +22,10 @@ def status_change(active: bool, at: datetime) -> dict[str, Any]:
     return {"active": active, "deactivated_at": None if active else at, "status_changed_at": at}
 
 
-def older_status_than(at: datetime) -> dict[str, Any]:
-    """Filter: the status was never changed, or last changed before `at` (the later change wins,
-    whichever order two admins' changes arrive in)."""
-    return {"$or": [{"status_changed_at": None}, {"status_changed_at": {"$lt": at}}]}
+def unset_or_below(field: str, value: Any) -> dict[str, Any]:
+    """Filter: `field` is missing or null, or below `value` (so the later of two writes wins,
+    whichever arrives last: a status change by its time, a directory copy by its version)."""
+    return {"$or": [{field: None}, {field: {"$lt": value}}]}
 
 
 class IdentityStore:
@@ -243,11 +243,9 @@ class IdentityStore:
         update = self.user_outbox.update(user["_id"], [event])
         update["$set"].update(status_change(active, at))
         update["$inc"] = {"staff_version": 1}
-        query = {"_id": user["_id"], **older_status_than(at)}
-        if self.users.update_one(query, update).matched_count:
-            return True
-        self.user_outbox.forget([event])
-        return False
+        return self.user_outbox.update_or_forget(
+            {"_id": user["_id"], **unset_or_below("status_changed_at", at)}, update, [event]
+        )
 
     def sync_directory(self, user_id: str) -> None:
         """The directory entry becomes a copy of the account as it now stands, unless it holds a
@@ -257,8 +255,9 @@ class IdentityStore:
             return
         self.list_staff_member(user)
         entry = accounts.staff_entry(user)
-        newer = {"$or": [{"staff_version": None}, {"staff_version": {"$lt": entry["staff_version"]}}]}
-        self.staff.update_one({"_id": user_id, **newer}, {"$set": entry})
+        self.staff.update_one(
+            {"_id": user_id, **unset_or_below("staff_version", entry["staff_version"])}, {"$set": entry}
+        )
 
     def resync_directory(self) -> None:
         """Copy every listed account again (the directory is small): before trusting it for a
@@ -273,19 +272,16 @@ class IdentityStore:
         update["$set"].update(changes)
         update["$inc"] = {"staff_version": 1}
         query = {"_id": user["_id"], "staff_version": user.get("staff_version")}  # None: never changed
-        if self.users.update_one(query, update).matched_count:
-            return True
-        self.user_outbox.forget([event])
-        return False
+        return self.user_outbox.update_or_forget(query, update, [event])
 
     def is_active_admin(self, user_id: str) -> bool:
         """Whether the account exists, is not deactivated and holds the admin role now."""
         stored = self.users.find_one({"_id": user_id}, {"active": 1, "roles": 1})
-        return stored is not None and stored.get("active", True) and "admin" in stored["roles"]
+        return stored is not None and accounts.is_active(stored) and "admin" in stored["roles"]
 
     def account_active(self, user_id: str) -> bool:
         stored = self.users.find_one({"_id": user_id}, {"active": 1})
-        return stored is not None and stored.get("active", True)
+        return stored is not None and accounts.is_active(stored)
 
     def any_active_admin(self) -> bool:
         return self.staff.find_one({"roles": "admin", "active": True}, {"_id": 1}) is not None
@@ -297,10 +293,7 @@ class IdentityStore:
         """Set the new level if it is still `from_level` (a concurrent raise wins once)."""
         update = self.user_outbox.update(user_id, [event])
         update["$set"]["assurance_level"] = to_level
-        if self.users.update_one({"_id": user_id, "assurance_level": from_level}, update).modified_count == 1:
-            return True
-        self.user_outbox.forget([event])
-        return False
+        return self.user_outbox.update_or_forget({"_id": user_id, "assurance_level": from_level}, update, [event])
 
     # --- signing keys -----------------------------------------------------------------------------
     def newest_key(self) -> dict[str, Any] | None:
@@ -358,7 +351,7 @@ class IdentityStore:
         return (
             stored is not None
             and stored["password_hash"] == user["password_hash"]
-            and stored.get("active", True)
+            and accounts.is_active(stored)
             and stored.get("staff_version", 0) == user.get("staff_version", 0)
         )
 
@@ -367,10 +360,9 @@ class IdentityStore:
         `change_required`: its holder must choose another before anything else."""
         update = self.user_outbox.update(user["_id"], [event])
         update["$set"].update(password_hash=password_hash, password_change_required=change_required)
-        if not self.users.update_one(
-            {"_id": user["_id"], "password_hash": user["password_hash"]}, update
-        ).matched_count:
-            self.user_outbox.forget([event])
+        if not self.user_outbox.update_or_forget(
+            {"_id": user["_id"], "password_hash": user["password_hash"]}, update, [event]
+        ):
             raise Conflict("the password changed meanwhile; try again")
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
@@ -385,10 +377,7 @@ class IdentityStore:
         self.recent_revocations.update_one({"_id": session_id}, {"$max": {"revoked_at": now}}, upsert=True)
         update = self.session_outbox.update(session_id, [event])
         update["$set"]["revoked_at"] = now
-        if self.sessions.update_one({"_id": session_id, "revoked_at": None}, update).modified_count == 1:
-            return True
-        self.session_outbox.forget([event])
-        return False
+        return self.session_outbox.update_or_forget({"_id": session_id, "revoked_at": None}, update, [event])
 
     def revoked_since(self, since: datetime) -> list[dict[str, Any]]:
         """Sessions revoked after `since`; older entries of the recent list are dropped."""

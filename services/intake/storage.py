@@ -202,7 +202,7 @@ class IntakeStore:
         update = self.outbox.update(case_no, [event])
         update["$set"][flag] = True
         query = {"_id": case_no, flag: {"$ne": True}, "status": {"$in": statuses}}
-        return self._updated_or_forget(query, update, event)
+        return self.outbox.update_or_forget(query, update, [event])
 
     # --- supervision -------------------------------------------------------------------------------
     def add_fact(self, fact: dict[str, Any]) -> bool:
@@ -355,13 +355,7 @@ class IntakeStore:
         if change.timeline is not None:
             update["$push"] = {"timeline": change.timeline}
         query = {"_id": case_no, "status": change.from_status, "version": change.version, **change.extra_filter}
-        return self._updated_or_forget(query, update, event)
-
-    def _updated_or_forget(self, query: dict[str, Any], update: dict[str, Any], event: Envelope) -> bool:
-        if self.cases.update_one(query, update).modified_count == 1:
-            return True
-        self.outbox.forget([event])  # lost the race: the event was never queued
-        return False
+        return self.outbox.update_or_forget(query, update, [event])
 
     def tasks(
         self, department_code: str, statuses: list[str], skip: int, limit: int
