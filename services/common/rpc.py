@@ -115,7 +115,10 @@ class ReplySafeRpcConsumer(RpcConsumer):
             return super().handle_result(message, result, exc_info)
         except BROKER_GONE as exc:
             log.warning("reply to %s not sent (%s); the request will be delivered again", _routing(message), exc)
-            self.consumer.requeue_message(message)
+            try:
+                self.consumer.requeue_message(message)
+            except BROKER_GONE:
+                pass  # the connection is gone with the request unsettled: the broker reclaims it
             return result, exc_info
 
 

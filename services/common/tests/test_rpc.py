@@ -78,6 +78,23 @@ def test_a_reply_the_broker_cannot_take_hands_the_request_back(monkeypatch: pyte
     assert consumer.consumer.requeued == [message]
 
 
+class DeadConsumer:
+    def requeue_message(self, message: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_request_that_cannot_be_handed_back_is_left_to_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ack after a sent reply met the dying connection, and so does the requeue: neither may
+    # escape (nameko would kill the container, and the process with it).
+    def ack_refused(self: Any, message: Any, result: Any, exc_info: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(RpcConsumer, "handle_result", ack_refused)
+    consumer = ReplySafeRpcConsumer()
+    consumer.consumer = DeadConsumer()
+    assert consumer.handle_result(Message(), {"case_no": "1"}, None) == ({"case_no": "1"}, None)
+
+
 class Waiting:
     def __init__(self) -> None:
         self.error: Exception | None = None
