@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from typing import Any
 
 import amqp.exceptions
@@ -13,6 +15,8 @@ from nameko.exceptions import ReplyQueueExpiredWithPendingReplies, UnknownServic
 from nameko.rpc import ReplyListener, RpcConsumer
 from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import ServiceRpc as NamekoServiceRpc
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from services.common.errors import Unavailable
 from services.common.mongo import STORE_UNREACHABLE
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def call(method: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
     """`call(self.catalog.get_item, code)`: the result, or Unavailable after `timeout` seconds."""
+    caller_span = trace.get_current_span()
+    reply = None
     try:
         reply = method.call_async(*args, **kwargs)
         with eventlet.Timeout(timeout, Unavailable(f"{_name(method)} did not answer in {timeout:g}s")):
@@ -33,6 +39,49 @@ def call(method: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: An
         raise Unavailable(f"service not running: {exc}") from None
     except BROKER_GONE as exc:
         raise Unavailable(f"the message broker cannot be reached ({type(exc).__name__})") from None
+    finally:
+        if trace.get_current_span() is not caller_span:
+            _end_abandoned_call(reply, sys.exc_info()[1])
+
+
+def _end_abandoned_call(reply: Any, error: BaseException | None) -> None:
+    """nameko-opentelemetry starts an RPC's client span, and makes it the current one, as the
+    request goes out, and ends it when the reply arrives. A call given up before (a timeout, the
+    broker gone, no such service) got neither: the span was never exported, so the trace lacked
+    the very call that failed; it stayed the worker's current span, so later spans hung under it;
+    and the garbage collector detached it later in some other greenthread ("Failed to detach
+    context", logged as an ERROR). End it here, in the greenthread that began it, with the error."""
+    from nameko_opentelemetry.rpc import active_spans, initiate_call  # present: it made the span
+
+    activation, span = None, trace.get_current_span()
+    if reply is not None:
+        activation, span = active_spans.pop(reply, (None, span))
+    elif error is not None:
+        # The request never went out, so it was never filed: only the frame that began it holds it.
+        activation = _local_of_frame(error, initiate_call.__code__, "activation")
+    if not span.is_recording():
+        return  # ended already (its reply came)
+    if activation is not None:
+        # Gives the caller's context back, records the error on the span and marks it failed.
+        activation.__exit__(type(error), error, getattr(error, "__traceback__", None))
+    elif error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.end()
+
+
+def _local_of_frame(error: BaseException, code: Any, name: str) -> Any:
+    """A local variable of the frame running `code` that `error` (or an error it was raised from
+    or during) passed through; None if none did."""
+    seen: BaseException | None = error
+    while seen is not None:
+        tb = seen.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code is code:
+                return tb.tb_frame.f_locals.get(name)
+            tb = tb.tb_next
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _name(method: Any) -> str:
@@ -115,10 +164,10 @@ class ReplySafeRpcConsumer(RpcConsumer):
             return super().handle_result(message, result, exc_info)
         except BROKER_GONE as exc:
             log.warning("reply to %s not sent (%s); the request will be delivered again", _routing(message), exc)
-            try:
+            # When that fails too, the connection is gone with the request unsettled: the broker
+            # reclaims it.
+            with contextlib.suppress(*BROKER_GONE):
                 self.consumer.requeue_message(message)
-            except BROKER_GONE:
-                pass  # the connection is gone with the request unsettled: the broker reclaims it
             return result, exc_info
 
 

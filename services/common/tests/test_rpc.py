@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
+import eventlet
 import kombu.exceptions
 import pymongo.errors
 import pytest
@@ -12,6 +14,11 @@ from kombu import Queue
 from nameko.amqp.publish import Publisher
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies
 from nameko.rpc import ReplyListener, RpcConsumer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from services.common.errors import Unavailable
 from services.common.rpc import DeclareOncePublisher, ReplySafeRpcConsumer, ServiceRpc, StartupSafeReplyListener, call
@@ -132,3 +139,96 @@ def test_the_reply_queue_is_declared_with_the_first_request_only(monkeypatch: py
     publisher.publish({"n": 2}, declare=[other])
     assert declared == [["rpc.reply-x"], [], [], ["other"]]
     assert ServiceRpc("catalog").publisher_cls is DeclareOncePublisher
+
+
+# --- the client span of a call given up ---------------------------------------------------------------
+# nameko-opentelemetry's own wrappers of nameko's client, driven with a tracer of the test's own (the
+# process's tracer provider is global and set once).
+
+
+class SlowReply:
+    """nameko's RpcCall as far as the instrumentation and `call` use it."""
+
+    correlation_id = "c-1"
+
+    def __init__(self, tracer: Any, answer: Any) -> None:
+        self.tracer, self.answer = tracer, answer
+
+    def get_response(self) -> Any:
+        from nameko_opentelemetry.rpc import get_response
+
+        return get_response(self.tracer, {}, self._wait, self, (), {})
+
+    def _wait(self) -> Any:
+        if self.answer is None:
+            eventlet.sleep(10)  # no reply comes
+        return self.answer
+
+    def result(self) -> Any:
+        body = self.get_response()
+        if "error" in body:
+            raise KeyError(body["error"])  # as nameko raises the remote error, after the response
+        return body["result"]
+
+
+class TracedMethod:
+    service_name, method_name, identifier = "catalog", "get_item", "catalog.get_item"
+
+    def __init__(self, tracer: Any, answer: Any = None, broker_gone: bool = False) -> None:
+        self.tracer, self.answer, self.broker_gone = tracer, answer, broker_gone
+        self.context_data: dict[str, str] = {}
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        from nameko_opentelemetry.rpc import initiate_call
+
+        return initiate_call(self.tracer, {}, self._publish, self, args, kwargs)
+
+    def _publish(self, *args: Any, **kwargs: Any) -> SlowReply:
+        if self.broker_gone:
+            raise kombu.exceptions.OperationalError("Server unexpectedly closed connection")
+        return SlowReply(self.tracer, self.answer)
+
+
+@pytest.fixture
+def traced() -> Any:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
+
+
+def test_a_call_that_timed_out_ends_its_span_and_gives_the_context_back(traced: Any) -> None:
+    tracer, exporter = traced
+    with tracer.start_as_current_span("request") as request:
+        with pytest.raises(Unavailable, match="did not answer"):
+            call(TracedMethod(tracer), "A1", timeout=0.05)
+        assert trace.get_current_span() is request  # later work is not filed under the lost call
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(spans) == {"RPC to catalog.get_item", "request"}
+    lost = spans["RPC to catalog.get_item"]
+    assert lost.status.status_code is StatusCode.ERROR
+    assert "did not answer" in (lost.status.description or "")
+    assert lost.parent is not None and lost.parent.span_id == request.get_span_context().span_id
+
+
+def test_a_call_that_could_not_be_sent_ends_its_span_and_gives_the_context_back(traced: Any) -> None:
+    tracer, exporter = traced
+    with tracer.start_as_current_span("request") as request:
+        with pytest.raises(Unavailable, match="broker"):
+            call(TracedMethod(tracer, broker_gone=True), "A1")
+        assert trace.get_current_span() is request
+    lost = [span for span in exporter.get_finished_spans() if span.name.startswith("RPC to")]
+    assert len(lost) == 1 and lost[0].status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("answer", [{"result": "ok"}, {"error": "not_found"}])
+def test_a_call_answered_keeps_the_instrumentations_span(traced: Any, answer: Any) -> None:
+    # Answered, with a result or a remote error: the instrumentation ended the span; it is not
+    # ended (or exited) twice.
+    tracer, exporter = traced
+    with tracer.start_as_current_span("request") as request:
+        with contextlib.suppress(KeyError):
+            call(TracedMethod(tracer, answer), "A1")
+        assert trace.get_current_span() is request
+    calls = [span for span in exporter.get_finished_spans() if span.name.startswith("RPC to")]
+    assert len(calls) == 1 and calls[0].status.status_code is StatusCode.UNSET
