@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract
-from contracts.catalog import ItemCode
 from contracts.common import PageQuery
 
 CaseStatus = Literal[
@@ -53,7 +52,8 @@ def _check_keys(value: Any, path: str) -> None:
 
 
 class SubmitCase(Contract):
-    item_code: ItemCode
+    # Any code: one that names no published item is 404 (api-v1), whatever its shape.
+    item_code: Annotated[str, Field(min_length=1, max_length=64)]
     form: dict[str, Any] = {}
     materials: list[MaterialRef] = []
 

@@ -136,7 +136,9 @@ class LoginAttempt(Contract):
 
 
 class RefreshRequest(Contract):
-    refresh_token: Annotated[str, Verbatim, Field(min_length=16, max_length=256)]
+    # Any text: one that is not a token of ours is unauthenticated (401), like a spent one, not a
+    # malformed field (422); only absurd sizes are refused before identity looks.
+    refresh_token: Annotated[str, Verbatim, Field(min_length=1, max_length=4096)]
 
 
 StaffRole = Literal["reviewer", "supervisor", "admin"]

@@ -11,7 +11,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
-from services.common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from services.common.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from services.common.files import CHUNK_BYTES, MAX_DOCUMENT_BYTES, sniff_content_type
 
 # Room for the multipart envelope around the file itself.
@@ -20,7 +20,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 def open_upload(request: Request) -> FileStorage:
     if request.mimetype != "multipart/form-data":
-        raise UnsupportedMediaType("send the document as multipart/form-data with a field named file")
+        # A wrong request content type is 400 (api-v1); 415 is for a document of the wrong type.
+        raise MalformedRequest("send the document as multipart/form-data with a field named file")
     # werkzeug stops reading the body past this, so an oversized upload is refused while it streams.
     request.max_content_length = MAX_DOCUMENT_BYTES + MULTIPART_OVERHEAD
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from typing import Any
 
 from nameko.exceptions import RemoteError
@@ -19,6 +21,7 @@ from services.common.errors import (
     PayloadTooLarge,
     RateLimited,
     Unavailable,
+    ValidationFailed,
     details_from_pydantic,
 )
 from services.common.telemetry import current_trace_id
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 TRACE_HEADER = "X-Trace-Id"
 MAX_JSON_BODY = 1024 * 1024
 MAX_JSON_DEPTH = 32  # forms are flat; anything deeper is an attack on parsers downstream
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what BSON (and so the document store) holds
+_NOT_UNICODE = re.compile("[\ud800-\udfff]")  # surrogates: never characters on their own
 UNAVAILABLE_RETRY_AFTER = 5  # seconds: RPC calls give up fast, and the system recovers in seconds
 
 # On every response: an API of JSON answers is never to be sniffed, framed, cached or referred.
@@ -95,9 +100,10 @@ def error_for_http_exception(exc: HTTPException) -> Response:
     if exc.code == 404:
         return error_response(ErrorCode.NOT_FOUND, "no such resource")
     if exc.code == 405:
-        response = error_response(ErrorCode.MALFORMED_REQUEST, "method not allowed for this resource")
-        response.status_code = 405
-        return response
+        allowed = sorted(getattr(exc, "valid_methods", None) or [])
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
+        message = f"this resource answers {', '.join(allowed)} only" if allowed else "method not allowed here"
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED, message, headers=headers)
     if exc.code == 413:
         return error_response(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large")
     return error_response(ErrorCode.MALFORMED_REQUEST, exc.description or "bad request")
@@ -121,18 +127,45 @@ def read_json(request: Request) -> dict[str, Any]:
         raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise MalformedRequest("the JSON body must be an object")
-    if _depth(body) > MAX_JSON_DEPTH:
-        raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    _check_storable(body)
     return body
 
 
-def _depth(value: Any) -> int:
-    """How deeply objects and arrays nest (iteratively: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
+def _check_storable(body: dict[str, Any]) -> None:
+    """Refuse, as the client's error, what JSON can say but no document store can keep, and which
+    would otherwise fail deep inside a service as a 500: text that is not Unicode (an unpaired
+    surrogate such as "\\ud800": 400), and numbers past the store's (an integer beyond 64 bits, a
+    number too large for a double, which parses as infinity) or a field name holding NUL (422,
+    with the field). Also bounds the nesting, iteratively: no recursion to exhaust."""
+    problems: list[dict[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
     while stack:
-        current, level = stack.pop()
-        if isinstance(current, dict | list):
-            deepest = max(deepest, level)
-            children = current.values() if isinstance(current, dict) else current
-            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+        value, path, level = stack.pop()
+        if isinstance(value, dict):
+            if level > MAX_JSON_DEPTH:
+                raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            for key, child in value.items():
+                where = f"{path}.{key}" if path else key
+                if _NOT_UNICODE.search(key):
+                    raise MalformedRequest(
+                        f"a field name is not Unicode text (an unpaired surrogate) at {path or 'the top'}"
+                    )
+                if "\x00" in key:
+                    problems.append({"field": path or "body", "issue": "a field name may not contain NUL (\\u0000)"})
+                stack.append((child, where, level + 1))
+        elif isinstance(value, list):
+            if level > MAX_JSON_DEPTH:
+                raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((child, f"{path}.{index}", level + 1) for index, child in enumerate(value))
+        elif isinstance(value, str):
+            if _NOT_UNICODE.search(value):
+                raise MalformedRequest(f"{path}: the text is not Unicode (an unpaired surrogate such as \\ud800)")
+        elif isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                problems.append({"field": path, "issue": "the number is beyond the 64-bit integer range"})
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append({"field": path, "issue": "the number is too large"})
+    if problems:
+        raise ValidationFailed("the request is not valid", problems)

@@ -15,6 +15,7 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from opentelemetry import trace
 from pydantic import BaseModel
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
@@ -57,6 +58,13 @@ def refuse_unknown_query(request: Request, names: list[str]) -> None:
     if unknown:
         details = [{"field": f"query.{name}", "issue": "not a parameter of this operation"} for name in unknown]
         raise ValidationFailed("unknown query parameter", details)
+
+
+def drop_empty_query(request: Request) -> None:
+    """An empty parameter (`?status=&q=`, as a portal's search form sends its blank fields) means
+    the parameter was not given, not that it is a bad value."""
+    if any(value == "" for value in request.args.values()):
+        request.args = ImmutableMultiDict([(k, v) for k, v in request.args.items(multi=True) if v != ""])
 
 
 class ApiWsgiApp(WsgiApp):
@@ -142,6 +150,7 @@ def api(
                         require_role(principal, *roles)
                     path["principal"] = principal
                 refuse_unknown_query(request, names)
+                drop_empty_query(request)
                 result = fn(self, request, **path)
                 if isinstance(result, Response):
                     result.headers.setdefault("X-Trace-Id", json_response(None).headers["X-Trace-Id"])

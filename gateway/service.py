@@ -91,6 +91,17 @@ def query_of(model: type[T], request: Request) -> T:
     return validated(model, {k: request.args[k] for k in query_names(model) if k in request.args}, "query")
 
 
+def paged_if_asked(items: list[Any], request: Request) -> dict[str, Any]:
+    """A list that api-v1 answers whole (`{"items"}`): whole, unless the client pages it the way
+    every other list is paged (`?page=&page_size=`), which then answers as those do."""
+    if not {"page", "page_size"} & set(request.args):
+        return {"items": items}
+    page = query_of(PageQuery, request)
+    start = (page.page - 1) * page.page_size
+    window = items[start : start + page.page_size]
+    return {"items": window, "total": len(items), "page": page.page, "page_size": page.page_size}
+
+
 def if_match_version(request: Request) -> int | None:
     """The version an edit was made from (`If-Match: "3"`, the `version` the client read), or None."""
     header = request.headers.get("If-Match")
@@ -156,7 +167,7 @@ class Gateway:
         status=201,
     )
     def register(self, request: Request) -> tuple[int, dict[str, Any]]:
-        body = validated(REGISTRATION, read_json(request)).model_dump(mode="json")
+        body = validated(REGISTRATION, read_json(request), tagged_by="account_type").model_dump(mode="json")
         return 201, call(self.identity.register, body)
 
     @api(
@@ -244,9 +255,15 @@ class Gateway:
     def me(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.get_user, principal.user_id)
 
-    @api("GET", "/api/v1/me/certificates", summary="Electronic certificates issued to the caller", roles=("applicant",))
+    @api(
+        "GET",
+        "/api/v1/me/certificates",
+        summary="Electronic certificates issued to the caller",
+        roles=("applicant",),
+        query=PageQuery,
+    )
     def my_certificates(self, request: Request, principal: Principal) -> dict[str, Any]:
-        return call(self.identity.list_certificates, principal.user_id)
+        return paged_if_asked(call(self.identity.list_certificates, principal.user_id)["items"], request)
 
     @api(
         "GET",
@@ -390,9 +407,9 @@ class Gateway:
             log.warning("revocations not reloaded: %s", type(exc).__name__)
 
     # --- catalog ------------------------------------------------------------------------------
-    @api("GET", "/api/v1/catalog/departments", summary="Departments", auth=False)
+    @api("GET", "/api/v1/catalog/departments", summary="Departments", auth=False, query=PageQuery)
     def departments(self, request: Request) -> dict[str, Any]:
-        return {"items": call(self.catalog.list_departments)}
+        return paged_if_asked(call(self.catalog.list_departments), request)
 
     @api(
         "GET",

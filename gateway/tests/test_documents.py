@@ -44,3 +44,15 @@ def test_size_limit_is_enforced_while_reading():
 def test_empty_file_is_a_validation_error():
     with pytest.raises(ValidationFailed):
         documents.stream(upload(b""), lambda n, data: None)
+
+
+def test_a_request_that_is_not_multipart_is_malformed():
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.common.errors import MalformedRequest
+
+    environ = EnvironBuilder(method="POST", data=b'{"file": "x"}', content_type="application/json").get_environ()
+    request = Request(environ)
+    with pytest.raises(MalformedRequest, match="multipart/form-data"):
+        documents.open_upload(request)

@@ -95,7 +95,7 @@ def test_other_errors_have_no_retry_after():
 
 def test_pydantic_validation_error_is_422_with_details():
     with pytest.raises(ValidationError) as info:
-        SubmitCase.model_validate({"item_code": "nope", "surprise": 1})
+        SubmitCase.model_validate({"item_code": "", "surprise": 1})
     response = response_for_exception(info.value)
     assert response.status_code == 422
     error = _error(response)
@@ -130,7 +130,7 @@ def test_unexpected_errors_are_500_without_internals(exc):
     ("exc", "status", "code"),
     [
         (HttpNotFound(), 404, "not_found"),
-        (MethodNotAllowed(valid_methods=["GET"]), 405, "malformed_request"),
+        (MethodNotAllowed(valid_methods=["GET"]), 405, "method_not_allowed"),
         (RequestEntityTooLarge(), 413, "payload_too_large"),
         (BadRequest("the form was broken"), 400, "malformed_request"),
     ],
@@ -285,3 +285,42 @@ def test_json_nested_too_deeply_is_malformed():
     for depth in (MAX_JSON_DEPTH + 1, 5000):
         with pytest.raises(MalformedRequest, match="nested deeper"):
             read_json(request('{"a": ' + "[" * depth + "]" * depth + "}"))
+
+
+# What JSON can say but no document store keeps: the client's error, never a 500 from deep inside.
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"form": {"n": 9223372036854775808}}', "form.n"),  # 2**63
+        ('{"form": {"n": -9223372036854775809}}', "form.n"),
+        ('{"form": {"list": [1, 100000000000000000000000000000]}}', "form.list.1"),
+        ('{"legal_days": 1e400}', "legal_days"),  # parses as infinity
+        ('{"form": {"a\\u0000b": 1}}', "form"),
+    ],
+)
+def test_what_no_store_can_keep_is_422_with_its_field(body, field):
+    with pytest.raises(ValidationFailed) as refused:
+        read_json(_post(body.encode()))
+    assert [detail["field"] for detail in refused.value.details] == [field]
+    assert response_for_exception(refused.value).status_code == 422
+
+
+def test_the_64_bit_range_itself_is_kept():
+    body = '{"form": {"max": 9223372036854775807, "min": -9223372036854775808, "big": 1e300, "flag": true}}'
+    assert read_json(_post(body.encode()))["form"]["max"] == 2**63 - 1
+
+
+@pytest.mark.parametrize("body", ['{"form": {"name": "\\ud800"}}', '{"form": {"\\udfff": 1}}', '{"a": ["x\\udc00y"]}'])
+def test_text_that_is_not_unicode_is_malformed(body):
+    with pytest.raises(MalformedRequest, match="not Unicode") as refused:
+        read_json(_post(body.encode()))
+    response = response_for_exception(refused.value)
+    assert response.status_code == 400
+    json.loads(response.get_data())  # the answer itself is valid JSON (no surrogate copied into it)
+
+
+def test_characters_beyond_the_basic_plane_are_text():
+    # A surrogate pair in JSON is one character (here 😀): not an unpaired surrogate.
+    assert read_json(_post(b'{"name": "\\ud83d\\ude00"}'))["name"] == "\U0001f600"

@@ -249,9 +249,10 @@ def test_unknown_path_is_a_json_404():
 
 
 def test_wrong_method_is_a_json_405():
-    line, _, body = _app_response(EnvironBuilder(path="/known", method="DELETE").get_environ())
+    line, headers, body = _app_response(EnvironBuilder(path="/known", method="DELETE").get_environ())
     assert line.startswith("405")
-    assert body["error"]["code"] == "malformed_request"
+    assert body["error"]["code"] == "method_not_allowed"
+    assert set(headers["Allow"].split(", ")) == {"GET", "HEAD"}
 
 
 def test_staff_changes_are_reported_to_the_audit_hook_and_nothing_else_is(routes):
@@ -290,3 +291,18 @@ def test_staff_changes_are_reported_to_the_audit_hook_and_nothing_else_is(routes
     flagged = SimpleNamespace(auth=FakeAuth(awaiting), audit=lambda *args: recorded.append(args))
     assert change(flagged, _request()).status_code == 204
     assert recorded[-1][0] == awaiting and recorded[-1][2] == "PUT /me/password"
+
+
+def test_empty_query_parameters_are_not_given_and_unknown_ones_still_refused(routes):
+    seen = []
+
+    @api("GET", "/api/v1/things", summary="s", auth=False, query=["status", "q"])
+    def handler(self, request):
+        seen.append(dict(request.args))
+        return {}
+
+    assert handler(SimpleNamespace(), _request("/api/v1/things?status=&q=%E6%88%B7")).status_code == 200
+    assert seen == [{"q": "户"}]
+    refused = handler(SimpleNamespace(), _request("/api/v1/things?stauts="))
+    assert refused.status_code == 422
+    assert _json(refused)["error"]["details"][0]["field"] == "query.stauts"

@@ -252,7 +252,8 @@ def test_refresh(gateway, auth):
 
 
 def test_refresh_refuses_a_bad_body_before_identity(gateway):
-    assert gateway.refresh(_request("POST", body={"refresh_token": "short"})).status_code == 422
+    assert gateway.refresh(_request("POST", body={"refresh_token": ""})).status_code == 422
+    assert gateway.refresh(_request("POST", body={"token": "r" * 43})).status_code == 422
     gateway.identity.refresh.call_async.assert_not_called()
 
 
@@ -448,7 +449,7 @@ def test_a_bad_idempotency_key_is_422_naming_the_header(gateway):
 
 
 def test_submit_case_refuses_a_bad_body_before_intake(gateway):
-    response = gateway.submit_case(_request("POST", body={"item_code": "bad", "form": {"$x": 1}}))
+    response = gateway.submit_case(_request("POST", body={"item_code": "", "form": {"$x": 1}}))
     assert response.status_code == 422
     fields = {d["field"] for d in _json(response)["error"]["details"]}
     assert {"item_code", "form"} <= fields
@@ -620,6 +621,18 @@ def test_staff_may_not_use_applicant_routes(gateway, auth, route):
     response = getattr(gateway, route)(_request("POST", body={}))
     assert response.status_code == 403
     assert not any(getattr(gateway, name).method_calls for name in SERVICES)
+
+
+def test_a_whole_list_is_paged_when_the_client_pages_it(gateway):
+    departments = [{"code": f"6205{n:02d}MZ", "name": f"局{n}", "region_code": "620524"} for n in range(5)]
+    returns(gateway.catalog.list_departments, departments)
+    assert _json(gateway.departments(_request(query={"page": "2", "page_size": "2"}))) == {
+        "items": departments[2:4],
+        "total": 5,
+        "page": 2,
+        "page_size": 2,
+    }
+    assert _json(gateway.departments(_request(query={"page_size": "101"})))["error"]["code"] == "validation_failed"
 
 
 def test_my_certificates(gateway):

@@ -13,9 +13,13 @@ from services.common.china_time import CHINA
 from services.common.errors import ValidationFailed, validated
 from services.common.rules import RuleCompileError, compile_rule
 
+# What reading a guide or a draft answers besides the guide: sent back with an edit (GET, change,
+# PUT, as api-v1's "same fields" invites), they are ignored, not refused.
+READ_ONLY_FIELDS = frozenset({"version", "updated_at", "updated_by"})
+
 
 def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
-    guide = validated(ServiceGuide, payload)
+    guide = validated(ServiceGuide, {k: v for k, v in payload.items() if k not in READ_ONLY_FIELDS})
     problems = []
     try:
         Draft202012Validator.check_schema(guide.form_schema)

@@ -4,9 +4,10 @@ tokens, or its withdrawal), drafts being edited, departments."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
@@ -68,10 +69,10 @@ class CatalogStore:
             if latest is not None:
                 return {**latest, "withdrawn": current["withdrawn"]} if "withdrawn" in current else latest
         # A publish that has not advanced the current row yet, or an old store: ask the versions.
-        return self.versions.find_one({"item_code": item_code}, _NO_OUTBOX, sort=[("version", DESCENDING)])
+        return _readable(self.versions.find_one({"item_code": item_code}, _NO_OUTBOX, sort=[("version", DESCENDING)]))
 
     def get_version(self, item_code: str, version: int) -> dict[str, Any] | None:
-        return self.versions.find_one({"_id": version_id(item_code, version)}, _NO_OUTBOX)
+        return _readable(self.versions.find_one({"_id": version_id(item_code, version)}, _NO_OUTBOX))
 
     def list_versions(self, item_code: str) -> list[dict[str, Any]]:
         fields = {"item_code": 1, "version": 1, "name": 1, "published_at": 1}
@@ -86,7 +87,7 @@ class CatalogStore:
             self.outbox.forget([event])
             raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
         self._advance_current(doc)
-        return doc
+        return _readable(doc)
 
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
         """Bulk publish (seeding): first versions of many items at once."""
@@ -99,7 +100,7 @@ class CatalogStore:
 
     def _version_doc(self, guide: dict[str, Any], version: int) -> dict[str, Any]:
         return {
-            **guide,
+            **_storable(guide),
             "_id": version_id(guide["item_code"], version),
             "version": version,
             "published_at": datetime.now(UTC),
@@ -172,12 +173,12 @@ class CatalogStore:
 
     # --- drafts -----------------------------------------------------------------------------------
     def get_draft(self, item_code: str) -> dict[str, Any] | None:
-        return self.drafts.find_one({"_id": item_code})
+        return _readable(self.drafts.find_one({"_id": item_code}))
 
     def create_draft(self, guide: dict[str, Any], by: str) -> None:
         try:
             self.drafts.insert_one(
-                {**guide, "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by}
+                {**_storable(guide), "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by}
             )
         except DuplicateKeyError:
             raise Conflict(f"a draft of {guide['item_code']} already exists; edit it with PUT") from None
@@ -185,7 +186,7 @@ class CatalogStore:
     def save_draft(self, guide: dict[str, Any], by: str) -> None:
         self.drafts.replace_one(
             {"_id": guide["item_code"]},
-            {**guide, "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by},
+            {**_storable(guide), "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by},
             upsert=True,
         )
 
@@ -219,6 +220,39 @@ class CatalogStore:
 
 def _matches(doc: dict[str, Any], filters: dict[str, Any]) -> bool:
     return all(doc.get(field) == value for field, value in filters.items())
+
+
+StoredGuide = TypeVar("StoredGuide", dict[str, Any], None)
+
+
+def _storable(guide: dict[str, Any]) -> dict[str, Any]:
+    """The guide as stored. Its form_schema is JSON Schema, whose keywords start with "$" ($schema,
+    $ref, $defs) and whose property names may hold dots: field names the document store refuses
+    (FerretDB always, MongoDB in places). Such a schema is stored as its JSON text instead."""
+    schema = guide.get("form_schema")
+    if isinstance(schema, dict) and _has_unstorable_name(schema):
+        return {**guide, "form_schema": json.dumps(schema, ensure_ascii=False)}
+    return guide
+
+
+def _readable(doc: StoredGuide) -> StoredGuide:
+    """A stored guide (version or draft) with its form_schema as written (see `_storable`)."""
+    if doc is not None and isinstance(doc.get("form_schema"), str):
+        return {**doc, "form_schema": json.loads(doc["form_schema"])}
+    return doc
+
+
+def _has_unstorable_name(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if any(key.startswith("$") or "." in key for key in current):
+                return True
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return False
 
 
 def _without_guide(doc: dict[str, Any]) -> dict[str, Any]:

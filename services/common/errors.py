@@ -105,22 +105,31 @@ EXPECTED_ERRORS: tuple[type[DomainError], ...] = (
 )
 
 
-def details_from_pydantic(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+def details_from_pydantic(exc: ValidationError, prefix: str = "", tagged_by: str | None = None) -> list[dict[str, str]]:
+    """One detail per error, each naming the field by its path in the body. `tagged_by`: the
+    field that picks the member of a tagged union (`account_type`), whose value pydantic puts
+    in front of the path (`citizen.phone`) where the client wrote just `phone`."""
     details = []
     for err in exc.errors(include_url=False):
-        path = ".".join(str(part) for part in err["loc"])
+        loc = err["loc"]
+        if tagged_by and err["type"].startswith("union_tag_"):
+            loc = (tagged_by,)  # the tag is missing or not one of the union's
+        elif tagged_by:
+            loc = loc[1:]  # every other error of the union is under its member's tag
+        path = ".".join(str(part) for part in loc)
         field = f"{prefix}.{path}" if prefix and path else (prefix or path or "body")
         details.append({"field": field, "issue": err["msg"]})
     return details
 
 
-def validated(model: Any, data: Any, prefix: str = "") -> Any:
-    """Validate `data` as `model`, turning pydantic's error into a 422 ValidationFailed."""
+def validated(model: Any, data: Any, prefix: str = "", tagged_by: str | None = None) -> Any:
+    """Validate `data` as `model`, turning pydantic's error into a 422 ValidationFailed.
+    `tagged_by`: for a tagged union, the field that picks its member (see details_from_pydantic)."""
     validate = getattr(model, "model_validate", None) or model.validate_python  # model or TypeAdapter
     try:
         return validate(data)
     except ValidationError as exc:
-        raise ValidationFailed("the request is not valid", details_from_pydantic(exc, prefix)) from None
+        raise ValidationFailed("the request is not valid", details_from_pydantic(exc, prefix, tagged_by)) from None
 
 
 def password_change_first() -> Forbidden:

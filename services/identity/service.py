@@ -121,7 +121,7 @@ class IdentityService:
     # --- accounts ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def register(self, payload: dict[str, Any]) -> dict[str, Any]:
-        registration = validated(REGISTRATION, payload)
+        registration = validated(REGISTRATION, payload, tagged_by="account_type")
         doc = accounts.new_applicant(registration)
         self.store.insert_user(doc, accounts.login_field(doc))
         return accounts.registration_result(doc).model_dump(mode="json")

@@ -36,7 +36,7 @@ def test_bad_uploads_are_refused(yiwang):
     empty = upload(yiwang, person, b"")
     assert empty.status_code == 422
     as_json = requests.post(yiwang.url("/api/v1/documents"), json={"file": "x"}, headers=auth(person), timeout=10)
-    assert as_json.status_code == 415
+    assert as_json.status_code == 400 and as_json.json()["error"]["code"] == "malformed_request"
     nothing = requests.post(yiwang.url("/api/v1/documents"), files={"other": ("a", PNG)}, headers=auth(person))
     assert nothing.status_code == 422 and nothing.json()["error"]["details"][0]["field"] == "file"
     assert requests.post(yiwang.url("/api/v1/documents"), files={"file": ("a", PNG)}).status_code == 401

@@ -36,3 +36,16 @@ def test_item_code_pattern_is_enforced():
     with pytest.raises(ValidationFailed) as err:
         checked_guide(_guide(item_code="not-a-code"))
     assert err.value.details[0]["field"] == "item_code"
+
+
+def test_what_reading_answers_besides_the_guide_is_ignored():
+    read = _guide(version=3, updated_at="2026-11-27T10:00:00Z", updated_by="admin-1")
+    assert checked_guide(read).model_dump() == checked_guide(_guide()).model_dump()
+
+
+@pytest.mark.parametrize("field", ["legal_days", "promised_days"])
+def test_time_limits_are_bounded(field):
+    # A count of 10**15 working days would never be counted out (a deadline is counted day by day).
+    with pytest.raises(ValidationFailed) as err:
+        checked_guide(_guide(legal_days=10**15, promised_days=10**15))
+    assert field in {detail["field"] for detail in err.value.details}

@@ -143,10 +143,36 @@ def test_validated_lists_every_problem_with_prefix():
 
 
 def test_module_exports_every_error_used_by_the_contract():
-    # Every public error code except internal_error has a DomainError subclass.
+    # Every public error code has a DomainError subclass, except internal_error and
+    # method_not_allowed (the gateway's routing answers it: no handler runs).
     classes = {
         obj.code
         for obj in vars(errors).values()
         if isinstance(obj, type) and issubclass(obj, DomainError) and obj is not DomainError
     }
-    assert classes == set(ErrorCode) - {ErrorCode.INTERNAL_ERROR}
+    assert classes == set(ErrorCode) - {ErrorCode.INTERNAL_ERROR, ErrorCode.METHOD_NOT_ALLOWED}
+
+
+# A tagged union (registration, by account_type): fields named as the client wrote them.
+
+
+def _registration_details(body):
+    from pydantic import TypeAdapter
+
+    from contracts.identity import Registration
+    from services.common.errors import ValidationFailed, validated
+
+    with pytest.raises(ValidationFailed) as refused:
+        validated(TypeAdapter(Registration), body, tagged_by="account_type")
+    return {detail["field"] for detail in refused.value.details}
+
+
+def test_a_union_members_fields_are_named_without_its_tag():
+    body = {"account_type": "citizen", "name": "张三", "id_number": "1" * 18, "phone": "123", "password": "short"}
+    assert _registration_details(body) == {"phone", "password"}
+    assert _registration_details({"account_type": "enterprise", "name": "某公司"}) >= {"credit_code", "phone"}
+
+
+@pytest.mark.parametrize("body", [{}, {"account_type": "alien", "name": "x"}])
+def test_a_missing_or_unknown_tag_is_named_as_its_field(body):
+    assert _registration_details(body) == {"account_type"}

@@ -527,11 +527,18 @@ def test_a_login_that_raced_a_new_password_ends_its_own_session(service, store, 
     store.store_refresh_token.assert_not_called()
 
 
-@pytest.mark.parametrize("payload", [{}, {"refresh_token": "short"}, {"refresh_token": REFRESH_TOKEN, "x": 1}])
+@pytest.mark.parametrize("payload", [{}, {"refresh_token": ""}, {"refresh_token": REFRESH_TOKEN, "x": 1}])
 def test_malformed_refresh_is_a_validation_error(service, store, payload):
     with pytest.raises(ValidationFailed):
         service.refresh(payload)
     store.spend_refresh_token.assert_not_called()
+
+
+def test_a_refresh_token_that_is_not_one_of_ours_is_unauthenticated(service, store):
+    # Whatever its shape: a client holding a broken token must log in again (401), as with a spent one.
+    store.spend_refresh_token.return_value = (None, False)
+    with pytest.raises(Unauthenticated):
+        service.refresh({"refresh_token": "short"})
 
 
 # --- logout and revoked sessions ----------------------------------------------------------------

@@ -107,6 +107,36 @@ def test_drafts_publish_as_immutable_versions(client, recorder):
     assert client.search_items({"q": "养老服务补贴测试事项"})["items"][0]["item_code"] == "62052400MZ-QT-0099"
 
 
+def test_a_form_schema_in_full_json_schema_is_kept_as_written(client):
+    # "$schema", "$defs", "$ref" and a dotted property name: field names the store refuses.
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {"phone": {"type": "string", "pattern": "^1[3-9][0-9]{9}$"}},
+        "properties": {"contact": {"$ref": "#/$defs/phone"}, "no.of.children": {"type": "integer"}},
+        "required": ["contact"],
+    }
+    code = "62052400MZ-QT-0098"
+    draft = client.create_draft(ADMIN, new_guide(item_code=code, form_schema=schema))
+    assert draft["form_schema"] == schema
+    assert client.get_draft(ADMIN, code)["form_schema"] == schema
+    client.update_draft(ADMIN, code, new_guide(item_code=code, form_schema=schema, promised_days=1))
+    assert client.publish_draft(ADMIN, code)["form_schema"] == schema
+    assert client.get_item(code)["form_schema"] == schema
+    assert client.get_item(code, 1)["form_schema"] == schema
+
+
+def test_a_guide_read_back_may_be_sent_as_the_next_draft(client):
+    # GET, change, PUT: what reading answers besides the guide (version, updated_*) is ignored.
+    code = "62052400MZ-QT-0097"
+    client.create_draft(ADMIN, new_guide(item_code=code))
+    published = client.publish_draft(ADMIN, code)
+    draft = client.update_draft(ADMIN, code, {**published, "promised_days": 1})
+    assert draft["promised_days"] == 1 and "version" not in draft
+    assert client.update_draft(ADMIN, code, {**draft, "promised_days": 2})["promised_days"] == 2
+    assert client.publish_draft(ADMIN, code)["version"] == 2
+
+
 def test_invalid_guides_are_refused_with_field_details(client):
     broken_rule = new_guide(
         auto_approval={"enabled": True, "rules": [{"id": "age", "description": "d", "expression": "applicant.age >"}]}
