@@ -40,15 +40,19 @@ class MaterialRef(Contract):
         return self
 
 
-def _check_keys(value: Any, path: str) -> None:
+def _check_storable(value: Any, path: str) -> None:
     if isinstance(value, dict):
         for key, inner in value.items():
             if "." in key or key.startswith("$") or not key:
                 raise ValueError(f"field name {key!r} at {path} may not be empty, contain '.' or start with '$'")
-            _check_keys(inner, f"{path}.{key}")
+            _check_storable(inner, f"{path}.{key}")
     elif isinstance(value, list):
         for index, inner in enumerate(value):
-            _check_keys(inner, f"{path}.{index}")
+            if isinstance(inner, list):
+                # The FerretDB stand-in cannot store arrays of arrays; refused on MongoDB too, so
+                # that a form behaves the same on both.
+                raise ValueError(f"{path}.{index}: a list inside a list is not supported")
+            _check_storable(inner, f"{path}.{index}")
 
 
 class SubmitCase(Contract):
@@ -60,7 +64,7 @@ class SubmitCase(Contract):
     @field_validator("form")
     @classmethod
     def _storable_field_names(cls, form: dict[str, Any]) -> dict[str, Any]:
-        _check_keys(form, "form")
+        _check_storable(form, "form")
         return form
 
 
@@ -163,7 +167,7 @@ class Supplement(Contract):
     @classmethod
     def _storable_field_names(cls, form: dict[str, Any] | None) -> dict[str, Any] | None:
         if form is not None:
-            _check_keys(form, "form")
+            _check_storable(form, "form")
         return form
 
 

@@ -36,15 +36,10 @@ class Material(Contract):
         return self
 
 
-# Working days a time limit may have: statutory limits are weeks, a few reach a year; a bound
-# keeps a deadline countable (a count of 10**15 days would never end).
-MAX_WORKING_DAYS = 1000
-
-
 class ProcessStep(Contract):
-    step: int = Field(ge=1, le=100)
+    step: int = Field(ge=1)
     name: str
-    days: int = Field(ge=0, le=MAX_WORKING_DAYS)
+    days: int = Field(ge=0)
 
 
 class Fee(Contract):
@@ -68,7 +63,7 @@ class AutoApproval(Contract):
 class IssuedCertificate(Contract):
     type: str
     name: str
-    valid_days: int | None = Field(default=None, ge=1, le=36500)  # a certificate of up to 100 years
+    valid_days: int | None = Field(default=None, ge=1)
 
 
 class ServiceGuide(Contract):
@@ -85,11 +80,11 @@ class ServiceGuide(Contract):
     acceptance_conditions: list[str] = []
     materials: list[Material] = []
     process: list[ProcessStep] = []
-    legal_days: int = Field(ge=0, le=MAX_WORKING_DAYS)
-    promised_days: int = Field(ge=0, le=MAX_WORKING_DAYS)
+    legal_days: int = Field(ge=0)
+    promised_days: int = Field(ge=0)
     fees: list[Fee] = []
     handling_mode: HandlingMode
-    visits_required: int = Field(ge=0, le=100, default=0)
+    visits_required: int = Field(ge=0, default=0)
     consultation_phone: str = ""
     complaint_phone: str = ""
     form_schema: dict[str, Any] = {"type": "object"}

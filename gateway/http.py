@@ -103,7 +103,10 @@ def error_for_http_exception(exc: HTTPException) -> Response:
         allowed = sorted(getattr(exc, "valid_methods", None) or [])
         headers = {"Allow": ", ".join(allowed)} if allowed else None
         message = f"this resource answers {', '.join(allowed)} only" if allowed else "method not allowed here"
-        return error_response(ErrorCode.METHOD_NOT_ALLOWED, message, headers=headers)
+        # Status 405 with api-v1's code for a request that is wrong as sent (it lists no code of its own).
+        response = error_response(ErrorCode.MALFORMED_REQUEST, message, headers=headers)
+        response.status_code = 405
+        return response
     if exc.code == 413:
         return error_response(ErrorCode.PAYLOAD_TOO_LARGE, "the request body is too large")
     return error_response(ErrorCode.MALFORMED_REQUEST, exc.description or "bad request")

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from contracts.cases import Evaluation, ReviewDecision, Supplement
+from contracts.cases import Evaluation, ReviewDecision, SubmitCase, Supplement
 
 
 def decision(**fields):
@@ -99,3 +99,9 @@ def test_evaluation_scores_one_to_five(score):
 def test_malformed_evaluations(payload):
     with pytest.raises(ValidationError):
         Evaluation.model_validate(payload)
+
+
+@pytest.mark.parametrize("form", [{"m": [[1]]}, {"rows": [{"cells": [[1]]}]}])
+def test_a_list_inside_a_list_is_refused_in_a_form(form):
+    with pytest.raises(ValidationError, match="a list inside a list"):
+        SubmitCase.model_validate({"item_code": "62052400MZ-GF-0001", "form": form})

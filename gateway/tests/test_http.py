@@ -130,7 +130,7 @@ def test_unexpected_errors_are_500_without_internals(exc):
     ("exc", "status", "code"),
     [
         (HttpNotFound(), 404, "not_found"),
-        (MethodNotAllowed(valid_methods=["GET"]), 405, "method_not_allowed"),
+        (MethodNotAllowed(valid_methods=["GET"]), 405, "malformed_request"),
         (RequestEntityTooLarge(), 413, "payload_too_large"),
         (BadRequest("the form was broken"), 400, "malformed_request"),
     ],

@@ -251,7 +251,7 @@ def test_unknown_path_is_a_json_404():
 def test_wrong_method_is_a_json_405():
     line, headers, body = _app_response(EnvironBuilder(path="/known", method="DELETE").get_environ())
     assert line.startswith("405")
-    assert body["error"]["code"] == "method_not_allowed"
+    assert body["error"]["code"] == "malformed_request"
     assert set(headers["Allow"].split(", ")) == {"GET", "HEAD"}
 
 

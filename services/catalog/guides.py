@@ -30,12 +30,32 @@ def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
             compile_rule(rule.expression)
         except RuleCompileError as exc:
             problems.append({"field": f"auto_approval.rules.{index}.expression", "issue": f"rule {rule.id}: {exc}"})
+    problems += _beyond_bounds(guide)
     codes = [m.code for m in guide.materials]
     if len(codes) != len(set(codes)):
         problems.append({"field": "materials", "issue": "material codes must be unique"})
     if problems:
         raise ValidationFailed("the service guide is not valid", problems)
     return guide
+
+
+# Working days a time limit may have (statutory limits are weeks, a few reach a year), and days a
+# certificate may be valid: bounds that keep a deadline countable and a validity a date (a count
+# of 10**15 days would never end). Checked when a guide is saved, not in the contract, so that a
+# version stored before stays readable.
+MAX_WORKING_DAYS = 1000
+MAX_VALID_DAYS = 36500
+
+
+def _beyond_bounds(guide: ServiceGuide) -> list[dict[str, str]]:
+    limits = [
+        ("legal_days", guide.legal_days, MAX_WORKING_DAYS),
+        ("promised_days", guide.promised_days, MAX_WORKING_DAYS),
+    ]
+    limits += [(f"process.{i}.days", step.days, MAX_WORKING_DAYS) for i, step in enumerate(guide.process)]
+    if guide.issues_certificate and guide.issues_certificate.valid_days is not None:
+        limits.append(("issues_certificate.valid_days", guide.issues_certificate.valid_days, MAX_VALID_DAYS))
+    return [{"field": field, "issue": f"at most {bound:,} days"} for field, value, bound in limits if value > bound]
 
 
 def summary(item: PublishedItem | dict[str, Any]) -> ItemSummary:

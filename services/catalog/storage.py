@@ -107,7 +107,8 @@ class CatalogStore:
         }
 
     def _current_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
-        guide = {k: v for k, v in doc.items() if k not in ("_id", "published_at")}
+        # The version as stored or as read (repair_current): its form_schema stored either way.
+        guide = _storable({k: v for k, v in doc.items() if k not in ("_id", "published_at")})
         return {
             "_id": doc["item_code"],
             **{k: doc[k] for k in SUMMARY_FIELDS},
@@ -227,10 +228,11 @@ StoredGuide = TypeVar("StoredGuide", dict[str, Any], None)
 
 def _storable(guide: dict[str, Any]) -> dict[str, Any]:
     """The guide as stored. Its form_schema is JSON Schema, whose keywords start with "$" ($schema,
-    $ref, $defs) and whose property names may hold dots: field names the document store refuses
-    (FerretDB always, MongoDB in places). Such a schema is stored as its JSON text instead."""
+    $ref, $defs), whose property names may hold dots and whose values may be arrays of arrays
+    (`"enum": [[0, 1]]`): field names the document store refuses (FerretDB always, MongoDB in
+    places) and values FerretDB cannot hold. Such a schema is stored as its JSON text instead."""
     schema = guide.get("form_schema")
-    if isinstance(schema, dict) and _has_unstorable_name(schema):
+    if isinstance(schema, dict) and _needs_json_text(schema):
         return {**guide, "form_schema": json.dumps(schema, ensure_ascii=False)}
     return guide
 
@@ -242,7 +244,7 @@ def _readable(doc: StoredGuide) -> StoredGuide:
     return doc
 
 
-def _has_unstorable_name(value: Any) -> bool:
+def _needs_json_text(value: Any) -> bool:
     stack = [value]
     while stack:
         current = stack.pop()
@@ -251,6 +253,8 @@ def _has_unstorable_name(value: Any) -> bool:
                 return True
             stack.extend(current.values())
         elif isinstance(current, list):
+            if any(isinstance(inner, list) for inner in current):
+                return True
             stack.extend(current)
     return False
 

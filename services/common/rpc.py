@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from typing import Any
 
 import amqp.exceptions
@@ -32,39 +31,42 @@ def call(method: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: An
     caller_span = trace.get_current_span()
     reply = None
     try:
-        reply = method.call_async(*args, **kwargs)
-        with eventlet.Timeout(timeout, Unavailable(f"{_name(method)} did not answer in {timeout:g}s")):
-            return reply.result()
-    except UnknownService as exc:
-        raise Unavailable(f"service not running: {exc}") from None
-    except BROKER_GONE as exc:
-        raise Unavailable(f"the message broker cannot be reached ({type(exc).__name__})") from None
-    finally:
+        try:
+            reply = method.call_async(*args, **kwargs)
+            with eventlet.Timeout(timeout, Unavailable(f"{_name(method)} did not answer in {timeout:g}s")):
+                return reply.result()
+        except UnknownService as exc:
+            raise Unavailable(f"service not running: {exc}") from None
+        except BROKER_GONE as exc:
+            raise Unavailable(f"the message broker cannot be reached ({type(exc).__name__})") from None
+    except BaseException as error:
         if trace.get_current_span() is not caller_span:
-            _end_abandoned_call(reply, sys.exc_info()[1])
+            _end_abandoned_call(reply, error)
+        raise
 
 
-def _end_abandoned_call(reply: Any, error: BaseException | None) -> None:
+def _end_abandoned_call(reply: Any, error: BaseException) -> None:
     """nameko-opentelemetry starts an RPC's client span, and makes it the current one, as the
     request goes out, and ends it when the reply arrives. A call given up before (a timeout, the
     broker gone, no such service) got neither: the span was never exported, so the trace lacked
     the very call that failed; it stayed the worker's current span, so later spans hung under it;
     and the garbage collector detached it later in some other greenthread ("Failed to detach
-    context", logged as an ERROR). End it here, in the greenthread that began it, with the error."""
+    context", logged as an ERROR). End it here, in the greenthread that began it, with the error.
+    (A span that is not recorded, its trace sampled out, is given back all the same.)"""
     from nameko_opentelemetry.rpc import active_spans, initiate_call  # present: it made the span
 
     activation, span = None, trace.get_current_span()
     if reply is not None:
         activation, span = active_spans.pop(reply, (None, span))
-    elif error is not None:
+    else:
         # The request never went out, so it was never filed: only the frame that began it holds it.
         activation = _local_of_frame(error, initiate_call.__code__, "activation")
-    if not span.is_recording():
-        return  # ended already (its reply came)
+    if getattr(span, "end_time", None) is not None:
+        return  # ended already: its reply came (and its activation was exited with it)
     if activation is not None:
         # Gives the caller's context back, records the error on the span and marks it failed.
-        activation.__exit__(type(error), error, getattr(error, "__traceback__", None))
-    elif error is not None:
+        activation.__exit__(type(error), error, error.__traceback__)
+    elif span.is_recording():
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     span.end()
@@ -163,7 +165,11 @@ class ReplySafeRpcConsumer(RpcConsumer):
         try:
             return super().handle_result(message, result, exc_info)
         except BROKER_GONE as exc:
-            log.warning("reply to %s not sent (%s); the request will be delivered again", _routing(message), exc)
+            log.warning(
+                "reply to %s not sent, or its request not settled (%s); the request will be delivered again",
+                _routing(message),
+                exc,
+            )
             # When that fails too, the connection is gone with the request unsettled: the broker
             # reclaims it.
             with contextlib.suppress(*BROKER_GONE):

@@ -143,14 +143,13 @@ def test_validated_lists_every_problem_with_prefix():
 
 
 def test_module_exports_every_error_used_by_the_contract():
-    # Every public error code has a DomainError subclass, except internal_error and
-    # method_not_allowed (the gateway's routing answers it: no handler runs).
+    # Every public error code except internal_error has a DomainError subclass.
     classes = {
         obj.code
         for obj in vars(errors).values()
         if isinstance(obj, type) and issubclass(obj, DomainError) and obj is not DomainError
     }
-    assert classes == set(ErrorCode) - {ErrorCode.INTERNAL_ERROR, ErrorCode.METHOD_NOT_ALLOWED}
+    assert classes == set(ErrorCode) - {ErrorCode.INTERNAL_ERROR}
 
 
 # A tagged union (registration, by account_type): fields named as the client wrote them.

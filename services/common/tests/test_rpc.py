@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
 from services.common.errors import Unavailable
@@ -214,11 +215,23 @@ def test_a_call_that_timed_out_ends_its_span_and_gives_the_context_back(traced: 
 def test_a_call_that_could_not_be_sent_ends_its_span_and_gives_the_context_back(traced: Any) -> None:
     tracer, exporter = traced
     with tracer.start_as_current_span("request") as request:
-        with pytest.raises(Unavailable, match="broker"):
+        with pytest.raises(Unavailable, match="broker") as refused:
             call(TracedMethod(tracer, broker_gone=True), "A1")
-        assert trace.get_current_span() is request
+        # While the error lives (its traceback holds the frame that began the span), not only once
+        # the garbage collector dropped it in whatever greenthread it happened to run.
+        assert refused.value is not None and trace.get_current_span() is request
     lost = [span for span in exporter.get_finished_spans() if span.name.startswith("RPC to")]
     assert len(lost) == 1 and lost[0].status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("broker_gone", [False, True], ids=["timed-out", "not-sent"])
+def test_a_call_in_a_trace_not_sampled_gives_the_context_back_too(broker_gone: bool) -> None:
+    # A client's traceparent may say "not sampled": the spans are not recorded, but are current.
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        with pytest.raises(Unavailable) as refused:
+            call(TracedMethod(tracer, broker_gone=broker_gone), "A1", timeout=0.05)
+        assert refused.value is not None and trace.get_current_span() is request
 
 
 @pytest.mark.parametrize("answer", [{"result": "ok"}, {"error": "not_found"}])

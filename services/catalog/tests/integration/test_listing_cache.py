@@ -79,3 +79,16 @@ def test_a_withdrawal_leaves_every_processs_listing_and_a_new_version_ends_it(mo
     assert {d["item_code"]: d["name"] for d in reader.listing()}[first["item_code"]] == "高龄津贴申领（新版）"
     assert "withdrawn" not in reader.latest_version(first["item_code"])
     assert reader.repair_current() == 0
+
+
+def test_a_listing_row_repaired_keeps_a_full_json_schema_storable(mongo_client, db_prefix):
+    # A process that died mid-publish left a version without its listing row; the repair rebuilds
+    # the row from the version as read (its form_schema decoded), which must be stored again.
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "enum": [[0, 1]], "type": "object"}
+    guide = {**seed_items()[0], "form_schema": schema}
+    store.insert_version(guide, 1, published(guide))
+    store.current.delete_one({"_id": guide["item_code"]})
+    assert store.repair_current() == 1
+    assert [d["item_code"] for d in store.listing()] == [guide["item_code"]]
+    assert store.latest_version(guide["item_code"])["form_schema"] == schema
