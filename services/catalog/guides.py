@@ -31,6 +31,11 @@ def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
         except RuleCompileError as exc:
             problems.append({"field": f"auto_approval.rules.{index}.expression", "issue": f"rule {rule.id}: {exc}"})
     problems += _beyond_bounds(guide)
+    if guide.issues_certificate is not None and guide.form_schema.get("additionalProperties") is not False:
+        # The certificate carries the form: with fields the item does not declare, an applicant
+        # could write their own lines onto an official certificate.
+        issue = 'an item that issues a certificate declares its form fields: set "additionalProperties": false'
+        problems.append({"field": "form_schema.additionalProperties", "issue": issue})
     codes = [m.code for m in guide.materials]
     if len(codes) != len(set(codes)):
         problems.append({"field": "materials", "issue": "material codes must be unique"})

@@ -34,7 +34,7 @@ _configured_for: str | None = None
 # Our entrypoint subclasses, traced like the nameko classes they extend.
 ENTRYPOINT_ADAPTERS = {
     "services.common.consuming.ReliableEventHandler": "nameko_opentelemetry.events.EventHandlerEntrypointAdapter",
-    "gateway.routing.ApiRoute": "nameko_opentelemetry.http.HttpEntrypointAdapter",
+    "gateway.routing.ApiRoute": "gateway.http_tracing.BodyUnreadHttpAdapter",
 }
 
 

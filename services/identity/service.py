@@ -426,6 +426,17 @@ class IdentityService:
             self._restore_an_admin(username)
         return username
 
+    @timer(interval=86400, eager=True)
+    def warn_of_simulated_providers(self) -> None:
+        """At start and daily: the local providers confirm whatever is well formed, so with them
+        anyone can raise an account to real-name and real-person level (and meet the rules that
+        ask for it). Fine for development; a deployment must plug in the real ones."""
+        if config.get("IDENTITY_PROVIDERS", "local") == "local":
+            log.warning(
+                "identity checks are simulated (IDENTITY_PROVIDERS=local): real-name and face checks "
+                "confirm any well-formed input; not for production"
+            )
+
     @timer(interval=3600, eager=True)
     def sweep_phone_counts(self) -> None:
         """Forget the per-phone code counts and the expired challenges of past China days (they hold
@@ -447,17 +458,21 @@ class IdentityService:
         user = self.store.find_by_login(accounts.login_keys(username), username)
         if user is not None:
             self._refuse_if_throttled({throttling.user_key(user["_id"]): policy.account_limit}, policy, now)
+        # The guess is counted against the login name and the account before the password is
+        # checked, atomically: read-then-count-after-failing let every guess in flight at once
+        # through (one per worker). A right password clears both below.
+        guessed = [account] + ([throttling.user_key(user["_id"])] if user else [])
+        self._count_guesses(guessed, policy, now)
         if not accounts.password_matches(user and user["password_hash"], attempt.credentials.password):
-            failed = [account, address] + ([throttling.user_key(user["_id"])] if user else [])
-            for key in failed:
-                self.store.record_failure(key, now, policy.window)
+            # The address counts failures only: many people log in from one office's address.
+            self.store.record_failure(address, now, policy.window)
             raise Unauthenticated("wrong username or password")
+        self.store.clear_failures(account)  # the right password: not a guess after all
+        self.store.clear_failures(throttling.user_key(user["_id"]))
         if not accounts.is_active(user):  # said only to whoever knows the password
             raise Unauthenticated(DEACTIVATED)
         if user["account_type"] == "staff":
             self.store.list_staff_member(user)
-        self.store.clear_failures(account)
-        self.store.clear_failures(throttling.user_key(user["_id"]))
         session_id = uuid.uuid4().hex
         self.store.start_session(session_id, user["_id"], ended_before=now - SESSION_MAX_AGE)
         # A new password or a deactivation may have been stored while the old state was being
@@ -601,6 +616,16 @@ class IdentityService:
         if not accounts.password_matches(user["password_hash"], password):
             self.store.record_failure(allowance, now, policy.window)
             raise ValidationFailed(message, [{"field": field, "issue": "not this account's password"}])
+
+    def _count_guesses(self, keys: list[str], policy: throttling.Policy, now: datetime) -> None:
+        """Count a login guess against each key; RateLimited when one is past its allowance."""
+        waits = []
+        for key in keys:
+            counted = self.store.record_failure(key, now, policy.window)
+            # This guess is the count-th: allowed while it is within the limit.
+            waits.append(throttling.retry_after(counted, policy.account_limit + 1, policy, now) or 0)
+        if max(waits):
+            raise RateLimited("too many failed logins; try again later", retry_after=max(waits))
 
     def _refuse_if_throttled(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
         seen = self.store.failures(list(limits))

@@ -476,12 +476,27 @@ class IdentityStore:
     def failures(self, keys: list[str]) -> dict[str, Failures]:
         return {d["_id"]: Failures(d["count"], d["first_at"]) for d in self.login_failures.find({"_id": {"$in": keys}})}
 
-    def record_failure(self, key: str, now: datetime, window: timedelta) -> None:
-        counted = self.login_failures.update_one(
-            {"_id": key, "first_at": {"$gt": now - window}}, {"$inc": {"count": 1}}
-        )
-        if counted.matched_count == 0:  # no open window: open one
-            self.login_failures.update_one({"_id": key}, {"$set": {"count": 1, "first_at": now}}, upsert=True)
+    def record_failure(self, key: str, now: datetime, window: timedelta) -> Failures:
+        """Count one failure (for a login, one guess, before it is checked) in the key's open window,
+        or open one; returns the window as counted. Each step is one atomic write, so parallel
+        counts are all counted (no read-then-write)."""
+        for _ in range(3):
+            counted = self.login_failures.find_one_and_update(
+                {"_id": key, "first_at": {"$gt": now - window}},
+                {"$inc": {"count": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if counted is not None:
+                return Failures(counted["count"], counted["first_at"])
+            expired = {"_id": key, "first_at": {"$lte": now - window}}
+            if self.login_failures.update_one(expired, {"$set": {"count": 1, "first_at": now}}).matched_count:
+                return Failures(1, now)
+            try:
+                self.login_failures.insert_one({"_id": key, "count": 1, "first_at": now})
+                return Failures(1, now)
+            except DuplicateKeyError:
+                continue  # another count opened the window meanwhile: count in it
+        raise RuntimeError(f"could not count a failure of {key}")  # three races in a row: not expected
 
     def clear_failures(self, key: str) -> None:
         self.login_failures.delete_one({"_id": key})

@@ -221,6 +221,13 @@ def test_the_gateway_is_published_on_8000():
     assert published("jaeger") == {16686: "16686"} and published("rabbitmq") == {15672: "15672"}
 
 
+def test_only_the_gateway_is_published_beyond_the_loopback():
+    # The trace viewer, broker management and the SMS stand-in have no login of their own.
+    for name, service in services().items():
+        for entry in service.get("ports", []):
+            assert name == "gateway" or str(entry).startswith("127.0.0.1:"), (name, entry)
+
+
 def test_every_yiwang_container_has_a_health_check():
     image_check = instructions(runtime_stage(), "HEALTHCHECK")
     assert len(image_check) == 1 and "YIWANG_METRICS_PORT" in image_check[0]

@@ -49,3 +49,14 @@ def test_time_limits_are_bounded(field):
     with pytest.raises(ValidationFailed) as err:
         checked_guide(_guide(legal_days=10**15, promised_days=10**15))
     assert field in {detail["field"] for detail in err.value.details}
+
+
+def test_an_item_that_issues_a_certificate_declares_its_form_fields():
+    certificate = {"type": "test_licence", "name": "测试许可证", "valid_days": 365}
+    opened = {"type": "object", "properties": {"shop_name": {"type": "string"}}}
+    with pytest.raises(ValidationFailed) as err:
+        checked_guide(_guide(issues_certificate=certificate, form_schema=opened))
+    assert err.value.details[0]["field"] == "form_schema.additionalProperties"
+    closed = {**opened, "additionalProperties": False}
+    assert checked_guide(_guide(issues_certificate=certificate, form_schema=closed)).issues_certificate
+    assert checked_guide(_guide(issues_certificate=None, form_schema=opened))  # no certificate: open is fine

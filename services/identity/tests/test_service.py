@@ -52,6 +52,7 @@ def store(signing_key):
     store.find_by_login.return_value = None
     store.get_user.return_value = None
     store.failures.return_value = {}
+    store.record_failure.side_effect = lambda key, now, window: Failures(1, now)  # the first in its window
     store.spend_refresh_token.return_value = (None, False)
     store.get_session.return_value = None
     store.revoke_session.return_value = True
@@ -376,7 +377,8 @@ def test_a_failure_is_counted_for_the_account_and_the_address(service, store, ci
     with pytest.raises(Unauthenticated):
         service.login(attempt(password="not the password"))
     keys = [c.args[0] for c in store.record_failure.call_args_list]
-    assert keys == [ACCOUNT_KEY, ADDRESS_KEY, f"user:{citizen_doc['_id']}"]
+    # The login name and the account before the password is checked; the address once it failed.
+    assert keys == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}", ADDRESS_KEY]
     for call in store.record_failure.call_args_list:
         _, at, window = call.args
         assert before <= at <= datetime.now(UTC)
@@ -397,7 +399,30 @@ def test_success_clears_the_account_failures_only(service, store, citizen_doc):
     service.login(attempt())
     # Not the address: it may be guessing other accounts.
     assert [c.args[0] for c in store.clear_failures.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
-    store.record_failure.assert_not_called()
+    # Counted as a guess before the check (then cleared), never against the address.
+    assert [c.args[0] for c in store.record_failure.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
+
+
+@pytest.mark.parametrize("counted", [6, 9])
+def test_a_guess_past_the_allowance_is_refused_before_the_password_is_checked(
+    service, store, citizen_doc, monkeypatch, counted
+):
+    # Parallel guesses all passed the read of the count; the count taken first stops the excess.
+    checked = []
+    monkeypatch.setattr(accounts, "password_matches", lambda *a: checked.append(a) or True)
+    store.find_by_login.return_value = citizen_doc
+    store.record_failure.side_effect = lambda key, now, window: Failures(counted, now - timedelta(seconds=100))
+    with pytest.raises(RateLimited) as info:
+        service.login(attempt())
+    assert 495 <= info.value.retry_after <= 500
+    assert checked == []
+    store.start_session.assert_not_called()
+
+
+def test_the_last_guess_within_the_allowance_is_checked(service, store, citizen_doc):
+    store.find_by_login.return_value = citizen_doc
+    store.record_failure.side_effect = lambda key, now, window: Failures(3, now)  # the tests' limit is 3
+    TokenPair.model_validate(service.login(attempt()))
 
 
 def test_rate_limited_crosses_rpc_with_its_retry_after():
@@ -1865,7 +1890,8 @@ def test_a_deactivated_account_cannot_log_in_or_refresh(service, store, citizen_
     with pytest.raises(Unauthenticated, match="deactivated"):
         service.login(attempt(username="li"))
     store.start_session.assert_not_called()
-    store.record_failure.assert_not_called()  # the password was right: not a guess
+    # The password was right: the guess counted before the check is taken back.
+    assert {c.args[0] for c in store.clear_failures.call_args_list} == {"account:LI", f"user:{clerk['_id']}"}
 
     store.spend_refresh_token.return_value = (refresh_token_doc(clerk), True)
     store.get_session.return_value = live_session(clerk)
@@ -1964,3 +1990,15 @@ def test_a_new_name_alone_ends_no_session(service, store):
     service.on_staff_changed(message)
     store.sync_directory.assert_called_once_with("u-li")
     store.revoke_session.assert_not_called()
+
+
+def test_simulated_identity_checks_are_announced_as_such(service, caplog):
+    from nameko import config
+
+    with caplog.at_level("WARNING", logger="services.identity.service"):
+        service.warn_of_simulated_providers()
+    assert "simulated" in caplog.text and "not for production" in caplog.text
+    caplog.clear()
+    with config.patch({"IDENTITY_PROVIDERS": "registry"}), caplog.at_level("WARNING"):
+        service.warn_of_simulated_providers()
+    assert "simulated" not in caplog.text

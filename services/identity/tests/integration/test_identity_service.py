@@ -96,6 +96,27 @@ def test_throttling_holds_across_processes(container_factory, identity_config, m
     assert 0 < blocked.value.retry_after <= 900
 
 
+def test_parallel_guesses_get_no_more_than_the_allowance(container_factory, identity_config, monkeypatch):
+    # Each guess is counted before its password is checked: of twelve wrong guesses sent at once,
+    # five are checked (401) and the rest refused (429), however the workers interleave.
+    monkeypatch.setenv("YIWANG_LOGIN_ACCOUNT_LIMIT", "5")
+    monkeypatch.setenv("YIWANG_LOGIN_ADDRESS_LIMIT", "1000")
+    start(container_factory, identity_config)
+    person = citizen()
+    with ServiceRpcClient("identity") as identity:
+        identity.register(person)
+        credentials = {"username": person["phone"], "password": "wrong-password"}
+        wrong = {"credentials": credentials, "client_address": "10.8.8.8"}
+        replies = [identity.login.call_async(wrong) for _ in range(12)]
+        outcomes = []
+        for reply in replies:
+            try:
+                reply.result()
+            except (Unauthenticated, RateLimited) as exc:
+                outcomes.append(type(exc).__name__)
+    assert outcomes.count("Unauthenticated") == 5 and outcomes.count("RateLimited") == 7
+
+
 def test_reusing_a_refresh_token_revokes_the_session_and_says_so(container_factory, identity_config):
     revoked = event_recorder("identity", "identity.session_revoked.v1")
     container_factory(revoked).start()
