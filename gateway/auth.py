@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,15 +17,21 @@ from werkzeug.wrappers import Request
 from contracts.common import Principal
 from services.common.errors import Forbidden, Unauthenticated
 
+log = logging.getLogger(__name__)
+
 ISSUER = "yiwang-identity"
 AUDIENCE = "yiwang"
 # An unknown key id triggers a refetch (key rotation without log-outs), at most this often per process,
 # so forged key ids cannot turn into an RPC storm; a token of a key unknown within it is refused.
 REFETCH_INTERVAL = 1.0
+# Known keys are refetched this often too, so a key identity retired (superseded by a rotation
+# longer ago than a token lives) stops verifying here within this many seconds.
+KEYS_MAX_AGE = 300.0
 
 
 class KeySet:
-    """Caches identity's JWKS; refetches when a token names a key id it has not seen."""
+    """Caches identity's JWKS; refetches when a token names a key id it has not seen, and every
+    KEYS_MAX_AGE seconds (keys identity retired leave then)."""
 
     def __init__(self, fetch: Callable[[], dict[str, Any]]) -> None:
         self._fetch = fetch
@@ -33,9 +40,14 @@ class KeySet:
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
-        stale = self._fetched_at is None or time.monotonic() - self._fetched_at > REFETCH_INTERVAL
-        if kid not in self._keys and stale:
+        age = None if self._fetched_at is None else time.monotonic() - self._fetched_at
+        if age is None or (kid not in self._keys and age > REFETCH_INTERVAL):
             self.refresh()
+        elif age > KEYS_MAX_AGE:
+            try:
+                self.refresh()
+            except Exception:  # identity away: the keys known stay (checked again at the next interval)
+                log.warning("could not refetch the signing keys; the known ones stay in use", exc_info=True)
         try:
             return self._keys[kid]
         except KeyError:

@@ -110,6 +110,7 @@ def api(
     query: list[str] | type[BaseModel] | None = None,
     roles: tuple[str, ...] = (),
     before_password_change: bool = False,
+    audit_reads: bool = False,
 ) -> Callable:
     """Declare a public API route and who may call it; the handler returns a body, or (status, body).
 
@@ -119,6 +120,8 @@ def api(
     A change made by staff (anything but GET, by a reviewer, supervisor or admin) is reported to the
     service's `audit` hook once it succeeded. A token of an account whose password an admin set
     opens only the routes marked `before_password_change` (403 elsewhere) until its holder chose one.
+    `audit_reads`: a staff member's read through this route is reported too (it shows a person's
+    personal data: who looked at whose case is on record, 查询留痕).
     """
     model = query if isinstance(query, type) else None
     names = query_names(model) if model else list(query or [])
@@ -160,7 +163,8 @@ def api(
                     response = json_response(body, code)
                 principal, audit = path.get("principal"), getattr(self, "audit", None)
                 # By account type: a staff token awaiting its password change has no roles.
-                if audit and method != "GET" and principal is not None and principal.account_type == "staff":
+                audited = method != "GET" or audit_reads
+                if audit and audited and principal is not None and principal.account_type == "staff":
                     target = {k: str(v) for k, v in path.items() if k != "principal"}
                     audit(principal, request, f"{method} {url}", target, response.status_code)
                 return response

@@ -549,7 +549,13 @@ class Gateway:
         status = query_of(CaseListQuery, request).status  # an unknown status is a 422, not an empty list
         return call(self.intake.list_cases, principal.model_dump(), status, page_query(request))
 
-    @api("GET", "/api/v1/cases/<case_no>", summary="One case with its decision and timeline", response_model=CaseView)
+    @api(
+        "GET",
+        "/api/v1/cases/<case_no>",
+        summary="One case with its decision and timeline",
+        response_model=CaseView,
+        audit_reads=True,  # a case shows its applicant's form: staff reads are on record
+    )
     def get_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         annotate(case_no=case_no)
         return call(self.intake.get_case, principal.model_dump(), case_no)

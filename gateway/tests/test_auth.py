@@ -34,9 +34,12 @@ class CountingFetch:
     def __init__(self, *keys):
         self.keys = list(keys)
         self.calls = 0
+        self.fail = False
 
     def __call__(self):
         self.calls += 1
+        if self.fail:
+            raise ConnectionError("identity is down")
         return {"keys": [k["public_jwk"] for k in self.keys]}
 
 
@@ -513,3 +516,31 @@ def test_forwarded_for_through_two_trusted_proxies_reaches_the_client():
     request = _from(inner, f"203.0.113.9, 198.51.100.1, {outer}")
     assert client_address(request, frozenset({inner, outer})) == "198.51.100.1"
     assert client_address(request, frozenset({inner})) == outer  # the outer proxy is not trusted
+
+
+def test_known_keys_are_refetched_so_a_retired_key_stops_verifying(key, other_key, monkeypatch):
+    clock = [10_000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    fetch = CountingFetch(key)
+    fetch.keys.append(other_key)
+    keyset = KeySet(fetch)
+    token = issue_access_token(key, CITIZEN, SESSION)[0]
+    verify(token, keyset)
+    fetch.keys = [other_key]  # identity retired `key` (rotated longer ago than a token lives)
+    clock[0] += auth.KEYS_MAX_AGE - 1
+    verify(token, keyset)  # not yet asked again
+    clock[0] += 2
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        verify(token, keyset)
+    assert fetch.calls == 2
+
+
+def test_a_failing_periodic_refetch_keeps_the_known_keys(key, monkeypatch):
+    clock = [10_000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    fetch = CountingFetch(key)
+    keyset = KeySet(fetch)
+    keyset.key(key["kid"])
+    fetch.fail = True
+    clock[0] += auth.KEYS_MAX_AGE + 1
+    assert keyset.key(key["kid"]) is not None  # identity away: tokens still verify

@@ -306,3 +306,20 @@ def test_empty_query_parameters_are_not_given_and_unknown_ones_still_refused(rou
     refused = handler(SimpleNamespace(), _request("/api/v1/things?stauts="))
     assert refused.status_code == 422
     assert _json(refused)["error"]["details"][0]["field"] == "query.stauts"
+
+
+def test_a_staff_read_of_a_route_that_shows_personal_data_is_on_record(routes):
+    recorded = []
+
+    @api("GET", "/cases/<case_no>", summary="s", audit_reads=True)
+    def read(self, request, principal, case_no):
+        return {}
+
+    supervisor = Principal(user_id="s-1", account_type="staff", roles=["supervisor"])
+    service = SimpleNamespace(auth=FakeAuth(supervisor), audit=lambda *args: recorded.append(args))
+    read(service, _request(), case_no="C-9")
+    [(who, _, action, target, status)] = recorded
+    assert (who, action, target, status) == (supervisor, "GET /cases/<case_no>", {"case_no": "C-9"}, 200)
+    own = SimpleNamespace(auth=FakeAuth(PRINCIPAL), audit=lambda *args: recorded.append(args))
+    read(own, _request(), case_no="C-9")  # the applicant reading their own case: not staff's
+    assert len(recorded) == 1

@@ -526,11 +526,13 @@ class IdentityService:
     @rpc
     def jwks(self) -> dict[str, Any]:
         self._signing_key()  # make sure one exists before anyone asks to verify
-        return JwkSet(keys=self.store.public_keys()).model_dump(mode="json")
+        in_use = tokens.keys_in_use(self.store.public_keys(), datetime.now(UTC))  # retired ones left out
+        return JwkSet(keys=[key["public_jwk"] for key in in_use]).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def rotate_signing_key(self, principal: dict[str, Any]) -> dict[str, str]:
-        """New tokens are signed with a new key; tokens signed with older ones stay valid."""
+        """New tokens are signed with a new key; tokens signed with older ones stay valid for their
+        lifetime (the old key leaves the key set RETIRE_AFTER later)."""
         self._require_admin(principal)
         key = tokens.new_signing_key()
         self.store.add_key(key)

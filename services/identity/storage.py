@@ -303,7 +303,8 @@ class IdentityStore:
         self.keys.insert_one(key)
 
     def public_keys(self) -> list[dict[str, Any]]:
-        return [doc["public_jwk"] for doc in self.keys.find({}, {"public_jwk": 1}).sort("created_at", DESCENDING)]
+        """Every key's public half with its creation time (few: one per rotation)."""
+        return list(self.keys.find({}, {"public_jwk": 1, "created_at": 1}).sort("created_at", DESCENDING))
 
     # --- sessions and refresh tokens --------------------------------------------------------------
     def start_session(self, session_id: str, user_id: str, ended_before: datetime | None = None) -> None:

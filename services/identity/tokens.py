@@ -16,6 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ISSUER = "yiwang-identity"
 AUDIENCE = "yiwang"
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
+# A key superseded by a newer one signs nothing more, and what it signed expires within a token's
+# lifetime: past that (and a margin for clocks) it leaves the published key set, so a key that
+# leaked is retired by rotating (gateways drop it at their next refetch of the keys).
+RETIRE_AFTER = ACCESS_TOKEN_TTL + timedelta(minutes=5)
 
 
 def new_signing_key() -> dict[str, Any]:
@@ -28,6 +32,16 @@ def new_signing_key() -> dict[str, Any]:
     kid = uuid.uuid4().hex[:16]
     public_jwk.update({"kid": kid, "alg": "EdDSA", "use": "sig"})
     return {"_id": kid, "kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at": datetime.now(UTC)}
+
+
+def keys_in_use(keys: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The newest key, and every older one superseded less than RETIRE_AFTER ago; newest first."""
+    newest_first = sorted(keys, key=lambda key: key["created_at"], reverse=True)
+    return [
+        key
+        for index, key in enumerate(newest_first)
+        if index == 0 or newest_first[index - 1]["created_at"] > now - RETIRE_AFTER
+    ]
 
 
 def issue_access_token(

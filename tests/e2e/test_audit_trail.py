@@ -44,3 +44,21 @@ def test_only_admins_read_the_trail(yiwang: RunningSystem, admin):  # noqa: F811
     assert trail(yiwang, sign_up(yiwang)).status_code == 403
     assert trail(yiwang, reviewer(yiwang, admin)).status_code == 403
     assert requests.get(yiwang.url("/api/v1/admin/audit"), timeout=10).status_code == 401
+
+
+def test_a_staff_read_of_a_case_is_on_record(yiwang: RunningSystem, admin):  # noqa: F811
+    # A case shows its applicant's form (bank account, phone): who looked at it is kept (查询留痕).
+    person = sign_up(yiwang)
+    case_no = submit_for_review(yiwang, person)
+    assert requests.get(yiwang.url(f"/api/v1/cases/{case_no}"), headers=auth(person), timeout=10).ok
+    read = requests.get(yiwang.url(f"/api/v1/cases/{case_no}"), headers=auth(admin), timeout=10)
+    assert read.status_code == 200
+
+    def reads() -> list[dict] | None:
+        items = trail(yiwang, admin).json()["items"]
+        found = [e for e in items if e["target"].get("case_no") == case_no and e["action"].startswith("GET ")]
+        return found or None
+
+    [entry] = eventually(reads, what="the read in the audit trail")  # the applicant's own read is not there
+    assert entry["action"] == "GET /api/v1/cases/<case_no>" and entry["actor_roles"] == ["admin"]
+    assert entry["trace_id"] == read.headers["X-Trace-Id"]

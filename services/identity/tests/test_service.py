@@ -48,7 +48,7 @@ def signing_key():
 def store(signing_key):
     store = MagicMock()
     store.newest_key.return_value = signing_key
-    store.public_keys.return_value = [signing_key["public_jwk"]]
+    store.public_keys.return_value = [signing_key]
     store.find_by_login.return_value = None
     store.get_user.return_value = None
     store.failures.return_value = {}
@@ -631,6 +631,18 @@ def test_jwks_publishes_public_keys(service, store, signing_key):
     result = JwkSet.model_validate(service.jwks())
     assert [k.kid for k in result.keys] == [signing_key["kid"]]
     store.add_key.assert_not_called()
+
+
+def test_a_superseded_key_leaves_the_key_set_once_its_tokens_have_expired(service, store):
+    now = datetime.now(UTC)
+    oldest, old, newest = (tokens.new_signing_key() for _ in range(3))
+    oldest["created_at"] = now - timedelta(days=30)
+    old["created_at"] = now - timedelta(days=1)  # superseded by newest 10 minutes ago: tokens may live
+    newest["created_at"] = now - timedelta(minutes=10)
+    store.public_keys.return_value = [newest, old, oldest]
+    assert [k.kid for k in JwkSet.model_validate(service.jwks()).keys] == [newest["kid"], old["kid"]]
+    newest["created_at"] = now - tokens.RETIRE_AFTER - timedelta(seconds=1)
+    assert [k.kid for k in JwkSet.model_validate(service.jwks()).keys] == [newest["kid"]]
 
 
 def test_jwks_makes_sure_a_signing_key_exists(service, store, signing_key):
