@@ -44,14 +44,26 @@ class KeySet:
         if age is None or (kid not in self._keys and age > REFETCH_INTERVAL):
             self.refresh()
         elif age > KEYS_MAX_AGE:
-            try:
-                self.refresh()
-            except Exception:  # identity away: the keys known stay (checked again at the next interval)
-                log.warning("could not refetch the signing keys; the known ones stay in use", exc_info=True)
+            self._refresh_in_passing()
         try:
             return self._keys[kid]
         except KeyError:
             raise Unauthenticated("the access token is signed by an unknown key") from None
+
+    def _refresh_in_passing(self) -> None:
+        """The periodic refetch: by the one request that finds it due, while every other request
+        goes on with the keys known (none waits for it, nor fetches again); a failure keeps them."""
+        if not self._lock.acquire(blocking=False):
+            return  # another request is fetching them
+        try:
+            if self._fetched_at is not None and time.monotonic() - self._fetched_at <= KEYS_MAX_AGE:
+                return  # fetched meanwhile
+            self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
+        except Exception:  # identity away: the known keys stay (asked again after KEYS_MAX_AGE)
+            log.warning("could not refetch the signing keys; the known ones stay in use", exc_info=True)
+        finally:
+            self._fetched_at = time.monotonic()
+            self._lock.release()
 
     def refresh(self) -> None:
         """Fetch the keys now (also after this process rotated them: its next tokens must work

@@ -72,7 +72,7 @@ from gateway.openapi import openapi_document
 from gateway.routing import api, query_names
 from services.common.errors import Unavailable, ValidationFailed, validated
 from services.common.metrics import Metrics
-from services.common.rpc import ServiceRpc, call
+from services.common.rpc import DEFAULT_TIMEOUT, ServiceRpc, call
 from services.common.telemetry import Tracing, annotate, current_trace_id
 
 REGISTRATION = TypeAdapter(Registration)
@@ -80,6 +80,7 @@ T = TypeVar("T", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 SERVICES = ("identity", "catalog", "intake", "approval", "notification")
+AUDIT_READ_TIMEOUT = 2.0  # seconds a staff read waits for its audit entry to be stored
 
 
 def page_query(request: Request) -> dict[str, Any]:
@@ -690,8 +691,11 @@ class Gateway:
             address=client_address(request, self.auth.trusted_proxies),
             trace_id=current_trace_id() or None,
         )
+        # A read's entry waits briefly: the read itself needs no identity, and must not wait long
+        # for it while identity is away (the entry is then logged as lost).
+        timeout = AUDIT_READ_TIMEOUT if action.startswith("GET ") else DEFAULT_TIMEOUT
         try:
-            call(self.identity.record_audit, entry.model_dump(mode="json"))
+            call(self.identity.record_audit, entry.model_dump(mode="json"), timeout=timeout)
         except Exception:
             log.error("audit entry lost", extra={"action": action, "actor_id": principal.user_id})
 

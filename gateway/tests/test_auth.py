@@ -544,3 +544,22 @@ def test_a_failing_periodic_refetch_keeps_the_known_keys(key, monkeypatch):
     fetch.fail = True
     clock[0] += auth.KEYS_MAX_AGE + 1
     assert keyset.key(key["kid"]) is not None  # identity away: tokens still verify
+
+
+def test_a_periodic_refetch_in_progress_is_not_waited_for_nor_repeated(key, monkeypatch):
+    clock = [10_000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    fetch = CountingFetch(key)
+    keyset = KeySet(fetch)
+    keyset.key(key["kid"])
+    seen_meanwhile = []
+
+    def slow_fetch():
+        # Another request arrives while this fetch is on its way: it uses the keys known.
+        seen_meanwhile.append(keyset.key(key["kid"]))
+        return fetch()
+
+    keyset._fetch = slow_fetch
+    clock[0] += auth.KEYS_MAX_AGE + 1
+    assert keyset.key(key["kid"]) is not None
+    assert fetch.calls == 2 and seen_meanwhile and seen_meanwhile[0] is not None

@@ -431,7 +431,11 @@ class IdentityService:
         """At start and daily: the local providers confirm whatever is well formed, so with them
         anyone can raise an account to real-name and real-person level (and meet the rules that
         ask for it). Fine for development; a deployment must plug in the real ones."""
-        if config.get("IDENTITY_PROVIDERS", "local") == "local":
+        name = config.get("IDENTITY_PROVIDERS", "local")
+        if name not in verification.PROVIDERS:
+            known = sorted(verification.PROVIDERS)
+            log.error("unknown IDENTITY_PROVIDERS %r (known: %s): identity checks answer 503", name, known)
+        elif name == "local":
             log.warning(
                 "identity checks are simulated (IDENTITY_PROVIDERS=local): real-name and face checks "
                 "confirm any well-formed input; not for production"
@@ -458,11 +462,12 @@ class IdentityService:
         user = self.store.find_by_login(accounts.login_keys(username), username)
         if user is not None:
             self._refuse_if_throttled({throttling.user_key(user["_id"]): policy.account_limit}, policy, now)
-        # The guess is counted against the login name and the account before the password is
-        # checked, atomically: read-then-count-after-failing let every guess in flight at once
-        # through (one per worker). A right password clears both below.
-        guessed = [account] + ([throttling.user_key(user["_id"])] if user else [])
-        self._count_guesses(guessed, policy, now)
+        # The guess is counted before the password is checked, in one atomic write: reading the
+        # count and counting after a failure let every guess in flight at once through (one per
+        # worker). A right password clears it below.
+        # One key, so parallel guesses cannot see two counts that disagree: the account's (shared
+        # by its login names), or for a name of no account the name's (so both look alike).
+        self._count_guess(throttling.user_key(user["_id"]) if user else account, policy, now)
         if not accounts.password_matches(user and user["password_hash"], attempt.credentials.password):
             # The address counts failures only: many people log in from one office's address.
             self.store.record_failure(address, now, policy.window)
@@ -615,19 +620,18 @@ class IdentityService:
         policy, now = throttling.Policy.from_env(), datetime.now(UTC)
         allowance = throttling.user_key(user["_id"])
         self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
+        self._count_guess(allowance, policy, now)  # before the check, as at login
         if not accounts.password_matches(user["password_hash"], password):
-            self.store.record_failure(allowance, now, policy.window)
             raise ValidationFailed(message, [{"field": field, "issue": "not this account's password"}])
+        self.store.clear_failures(allowance)  # the right password: not a guess after all
 
-    def _count_guesses(self, keys: list[str], policy: throttling.Policy, now: datetime) -> None:
-        """Count a login guess against each key; RateLimited when one is past its allowance."""
-        waits = []
-        for key in keys:
-            counted = self.store.record_failure(key, now, policy.window)
-            # This guess is the count-th: allowed while it is within the limit.
-            waits.append(throttling.retry_after(counted, policy.account_limit + 1, policy, now) or 0)
-        if max(waits):
-            raise RateLimited("too many failed logins; try again later", retry_after=max(waits))
+    def _count_guess(self, key: str, policy: throttling.Policy, now: datetime) -> None:
+        """Count a password guess against the key before it is checked; RateLimited past the allowance."""
+        counted = self.store.record_failure(key, now, policy.window)
+        # This guess is the count-th: allowed while it is within the limit.
+        wait = throttling.retry_after(counted, policy.account_limit + 1, policy, now)
+        if wait:
+            raise RateLimited("too many failed logins; try again later", retry_after=wait)
 
     def _refuse_if_throttled(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
         seen = self.store.failures(list(limits))
@@ -755,7 +759,10 @@ class IdentityService:
             raise Forbidden("this account is no longer an active admin")
 
     def _providers(self) -> tuple[verification.PopulationRegistry, verification.FaceVerifier]:
-        registry_cls, face_cls = verification.PROVIDERS[config.get("IDENTITY_PROVIDERS", "local")]
+        name = config.get("IDENTITY_PROVIDERS", "local")
+        if name not in verification.PROVIDERS:  # a misconfiguration: said at start too
+            raise Unavailable(f"identity checks are not configured (unknown IDENTITY_PROVIDERS {name!r})")
+        registry_cls, face_cls = verification.PROVIDERS[name]
         return registry_cls(), face_cls()
 
     def _raise_to(self, user: dict[str, Any], level: int, method: str) -> dict[str, Any]:

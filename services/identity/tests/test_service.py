@@ -377,8 +377,8 @@ def test_a_failure_is_counted_for_the_account_and_the_address(service, store, ci
     with pytest.raises(Unauthenticated):
         service.login(attempt(password="not the password"))
     keys = [c.args[0] for c in store.record_failure.call_args_list]
-    # The login name and the account before the password is checked; the address once it failed.
-    assert keys == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}", ADDRESS_KEY]
+    # The account (its login names share it) before the password is checked; the address once it failed.
+    assert keys == [f"user:{citizen_doc['_id']}", ADDRESS_KEY]
     for call in store.record_failure.call_args_list:
         _, at, window = call.args
         assert before <= at <= datetime.now(UTC)
@@ -400,7 +400,7 @@ def test_success_clears_the_account_failures_only(service, store, citizen_doc):
     # Not the address: it may be guessing other accounts.
     assert [c.args[0] for c in store.clear_failures.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
     # Counted as a guess before the check (then cleared), never against the address.
-    assert [c.args[0] for c in store.record_failure.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
+    assert [c.args[0] for c in store.record_failure.call_args_list] == [f"user:{citizen_doc['_id']}"]
 
 
 @pytest.mark.parametrize("counted", [6, 9])
@@ -2014,3 +2014,26 @@ def test_simulated_identity_checks_are_announced_as_such(service, caplog):
     with config.patch({"IDENTITY_PROVIDERS": "registry"}), caplog.at_level("WARNING"):
         service.warn_of_simulated_providers()
     assert "simulated" not in caplog.text
+
+
+def test_a_wrong_current_password_is_counted_before_it_is_checked(service, store, citizen_doc, monkeypatch):
+    # As at login: parallel guesses of the current password (a stolen access token) get no more
+    # than the allowance.
+    checked = []
+    monkeypatch.setattr(accounts, "password_matches", lambda *a: checked.append(a) or False)
+    store.get_user.return_value = citizen_doc
+    store.record_failure.side_effect = lambda key, now, window: Failures(4, now - timedelta(seconds=10))
+    payload = {"current_password": "not-it", "new_password": "Another-pass-2026"}
+    with pytest.raises(RateLimited):
+        service.change_password(applicant_principal(citizen_doc), payload)
+    assert checked == []
+
+
+def test_unknown_identity_providers_answer_unavailable_not_500(service, store, citizen_doc):
+    from nameko import config
+
+    from services.common.errors import Unavailable
+
+    store.get_user.return_value = citizen_doc
+    with config.patch({"IDENTITY_PROVIDERS": "typo"}), pytest.raises(Unavailable, match="not configured"):
+        service.verify_real_name(applicant_principal(citizen_doc))
