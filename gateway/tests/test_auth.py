@@ -535,23 +535,25 @@ def test_known_keys_are_refetched_so_a_retired_key_stops_verifying(key, other_ke
     assert fetch.calls == 2
 
 
-def test_a_failing_periodic_refetch_keeps_the_known_keys(key, monkeypatch):
+def fetched_keyset(key, monkeypatch):
+    """A KeySet that has fetched `key` once, on a clock the test moves: (keyset, fetch, clock)."""
     clock = [10_000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
     fetch = CountingFetch(key)
     keyset = KeySet(fetch)
     keyset.key(key["kid"])
+    return keyset, fetch, clock
+
+
+def test_a_failing_periodic_refetch_keeps_the_known_keys(key, monkeypatch):
+    keyset, fetch, clock = fetched_keyset(key, monkeypatch)
     fetch.fail = True
     clock[0] += auth.KEYS_MAX_AGE + 1
     assert keyset.key(key["kid"]) is not None  # identity away: tokens still verify
 
 
 def test_a_periodic_refetch_in_progress_is_not_waited_for_nor_repeated(key, monkeypatch):
-    clock = [10_000.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
-    fetch = CountingFetch(key)
-    keyset = KeySet(fetch)
-    keyset.key(key["kid"])
+    keyset, fetch, clock = fetched_keyset(key, monkeypatch)
     seen_meanwhile = []
 
     def slow_fetch():
