@@ -91,6 +91,16 @@ class ServiceGuide(Contract):
     auto_approval: AutoApproval = AutoApproval()
     issues_certificate: IssuedCertificate | None = None
 
+    def form_for_certificate(self, form: dict[str, Any]) -> dict[str, Any]:
+        """What of a submitted form travels with an approval (`case.approved.v1`) for identity to
+        put on the item's certificate: the fields its form schema declares (`properties`), never
+        others an open schema let in (an applicant's own lines on an official certificate); and
+        nothing when the item issues no certificate (the form stays with the case)."""
+        declared = self.form_schema.get("properties")
+        if self.issues_certificate is None or not isinstance(declared, dict):
+            return {}
+        return {key: value for key, value in form.items() if key in declared}
+
     @model_validator(mode="after")
     def _promise_within_law(self) -> "ServiceGuide":
         if self.promised_days > self.legal_days:

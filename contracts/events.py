@@ -48,6 +48,8 @@ class CaseApproved(_CaseDecided):
     event_type = "case.approved.v1"
     # What identity needs to issue the item's electronic certificate (电子证照), if it issues one.
     issues_certificate: IssuedCertificate | None = None
+    # The form's fields the certificate carries (ServiceGuide.form_for_certificate): empty for an
+    # item that issues none.
     form: dict[str, Any] = {}
 
 

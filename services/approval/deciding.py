@@ -49,6 +49,9 @@ def decide(
     )
     if evaluation.outcome == "approved":
         return CaseApproved(
-            **common, decision=decision, issues_certificate=item.issues_certificate, form=submitted.form
+            **common,
+            decision=decision,
+            issues_certificate=item.issues_certificate,
+            form=item.form_for_certificate(submitted.form),
         )
     return CaseRejected(**common, decision=decision)

@@ -143,7 +143,10 @@ def review(
     decided = {k: common[k] for k in ("case_no", "item_code", "item_name", "department_code", "applicant_id")}
     if outcome == "approved":
         event: EventPayload = CaseApproved(
-            **decided, decision=verdict, issues_certificate=item.issues_certificate, form=case["form"]
+            **decided,
+            decision=verdict,
+            issues_certificate=item.issues_certificate,
+            form=item.form_for_certificate(case["form"]),
         )
     else:
         event = CaseRejected(**decided, decision=verdict)

@@ -117,7 +117,7 @@ def test_approval_of_an_item_without_certificate_says_so():
     outcome = deciding.decide(item(), profile(), submitted(), now=NOW)
     assert isinstance(outcome, CaseApproved)
     assert outcome.issues_certificate is None
-    assert outcome.form == {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
+    assert outcome.form == {}  # no certificate: the form (a bank account) stays with the case
 
 
 def test_rejection_issues_no_certificate():

@@ -38,7 +38,7 @@ def applicant(**overrides):
     }
 
 
-def submitted_event(published=ALLOWANCE, profile=None):
+def submitted_event(published=ALLOWANCE, profile=None, form=None):
     return new_event(
         CaseSubmitted(
             case_no="620524MZ-20261123-000007",
@@ -47,7 +47,7 @@ def submitted_event(published=ALLOWANCE, profile=None):
             item_name=published["name"],
             department_code=published["department_code"],
             applicant_id="u-citizen",
-            form={"bank_account": "6222020200112233445", "contact_phone": "13800138000"},
+            form=form or {"bank_account": "6222020200112233445", "contact_phone": "13800138000"},
             material_codes=[],
             submitted_at=datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
             applicant=profile,
@@ -136,11 +136,13 @@ def test_approval_event_tells_identity_which_certificate_to_issue(service, store
         "rules": [{"id": "ok", "description": "总是", "expression": "true"}],
     }
     rpc_returns(catalog.get_item, reservation)
-    service.on_case_submitted(submitted_event(reservation).model_dump(mode="json"))
+    # An open schema would let a line of the applicant's own onto the certificate: only declared fields go.
+    form = {"proposed_name": "临潭县某某商贸有限公司", "industry": "批发业", "holder_note": "特许经营，免检"}
+    service.on_case_submitted(submitted_event(reservation, form=form).model_dump(mode="json"))
     *_, event = _recorded(store)
     _, payload = parse_event(event.model_dump(mode="json"), expected=CaseApproved)
     assert payload.issues_certificate.model_dump() == reservation["issues_certificate"]
-    assert payload.form == {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}
+    assert payload.form == {"proposed_name": "临潭县某某商贸有限公司", "industry": "批发业"}
 
 
 def test_rejected_outcome(service, store, identity, events):
