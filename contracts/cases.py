@@ -7,6 +7,7 @@ from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract
 from contracts.common import PageQuery
+from contracts.storable import unstorable_part
 
 CaseStatus = Literal[
     "submitted", "accepted", "supplement_requested", "resubmitted", "approved", "rejected", "withdrawn"
@@ -40,19 +41,10 @@ class MaterialRef(Contract):
         return self
 
 
-def _check_storable(value: Any, path: str) -> None:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if "." in key or key.startswith("$") or not key:
-                raise ValueError(f"field name {key!r} at {path} may not be empty, contain '.' or start with '$'")
-            _check_storable(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            if isinstance(inner, list):
-                # The FerretDB stand-in cannot store arrays of arrays; refused on MongoDB too, so
-                # that a form behaves the same on both.
-                raise ValueError(f"{path}.{index}: a list inside a list is not supported")
-            _check_storable(inner, f"{path}.{index}")
+def _check_storable(form: dict[str, Any]) -> None:
+    # Refused on MongoDB too, so that a form behaves the same on both stores.
+    if why := unstorable_part(form, "form"):
+        raise ValueError(why)
 
 
 class SubmitCase(Contract):
@@ -64,7 +56,7 @@ class SubmitCase(Contract):
     @field_validator("form")
     @classmethod
     def _storable_field_names(cls, form: dict[str, Any]) -> dict[str, Any]:
-        _check_storable(form, "form")
+        _check_storable(form)
         return form
 
 
@@ -167,7 +159,7 @@ class Supplement(Contract):
     @classmethod
     def _storable_field_names(cls, form: dict[str, Any] | None) -> dict[str, Any] | None:
         if form is not None:
-            _check_storable(form, "form")
+            _check_storable(form)
         return form
 
 

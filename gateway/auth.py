@@ -58,19 +58,22 @@ class KeySet:
         try:
             if self._fetched_at is not None and time.monotonic() - self._fetched_at <= KEYS_MAX_AGE:
                 return  # fetched meanwhile
-            self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
+            self._keys = self._fetched_keys()
         except Exception:  # identity away: the known keys stay (asked again after KEYS_MAX_AGE)
             log.warning("could not refetch the signing keys; the known ones stay in use", exc_info=True)
         finally:
             self._fetched_at = time.monotonic()
             self._lock.release()
 
+    def _fetched_keys(self) -> dict[str, Any]:
+        return {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
+
     def refresh(self) -> None:
         """Fetch the keys now (also after this process rotated them: its next tokens must work
         even within the interval of a refetch that a forged key id caused)."""
         with self._lock:
             try:
-                self._keys = {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
+                self._keys = self._fetched_keys()
             finally:  # a failing fetch counts too: identity away is not asked on every request
                 self._fetched_at = time.monotonic()
 

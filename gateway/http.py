@@ -144,9 +144,9 @@ def _check_storable(body: dict[str, Any]) -> None:
     stack: list[tuple[Any, str, int]] = [(body, "", 1)]
     while stack:
         value, path, level = stack.pop()
+        if isinstance(value, dict | list) and level > MAX_JSON_DEPTH:
+            raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, dict):
-            if level > MAX_JSON_DEPTH:
-                raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
             for key, child in value.items():
                 where = f"{path}.{key}" if path else key
                 if _NOT_UNICODE.search(key):
@@ -157,8 +157,6 @@ def _check_storable(body: dict[str, Any]) -> None:
                     problems.append({"field": path or "body", "issue": "a field name may not contain NUL (\\u0000)"})
                 stack.append((child, where, level + 1))
         elif isinstance(value, list):
-            if level > MAX_JSON_DEPTH:
-                raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
             stack.extend((child, f"{path}.{index}", level + 1) for index, child in enumerate(value))
         elif isinstance(value, str):
             if _NOT_UNICODE.search(value):

@@ -14,6 +14,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
+from contracts.storable import unstorable_part
 from services.catalog.search import index_fields
 from services.common.errors import Conflict
 from services.common.outbox import OutboxCollection
@@ -232,7 +233,7 @@ def _storable(guide: dict[str, Any]) -> dict[str, Any]:
     (`"enum": [[0, 1]]`): field names the document store refuses (FerretDB always, MongoDB in
     places) and values FerretDB cannot hold. Such a schema is stored as its JSON text instead."""
     schema = guide.get("form_schema")
-    if isinstance(schema, dict) and _needs_json_text(schema):
+    if isinstance(schema, dict) and unstorable_part(schema, "form_schema"):
         return {**guide, "form_schema": json.dumps(schema, ensure_ascii=False)}
     return guide
 
@@ -242,21 +243,6 @@ def _readable(doc: StoredGuide) -> StoredGuide:
     if doc is not None and isinstance(doc.get("form_schema"), str):
         return {**doc, "form_schema": json.loads(doc["form_schema"])}
     return doc
-
-
-def _needs_json_text(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            if any(key.startswith("$") or "." in key for key in current):
-                return True
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            if any(isinstance(inner, list) for inner in current):
-                return True
-            stack.extend(current)
-    return False
 
 
 def _without_guide(doc: dict[str, Any]) -> dict[str, Any]:

@@ -170,7 +170,6 @@ class IdentityService:
         user = self._applicant(principal)
         change = validated(ContactChange, payload)
         self._confirm_password(user, change.password, "password", "the password is not correct")
-        self.store.clear_failures(throttling.user_key(user["_id"]))
         changes = accounts.contact_changes(user, change)
         spent = None
         if "phone" in changes:
