@@ -264,9 +264,8 @@ class IdentityService:
         who is registered. Each client address may ask so often (429 beyond)."""
         username = validated(PasswordResetCodeRequest, payload).username
         policy, limits, now = phone_codes.Policy.from_env(), throttling.Policy.from_env(), datetime.now(UTC)
-        requests_key = throttling.reset_request_key(client_address)
-        self._refuse_if_throttled({requests_key: limits.address_limit}, limits, now)
-        self.store.record_failure(requests_key, now, limits.window)
+        # Counted before anything else, in one atomic write: parallel requests get no more.
+        self._count_attempts({throttling.reset_request_key(client_address): limits.address_limit}, limits, now)
         run_in_background(self._text_reset_code, username, policy)
         return PasswordResetCodeSent(
             valid_minutes=policy.valid_minutes, resend_after=int(policy.resend_interval.total_seconds())
@@ -294,13 +293,14 @@ class IdentityService:
         self._refuse_if_throttled({address: limits.address_limit}, limits, now)
         self._refuse_common(reset.new_password)  # before the code is spent on it
         user = self.store.find_by_login(accounts.login_keys(reset.username), reset.username)
+        self._count_attempts({address: limits.address_limit}, limits, now)  # taken back if the code is right
         try:
             if user is None or not user.get("phone"):
                 raise phone_codes.rejected(RESET_REFUSED, "code")
             spent = self._spend_code("password_reset", user["_id"], user["phone"], reset.code, "code")
         except ValidationFailed:
-            self.store.record_failure(address, now, limits.window)
             raise phone_codes.rejected(RESET_REFUSED, "code") from None
+        self.store.take_back_failure(address)  # the address counts wrong codes only
         try:
             self._set_password(user, reset.new_password, "reset", keep_session=None)
         except Conflict:  # the password changed meanwhile: the code works again
@@ -461,18 +461,20 @@ class IdentityService:
         user = self.store.find_by_login(accounts.login_keys(username), username)
         if user is not None:
             self._refuse_if_throttled({throttling.user_key(user["_id"]): policy.account_limit}, policy, now)
-        # The guess is counted before the password is checked, in one atomic write: reading the
-        # count and counting after a failure let every guess in flight at once through (one per
-        # worker). A right password clears it below.
-        # One key, so parallel guesses cannot see two counts that disagree: the account's (shared
-        # by its login names), or for a name of no account the name's (so both look alike).
-        self._count_guess(throttling.user_key(user["_id"]) if user else account, policy, now)
+        # The guess is counted before the password is checked, in one atomic write per key:
+        # reading the count and counting after a failure let every guess in flight at once through
+        # (one per worker). A right password uncounts it below.
+        # One account key, so parallel guesses cannot see two counts that disagree: the account's
+        # (shared by its login names), or for a name of no account the name's (so both look alike).
+        allowance = throttling.user_key(user["_id"]) if user else account
+        self._count_attempts({allowance: policy.account_limit, address: policy.address_limit}, policy, now)
         if not accounts.password_matches(user and user["password_hash"], attempt.credentials.password):
-            # The address counts failures only: many people log in from one office's address.
-            self.store.record_failure(address, now, policy.window)
             raise Unauthenticated("wrong username or password")
         self.store.clear_failures(account)  # the right password: not a guess after all
-        self.store.clear_failures(throttling.user_key(user["_id"]))
+        self.store.clear_failures(allowance)
+        # The address counts failures only (many people log in from one office's address): a
+        # right password takes its count back rather than clearing the others' failures.
+        self.store.take_back_failure(address)
         if not accounts.is_active(user):  # said only to whoever knows the password
             raise Unauthenticated(DEACTIVATED)
         if user["account_type"] == "staff":
@@ -619,18 +621,24 @@ class IdentityService:
         policy, now = throttling.Policy.from_env(), datetime.now(UTC)
         allowance = throttling.user_key(user["_id"])
         self._refuse_if_throttled({allowance: policy.account_limit}, policy, now)
-        self._count_guess(allowance, policy, now)  # before the check, as at login
+        self._count_attempts({allowance: policy.account_limit}, policy, now)  # before the check, as at login
         if not accounts.password_matches(user["password_hash"], password):
             raise ValidationFailed(message, [{"field": field, "issue": "not this account's password"}])
         self.store.clear_failures(allowance)  # the right password: not a guess after all
 
-    def _count_guess(self, key: str, policy: throttling.Policy, now: datetime) -> None:
-        """Count a password guess against the key before it is checked; RateLimited past the allowance."""
-        counted = self.store.record_failure(key, now, policy.window)
-        # This guess is the count-th: allowed while it is within the limit.
-        wait = throttling.retry_after(counted, policy.account_limit + 1, policy, now)
-        if wait:
-            raise RateLimited("too many failed logins; try again later", retry_after=wait)
+    def _count_attempts(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
+        """Count an attempt (a guess, before it is checked) against each key, in one atomic write per
+        key; RateLimited past any key's allowance, and then it counts against none."""
+        counted: list[str] = []
+        for key, limit in limits.items():
+            window = self.store.record_failure(key, now, policy.window)
+            # This attempt is the count-th: allowed while it is within the limit.
+            wait = throttling.retry_after(window, limit + 1, policy, now)
+            if wait:
+                for earlier in counted:  # refused, not checked: no guess against the others
+                    self.store.take_back_failure(earlier)
+                raise RateLimited("too many failed logins; try again later", retry_after=wait)
+            counted.append(key)
 
     def _refuse_if_throttled(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
         seen = self.store.failures(list(limits))

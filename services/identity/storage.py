@@ -502,6 +502,10 @@ class IdentityStore:
     def clear_failures(self, key: str) -> None:
         self.login_failures.delete_one({"_id": key})
 
+    def take_back_failure(self, key: str) -> None:
+        """Uncount one attempt counted before its check, when the check found it right."""
+        self.login_failures.update_one({"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}})
+
     # --- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, doc: dict[str, Any], event: Envelope) -> bool:
         try:

@@ -377,13 +377,14 @@ def test_a_failure_is_counted_for_the_account_and_the_address(service, store, ci
     with pytest.raises(Unauthenticated):
         service.login(attempt(password="not the password"))
     keys = [c.args[0] for c in store.record_failure.call_args_list]
-    # The account (its login names share it) before the password is checked; the address once it failed.
+    # The account (its login names share it) and the address, before the password is checked.
     assert keys == [f"user:{citizen_doc['_id']}", ADDRESS_KEY]
     for call in store.record_failure.call_args_list:
         _, at, window = call.args
         assert before <= at <= datetime.now(UTC)
         assert window == timedelta(seconds=600)
     store.clear_failures.assert_not_called()
+    store.take_back_failure.assert_not_called()
 
 
 def test_failures_of_unknown_accounts_are_counted_too(service, store):
@@ -397,10 +398,30 @@ def test_success_clears_the_account_failures_only(service, store, citizen_doc):
     store.find_by_login.return_value = citizen_doc
     store.failures.return_value = {ACCOUNT_KEY: Failures(2, datetime.now(UTC))}
     service.login(attempt())
-    # Not the address: it may be guessing other accounts.
+    # Not the address's: it may be guessing other accounts.
     assert [c.args[0] for c in store.clear_failures.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
-    # Counted as a guess before the check (then cleared), never against the address.
-    assert [c.args[0] for c in store.record_failure.call_args_list] == [f"user:{citizen_doc['_id']}"]
+    # Counted before the check; the address's count of this login is taken back, not its others.
+    assert [c.args[0] for c in store.record_failure.call_args_list] == [f"user:{citizen_doc['_id']}", ADDRESS_KEY]
+    store.take_back_failure.assert_called_once_with(ADDRESS_KEY)
+
+
+def test_a_guess_past_the_address_allowance_is_refused_and_not_held_against_the_account(
+    service, store, citizen_doc, monkeypatch
+):
+    # Parallel failures from one address all passed the read of its count; counting first stops them.
+    checked = []
+    monkeypatch.setattr(accounts, "password_matches", lambda *a: checked.append(a) or False)
+    store.find_by_login.return_value = citizen_doc
+    limit = 6  # the tests' address limit
+
+    def counted(key, now, window):
+        return Failures(limit + 1 if key == ADDRESS_KEY else 1, now - timedelta(seconds=100))
+
+    store.record_failure.side_effect = counted
+    with pytest.raises(RateLimited):
+        service.login(attempt(password="not the password"))
+    assert checked == []
+    store.take_back_failure.assert_called_once_with(f"user:{citizen_doc['_id']}")
 
 
 @pytest.mark.parametrize("counted", [6, 9])
@@ -1614,11 +1635,17 @@ def test_a_reset_code_request_is_answered_before_the_account_is_looked_up(servic
     assert len(later) == 1
 
 
-def test_a_client_address_asking_too_often_is_refused(service, store):
-    store.failures.return_value = {f"reset-requests:{ADDRESS_OF_CALLER}": Failures(6, datetime.now(UTC))}
+@pytest.mark.parametrize("counted", [6, 7])
+def test_a_client_address_asking_too_often_is_refused(service, store, counted):
+    # Counted first, in one write: parallel requests all passed a read of the count (the limit is 6).
+    store.record_failure.side_effect = lambda key, now, window: Failures(counted, now - timedelta(seconds=10))
+    if counted == 6:  # the sixth request is within the allowance
+        assert ask_reset_code(service, ID_NUMBER) == SAME_ANSWER
+        return
     with pytest.raises(RateLimited):
         ask_reset_code(service, ID_NUMBER)
     store.find_by_login.assert_not_called()
+    store.keep_phone_challenge.assert_not_called()
 
 
 def reset(service, username=ID_NUMBER, code=CODE, new_password=NEW_PASSWORD):
@@ -1636,6 +1663,9 @@ def test_a_reset_with_the_code_sets_and_announces_the_password_and_forgives_fail
     assert event.payload["how"] == "reset" and event.payload["kept_session_id"] is None
     cleared = {c.args[0] for c in store.clear_failures.call_args_list}
     assert cleared == {f"user:{citizen_doc['_id']}", f"account:{citizen_doc['phone']}", f"account:{ID_NUMBER}"}
+    # Counted against the address before the code was checked, and taken back: it was right.
+    assert store.record_failure.call_args.args[0] == f"address:{ADDRESS_OF_CALLER}"
+    store.take_back_failure.assert_called_once_with(f"address:{ADDRESS_OF_CALLER}")
 
 
 def test_a_reset_that_loses_to_a_parallel_change_gives_the_code_back(service, store, citizen_doc):
@@ -1659,6 +1689,7 @@ def test_every_refused_reset_reads_the_same_and_counts_against_the_address(servi
         reset(service, code="000000" if case == "wrong code" else CODE)
     assert info.value.details == [{"field": "code", "issue": RESET_REFUSED}]
     assert store.record_failure.call_args.args[0] == f"address:{ADDRESS_OF_CALLER}"
+    store.take_back_failure.assert_not_called()
     store.set_password.assert_not_called()
 
 

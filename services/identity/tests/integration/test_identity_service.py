@@ -117,6 +117,29 @@ def test_parallel_guesses_get_no_more_than_the_allowance(container_factory, iden
     assert outcomes.count("Unauthenticated") == 5 and outcomes.count("RateLimited") == 7
 
 
+def test_parallel_failures_from_one_address_get_no_more_than_its_allowance(
+    container_factory, identity_config, monkeypatch
+):
+    # The address is counted before the password is checked too: of twelve wrong guesses at
+    # twelve names sent at once from one address, five are checked and the rest refused.
+    monkeypatch.setenv("YIWANG_LOGIN_ACCOUNT_LIMIT", "1000")
+    monkeypatch.setenv("YIWANG_LOGIN_ADDRESS_LIMIT", "5")
+    start(container_factory, identity_config)
+    with ServiceRpcClient("identity") as identity:
+        guesses = [
+            {"credentials": {"username": f"13800{n:06d}", "password": "wrong-password"}, "client_address": "10.7.7.7"}
+            for n in range(12)
+        ]
+        replies = [identity.login.call_async(guess) for guess in guesses]
+        outcomes = []
+        for reply in replies:
+            try:
+                reply.result()
+            except (Unauthenticated, RateLimited) as exc:
+                outcomes.append(type(exc).__name__)
+    assert outcomes.count("Unauthenticated") == 5 and outcomes.count("RateLimited") == 7
+
+
 def test_reusing_a_refresh_token_revokes_the_session_and_says_so(container_factory, identity_config):
     revoked = event_recorder("identity", "identity.session_revoked.v1")
     container_factory(revoked).start()

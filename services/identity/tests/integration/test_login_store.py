@@ -230,3 +230,18 @@ def test_a_retried_revocation_keeps_the_later_time_and_old_revocations_are_liste
     store.recent_revocations.update_one({"_id": "s-before"}, {"$max": {"revoked_at": now}}, upsert=True)
     store.recent_revocations.update_one({"_id": "s-before"}, {"$max": {"revoked_at": earlier}}, upsert=True)
     assert store.recent_revocations.find_one({"_id": "s-before"})["revoked_at"] == to_stored_precision(now)
+
+
+def test_attempts_are_counted_in_a_window_and_one_can_be_taken_back(store):
+    now, window = datetime.now(UTC), timedelta(minutes=15)
+    assert store.record_failure("address:10.1.1.1", now, window).count == 1
+    assert store.record_failure("address:10.1.1.1", now, window).count == 2
+    store.take_back_failure("address:10.1.1.1")  # a right password: its count comes back
+    assert store.failures(["address:10.1.1.1"])["address:10.1.1.1"].count == 1
+    store.take_back_failure("address:10.1.1.1")
+    store.take_back_failure("address:10.1.1.1")  # never below nothing
+    assert store.failures(["address:10.1.1.1"])["address:10.1.1.1"].count == 0
+    store.take_back_failure("address:10.9.9.9")  # a key never counted stays uncounted
+    assert store.failures(["address:10.9.9.9"]) == {}
+    later = store.record_failure("address:10.1.1.1", now + window + timedelta(seconds=1), window)
+    assert later.count == 1  # the window closed: a new one opens
