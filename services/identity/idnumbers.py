@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+
+from services.common.china_time import CHINA
 
 _ASCII_DIGITS = frozenset("0123456789")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -26,7 +28,7 @@ def id_number_problem(id_number: str) -> str | None:
         birth_date(id_number)
     except ValueError:
         return "the birth date in it is not a real date"
-    if birth_date(id_number) > date.today():
+    if birth_date(id_number) > datetime.now(CHINA).date():  # a birth date is a date in China
         return "the birth date in it is in the future"
     if id_check_digit(id_number[:17]) != id_number[17]:
         return "check digit does not match (GB 11643)"

@@ -8,7 +8,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import eventlet
@@ -54,6 +54,7 @@ from contracts.identity import (
     TokenPair,
 )
 from contracts.notifications import SecurityNotice, VerificationText
+from services.common.china_time import CHINA
 from services.common.consuming import consumes
 from services.common.errors import (
     EXPECTED_ERRORS,
@@ -406,7 +407,9 @@ class IdentityService:
     def applicant_profile(self, user_id: str) -> dict[str, Any]:
         now = datetime.now(UTC)
         held = sorted({c["type"] for c in self.store.certificates_of(user_id) if certificates.is_valid(c, now)})
-        return accounts.applicant_profile(self._user(user_id), date.today(), certificates=held).model_dump(mode="json")
+        # Ages turn on China's date (a birthday begins at midnight in Beijing, 16:00 UTC the day before).
+        today = now.astimezone(CHINA).date()
+        return accounts.applicant_profile(self._user(user_id), today, certificates=held).model_dump(mode="json")
 
     @rpc
     @timer(interval=3600, eager=True)

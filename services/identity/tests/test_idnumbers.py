@@ -33,3 +33,16 @@ def test_known_valid_credit_code():
 def test_credit_code_with_wrong_check_is_refused():
     assert "check character" in ids.credit_code_problem("91350100M000100Y44")
     assert ids.credit_code_problem("91350100M000100I43") is not None
+
+
+def test_a_birth_date_is_in_the_future_by_chinas_date(monkeypatch):
+    from datetime import UTC, datetime
+
+    class AtOneInTheMorningInBeijing(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 27, 17, 0, tzinfo=UTC).astimezone(tz)  # 28 November in China
+
+    monkeypatch.setattr(ids, "datetime", AtOneInTheMorningInBeijing)
+    assert ids.id_number_problem(ids.make_id_number("620524", date(2026, 11, 28), 1)) is None  # born today
+    assert "future" in ids.id_number_problem(ids.make_id_number("620524", date(2026, 11, 29), 1))

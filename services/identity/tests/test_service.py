@@ -729,6 +729,18 @@ def test_applicant_profile(service, store, citizen_doc):
     assert profile.age >= 86
 
 
+def test_an_age_turns_on_chinas_date_not_the_servers(service, store, citizen_doc, monkeypatch):
+    # 07:30 in Beijing on the 80th birthday is still the day before in UTC, where servers run.
+    class AtSevenThirtyInBeijing(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 27, 23, 30, tzinfo=UTC).astimezone(tz)
+
+    monkeypatch.setattr("services.identity.service.datetime", AtSevenThirtyInBeijing)
+    store.get_user.return_value = {**citizen_doc, "id_number": make_id_number("620524", date(1946, 11, 28), 1)}
+    assert ApplicantProfile.model_validate(service.applicant_profile(citizen_doc["_id"])).age == 80
+
+
 def test_ensure_admin_creates_the_first_admin_once(service, store, monkeypatch):
     monkeypatch.setenv("YIWANG_ADMIN_USERNAME", "root")
     monkeypatch.setenv("YIWANG_ADMIN_PASSWORD", "Root-pass-2026")
