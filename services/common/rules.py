@@ -157,6 +157,15 @@ def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any]) -> RuleOutcome:
     return outcome
 
 
+REJECTION_PREFIX = "不符合条件："
+
+
+def rejection_reason(failed: list[RuleOutcome]) -> str:
+    """What the applicant is told: a rule's description states the condition that must hold
+    (申请人年满80周岁), so the reason names it as the condition not met, not as a fact."""
+    return REJECTION_PREFIX + "；".join(r.description for r in failed)
+
+
 def evaluate(rules: list[dict[str, Any]], facts: dict[str, Any]) -> Evaluation:
     """All rules pass → approved; a failed `reject` rule → rejected; anything else → manual review.
 
@@ -167,7 +176,7 @@ def evaluate(rules: list[dict[str, Any]], facts: dict[str, Any]) -> Evaluation:
         return Evaluation("manual_review", results, "the item has no automatic rules")
     rejecting = [r for r in results if r.result == "failed" and r.on_fail == "reject"]
     if rejecting:
-        return Evaluation("rejected", results, "；".join(r.description for r in rejecting))
+        return Evaluation("rejected", results, rejection_reason(rejecting))
     if all(r.result == "passed" for r in results):
         return Evaluation("approved", results, "all automatic approval rules passed")
     return Evaluation("manual_review", results, "some rules need a reviewer's judgement")

@@ -97,7 +97,7 @@ def test_rule_that_fails_with_reject_rejects_with_reason(yiwang: RunningSystem):
     person = {"token": token}
     created = submit(yiwang, person, {"item_code": ALLOWANCE, "form": GOOD_FORM}).json()
     case = wait_for_status(yiwang, person, created["case_no"], "rejected")
-    assert case["decision"]["reason"] == "申请人年满80周岁"
+    assert case["decision"]["reason"] == "不符合条件：申请人年满80周岁"
     inbox = eventually(
         lambda: [
             n
@@ -106,7 +106,7 @@ def test_rule_that_fails_with_reject_rejects_with_reason(yiwang: RunningSystem):
         ],
         what="the rejection notice",
     )
-    assert "申请人年满80周岁" in inbox[0]["body"]
+    assert "原因：不符合条件：申请人年满80周岁" in inbox[0]["body"]
 
 
 def test_bad_submissions_are_refused_and_store_nothing(yiwang, applicant):

@@ -140,7 +140,7 @@ def test_failed_reject_rule_rejects_with_its_description_as_reason():
     assert outcome.event_type == "case.rejected.v1"
     assert outcome.decision.outcome == "rejected"
     assert outcome.decision.decided_by == "auto"
-    assert outcome.decision.reason == "申请人年满80周岁"
+    assert outcome.decision.reason == "不符合条件：申请人年满80周岁"
     assert [r.result for r in outcome.decision.explanation] == ["failed", "passed"]
 
 

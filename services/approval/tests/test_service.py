@@ -153,7 +153,7 @@ def test_rejected_outcome(service, store, identity, events):
     _, payload = parse_event(event.model_dump(mode="json"))
     assert isinstance(payload, CaseRejected)
     assert payload.decision.outcome == "rejected"
-    assert payload.decision.reason == "申请人年满80周岁"
+    assert payload.decision.reason == "不符合条件：申请人年满80周岁"
     events.publish.assert_called_once()
 
 

@@ -25,10 +25,13 @@ def test_all_rules_pass_approves_and_explains_inputs():
     assert result.results[0].inputs == [{"name": "applicant.age", "value": 82}]
 
 
-def test_failed_reject_rule_rejects_with_its_description():
+def test_failed_reject_rule_rejects_naming_its_description_as_the_condition_not_met():
     result = rules.evaluate([rule("age", "applicant.age >= 90", on_fail="reject")], FACTS)
     assert result.outcome == "rejected"
-    assert result.reason == "age"
+    # The description says what must hold: told bare, it would read as the reason itself.
+    assert result.reason == "不符合条件：age"
+    both = rules.evaluate([rule("a", "1 > 2", on_fail="reject"), rule("b", "2 > 3", on_fail="reject")], FACTS)
+    assert both.reason == "不符合条件：a；b"
 
 
 def test_failed_review_rule_goes_to_manual_review():

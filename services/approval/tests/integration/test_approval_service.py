@@ -87,7 +87,7 @@ def test_young_applicant_is_rejected_by_the_reject_rule(approval, container_fact
     with entrypoint_waiter(approval, "on_case_submitted"):
         dispatch_event("intake", submitted("C-2", "young"))
     event = eventually(lambda: rejected.events, what="case.rejected.v1")[0]
-    assert event["payload"]["decision"]["reason"] == "申请人年满80周岁"
+    assert event["payload"]["decision"]["reason"] == "不符合条件：申请人年满80周岁"
 
 
 def test_redelivered_submission_is_decided_once(approval, container_factory, mongo_client, store_config):
