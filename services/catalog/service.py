@@ -224,9 +224,13 @@ class CatalogService:
 
     @timer(interval=2)
     def relay_outbox(self) -> None:
-        self.events.relay(self.store.outbox)
+        # A version whose publisher died before moving the current row is served before it is announced.
+        self.events.relay(self.store.outbox, before_publish=self._version_current)
         # A withdrawal whose writer died before telling the listings does so before its event goes.
         self.events.relay(self.store.current_outbox, before_publish=self._withdrawal_listed)
+
+    def _version_current(self, version_doc_id: str, event: dict[str, Any]) -> None:
+        self.store.advance_current_to(event["payload"]["item_code"], event["payload"]["version"])
 
     def _withdrawal_listed(self, item_code: str, event: Any) -> None:
         self.store.listing_changed()

@@ -86,9 +86,19 @@ class CatalogStore:
             self.versions.insert_one({**doc, **self.outbox.fields(doc["_id"], [event])})
         except DuplicateKeyError:
             self.outbox.forget([event])
+            # Published concurrently, or by a publisher that died before the current row moved (the
+            # row would then name the old version for good, and every retry conflict): move it.
+            self.advance_current_to(guide["item_code"], version)
             raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
         self._advance_current(doc)
         return _readable(doc)
+
+    def advance_current_to(self, item_code: str, version: int) -> None:
+        """Point the current row at this stored version unless it names a newer one: what a
+        publisher does after its insert, done for one that died in between."""
+        doc = self.get_version(item_code, version)
+        if doc is not None:
+            self._advance_current(doc)
 
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
         """Bulk publish (seeding): first versions of many items at once."""

@@ -635,6 +635,11 @@ def test_the_relay_tells_the_listings_before_a_withdrawal_a_dead_writer_left_goe
     assert set(relayed) == {store.outbox, store.current_outbox}
     relayed[store.current_outbox](CODE, {"type": "catalog.item_withdrawn.v1"})
     store.listing_changed.assert_called_once_with()
+    # A version a dead publisher left is served (its current row moved) before it is announced.
+    relayed[store.outbox](
+        f"{CODE}@2", {"type": "catalog.item_published.v1", "payload": {"item_code": CODE, "version": 2}}
+    )
+    store.advance_current_to.assert_called_once_with(CODE, 2)
 
 
 def test_the_day_of_a_withdrawal_is_the_day_in_china():

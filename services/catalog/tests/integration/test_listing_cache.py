@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from contracts.envelope import new_event
 from contracts.events import ItemPublished, ItemWithdrawn
 from services.catalog.search import index_fields
 from services.catalog.seed_data import seed_items
 from services.catalog.storage import CatalogStore
+from services.common.errors import Conflict
 
 
 def published(guide: dict) -> object:
@@ -92,3 +95,38 @@ def test_a_listing_row_repaired_keeps_a_full_json_schema_storable(mongo_client, 
     assert store.repair_current() == 1
     assert [d["item_code"] for d in store.listing()] == [guide["item_code"]]
     assert store.latest_version(guide["item_code"])["form_schema"] == schema
+
+
+def test_a_version_whose_publisher_died_before_the_current_row_moved_is_served_after_all(
+    mongo_client, db_prefix, monkeypatch
+):
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    code = guide["item_code"]
+    store.insert_version(guide, 1, published(guide))
+
+    def died(doc):
+        raise ConnectionError("the publisher died here")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_advance_current", died)
+        with pytest.raises(ConnectionError):
+            store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, 2, published(guide))
+    assert store.latest_version(code)["version"] == 1  # stored, announced by the relay, not served
+
+    # The admin's retry computes version 2 again: refused as concurrent, and the row moves, so the
+    # next try publishes version 3 (before, every retry was refused for good).
+    with pytest.raises(Conflict):
+        store.insert_version(guide, 2, published(guide))
+    assert store.latest_version(code)["version"] == 2
+    assert store.latest_version(code)["name"] == "高龄津贴申领（新版）"
+    store.insert_version(guide, 3, published(guide))
+    assert store.latest_version(code)["version"] == 3
+
+    # The relay's step before it announces a version does the same, and never moves the row back.
+    store.advance_current_to(code, 2)
+    assert store.latest_version(code)["version"] == 3
+    store.current.update_one({"_id": code}, {"$set": {"version": 1}})  # as if version 3's mover died
+    store.advance_current_to(code, 3)
+    assert store.latest_version(code)["version"] == 3
+    assert {d["item_code"]: d["version"] for d in store.listing()}[code] == 3
