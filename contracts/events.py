@@ -201,6 +201,7 @@ class CaseSupplementRequested(_CaseTransition):
 @register
 class CaseResubmitted(_CaseTransition):
     event_type = "case.resubmitted.v1"
+    deadline: date | None = None  # pushed out by the working days the supplement took
 
 
 @register

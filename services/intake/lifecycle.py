@@ -116,7 +116,7 @@ def review(
         # The promised time limit runs from acceptance (受理).
         deadline, provisional = add_working_days(today, item.promised_days)
         fields.update(
-            deadline=deadline.isoformat(),
+            **moved_deadline(deadline, today),
             deadline_provisional=provisional,
             deadline_start=today.isoformat(),
             deadline_days=item.promised_days,
@@ -165,10 +165,13 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
         )
     # The clock stood still while the supplement was awaited: push the deadline by that many working days.
     fields: dict[str, Any] = {"status": "resubmitted", "awaiting_review": True, "missing_materials": []}
+    deadline = None
     if case.get("deadline") and case.get("clock_stopped_on"):
         paused = working_days_between(date.fromisoformat(case["clock_stopped_on"]), today)
         deadline, provisional = add_working_days(date.fromisoformat(case["deadline"]), paused)
-        fields.update(deadline=deadline.isoformat(), deadline_provisional=provisional or case["deadline_provisional"])
+        fields.update(
+            **moved_deadline(deadline, today), deadline_provisional=provisional or case["deadline_provisional"]
+        )
         if "deadline_days" in case:
             fields["deadline_days"] = case["deadline_days"] + paused
     replaced = {m.code for m in supplement.materials}
@@ -178,8 +181,18 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     if supplement.form is not None:
         fields["form"] = {**case["form"], **supplement.form}
     entry = {"status": "resubmitted", "at": now, "by": principal.user_id, "comment": None}
-    event = CaseResubmitted(**_common(case, principal.user_id, now, None))
+    event = CaseResubmitted(**_common(case, principal.user_id, now, None), deadline=deadline)
     return Change(case["status"], case["version"], fields, entry, event)
+
+
+def moved_deadline(deadline: date, today: date) -> dict[str, Any]:
+    """The fields a case takes when its deadline moves (acceptance, a supplement's pause, a loaded
+    calendar): flags raised for the old deadline no longer hold, so reviewers are warned again
+    before the new one, and a case whose new deadline has not passed is no longer overdue."""
+    fields: dict[str, Any] = {"deadline": deadline.isoformat(), "deadline_warned": False}
+    if deadline >= today:  # overdue means the deadline is before today (see deadlines.due)
+        fields["overdue"] = False
+    return fields
 
 
 def withdraw(case: dict[str, Any], principal: Principal, now: datetime) -> Change:

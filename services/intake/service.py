@@ -444,7 +444,7 @@ class IntakeService:
         return 1
 
     def _recompute_provisional(self) -> int:
-        recomputed, after = 0, ""
+        recomputed, after, today = 0, "", cases.local_date(cases.now_utc())
         while batch := self.store.provisional_cases(after, 500):
             for case in batch:
                 after = case["_id"]
@@ -453,8 +453,14 @@ class IntakeService:
                 deadline, provisional = workdays.add_working_days(
                     date.fromisoformat(case["deadline_start"]), case["deadline_days"]
                 )
-                self.store.set_deadline(case["_id"], deadline.isoformat(), provisional)
+                moved = (
+                    lifecycle.moved_deadline(deadline, today) if deadline.isoformat() != case.get("deadline") else {}
+                )
+                self.store.set_deadline(case["_id"], {**moved, "deadline_provisional": provisional})
+                # Marked until its read models (the deadline index among them) have the new deadline:
+                # a load that dies in between is finished by the next one.
                 self.store.sync_views(case["_id"])
+                self.store.deadline_synced(case["_id"])
                 recomputed += 1
         return recomputed
 

@@ -73,6 +73,7 @@ class IntakeStore:
         self.document_chunks.create_index([("document_id", ASCENDING), ("n", ASCENDING)])  # for MongoDB's tools
         self.facts.create_index([("department_code", ASCENDING), ("day", ASCENDING)])
         self.cases.create_index([("deadline_provisional", ASCENDING)])
+        self.cases.create_index([("deadline_recomputing", ASCENDING)])
         self.cases.create_index([("status", ASCENDING), ("deadline", ASCENDING)])
         run_once(self.cases.database, "case_keys", self._claim_keys_of_older_cases)
         run_once(self.cases.database, "deadline_index_128", self._reshard_deadline_index)
@@ -146,16 +147,21 @@ class IntakeStore:
         return list(self.calendars.find({}))
 
     def provisional_cases(self, after: str, limit: int) -> list[dict[str, Any]]:
-        query = {"deadline_provisional": True, "_id": {"$gt": after}}
+        """Cases whose deadline a loaded calendar may move: provisional ones, and those whose
+        recomputation did not finish syncing its read models (a process that died in between)."""
+        query = {"$or": [{"deadline_provisional": True}, {"deadline_recomputing": True}], "_id": {"$gt": after}}
         fields = {"deadline_start": 1, "deadline_days": 1, "deadline": 1}
         return list(self.cases.find(query, fields).sort("_id", ASCENDING).limit(limit))
 
-    def set_deadline(self, case_no: str, deadline: str, provisional: bool) -> None:
+    def set_deadline(self, case_no: str, fields: dict[str, Any]) -> None:
+        """A recomputed deadline (see lifecycle.moved_deadline), marked until `deadline_synced`."""
         # A new version: the read models replace an entry only with a newer one.
         self.cases.update_one(
-            {"_id": case_no},
-            {"$set": {"deadline": deadline, "deadline_provisional": provisional}, "$inc": {"version": 1}},
+            {"_id": case_no}, {"$set": {**fields, "deadline_recomputing": True}, "$inc": {"version": 1}}
         )
+
+    def deadline_synced(self, case_no: str) -> None:
+        self.cases.update_one({"_id": case_no}, {"$unset": {"deadline_recomputing": ""}})
 
     # The deadline index: which running cases have their deadline on which day. The periodic check
     # reads it by _id instead of filtering every case (a full scan on FerretDB). A case enters it

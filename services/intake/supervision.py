@@ -20,7 +20,7 @@ KINDS = ("submitted", "approved", "rejected", "withdrawn", "overdue", "evaluated
 
 
 # Events counted by kind alone; decisions and evaluations carry figures (see fact_of).
-COUNTED: dict[type, str] = {CaseSubmitted: "submitted", CaseWithdrawn: "withdrawn", CaseOverdue: "overdue"}
+COUNTED: dict[type, str] = {CaseSubmitted: "submitted", CaseWithdrawn: "withdrawn"}
 
 
 def fact(event_id: str, kind: str, case: dict[str, Any], day: date, **values: float) -> dict[str, Any]:
@@ -41,6 +41,10 @@ def fact_of(event: EventPayload, envelope: Envelope, case: dict[str, Any]) -> di
     day = local_date(envelope.occurred_at)
     if isinstance(event, CaseEvaluated):
         return fact(envelope.event_id, "evaluated", case, day, score=event.score, bad=int(event.bad))
+    if isinstance(event, CaseOverdue):
+        # Once per case: a case whose deadline moved (acceptance, a supplement) may pass its new one
+        # too, and reviewers hear of it again, but it is one overdue case.
+        return fact(f"overdue:{event.case_no}", "overdue", case, day)
     kind = COUNTED.get(type(event))
     return fact(envelope.event_id, kind, case, day) if kind else None
 

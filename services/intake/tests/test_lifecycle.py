@@ -198,6 +198,28 @@ def test_accept_recomputes_the_deadline_from_the_day_of_acceptance():
     assert change.event.by == "r-ga"
 
 
+def test_a_moved_deadline_is_warned_of_again_and_no_longer_overdue():
+    # Warned (and flagged overdue) under the deadline counted from submission: acceptance moves it,
+    # so reviewers must hear of the new one, and the case is not overdue until that has passed.
+    before = case("submitted", deadline="2026-11-20", deadline_warned=True, overdue=True)
+    change = review(before, "accept", today=date(2026, 11, 23))
+    assert change.set_fields["deadline_warned"] is False and change.set_fields["overdue"] is False
+    from services.intake import deadlines
+
+    moved = {**before, **change.set_fields, "status": "accepted"}
+    assert deadlines.due(moved, "2026-11-30", "2026-11-30", "2026-11-29").flags == ("deadline_warned",)
+    warned = {**moved, "deadline_warned": True}
+    assert deadlines.due(warned, "2026-11-30", "2026-12-01", "2026-11-30").flags == ("overdue",)
+
+
+def test_a_deadline_moved_to_a_day_already_past_stays_overdue():
+    assert lifecycle.moved_deadline(date(2026, 11, 20), today=date(2026, 11, 23)) == {
+        "deadline": "2026-11-20",
+        "deadline_warned": False,
+    }
+    assert lifecycle.moved_deadline(date(2026, 11, 23), today=date(2026, 11, 23))["overdue"] is False
+
+
 def test_accept_skips_holidays_and_uses_the_items_promise():
     change = review(case("submitted"), "accept", today=date(2026, 9, 30), the_item=item(promised_days=1))
     assert change.set_fields["deadline"] == "2026-10-08"
@@ -337,6 +359,9 @@ def test_resubmit_pushes_the_deadline_by_the_working_days_paused():
     assert change.timeline == {"status": "resubmitted", "at": NOW, "by": "u-citizen", "comment": None}
     assert isinstance(change.event, CaseResubmitted)
     assert change.event.by == "u-citizen"
+    assert change.event.deadline == date(2026, 12, 2)  # the applicant is told the new date
+    # Warnings and the overdue flag of the old deadline no longer hold.
+    assert change.set_fields["deadline_warned"] is False and change.set_fields["overdue"] is False
 
 
 def test_a_weekend_paused_costs_no_working_day():

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from unittest.mock import MagicMock
 
 import pytest
@@ -724,3 +724,17 @@ def test_documents_that_are_not_the_applicants_own_are_refused(service, store):
     assert {"field": "materials.0.document_id", "issue": "no such document of yours"} in info.value.details
     store.owned_documents.assert_called_once_with(CITIZEN["user_id"], ["d"])
     store.insert_case.assert_not_called()
+
+
+def test_a_loaded_calendar_moves_provisional_deadlines_and_their_flags_then_syncs(service, store, monkeypatch):
+    from services.intake import workdays
+
+    monkeypatch.setattr(workdays, "add_working_days", lambda start, days: (date(2027, 1, 8), False))
+    case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07"}
+    store.provisional_cases.side_effect = [[case], []]
+    assert service._recompute_provisional() == 1
+    store.set_deadline.assert_called_once_with(
+        "C-1", {"deadline_provisional": False, "deadline": "2027-01-08", "deadline_warned": False, "overdue": False}
+    )
+    store.sync_views.assert_called_once_with("C-1")
+    store.deadline_synced.assert_called_once_with("C-1")  # after the sync: a load that died is found again

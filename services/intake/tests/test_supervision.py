@@ -75,13 +75,20 @@ def counted(payload):
 
 def test_submissions_withdrawals_and_overdue_cases_count_on_their_day_in_china():
     submitted = CaseSubmitted(**COMMON, item_version=1, form={}, material_codes=[], submitted_at=OCCURRED)
-    for payload, kind in [
-        (submitted, "submitted"),
-        (CaseWithdrawn(**TRANSITION), "withdrawn"),
-        (CaseOverdue(**COMMON, deadline=date(2026, 11, 26)), "overdue"),
-    ]:
+    for payload, kind in [(submitted, "submitted"), (CaseWithdrawn(**TRANSITION), "withdrawn")]:
         fact, event_id = counted(payload)
         assert fact == {"_id": event_id, "kind": kind, "department_code": "620524MZ", "day": "2026-11-27"}
+    fact, _ = counted(CaseOverdue(**COMMON, deadline=date(2026, 11, 26)))
+    overdue_key = f"overdue:{COMMON['case_no']}"
+    assert fact == {"_id": overdue_key, "kind": "overdue", "department_code": "620524MZ", "day": "2026-11-27"}
+
+
+def test_a_case_overdue_again_after_its_deadline_moved_counts_once():
+    # Acceptance or a supplement moves the deadline and clears the flag: passing the new one tells
+    # reviewers again (a new event) but it is still one overdue case.
+    first, _ = counted(CaseOverdue(**COMMON, deadline=date(2026, 11, 26)))
+    again, _ = counted(CaseOverdue(**COMMON, deadline=date(2026, 12, 4)))
+    assert first["_id"] == again["_id"]
 
 
 def test_an_evaluation_counts_with_its_score():

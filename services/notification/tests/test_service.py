@@ -11,6 +11,7 @@ from contracts.events import (
     CaseApproved,
     CaseEvaluated,
     CaseRejected,
+    CaseResubmitted,
     CaseSubmitted,
     CaseSupplementRequested,
     CaseWithdrawn,
@@ -102,6 +103,13 @@ def test_approval_notice_says_instant_approval(service, store):
     assert "2026年11月23日 10:05" in doc["body"]
     assert doc["type"] == "case.approved.v1"
     assert doc["_id"] == messages.notification_id(event.event_id, "u-citizen")
+
+
+def test_resubmission_notice_gives_the_deadline_pushed_out(service, store):
+    event = new_event(CaseResubmitted(**TRANSITION, deadline=date(2026, 12, 2)), producer="intake")
+    service.on_case_resubmitted(event.model_dump(mode="json"))
+    doc = _inserted(store)
+    assert "办理时限恢复计算，承诺于2026年12月02日前办结" in doc["body"]
 
 
 def test_rejection_notice_gives_the_reason(service, store):

@@ -103,3 +103,18 @@ def test_a_reader_of_an_older_version_cannot_take_out_a_newer_watch(store):
     store.sync_views("C-1")
     store.unwatch(DAY, "C-1", None)  # the case is gone: whatever its version
     assert store.watched(DAY) == []
+
+
+def test_a_recomputed_deadline_whose_sync_died_is_found_by_the_next_load(store):
+    # A loaded calendar moves a provisional deadline (one write), then syncs the read models (the
+    # deadline index among them). A process that died in between left the case watched under its
+    # old day only; the mark keeps it among the cases the next load recomputes.
+    store.insert_case({**running_case("C-1"), "deadline_provisional": True}, [])
+    store.sync_views("C-1")
+    moved = "2099-03-09"
+    store.set_deadline("C-1", {"deadline": moved, "deadline_warned": False, "deadline_provisional": False})
+    assert [c["_id"] for c in store.provisional_cases("", 10)] == ["C-1"]  # not provisional, not synced
+    store.sync_views("C-1")
+    store.deadline_synced("C-1")
+    assert store.provisional_cases("", 10) == []
+    assert store.watched(moved) == ["C-1"]
