@@ -2,7 +2,8 @@
 
 nameko acks a message whose handler raised (with `requeue_on_error=False`), which would drop
 it. Here a failed message waits in a retry queue of its handler queue (`retry.<queue>.<delay>`,
-whose TTL sends it back) for `YIWANG_RETRY_DELAYS` seconds [1,5,30], one delay per retry. A
+whose TTL sends it back) for `YIWANG_RETRY_DELAYS` seconds [1,5,30,120,600], one delay per retry
+(about 13 minutes in all: a dependency restarting or failing over is waited out, not dead-lettered). A
 message that still fails, or that is not a valid event at all, lands in `dlq.<queue>` with its
 error (`x-yiwang-error`, masked like log lines) for inspection and replay
 (`python -m infra.deadletters`). Should a copy fail to publish, the message is requeued (a
@@ -39,7 +40,7 @@ CONNECTION_LOST = (OSError, AMQPError)
 
 def retry_delays() -> tuple[float, ...]:
     """Seconds to wait before each retry (`YIWANG_RETRY_DELAYS`, comma-separated)."""
-    raw = os.environ.get("YIWANG_RETRY_DELAYS", "1,5,30")
+    raw = os.environ.get("YIWANG_RETRY_DELAYS", "1,5,30,120,600")
     return tuple(float(part) for part in raw.split(",") if part.strip())
 
 

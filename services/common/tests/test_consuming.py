@@ -291,7 +291,7 @@ def test_retry_delays_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("YIWANG_RETRY_DELAYS", "0.2, 0.5")
     assert retry_delays() == (0.2, 0.5)
     monkeypatch.delenv("YIWANG_RETRY_DELAYS")
-    assert retry_delays() == (1.0, 5.0, 30.0)
+    assert retry_delays() == (1.0, 5.0, 30.0, 120.0, 600.0)  # about 13 minutes: outages waited out
     assert retry_queue_name("evt-x--y.z", 0.2) == "retry.evt-x--y.z.200ms"
 
 
