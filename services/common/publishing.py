@@ -13,6 +13,7 @@ from typing import Any
 
 from nameko.events import EventDispatcher
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
 from contracts.envelope import Envelope, UnknownEventType, parse_event
 from services.common.metrics import EVENTS_PUBLISHED
@@ -45,7 +46,13 @@ class Publisher:
                 log.warning("publish failed; the outbox relay will retry", extra={"event_id": envelope.event_id})
                 return sent
             EVENTS_PUBLISHED.labels(envelope.type).inc()
-            outbox.mark_published(doc_id, envelope.event_id)
+            try:
+                outbox.mark_published(doc_id, envelope.event_id)
+            except PyMongoError:
+                # Written and published: the caller must hear of success (a retry of a publish or
+                # a password change would act twice). The relay publishes it again; consumers
+                # are idempotent by event id.
+                log.warning("published but not marked; the relay will send it again", extra={"doc_id": str(doc_id)})
             sent += 1
         return sent
 

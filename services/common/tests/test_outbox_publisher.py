@@ -88,6 +88,20 @@ def test_publish_accepts_stored_dicts():
     assert outbox.marked == [("doc-1", raw["event_id"])]
 
 
+def test_a_mark_that_fails_after_the_publish_is_left_for_the_relay_not_raised(caplog):
+    # The write and the publish both happened: raising would answer the caller 503, and a retry of
+    # a publish or a password change would act twice. The relay sends the event again instead.
+    class StoreGoneAfterPublish(FakeOutbox):
+        def mark_published(self, doc_id, event_id):
+            raise AutoReconnect("store gone")
+
+    dispatch = FakeDispatch()
+    first, second = _submitted("A"), _submitted("B")
+    assert Publisher(dispatch).publish(StoreGoneAfterPublish(), "doc-1", [first, second]) == 2
+    assert [body["event_id"] for _, body in dispatch.sent] == [first.event_id, second.event_id]
+    assert "published but not marked" in caplog.text
+
+
 def test_dispatch_failure_is_left_for_the_relay():
     first, second, third = _submitted("A"), _submitted("B"), _submitted("C")
     dispatch, outbox = FakeDispatch(fail_on={second.event_id}), FakeOutbox()
