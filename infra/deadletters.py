@@ -23,7 +23,7 @@ from urllib.parse import quote
 import requests
 from kombu import Connection, Queue
 
-from services.common.consuming import ERROR_HEADER, FAILED_AT_HEADER
+from services.common.consuming import ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER
 
 PREFIX = "dlq."
 
@@ -94,12 +94,20 @@ def replay(vhost: str, dead_letter_queue: str, limit: int | None = None) -> int:
     with Connection(amqp_uri(vhost), transport_options={"confirm_publish": True}) as conn:
         channel = conn.channel()
         source = Queue(dead_letter_queue, routing_key=origin, durable=True, no_declare=True)(channel)
+        # What is there now, and no more: a message that fails again while the cause persists comes
+        # back to this queue, and must not be picked up again by this same replay.
+        waiting = source.queue_declare(passive=True).message_count
+        limit = waiting if limit is None else min(limit, waiting)
         producer = conn.Producer(channel=conn.channel())
-        while limit is None or moved < limit:
+        while moved < limit:
             message = source.get(no_ack=False, accept=None)
             if message is None:
                 break
-            headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-death")}
+            headers = {
+                k: v
+                for k, v in (message.headers or {}).items()
+                if not k.startswith("x-death") and k != ATTEMPT_HEADER  # a replay gets every retry again
+            }
             headers["x-yiwang-replayed"] = int(headers.get("x-yiwang-replayed", 0)) + 1
             producer.publish(
                 message.body,

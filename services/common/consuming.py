@@ -22,6 +22,7 @@ from typing import Any
 
 from amqp.exceptions import AMQPError
 from kombu import Connection, Exchange, Queue
+from nameko.amqp.consume import Consumer as ConsumerCore
 from nameko.events import SERVICE_POOL, EventHandler
 from pydantic import ValidationError
 
@@ -57,7 +58,22 @@ def dead_letter_queue_name(queue_name: str) -> str:
     return f"dlq.{queue_name}"
 
 
+class _DeadLetteringConsumer(ConsumerCore):
+    """kombu acks a message whose body it cannot decode (not JSON, a type we do not accept), which
+    drops it with a log line. Rejected instead, the queue dead-letters it (`x-dead-letter-exchange`)."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        queue = message.delivery_info.get("routing_key", "")
+        log.error("undecodable message dead-lettered", extra={"queue": queue, "error": type(exc).__name__})
+        try:
+            message.reject(requeue=False)
+        except CONNECTION_LOST:
+            log.warning("the connection went before the message was settled; it comes again", exc_info=True)
+
+
 class ReliableEventHandler(EventHandler):
+    consumer_cls = _DeadLetteringConsumer
+
     def setup(self) -> None:
         super().setup()
         # The consumer holds this very Queue object, so the arguments apply when it declares it.

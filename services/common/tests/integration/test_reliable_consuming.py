@@ -82,3 +82,51 @@ def test_dead_letters_carry_their_error_and_replay_into_their_queue(container_fa
     eventually(lambda: Sometimes.handled == ["62052400MZ-GF-0003"], what="the replayed event handled")
     eventually(lambda: queue_depth(vhost, dlq) == 0, timeout=15, what="an empty dead-letter queue (stats lag)")
     assert deadletters.peek(vhost, dlq, 5) == []
+
+
+def test_a_body_that_is_not_json_is_dead_lettered_not_dropped(container_factory, rabbit_config):
+    from kombu import Connection
+
+    from infra import deadletters
+
+    container_factory(Sometimes).start()
+    vhost = current_vhost()
+    queue = "evt-catalog-catalog.item_published.v1--sometimes.on_published"
+    from nameko import config
+
+    with Connection(config["AMQP_URI"]) as conn:
+        conn.Producer().publish(
+            b"{not json", routing_key=queue, content_type="application/json", content_encoding="utf-8", serializer=None
+        )
+    eventually(lambda: queue_depth(vhost, dead_letter_queue_name(queue)) == 1, timeout=15, what="the dead letter")
+    assert len(deadletters.peek(vhost, dead_letter_queue_name(queue), 5)) == 1
+
+
+class Stubborn:
+    """A cause not fixed yet when an operator replays."""
+
+    name = "stubborn"
+    tries: list[str] = []
+
+    @consumes("catalog", ItemPublished)
+    def on_published(self, envelope, payload):
+        self.tries.append(payload.item_code)
+        raise RuntimeError("still broken")
+
+
+def test_a_replay_while_the_cause_persists_retries_each_message_once_more_in_full(container_factory, rabbit_config):
+    from infra import deadletters
+
+    Stubborn.tries = []
+    container_factory(Stubborn).start()
+    vhost = current_vhost()
+    dlq = dead_letter_queue_name("evt-catalog-catalog.item_published.v1--stubborn.on_published")
+    dispatch_event("catalog", event("62052400MZ-GF-0004"))
+    eventually(lambda: queue_depth(vhost, dlq) == 1, timeout=15, what="the dead letter")
+    assert len(Stubborn.tries) == 1 + len(retry_delays())
+
+    # What was there when it started, once: the message failing again does not send the replay
+    # round in circles, and it gets every retry again (its attempt count starts over).
+    assert deadletters.replay(vhost, dlq) == 1
+    eventually(lambda: len(Stubborn.tries) == 2 * (1 + len(retry_delays())), timeout=15, what="every retry again")
+    eventually(lambda: queue_depth(vhost, dlq) == 1, timeout=15, what="the dead letter back")
