@@ -287,6 +287,9 @@ class NotificationService:
                 if doc is None:
                     self._orphan(entry, now)
                     return True
+                if channel not in doc["channels"]:  # queued by an older redelivery: nothing to send
+                    self.store.finish(entry["_id"])
+                    return True
                 about, state = deliveries.send_context(doc, channel), doc["channels"][channel]
         with continued(about.get("traceparent"), f"notification.deliver {channel}"):
             annotate(case_no=about.get("case_no"), event_id=about["event_id"], channel=channel)

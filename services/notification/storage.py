@@ -74,8 +74,10 @@ class NotificationStore:
         except DuplicateKeyError:
             # Index the stored notification (its own time puts it in its own month), which also
             # repairs a process that died between the writes.
-            stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1})
-            self._queue(doc, channels, now, keep_send=False)
+            stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1, "channels": 1})
+            # Only the channels it was stored with: a channel chosen since has no content or status in it.
+            kept = (stored or doc).get("channels") or {}
+            self._queue(doc, [channel for channel in channels if channel in kept], now, keep_send=False)
             self._index(doc["recipient"], stored or doc)
             return False
         self._queue(doc, channels, now, keep_send=True)

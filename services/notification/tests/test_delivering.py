@@ -208,6 +208,15 @@ def test_a_finished_delivery_is_not_sent_again(service, store, outbound):
     store.finish.assert_called_once_with("n1:sms")
 
 
+def test_an_entry_for_a_channel_its_notification_lacks_is_dropped_not_retried_forever(service, store, outbound):
+    # Queued by a redelivery before such entries were refused: the notification has no email.
+    store.due.return_value = [entry("email")]
+    store.get.return_value = stored("sms")
+    service.deliver_due()
+    outbound.email.send.assert_not_called()
+    store.finish.assert_called_once_with("n1:email")
+
+
 # What a new entry keeps for its send (deliveries.send_context of `stored()`).
 SEND = {
     "recipient": "u-1",

@@ -107,6 +107,17 @@ def test_a_new_entry_keeps_what_its_send_needs_and_a_redelivery_does_not(mongo_c
     assert again["_id"] == "n1:sms" and "send" not in again
 
 
+def test_a_redelivery_queues_no_channel_the_notification_was_not_stored_with(mongo_client, db_prefix):
+    # The person chose email between the first delivery of the event and its redelivery: the
+    # notification has no email content or status, so an email entry could never be sent.
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    store.create(notification(now), ["sms"], now)
+    store.finish("n1:sms")
+    store.create(notification(now), ["sms", "email"], now)
+    assert [e["_id"] for e in store.due(now, 10)] == ["n1:sms"]
+
+
 def test_a_claim_counts_leases_until_the_attempt_reschedules(mongo_client, db_prefix):
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now, lease = datetime.now(UTC), timedelta(seconds=60)
