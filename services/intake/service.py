@@ -137,7 +137,16 @@ class IntakeService:
         decision = validated(ReviewDecision, payload)
         item = self._item_of(case)
         now = cases.now_utc()
-        return self._apply(case, lifecycle.review(case, item, who, decision, now, cases.local_date(now)), who)
+        change = lifecycle.review(case, item, who, decision, now, cases.local_date(now))
+        if decision.action == "approve":
+            self._certificates_still_valid(case)
+        return self._apply(case, change, who)
+
+    def _certificates_still_valid(self, case: dict[str, Any]) -> None:
+        offered = [m["certificate_id"] for m in case.get("materials", []) if m.get("certificate_id")]
+        if offered:
+            checks = call(self.identity.check_certificates, case["applicant"]["user_id"], offered)
+            lifecycle.lapsed_certificates(case, {c["certificate_id"]: c["owned"] and c["valid"] for c in checks})
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def resubmit_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:

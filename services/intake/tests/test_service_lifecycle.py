@@ -214,6 +214,38 @@ def test_a_reviewers_decision_is_announced_by_intake(service, store, events, hel
     assert result["decision"]["outcome"] == result["status"]
 
 
+CERTIFIED = [{"code": "id_card", "document_id": "d-id"}, {"code": "household_register", "certificate_id": "c9"}]
+
+
+@pytest.mark.parametrize("still_valid", [True, False])
+def test_an_approval_checks_the_certificates_among_the_materials_again(
+    service, store, identity, events, held, still_valid
+):
+    # Checked at submission; it may have expired or been revoked while the case waited.
+    held.doc = stored_case("accepted", materials=CERTIFIED)
+    check = {"certificate_id": "c9", "owned": True, "valid": still_valid, "type": "household_register"}
+    rpc_returns(identity.check_certificates, [check])
+    approve = {"action": "approve", "comment": "准予"}
+    if still_valid:
+        assert service.review_case(REVIEWER, CASE_NO, approve)["status"] == "approved"
+    else:
+        with pytest.raises(Conflict) as info:
+            service.review_case(REVIEWER, CASE_NO, approve)
+        assert info.value.details == [
+            {"field": "materials.1.certificate_id", "issue": "the certificate has expired or was revoked"}
+        ]
+        assert_nothing_applied(store, events)
+    identity.check_certificates.call_async.assert_called_once_with("u-citizen", ["c9"])
+
+
+def test_a_rejection_or_a_case_without_certificates_asks_identity_nothing(service, store, identity, events, held):
+    held.doc = stored_case("accepted", materials=CERTIFIED)
+    service.review_case(REVIEWER, CASE_NO, {"action": "reject", "comment": "不符合条件"})
+    held.doc = stored_case("accepted")
+    service.review_case(REVIEWER, CASE_NO, {"action": "approve", "comment": "准予"})
+    identity.check_certificates.call_async.assert_not_called()
+
+
 def test_losing_the_conditional_update_is_a_conflict_and_announces_nothing(service, store, events):
     store.transition.side_effect = None
     store.transition.return_value = False  # another reviewer acted in between
