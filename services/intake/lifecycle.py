@@ -169,9 +169,10 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     if case.get("deadline") and case.get("clock_stopped_on"):
         paused = working_days_between(date.fromisoformat(case["clock_stopped_on"]), today)
         deadline, provisional = add_working_days(date.fromisoformat(case["deadline"]), paused)
-        fields.update(
-            **moved_deadline(deadline, today), deadline_provisional=provisional or case["deadline_provisional"]
-        )
+        fields["deadline"] = deadline.isoformat()
+        if fields["deadline"] != case["deadline"]:  # a pause of no working day moves nothing
+            fields.update(moved_deadline(deadline, today))
+        fields["deadline_provisional"] = provisional or case["deadline_provisional"]
         if "deadline_days" in case:
             fields["deadline_days"] = case["deadline_days"] + paused
     replaced = {m.code for m in supplement.materials}
@@ -203,9 +204,9 @@ def moved_deadline(deadline: date, today: date) -> dict[str, Any]:
     """The fields a case takes when its deadline moves (acceptance, a supplement's pause, a loaded
     calendar): flags raised for the old deadline no longer hold, so reviewers are warned again
     before the new one, and a case whose new deadline has not passed is no longer overdue."""
-    fields: dict[str, Any] = {"deadline": deadline.isoformat(), "deadline_warned": False}
+    fields: dict[str, Any] = {"deadline": deadline.isoformat()}
     if deadline >= today:  # overdue means the deadline is before today (see deadlines.due)
-        fields["overdue"] = False
+        fields.update(deadline_warned=False, overdue=False)
     return fields
 
 

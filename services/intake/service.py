@@ -262,6 +262,8 @@ class IntakeService:
         event = new_event(change.event, producer=self.name)
         if not self.store.transition(case["case_no"], change, event):
             raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
+        if case.get("overdue") and change.set_fields.get("overdue") is False:
+            self.store.forget_overdue(case["case_no"])  # its new deadline has not passed
         status = change.set_fields.get("status", case["status"])
         annotate(event_id=event.event_id, outcome=status)
         CASES_ENTERING.labels(status).inc()
@@ -447,7 +449,8 @@ class IntakeService:
             ),
             producer=self.name,
         )
-        if not self.store.flag_once(case["case_no"], flag, list(lifecycle.TASK_STATUSES), event):
+        statuses = list(lifecycle.TASK_STATUSES)
+        if not self.store.flag_once(case["case_no"], flag, case["deadline"], statuses, event):
             return 0
         self._announce(case["case_no"], [event])
         return 1
@@ -462,12 +465,16 @@ class IntakeService:
                 deadline, provisional = workdays.add_working_days(
                     date.fromisoformat(case["deadline_start"]), case["deadline_days"]
                 )
-                moved = (
-                    lifecycle.moved_deadline(deadline, today) if deadline.isoformat() != case.get("deadline") else {}
-                )
-                self.store.set_deadline(case["_id"], {**moved, "deadline_provisional": provisional})
+                fields: dict[str, Any] = {"deadline_provisional": provisional}
+                if deadline.isoformat() != case.get("deadline"):
+                    fields.update(lifecycle.moved_deadline(deadline, today))
+                # Only over the version read: a reviewer's acceptance meanwhile set a deadline of its own.
+                if not self.store.set_deadline(case["_id"], case.get("version", 0), fields):
+                    continue
+                if fields.get("overdue") is False:
+                    self.store.forget_overdue(case["_id"])
                 # Marked until its read models (the deadline index among them) have the new deadline:
-                # a load that dies in between is finished by the next one.
+                # a load that dies in between (its answer an error) is finished by loading again.
                 self.store.sync_views(case["_id"])
                 self.store.deadline_synced(case["_id"])
                 recomputed += 1

@@ -16,6 +16,7 @@ from services.common.mongo import run_once
 from services.common.monthly_lists import MonthlyLists
 from services.common.outbox import OutboxCollection
 from services.intake.lifecycle import TASK_STATUSES, Change
+from services.intake.supervision import overdue_fact_id
 from services.intake.task_board import TaskBoard
 
 # What the applicant's list and the reviewer's task list show of a case.
@@ -150,15 +151,15 @@ class IntakeStore:
         """Cases whose deadline a loaded calendar may move: provisional ones, and those whose
         recomputation did not finish syncing its read models (a process that died in between)."""
         query = {"$or": [{"deadline_provisional": True}, {"deadline_recomputing": True}], "_id": {"$gt": after}}
-        fields = {"deadline_start": 1, "deadline_days": 1, "deadline": 1}
+        fields = {"deadline_start": 1, "deadline_days": 1, "deadline": 1, "version": 1}
         return list(self.cases.find(query, fields).sort("_id", ASCENDING).limit(limit))
 
-    def set_deadline(self, case_no: str, fields: dict[str, Any]) -> None:
-        """A recomputed deadline (see lifecycle.moved_deadline), marked until `deadline_synced`."""
+    def set_deadline(self, case_no: str, version: int, fields: dict[str, Any]) -> bool:
+        """A recomputed deadline (see lifecycle.moved_deadline) over the version it was computed
+        from, marked until `deadline_synced`; False when the case changed meanwhile."""
         # A new version: the read models replace an entry only with a newer one.
-        self.cases.update_one(
-            {"_id": case_no}, {"$set": {**fields, "deadline_recomputing": True}, "$inc": {"version": 1}}
-        )
+        update = {"$set": {**fields, "deadline_recomputing": True}, "$inc": {"version": 1}}
+        return self.cases.update_one({"_id": case_no, "version": version}, update).matched_count == 1
 
     def deadline_synced(self, case_no: str) -> None:
         self.cases.update_one({"_id": case_no}, {"$unset": {"deadline_recomputing": ""}})
@@ -203,14 +204,19 @@ class IntakeStore:
         fields = ("case_no", "item_code", "item_name", "department_code", "applicant", "status", "deadline", "version")
         return self.cases.find_one({"_id": case_no}, {f: 1 for f in (*fields, "deadline_warned", "overdue")})
 
-    def flag_once(self, case_no: str, flag: str, statuses: list[str], event: Envelope) -> bool:
-        """Set the flag with its event unless another process already did (safe with several timers)."""
+    def flag_once(self, case_no: str, flag: str, deadline: str, statuses: list[str], event: Envelope) -> bool:
+        """Set the flag with its event unless another process already did (safe with several timers),
+        and only while the deadline is the one judged (one moved meanwhile cleared its flags)."""
         update = self.outbox.update(case_no, [event])
         update["$set"][flag] = True
-        query = {"_id": case_no, flag: {"$ne": True}, "status": {"$in": statuses}}
+        query = {"_id": case_no, flag: {"$ne": True}, "deadline": deadline, "status": {"$in": statuses}}
         return self.outbox.update_or_forget(query, update, [event])
 
     # --- supervision -------------------------------------------------------------------------------
+    def forget_overdue(self, case_no: str) -> None:
+        """A case's deadline moved past today: it no longer counts as overdue (see supervision)."""
+        self.facts.delete_one({"_id": overdue_fact_id(case_no)})
+
     def add_fact(self, fact: dict[str, Any]) -> bool:
         try:
             self.facts.insert_one(fact)

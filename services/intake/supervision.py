@@ -44,9 +44,15 @@ def fact_of(event: EventPayload, envelope: Envelope, case: dict[str, Any]) -> di
     if isinstance(event, CaseOverdue):
         # Once per case: a case whose deadline moved (acceptance, a supplement) may pass its new one
         # too, and reviewers hear of it again, but it is one overdue case.
-        return fact(f"overdue:{event.case_no}", "overdue", case, day)
+        return fact(overdue_fact_id(event.case_no), "overdue", case, day)
     kind = COUNTED.get(type(event))
     return fact(envelope.event_id, kind, case, day) if kind else None
+
+
+def overdue_fact_id(case_no: str) -> str:
+    """One per case: a case overdue again after its deadline moved is still one overdue case, and
+    one whose deadline moved past today is no longer counted (see IntakeStore.forget_overdue)."""
+    return f"overdue:{case_no}"
 
 
 def decision_fact(event_id: str, case: dict[str, Any], decided_at: datetime, day: date) -> dict[str, Any]:

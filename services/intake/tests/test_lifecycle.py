@@ -213,10 +213,8 @@ def test_a_moved_deadline_is_warned_of_again_and_no_longer_overdue():
 
 
 def test_a_deadline_moved_to_a_day_already_past_stays_overdue():
-    assert lifecycle.moved_deadline(date(2026, 11, 20), today=date(2026, 11, 23)) == {
-        "deadline": "2026-11-20",
-        "deadline_warned": False,
-    }
+    # Still overdue: neither a "deadline near" warning nor a second overdue notice is due.
+    assert lifecycle.moved_deadline(date(2026, 11, 20), today=date(2026, 11, 23)) == {"deadline": "2026-11-20"}
     assert lifecycle.moved_deadline(date(2026, 11, 23), today=date(2026, 11, 23))["overdue"] is False
 
 
@@ -378,8 +376,9 @@ def test_holidays_paused_are_not_counted():
 
 
 def test_resubmit_on_the_day_of_the_request_keeps_the_deadline():
-    change = lifecycle.resubmit(waiting(), APPLICANT, supplement("photo", "proof"), NOW, TODAY)
+    change = lifecycle.resubmit(waiting(deadline_warned=True), APPLICANT, supplement("photo", "proof"), NOW, TODAY)
     assert change.set_fields["deadline"] == "2026-11-30"
+    assert "deadline_warned" not in change.set_fields  # warned of this very deadline already
 
 
 def test_a_provisional_deadline_stays_provisional():

@@ -730,11 +730,25 @@ def test_a_loaded_calendar_moves_provisional_deadlines_and_their_flags_then_sync
     from services.intake import workdays
 
     monkeypatch.setattr(workdays, "add_working_days", lambda start, days: (date(2027, 1, 8), False))
-    case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07"}
+    case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07", "version": 5}
     store.provisional_cases.side_effect = [[case], []]
     assert service._recompute_provisional() == 1
     store.set_deadline.assert_called_once_with(
-        "C-1", {"deadline_provisional": False, "deadline": "2027-01-08", "deadline_warned": False, "overdue": False}
+        "C-1", 5, {"deadline_provisional": False, "deadline": "2027-01-08", "deadline_warned": False, "overdue": False}
     )
+    store.forget_overdue.assert_called_once_with("C-1")  # its new deadline has not passed
     store.sync_views.assert_called_once_with("C-1")
     store.deadline_synced.assert_called_once_with("C-1")  # after the sync: a load that died is found again
+
+
+def test_a_loaded_calendar_leaves_a_case_that_changed_meanwhile_alone(service, store, monkeypatch):
+    # A reviewer accepted it between the read and the write: its deadline is the acceptance's now.
+    from services.intake import workdays
+
+    monkeypatch.setattr(workdays, "add_working_days", lambda start, days: (date(2027, 1, 8), False))
+    case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07", "version": 5}
+    store.provisional_cases.side_effect = [[case], []]
+    store.set_deadline.return_value = False
+    assert service._recompute_provisional() == 0
+    store.sync_views.assert_not_called()
+    store.forget_overdue.assert_not_called()

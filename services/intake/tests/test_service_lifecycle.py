@@ -181,6 +181,17 @@ def test_accepting_applies_the_change_conditionally_and_announces_it(service, st
     assert view.timeline[-1].comment == "受理"
 
 
+def test_accepting_an_overdue_case_stops_counting_it_overdue(service, store, held):
+    # Overdue under the deadline counted from submission; acceptance counts the promise from now.
+    held.doc = stored_case(overdue=True, deadline="2026-11-20")
+    service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    store.forget_overdue.assert_called_once_with(CASE_NO)
+    held.doc = stored_case()  # never overdue: nothing to forget
+    store.forget_overdue.reset_mock()
+    service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    store.forget_overdue.assert_not_called()
+
+
 def test_a_supplement_request_publishes_every_missing_material(service, store, events, held):
     held.doc = stored_case("accepted")
     service.review_case(REVIEWER, CASE_NO, {"action": "request_supplement", "missing_materials": ["photo", "id_card"]})

@@ -112,9 +112,39 @@ def test_a_recomputed_deadline_whose_sync_died_is_found_by_the_next_load(store):
     store.insert_case({**running_case("C-1"), "deadline_provisional": True}, [])
     store.sync_views("C-1")
     moved = "2099-03-09"
-    store.set_deadline("C-1", {"deadline": moved, "deadline_warned": False, "deadline_provisional": False})
+    assert not store.set_deadline("C-1", 0, {"deadline": moved})  # not over the version read: nothing
+    assert store.set_deadline("C-1", 1, {"deadline": moved, "deadline_warned": False, "deadline_provisional": False})
     assert [c["_id"] for c in store.provisional_cases("", 10)] == ["C-1"]  # not provisional, not synced
     store.sync_views("C-1")
     store.deadline_synced("C-1")
     assert store.provisional_cases("", 10) == []
     assert store.watched(moved) == ["C-1"]
+
+
+def test_a_flag_is_not_raised_for_a_deadline_that_moved_after_the_check_read_it(store):
+    from contracts.envelope import new_event
+    from contracts.events import CaseOverdue
+
+    store.insert_case(running_case("C-1"), [])
+    overdue = new_event(
+        CaseOverdue(
+            case_no="C-1",
+            item_code="ITEM-1",
+            item_name="测试事项",
+            department_code="620524GA",
+            applicant_id="u-1",
+            deadline=DAY,
+        ),
+        producer="intake",
+    )
+    # The check read DAY; an acceptance then moved the deadline on and cleared the flags.
+    store.cases.update_one({"_id": "C-1"}, {"$set": {"deadline": "2099-03-20", "overdue": False}})
+    assert not store.flag_once("C-1", "overdue", DAY, ["submitted"], overdue)
+    assert store.cases.find_one({"_id": "C-1"})["overdue"] is False
+    assert store.flag_once("C-1", "overdue", "2099-03-20", ["submitted"], overdue)
+
+
+def test_a_case_no_longer_overdue_leaves_the_supervision_count(store):
+    store.add_fact({"_id": "overdue:C-1", "kind": "overdue", "department_code": "620524GA", "day": "2099-03-03"})
+    store.forget_overdue("C-1")
+    assert store.facts.count_documents({}) == 0
