@@ -3,7 +3,6 @@ tokens, or its withdrawal), drafts being edited, departments."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from datetime import UTC, datetime
@@ -88,17 +87,23 @@ class CatalogStore:
             self.outbox.forget([event])
             # Published concurrently, or by a publisher that died before the current row moved (the
             # row would then name the old version for good, and every retry conflict): move it.
-            self.advance_current_to(guide["item_code"], version)
+            self.advance_current_to(guide["item_code"], version, over_a_withdrawal=True)  # the admin publishes
             raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
         self._advance_current(doc)
         return _readable(doc)
 
-    def advance_current_to(self, item_code: str, version: int) -> None:
+    def advance_current_to(self, item_code: str, version: int, over_a_withdrawal: bool = False) -> None:
         """Point the current row at this stored version unless it names a newer one: what a
-        publisher does after its insert, done for one that died in between."""
+        publisher does after its insert, done for one that died in between. A withdrawal made
+        after the version was stored stands, unless `over_a_withdrawal` (an admin publishing anew)."""
         doc = self.get_version(item_code, version)
-        if doc is not None:
-            self._advance_current(doc)
+        if doc is None:
+            return
+        row = self.current.find_one({"_id": item_code}, {"withdrawn.withdrawn_at": 1}) or {}
+        withdrawn_later = row.get("withdrawn", {}).get("withdrawn_at", doc["published_at"]) > doc["published_at"]
+        if withdrawn_later and not over_a_withdrawal:
+            return  # the admin withdrew the item after this version was stored: the withdrawal stands
+        self._advance_current(doc)
 
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
         """Bulk publish (seeding): first versions of many items at once."""
@@ -137,8 +142,10 @@ class CatalogStore:
         if not self.current.replace_one(
             {"_id": doc["item_code"], "version": {"$lt": doc["version"]}}, current
         ).matched_count:
-            with contextlib.suppress(DuplicateKeyError):  # the row exists with this or a newer version
+            try:
                 self.current.insert_one(current)
+            except DuplicateKeyError:
+                return  # the row holds this or a newer version: the listing did not change
         self.listing_changed()
 
     def withdraw(self, withdrawal: dict[str, Any], event: Envelope) -> bool:

@@ -130,3 +130,31 @@ def test_a_version_whose_publisher_died_before_the_current_row_moved_is_served_a
     store.advance_current_to(code, 3)
     assert store.latest_version(code)["version"] == 3
     assert {d["item_code"]: d["version"] for d in store.listing()}[code] == 3
+
+
+def test_a_version_a_dead_publisher_left_does_not_undo_a_later_withdrawal(mongo_client, db_prefix, monkeypatch):
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    code = guide["item_code"]
+    store.insert_version(guide, 1, published(guide))
+    with monkeypatch.context() as m:
+        m.setattr(store, "_advance_current", lambda doc: (_ for _ in ()).throw(ConnectionError("died")))
+        with pytest.raises(ConnectionError):
+            store.insert_version(guide, 2, published(guide))
+    # Before the relay's round, the admin withdraws the item as it is served (version 1).
+    assert store.withdraw(withdrawal(guide, 1), withdrawn(guide, 1))
+    store.advance_current_to(code, 2)
+    assert "withdrawn" in store.latest_version(code)
+    assert code not in [d["item_code"] for d in store.listing()]
+    # The admin publishing anew ends the withdrawal, as a publish does: refused once (version 2 is
+    # taken), then version 3 goes out.
+    with pytest.raises(Conflict):
+        store.insert_version(guide, 2, published(guide))
+    assert store.latest_version(code)["version"] == 2 and "withdrawn" not in store.latest_version(code)
+    # A row already at the version: nothing moves, so no process is made to reload its listing
+    # (the relay tries every 2 s for as long as an event waits).
+    other = seed_items()[3]
+    store.insert_version(other, 1, published(other))
+    revision = store.meta.find_one({"_id": "revision"})["n"]
+    store.advance_current_to(other["item_code"], 1)
+    assert store.meta.find_one({"_id": "revision"})["n"] == revision
