@@ -294,14 +294,14 @@ class IdentityService:
         self._refuse_if_throttled({address: limits.address_limit}, limits, now)
         self._refuse_common(reset.new_password)  # before the code is spent on it
         user = self.store.find_by_login(accounts.login_keys(reset.username), reset.username)
-        self._count_attempts({address: limits.address_limit}, limits, now)  # taken back if the code is right
+        counted = self._count_attempts({address: limits.address_limit}, limits, now)  # taken back if right
         try:
             if user is None or not user.get("phone"):
                 raise phone_codes.rejected(RESET_REFUSED, "code")
             spent = self._spend_code("password_reset", user["_id"], user["phone"], reset.code, "code")
         except ValidationFailed:
             raise phone_codes.rejected(RESET_REFUSED, "code") from None
-        self.store.take_back_failure(address)  # the address counts wrong codes only
+        self.store.take_back_failure(address, counted[address])  # the address counts wrong codes only
         try:
             self._set_password(user, reset.new_password, "reset", keep_session=None)
         except Conflict:  # the password changed meanwhile: the code works again
@@ -446,11 +446,13 @@ class IdentityService:
     @timer(interval=3600, eager=True)
     def sweep_phone_counts(self) -> None:
         """Forget the per-phone code counts and the expired challenges of past China days (they hold
-        phone numbers). Every process runs it: an idempotent delete."""
+        phone numbers), and closed login windows. Every process runs it: idempotent deletes."""
         now = datetime.now(UTC)
         today = phone_codes.china_day(now).isoformat()
         self.store.sweep_phone_counts(before_day=today)
         self.store.sweep_phone_challenges(before_day=today, now=now)
+        # Login windows closed (they hold addresses and login names): the next failure opens anew.
+        self.store.sweep_login_failures(before=now - throttling.Policy.from_env().window)
 
     # --- sessions ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
@@ -470,14 +472,14 @@ class IdentityService:
         # One account key, so parallel guesses cannot see two counts that disagree: the account's
         # (shared by its login names), or for a name of no account the name's (so both look alike).
         allowance = throttling.user_key(user["_id"]) if user else account
-        self._count_attempts({allowance: policy.account_limit, address: policy.address_limit}, policy, now)
+        counted = self._count_attempts({allowance: policy.account_limit, address: policy.address_limit}, policy, now)
         if not accounts.password_matches(user and user["password_hash"], attempt.credentials.password):
             raise Unauthenticated("wrong username or password")
         self.store.clear_failures(account)  # the right password: not a guess after all
         self.store.clear_failures(allowance)
         # The address counts failures only (many people log in from one office's address): a
         # right password takes its count back rather than clearing the others' failures.
-        self.store.take_back_failure(address)
+        self.store.take_back_failure(address, counted[address])
         if not accounts.is_active(user):  # said only to whoever knows the password
             raise Unauthenticated(DEACTIVATED)
         if user["account_type"] == "staff":
@@ -629,19 +631,23 @@ class IdentityService:
             raise ValidationFailed(message, [{"field": field, "issue": "not this account's password"}])
         self.store.clear_failures(allowance)  # the right password: not a guess after all
 
-    def _count_attempts(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
+    def _count_attempts(
+        self, limits: dict[str, int], policy: throttling.Policy, now: datetime
+    ) -> dict[str, throttling.Failures]:
         """Count an attempt (a guess, before it is checked) against each key, in one atomic write per
-        key; RateLimited past any key's allowance, and then it counts against none."""
-        counted: list[str] = []
+        key; RateLimited past any key's allowance, and then it counts against none. Returns the
+        windows counted in, by key (to take an attempt back from the same window)."""
+        counted: dict[str, throttling.Failures] = {}
         for key, limit in limits.items():
             window = self.store.record_failure(key, now, policy.window)
             # This attempt is the count-th: allowed while it is within the limit.
             wait = throttling.retry_after(window, limit + 1, policy, now)
             if wait:
-                for earlier in counted:  # refused, not checked: no guess against the others
-                    self.store.take_back_failure(earlier)
+                for earlier, its_window in counted.items():  # refused, not checked: no guess against the others
+                    self.store.take_back_failure(earlier, its_window)
                 raise RateLimited("too many failed logins; try again later", retry_after=wait)
-            counted.append(key)
+            counted[key] = window
+        return counted
 
     def _refuse_if_throttled(self, limits: dict[str, int], policy: throttling.Policy, now: datetime) -> None:
         seen = self.store.failures(list(limits))

@@ -14,6 +14,7 @@ from contracts.envelope import Envelope
 from services.common.errors import Conflict
 from services.common.mongo import breaks_unique_index, run_once, update_entry
 from services.common.outbox import OutboxCollection
+from services.common.stored_time import to_stored_precision
 from services.identity import accounts
 from services.identity.throttling import Failures
 
@@ -481,6 +482,7 @@ class IdentityStore:
         """Count one failure (for a login, one guess, before it is checked) in the key's open window,
         or open one; returns the window as counted. Each step is one atomic write, so parallel
         counts are all counted (no read-then-write)."""
+        now = to_stored_precision(now)  # a window's first_at as read back: it identifies the window
         for _ in range(3):
             counted = self.login_failures.find_one_and_update(
                 {"_id": key, "first_at": {"$gt": now - window}},
@@ -502,9 +504,18 @@ class IdentityStore:
     def clear_failures(self, key: str) -> None:
         self.login_failures.delete_one({"_id": key})
 
-    def take_back_failure(self, key: str) -> None:
-        """Uncount one attempt counted before its check, when the check found it right."""
-        self.login_failures.update_one({"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}})
+    def take_back_failure(self, key: str, counted: Failures) -> None:
+        """Uncount one attempt counted before its check, when the check found it right: in the
+        window it was counted in (not in one opened since), and gone once nothing is counted, so
+        an address that only ever logs in right leaves nothing behind."""
+        in_window = {"_id": key, "first_at": counted.first_at, "count": {"$gt": 0}}
+        self.login_failures.update_one(in_window, {"$inc": {"count": -1}})
+        self.login_failures.delete_one({"_id": key, "count": {"$lte": 0}})
+
+    def sweep_login_failures(self, before: datetime) -> int:
+        """Forget windows opened before `before` (closed: the next failure opens a new one). They
+        hold client addresses and login names, kept no longer than they count."""
+        return self.login_failures.delete_many({"first_at": {"$lt": before}}).deleted_count
 
     # --- certificates -----------------------------------------------------------------------------
     def insert_certificate(self, doc: dict[str, Any], event: Envelope) -> bool:

@@ -402,7 +402,8 @@ def test_success_clears_the_account_failures_only(service, store, citizen_doc):
     assert [c.args[0] for c in store.clear_failures.call_args_list] == [ACCOUNT_KEY, f"user:{citizen_doc['_id']}"]
     # Counted before the check; the address's count of this login is taken back, not its others.
     assert [c.args[0] for c in store.record_failure.call_args_list] == [f"user:{citizen_doc['_id']}", ADDRESS_KEY]
-    store.take_back_failure.assert_called_once_with(ADDRESS_KEY)
+    [(key, window)] = [c.args for c in store.take_back_failure.call_args_list]
+    assert key == ADDRESS_KEY and window.count == 1  # from the window it was counted in
 
 
 def test_a_guess_past_the_address_allowance_is_refused_and_not_held_against_the_account(
@@ -421,7 +422,7 @@ def test_a_guess_past_the_address_allowance_is_refused_and_not_held_against_the_
     with pytest.raises(RateLimited):
         service.login(attempt(password="not the password"))
     assert checked == []
-    store.take_back_failure.assert_called_once_with(f"user:{citizen_doc['_id']}")
+    assert [c.args[0] for c in store.take_back_failure.call_args_list] == [f"user:{citizen_doc['_id']}"]
 
 
 @pytest.mark.parametrize("counted", [6, 9])
@@ -1677,7 +1678,7 @@ def test_a_reset_with_the_code_sets_and_announces_the_password_and_forgives_fail
     assert cleared == {f"user:{citizen_doc['_id']}", f"account:{citizen_doc['phone']}", f"account:{ID_NUMBER}"}
     # Counted against the address before the code was checked, and taken back: it was right.
     assert store.record_failure.call_args.args[0] == f"address:{ADDRESS_OF_CALLER}"
-    store.take_back_failure.assert_called_once_with(f"address:{ADDRESS_OF_CALLER}")
+    assert [c.args[0] for c in store.take_back_failure.call_args_list] == [f"address:{ADDRESS_OF_CALLER}"]
 
 
 def test_a_reset_that_loses_to_a_parallel_change_gives_the_code_back(service, store, citizen_doc):

@@ -234,14 +234,32 @@ def test_a_retried_revocation_keeps_the_later_time_and_old_revocations_are_liste
 
 def test_attempts_are_counted_in_a_window_and_one_can_be_taken_back(store):
     now, window = datetime.now(UTC), timedelta(minutes=15)
-    assert store.record_failure("address:10.1.1.1", now, window).count == 1
-    assert store.record_failure("address:10.1.1.1", now, window).count == 2
-    store.take_back_failure("address:10.1.1.1")  # a right password: its count comes back
+    first = store.record_failure("address:10.1.1.1", now, window)
+    assert first.count == 1
+    second = store.record_failure("address:10.1.1.1", now, window)
+    assert second.count == 2
+    store.take_back_failure("address:10.1.1.1", second)  # a right password: its count comes back
     assert store.failures(["address:10.1.1.1"])["address:10.1.1.1"].count == 1
-    store.take_back_failure("address:10.1.1.1")
-    store.take_back_failure("address:10.1.1.1")  # never below nothing
-    assert store.failures(["address:10.1.1.1"])["address:10.1.1.1"].count == 0
-    store.take_back_failure("address:10.9.9.9")  # a key never counted stays uncounted
-    assert store.failures(["address:10.9.9.9"]) == {}
-    later = store.record_failure("address:10.1.1.1", now + window + timedelta(seconds=1), window)
-    assert later.count == 1  # the window closed: a new one opens
+    store.take_back_failure("address:10.1.1.1", first)
+    assert store.failures(["address:10.1.1.1"]) == {}  # nothing counted: nothing kept of the address
+    store.take_back_failure("address:10.1.1.1", first)  # never below nothing
+    store.take_back_failure("address:10.9.9.9", first)  # a key never counted stays uncounted
+    assert store.failures(["address:10.1.1.1", "address:10.9.9.9"]) == {}
+
+
+def test_an_attempt_is_taken_back_only_from_the_window_it_was_counted_in(store):
+    now, window = datetime.now(UTC), timedelta(minutes=15)
+    right = store.record_failure("address:10.2.2.2", now, window)  # a login near the window's end
+    # While its password is checked, the window closes and a failure opens the next one.
+    failure = store.record_failure("address:10.2.2.2", now + window + timedelta(seconds=1), window)
+    assert failure.count == 1
+    store.take_back_failure("address:10.2.2.2", right)
+    assert store.failures(["address:10.2.2.2"])["address:10.2.2.2"].count == 1  # the failure stays counted
+
+
+def test_closed_windows_are_swept(store):
+    now, window = datetime.now(UTC), timedelta(minutes=15)
+    store.record_failure("address:10.3.3.3", now - window - timedelta(seconds=1), window)
+    store.record_failure("address:10.4.4.4", now, window)
+    assert store.sweep_login_failures(before=now - window) == 1
+    assert list(store.failures(["address:10.3.3.3", "address:10.4.4.4"])) == ["address:10.4.4.4"]
