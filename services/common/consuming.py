@@ -63,8 +63,9 @@ class _DeadLetteringConsumer(ConsumerCore):
     drops it with a log line. Rejected instead, the queue dead-letters it (`x-dead-letter-exchange`)."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        queue = message.delivery_info.get("routing_key", "")
+        queue = self.queues[0].name  # a handler consumes one queue
         log.error("undecodable message dead-lettered", extra={"queue": queue, "error": type(exc).__name__})
+        EVENTS_DEAD_LETTERED.labels(queue).inc()
         try:
             message.reject(requeue=False)
         except CONNECTION_LOST:

@@ -75,9 +75,10 @@ class NotificationStore:
             # Index the stored notification (its own time puts it in its own month), which also
             # repairs a process that died between the writes.
             stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1, "channels": 1})
-            # Only the channels it was stored with: a channel chosen since has no content or status in it.
+            # The channels it was stored with, whatever is chosen now: a channel chosen since has no
+            # text in it, and one dropped since may still be pending (a crash before its entry).
             kept = (stored or doc).get("channels") or {}
-            self._queue(doc, [channel for channel in channels if channel in kept], now, keep_send=False)
+            self._queue(doc, [channel for channel in kept if channel != "inbox"], now, keep_send=False)
             self._index(doc["recipient"], stored or doc)
             return False
         self._queue(doc, channels, now, keep_send=True)

@@ -86,20 +86,22 @@ def test_dead_letters_carry_their_error_and_replay_into_their_queue(container_fa
 
 def test_a_body_that_is_not_json_is_dead_lettered_not_dropped(container_factory, rabbit_config):
     from kombu import Connection
+    from nameko import config
 
     from infra import deadletters
+    from services.common.metrics import EVENTS_DEAD_LETTERED
 
     container_factory(Sometimes).start()
     vhost = current_vhost()
     queue = "evt-catalog-catalog.item_published.v1--sometimes.on_published"
-    from nameko import config
-
+    counted = EVENTS_DEAD_LETTERED.labels(queue)._value.get()
     with Connection(config["AMQP_URI"]) as conn:
         conn.Producer().publish(
             b"{not json", routing_key=queue, content_type="application/json", content_encoding="utf-8", serializer=None
         )
     eventually(lambda: queue_depth(vhost, dead_letter_queue_name(queue)) == 1, timeout=15, what="the dead letter")
     assert len(deadletters.peek(vhost, dead_letter_queue_name(queue), 5)) == 1
+    assert EVENTS_DEAD_LETTERED.labels(queue)._value.get() == counted + 1  # the metric operators alert on
 
 
 class Stubborn:

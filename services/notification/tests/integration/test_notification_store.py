@@ -116,6 +116,10 @@ def test_a_redelivery_queues_no_channel_the_notification_was_not_stored_with(mon
     store.finish("n1:sms")
     store.create(notification(now), ["sms", "email"], now)
     assert [e["_id"] for e in store.due(now, 10)] == ["n1:sms"]
+    # Nor leaves one it was stored with: dropped from the preferences since, it may still be pending.
+    store.finish("n1:sms")
+    store.create(notification(now), [], now)
+    assert [e["_id"] for e in store.due(now, 10)] == ["n1:sms"]
 
 
 def test_a_claim_counts_leases_until_the_attempt_reschedules(mongo_client, db_prefix):
