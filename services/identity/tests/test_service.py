@@ -27,6 +27,7 @@ from contracts.identity import (
     TokenPair,
     UserView,
 )
+from services.common.china_time import CHINA
 from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated, ValidationFailed
 from services.common.stored_time import to_stored_precision
@@ -726,7 +727,8 @@ def test_applicant_profile(service, store, citizen_doc):
     profile = ApplicantProfile.model_validate(service.applicant_profile(citizen_doc["_id"]))
     assert profile.region_code == "620524"
     assert profile.gender == "male"
-    assert profile.age == accounts.applicant_profile(citizen_doc, date.today(), []).age
+    china_today = datetime.now(UTC).astimezone(CHINA).date()
+    assert profile.age == accounts.applicant_profile(citizen_doc, china_today, []).age
     assert profile.age >= 86
 
 
@@ -737,7 +739,13 @@ def test_an_age_turns_on_chinas_date_not_the_servers(service, store, citizen_doc
         def now(cls, tz=None):
             return datetime(2026, 11, 27, 23, 30, tzinfo=UTC).astimezone(tz)
 
+    class ServerDate(date):  # what the server's own calendar says then: still the 27th
+        @classmethod
+        def today(cls):
+            return date(2026, 11, 27)
+
     monkeypatch.setattr("services.identity.service.datetime", AtSevenThirtyInBeijing)
+    monkeypatch.setattr("services.identity.service.date", ServerDate, raising=False)
     store.get_user.return_value = {**citizen_doc, "id_number": make_id_number("620524", date(1946, 11, 28), 1)}
     assert ApplicantProfile.model_validate(service.applicant_profile(citizen_doc["_id"])).age == 80
 
