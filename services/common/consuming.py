@@ -65,11 +65,12 @@ class _DeadLetteringConsumer(ConsumerCore):
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         queue = self.queues[0].name  # a handler consumes one queue
         log.error("undecodable message dead-lettered", extra={"queue": queue, "error": type(exc).__name__})
-        EVENTS_DEAD_LETTERED.labels(queue).inc()
         try:
             message.reject(requeue=False)
         except CONNECTION_LOST:
             log.warning("the connection went before the message was settled; it comes again", exc_info=True)
+        else:
+            EVENTS_DEAD_LETTERED.labels(queue).inc()  # once, when it is really gone there
 
 
 class ReliableEventHandler(EventHandler):

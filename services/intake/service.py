@@ -262,8 +262,6 @@ class IntakeService:
         event = new_event(change.event, producer=self.name)
         if not self.store.transition(case["case_no"], change, event):
             raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
-        if case.get("overdue") and change.set_fields.get("overdue") is False:
-            self.store.forget_overdue(case["case_no"])  # its new deadline has not passed
         status = change.set_fields.get("status", case["status"])
         annotate(event_id=event.event_id, outcome=status)
         CASES_ENTERING.labels(status).inc()

@@ -209,12 +209,16 @@ class IntakeStore:
         and only while the deadline is the one judged (one moved meanwhile cleared its flags)."""
         update = self.outbox.update(case_no, [event])
         update["$set"][flag] = True
+        # A new version: a write computed from the case as read before (a calendar load clearing
+        # the flag, a reviewer's action) then conflicts instead of passing over the flag unseen.
+        update["$inc"] = {"version": 1}
         query = {"_id": case_no, flag: {"$ne": True}, "deadline": deadline, "status": {"$in": statuses}}
         return self.outbox.update_or_forget(query, update, [event])
 
     # --- supervision -------------------------------------------------------------------------------
     def forget_overdue(self, case_no: str) -> None:
-        """A case's deadline moved past today: it no longer counts as overdue (see supervision)."""
+        """A loaded calendar moved a case's deadline past today: the overdue it counted was the
+        weekends-only guess's, not the case's (see supervision)."""
         self.facts.delete_one({"_id": overdue_fact_id(case_no)})
 
     def add_fact(self, fact: dict[str, Any]) -> bool:

@@ -50,8 +50,10 @@ def fact_of(event: EventPayload, envelope: Envelope, case: dict[str, Any]) -> di
 
 
 def overdue_fact_id(case_no: str) -> str:
-    """One per case: a case overdue again after its deadline moved is still one overdue case, and
-    one whose deadline moved past today is no longer counted (see IntakeStore.forget_overdue)."""
+    """One per case: a case overdue again after its deadline moved (acceptance, a supplement) is
+    still one overdue case, and one that was late stays counted when acceptance gives it a new
+    deadline (a reviewer cannot wipe lateness). Only a loaded calendar that moves a provisional
+    deadline past today takes it out (IntakeStore.forget_overdue): that lateness was never real."""
     return f"overdue:{case_no}"
 
 

@@ -181,14 +181,12 @@ def test_accepting_applies_the_change_conditionally_and_announces_it(service, st
     assert view.timeline[-1].comment == "受理"
 
 
-def test_accepting_an_overdue_case_stops_counting_it_overdue(service, store, held):
-    # Overdue under the deadline counted from submission; acceptance counts the promise from now.
+def test_accepting_a_late_case_keeps_it_counted_overdue(service, store, held):
+    # Overdue under the deadline counted from submission: acceptance gives it a new deadline (and
+    # new warnings), but supervision still counts the lateness it had.
     held.doc = stored_case(overdue=True, deadline="2026-11-20")
     service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
-    store.forget_overdue.assert_called_once_with(CASE_NO)
-    held.doc = stored_case()  # never overdue: nothing to forget
-    store.forget_overdue.reset_mock()
-    service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    assert held.doc["overdue"] is False and held.doc["deadline"] > "2026-11-20"
     store.forget_overdue.assert_not_called()
 
 

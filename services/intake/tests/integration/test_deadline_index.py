@@ -141,7 +141,11 @@ def test_a_flag_is_not_raised_for_a_deadline_that_moved_after_the_check_read_it(
     store.cases.update_one({"_id": "C-1"}, {"$set": {"deadline": "2099-03-20", "overdue": False}})
     assert not store.flag_once("C-1", "overdue", DAY, ["submitted"], overdue)
     assert store.cases.find_one({"_id": "C-1"})["overdue"] is False
+    version = store.cases.find_one({"_id": "C-1"})["version"]
     assert store.flag_once("C-1", "overdue", "2099-03-20", ["submitted"], overdue)
+    # A new version: a calendar load that read the case before cannot clear the flag unseen.
+    assert store.cases.find_one({"_id": "C-1"})["version"] == version + 1
+    assert not store.set_deadline("C-1", version, {"deadline": "2099-03-27", "overdue": False})
 
 
 def test_a_case_no_longer_overdue_leaves_the_supervision_count(store):
