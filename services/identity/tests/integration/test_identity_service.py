@@ -96,6 +96,17 @@ def test_throttling_holds_across_processes(container_factory, identity_config, m
     assert 0 < blocked.value.retry_after <= 900
 
 
+def refusals(replies) -> list[str]:
+    """What each login sent at once was refused with (all are wrong guesses)."""
+    outcomes = []
+    for reply in replies:
+        try:
+            reply.result()
+        except (Unauthenticated, RateLimited) as exc:
+            outcomes.append(type(exc).__name__)
+    return outcomes
+
+
 def test_parallel_guesses_get_no_more_than_the_allowance(container_factory, identity_config, monkeypatch):
     # Each guess is counted before its password is checked: of twelve wrong guesses sent at once,
     # five are checked (401) and the rest refused (429), however the workers interleave.
@@ -108,12 +119,7 @@ def test_parallel_guesses_get_no_more_than_the_allowance(container_factory, iden
         credentials = {"username": person["phone"], "password": "wrong-password"}
         wrong = {"credentials": credentials, "client_address": "10.8.8.8"}
         replies = [identity.login.call_async(wrong) for _ in range(12)]
-        outcomes = []
-        for reply in replies:
-            try:
-                reply.result()
-            except (Unauthenticated, RateLimited) as exc:
-                outcomes.append(type(exc).__name__)
+        outcomes = refusals(replies)
     assert outcomes.count("Unauthenticated") == 5 and outcomes.count("RateLimited") == 7
 
 
@@ -131,12 +137,7 @@ def test_parallel_failures_from_one_address_get_no_more_than_its_allowance(
             for n in range(12)
         ]
         replies = [identity.login.call_async(guess) for guess in guesses]
-        outcomes = []
-        for reply in replies:
-            try:
-                reply.result()
-            except (Unauthenticated, RateLimited) as exc:
-                outcomes.append(type(exc).__name__)
+        outcomes = refusals(replies)
     assert outcomes.count("Unauthenticated") == 5 and outcomes.count("RateLimited") == 7
 
 
