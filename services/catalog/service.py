@@ -151,8 +151,7 @@ class CatalogService:
         """
         checked = self._checked(guide)
         annotate(item_code=checked.item_code)
-        latest = self.store.latest_version(checked.item_code)
-        version = (latest["version"] if latest else 0) + 1
+        version = self.store.next_version(checked.item_code, self.store.latest_version(checked.item_code))
         event = new_event(
             ItemPublished(item_code=checked.item_code, version=version, department_code=checked.department_code),
             producer=self.name,

@@ -85,25 +85,34 @@ class CatalogStore:
             self.versions.insert_one({**doc, **self.outbox.fields(doc["_id"], [event])})
         except DuplicateKeyError:
             self.outbox.forget([event])
-            # Published concurrently, or by a publisher that died before the current row moved (the
-            # row would then name the old version for good, and every retry conflict): move it.
-            self.advance_current_to(guide["item_code"], version, over_a_withdrawal=True)  # the admin publishes
+            # Published concurrently; or by a publisher that died before the current row moved (only
+            # from a caller that did not ask `next_version`): move it, so the next try goes on.
+            self.advance_current_to(guide["item_code"], version)
             raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
         self._advance_current(doc)
         return _readable(doc)
 
-    def advance_current_to(self, item_code: str, version: int, over_a_withdrawal: bool = False) -> None:
+    def advance_current_to(self, item_code: str, version: int) -> None:
         """Point the current row at this stored version unless it names a newer one: what a
-        publisher does after its insert, done for one that died in between. A withdrawal made
-        after the version was stored stands, unless `over_a_withdrawal` (an admin publishing anew)."""
-        doc = self.get_version(item_code, version)
-        if doc is None:
-            return
-        row = self.current.find_one({"_id": item_code}, {"withdrawn.withdrawn_at": 1}) or {}
-        withdrawn_later = row.get("withdrawn", {}).get("withdrawn_at", doc["published_at"]) > doc["published_at"]
-        if withdrawn_later and not over_a_withdrawal:
+        publisher does after its insert, done for one that died in between. A withdrawal stands
+        over every version stored before it (`withdrawn_over`: ordered by version, not by clocks)."""
+        row = self.current.find_one({"_id": item_code}, {"version": 1, "withdrawn": 1, "withdrawn_over": 1}) or {}
+        if "withdrawn" in row and version <= row.get("withdrawn_over", row["version"]):
             return  # the admin withdrew the item after this version was stored: the withdrawal stands
-        self._advance_current(doc)
+        doc = self.get_version(item_code, version)
+        if doc is not None:
+            self._advance_current(doc)
+
+    def next_version(self, item_code: str, latest: dict[str, Any] | None) -> int:
+        """The number a new version of the item takes: after the latest served (`latest`) and after
+        any stored but never served (a publisher that died before moving the current row), which
+        would otherwise collide with every publish (409 for good)."""
+        return max(latest["version"] if latest else 0, self._highest_version(item_code)) + 1
+
+    def _highest_version(self, item_code: str) -> int:
+        # By the (item_code, version) index on MongoDB; a scan on the stand-in, for an admin's publish.
+        doc = self.versions.find_one({"item_code": item_code}, {"version": 1}, sort=[("version", DESCENDING)])
+        return doc["version"] if doc else 0
 
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
         """Bulk publish (seeding): first versions of many items at once."""
@@ -154,6 +163,8 @@ class CatalogStore:
         The listings are told by `listing_changed`, before the event is published."""
         update = self.current_outbox.update(withdrawal["item_code"], [event])
         update["$set"]["withdrawn"] = {k: v for k, v in withdrawal.items() if k != "item_code"}
+        # Versions stored so far (one a dead publisher left included) stay behind the withdrawal.
+        update["$set"]["withdrawn_over"] = self._highest_version(withdrawal["item_code"])
         unchanged = {"_id": withdrawal["item_code"], "version": withdrawal["version"], "withdrawn": {"$exists": False}}
         return self.current_outbox.update_or_forget(unchanged, update, [event])
 

@@ -49,6 +49,7 @@ def store():
     store.get_draft.return_value = None
     store.department_exists.return_value = True
     store.insert_version.side_effect = inserted_version
+    store.next_version.side_effect = lambda code, latest: (latest["version"] if latest else 0) + 1
     store.filtered.return_value = ([], 0)
     store.candidates.return_value = []
     store.seeded.return_value = False
