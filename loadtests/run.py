@@ -7,10 +7,15 @@ benchmarks) and stops it afterwards. Results go to loadtests/results/<time>/: Lo
 and HTML report, and summary.md/summary.json with the SLO verdict (loadtests/slo.py). The exit
 code is Locust's: non-zero when an objective was missed.
 
-Larger machines: run Locust distributed, one master and a worker per core, e.g.
-    locust -f loadtests/locustfile.py --master --headless -u 2000 -r 100 -t 10m --expect-workers 8 --host URL
+Larger machines: run Locust distributed, one master and a worker per core. Every process needs
+YIWANG_ADMIN_PASSWORD, the system's first admin's (reviewers and supervisors are created through
+the admin API), and the same YIWANG_LOAD_SHAPE. With a shape, users and duration come from
+YIWANG_LOAD_USERS and YIWANG_LOAD_DURATION (Locust ignores -u/-r/-t when a shape is loaded):
+    export YIWANG_ADMIN_PASSWORD=... YIWANG_LOAD_SHAPE=peak YIWANG_LOAD_USERS=2000 YIWANG_LOAD_DURATION=600
+    locust -f loadtests/locustfile.py --master --headless --expect-workers 8 --host URL
     locust -f loadtests/locustfile.py --worker --master-host MASTER      # on each worker machine
-(with YIWANG_LOAD_SHAPE set on the master; the SLO check runs on the master).
+With YIWANG_LOAD_SHAPE=none, -u/-r/-t on the master apply. The workers send their 秒批
+submissions to the master, which alone judges the objectives and writes the summary.
 """
 
 from __future__ import annotations

@@ -47,4 +47,5 @@ class ConfiguredShape(LoadTestShape):
         wanted = users_at(self.shape, self.get_run_time(), self.users, self.duration)
         if wanted is None:
             return None
-        return wanted, max(1.0, self.users / 10)  # spawn rate: a tenth of the peak a second
+        # Spawn rate: a tenth of the peak a second; a spike's users come at once, as it says.
+        return wanted, float(self.users) if self.shape == "spike" else max(1.0, self.users / 10)
