@@ -15,6 +15,9 @@ from typing import Any
 from nameko_opentelemetry.entrypoints import EntrypointAdapter
 from nameko_opentelemetry.http import HttpEntrypointAdapter
 from opentelemetry.instrumentation import wsgi
+from opentelemetry.instrumentation.utils import http_status_to_status_code
+from opentelemetry.semconv.trace import SpanAttributes
+from opentelemetry.trace import Status
 
 
 class BodyUnreadHttpAdapter(HttpEntrypointAdapter):
@@ -24,3 +27,12 @@ class BodyUnreadHttpAdapter(HttpEntrypointAdapter):
             attributes.pop(unsent, None)
         attributes.update(wsgi.collect_request_attributes(self.request(worker_ctx).environ))
         return attributes
+
+    def get_status(self, worker_ctx: Any, result: Any, exc_info: Any) -> Status:
+        """A server span, judged as one: a 4xx is the client's (401, 404, 422, 429 answer a request
+        as the contract says) and leaves the span unset; a 5xx is ours, an error. The library
+        judged it as a client span, so every refusal looked like a failure of ours."""
+        if exc_info:
+            return super().get_status(worker_ctx, result, exc_info)
+        code = self.get_result_attributes(worker_ctx, result)[SpanAttributes.HTTP_STATUS_CODE]
+        return Status(http_status_to_status_code(code, server_span=True))

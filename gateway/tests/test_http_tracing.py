@@ -53,3 +53,16 @@ def test_nameko_opentelemetrys_own_adapter_reads_it() -> None:
     environ["wsgi.input"], environ["CONTENT_LENGTH"] = Unreadable(), "10"
     with pytest.raises(AssertionError, match="read the request body"):
         HttpEntrypointAdapter({}).get_attributes(worker_ctx_for(Request(environ)))
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(200, "UNSET"), (401, "UNSET"), (404, "UNSET"), (422, "UNSET"), (429, "UNSET"), (500, "ERROR"), (503, "ERROR")],
+)
+def test_a_refusal_is_the_clients_and_leaves_the_span_unset_a_5xx_is_an_error(status: int, code: str) -> None:
+    from nameko.web.handlers import Response
+
+    adapter = BodyUnreadHttpAdapter({})
+    worker_ctx = worker_ctx_for(Request(EnvironBuilder(method="GET", path="/api/v1/cases").get_environ()))
+    answered = adapter.get_status(worker_ctx, Response("{}", status=status), None)
+    assert answered.status_code.name == code

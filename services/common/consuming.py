@@ -136,10 +136,9 @@ class ReliableEventHandler(EventHandler):
             else:
                 message.ack()
             return
-        log.error("event dead-lettered", extra={"queue": self.queue.name, "poison": poison})
-        EVENTS_DEAD_LETTERED.labels(self.queue.name).inc()
         if not message.channel.connection:
-            return  # the connection is gone: the broker redelivers it
+            return  # the connection is gone: the broker redelivers it (and it is judged again)
+        log.error("event dead-lettered", extra={"queue": self.queue.name, "poison": poison})
         try:
             self._dead_letter_with_error(message, exc_info[1])
         except Exception:
@@ -147,6 +146,7 @@ class ReliableEventHandler(EventHandler):
             message.reject(requeue=False)
         else:
             message.ack()
+        EVENTS_DEAD_LETTERED.labels(self.queue.name).inc()  # counted once it is really there
 
     def _retry_later(self, message: Any, attempt: int, delay: float) -> None:
         self._publish_copy(message, "", retry_queue_name(self.queue.name, delay), {ATTEMPT_HEADER: attempt + 1})

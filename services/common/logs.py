@@ -2,8 +2,10 @@
 never personal data in clear.
 
 Installed on every handler by config.yml: `ScrubbingFilter` masks resident id numbers, credit
-codes, mainland mobile numbers, email addresses and bearer tokens in the message, its arguments,
-any `extra` fields and tracebacks; `TraceContextFilter` adds `service`, `trace_id` and `span_id`;
+codes, mainland mobile numbers, email addresses, bearer tokens and passwords in URLs in the
+message, its arguments, any `extra` fields and tracebacks (formatted here, masked, and the raw
+exception dropped from the record: python-json-logger would format it again unmasked);
+`TraceContextFilter` adds `service`, `trace_id` and `span_id`;
 the JSON formatter is python-json-logger's.
 """
 
@@ -16,6 +18,9 @@ import re
 from opentelemetry import trace
 
 _PATTERNS = [
+    # A password in a URL (nameko-opentelemetry puts the broker's AMQP URI on every span), written
+    # as kombu writes it in its own log lines: amqp://user:**@host.
+    (re.compile(r"(?<=://)([^:/@\s]+):[^@\s]+@"), r"\1:**@"),
     (re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{9}[0-9Xx](?![0-9A-Za-z])"), "[id-number]"),
     (re.compile(r"(?<![0-9A-Z])[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}(?![0-9A-Z])"), "[credit-code]"),
     (re.compile(r"(?<![0-9])(?:\+?86[- ]?)?1[3-9][0-9]{9}(?![0-9])"), "[phone]"),  # also +86 13800138000
@@ -55,6 +60,11 @@ class ScrubbingFilter(logging.Filter):
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
             record.exc_text = scrub(record.exc_text)
+        # Formatters format `exc_info` again when they have it (python-json-logger does, ignoring
+        # `exc_text`): without it they print the masked text.
+        record.exc_info = None
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
         return True
 
 

@@ -123,13 +123,18 @@ class QueueDepthCollector(Collector):
             )
             response.raise_for_status()
             for queue in response.json():
-                if self.service in queue["name"]:
+                if self._consumed_here(queue["name"]):
                     messages.add_metric([queue["name"]], queue.get("messages", 0))
                     consumers.add_metric([queue["name"]], queue.get("consumers", 0))
         except (requests.RequestException, ValueError):
             log.warning("queue depths unavailable from the management API")
         yield messages
         yield consumers
+
+    def _consumed_here(self, name: str) -> bool:
+        """This service's queues (RPC, handlers, their retry and dead-letter queues), not every queue
+        whose name mentions it (`dlq.evt-intake-...--approval.on_case_submitted` is approval's)."""
+        return name == f"rpc-{self.service}" or f"--{self.service}." in name
 
 
 class Metrics(DependencyProvider):

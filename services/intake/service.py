@@ -264,7 +264,8 @@ class IntakeService:
             raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
         status = change.set_fields.get("status", case["status"])
         annotate(event_id=event.event_id, outcome=status)
-        CASES_ENTERING.labels(status).inc()
+        if "status" in change.set_fields:  # an evaluation enters no status
+            CASES_ENTERING.labels(status).inc()
         self._announce(case["case_no"], [event])
         return cases.view(self.store.get(case["case_no"]), who).model_dump(mode="json")
 

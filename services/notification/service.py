@@ -297,7 +297,7 @@ class NotificationService:
             if step is None:
                 return True
             annotate(delivery_status=step.changes.get("status"))
-        self._record(entry, state, about, step)
+            self._record(entry, state, about, step)  # in the case's trace: its log lines lead there
         return True
 
     def _orphan(self, entry: dict[str, Any], now: datetime) -> None:
@@ -327,7 +327,8 @@ class NotificationService:
         if written and status in ("sent", "delivered", "failed"):
             DELIVERIES.labels(channel, status).inc()
         if status == "failed":
-            log.warning("delivery failed", extra={"notification_id": entry["notification_id"], "channel": channel})
+            extra = {"notification_id": entry["notification_id"], "channel": channel, "case_no": about.get("case_no")}
+            log.warning("delivery failed", extra=extra)
 
     def _next_step(
         self, about: dict[str, Any], state: dict[str, Any], channel: str, entry_id: str, now: datetime

@@ -263,6 +263,20 @@ def test_after_the_last_retry_it_is_dead_lettered_with_its_error():
     assert handler.consumer.requeued == []
 
 
+def test_a_dead_letter_is_counted_once_it_is_there():
+    from services.common.metrics import EVENTS_DEAD_LETTERED
+
+    handler = _handler([], [])
+    counted = EVENTS_DEAD_LETTERED.labels(handler.queue.name)._value.get()
+    # The last try ends on a closed channel: the broker redelivers it, and it is judged again.
+    gone = FakeMessage(attempt=len(DELAYS) + 1, connected=False)
+    handler.handle_message_processed(gone, exc_info=_exc_info(RuntimeError("still failing")))
+    assert EVENTS_DEAD_LETTERED.labels(handler.queue.name)._value.get() == counted
+    again = FakeMessage(attempt=len(DELAYS) + 1)
+    handler.handle_message_processed(again, exc_info=_exc_info(RuntimeError("still failing")))
+    assert EVENTS_DEAD_LETTERED.labels(handler.queue.name)._value.get() == counted + 1
+
+
 def test_when_the_error_cannot_go_with_it_the_broker_dead_letters_it_anyway():
     handler, message = _handler(None, []), FakeMessage(attempt=len(DELAYS) + 1)
     handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("still failing")))

@@ -234,3 +234,23 @@ def test_log_lines_are_json_with_the_trace_and_span_they_were_written_in(restore
     assert first["span_id"] == format(context.span_id, "016x")
     assert "time" in first and "service" in first
     assert second["trace_id"] is None
+
+
+def test_a_traceback_in_a_json_line_is_masked_too(restored_logging):
+    # python-json-logger formats the exception again from the record, not from the masked text.
+    import json
+
+    logger, stream = _json_logger_from_config()
+    try:
+        raise RuntimeError(f"could not count a failure of account:{ID_NUMBER} ({PHONE})")
+    except RuntimeError:
+        logger.exception("counting failed")
+    line = json.loads(stream.getvalue())
+    assert ID_NUMBER not in stream.getvalue() and PHONE not in stream.getvalue()
+    assert "account:[id-number] ([phone])" in line["exc_info"]
+
+
+def test_a_password_in_a_url_is_masked_as_kombu_masks_it():
+    assert scrub("amqp://yiwang:S3cret-pw@rabbitmq:5672/yiwang") == "amqp://yiwang:**@rabbitmq:5672/yiwang"
+    assert scrub("amqp://guest:guest@10.0.3.7:5672/") == "amqp://guest:**@10.0.3.7:5672/"
+    assert scrub("mongodb://app:p%40ss@db:27017/intake") == "mongodb://app:**@db:27017/intake"

@@ -61,7 +61,9 @@ def test_a_result_without_a_setup_is_ignored():
 def test_queue_depths_come_from_the_management_api(monkeypatch):
     queues = [
         {"name": "rpc-intake", "messages": 3, "consumers": 1},
-        {"name": "evt-intake-case.submitted.v1--approval.decide", "messages": 0, "consumers": 2},
+        {"name": "evt-approval-case.approved.v1--intake.on_case_approved", "messages": 0, "consumers": 2},
+        {"name": "evt-intake-case.submitted.v1--approval.on_case_submitted", "messages": 5, "consumers": 2},
+        {"name": "dlq.evt-intake-case.submitted.v1--approval.on_case_submitted", "messages": 1, "consumers": 0},
         {"name": "rpc-catalog", "messages": 9, "consumers": 1},
     ]
     asked = {}
@@ -74,8 +76,9 @@ def test_queue_depths_come_from_the_management_api(monkeypatch):
     collector = metrics.QueueDepthCollector("intake", "amqp://guest:guest@127.0.0.1:5672/yiwang-e2e", "http://mgmt")
     depth, consumers = collector.collect()
     assert asked["url"] == "http://mgmt/api/queues/yiwang-e2e"
+    # Intake's own queues only: approval's, whose names mention intake as the source, are approval's.
     assert {s.labels["queue"]: s.value for s in depth.samples} == {
         "rpc-intake": 3,
-        "evt-intake-case.submitted.v1--approval.decide": 0,
+        "evt-approval-case.approved.v1--intake.on_case_approved": 0,
     }
     assert [s.value for s in consumers.samples] == [1, 2]

@@ -34,6 +34,15 @@ def test_personal_data_never_leaves_in_a_span():
     assert span.name == "rpc" and span.end_time is not None
 
 
+def test_the_brokers_password_never_leaves_in_a_span():
+    # nameko-opentelemetry sets the AMQP URI, credentials and all, on every RPC and event span.
+    def make(tracer):
+        with tracer.start_as_current_span("rpc", attributes={"nameko.amqp.amqp_uri": "amqp://yiwang:S3cret@mq:5672/v"}):
+            pass
+
+    assert exported_through_scrubbing(make).attributes["nameko.amqp.amqp_uri"] == "amqp://yiwang:**@mq:5672/v"
+
+
 @pytest.mark.parametrize(
     ("env", "kinds"),
     [

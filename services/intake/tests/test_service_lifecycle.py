@@ -412,8 +412,12 @@ def test_a_withdrawal_racing_a_decision_is_a_conflict(service, store, events):
 
 
 def test_evaluation(service, store, events, held):
+    from services.intake.service import CASES_ENTERING
+
     held.doc = stored_case("approved")
+    approvals = CASES_ENTERING.labels("approved")._value.get()
     result = service.evaluate_case(APPLICANT, CASE_NO, {"score": 2, "comment": "等太久"})
+    assert CASES_ENTERING.labels("approved")._value.get() == approvals  # evaluated: no status entered
     change, event = applied(store)
     assert change.extra_filter == {"evaluation": None}
     assert event.type == "case.evaluated.v1"
