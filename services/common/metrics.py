@@ -94,14 +94,19 @@ def serve(port: int) -> None:
         _started.add(port)
 
 
-def outcome_of(exc_info: Any) -> str:
-    if exc_info is None:
-        return "ok"
-    return "expected" if isinstance(exc_info[1], EXPECTED_ERRORS) else "error"
+def outcome_of(exc_info: Any, result: Any = None) -> str:
+    """ok, expected (a domain refusal) or error. An HTTP route answers every exception as a
+    response, so there the status says it: a 4xx is expected, a 5xx an error."""
+    if exc_info is not None:
+        return "expected" if isinstance(exc_info[1], EXPECTED_ERRORS) else "error"
+    status = getattr(result, "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        return "error" if status >= 500 else "expected"
+    return "ok"
 
 
 class QueueDepthCollector(Collector):
-    """Depth and consumers of the queues whose names mention this service, at scrape time."""
+    """Depth and consumers of this service's queues, at scrape time."""
 
     def __init__(self, service: str, amqp_uri: str, management_url: str) -> None:
         self.service = service
@@ -171,4 +176,4 @@ class Metrics(DependencyProvider):
         entrypoint = worker_ctx.entrypoint
         labels = (worker_ctx.service_name, entrypoint.method_name, type(entrypoint).__name__)
         ENTRYPOINT_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-        ENTRYPOINT_CALLS.labels(*labels, outcome_of(exc_info)).inc()
+        ENTRYPOINT_CALLS.labels(*labels, outcome_of(exc_info, result)).inc()

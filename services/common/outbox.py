@@ -32,6 +32,7 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from contracts.envelope import Envelope
+from services.common.telemetry import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +87,27 @@ class OutboxCollection:
     def _stage(self, doc_id: Any, events: Iterable[Envelope]) -> list[Envelope]:
         events = list(events)
         if events:
-            now = datetime.now(UTC)
-            self.markers.insert_many([{"_id": e.event_id, "doc_id": doc_id, "at": now} for e in events])
+            now, trace = datetime.now(UTC), current_traceparent()  # the relay continues the writer's trace
+            self.markers.insert_many(
+                [{"_id": e.event_id, "doc_id": doc_id, "at": now, "traceparent": trace} for e in events]
+            )
         return events
 
     # --- relaying -----------------------------------------------------------------------------------
     def pending(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any]]]:
-        """(document id, envelope) pairs whose markers are older than `older_than`, oldest first.
+        """(document id, envelope) pairs whose markers are older than `older_than`, oldest first."""
+        return [(doc_id, event) for doc_id, event, _ in self.pending_traced(older_than, limit)]
+
+    def pending_traced(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any], str | None]]:
+        """`pending`, each with the trace its writer wrote it in (a `traceparent`; None for markers
+        written before they kept one).
 
         Markers that point at no event (published by a process that died before its batch was
         deleted, or a write still in flight) are read past, up to MAX_PAGES pages, so that they
         cannot hide the events really pending behind them until they count as orphans."""
         now = datetime.now(UTC)
         older = {"at": {"$lt": now - older_than}}
-        found: list[tuple[Any, dict[str, Any]]] = []
+        found: list[tuple[Any, dict[str, Any], str | None]] = []
         orphans, read = [], 0
         for _ in range(MAX_PAGES):
             page = list(self.markers.find(older).sort("at", ASCENDING).skip(read).limit(limit))
@@ -108,7 +116,7 @@ class OutboxCollection:
                 doc = self.collection.find_one({"_id": marker["doc_id"]}, {f"outbox.{marker['_id']}": 1})
                 event = ((doc or {}).get("outbox") or {}).get(marker["_id"])
                 if event is not None:
-                    found.append((marker["doc_id"], event))
+                    found.append((marker["doc_id"], event, marker.get("traceparent")))
                 elif _aware(marker["at"]) < now - ORPHAN_AFTER:
                     orphans.append(marker["_id"])
             if len(page) < limit or len(found) >= limit:

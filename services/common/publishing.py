@@ -6,6 +6,7 @@ confirms) so trace context and call ids travel in the message headers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -18,6 +19,7 @@ from pymongo.errors import PyMongoError
 from contracts.envelope import Envelope, UnknownEventType, parse_event
 from services.common.metrics import EVENTS_PUBLISHED
 from services.common.outbox import OutboxCollection
+from services.common.telemetry import continued
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +77,18 @@ class Publisher:
         not redo it."""
         outbox.flush()  # published markers of a quiet moment: gone before they look pending
         sent = 0
-        for doc_id, event in outbox.pending(older_than):
-            if before_publish is not None:
-                try:
-                    before_publish(doc_id, event)
-                except Exception:
-                    # Not published without it; the next round tries again, the others go on.
-                    log.exception("could not prepare an event for publishing", extra={"doc_id": str(doc_id)})
-                    continue
-            sent += self.publish(outbox, doc_id, [event])
+        for doc_id, event, traceparent in outbox.pending_traced(older_than):
+            # In the trace of the request that wrote it: the case's trace goes on past a publish
+            # that failed (a broker blip) instead of starting over under the relay's timer.
+            with continued(traceparent, "outbox.relay") if traceparent else contextlib.nullcontext():
+                if before_publish is not None:
+                    try:
+                        before_publish(doc_id, event)
+                    except Exception:
+                        # Not published without it; the next round tries again, the others go on.
+                        log.exception("could not prepare an event for publishing", extra={"doc_id": str(doc_id)})
+                        continue
+                sent += self.publish(outbox, doc_id, [event])
         return sent
 
 

@@ -39,6 +39,17 @@ def test_outcomes(exc_info, outcome):
     assert metrics.outcome_of(exc_info) == outcome
 
 
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(200, "ok"), (201, "ok"), (404, "expected"), (429, "expected"), (500, "error"), (503, "error")],
+)
+def test_an_http_routes_outcome_is_its_answers_status(status, outcome):
+    # The gateway answers every exception as a response: without the status, every call was "ok".
+    from werkzeug.wrappers import Response
+
+    assert metrics.outcome_of(None, Response("{}", status=status)) == outcome
+
+
 def test_every_entrypoint_is_timed_and_counted_by_outcome():
     provider = metrics.Metrics()
     labels = {"service": "unit", "entrypoint": "check_deadlines", "kind": "Timer"}

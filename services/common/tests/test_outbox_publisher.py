@@ -53,6 +53,9 @@ class FakeOutbox:
         self.calls.append("pending")
         return list(self._pending)
 
+    def pending_traced(self, older_than, limit=100):
+        return [(*pair, None)[:3] if len(pair) == 2 else pair for pair in self.pending(older_than, limit)]
+
     def flush(self):
         self.calls.append("flush")
 
@@ -183,6 +186,24 @@ def test_relay_leaves_fresh_entries_to_their_request_by_default():
     assert timedelta(0) < RELAY_GRACE
     Publisher(FakeDispatch()).relay(outbox, older_than=timedelta(0))
     assert outbox.pending_calls[-1] == timedelta(0)
+
+
+def test_relay_publishes_in_the_trace_of_the_request_that_wrote_the_event():
+    from opentelemetry import trace
+
+    traced = []
+
+    def dispatch(event_type, body):
+        traced.append(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+
+    writer_trace = "0af7651916cd43dd8448eb211c80319c"
+    first, second = _submitted("A"), _submitted("B")
+    outbox = FakeOutbox(
+        [("doc-1", first.model_dump(mode="json"), f"00-{writer_trace}-b7ad6b7169203331-01"), ("doc-2", second, None)]
+    )
+    assert Publisher(dispatch).relay(outbox) == 2
+    assert traced[0] == writer_trace  # the case's trace goes on past the failed publish
+    assert traced[1] != writer_trace  # a marker from before they kept one: the relay's own
 
 
 def test_relay_goes_on_after_a_failed_event():
