@@ -21,6 +21,7 @@ a breach makes Locust exit non-zero.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -164,13 +165,18 @@ class Applicant(ApiUser):
 
     def _submit(self, body: dict[str, Any], decided_by_rules: bool) -> None:
         name = "/api/v1/cases [秒批]" if decided_by_rules else "/api/v1/cases [reviewed]"
+        case_no = None
         with self.client.post("/api/v1/cases", json=body, headers=self.auth, name=name, catch_response=True) as r:
             if r.status_code == 201:
                 case_no = r.json()["case_no"]
                 self.cases.append(case_no)
-                if decided_by_rules:
-                    # To whoever judges the run: this process, or a distributed run's master.
-                    self.environment.runner.send_message(SUBMITTED, {"case_no": case_no, "auth": self.auth})
+        if case_no and decided_by_rules:
+            # To whoever judges the run: this process, or a distributed run's master. Outside the
+            # request's block, so a message that cannot go leaves the request counted.
+            try:
+                self.environment.runner.send_message(SUBMITTED, {"case_no": case_no, "auth": self.auth})
+            except Exception:
+                logging.getLogger(__name__).warning("a submission was not sent to the master", exc_info=True)
 
 
 class Reviewer(ApiUser):

@@ -6,7 +6,9 @@
 
 - peak: a province's morning — ramp up over the first 30%, hold for 50%, decline to a third.
 - soak: ramp up over the first 10% (at least 10 s), then steady to the end (leaks, slow drift).
-- spike: a fifth of the users, all of them at once for the middle 20%, back to a fifth.
+- spike: a fifth of the users, all of them at once for the middle 20%, back to a fifth. The
+  spike's users register and log in as they arrive, so a burst of sign-ups is part of it (and
+  of what the objectives judge).
 """
 
 from __future__ import annotations

@@ -96,12 +96,11 @@ class CatalogStore:
         """Point the current row at this stored version unless it names a newer one: what a
         publisher does after its insert, done for one that died in between. A withdrawal stands
         over every version stored before it (`withdrawn_over`: ordered by version, not by clocks)."""
-        row = self.current.find_one({"_id": item_code}, {"version": 1, "withdrawn": 1, "withdrawn_over": 1}) or {}
-        if "withdrawn" in row and version <= row.get("withdrawn_over", row["version"]):
-            return  # the admin withdrew the item after this version was stored: the withdrawal stands
         doc = self.get_version(item_code, version)
         if doc is not None:
-            self._advance_current(doc)
+            # In the write's own filter: a withdrawal made between a read and the write stands too.
+            not_withdrawn_over = {"$or": [{"withdrawn": {"$exists": False}}, {"withdrawn_over": {"$lt": version}}]}
+            self._advance_current(doc, not_withdrawn_over)
 
     def next_version(self, item_code: str, latest: dict[str, Any] | None) -> int:
         """The number a new version of the item takes: after the latest served (`latest`) and after
@@ -142,14 +141,15 @@ class CatalogStore:
             **index_fields(doc),
         }
 
-    def _advance_current(self, doc: dict[str, Any]) -> None:
-        """Point the current row at this version unless a newer one is already there.
+    def _advance_current(self, doc: dict[str, Any], only_where: dict[str, Any] | None = None) -> None:
+        """Point the current row at this version unless a newer one is already there (and only
+        where the row also matches `only_where`).
 
         The row is replaced whole, so a new version also ends a withdrawal (and drops a withdrawal
         event not yet published, which the new version's own event makes moot)."""
         current = self._current_doc(doc)
         if not self.current.replace_one(
-            {"_id": doc["item_code"], "version": {"$lt": doc["version"]}}, current
+            {"_id": doc["item_code"], "version": {"$lt": doc["version"]}, **(only_where or {})}, current
         ).matched_count:
             try:
                 self.current.insert_one(current)

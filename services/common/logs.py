@@ -3,8 +3,8 @@ never personal data in clear.
 
 Installed on every handler by config.yml: `ScrubbingFilter` masks resident id numbers, credit
 codes, mainland mobile numbers, email addresses, bearer tokens and passwords in URLs in the
-message, its arguments, any `extra` fields and tracebacks (formatted here, masked, and the raw
-exception dropped from the record: python-json-logger would format it again unmasked);
+message, its arguments, any `extra` fields and tracebacks (`ScrubbingJsonFormatter` masks what
+python-json-logger formats itself: it formats a traceback again, ignoring the masked text);
 `TraceContextFilter` adds `service`, `trace_id` and `span_id`;
 the JSON formatter is python-json-logger's.
 """
@@ -14,13 +14,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
 
 _PATTERNS = [
     # A password in a URL (nameko-opentelemetry puts the broker's AMQP URI on every span), written
     # as kombu writes it in its own log lines: amqp://user:**@host.
-    (re.compile(r"(?<=://)([^:/@\s]+):[^@\s]+@"), r"\1:**@"),
+    # The user and password hold no "/", "?" or "#": a "@" further on (a path, a query's email) is
+    # not theirs, and the match stays linear.
+    (re.compile(r"(?<=://)([^:/?#@\s\[\]]+):[^/?#@\s]*@"), r"\1:**@"),
     (re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{9}[0-9Xx](?![0-9A-Za-z])"), "[id-number]"),
     (re.compile(r"(?<![0-9A-Z])[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}(?![0-9A-Z])"), "[credit-code]"),
     (re.compile(r"(?<![0-9])(?:\+?86[- ]?)?1[3-9][0-9]{9}(?![0-9])"), "[phone]"),  # also +86 13800138000
@@ -60,12 +64,20 @@ class ScrubbingFilter(logging.Filter):
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
             record.exc_text = scrub(record.exc_text)
-        # Formatters format `exc_info` again when they have it (python-json-logger does, ignoring
-        # `exc_text`): without it they print the masked text.
-        record.exc_info = None
         if record.stack_info:
             record.stack_info = scrub(record.stack_info)
         return True
+
+
+class ScrubbingJsonFormatter(JsonFormatter):
+    """python-json-logger's formatter, masking what it formats itself: it formats a record's
+    exception again from `exc_info`, ignoring the masked `exc_text` the filter left."""
+
+    def formatException(self, ei: Any) -> str:
+        return scrub(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return scrub(super().formatStack(stack_info))
 
 
 class TraceContextFilter(logging.Filter):

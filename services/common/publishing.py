@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nameko.events import EventDispatcher
@@ -79,8 +79,10 @@ class Publisher:
         sent = 0
         for doc_id, event, traceparent in outbox.pending_traced(older_than):
             # In the trace of the request that wrote it: the case's trace goes on past a publish
-            # that failed (a broker blip) instead of starting over under the relay's timer.
-            with continued(traceparent, "outbox.relay") if traceparent else contextlib.nullcontext():
+            # that failed (a broker blip) instead of starting over under the relay's timer. Only
+            # while the event is young: an outage's every 2 s retry would pile spans onto it.
+            young = _age(event) < RELAY_TRACE_WINDOW
+            with continued(traceparent, "outbox.relay") if traceparent and young else contextlib.nullcontext():
                 if before_publish is not None:
                     try:
                         before_publish(doc_id, event)
@@ -90,6 +92,16 @@ class Publisher:
                         continue
                 sent += self.publish(outbox, doc_id, [event])
         return sent
+
+
+RELAY_TRACE_WINDOW = timedelta(minutes=1)
+
+
+def _age(event: dict[str, Any]) -> timedelta:
+    try:
+        return datetime.now(UTC) - datetime.fromisoformat(event["occurred_at"])
+    except (KeyError, TypeError, ValueError):
+        return timedelta.max
 
 
 class EventPublisher(EventDispatcher):

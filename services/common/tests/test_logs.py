@@ -250,6 +250,12 @@ def test_a_traceback_in_a_json_line_is_masked_too(restored_logging):
     assert "account:[id-number] ([phone])" in line["exc_info"]
 
 
+def test_a_url_keeps_its_route_when_an_at_sign_comes_after_its_host():
+    # The gateway's request spans carry the whole URL; an email in the query is not a password.
+    url = "http://127.0.0.1:8000/api/v1/catalog/items?q=zhang.san@example.cn"
+    assert scrub(url) == "http://127.0.0.1:8000/api/v1/catalog/items?q=[email]"
+
+
 def test_a_password_in_a_url_is_masked_as_kombu_masks_it():
     assert scrub("amqp://yiwang:S3cret-pw@rabbitmq:5672/yiwang") == "amqp://yiwang:**@rabbitmq:5672/yiwang"
     assert scrub("amqp://guest:guest@10.0.3.7:5672/") == "amqp://guest:**@10.0.3.7:5672/"

@@ -198,12 +198,16 @@ def test_relay_publishes_in_the_trace_of_the_request_that_wrote_the_event():
 
     writer_trace = "0af7651916cd43dd8448eb211c80319c"
     first, second = _submitted("A"), _submitted("B")
+    stuck = _submitted("C").model_dump(mode="json")
+    stuck["occurred_at"] = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    parent = f"00-{writer_trace}-b7ad6b7169203331-01"
     outbox = FakeOutbox(
-        [("doc-1", first.model_dump(mode="json"), f"00-{writer_trace}-b7ad6b7169203331-01"), ("doc-2", second, None)]
+        [("doc-1", first.model_dump(mode="json"), parent), ("doc-2", second, None), ("doc-3", stuck, parent)]
     )
-    assert Publisher(dispatch).relay(outbox) == 2
+    assert Publisher(dispatch).relay(outbox) == 3
     assert traced[0] == writer_trace  # the case's trace goes on past the failed publish
     assert traced[1] != writer_trace  # a marker from before they kept one: the relay's own
+    assert traced[2] != writer_trace  # stuck for long (an outage): no span per retry piled onto the case
 
 
 def test_relay_goes_on_after_a_failed_event():
