@@ -186,20 +186,6 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     return Change(case["status"], case["version"], fields, entry, event)
 
 
-def lapsed_certificates(case: dict[str, Any], valid: dict[str, bool]) -> None:
-    """Conflict when a certificate among the case's materials is no longer valid (`valid`: by
-    certificate id, as identity answers now): checked at submission, it may have expired or been
-    revoked while the case waited, and a reviewer must not approve on it (a business licence on an
-    expired name reservation). A supplement request or a rejection remains open to them."""
-    lapsed = [
-        {"field": f"materials.{index}.certificate_id", "issue": "the certificate has expired or was revoked"}
-        for index, material in enumerate(case.get("materials", []))
-        if material.get("certificate_id") and not valid.get(material["certificate_id"], False)
-    ]
-    if lapsed:
-        raise Conflict("a certificate among the materials is no longer valid: request a new one or reject", lapsed)
-
-
 def moved_deadline(deadline: date, today: date) -> dict[str, Any]:
     """The fields a case takes when its deadline moves (acceptance, a supplement's pause, a loaded
     calendar): flags raised for the old deadline no longer hold, so reviewers are warned again

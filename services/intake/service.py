@@ -139,14 +139,20 @@ class IntakeService:
         now = cases.now_utc()
         change = lifecycle.review(case, item, who, decision, now, cases.local_date(now))
         if decision.action == "approve":
-            self._certificates_still_valid(case)
+            self._certificates_still_valid(case, item)
         return self._apply(case, change, who)
 
-    def _certificates_still_valid(self, case: dict[str, Any]) -> None:
-        offered = [m["certificate_id"] for m in case.get("materials", []) if m.get("certificate_id")]
-        if offered:
-            checks = call(self.identity.check_certificates, case["applicant"]["user_id"], offered)
-            lifecycle.lapsed_certificates(case, {c["certificate_id"]: c["owned"] and c["valid"] for c in checks})
+    def _certificates_still_valid(self, case: dict[str, Any], item: PublishedItem) -> None:
+        """Checked at submission, a certificate among the materials may have expired or been revoked
+        while the case waited: a reviewer must not approve on it (a business licence on an expired
+        name reservation). The same check as a submission's; a conflict, since the request is sound."""
+        request = SubmitCase(item_code=item.item_code, form=case["form"], materials=case["materials"])
+        certificates = self._certificate_checks(case["applicant"]["user_id"], request)
+        problems = cases.certificate_problems(item, request, certificates)
+        if problems:
+            raise Conflict(
+                "a certificate among the materials is no longer valid: request a new one or reject", problems
+            )
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def resubmit_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -237,10 +243,14 @@ class IntakeService:
 
     def _check_application(self, who: Principal, item: PublishedItem, request: SubmitCase) -> None:
         """Everything a submission or resubmission must satisfy, certificates and documents included."""
-        offered = [m.certificate_id for m in request.materials if m.certificate_id]
-        checks = call(self.identity.check_certificates, who.user_id, offered) if offered else []
-        certificates = {c["certificate_id"]: CertificateCheck(**c) for c in checks}
+        certificates = self._certificate_checks(who.user_id, request)
         cases.check_submission(item, who, request, certificates, self._owned(who, request))
+
+    def _certificate_checks(self, user_id: str, request: SubmitCase) -> dict[str, CertificateCheck]:
+        """What identity says of the certificates among the materials, by id (nothing to ask: none)."""
+        offered = [m.certificate_id for m in request.materials if m.certificate_id]
+        checks = call(self.identity.check_certificates, user_id, offered) if offered else []
+        return {c["certificate_id"]: CertificateCheck(**c) for c in checks}
 
     def _owned(self, who: Principal, request: SubmitCase) -> set[str]:
         offered = [m.document_id for m in request.materials if m.document_id]
