@@ -116,7 +116,7 @@ def review(
         # The promised time limit runs from acceptance (受理).
         deadline, provisional = add_working_days(today, item.promised_days)
         fields.update(
-            **moved_deadline(deadline, today),
+            **moved_deadline(None, deadline, today),  # the promise counted from now: warned anew
             deadline_provisional=provisional,
             deadline_start=today.isoformat(),
             deadline_days=item.promised_days,
@@ -169,9 +169,7 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     if case.get("deadline") and case.get("clock_stopped_on"):
         paused = working_days_between(date.fromisoformat(case["clock_stopped_on"]), today)
         deadline, provisional = add_working_days(date.fromisoformat(case["deadline"]), paused)
-        fields["deadline"] = deadline.isoformat()
-        if fields["deadline"] != case["deadline"]:  # a pause of no working day moves nothing
-            fields.update(moved_deadline(deadline, today))
+        fields.update(moved_deadline(case["deadline"], deadline, today))  # a pause of no working day: not moved
         fields["deadline_provisional"] = provisional or case["deadline_provisional"]
         if "deadline_days" in case:
             fields["deadline_days"] = case["deadline_days"] + paused
@@ -186,12 +184,14 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     return Change(case["status"], case["version"], fields, entry, event)
 
 
-def moved_deadline(deadline: date, today: date) -> dict[str, Any]:
-    """The fields a case takes when its deadline moves (acceptance, a supplement's pause, a loaded
-    calendar): flags raised for the old deadline no longer hold, so reviewers are warned again
-    before the new one, and a case whose new deadline has not passed is no longer overdue."""
+def moved_deadline(old: str | None, deadline: date, today: date) -> dict[str, Any]:
+    """The fields a case takes when its deadline is set anew (acceptance, a supplement's pause, a
+    loaded calendar): if it moved from `old`, flags raised for the old deadline no longer hold, so
+    reviewers are warned again before the new one, and a case whose new deadline has not passed is
+    no longer overdue. (`old` None: none to keep, as at acceptance.)"""
     fields: dict[str, Any] = {"deadline": deadline.isoformat()}
-    if deadline >= today:  # overdue means the deadline is before today (see deadlines.due)
+    moved = old is None or fields["deadline"] != old
+    if moved and deadline >= today:  # overdue means the deadline is before today (see deadlines.due)
         fields.update(deadline_warned=False, overdue=False)
     return fields
 

@@ -474,9 +474,10 @@ class IntakeService:
                 deadline, provisional = workdays.add_working_days(
                     date.fromisoformat(case["deadline_start"]), case["deadline_days"]
                 )
-                fields: dict[str, Any] = {"deadline_provisional": provisional}
-                if deadline.isoformat() != case.get("deadline"):
-                    fields.update(lifecycle.moved_deadline(deadline, today))
+                fields = {
+                    **lifecycle.moved_deadline(case.get("deadline"), deadline, today),
+                    "deadline_provisional": provisional,
+                }
                 # Only over the version read: a reviewer's acceptance meanwhile set a deadline of its own.
                 if not self.store.set_deadline(case["_id"], case.get("version", 0), fields):
                     continue

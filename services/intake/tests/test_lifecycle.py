@@ -214,8 +214,13 @@ def test_a_moved_deadline_is_warned_of_again_and_no_longer_overdue():
 
 def test_a_deadline_moved_to_a_day_already_past_stays_overdue():
     # Still overdue: neither a "deadline near" warning nor a second overdue notice is due.
-    assert lifecycle.moved_deadline(date(2026, 11, 20), today=date(2026, 11, 23)) == {"deadline": "2026-11-20"}
-    assert lifecycle.moved_deadline(date(2026, 11, 23), today=date(2026, 11, 23))["overdue"] is False
+    moved = lifecycle.moved_deadline("2026-11-13", date(2026, 11, 20), today=date(2026, 11, 23))
+    assert moved == {"deadline": "2026-11-20"}
+    assert lifecycle.moved_deadline("2026-11-20", date(2026, 11, 23), today=date(2026, 11, 23))["overdue"] is False
+    # Not moved: the flags of that very deadline still hold.
+    assert lifecycle.moved_deadline("2026-11-30", date(2026, 11, 30), today=date(2026, 11, 23)) == {
+        "deadline": "2026-11-30"
+    }
 
 
 def test_accept_skips_holidays_and_uses_the_items_promise():
