@@ -94,13 +94,9 @@ class OutboxCollection:
         return events
 
     # --- relaying -----------------------------------------------------------------------------------
-    def pending(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any]]]:
-        """(document id, envelope) pairs whose markers are older than `older_than`, oldest first."""
-        return [(doc_id, event) for doc_id, event, _ in self.pending_traced(older_than, limit)]
-
-    def pending_traced(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any], str | None]]:
-        """`pending`, each with the trace its writer wrote it in (a `traceparent`; None for markers
-        written before they kept one).
+    def pending(self, older_than: timedelta, limit: int = 100) -> list[tuple[Any, dict[str, Any], str | None]]:
+        """(document id, envelope, the writer's `traceparent`) for markers older than `older_than`,
+        oldest first (the traceparent None for markers written before they kept one).
 
         Markers that point at no event (published by a process that died before its batch was
         deleted, or a write still in flight) are read past, up to MAX_PAGES pages, so that they

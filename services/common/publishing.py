@@ -77,7 +77,7 @@ class Publisher:
         not redo it."""
         outbox.flush()  # published markers of a quiet moment: gone before they look pending
         sent = 0
-        for doc_id, event, traceparent in outbox.pending_traced(older_than):
+        for doc_id, event, traceparent in outbox.pending(older_than):
             # In the trace of the request that wrote it: the case's trace goes on past a publish
             # that failed (a broker blip) instead of starting over under the relay's timer. Only
             # while the event is young: an outage's every 2 s retry would pile spans onto it.

@@ -49,12 +49,10 @@ class FakeOutbox:
         self.calls = []
 
     def pending(self, older_than, limit=100):
+        """As the store's: (doc id, event, traceparent); given as pairs, no traceparent."""
         self.pending_calls.append(older_than)
         self.calls.append("pending")
-        return list(self._pending)
-
-    def pending_traced(self, older_than, limit=100):
-        return [(*pair, None)[:3] if len(pair) == 2 else pair for pair in self.pending(older_than, limit)]
+        return [entry if len(entry) == 3 else (*entry, None) for entry in self._pending]
 
     def flush(self):
         self.calls.append("flush")
@@ -344,7 +342,7 @@ def test_pending_finds_events_through_their_markers_oldest_first():
     _aged(box, b1.event_id, timedelta(minutes=2))
     _aged(box, a1.event_id, timedelta(minutes=1))
     _aged(box, a2.event_id, timedelta(seconds=30))
-    assert box.pending(timedelta(seconds=3)) == [
+    assert [(doc_id, event) for doc_id, event, _ in box.pending(timedelta(seconds=3))] == [
         ("B", b1.model_dump(mode="json")),
         ("A", a1.model_dump(mode="json")),
         ("A", a2.model_dump(mode="json")),
@@ -441,7 +439,7 @@ def test_published_markers_left_by_a_dead_process_do_not_hide_the_events_pending
         box.collection.update_one({"_id": event.event_id}, {"$unset": {f"outbox.{event.event_id}": ""}})
         _aged(box, event.event_id, timedelta(minutes=1))
     _aged(box, waiting.event_id, timedelta(seconds=30))
-    assert box.pending(timedelta(seconds=3), limit=100) == [(waiting.event_id, waiting.model_dump(mode="json"))]
+    assert box.pending(timedelta(seconds=3), limit=100) == [(waiting.event_id, waiting.model_dump(mode="json"), None)]
 
 
 def test_flushing_nothing_sends_nothing():

@@ -76,7 +76,9 @@ def test_a_withdrawal_leaves_every_processs_listing_and_a_new_version_ends_it(mo
     assert latest["version"] == 1 and latest["withdrawn"]["reason"] == "取消"
     assert "withdrawn" not in reader.get_version(first["item_code"], 1)  # versions stay as published
     # The withdrawal's event waits in the row's outbox until it is published.
-    assert [event["type"] for _, event in writer.current_outbox.pending(timedelta(0))] == ["catalog.item_withdrawn.v1"]
+    assert [event["type"] for _, event, _ in writer.current_outbox.pending(timedelta(0))] == [
+        "catalog.item_withdrawn.v1"
+    ]
 
     writer.insert_version({**first, "name": "高龄津贴申领（新版）"}, 2, published(first))
     assert {d["item_code"]: d["name"] for d in reader.listing()}[first["item_code"]] == "高龄津贴申领（新版）"

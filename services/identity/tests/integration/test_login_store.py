@@ -68,7 +68,7 @@ def test_a_new_phone_logs_in_and_the_old_one_no_longer(store):
     assert store.find_by_login([], "13800138000") is None
     stored = store.get_user("u1")
     assert (stored["phone"], stored["phone_key"], stored["email"]) == ("13911112222", "13911112222", "li@example.cn")
-    assert [e["type"] for _, e in store.user_outbox.pending(timedelta(0))] == ["identity.contact_changed.v1"]
+    assert [e["type"] for _, e, _ in store.user_outbox.pending(timedelta(0))] == ["identity.contact_changed.v1"]
     # The old number is free: someone else may register with it.
     store.insert_user(user("u2", "110101199003077777", "13800138000"), "id_number")
     assert store.find_by_login([], "13800138000")["_id"] == "u2"
