@@ -151,7 +151,7 @@ class CatalogService:
         """
         checked = self._checked(guide)
         annotate(item_code=checked.item_code)
-        version = self.store.next_version(checked.item_code, self.store.latest_version(checked.item_code))
+        version = self.store.next_version(checked.item_code)
         event = new_event(
             ItemPublished(item_code=checked.item_code, version=version, department_code=checked.department_code),
             producer=self.name,

@@ -69,7 +69,11 @@ class CatalogStore:
             if latest is not None:
                 return {**latest, "withdrawn": current["withdrawn"]} if "withdrawn" in current else latest
         # A publish that has not advanced the current row yet, or an old store: ask the versions.
-        return _readable(self.versions.find_one({"item_code": item_code}, _NO_OUTBOX, sort=[("version", DESCENDING)]))
+        return _readable(self._newest_stored(item_code, _NO_OUTBOX))
+
+    def _newest_stored(self, item_code: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        # By the (item_code, version) index on MongoDB; a scan on the stand-in (not on a hot path).
+        return self.versions.find_one({"item_code": item_code}, fields, sort=[("version", DESCENDING)])
 
     def get_version(self, item_code: str, version: int) -> dict[str, Any] | None:
         return _readable(self.versions.find_one({"_id": version_id(item_code, version)}, _NO_OUTBOX))
@@ -102,15 +106,14 @@ class CatalogStore:
             not_withdrawn_over = {"$or": [{"withdrawn": {"$exists": False}}, {"withdrawn_over": {"$lt": version}}]}
             self._advance_current(doc, not_withdrawn_over)
 
-    def next_version(self, item_code: str, latest: dict[str, Any] | None) -> int:
-        """The number a new version of the item takes: after the latest served (`latest`) and after
+    def next_version(self, item_code: str) -> int:
+        """The number a new version of the item takes: after every stored one, the served one and
         any stored but never served (a publisher that died before moving the current row), which
         would otherwise collide with every publish (409 for good)."""
-        return max(latest["version"] if latest else 0, self._highest_version(item_code)) + 1
+        return self._highest_version(item_code) + 1
 
     def _highest_version(self, item_code: str) -> int:
-        # By the (item_code, version) index on MongoDB; a scan on the stand-in, for an admin's publish.
-        doc = self.versions.find_one({"item_code": item_code}, {"version": 1}, sort=[("version", DESCENDING)])
+        doc = self._newest_stored(item_code, {"version": 1})
         return doc["version"] if doc else 0
 
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:

@@ -49,7 +49,8 @@ def store():
     store.get_draft.return_value = None
     store.department_exists.return_value = True
     store.insert_version.side_effect = inserted_version
-    store.next_version.side_effect = lambda code, latest: (latest["version"] if latest else 0) + 1
+    # The store's number follows its newest version: here, what latest_version is given to say.
+    store.next_version.side_effect = lambda code: ((store.latest_version(code) or {}).get("version") or 0) + 1
     store.filtered.return_value = ([], 0)
     store.candidates.return_value = []
     store.seeded.return_value = False

@@ -116,7 +116,7 @@ def test_a_version_whose_publisher_died_before_the_current_row_moved_is_served_a
             store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, 2, published(guide))
     assert store.latest_version(code)["version"] == 1  # stored, announced by the relay, not served
     # The admin's next publish takes the number after it (before, every retry took 2: 409 for good).
-    assert store.next_version(code, store.latest_version(code)) == 3
+    assert store.next_version(code) == 3
 
     # A writer that does collide with it (not asking next_version) is refused as concurrent, and
     # the row moves.
@@ -152,7 +152,7 @@ def test_a_version_a_dead_publisher_left_does_not_undo_a_later_withdrawal(mongo_
     assert code not in [d["item_code"] for d in store.listing()]
     # The admin publishing anew ends the withdrawal, as a publish does, under the next number
     # past the one the dead publisher took (no 409 for it).
-    assert store.next_version(code, store.latest_version(code)) == 3
+    assert store.next_version(code) == 3
     store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, 3, published(guide))
     assert store.latest_version(code)["version"] == 3 and "withdrawn" not in store.latest_version(code)
     store.advance_current_to(code, 2)  # the relay's late round moves nothing back
