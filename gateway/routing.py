@@ -7,6 +7,8 @@ therefore turned into responses inside the worker, where the trace id is known.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +22,17 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from gateway.auth import require_role
-from gateway.http import error_for_http_exception, json_response, response_for_exception, with_security_headers
+from gateway.http import (
+    TRACE_HEADER,
+    error_for_http_exception,
+    json_response,
+    response_for_exception,
+    with_security_headers,
+)
 from services.common.errors import ValidationFailed, password_change_first
 
 _tracer = trace.get_tracer("yiwang.gateway")
+access_log = logging.getLogger("gateway.access")
 
 
 @dataclass
@@ -67,10 +76,36 @@ def drop_empty_query(request: Request) -> None:
         request.args = ImmutableMultiDict([(k, v) for k, v in request.args.items(multi=True) if v != ""])
 
 
+def log_access(environ: dict[str, Any], status: str, headers: list[tuple[str, str]], seconds: float) -> None:
+    """One line per request, as eventlet's access log had it, plus the trace id the response
+    carries: the request's span has ended by now (it lived in the worker), so eventlet's own line
+    could not lead to the trace."""
+    answer = {name.lower(): value for name, value in headers}
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    client = f"{forwarded},{environ.get('REMOTE_ADDR', '-')}" if forwarded else environ.get("REMOTE_ADDR", "-")
+    target = environ.get("PATH_INFO", "") + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
+    access_log.info(
+        '%s "%s %s %s" %s %s %.6f',
+        client,
+        environ.get("REQUEST_METHOD"),
+        target,
+        environ.get("SERVER_PROTOCOL"),
+        status.split(" ", 1)[0],
+        answer.get("content-length", "-"),
+        seconds,
+        extra={"trace_id": answer.get(TRACE_HEADER.lower())},
+    )
+
+
 class ApiWsgiApp(WsgiApp):
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        started = time.perf_counter()
+
         def secured(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            return start_response(status, with_security_headers(headers), exc_info)
+            headers = with_security_headers(headers)
+            # The whole body is built when a response starts (a werkzeug Response of bytes).
+            log_access(environ, status, headers, time.perf_counter() - started)
+            return start_response(status, headers, exc_info)
 
         return self._route(environ, secured)
 
@@ -89,6 +124,11 @@ class ApiWsgiApp(WsgiApp):
 class ApiWebServer(WebServer):
     def get_wsgi_app(self) -> WsgiApp:
         return ApiWsgiApp(self)
+
+    def get_wsgi_server(self, *args: Any, **kwargs: Any) -> Any:
+        server = super().get_wsgi_server(*args, **kwargs)
+        server.log_output = False  # `log_access` writes the access line, with the trace id
+        return server
 
 
 class ApiRoute(HttpRequestHandler):

@@ -1,6 +1,8 @@
 import json
+import logging
 from types import SimpleNamespace
 
+import eventlet
 import pytest
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 from werkzeug.test import EnvironBuilder
@@ -253,6 +255,36 @@ def test_wrong_method_is_a_json_405():
     assert line.startswith("405")
     assert body["error"]["code"] == "malformed_request"
     assert set(headers["Allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_every_answer_writes_an_access_line_that_names_its_trace(caplog, monkeypatch):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    monkeypatch.setattr(routing, "_tracer", TracerProvider().get_tracer("test"))  # real trace ids
+    environ = EnvironBuilder(
+        path="/nowhere",
+        query_string="page=2",
+        headers={"X-Forwarded-For": "10.1.2.3"},
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+    )
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        _line, headers, _body = _app_response(environ.get_environ())
+    [record] = [r for r in caplog.records if r.name == "gateway.access"]
+    message = record.getMessage()
+    assert message.startswith('10.1.2.3,127.0.0.1 "GET /nowhere?page=2 HTTP/1.1" 404 ')
+    assert message.split(" ")[5] == headers["Content-Length"]
+    # The request's span has ended by now: the line carries the trace id the answer carried.
+    assert record.trace_id == headers["X-Trace-Id"] and len(record.trace_id) == 32
+
+
+def test_eventlets_own_access_line_is_off():
+    server = routing.ApiWebServer()
+    server.container = SimpleNamespace(config={})
+    listener = eventlet.listen(("127.0.0.1", 0))
+    try:
+        assert server.get_wsgi_server(listener, lambda environ, start_response: []).log_output is False
+    finally:
+        listener.close()
 
 
 def test_staff_changes_are_reported_to_the_audit_hook_and_nothing_else_is(routes):

@@ -88,6 +88,7 @@ class TraceContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         context = trace.get_current_span().get_span_context()
         record.service = self.service
-        record.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        # Outside any span a line may name its trace itself (`extra={"trace_id": …}`).
+        record.trace_id = format(context.trace_id, "032x") if context.is_valid else getattr(record, "trace_id", None)
         record.span_id = format(context.span_id, "016x") if context.is_valid else None
         return True

@@ -93,6 +93,11 @@ def test_log_lines_are_json_with_trace_ids_and_no_personal_data(yiwang: RunningS
     trace_id, case_no = response.headers["X-Trace-Id"], response.json()["case_no"]
     [accepted] = [line for line in lines if line.get("case_no") == case_no and line["message"] == "case submitted"]
     assert accepted["trace_id"] == trace_id and accepted["service"] == "intake" and accepted["span_id"]
+    # So does the gateway's access line of the request, written after its span ended.
+    [access] = [line for line in lines if line["logger"] == "gateway.access" and line["trace_id"] == trace_id]
+    assert '"POST /api/v1/cases HTTP/1.1" 201 ' in access["message"]
+    eventlets = [line for line in lines if line["logger"] == "nameko.web.server" and "HTTP/1.1" in line["message"]]
+    assert not eventlets  # eventlet's own access line (no trace id) is off
 
 
 def test_no_personal_data_in_any_log_or_span(yiwang: RunningSystem, applicant):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.logs import ScrubbingFilter, scrub
+from services.common.logs import ScrubbingFilter, TraceContextFilter, scrub
 from services.identity.idnumbers import make_credit_code, make_id_number
 from services.identity.tokens import issue_access_token, new_signing_key
 
@@ -260,3 +260,34 @@ def test_a_password_in_a_url_is_masked_as_kombu_masks_it():
     assert scrub("amqp://yiwang:S3cret-pw@rabbitmq:5672/yiwang") == "amqp://yiwang:**@rabbitmq:5672/yiwang"
     assert scrub("amqp://guest:guest@10.0.3.7:5672/") == "amqp://guest:**@10.0.3.7:5672/"
     assert scrub("mongodb://app:p%40ss@db:27017/intake") == "mongodb://app:**@db:27017/intake"
+
+
+# --- trace context ------------------------------------------------------------------------------
+
+
+def _record(**extra):
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "message", None, None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_outside_a_span_a_line_keeps_the_trace_it_names():
+    record = _record(trace_id="ab" * 16)
+    TraceContextFilter().filter(record)
+    assert record.trace_id == "ab" * 16 and record.span_id is None
+
+
+def test_inside_a_span_the_current_trace_wins():
+    from opentelemetry.sdk.trace import TracerProvider
+
+    with TracerProvider().get_tracer("t").start_as_current_span("s") as span:
+        record = _record(trace_id="ab" * 16)
+        TraceContextFilter().filter(record)
+    assert record.trace_id == format(span.get_span_context().trace_id, "032x")
+    assert record.span_id == format(span.get_span_context().span_id, "016x")
+
+
+def test_outside_a_span_a_line_naming_no_trace_has_none():
+    record = _record()
+    TraceContextFilter().filter(record)
+    assert record.trace_id is None and record.span_id is None
