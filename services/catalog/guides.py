@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from contracts.catalog import ItemSummary, PublishedItem, ServiceGuide
 from services.common.china_time import CHINA
 from services.common.errors import ValidationFailed, validated
+from services.common.form_schemas import schema_problems
 from services.common.rules import RuleCompileError, compile_rule
 
 # What reading a guide or a draft answers besides the guide: sent back with an edit (GET, change,
@@ -20,11 +18,7 @@ READ_ONLY_FIELDS = frozenset({"version", "updated_at", "updated_by"})
 
 def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
     guide = validated(ServiceGuide, {k: v for k, v in payload.items() if k not in READ_ONLY_FIELDS})
-    problems = []
-    try:
-        Draft202012Validator.check_schema(guide.form_schema)
-    except SchemaError as exc:
-        problems.append({"field": "form_schema", "issue": f"not a valid JSON Schema: {exc.message}"})
+    problems = schema_problems(guide.form_schema)
     for index, rule in enumerate(guide.auto_approval.rules):
         try:
             compile_rule(rule.expression)

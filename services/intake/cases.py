@@ -8,8 +8,6 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, SubmitCase, Task
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
@@ -17,6 +15,7 @@ from contracts.events import CaseSubmitted
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.china_time import CHINA  # the calendar where the departments are
 from services.common.errors import Conflict, NotFound, ValidationFailed
+from services.common.form_schemas import Unresolvable, form_validator
 from services.common.stored_time import to_stored_precision
 from services.intake.workdays import add_working_days
 
@@ -26,7 +25,11 @@ _REQUIRED = re.compile(r"^'(.+)' is a required property$")
 def form_problems(schema: dict[str, Any], form: dict[str, Any]) -> list[dict[str, str]]:
     """Every way the form violates the item's schema, as `form.<path>` details."""
     problems = []
-    for error in sorted(Draft202012Validator(schema).iter_errors(form), key=lambda e: list(e.absolute_path)):
+    try:
+        errors = sorted(form_validator(schema).iter_errors(form), key=lambda e: list(e.absolute_path))
+    except Unresolvable:  # a schema saved before catalog refused outside references: nothing is fetched
+        return [{"field": "form", "issue": "the item's form schema refers outside itself; it cannot be checked"}]
+    for error in errors:
         path = [str(p) for p in error.absolute_path]
         missing = _REQUIRED.match(error.message)
         if missing:

@@ -32,6 +32,17 @@ def test_invalid_form_schema_is_refused():
     assert err.value.details[0]["field"] == "form_schema"
 
 
+def test_a_form_schema_reaching_outside_itself_or_with_a_backtracking_pattern_is_refused():
+    schema = {
+        "type": "object",
+        "properties": {"a": {"$ref": "file:///etc/passwd"}, "b": {"type": "string", "pattern": "^(a)\\1$"}},
+    }
+    with pytest.raises(ValidationFailed) as err:
+        checked_guide(_guide(form_schema=schema))
+    fields = [d["field"] for d in err.value.details]
+    assert "form_schema.properties.a.$ref" in fields and "form_schema.properties.b.pattern" in fields
+
+
 def test_item_code_pattern_is_enforced():
     with pytest.raises(ValidationFailed) as err:
         checked_guide(_guide(item_code="not-a-code"))

@@ -1,0 +1,103 @@
+import http.server
+import threading
+
+import pytest
+
+from services.common.form_schemas import form_validator, schema_problems
+from services.intake.cases import form_problems
+
+
+@pytest.fixture
+def listener():
+    """A local HTTP server that records every request: a `$ref` must never reach it."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            body = b'{"const": "from-outside"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def test_a_reference_outside_the_schema_is_never_fetched(listener, tmp_path):
+    url, seen = listener
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"const": "top-secret"}')
+    for ref in (f"{url}/x.json", secret.as_uri()):
+        schema = {"properties": {"a": {"$ref": ref}}}
+        problems = form_problems(schema, {"a": 1})
+        assert problems == [
+            {"field": "form", "issue": "the item's form schema refers outside itself; it cannot be checked"}
+        ]
+        assert "top-secret" not in str(problems)
+    assert seen == []
+
+
+def test_a_reference_inside_the_schema_resolves():
+    schema = {
+        "$defs": {"phone": {"type": "string", "pattern": "^1\\d{10}$"}},
+        "properties": {"p": {"$ref": "#/$defs/phone"}},
+    }
+    assert form_problems(schema, {"p": "13800138000"}) == []
+    assert [p["field"] for p in form_problems(schema, {"p": "12"})] == ["form.p"]
+
+
+def test_patterns_run_in_linear_time_and_keep_their_meaning():
+    # ^(a|a)*$ on 5,000 a's and a '!' would take longer than the universe's age with backtracking.
+    validator = form_validator({"properties": {"s": {"pattern": "^(a|a)*$"}}})
+    assert [e.message for e in validator.iter_errors({"s": "a" * 5000 + "!"})] == [
+        f"{'a' * 5000 + '!'!r} does not match '^(a|a)*$'"
+    ]
+    assert list(validator.iter_errors({"s": "aaa"})) == []
+
+
+def test_an_ecma_code_point_escape_means_the_code_point():
+    validator = form_validator({"properties": {"name": {"pattern": "^[\\u4e00-\\u9fa5]{2,4}$"}}})
+    assert list(validator.iter_errors({"name": "张三"})) == []
+    assert len(list(validator.iter_errors({"name": "Zhang"}))) == 1
+
+
+def test_pattern_properties_run_on_re2_too():
+    validator = form_validator({"patternProperties": {"^x_(a|a)*$": {"type": "integer"}}})
+    assert [e.message for e in validator.iter_errors({"x_aa": "no"})] == ["'no' is not of type 'integer'"]
+    assert list(validator.iter_errors({"x_aa!": "no"})) == []
+
+
+def test_a_schema_that_refers_outside_itself_is_refused_where_it_says_so():
+    schema = {
+        "properties": {
+            "a": {"$ref": "https://example.org/s.json"},
+            "b": {"prefixItems": [{"$dynamicRef": "file:///x"}]},
+        },
+        "$defs": {"ok": {"$ref": "#/properties/a"}},
+    }
+    fields = [p["field"] for p in schema_problems(schema)]
+    assert fields == ["form_schema.properties.a.$ref", "form_schema.properties.b.prefixItems.0.$dynamicRef"]
+
+
+def test_a_pattern_re2_cannot_run_is_refused():
+    schema = {"properties": {"a": {"pattern": "(a)\\1"}}, "patternProperties": {"(?=x)": {}}}
+    problems = schema_problems(schema)
+    assert [p["field"] for p in problems] == ["form_schema.patternProperties", "form_schema.properties.a.pattern"]
+    assert all("RE2" in p["issue"] for p in problems)
+
+
+def test_values_are_not_read_as_schemas():
+    schema = {"properties": {"a": {"const": {"$ref": "http://x"}, "enum": [{"pattern": "(a)\\1"}]}}}
+    assert schema_problems(schema) == []
+
+
+def test_an_invalid_schema_says_so():
+    [problem] = schema_problems({"type": "nothing"})
+    assert problem["field"] == "form_schema" and problem["issue"].startswith("not a valid JSON Schema")
