@@ -192,8 +192,9 @@ def new_case(
         "evaluation": None,
         "applied_events": [],
         "version": 1,  # bumped by every change: concurrent reviewers cannot both win
-        "awaiting_review": False,  # true once a person must act (task list)
-        "ever_task": False,  # true for good once it is (storage.marked_if_task)
+        # True once a person must act (task list): at once for an item without automatic rules.
+        "awaiting_review": not item.auto_approval.enabled,
+        "ever_task": not item.auto_approval.enabled,  # true for good once it is (storage.marked_if_task)
     }
     event = CaseSubmitted(
         case_no=case_no,

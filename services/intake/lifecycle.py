@@ -94,6 +94,12 @@ def check_applicant(principal: Principal, case: dict[str, Any]) -> None:
         raise NotFound(f"no case {case['case_no']}")
 
 
+def rules_pending(case: dict[str, Any]) -> bool:
+    """The automatic rules have not yet decided or handed the case over: an automatic decision may
+    still land, and a person must not race it."""
+    return case["status"] == "submitted" and not case.get("awaiting_review")
+
+
 def review(
     case: dict[str, Any],
     item: PublishedItem,
@@ -104,8 +110,7 @@ def review(
 ) -> Change:
     check_reviewer(principal, case)
     _require(case, REVIEW_FROM[decision.action], decision.action.replace("_", " "))
-    if case["status"] == "submitted" and not case.get("awaiting_review"):
-        # Until the rules hand it over, an automatic decision may still land: a person must not race it.
+    if rules_pending(case):
         raise Conflict("the automatic rules have not finished with this case yet")
     to = REVIEW_TO[decision.action]
     entry = {"status": to, "at": now, "by": principal.user_id, "comment": decision.comment}
@@ -138,7 +143,17 @@ def review(
         return Change(case["status"], case["version"], fields, entry, event)
 
     outcome = "approved" if decision.action == "approve" else "rejected"
-    verdict = Decision(outcome=outcome, decided_by=principal.user_id, reason=decision.comment, decided_at=now)
+    # The rules that handed the case over stay part of the decision (api-v1: "either way the
+    # decision keeps an explanation"); they judged the version the case was submitted under.
+    explained = case.get("review_explanation") or []
+    verdict = Decision(
+        outcome=outcome,
+        decided_by=principal.user_id,
+        reason=decision.comment,
+        explanation=explained,
+        rule_set_version=case["item_version"] if explained else None,
+        decided_at=now,
+    )
     fields["decision"] = verdict.model_dump(mode="json")
     decided = {k: common[k] for k in ("case_no", "item_code", "item_name", "department_code", "applicant_id")}
     if outcome == "approved":

@@ -346,6 +346,7 @@ class IntakeStore:
         set_fields: dict[str, Any],
         timeline_entry: dict[str, Any] | None = None,
         announce: list[Envelope] | None = None,
+        extra_filter: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Apply one event's change once: the event id is recorded in the same atomic update, and
         so are the events that announce the change (`announce`, through the outbox). Returns the
@@ -358,6 +359,7 @@ class IntakeStore:
         if announce:
             update["$set"].update(self.outbox.update(case_no, announce)["$set"])
         query = {"_id": case_no, "applied_events": {"$ne": event_id}, "status": {"$in": allowed_from}}
+        query.update(extra_filter or {})
         written = self.cases.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
         if written is None and announce:
             self.outbox.forget(announce)

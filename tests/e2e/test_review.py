@@ -11,8 +11,9 @@ import requests
 
 from services.identity.first_admin import first_admin_password
 from tests.e2e.conftest import auth, log_in, sign_up
+from tests.e2e.test_case_flow import ALLOWANCE, GOOD_FORM
 from tests.e2e.test_documents import upload
-from tests.support import eventually
+from tests.support import citizen, eventually
 
 ID_RENEWAL = "62052400GA-QR-0001"  # 居民身份证换领: no automatic rules, a reviewer decides
 
@@ -49,9 +50,7 @@ def submit_for_review(yiwang, person) -> str:
         timeout=10,
     )
     assert created.status_code == 201, created.text
-    case_no = created.json()["case_no"]
-    eventually(lambda: case(yiwang, person, case_no)["timeline"][-1]["comment"] == "转人工审核", what="review required")
-    return case_no
+    return created.json()["case_no"]  # no rules: a reviewer may act on it at once
 
 
 def case(yiwang, who, case_no):
@@ -126,7 +125,9 @@ def test_accept_supplement_resubmit_approve_and_evaluate(yiwang, admin):
     final = approved.json()
     assert final["status"] == "approved" and final["decision"]["decided_by"] != "auto"
     statuses = [t["status"] for t in final["timeline"]]
-    assert statuses == ["submitted", "submitted", "accepted", "supplement_requested", "resubmitted", "approved"]
+    # No automatic rules ran, so none handed the case over: no entry of theirs.
+    assert statuses == ["submitted", "accepted", "supplement_requested", "resubmitted", "approved"]
+    assert final["decision"]["explanation"] == [] and final["decision"]["rule_set_version"] is None
 
     def notices():
         inbox = requests.get(yiwang.url("/api/v1/notifications"), headers=auth(person)).json()["items"]
@@ -141,6 +142,28 @@ def test_accept_supplement_resubmit_approve_and_evaluate(yiwang, admin):
     evaluated = post(yiwang, person, f"/api/v1/cases/{case_no}/evaluation", {"score": 2, "comment": "等太久"})
     assert evaluated.status_code == 200 and evaluated.json()["evaluation"]["bad"] is True
     assert post(yiwang, person, f"/api/v1/cases/{case_no}/evaluation", {"score": 5}).status_code == 409
+
+
+def test_a_reviewer_may_accept_a_case_the_moment_it_is_submitted(yiwang, admin):
+    person, staff = sign_up(yiwang), reviewer(yiwang, admin)
+    for _ in range(5):
+        accepted = decide(yiwang, staff, submit_for_review(yiwang, person), action="accept")
+        assert accepted.status_code == 200, accepted.text
+
+
+def test_a_reviewers_decision_keeps_the_rules_that_handed_the_case_over(yiwang, admin):
+    # 高龄津贴 for someone registered outside the county: its local_resident rule sends it to review.
+    person, staff = sign_up(yiwang, citizen(region="620502")), reviewer(yiwang, admin, "620524MZ")
+    created = post(yiwang, person, "/api/v1/cases", {"item_code": ALLOWANCE, "form": GOOD_FORM})
+    assert created.status_code == 201, created.text
+    case_no = created.json()["case_no"]
+    assert decide(yiwang, staff, case_no, action="accept").status_code == 200  # waits for the rules
+    approved = decide(yiwang, staff, case_no, action="approve", comment="户籍已迁入，核实无误").json()
+    decision = approved["decision"]
+    failed = [rule["rule_id"] for rule in decision["explanation"] if rule["result"] != "passed"]
+    assert failed == ["local_resident"] and decision["decided_by"] != "auto"
+    assert decision["rule_set_version"] == approved["item_version"]
+    assert [t["comment"] for t in approved["timeline"]][:2] == [None, "转人工审核"]
 
 
 def test_rejection_needs_a_reason_and_becomes_the_decision(yiwang, admin):

@@ -3,13 +3,13 @@ from datetime import UTC, date, datetime
 import pytest
 
 from contracts.cases import CaseView, Decision, MaterialRef, SubmitCase
-from contracts.catalog import PublishedItem
+from contracts.catalog import AutoApproval, PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.catalog.seed_data import seed_items
 from services.common.errors import NotFound, ValidationFailed
-from services.intake import cases
+from services.intake import cases, lifecycle
 from services.intake.workdays import add_working_days
 
 CITIZEN = Principal(user_id="u-citizen", account_type="citizen", roles=["applicant"])
@@ -454,3 +454,18 @@ def test_a_write_that_makes_a_case_wait_for_a_person_marks_it_for_good():
         "status": "approved",
         "awaiting_review": False,
     }
+
+
+def test_a_case_of_an_item_without_rules_waits_for_a_reviewer_from_its_submission():
+    # Nothing for the rules to decide: reviewers may act at once, and it is on their task board.
+    no_rules = allowance().model_copy(update={"auto_approval": AutoApproval(enabled=False, rules=[])})
+    doc = doc_for(item=no_rules)
+    assert doc["awaiting_review"] is True and doc["ever_task"] is True
+    assert not lifecycle.rules_pending(doc)
+
+
+def test_a_case_of_an_item_with_rules_waits_for_them_first():
+    doc = doc_for()
+    assert allowance().auto_approval.enabled
+    assert doc["awaiting_review"] is False and doc["ever_task"] is False
+    assert lifecycle.rules_pending(doc)

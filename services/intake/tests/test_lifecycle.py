@@ -301,6 +301,30 @@ def test_approval_by_a_reviewer(status):
     assert change.set_fields["awaiting_review"] is False
 
 
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_a_reviewers_decision_keeps_the_rules_that_handed_the_case_over(action):
+    handed_over = [
+        {
+            "rule_id": "local_resident",
+            "description": "本县户籍",
+            "expression": "applicant.region_code == '620524'",
+            "result": "failed",
+            "on_fail": "manual_review",
+            "inputs": [{"name": "applicant.region_code", "value": "620502"}],
+        }
+    ]
+    change = review(case("accepted", review_explanation=handed_over), action, comment="核实")
+    verdict = Decision.model_validate(change.set_fields["decision"])
+    assert [r.model_dump(mode="json", exclude_none=True) for r in verdict.explanation] == handed_over
+    assert verdict.rule_set_version == 2  # the version the case was submitted under
+    assert change.event.decision == verdict
+
+
+def test_a_decision_on_an_item_without_rules_explains_no_rule():
+    verdict = review(case("accepted", review_explanation=[]), "approve").event.decision
+    assert verdict.explanation == [] and verdict.rule_set_version is None
+
+
 def test_approval_without_a_comment():
     change = review(case("accepted"), "approve")
     assert change.event.decision.reason is None

@@ -181,6 +181,41 @@ def test_accepting_applies_the_change_conditionally_and_announces_it(service, st
     assert view.timeline[-1].comment == "受理"
 
 
+def test_a_reviewer_acting_at_once_waits_for_the_rules_to_hand_the_case_over(service, store, held, monkeypatch):
+    held.doc = stored_case(awaiting_review=False)  # the rules are still running
+    sleeps = []
+
+    def rules_finish(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            held.doc["awaiting_review"] = True  # case.review_required.v1 has landed
+
+    monkeypatch.setattr("services.intake.service.eventlet.sleep", rules_finish)
+    result = service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    assert result["status"] == "accepted" and len(sleeps) == 3
+    change, _ = applied(store)
+    assert change.version == 3  # the case as the hand-over left it, read again
+
+
+def test_a_reviewer_gets_409_when_the_rules_never_finish(service, store, events, held, monkeypatch):
+    held.doc = stored_case(awaiting_review=False)
+    sleeps = []
+    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
+    with pytest.raises(Conflict, match="automatic rules have not finished"):
+        service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    assert sum(sleeps) == pytest.approx(3.0)  # RULES_WAIT_SECONDS, then the answer
+    assert_nothing_applied(store, events)
+
+
+def test_a_reviewer_of_another_department_does_not_wait_for_the_rules(service, store, held, monkeypatch):
+    held.doc = stored_case(awaiting_review=False)
+    sleeps = []
+    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
+    with pytest.raises(NotFound):
+        service.review_case(OTHER_REVIEWER, CASE_NO, {"action": "accept"})
+    assert sleeps == []
+
+
 def test_accepting_a_late_case_keeps_it_counted_overdue(service, store, held):
     # Overdue under the deadline counted from submission: acceptance gives it a new deadline (and
     # new warnings), but supervision still counts the lateness it had.
