@@ -41,6 +41,12 @@ class MaterialRef(Contract):
         return self
 
 
+# Materials one application may give: each is looked up (a document, a certificate), so the list
+# is bounded; a real service guide asks for a few dozen at most.
+MAX_MATERIALS = 100
+Materials = Annotated[list[MaterialRef], Field(max_length=MAX_MATERIALS)]
+
+
 def _check_storable(form: dict[str, Any]) -> None:
     # Refused on MongoDB too, so that a form behaves the same on both stores.
     if why := unstorable_part(form, "form"):
@@ -51,7 +57,7 @@ class SubmitCase(Contract):
     # Any code: one that names no published item is 404 (api-v1), whatever its shape.
     item_code: Annotated[str, Field(min_length=1, max_length=64)]
     form: dict[str, Any] = {}
-    materials: list[MaterialRef] = []
+    materials: Materials = []
 
     @field_validator("form")
     @classmethod
@@ -138,7 +144,9 @@ class ReviewDecision(Contract):
 
     action: Literal["accept", "request_supplement", "approve", "reject"]
     comment: Annotated[str, Field(max_length=2000)] | None = None
-    missing_materials: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]] = []
+    missing_materials: Annotated[
+        list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]], Field(max_length=MAX_MATERIALS)
+    ] = []
 
     @model_validator(mode="after")
     def _what_each_action_needs(self) -> "ReviewDecision":
@@ -152,7 +160,7 @@ class ReviewDecision(Contract):
 class Supplement(Contract):
     """`POST /api/v1/cases/{case_no}/supplements`: what was asked for (补正)."""
 
-    materials: list[MaterialRef] = []
+    materials: Materials = []
     form: dict[str, Any] | None = None
 
     @field_validator("form")

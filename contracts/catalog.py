@@ -168,7 +168,8 @@ class AnswerQuery(Contract):
 
 
 class ItemQuery(Contract):
-    q: str | None = None
+    # Bounded like a question to `answers`: ranking scores every word against every item.
+    q: Annotated[str, Field(max_length=200)] | None = None
     department: str | None = None
     item_type: ItemType | None = None
     handling_mode: HandlingMode | None = None

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from contracts.cases import Evaluation, ReviewDecision, SubmitCase, Supplement
+from contracts.cases import MAX_MATERIALS, Evaluation, ReviewDecision, SubmitCase, Supplement
+from contracts.catalog import ItemQuery
 
 
 def decision(**fields):
@@ -105,3 +106,21 @@ def test_malformed_evaluations(payload):
 def test_a_list_inside_a_list_is_refused_in_a_form(form):
     with pytest.raises(ValidationError, match="a list inside a list"):
         SubmitCase.model_validate({"item_code": "62052400MZ-GF-0001", "form": form})
+
+
+def test_a_catalog_search_is_at_most_200_characters():
+    assert ItemQuery(q="申" * 200).q == "申" * 200
+    with pytest.raises(ValidationError):
+        ItemQuery(q="申" * 201)
+
+
+def test_an_application_gives_at_most_100_materials():
+    many = [{"code": "photo", "document_id": f"d{i}"} for i in range(MAX_MATERIALS + 1)]
+    for model, body in (
+        (SubmitCase, {"item_code": "X", "materials": many}),
+        (Supplement, {"materials": many}),
+        (ReviewDecision, {"action": "request_supplement", "missing_materials": ["photo"] * (MAX_MATERIALS + 1)}),
+    ):
+        with pytest.raises(ValidationError):
+            model.model_validate(body)
+        model.model_validate({**body, **{k: v[:MAX_MATERIALS] for k, v in body.items() if isinstance(v, list)}})

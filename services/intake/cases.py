@@ -8,7 +8,7 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any
 
-from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, SubmitCase, Task
+from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, MaterialRef, SubmitCase, Task
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.events import CaseSubmitted
@@ -92,12 +92,19 @@ def certificate_problems(
     return problems
 
 
-def document_problems(request: SubmitCase, owned: set[str]) -> list[dict[str, str]]:
+def asked_for(item: PublishedItem, materials: list[MaterialRef]) -> list[MaterialRef]:
+    """The materials whose code the item asks for (the others are refused for their code)."""
+    codes = {m.code for m in item.materials}
+    return [m for m in materials if m.code in codes]
+
+
+def document_problems(item: PublishedItem, request: SubmitCase, owned: set[str]) -> list[dict[str, str]]:
     """Every uploaded document offered must be a complete upload of this applicant's."""
+    codes = {m.code for m in item.materials}  # another code is reported by submission_problems
     return [
         {"field": f"materials.{index}.document_id", "issue": "no such document of yours"}
         for index, ref in enumerate(request.materials)
-        if ref.document_id is not None and ref.document_id not in owned
+        if ref.code in codes and ref.document_id is not None and ref.document_id not in owned
     ]
 
 
@@ -110,7 +117,7 @@ def check_submission(
 ) -> None:
     problems = submission_problems(item, principal, request) + certificate_problems(item, request, checks)
     if owned_documents is not None:
-        problems += document_problems(request, owned_documents)
+        problems += document_problems(item, request, owned_documents)
     if problems:
         raise ValidationFailed("the application is not valid", problems)
 

@@ -259,8 +259,10 @@ class IntakeService:
 
     def _check_application(self, who: Principal, item: PublishedItem, request: SubmitCase) -> None:
         """Everything a submission or resubmission must satisfy, certificates and documents included."""
-        certificates = self._certificate_checks(who.user_id, request)
-        cases.check_submission(item, who, request, certificates, self._owned(who, request))
+        # Only what the item asks for is looked up: the rest is refused for its code anyway.
+        asked = request.model_copy(update={"materials": cases.asked_for(item, request.materials)})
+        certificates = self._certificate_checks(who.user_id, asked)
+        cases.check_submission(item, who, request, certificates, self._owned(who, asked))
 
     def _certificate_checks(self, user_id: str, request: SubmitCase) -> dict[str, CertificateCheck]:
         """What identity says of the certificates among the materials, by id (nothing to ask: none)."""

@@ -716,7 +716,8 @@ def test_principal_model_round_trips():
     assert Principal.model_validate(Principal.model_validate(CITIZEN).model_dump()).user_id == "u-citizen"
 
 
-def test_documents_that_are_not_the_applicants_own_are_refused(service, store):
+def test_documents_that_are_not_the_applicants_own_are_refused(service, store, catalog):
+    rpc_returns(catalog.get_item, WITH_MATERIALS)
     store.owned_documents.side_effect = lambda owner, ids: set()
     body = submission(item_code=WITH_MATERIALS["item_code"], form={}, materials=[{"code": "photo", "document_id": "d"}])
     with pytest.raises(ValidationFailed) as info:
@@ -752,3 +753,29 @@ def test_a_loaded_calendar_leaves_a_case_that_changed_meanwhile_alone(service, s
     assert service._recompute_provisional() == 0
     store.sync_views.assert_not_called()
     store.forget_overdue.assert_not_called()
+
+
+def test_only_materials_the_item_asks_for_are_looked_up(service, store, catalog, identity):
+    # Thousands of made-up materials must not become thousands of lookups: unknown codes are refused
+    # for their code, and nothing is asked about them.
+    rpc_returns(catalog.get_item, WITH_MATERIALS)
+    materials = [{"code": f"made_up_{i}", "certificate_id": f"c{i}"} for i in range(50)]
+    materials += [{"code": f"other_{i}", "document_id": f"d{i}"} for i in range(49)]
+    materials.append({"code": "photo", "document_id": "mine"})
+    body = submission(item_code=WITH_MATERIALS["item_code"], form={}, materials=materials)
+    with pytest.raises(ValidationFailed) as info:
+        service.submit_case(CITIZEN, body)
+    store.owned_documents.assert_called_once_with(CITIZEN["user_id"], ["mine"])
+    identity.check_certificates.call_async.assert_not_called()
+    fields = [d["field"] for d in info.value.details]
+    assert "materials.0.code" in fields and "materials.99.document_id" not in fields
+    assert not [f for f in fields if f.endswith("certificate_id") or f.endswith("document_id")]
+
+
+def test_more_materials_than_any_guide_asks_for_are_refused_before_anything_is_read(service, store, catalog):
+    materials = [{"code": "photo", "document_id": f"d{i}"} for i in range(101)]
+    with pytest.raises(ValidationFailed) as info:
+        service.submit_case(CITIZEN, submission(materials=materials))
+    assert [d["field"] for d in info.value.details] == ["materials"]
+    store.owned_documents.assert_not_called()
+    catalog.get_item.call_async.assert_not_called()
