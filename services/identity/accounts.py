@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -127,6 +128,15 @@ def new_staff(
         "staff_version": 0,  # bumped by every change of the account (logins and copies compare it)
         "created_at": datetime.now(UTC),
     }
+
+
+_MOBILE = re.compile(r"^1[3-9][0-9]{9}$")
+
+
+def phone_login(username: str) -> str:
+    """The login name as a phone, or "" when it is none: a staff account's phone placeholder
+    (`staff:<user_id>`, an id applicants see on their cases) is no login name."""
+    return username if _MOBILE.fullmatch(username) else ""
 
 
 def login_keys(username: str) -> list[str]:

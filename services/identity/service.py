@@ -274,7 +274,7 @@ class IdentityService:
 
     def _text_reset_code(self, username: str, policy: phone_codes.Policy) -> None:
         try:
-            user = self.store.find_by_login(accounts.login_keys(username), username)
+            user = self.store.find_by_login(accounts.login_keys(username), accounts.phone_login(username))
             if user is not None and user.get("phone"):
                 self._text_code("password_reset", user["_id"], user["phone"], policy)
         except (RateLimited, Unavailable):
@@ -293,7 +293,7 @@ class IdentityService:
         address = throttling.address_key(client_address)
         self._refuse_if_throttled({address: limits.address_limit}, limits, now)
         self._refuse_common(reset.new_password)  # before the code is spent on it
-        user = self.store.find_by_login(accounts.login_keys(reset.username), reset.username)
+        user = self.store.find_by_login(accounts.login_keys(reset.username), accounts.phone_login(reset.username))
         counted = self._count_attempts({address: limits.address_limit}, limits, now)  # taken back if right
         try:
             if user is None or not user.get("phone"):
@@ -463,7 +463,7 @@ class IdentityService:
         account, address = throttling.account_key(username), throttling.address_key(attempt.client_address)
         self._refuse_if_throttled({account: policy.account_limit, address: policy.address_limit}, policy, now)
 
-        user = self.store.find_by_login(accounts.login_keys(username), username)
+        user = self.store.find_by_login(accounts.login_keys(username), accounts.phone_login(username))
         if user is not None:
             self._refuse_if_throttled({throttling.user_key(user["_id"]): policy.account_limit}, policy, now)
         # The guess is counted before the password is checked, in one atomic write per key:

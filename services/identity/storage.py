@@ -129,13 +129,16 @@ class IdentityStore:
 
     def _index_logins(self, user: dict[str, Any]) -> None:
         for name in (user["login_key"], f"phone:{user['phone_key']}"):
+            if name.startswith("phone:staff:"):  # a staff account's placeholder: no login name
+                continue
             self._point_login(name, user["_id"])
 
     def _point_login(self, name: str, user_id: str) -> None:
         self.logins.update_one({"_id": name}, {"$set": {"user_id": user_id}}, upsert=True)
 
     def find_by_login(self, keys: list[str], phone: str) -> dict[str, Any] | None:
-        for name in (*keys, f"phone:{phone}"):
+        """The account a login name names: by its keys, then as a phone unless `phone` is ""."""
+        for name in (*keys, *([f"phone:{phone}"] if phone else [])):
             login = self.logins.find_one({"_id": name})
             if login is None:
                 continue

@@ -216,3 +216,13 @@ def test_staff_profile_has_no_personal_facts():
     profile = accounts.applicant_profile(doc, date(2026, 5, 5), [])
     assert profile.age is None
     assert profile.region_code is None
+
+
+@pytest.mark.parametrize("name", ["13800138000", "19912345678"])
+def test_a_mainland_mobile_number_is_looked_up_as_a_phone(name):
+    assert accounts.phone_login(name) == name
+
+
+@pytest.mark.parametrize("name", ["staff:9f1c2a", "620524194005060136", "12800138000", "admin", "138001380001"])
+def test_anything_else_is_no_phone(name):
+    assert accounts.phone_login(name) == ""

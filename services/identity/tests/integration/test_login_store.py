@@ -28,6 +28,10 @@ def test_a_user_is_found_by_its_login_key_or_phone(store):
     assert store.find_by_login(["LI", "staff:li"], "li")["_id"] == "u2"
     assert store.find_by_login(["NOBODY", "staff:nobody"], "nobody") is None
     assert store.login_key_exists("staff:li") and not store.login_key_exists("staff:wang")
+    # A staff account's phone placeholder carries its user id, which applicants see on their cases:
+    # it is no login name (its guesses would lock the reviewer out).
+    assert store.logins.find_one({"_id": "phone:staff:u2"}) is None
+    assert store.find_by_login(["STAFF:U2", "staff:staff:u2"], "") is None
 
 
 def test_a_taken_key_names_its_field_and_repairs_a_registration_that_died_half_way(store):
