@@ -72,6 +72,13 @@ def _problems(registration: CitizenRegistration | EnterpriseRegistration) -> lis
     return problems
 
 
+def registration_logins(registration: CitizenRegistration | EnterpriseRegistration) -> tuple[str, str, str]:
+    """The login key a registration would take, its phone, and the public field of the key."""
+    if isinstance(registration, CitizenRegistration):
+        return registration.id_number, registration.phone, "id_number"
+    return registration.credit_code, registration.phone, "credit_code"
+
+
 def new_applicant(registration: CitizenRegistration | EnterpriseRegistration) -> dict[str, Any]:
     """The user document for a registration, or ValidationFailed listing every problem."""
     problems = _problems(registration)

@@ -123,6 +123,9 @@ class IdentityService:
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def register(self, payload: dict[str, Any]) -> dict[str, Any]:
         registration = validated(REGISTRATION, payload, tagged_by="account_type")
+        # Two reads before the password's hash (0.16 s of CPU): a registration repeated cannot
+        # make identity hash for nothing. The insert still settles a race.
+        self.store.refuse_registered(*accounts.registration_logins(registration))
         doc = accounts.new_applicant(registration)
         self.store.insert_user(doc, accounts.login_field(doc))
         return accounts.registration_result(doc).model_dump(mode="json")

@@ -127,6 +127,18 @@ class IdentityStore:
             ) from None
         self._index_logins(doc)
 
+    def refuse_registered(self, login_key: str, phone: str, login_field: str) -> None:
+        """Conflict, as `insert_user` would answer, when the key or the phone is a login name already."""
+        taken = self.logins.find_one({"_id": login_key}) is not None
+        field = login_field
+        if not taken:
+            # A phone's login name may trail a change of phone that died half way: its holder decides.
+            login = self.logins.find_one({"_id": f"phone:{phone}"})
+            holder = login and self.users.find_one({"_id": login["user_id"]}, {"phone_key": 1})
+            taken, field = bool(holder and holder["phone_key"] == phone), "phone"
+        if taken:
+            raise Conflict(f"{field} is already registered", [{"field": field, "issue": "already registered"}])
+
     def _index_logins(self, user: dict[str, Any]) -> None:
         for name in (user["login_key"], f"phone:{user['phone_key']}"):
             if name.startswith("phone:staff:"):  # a staff account's placeholder: no login name

@@ -112,6 +112,16 @@ def test_register_citizen_stores_the_user(service, store):
     assert PASSWORD not in str(doc)
 
 
+def test_a_registration_of_a_taken_name_is_refused_before_the_password_is_hashed(service, store, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(accounts, "hash_password", lambda password: hashed.append(password) or "h")
+    store.refuse_registered.side_effect = Conflict("id_number is already registered")
+    with pytest.raises(Conflict):
+        service.register(citizen_payload())
+    store.refuse_registered.assert_called_once_with(ID_NUMBER, "13800138000", "id_number")
+    assert hashed == [] and not store.insert_user.called
+
+
 def test_register_enterprise(service, store):
     result = service.register(
         {

@@ -267,3 +267,17 @@ def test_closed_windows_are_swept(store):
     store.record_failure("address:10.4.4.4", now, window)
     assert store.sweep_login_failures(before=now - window) == 1
     assert list(store.failures(["address:10.3.3.3", "address:10.4.4.4"])) == ["address:10.4.4.4"]
+
+
+def test_a_registration_is_refused_before_its_password_is_hashed_when_its_names_are_taken(store):
+    store.insert_user(user("u1", "620524194005060136", "13800138000"), "id_number")
+    with pytest.raises(Conflict) as key:
+        store.refuse_registered("620524194005060136", "13900139000", "id_number")
+    assert key.value.details == [{"field": "id_number", "issue": "already registered"}]
+    with pytest.raises(Conflict) as phone:
+        store.refuse_registered("110101199003077777", "13800138000", "id_number")
+    assert phone.value.details == [{"field": "phone", "issue": "already registered"}]
+    store.refuse_registered("110101199003077777", "13900139000", "id_number")  # free: no answer
+    # A phone's login name left by a change that died half way does not hold the number.
+    store.users.update_one({"_id": "u1"}, {"$set": {"phone_key": "13700137000"}})
+    store.refuse_registered("110101199003077777", "13800138000", "id_number")
