@@ -15,7 +15,7 @@ from typing import Any
 
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from pydantic import BaseModel
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
@@ -113,9 +113,12 @@ class ApiWsgiApp(WsgiApp):
         try:
             self.url_map.bind_to_environ(environ).match()
         except HTTPException as exc:
-            # Unknown path or method: still a JSON error with a trace id of its own.
+            # Unknown path or method: still a JSON error, in the caller's trace when it gave one
+            # (api-v1: an incoming traceparent is honoured) or a trace of its own.
+            headers = {"traceparent": environ.get("HTTP_TRACEPARENT"), "tracestate": environ.get("HTTP_TRACESTATE")}
+            caller = propagate.extract({k: v for k, v in headers.items() if v})
             with _tracer.start_as_current_span(
-                f"{environ.get('REQUEST_METHOD')} (unmatched)", kind=trace.SpanKind.SERVER
+                f"{environ.get('REQUEST_METHOD')} (unmatched)", context=caller, kind=trace.SpanKind.SERVER
             ):
                 return error_for_http_exception(exc)(environ, start_response)
         return super().__call__(environ, start_response)

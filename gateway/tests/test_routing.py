@@ -277,6 +277,17 @@ def test_every_answer_writes_an_access_line_that_names_its_trace(caplog, monkeyp
     assert record.trace_id == headers["X-Trace-Id"] and len(record.trace_id) == 32
 
 
+@pytest.mark.parametrize("path, method", [("/nowhere", "GET"), ("/known", "DELETE")])
+def test_an_unmatched_request_answers_in_the_callers_trace(monkeypatch, path, method):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    monkeypatch.setattr(routing, "_tracer", TracerProvider().get_tracer("test"))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    environ = EnvironBuilder(path=path, method=method, headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    _line, headers, body = _app_response(environ.get_environ())
+    assert headers["X-Trace-Id"] == body["error"]["trace_id"] == trace_id
+
+
 def test_eventlets_own_access_line_is_off():
     server = routing.ApiWebServer()
     server.container = SimpleNamespace(config={})

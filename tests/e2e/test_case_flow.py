@@ -201,6 +201,11 @@ def test_health_unknown_paths_and_trace_context(yiwang: RunningSystem):
     )
     assert traced.headers["X-Trace-Id"] == trace_id
     assert len(traced.json()["items"]) >= 4
+    for method, path in (("GET", "/api/v1/nothing-here"), ("DELETE", "/api/v1/cases")):  # 404, 405
+        unmatched = requests.request(
+            method, yiwang.url(path), headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}, timeout=10
+        )
+        assert unmatched.headers["X-Trace-Id"] == unmatched.json()["error"]["trace_id"] == trace_id
 
     spec = requests.get(yiwang.url("/openapi.json"), timeout=10).json()
     assert spec["openapi"].startswith("3.1") and "/api/v1/cases/{case_no}" in spec["paths"]
