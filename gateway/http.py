@@ -64,13 +64,16 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return response
 
 
+def error_body(code: ErrorCode, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The contract's error shape, in the current request's trace."""
+    error = ErrorBody(code=code, message=message, details=details or [], trace_id=current_trace_id() or None)
+    return ErrorResponse(error=error).model_dump(mode="json")
+
+
 def error_response(
     code: ErrorCode, message: str, details: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None
 ) -> Response:
-    body = ErrorResponse(
-        error=ErrorBody(code=code, message=message, details=details or [], trace_id=current_trace_id() or None)
-    )
-    return json_response(body, HTTP_STATUS[code], headers)
+    return json_response(error_body(code, message, details), HTTP_STATUS[code], headers)
 
 
 def response_for_exception(exc: BaseException) -> Response:

@@ -67,7 +67,7 @@ from contracts.identity import (
 from contracts.notifications import NotificationListQuery, NotificationPreferences
 from gateway import documents
 from gateway.auth import Auth, client_address
-from gateway.http import read_json
+from gateway.http import error_body, read_json
 from gateway.openapi import openapi_document
 from gateway.routing import api, query_names
 from services.common.errors import Unavailable, ValidationFailed, validated
@@ -150,8 +150,13 @@ class Gateway:
                 checks[name] = str(exc)
             except Exception as exc:  # its store is down, or it failed otherwise
                 checks[name] = f"failing: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values())
-        return (200 if ready else 503), {"status": "ready" if ready else "unavailable", "checks": checks}
+        failing = {name: why for name, why in checks.items() if why != "ok"}
+        if not failing:
+            return 200, {"status": "ready", "checks": checks}
+        # An error like any other (api-v1: errors always have this shape), naming what does not answer.
+        details = [{"field": name, "issue": why} for name, why in failing.items()]
+        body = error_body("unavailable", f"not ready: {', '.join(failing)} does not answer", details)
+        return 503, {**body, "status": "unavailable", "checks": checks}
 
     @api("GET", "/openapi.json", summary="This API's OpenAPI 3.1 description", auth=False)
     def openapi(self, request: Request) -> dict[str, Any]:

@@ -129,6 +129,13 @@ def test_readyz_names_what_is_down(gateway):
     assert body["checks"]["notification"] == "failing: RuntimeError"
     assert body["checks"]["catalog"] == "ok"
     assert "secret" not in response.get_data(as_text=True)
+    # In the contract's error shape, like every error, naming what does not answer.
+    assert body["error"]["code"] == "unavailable"
+    assert body["error"]["details"] == [
+        {"field": "intake", "issue": "intake.ping did not answer in 3s"},
+        {"field": "notification", "issue": "failing: RuntimeError"},
+    ]
+    assert "intake" in body["error"]["message"] and "notification" in body["error"]["message"]
 
 
 def test_openapi_route_serves_the_document(gateway):
