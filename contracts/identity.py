@@ -13,7 +13,11 @@ Phone = Annotated[str, Field(pattern=r"^1[3-9][0-9]{9}$", description="11-digit 
 # which the published schema checks) behind the user's back.
 Verbatim = StringConstraints(strip_whitespace=False)
 Password = Annotated[str, Verbatim, Field(min_length=8, max_length=128)]
-PersonName = Annotated[str, Field(min_length=1, max_length=64)]
+# A name is printed on notices and certificates: no control characters (a NUL was a name), and at
+# least one character that shows.
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+PersonName = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)]
+OrganisationName = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)]
 PhoneCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="the 6-digit code texted to the new phone")]
 
 
@@ -28,7 +32,7 @@ class CitizenRegistration(Contract):
 
 class EnterpriseRegistration(Contract):
     account_type: Literal["enterprise"]
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: OrganisationName
     credit_code: Annotated[str, Field(min_length=18, max_length=18)]
     legal_person_name: PersonName
     legal_person_id_number: Annotated[str, Field(min_length=18, max_length=18)]

@@ -178,8 +178,8 @@ class NotificationService:
         wanted = validated(NotificationPreferences, payload)
         contact = Contact.model_validate(call(self.identity.contact, who.user_id))
         problems = [
-            {"field": f"channels.{n}", "issue": why}
-            for n, channel in enumerate(wanted.channels)
+            {"field": f"channels.{n}", "issue": why}  # where the caller put it (validation adds the inbox)
+            for n, channel in enumerate(payload["channels"])
             if (why := deliveries.unreachable(channel, contact))
         ]
         if problems:

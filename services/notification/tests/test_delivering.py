@@ -304,7 +304,11 @@ def test_choosing_email_needs_an_address(service, store):
     answer(service.identity.contact, {"user_id": "u-1", "phone": "13800138000", "email": None})
     with pytest.raises(ValidationFailed) as refused:
         service.set_preferences(CITIZEN, {"channels": ["sms", "email"]})
-    assert refused.value.details == [{"field": "channels.2", "issue": "the account has no email address"}]
+    # The index is where the caller put it (the inbox, which validation adds, does not shift it).
+    assert refused.value.details == [{"field": "channels.1", "issue": "the account has no email address"}]
+    with pytest.raises(ValidationFailed) as alone:
+        service.set_preferences(CITIZEN, {"channels": ["email"]})
+    assert alone.value.details == [{"field": "channels.0", "issue": "the account has no email address"}]
 
 
 def test_unknown_channels_are_refused(service, store):
