@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract
-from contracts.common import PageQuery
+from contracts.common import IsoDate, PageQuery
 from contracts.storable import unstorable_part
 
 CaseStatus = Literal[
@@ -212,14 +212,14 @@ class DocumentFinish(Contract):
 class CalendarYear(Contract):
     """`PUT /api/v1/admin/calendar/{year}`: the State Council's notice for one year."""
 
-    holidays: list[date]
-    workdays: list[date] = []  # adjusted working days on weekends (调休上班)
+    holidays: list[IsoDate]
+    workdays: list[IsoDate] = []  # adjusted working days on weekends (调休上班)
 
 
 class SupervisionQuery(Contract):
     department: str | None = None
-    from_: date | None = Field(default=None, alias="from")
-    to: date | None = None
+    from_: IsoDate | None = Field(default=None, alias="from")
+    to: IsoDate | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> "SupervisionQuery":

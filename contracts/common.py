@@ -1,8 +1,10 @@
 """Small shared value types."""
 
-from typing import Annotated, Generic, Literal, TypeVar
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from contracts.base import Contract
 
@@ -10,7 +12,20 @@ AccountType = Literal["citizen", "enterprise", "staff"]
 ApplicantType = Literal["citizen", "enterprise"]
 Role = Literal["applicant", "reviewer", "supervisor", "admin"]
 
+
 # A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
+def _written_as_a_date(value: Any) -> Any:
+    """api-v1: dates are `YYYY-MM-DD`. pydantic would also read `0` as 1970-01-01 (a Unix time)
+    and a midnight timestamp as its date."""
+    written = isinstance(value, str) and _DATE.fullmatch(value)
+    if not (written or (isinstance(value, date) and not isinstance(value, datetime))):
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+IsoDate = Annotated[date, BeforeValidator(_written_as_a_date)]
+
 PageNumber = Annotated[int, Field(ge=1, le=100_000)]
 PageSize = Annotated[int, Field(ge=1, le=100)]
 

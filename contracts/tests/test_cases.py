@@ -124,3 +124,24 @@ def test_an_application_gives_at_most_100_materials():
         with pytest.raises(ValidationError):
             model.model_validate(body)
         model.model_validate({**body, **{k: v[:MAX_MATERIALS] for k, v in body.items() if isinstance(v, list)}})
+
+
+@pytest.mark.parametrize("written", ["0", "1700000000", "2026-01-01T00:00:00", "20260101", "2026-1-1"])
+def test_a_date_is_written_yyyy_mm_dd_and_nothing_else_reads_as_one(written):
+    from contracts.cases import CalendarYear, SupervisionQuery
+
+    with pytest.raises(ValidationError):
+        SupervisionQuery.model_validate({"to": written})
+    with pytest.raises(ValidationError):
+        CalendarYear.model_validate({"holidays": [written]})
+    with pytest.raises(ValidationError):
+        CalendarYear.model_validate_json('{"holidays": [0]}')
+
+
+def test_a_date_written_yyyy_mm_dd_reads():
+    from datetime import date
+
+    from contracts.cases import CalendarYear, SupervisionQuery
+
+    assert SupervisionQuery.model_validate({"from": "2026-01-01"}).from_ == date(2026, 1, 1)
+    assert CalendarYear.model_validate_json('{"holidays": ["2030-01-01"]}').holidays == [date(2030, 1, 1)]
