@@ -42,7 +42,7 @@ class KeySet:
     def key(self, kid: str) -> Any:
         age = None if self._fetched_at is None else time.monotonic() - self._fetched_at
         if age is None or (kid not in self._keys and age > REFETCH_INTERVAL):
-            self.refresh()
+            self._refresh_for(kid)
         elif age > KEYS_MAX_AGE:
             self._refresh_in_passing()
         try:
@@ -64,6 +64,18 @@ class KeySet:
         finally:
             self._fetched_at = time.monotonic()
             self._lock.release()
+
+    def _refresh_for(self, kid: str) -> None:
+        """Fetch the keys for a key id not known, unless a request that waited before this one just
+        did (many tokens with forged key ids at once cause one fetch a second, not one each)."""
+        with self._lock:
+            fetched = self._fetched_at
+            if fetched is not None and (kid in self._keys or time.monotonic() - fetched <= REFETCH_INTERVAL):
+                return
+            try:
+                self._keys = self._fetched_keys()
+            finally:  # a failing fetch counts too: identity away is not asked on every request
+                self._fetched_at = time.monotonic()
 
     def _fetched_keys(self) -> dict[str, Any]:
         return {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}

@@ -108,3 +108,10 @@ def test_refresh_tokens_are_unique():
 def test_refresh_digest_is_deterministic_and_sensitive():
     assert tokens.refresh_digest("abc") == tokens.refresh_digest("abc")
     assert tokens.refresh_digest("abc") != tokens.refresh_digest("abd")
+
+
+def test_an_access_token_lives_15_minutes_and_a_superseded_key_is_trusted_20_more():
+    # The README's figures: a leaked key rotated away is distrusted within about 25 minutes (these
+    # 20, then at most the gateway's 5-minute cache of the keys).
+    assert tokens.ACCESS_TOKEN_TTL.total_seconds() == 15 * 60
+    assert tokens.RETIRE_AFTER.total_seconds() == 20 * 60
