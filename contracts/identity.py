@@ -162,6 +162,17 @@ class StaffCreation(Contract):
     # Off unless asked for: api-v1 promises that a staff account so created can work at once.
     password_change_required: bool = False
 
+    @model_validator(mode="after")
+    def _reviewer_in_a_department(self) -> "StaffCreation":
+        return _reviewers_have_a_department(self)
+
+
+def _reviewers_have_a_department(staff: Any) -> Any:
+    """A reviewer acts on its department's cases: without one it could never work a task list."""
+    if "reviewer" in staff.roles and staff.department_code is None:
+        raise ValueError("a reviewer needs the department_code of the department whose cases it reviews")
+    return staff
+
 
 class StaffQuery(PageQuery):
     """`GET /api/v1/admin/staff`: the staff directory, by username, optionally narrowed."""
@@ -195,6 +206,10 @@ class StaffUpdate(Contract):
     name: PersonName
     roles: Annotated[list[StaffRole], Field(min_length=1)]
     department_code: DepartmentCode | None
+
+    @model_validator(mode="after")
+    def _reviewer_in_a_department(self) -> "StaffUpdate":
+        return _reviewers_have_a_department(self)
 
 
 class StaffStatusChange(Contract):

@@ -341,7 +341,15 @@ class Gateway:
     )
     def create_staff(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(StaffCreation, read_json(request)).model_dump(mode="json")
+        self._department_exists(body["department_code"])
         return 201, call(self.identity.create_staff, principal.model_dump(), body)
+
+    def _department_exists(self, code: str | None) -> None:
+        """Staff belong to a department of the catalog's (a reviewer of no such department would
+        never see a task); catalog owns departments, identity only stores the code."""
+        if code is not None and code not in {d["code"] for d in call(self.catalog.list_departments)}:
+            issue = f"no department {code} (GET /api/v1/catalog/departments lists them)"
+            raise ValidationFailed("unknown department", [{"field": "department_code", "issue": issue}])
 
     @api(
         "POST",
@@ -377,6 +385,7 @@ class Gateway:
     )
     def update_staff(self, request: Request, principal: Principal, username: str) -> dict[str, Any]:
         body = validated(StaffUpdate, read_json(request)).model_dump()
+        self._department_exists(body["department_code"])
         version = if_match_version(request)
         return call(self.identity.update_staff, principal.model_dump(), username, body, version)
 

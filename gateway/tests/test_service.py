@@ -546,8 +546,15 @@ def test_an_applicant_may_not_rotate_the_signing_key(gateway):
 
 def test_admin_creates_staff(gateway, auth):
     auth.principal.return_value = ADMIN
-    body = {"username": "wang.reviewer", "name": "王审核", "password": "Reviewer-pass-2026", "roles": ["reviewer"]}
-    created = {**body, "user_id": "u2", "department_code": None}
+    returns(gateway.catalog.list_departments, [{"code": "620524GA", "name": "公安局", "region_code": "620524"}])
+    body = {
+        "username": "wang.reviewer",
+        "name": "王审核",
+        "password": "Reviewer-pass-2026",
+        "roles": ["reviewer"],
+        "department_code": "620524GA",
+    }
+    created = {**body, "user_id": "u2"}
     del created["password"]
     returns(gateway.identity.create_staff, created)
     response = gateway.create_staff(_request("POST", body=body))
@@ -555,7 +562,41 @@ def test_admin_creates_staff(gateway, auth):
     assert _json(response) == created
     principal, sent = gateway.identity.create_staff.call_async.call_args.args
     assert principal == ADMIN.model_dump()
-    assert sent == {**body, "department_code": None, "password_change_required": False}
+    assert sent == {**body, "password_change_required": False}
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [({"department_code": "620524ZZ"}, "department_code"), ({"department_code": None}, None)],
+)
+def test_staff_of_no_department_or_an_unknown_one_is_refused(gateway, auth, change, field):
+    auth.principal.return_value = ADMIN
+    returns(gateway.catalog.list_departments, [{"code": "620524GA", "name": "公安局", "region_code": "620524"}])
+    body = {"username": "wang.reviewer", "name": "王审核", "password": "Reviewer-pass-2026", "roles": ["reviewer"]}
+    for response in (
+        gateway.create_staff(_request("POST", body={**body, **change})),
+        gateway.update_staff(
+            _request("PUT", body={"name": "王审核", "roles": ["reviewer"], **change}), username="wang.reviewer"
+        ),
+    ):
+        assert response.status_code == 422
+        details = _json(response)["error"]["details"]
+        if field:  # a department the catalog does not have
+            assert details == [
+                {"field": field, "issue": "no department 620524ZZ (GET /api/v1/catalog/departments lists them)"}
+            ]
+        else:  # a reviewer of no department
+            assert "department_code" in details[0]["issue"]
+    gateway.identity.create_staff.call_async.assert_not_called()
+    gateway.identity.update_staff.call_async.assert_not_called()
+
+
+def test_a_supervisor_or_admin_may_have_no_department(gateway, auth):
+    auth.principal.return_value = ADMIN
+    body = {"username": "zhao.sup", "name": "赵督查", "password": "Supervisor-pass-1", "roles": ["supervisor"]}
+    returns(gateway.identity.create_staff, {**body, "user_id": "u3", "department_code": None})
+    assert gateway.create_staff(_request("POST", body=body)).status_code == 201
+    gateway.catalog.list_departments.call_async.assert_not_called()
 
 
 def test_admins_list_the_staff_directory(gateway, auth):

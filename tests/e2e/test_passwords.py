@@ -138,7 +138,13 @@ def test_a_reset_code_request_tells_nobody_who_is_registered(yiwang: RunningSyst
 def test_an_admin_sets_a_forgotten_staff_password(yiwang: RunningSystem):
     boss = admin_token(yiwang)
     username = f"rev{uuid.uuid4().hex[:8]}"
-    body = {"username": username, "name": "审核员", "password": "staff-pass-12", "roles": ["reviewer"]}
+    body = {
+        "username": username,
+        "name": "审核员",
+        "password": "staff-pass-12",
+        "roles": ["reviewer"],
+        "department_code": "620524GA",
+    }
     assert post(yiwang, "/api/v1/admin/staff", body, auth(boss)).status_code == 201
     clerk = log_in(yiwang, username, "staff-pass-12")
 
