@@ -102,7 +102,9 @@ json_values = st.recursive(
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.text(max_size=12), json_values, max_size=6))
+@given(
+    st.dictionaries(st.sampled_from(sorted(FORM_SCHEMA["properties"])) | st.text(max_size=12), json_values, max_size=6)
+)
 def test_any_form_gets_a_list_of_field_problems_never_an_exception(form):
     problems = form_problems(FORM_SCHEMA, form)
     assert all(p["field"].startswith("form") and p["issue"] for p in problems)
@@ -110,15 +112,34 @@ def test_any_form_gets_a_list_of_field_problems_never_an_exception(form):
         assert problems  # unknown fields are refused
 
 
-@given(json_values, json_values)
+valid_forms = st.fixed_dictionaries(
+    {"bank_account": st.from_regex(r"\A[0-9]{16,19}\Z"), "contact_phone": st.from_regex(r"\A1[3-9][0-9]{9}\Z")},
+    optional={"area": st.integers(min_value=0)},
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(valid_forms, st.dictionaries(st.text(max_size=12), json_values, max_size=2))
+def test_a_valid_form_passes_and_any_field_beyond_the_schema_is_named(form, extra):
+    assert form_problems(FORM_SCHEMA, form) == []
+    unknown = set(extra) - set(FORM_SCHEMA["properties"])
+    problems = form_problems(FORM_SCHEMA, {**form, **{k: extra[k] for k in unknown}})
+    assert bool(problems) == bool(unknown)  # exactly the unknown fields are what is wrong
+
+
+@given(st.integers(min_value=-5, max_value=130) | json_values, st.sampled_from(["620524", "620502"]) | json_values)
 def test_a_rule_on_any_input_passes_fails_or_errors_and_never_raises(age, region):
     rule = {"id": "r", "description": "d", "expression": 'applicant.age >= 80 && applicant.region_code == "620524"'}
     outcome = evaluate_rule(
         rule, {"applicant": {"age": age, "region_code": region}, "form": {}, "materials": [], "certificates": []}
     )
+    number = isinstance(age, int | float) and not isinstance(age, bool)
+    holds = number and isinstance(region, str) and age >= 80 and region == "620524"
     assert outcome.result in ("passed", "failed", "error")
-    if outcome.result == "passed":
-        assert age >= 80 and region == "620524"
+    if outcome.result == "passed":  # never for a value of the wrong type
+        assert holds
+    if type(age) is int and isinstance(region, str):  # well typed: passes exactly when it holds
+        assert outcome.result == ("passed" if holds else "failed")
 
 
 @given(st.text(max_size=200))
@@ -128,13 +149,18 @@ def test_any_expression_text_compiles_or_is_refused_cleanly(expression):
 
 
 @pytest.mark.parametrize(
-    "expression",
+    "expression, result",
     [
-        "[1, 2, 3].map(x, [1, 2, 3].map(y, x * y)).size() > 0",  # bounded: CEL has no loops
-        "[1, 2].map(x, [1].map(y, [1].map(z, x * y * z))).size() > 0",  # refused: nested too deep
-        '"a" + "b" == "ab"',
+        ("[1, 2, 3].map(x, [1, 2, 3].map(y, x * y)).size() > 0", "passed"),  # bounded: CEL has no loops
+        ('"a" + "b" == "ab"', "passed"),
+        ('"a" + "b" == "ba"', "failed"),
     ],
 )
-def test_rules_terminate_cel_has_no_unbounded_loops(expression):
+def test_rules_terminate_cel_has_no_unbounded_loops(expression, result):
     outcome = evaluate_rule({"id": "r", "description": "d", "expression": expression}, {})
-    assert outcome.result in ("passed", "failed", "error")
+    assert outcome.result == result
+
+
+def test_macros_nested_three_deep_are_refused_when_compiled():
+    with pytest.raises(RuleCompileError):
+        compile_rule("[1, 2].map(x, [1].map(y, [1].map(z, x * y * z))).size() > 0")

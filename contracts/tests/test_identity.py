@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from contracts.identity import CitizenRegistration, EnterpriseRegistration, StaffCreation
+from contracts.identity import CitizenRegistration, EnterpriseRegistration, RefreshRequest, StaffCreation
 
 CITIZEN = {"account_type": "citizen", "id_number": "620524194005060136", "phone": "13800138000", "password": "p" * 9}
 
@@ -31,3 +31,9 @@ def test_an_enterprise_name_is_held_to_the_same():
     with pytest.raises(ValidationError) as refused:
         EnterpriseRegistration(name="公司\u0000", **body)
     assert refused.value.errors()[0]["loc"] == ("name",)
+
+
+def test_a_refresh_token_is_at_most_4096_characters():
+    assert RefreshRequest(refresh_token="r" * 4096)
+    with pytest.raises(ValidationError):
+        RefreshRequest(refresh_token="r" * 4097)

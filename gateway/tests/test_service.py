@@ -1126,3 +1126,15 @@ def test_new_routes_declare_their_roles():
         ("GET", "/api/v1/catalog/items/<item_code>/versions/<int:version>"),
         ("GET", "/api/v1/catalog/answers"),
     } <= public
+
+
+@pytest.mark.parametrize(("action", "waits"), [("GET /api/v1/cases/C-1", 2.0), ("POST /api/v1/admin/staff", 10.0)])
+def test_a_staff_reads_audit_entry_waits_two_seconds_at_most_and_a_change_the_usual_ten(
+    gateway, monkeypatch, action, waits
+):
+    from gateway import service as gateway_service
+
+    timeouts = []
+    monkeypatch.setattr(gateway_service, "call", lambda method, *args, timeout: timeouts.append(timeout))
+    gateway.audit(REVIEWER, _request(), action, {"case_no": "C-1"}, 200)
+    assert timeouts == [waits]  # a read must not wait long for identity (README: 2 s)

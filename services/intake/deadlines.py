@@ -9,15 +9,24 @@ another, a case moved to another deadline) or already flagged overdue.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from services.intake.lifecycle import TASK_STATUSES
+from services.intake.workdays import next_working_day
 
 
 @dataclass(frozen=True)
 class Due:
     flags: tuple[str, ...]  # "deadline_warned" and/or "overdue", in that order
     done: bool  # the entry can leave the index
+
+
+def limits(today: date) -> tuple[str, str]:
+    """The latest deadlines (ISO days) to warn of and to call overdue on `today`, China's date: a
+    reviewer is warned the working day before a deadline, and a case is overdue the day after it
+    (the deadline day itself is still on time)."""
+    return next_working_day(today).isoformat(), (today - timedelta(days=1)).isoformat()
 
 
 def due(case: dict[str, Any] | None, day: str, warn_latest: str, overdue_latest: str) -> Due:

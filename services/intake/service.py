@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import eventlet
@@ -443,10 +443,7 @@ class IntakeService:
         """Warn one working day before a deadline, flag it when it has passed. Safe with several
         processes: each flag is set by one conditional update, which carries the event."""
         today = cases.local_date(cases.now_utc())
-        warn_latest, overdue_latest = (
-            workdays.next_working_day(today).isoformat(),
-            (today - timedelta(days=1)).isoformat(),
-        )
+        warn_latest, overdue_latest = deadlines.limits(today)
         models = {"deadline_warned": CaseDeadlineWarning, "overdue": CaseOverdue}
         counts = dict.fromkeys(models, 0)
         for day, additions in sorted(self.store.watched_days().items()):

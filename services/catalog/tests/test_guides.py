@@ -62,6 +62,31 @@ def test_time_limits_are_bounded(field):
     assert field in {detail["field"] for detail in err.value.details}
 
 
+def test_every_time_limit_is_at_most_1000_working_days_and_a_certificate_valid_at_most_36500_days():
+    # The README's bounds, written out: each field at its bound is taken, one beyond is refused.
+    process = _guide()["process"]
+    certificate = {"type": "test_licence", "name": "测试许可证", "valid_days": 36500}
+    closed = {**_guide()["form_schema"], "additionalProperties": False}
+    at_bounds = _guide(
+        legal_days=1000,
+        promised_days=1000,
+        process=[{**process[0], "days": 1000}],
+        issues_certificate=certificate,
+        form_schema=closed,
+    )
+    assert checked_guide(at_bounds)
+    beyond = [  # (a promise may not exceed the legal limit, so promised_days goes beyond with it)
+        (["legal_days"], {"legal_days": 1001}),
+        (["legal_days", "promised_days"], {"legal_days": 1001, "promised_days": 1001}),
+        (["process.0.days"], {"process": [{**process[0], "days": 1001}]}),
+        (["issues_certificate.valid_days"], {"issues_certificate": {**certificate, "valid_days": 36501}}),
+    ]
+    for fields, change in beyond:
+        with pytest.raises(ValidationFailed) as err:
+            checked_guide({**at_bounds, **change})
+        assert [d["field"] for d in err.value.details] == fields
+
+
 def test_an_item_that_issues_a_certificate_declares_its_form_fields():
     certificate = {"type": "test_licence", "name": "测试许可证", "valid_days": 365}
     opened = {"type": "object", "properties": {"shop_name": {"type": "string"}}}

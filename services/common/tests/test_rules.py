@@ -89,6 +89,18 @@ def test_a_rule_that_runs_out_of_cpu_time_errors_and_cannot_be_absorbed():
     assert rules.evaluate([slow], facts).outcome == "manual_review"
 
 
+def test_each_evaluation_gets_a_quarter_second_of_cpu(monkeypatch):
+    import signal
+
+    budgets = []
+    real = signal.setitimer
+    monkeypatch.setattr(
+        signal, "setitimer", lambda which, seconds, *rest: budgets.append(seconds) or real(which, seconds, *rest)
+    )
+    rules.evaluate_rule({"id": "r", "description": "d", "expression": "1 == 1"}, {})
+    assert budgets == [0.25, 0]  # the README's figure, then put away
+
+
 def test_the_budget_is_put_away_after_each_evaluation():
     import signal
 

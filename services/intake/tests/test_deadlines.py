@@ -1,4 +1,6 @@
-from services.intake.deadlines import Due, due
+from datetime import date
+
+from services.intake.deadlines import Due, due, limits
 
 WARN, OVERDUE = "2026-11-27", "2026-11-25"  # tomorrow is the next working day; yesterday
 
@@ -43,3 +45,12 @@ def test_stale_entries_leave_without_flags():
 
 def test_an_overdue_flag_is_raised_once():
     assert due(case("2026-11-20", deadline_warned=True, overdue=True), "2026-11-20", WARN, OVERDUE) == Due((), True)
+
+
+def test_a_reviewer_is_warned_the_working_day_before_and_a_case_is_overdue_the_day_after():
+    # Friday 27 November 2026: warned of deadlines up to Monday the 30th; overdue up to Thursday.
+    assert limits(date(2026, 11, 27)) == ("2026-11-30", "2026-11-26")
+    # Wednesday 30 September, before the National Day holidays: warned of deadlines up to 8 October.
+    assert limits(date(2026, 9, 30)) == ("2026-10-08", "2026-09-29")
+    # Tuesday: the next working day is Wednesday; the deadline day itself is not overdue.
+    assert limits(date(2026, 11, 24)) == ("2026-11-25", "2026-11-23")

@@ -67,7 +67,7 @@ def test_an_announcement_of_a_version_already_kept_changes_nothing():
 
 def test_an_entry_is_fetched_again_once_it_is_old_in_case_an_announcement_was_missed():
     clock = Clock()
-    cache, catalog = LatestItemCache(max_age=60, clock=clock), Catalog(version(1), version(2))
+    cache, catalog = LatestItemCache(clock=clock), Catalog(version(1), version(2))  # the default: 60 s
     cache.get(CODE, catalog)
     clock.now += 59
     assert cache.get(CODE, catalog).version == 1

@@ -21,6 +21,7 @@ from services.catalog.seed_data import seed_items
 from services.common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.intake import lifecycle
 from services.intake.lifecycle import Change
+from services.intake.workdays import add_working_days
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
 TODAY = date(2026, 11, 23)
@@ -389,6 +390,15 @@ def test_resubmit_pushes_the_deadline_by_the_working_days_paused():
     assert change.event.deadline == date(2026, 12, 2)  # the applicant is told the new date
     # Warnings and the overdue flag of the old deadline no longer hold.
     assert change.set_fields["deadline_warned"] is False and change.set_fields["overdue"] is False
+
+
+def test_the_days_paused_stay_in_the_count_a_loaded_calendar_recomputes_from():
+    # A year's calendar recomputes deadlines from deadline_start + deadline_days: the pause must be
+    # in those days, or loading a calendar would take it back.
+    before = waiting(deadline_start="2026-11-23", deadline_days=5)  # its deadline: the 30th
+    change = lifecycle.resubmit(before, APPLICANT, supplement("photo", "proof"), NOW, date(2026, 11, 25))
+    assert change.set_fields["deadline_days"] == 7  # two working days paused
+    assert add_working_days(date(2026, 11, 23), 7)[0].isoformat() == change.set_fields["deadline"]
 
 
 def test_a_weekend_paused_costs_no_working_day():

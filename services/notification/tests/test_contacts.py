@@ -33,7 +33,7 @@ def ask(cache: ContactCache, identity: Identity, user_id: str) -> Contact:
 
 def test_a_person_is_asked_for_once_within_the_max_age_and_again_after():
     clock, identity = Clock(), Identity()
-    cache = ContactCache(max_age=60, clock=clock)
+    cache = ContactCache(clock=clock)  # the default: 60 s
     assert ask(cache, identity, "u-1").phone == "13800138001"
     clock.now += 59
     assert ask(cache, identity, "u-1").phone == "13800138001"
@@ -76,7 +76,7 @@ def test_the_least_recently_asked_go_first_when_full():
 
 def test_an_announced_change_is_asked_for_at_once():
     clock, identity = Clock(), Identity()
-    cache = ContactCache(max_age=60, clock=clock)
+    cache = ContactCache(clock=clock)  # the default: 60 s
     ask(cache, identity, "u-1")
     identity.phones["u-1"] = "13900139001"
     clock.now += 1
@@ -90,7 +90,7 @@ def test_an_announced_change_is_asked_for_at_once():
 
 def test_an_answer_that_raced_a_change_is_used_once_but_not_kept():
     clock, identity = Clock(), Identity()
-    cache = ContactCache(max_age=60, clock=clock)
+    cache = ContactCache(clock=clock)  # the default: 60 s
 
     def answer_while_the_phone_changes() -> dict:
         old = identity.contact("u-1")
