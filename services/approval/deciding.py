@@ -10,6 +10,7 @@ from contracts.catalog import PublishedItem
 from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseSubmitted
 from contracts.identity import ApplicantProfile
 from services.common import rules
+from services.common.stored_time import to_stored_precision
 
 APPLICANT_FACTS = ("account_type", "age", "gender", "region_code", "assurance_level", "name")
 
@@ -45,7 +46,8 @@ def decide(
         reason=evaluation.reason,
         explanation=explanation,
         rule_set_version=item.version,
-        decided_at=now or datetime.now(UTC),
+        # At the store's precision: the timeline entry of the decision, read back, equals it.
+        decided_at=to_stored_precision(now or datetime.now(UTC)),
     )
     if evaluation.outcome == "approved":
         return CaseApproved(

@@ -225,7 +225,8 @@ def evaluate(case: dict[str, Any], principal: Principal, evaluation: Evaluation,
     if case.get("evaluation"):
         raise Conflict("this case has already been evaluated")
     bad = evaluation.score <= 2
-    record = {"score": evaluation.score, "comment": evaluation.comment, "at": now.isoformat(), "bad": bad}
+    at = now.isoformat().replace("+00:00", "Z")  # written as every other time of the API's (UTC)
+    record = {"score": evaluation.score, "comment": evaluation.comment, "at": at, "bad": bad}
     event = CaseEvaluated(**_common(case, principal.user_id, now, evaluation.comment), score=evaluation.score, bad=bad)
     # Not a status change: no timeline entry; `evaluation: None` in the filter makes it once only.
     return Change(case["status"], case["version"], {"evaluation": record}, None, event, {"evaluation": None})

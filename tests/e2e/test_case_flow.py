@@ -67,6 +67,7 @@ def test_submitted_case_is_approved_automatically_with_notification_in_one_trace
     assert age >= 80
     assert explained["age_80"]["inputs"] == [{"name": "applicant.age", "value": age}]
     assert [t["status"] for t in case["timeline"]] == ["submitted", "approved"]
+    assert case["timeline"][-1]["at"] == case["decision"]["decided_at"]  # one moment, written alike
     assert case["applicant"]["name"] == applicant["name"]
     assert case["deadline"]
 

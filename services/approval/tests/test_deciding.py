@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -224,10 +224,12 @@ def test_rules_read_certificates():
     assert isinstance(deciding.decide(published, no_cert, submitted(published), now=NOW), CaseReviewRequired)
 
 
-def test_decided_at_defaults_to_now():
-    before = datetime.now(UTC)
+def test_decided_at_defaults_to_now_at_the_stores_precision():
+    before = datetime.now(UTC) - timedelta(milliseconds=1)  # truncated to the millisecond
     outcome = deciding.decide(item(), profile(), submitted())
     assert before <= outcome.decision.decided_at <= datetime.now(UTC)
+    # Milliseconds, as the case's timeline entry of the decision reads back: the two are equal.
+    assert outcome.decision.decided_at.microsecond % 1000 == 0
 
 
 @pytest.mark.parametrize("age", [80, 81, 120])
