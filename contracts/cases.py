@@ -209,6 +209,16 @@ class DocumentFinish(Contract):
     filename: Annotated[str, Field(max_length=255)] | None = None
 
 
+class CalendarView(Contract):
+    """`GET /api/v1/calendar/{year}` (and the answer to loading one, with how many deadlines moved)."""
+
+    year: int
+    source: Literal["package", "loaded", "weekends_only"]
+    holidays: list[date]
+    workdays: list[date]
+    recomputed: int | None = None  # after a load: provisional deadlines recomputed
+
+
 class CalendarYear(Contract):
     """`PUT /api/v1/admin/calendar/{year}`: the State Council's notice for one year."""
 

@@ -162,6 +162,12 @@ class Answer(Contract):
     score: float
 
 
+class Answers(Contract):
+    """`GET /api/v1/catalog/answers`: the guide passages that answer a question, best first."""
+
+    answers: list[Answer]
+
+
 class AnswerQuery(Contract):
     q: Annotated[str, Field(min_length=1, max_length=200)]
     limit: int = Field(default=5, ge=1, le=20)

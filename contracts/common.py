@@ -44,6 +44,16 @@ class Page(Contract, Generic[T]):
     page_size: int
 
 
+class Listing(Contract, Generic[T]):
+    """A list api-v1 answers whole (`{"items"}`); paged as every other list when the client asks
+    (`?page=&page_size=`), and then with `total`, `page` and `page_size` too."""
+
+    items: list[T]
+    total: int | None = None
+    page: int | None = None
+    page_size: int | None = None
+
+
 class Principal(Contract):
     """Who is calling, as the gateway learnt it from a verified access token."""
 

@@ -10,6 +10,8 @@ from pydantic import TypeAdapter
 from contracts.base import PublishedSchema
 from contracts.errors import ErrorResponse
 
+TRACE_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+
 
 def _schema(model: Any, components: dict[str, Any]) -> dict[str, Any]:
     """The model's JSON Schema; nested definitions move to components so every $ref resolves."""
@@ -56,14 +58,21 @@ def openapi_document() -> dict[str, Any]:
 
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {}
-    error = {"description": "An error", "content": {"application/json": {"schema": _schema(ErrorResponse, components)}}}
+    # Every answer carries the request's trace id (api-v1), errors included.
+    traced = {"X-Trace-Id": {"description": "The request's OpenTelemetry trace id", "schema": TRACE_ID}}
+    error = {
+        "description": "An error",
+        "headers": traced,
+        "content": {"application/json": {"schema": _schema(ErrorResponse, components)}},
+    }
     for route in ROUTES:
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", route.url)
         operation: dict[str, Any] = {"summary": route.summary, "responses": {"default": error}}
-        ok: dict[str, Any] = {"description": "Success"}
+        ok: dict[str, Any] = {"description": "Success", "headers": traced}
         if route.response_model is not None:
             ok["content"] = {"application/json": {"schema": _schema(route.response_model, components)}}
-        operation["responses"][str(route.status)] = ok
+        for status in (route.status, *route.also_status):
+            operation["responses"][str(status)] = ok
         if route.request_model is not None:
             operation["requestBody"] = {
                 "required": True,

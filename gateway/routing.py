@@ -50,6 +50,7 @@ class RouteDoc:
     roles: tuple[str, ...] = ()
     query_model: Any = None  # the contract model the query is validated with, when there is one
     before_password_change: bool = False  # answers a token whose password an admin set
+    also_status: tuple[int, ...] = ()  # other success statuses with the same body (a replay's 200)
 
 
 ROUTES: list[RouteDoc] = []
@@ -85,11 +86,10 @@ def log_access(environ: dict[str, Any], status: str, headers: list[tuple[str, st
     client = f"{forwarded},{environ.get('REMOTE_ADDR', '-')}" if forwarded else environ.get("REMOTE_ADDR", "-")
     target = environ.get("PATH_INFO", "") + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
     access_log.info(
-        '%s "%s %s %s" %s %s %.6f',
+        '%s "%s %s" %s %s %.6f',
         client,
         environ.get("REQUEST_METHOD"),
         target,
-        environ.get("SERVER_PROTOCOL"),
         status.split(" ", 1)[0],
         answer.get("content-length", "-"),
         seconds,
@@ -154,6 +154,7 @@ def api(
     roles: tuple[str, ...] = (),
     before_password_change: bool = False,
     audit_reads: bool = False,
+    also_status: tuple[int, ...] = (),
 ) -> Callable:
     """Declare a public API route and who may call it; the handler returns a body, or (status, body).
 
@@ -181,6 +182,7 @@ def api(
             roles,
             model,
             before_password_change,
+            also_status,
         )
     )
 

@@ -13,9 +13,11 @@ from pydantic import BaseModel, TypeAdapter
 from werkzeug.wrappers import Request
 
 from contracts.cases import (
+    CalendarView,
     CalendarYear,
     CaseCreated,
     CaseListQuery,
+    CaseSummary,
     CaseView,
     DocumentStored,
     Evaluation,
@@ -24,26 +26,33 @@ from contracts.cases import (
     SupervisionQuery,
     SupervisionSummary,
     Supplement,
+    Task,
     TaskListQuery,
 )
 from contracts.catalog import (
     AnswerQuery,
+    Answers,
+    Department,
     Draft,
     ItemQuery,
+    ItemSummary,
     ItemWithdrawal,
     ItemWithdrawalRequest,
     PublishedItem,
     ServiceGuide,
+    VersionSummary,
 )
-from contracts.common import Page, PageQuery, Principal
+from contracts.common import Listing, Page, PageQuery, Principal
 from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
 from contracts.identity import (
     AssuranceView,
     AuditEntry,
+    Certificate,
     ContactChange,
     ContactView,
     FaceVerification,
+    JwkSet,
     LoginRequest,
     PasswordChange,
     PasswordReset,
@@ -64,7 +73,7 @@ from contracts.identity import (
     TokenPair,
     UserView,
 )
-from contracts.notifications import NotificationListQuery, NotificationPreferences
+from contracts.notifications import NotificationListQuery, NotificationPreferences, NotificationView
 from gateway import documents
 from gateway.auth import Auth, client_address
 from gateway.http import error_body, read_json
@@ -253,7 +262,13 @@ class Gateway:
         call(self.identity.reset_password, body, client_address(request, self.auth.trusted_proxies))
         return 204, None
 
-    @api("GET", "/.well-known/jwks.json", summary="Public keys that verify access tokens", auth=False)
+    @api(
+        "GET",
+        "/.well-known/jwks.json",
+        summary="Public keys that verify access tokens",
+        auth=False,
+        response_model=JwkSet,
+    )
     def jwks(self, request: Request) -> dict[str, Any]:
         return call(self.identity.jwks)
 
@@ -267,6 +282,7 @@ class Gateway:
         summary="Electronic certificates issued to the caller",
         roles=("applicant",),
         query=PageQuery,
+        response_model=Listing[Certificate],
     )
     def my_certificates(self, request: Request, principal: Principal) -> dict[str, Any]:
         return paged_if_asked(call(self.identity.list_certificates, principal.user_id)["items"], request)
@@ -422,7 +438,14 @@ class Gateway:
             log.warning("revocations not reloaded: %s", type(exc).__name__)
 
     # --- catalog ------------------------------------------------------------------------------
-    @api("GET", "/api/v1/catalog/departments", summary="Departments", auth=False, query=PageQuery)
+    @api(
+        "GET",
+        "/api/v1/catalog/departments",
+        summary="Departments",
+        auth=False,
+        query=PageQuery,
+        response_model=Listing[Department],
+    )
     def departments(self, request: Request) -> dict[str, Any]:
         return paged_if_asked(call(self.catalog.list_departments), request)
 
@@ -432,6 +455,7 @@ class Gateway:
         summary="Search published items",
         auth=False,
         query=ItemQuery,
+        response_model=Page[ItemSummary],
     )
     def items(self, request: Request) -> dict[str, Any]:
         query = {
@@ -457,6 +481,7 @@ class Gateway:
         "/api/v1/catalog/items/<item_code>/versions",
         summary="Every published version of an item, newest first",
         auth=False,
+        response_model=Listing[VersionSummary],
     )
     def item_versions(self, request: Request, item_code: str) -> dict[str, Any]:
         return call(self.catalog.list_versions, item_code)
@@ -472,7 +497,12 @@ class Gateway:
         return call(self.catalog.get_item, item_code, version)
 
     @api(
-        "GET", "/api/v1/catalog/answers", summary="Guide passages that answer a question", auth=False, query=AnswerQuery
+        "GET",
+        "/api/v1/catalog/answers",
+        summary="Guide passages that answer a question",
+        auth=False,
+        query=AnswerQuery,
+        response_model=Answers,
     )
     def answers(self, request: Request) -> dict[str, Any]:
         return call(self.catalog.answer, {k: v for k, v in request.args.items() if k in ("q", "limit")})
@@ -541,6 +571,7 @@ class Gateway:
         request_model=SubmitCase,
         response_model=CaseCreated,
         status=201,
+        also_status=(200,),  # the same Idempotency-Key and body again: the same case
         roles=("applicant",),
     )
     def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
@@ -559,6 +590,7 @@ class Gateway:
         summary="The caller's cases, newest first",
         query=CaseListQuery,
         roles=("applicant",),
+        response_model=Page[CaseSummary],
     )
     def list_cases(self, request: Request, principal: Principal) -> dict[str, Any]:
         status = query_of(CaseListQuery, request).status  # an unknown status is a 422, not an empty list
@@ -637,6 +669,7 @@ class Gateway:
         summary="Cases of the reviewer's department waiting for it, earliest deadline first",
         roles=("reviewer",),
         query=TaskListQuery,
+        response_model=Page[Task],
     )
     def review_tasks(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.intake.review_tasks, principal.model_dump(), request.args.get("status"), page_query(request))
@@ -666,7 +699,13 @@ class Gateway:
         query = {k: v for k, v in request.args.items() if k in ("department", "from", "to")}
         return call(self.intake.supervision_summary, principal.model_dump(), query)
 
-    @api("GET", "/api/v1/calendar/<int:year>", summary="The working-day calendar of a year", auth=False)
+    @api(
+        "GET",
+        "/api/v1/calendar/<int:year>",
+        summary="The working-day calendar of a year",
+        auth=False,
+        response_model=CalendarView,
+    )
     def calendar(self, request: Request, year: int) -> dict[str, Any]:
         return call(self.intake.calendar_year, year)
 
@@ -676,6 +715,7 @@ class Gateway:
         summary="Load a year's holidays and adjusted working days (State Council notice)",
         roles=("admin",),
         request_model=CalendarYear,
+        response_model=CalendarView,
     )
     def load_calendar(self, request: Request, principal: Principal, year: int) -> dict[str, Any]:
         body = validated(CalendarYear, read_json(request)).model_dump(mode="json")
@@ -688,6 +728,7 @@ class Gateway:
         summary="Staff actions and administrative changes, newest first",
         roles=("admin",),
         query=PageQuery,
+        response_model=Page[AuditEntry],
     )
     def audit_trail(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(self.identity.list_audit, principal.model_dump(), page_query(request))
@@ -714,7 +755,13 @@ class Gateway:
             log.error("audit entry lost", extra={"action": action, "actor_id": principal.user_id})
 
     # --- notifications ------------------------------------------------------------------------
-    @api("GET", "/api/v1/notifications", summary="The caller's messages", query=NotificationListQuery)
+    @api(
+        "GET",
+        "/api/v1/notifications",
+        summary="The caller's messages",
+        query=NotificationListQuery,
+        response_model=Page[NotificationView],
+    )
     def notifications(self, request: Request, principal: Principal) -> dict[str, Any]:
         return call(
             self.notification.list_notifications,

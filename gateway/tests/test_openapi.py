@@ -93,12 +93,43 @@ def test_authenticated_routes_need_the_bearer_scheme(document):
 
 def test_success_status_and_bodies(document):
     submit = document["paths"]["/api/v1/cases"]["post"]
-    assert set(submit["responses"]) == {"default", "201"}
+    # 201 for a new case, 200 for a replay of the same Idempotency-Key and body: the same body.
+    assert set(submit["responses"]) == {"default", "201", "200"}
+    assert submit["responses"]["200"]["content"] == submit["responses"]["201"]["content"]
     assert "requestBody" in submit
     assert submit["requestBody"]["required"] is True
     assert "204" in document["paths"]["/api/v1/notifications/{notification_id}/read"]["post"]["responses"]
     register = document["paths"]["/api/v1/auth/register"]["post"]
     assert "201" in register["responses"]
+
+
+def test_every_answer_declares_its_trace_id_header(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                assert response["headers"]["X-Trace-Id"]["schema"]["pattern"] == "^[0-9a-f]{32}$", (
+                    path,
+                    method,
+                    status,
+                )
+
+
+def test_every_list_declares_its_body(document):
+    lists = [
+        "/api/v1/cases",
+        "/api/v1/review/tasks",
+        "/api/v1/notifications",
+        "/api/v1/catalog/items",
+        "/api/v1/catalog/departments",
+        "/api/v1/me/certificates",
+        "/api/v1/admin/audit",
+    ]
+    for path in lists:
+        body = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        if "$ref" in body:
+            body = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+        properties = body["properties"]
+        assert {"items", "total", "page", "page_size"} <= set(properties), path
 
 
 def test_query_parameters_are_listed(document):

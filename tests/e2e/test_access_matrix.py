@@ -41,6 +41,8 @@ def staff(yiwang: RunningSystem, boss: dict, role: str, password_change_required
         "roles": [role],
         "password_change_required": password_change_required,
     }
+    if role == "reviewer":  # a reviewer reviews a department's cases
+        body["department_code"] = "620524MZ"
     assert (
         requests.post(yiwang.url("/api/v1/admin/staff"), json=body, headers=auth(boss), timeout=10).status_code == 201
     )

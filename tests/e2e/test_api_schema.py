@@ -78,7 +78,7 @@ def tokens(fuzzed: OwnSystem) -> dict[str, str]:
     found = {ADMIN: admin}
     for role in (REVIEWER, SUPERVISOR):
         body = {"username": f"fuzz-{role}", "name": "职员", "password": "staff-pass-12", "roles": [role]}
-        body["department_code"] = "62052400MZ"
+        body["department_code"] = "620524MZ"  # a department of the catalog's
         created = requests.post(
             f"{fuzzed.base_url}/api/v1/admin/staff", json=body, headers={"Authorization": f"Bearer {admin}"}, timeout=15
         )
