@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from contracts.base import Contract
 from contracts.common import AccountType, ApplicantType, PageQuery, Role
@@ -152,19 +152,11 @@ Username = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{2,31}$")]
 DepartmentCode = Annotated[str, Field(pattern=r"^[0-9A-Z]{4,16}$")]
 
 
-class StaffCreation(Contract):
-    username: Username
-    name: PersonName
-    password: Password
-    roles: Annotated[list[StaffRole], Field(min_length=1)]
-    department_code: DepartmentCode | None = None
-    # The holder must choose a password of their own at first login (the admin knows this one).
-    # Off unless asked for: api-v1 promises that a staff account so created can work at once.
-    password_change_required: bool = False
-
-    @model_validator(mode="after")
-    def _reviewer_in_a_department(self) -> "StaffCreation":
-        return _reviewers_have_a_department(self)
+# What `_reviewers_have_a_department` checks, said in the published JSON Schema too.
+_REVIEWER_NEEDS_DEPARTMENT = {
+    "if": {"properties": {"roles": {"contains": {"const": "reviewer"}}}, "required": ["roles"]},
+    "then": {"required": ["department_code"], "properties": {"department_code": {"type": "string"}}},
+}
 
 
 def _reviewers_have_a_department(staff: Any) -> Any:
@@ -172,6 +164,23 @@ def _reviewers_have_a_department(staff: Any) -> Any:
     if "reviewer" in staff.roles and staff.department_code is None:
         raise ValueError("a reviewer needs the department_code of the department whose cases it reviews")
     return staff
+
+
+class StaffCreation(Contract):
+    username: Username
+    name: PersonName
+    password: Password
+    roles: Annotated[list[StaffRole], Field(min_length=1)]
+    department_code: DepartmentCode | None = None
+    model_config = ConfigDict(json_schema_extra=_REVIEWER_NEEDS_DEPARTMENT)
+
+    # The holder must choose a password of their own at first login (the admin knows this one).
+    # Off unless asked for: api-v1 promises that a staff account so created can work at once.
+    password_change_required: bool = False
+
+    @model_validator(mode="after")
+    def _reviewer_in_a_department(self) -> "StaffCreation":
+        return _reviewers_have_a_department(self)
 
 
 class StaffQuery(PageQuery):
@@ -202,6 +211,8 @@ class StaffUpdate(Contract):
     """`PUT /api/v1/admin/staff/{username}`: a staff account's name, roles and department, all
     given (what is not to change is sent as it is). A change of roles or department ends the
     account's sessions: its tokens carry them."""
+
+    model_config = ConfigDict(json_schema_extra=_REVIEWER_NEEDS_DEPARTMENT)
 
     name: PersonName
     roles: Annotated[list[StaffRole], Field(min_length=1)]

@@ -38,8 +38,11 @@ def _query_parameters(route: Any, components: dict[str, Any]) -> list[dict[str, 
         return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in route.query]
     schema = _schema(route.query_model, components)
     required = set(schema.get("required", []))
+    # An optional parameter given empty (`?status=`, as a portal's blank search field sends it) is
+    # one not given (gateway.routing.drop_empty_query), so an empty value is allowed.
     return [
         {"name": name, "in": "query", "required": name in required, "schema": _nullable_dropped(prop)}
+        | ({} if name in required else {"allowEmptyValue": True})
         for name, prop in schema["properties"].items()
     ]
 

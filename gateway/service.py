@@ -164,8 +164,7 @@ class Gateway:
             return 200, {"status": "ready", "checks": checks}
         # An error like any other (api-v1: errors always have this shape), naming what does not answer.
         details = [{"field": name, "issue": why} for name, why in failing.items()]
-        body = error_body("unavailable", f"not ready: {', '.join(failing)} does not answer", details)
-        return 503, {**body, "status": "unavailable", "checks": checks}
+        return 503, error_body("unavailable", f"not ready: {', '.join(failing)} does not answer", details)
 
     @api("GET", "/openapi.json", summary="This API's OpenAPI 3.1 description", auth=False)
     def openapi(self, request: Request) -> dict[str, Any]:

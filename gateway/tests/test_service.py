@@ -9,6 +9,7 @@ from werkzeug.wrappers import Request
 
 from contracts.common import Principal
 from contracts.envelope import new_event
+from contracts.errors import ErrorResponse
 from contracts.events import SessionRevoked
 from gateway.service import SERVICES, Gateway, as_flag, page_query
 from services.common.errors import (
@@ -124,12 +125,10 @@ def test_readyz_names_what_is_down(gateway):
     response = gateway.readyz(_request())
     assert response.status_code == 503
     body = _json(response)
-    assert body["status"] == "unavailable"
-    assert body["checks"]["intake"] == "intake.ping did not answer in 3s"
-    assert body["checks"]["notification"] == "failing: RuntimeError"
-    assert body["checks"]["catalog"] == "ok"
     assert "secret" not in response.get_data(as_text=True)
-    # In the contract's error shape, like every error, naming what does not answer.
+    # In the contract's error shape and nothing else (its OpenAPI schema allows no more), like
+    # every error, naming what does not answer.
+    ErrorResponse.model_validate(body)
     assert body["error"]["code"] == "unavailable"
     assert body["error"]["details"] == [
         {"field": "intake", "issue": "intake.ping did not answer in 3s"},

@@ -48,12 +48,14 @@ def scrub(text: str) -> str:
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Hex identifiers, never personal data: a trace id's digits may happen to read as a phone number.
+_IDENTIFIERS = {"trace_id", "span_id"}
 
 
 class ScrubbingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in list(vars(record).items()):
-            if key not in _STANDARD and isinstance(value, str):
+            if key not in _STANDARD and key not in _IDENTIFIERS and isinstance(value, str):
                 setattr(record, key, scrub(value))
         try:
             message = record.getMessage()

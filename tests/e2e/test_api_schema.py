@@ -52,7 +52,8 @@ SEMANTIC_RULES = {
     ("PUT", "/api/v1/me/password"): "the current password must be right; the new one differ and not be common",
     ("PUT", "/api/v1/me/contact"): "the password must be right; a new phone needs the code texted to it",
     ("PUT", "/api/v1/admin/staff/<username>/status"): "the username must be another staff account",
-    ("PUT", "/api/v1/admin/staff/<username>"): "the username must be a staff account",
+    ("PUT", "/api/v1/admin/staff/<username>"): "the username must be a staff account; the department must exist",
+    ("POST", "/api/v1/admin/staff"): "the department must exist",
 }
 
 

@@ -291,3 +291,11 @@ def test_outside_a_span_a_line_naming_no_trace_has_none():
     record = _record()
     TraceContextFilter().filter(record)
     assert record.trace_id is None and record.span_id is None
+
+
+def test_a_trace_id_that_happens_to_hold_a_phone_number_is_not_scrubbed():
+    trace_id = "ab13800138000cd" + "0" * 17  # 32 hex digits, eleven of them reading as a phone
+    record = _record(trace_id=trace_id, span_id="13800138000abcde", note="call 13800138000")
+    ScrubbingFilter().filter(record)
+    TraceContextFilter().filter(record)
+    assert record.trace_id == trace_id and record.note == "call [phone]"
