@@ -5,8 +5,11 @@ jsonschema, left to itself, fetches any `$ref` it cannot resolve inside the sche
 `file://…`: a request into the network, or a local file whose content comes back in the error
 message) and runs `pattern` with Python's backtracking `re` (`^(a|a)*$` doubles its time with each
 character and stops the whole eventlet process). So here a `$ref` resolves inside the schema only,
-and patterns run on RE2, in linear time. Catalog refuses a schema that breaks either rule when a
-guide is saved (`schema_problems`); intake validates forms with `form_validator`.
+and `pattern` runs on RE2, in linear time. `patternProperties` is not supported at all: jsonschema
+also matches its patterns with `re` inside `additionalProperties` and `unevaluatedProperties`, and
+a form names its fields anyway. Catalog refuses a schema that breaks these rules when a guide is
+saved (`schema_problems`); intake validates forms with `form_validator`, which refuses to check a
+schema saved before these rules rather than run it unsafely.
 Shared by catalog and intake.
 """
 
@@ -14,19 +17,39 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import re2
 from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema import _keywords as jsonschema_keywords
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
-from referencing.exceptions import NoSuchResource, Unresolvable
+from referencing.exceptions import NoSuchResource
 
-__all__ = ["Unresolvable", "form_validator", "schema_problems"]
+__all__ = ["Uncheckable", "form_validator", "schema_problems"]
 
+# Keywords whose value is a schema, a list of schemas, or a map of names to schemas (2020-12).
+_ONE_SCHEMA = (
+    "items",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "contentSchema",
+)
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
 _REFERENCES = ("$ref", "$dynamicRef")
-_PATTERN_HOLDERS = ("pattern", "patternProperties")
+
+
+class Uncheckable(Exception):
+    """The schema cannot be checked safely (saved before catalog refused what it holds)."""
 
 
 def _refuse(uri: str) -> Any:
@@ -34,7 +57,6 @@ def _refuse(uri: str) -> Any:
 
 
 _NO_RETRIEVAL = Registry(retrieve=_refuse)  # type: ignore[call-arg]
-
 
 # JSON Schema patterns are ECMA-262's, which writes a code point `\u4e00`; RE2 writes `\x{4e00}`.
 _ECMA_CODE_POINT = re.compile(r"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
@@ -46,29 +68,45 @@ def _compiled(pattern: str) -> Any:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        matches = _compiled(pattern).search(instance)
+    except re2.error:
+        raise Uncheckable(f"the pattern {pattern!r} is not one RE2 runs") from None
+    if not matches:
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-def _pattern_properties(
-    validator: Any, patterns: dict[str, Any], instance: Any, schema: dict[str, Any]
-) -> Iterator[ValidationError]:
-    if not validator.is_type(instance, "object"):
-        return
-    for pattern, subschema in patterns.items():
-        for key, value in instance.items():
-            if _compiled(pattern).search(key):
-                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+def _without_pattern_properties(keyword: Callable[..., Iterator[ValidationError]]) -> Callable:
+    """jsonschema's keyword, refused where it would match `patternProperties` with `re`."""
+
+    def checked(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+        if _holds_pattern_properties(schema):
+            raise Uncheckable("patternProperties is not supported")
+        yield from keyword(validator, value, instance, schema)
+
+    return checked
+
+
+def _pattern_properties(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    raise Uncheckable("patternProperties is not supported")
 
 
 _FormValidator = validators.extend(
-    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    Draft202012Validator,
+    {
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _without_pattern_properties(jsonschema_keywords.additionalProperties),
+        "unevaluatedProperties": _without_pattern_properties(jsonschema_keywords.unevaluatedProperties),
+    },
 )
 
 
 def form_validator(schema: dict[str, Any]) -> Any:
-    """A validator of forms for `schema`. Its `iter_errors` raises `Unresolvable` for a `$ref`
-    outside the schema (a schema saved before catalog refused them)."""
+    """A validator of forms for `schema`. Its `iter_errors` raises `Unresolvable` for a `$ref` that
+    does not resolve inside the schema and `Uncheckable` for what RE2 cannot run."""
     return _FormValidator(schema, registry=_NO_RETRIEVAL)
 
 
@@ -78,30 +116,70 @@ def schema_problems(schema: dict[str, Any]) -> list[dict[str, str]]:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         return [{"field": "form_schema", "issue": f"not a valid JSON Schema: {exc.message}"}]
-    return list(_walk(schema, ["form_schema"]))
+    anchors = {a for node in _schemas(schema, []) for a in _anchors(node[0])}
+    problems = []
+    for node, path in _schemas(schema, ["form_schema"]):
+        for keyword in _REFERENCES:
+            reference = node.get(keyword)
+            if isinstance(reference, str) and not _points_inside(schema, anchors, reference):
+                issue = "must point at a part of this schema (#/…); nothing outside it is fetched"
+                problems.append({"field": ".".join([*path, keyword]), "issue": issue})
+        if isinstance(node.get("pattern"), str):
+            try:
+                _compiled(node["pattern"])
+            except re2.error as exc:
+                issue = f"not a pattern this server runs (RE2: no look-around or back-references): {exc}"
+                problems.append({"field": ".".join([*path, "pattern"]), "issue": issue})
+        if "patternProperties" in node:
+            issue = "not supported: name each field under properties"
+            problems.append({"field": ".".join([*path, "patternProperties"]), "issue": issue})
+    return problems
 
 
-def _walk(node: Any, path: list[str]) -> Iterator[dict[str, str]]:
-    if isinstance(node, list):
-        for index, child in enumerate(node):
-            yield from _walk(child, [*path, str(index)])
-        return
+def _schemas(node: Any, path: list[str]) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """Every (sub)schema in `node` with its path, by keyword: values (`const`, `enum`, `default`,
+    annotations) are not schemas and are not walked; a property's name may be any word."""
     if not isinstance(node, dict):
-        return
-    for keyword in _REFERENCES:
-        reference = node.get(keyword)
-        if isinstance(reference, str) and not reference.startswith("#"):
-            issue = "may refer only to a part of this schema (#/…); nothing outside it is fetched"
-            yield {"field": ".".join([*path, keyword]), "issue": issue}
-    patterns = [("pattern", node["pattern"])] if isinstance(node.get("pattern"), str) else []
-    if isinstance(node.get("patternProperties"), dict):
-        patterns += [("patternProperties", pattern) for pattern in node["patternProperties"]]
-    for keyword, pattern in patterns:
-        try:
-            _compiled(pattern)
-        except re2.error as exc:
-            issue = f"not a pattern this server runs (RE2: no look-around or back-references): {exc}"
-            yield {"field": ".".join([*path, keyword]), "issue": issue}
-    for key, child in node.items():
-        if key not in ("const", "enum", "default", "examples"):  # values, not schemas
-            yield from _walk(child, [*path, key])
+        return  # a boolean schema
+    yield node, path
+    for keyword in _ONE_SCHEMA:
+        if keyword in node:
+            yield from _schemas(node[keyword], [*path, keyword])
+    for keyword in _SCHEMA_LISTS:
+        if isinstance(node.get(keyword), list):
+            for index, child in enumerate(node[keyword]):
+                yield from _schemas(child, [*path, keyword, str(index)])
+    for keyword in (*_SCHEMA_MAPS, "patternProperties"):
+        if isinstance(node.get(keyword), dict):
+            for name, child in node[keyword].items():
+                yield from _schemas(child, [*path, keyword, name])
+
+
+def _anchors(node: dict[str, Any]) -> Iterator[str]:
+    for keyword in ("$anchor", "$dynamicAnchor"):
+        if isinstance(node.get(keyword), str):
+            yield node[keyword]
+
+
+def _points_inside(schema: dict[str, Any], anchors: set[str], reference: str) -> bool:
+    """`#`, `#/json/pointer` to something that is there, or `#anchor` of an anchor there."""
+    if not reference.startswith("#"):
+        return False
+    fragment = reference[1:]
+    if not fragment.startswith("/"):
+        return fragment == "" or fragment in anchors
+    target: Any = schema
+    for token in fragment[1:].split("/"):
+        token = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), token)
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and token in target:
+            target = target[token]
+        elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
+            target = target[int(token)]
+        else:
+            return False
+    return True
+
+
+def _holds_pattern_properties(schema: Any) -> bool:
+    return any("patternProperties" in node for node, _ in _schemas(schema, []))

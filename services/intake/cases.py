@@ -8,6 +8,8 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any
 
+from referencing.exceptions import Unresolvable
+
 from contracts.cases import CaseCreated, CaseSummary, CaseView, Decision, MaterialRef, SubmitCase, Task
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
@@ -15,7 +17,7 @@ from contracts.events import CaseSubmitted
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.china_time import CHINA  # the calendar where the departments are
 from services.common.errors import Conflict, NotFound, ValidationFailed
-from services.common.form_schemas import Unresolvable, form_validator
+from services.common.form_schemas import Uncheckable, form_validator
 from services.common.stored_time import to_stored_precision
 from services.intake.workdays import add_working_days
 
@@ -27,8 +29,8 @@ def form_problems(schema: dict[str, Any], form: dict[str, Any]) -> list[dict[str
     problems = []
     try:
         errors = sorted(form_validator(schema).iter_errors(form), key=lambda e: list(e.absolute_path))
-    except Unresolvable:  # a schema saved before catalog refused outside references: nothing is fetched
-        return [{"field": "form", "issue": "the item's form schema refers outside itself; it cannot be checked"}]
+    except (Unresolvable, Uncheckable):  # a schema saved before catalog refused it: nothing unsafe runs
+        return [{"field": "form", "issue": "the item's form schema cannot be checked; the department must correct it"}]
     for error in errors:
         path = [str(p) for p in error.absolute_path]
         missing = _REQUIRED.match(error.message)
