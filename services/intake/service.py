@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import eventlet
+import eventlet.semaphore
 from nameko.events import BROADCAST, event_handler
 from nameko.timer import timer
 from prometheus_client import Counter
@@ -60,6 +61,8 @@ CASES_ENTERING = Counter("yiwang_cases_entering", "Cases entering a status", ["s
 AUTO_DECIDABLE = ["submitted"]
 # How long a reviewer's action on a just-submitted case waits for its automatic rules.
 RULES_WAIT_SECONDS, RULES_POLL_SECONDS = 3.0, 0.1
+RULES_RECENT_SECONDS = 30  # a case whose rules have not answered by then is not waited for
+_RULE_WAITERS = eventlet.semaphore.Semaphore(3)  # reviewers waiting at once, per process
 
 
 class IntakeService:
@@ -150,12 +153,20 @@ class IntakeService:
     def _after_the_rules(self, case: dict[str, Any]) -> dict[str, Any]:
         """The case once its automatic rules are done with it (they take well under a second), or as
         it is after RULES_WAIT_SECONDS: a reviewer who acts on a case at once gets an answer, not a
-        409 for a race the API does not show."""
-        waited = 0.0
-        while lifecycle.rules_pending(case) and waited < RULES_WAIT_SECONDS:
-            eventlet.sleep(RULES_POLL_SECONDS)
-            waited += RULES_POLL_SECONDS
-            case = self.store.get(case["case_no"]) or case
+        409 for a race the API does not show. Only for a case submitted moments ago (one whose rules
+        never answered, say a dead-lettered event, is 409 at once), and for a few reviewers at a
+        time per process: a waiting worker is one the hand-over itself may need."""
+        recent = cases.now_utc() - case["submitted_at"] < timedelta(seconds=RULES_RECENT_SECONDS)
+        if not (lifecycle.rules_pending(case) and recent) or not _RULE_WAITERS.acquire(blocking=False):
+            return case
+        try:
+            waited = 0.0
+            while lifecycle.rules_pending(case) and waited < RULES_WAIT_SECONDS:
+                eventlet.sleep(RULES_POLL_SECONDS)
+                waited += RULES_POLL_SECONDS
+                case = self.store.get(case["case_no"]) or case
+        finally:
+            _RULE_WAITERS.release()
         return case
 
     def _certificates_still_valid(self, case: dict[str, Any], item: PublishedItem) -> None:

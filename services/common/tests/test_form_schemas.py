@@ -15,7 +15,7 @@ def listener():
     seen = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (the standard library's name)
+        def do_GET(self):
             seen.append(self.path)
             body = b'{"const": "from-outside"}'
             self.send_response(200)

@@ -1,7 +1,7 @@
 """Intake's lifecycle entrypoints (review, supplement, withdrawal, evaluation, task list) via worker_factory."""
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from unittest.mock import MagicMock
 
 import pytest
@@ -182,7 +182,7 @@ def test_accepting_applies_the_change_conditionally_and_announces_it(service, st
 
 
 def test_a_reviewer_acting_at_once_waits_for_the_rules_to_hand_the_case_over(service, store, held, monkeypatch):
-    held.doc = stored_case(awaiting_review=False)  # the rules are still running
+    held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=1))  # rules running
     sleeps = []
 
     def rules_finish(seconds):
@@ -198,13 +198,41 @@ def test_a_reviewer_acting_at_once_waits_for_the_rules_to_hand_the_case_over(ser
 
 
 def test_a_reviewer_gets_409_when_the_rules_never_finish(service, store, events, held, monkeypatch):
-    held.doc = stored_case(awaiting_review=False)
+    held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=1))
     sleeps = []
     monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
     with pytest.raises(Conflict, match="automatic rules have not finished"):
         service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
     assert sum(sleeps) == pytest.approx(3.0)  # RULES_WAIT_SECONDS, then the answer
     assert_nothing_applied(store, events)
+
+
+def test_a_case_whose_rules_never_answered_is_not_waited_for(service, store, events, held, monkeypatch):
+    # Submitted a minute ago and still not handed over (its event dead-lettered, say): 409 at once.
+    held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=60))
+    sleeps = []
+    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
+    with pytest.raises(Conflict, match="automatic rules have not finished"):
+        service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    assert sleeps == []
+
+
+def test_only_a_few_reviewers_wait_at_once(service, store, events, held, monkeypatch):
+    # A waiting worker is one the hand-over may need: past three waiters, the answer is 409 at once.
+    from services.intake import service as intake_service
+
+    held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=1))
+    sleeps = []
+    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
+    for _ in range(3):
+        assert intake_service._RULE_WAITERS.acquire(blocking=False)
+    try:
+        with pytest.raises(Conflict):
+            service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    finally:
+        for _ in range(3):
+            intake_service._RULE_WAITERS.release()
+    assert sleeps == []
 
 
 def test_a_reviewer_of_another_department_does_not_wait_for_the_rules(service, store, held, monkeypatch):
