@@ -13,7 +13,6 @@ ApplicantType = Literal["citizen", "enterprise"]
 Role = Literal["applicant", "reviewer", "supervisor", "admin"]
 
 
-# A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
 def _written_as_a_date(value: Any) -> Any:
     """api-v1: dates are `YYYY-MM-DD`. pydantic would also read `0` as 1970-01-01 (a Unix time)
     and a midnight timestamp as its date."""
@@ -26,6 +25,7 @@ def _written_as_a_date(value: Any) -> Any:
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 IsoDate = Annotated[date, BeforeValidator(_written_as_a_date)]
 
+# A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
 PageNumber = Annotated[int, Field(ge=1, le=100_000)]
 PageSize = Annotated[int, Field(ge=1, le=100)]
 

@@ -8,7 +8,8 @@ from pydantic import ConfigDict, EmailStr, Field, StringConstraints, model_valid
 from contracts.base import Contract
 from contracts.common import AccountType, ApplicantType, PageQuery, Role
 
-Phone = Annotated[str, Field(pattern=r"^1[3-9][0-9]{9}$", description="11-digit mainland mobile number")]
+PHONE_PATTERN = r"^1[3-9][0-9]{9}$"
+Phone = Annotated[str, Field(pattern=PHONE_PATTERN, description="11-digit mainland mobile number")]
 # Secrets are taken exactly as typed: stripping spaces would change a password (and its length,
 # which the published schema checks) behind the user's back.
 Verbatim = StringConstraints(strip_whitespace=False)

@@ -72,10 +72,7 @@ class KeySet:
             fetched = self._fetched_at
             if fetched is not None and (kid in self._keys or time.monotonic() - fetched <= REFETCH_INTERVAL):
                 return
-            try:
-                self._keys = self._fetched_keys()
-            finally:  # a failing fetch counts too: identity away is not asked on every request
-                self._fetched_at = time.monotonic()
+            self._fetch_now()
 
     def _fetched_keys(self) -> dict[str, Any]:
         return {k["kid"]: jwt.PyJWK(k).key for k in self._fetch()["keys"]}
@@ -84,10 +81,14 @@ class KeySet:
         """Fetch the keys now (also after this process rotated them: its next tokens must work
         even within the interval of a refetch that a forged key id caused)."""
         with self._lock:
-            try:
-                self._keys = self._fetched_keys()
-            finally:  # a failing fetch counts too: identity away is not asked on every request
-                self._fetched_at = time.monotonic()
+            self._fetch_now()
+
+    def _fetch_now(self) -> None:
+        """Under the lock."""
+        try:
+            self._keys = self._fetched_keys()
+        finally:  # a failing fetch counts too: identity away is not asked on every request
+            self._fetched_at = time.monotonic()
 
 
 def verify(token: str, keys: KeySet) -> Principal:

@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from contracts.identity import (
+    PHONE_PATTERN,
     ApplicantProfile,
     CitizenRegistration,
     ContactChange,
@@ -85,7 +86,7 @@ def new_applicant(registration: CitizenRegistration | EnterpriseRegistration) ->
     if problems:
         raise ValidationFailed("the registration is not valid", problems)
     is_citizen = isinstance(registration, CitizenRegistration)
-    key = registration.id_number if is_citizen else registration.credit_code
+    key, _, _ = registration_logins(registration)
     doc: dict[str, Any] = {
         "_id": uuid.uuid4().hex,
         "account_type": registration.account_type,
@@ -137,7 +138,7 @@ def new_staff(
     }
 
 
-_MOBILE = re.compile(r"^1[3-9][0-9]{9}$")
+_MOBILE = re.compile(PHONE_PATTERN)
 
 
 def phone_login(username: str) -> str:
