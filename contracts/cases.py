@@ -110,6 +110,15 @@ class Applicant(Contract):
     name: str
 
 
+class EvaluationRecord(Contract):
+    """The applicant's evaluation (好差评) as the case keeps it; 1 or 2 is a bad one."""
+
+    score: int
+    comment: str | None = None
+    at: datetime  # read from what is stored (older ones `+00:00`), written as every time is (`Z`)
+    bad: bool
+
+
 class CaseView(Contract):
     case_no: str
     item_code: str
@@ -127,7 +136,7 @@ class CaseView(Contract):
     decision: Decision | None = None
     review_explanation: list[RuleResult] = []
     certificate_id: str | None = None
-    evaluation: dict[str, Any] | None = None
+    evaluation: EvaluationRecord | None = None
 
 
 class CaseSummary(Contract):

@@ -469,3 +469,15 @@ def test_a_case_of_an_item_with_rules_waits_for_them_first():
     assert allowance().auto_approval.enabled
     assert doc["awaiting_review"] is False and doc["ever_task"] is False
     assert lifecycle.rules_pending(doc)
+
+
+def test_an_evaluation_reads_with_its_time_written_as_every_other():
+    # Stored before 27 November with +00:00, since then with Z: both read back alike.
+    for stored in ("2026-11-26T10:00:00.123000+00:00", "2026-11-26T10:00:00.123000Z"):
+        doc = {
+            **doc_for(),
+            "status": "approved",
+            "evaluation": {"score": 2, "comment": "慢", "at": stored, "bad": True},
+        }
+        view = cases.view(doc, CITIZEN).model_dump(mode="json")
+        assert view["evaluation"] == {"score": 2, "comment": "慢", "at": "2026-11-26T10:00:00.123000Z", "bad": True}

@@ -181,6 +181,14 @@ def test_accepting_applies_the_change_conditionally_and_announces_it(service, st
     assert view.timeline[-1].comment == "受理"
 
 
+@pytest.fixture
+def sleeps(monkeypatch):
+    """The seconds a reviewer's action slept waiting for the rules (it sleeps no real time)."""
+    slept = []
+    monkeypatch.setattr("services.intake.service.eventlet.sleep", slept.append)
+    return slept
+
+
 def test_a_reviewer_acting_at_once_waits_for_the_rules_to_hand_the_case_over(service, store, held, monkeypatch):
     held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=1))  # rules running
     sleeps = []
@@ -197,33 +205,27 @@ def test_a_reviewer_acting_at_once_waits_for_the_rules_to_hand_the_case_over(ser
     assert change.version == 3  # the case as the hand-over left it, read again
 
 
-def test_a_reviewer_gets_409_when_the_rules_never_finish(service, store, events, held, monkeypatch):
+def test_a_reviewer_gets_409_when_the_rules_never_finish(service, store, events, held, sleeps):
     held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=1))
-    sleeps = []
-    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
     with pytest.raises(Conflict, match="automatic rules have not finished"):
         service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
     assert sum(sleeps) == pytest.approx(3.0)  # RULES_WAIT_SECONDS, then the answer
     assert_nothing_applied(store, events)
 
 
-def test_a_case_whose_rules_never_answered_is_not_waited_for(service, store, events, held, monkeypatch):
+def test_a_case_whose_rules_never_answered_is_not_waited_for(service, store, events, held, sleeps):
     # Submitted a minute ago and still not handed over (its event dead-lettered, say): 409 at once.
     held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=60))
-    sleeps = []
-    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
     with pytest.raises(Conflict, match="automatic rules have not finished"):
         service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
     assert sleeps == []
 
 
-def test_only_a_few_reviewers_wait_at_once(service, store, events, held, monkeypatch):
+def test_only_a_few_reviewers_wait_at_once(service, store, events, held, sleeps):
     # A waiting worker is one the hand-over may need: past three waiters, the answer is 409 at once.
     from services.intake import service as intake_service
 
     held.doc = stored_case(awaiting_review=False, submitted_at=NOW - timedelta(seconds=1))
-    sleeps = []
-    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
     for _ in range(3):
         assert intake_service._RULE_WAITERS.acquire(blocking=False)
     try:
@@ -235,10 +237,8 @@ def test_only_a_few_reviewers_wait_at_once(service, store, events, held, monkeyp
     assert sleeps == []
 
 
-def test_a_reviewer_of_another_department_does_not_wait_for_the_rules(service, store, held, monkeypatch):
+def test_a_reviewer_of_another_department_does_not_wait_for_the_rules(service, store, held, sleeps):
     held.doc = stored_case(awaiting_review=False)
-    sleeps = []
-    monkeypatch.setattr("services.intake.service.eventlet.sleep", sleeps.append)
     with pytest.raises(NotFound):
         service.review_case(OTHER_REVIEWER, CASE_NO, {"action": "accept"})
     assert sleeps == []
