@@ -20,7 +20,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/pip || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
@@ -30,7 +30,7 @@ venv: $(STAMP) ## Create .venv with the locked dependencies
 provision: ## Install (if missing) and start RabbitMQ and the document server
 	@bash infra/provision.sh
 
-run: venv provision ## Start everything; serve the API on http://127.0.0.1:8000 until Ctrl-C
+run: provision venv ## Start everything; serve the API on http://127.0.0.1:8000 until Ctrl-C
 	$(BIN)/python -m infra.system run
 
 stop: ## Stop a system started in the background with `make run &`
@@ -42,7 +42,7 @@ infra-stop: ## Stop RabbitMQ and the document server
 seed: venv ## Create the first admin and the starter catalog in a running system (also done on first start)
 	$(BIN)/python -m infra.seed
 
-test: venv provision test-go ## All tiers: unit, integration, end to end, faults under load
+test: provision venv test-go ## All tiers: unit, integration, end to end, faults under load
 	$(NAMEKO_TEST) contracts services gateway tests
 
 test-go: ## Unit tests of the document server's Go wrapper

@@ -171,9 +171,14 @@ wait_ready() {
 
 cmd_start() {
     local pid bin
-    # Already running (ours, or someone else's server on the port): reuse it.
+    # Already running (ours, or someone else's server on the port): reuse it, unless it is ours and
+    # runs another build (an older checkout's: the tests would test the old server).
     if mongo_ping; then
-        return 0
+        if ! pid="$(our_pid)" || [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$(bin_path)")" ]; then
+            return 0
+        fi
+        yw_warn "docserver (pid $pid) runs another build than $(bin_path); restarting it"
+        cmd_stop
     fi
     # Ours but still starting up (e.g. concurrent invocation): wait for it.
     if pid="$(our_pid)"; then

@@ -40,10 +40,15 @@ node_running() { ctl ping >/dev/null 2>&1; }
 ensure_installed() {
     if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
         # policy-rc.d may forbid starting the service during install; that is fine,
-        # the node is started below. Without policy-rc.d the packaged service starts
-        # on default ports and is then reused.
+        # the node is started below.
         yw_apt_install rabbitmq-server
         [ -x "$(sbin rabbitmq-server)" ] || yw_die "rabbitmq-server still missing after apt-get install"
+        # On a machine run by systemd the package starts a broker of its own, on every interface
+        # and at every boot: stop and disable it, so the node started below, on 127.0.0.1, is used.
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+            systemctl disable --now rabbitmq-server >/dev/null 2>&1 ||
+                yw_warn "could not stop and disable the packaged rabbitmq-server service"
+        fi
     fi
     yw_need_cmd curl
 }

@@ -12,11 +12,14 @@ from nameko.standalone.rpc import ClusterRpcClient  # noqa: E402
 
 from infra.system import ROOT  # noqa: E402
 
+SEED_TIMEOUT = 60  # seconds; the catalog's seeding writes every starter item
+
 
 def main() -> None:
     with open(ROOT / "config.yml") as fh:
         setup_config(fh)
-    with ClusterRpcClient(uri=config["AMQP_URI"]) as cluster:
+    # A timeout: with the services stopped the calls would wait for an answer for ever.
+    with ClusterRpcClient(uri=config["AMQP_URI"], timeout=SEED_TIMEOUT) as cluster:
         admin = cluster.identity.ensure_admin()
         cluster.catalog.seed()
     print(f"seeded: admin user '{admin}' and the starter catalog")

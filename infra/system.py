@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("YIWANG_RUN_DIR", ROOT / ".run"))
 PID_FILE = RUN_DIR / "system.pids"
+STOP_SECONDS = 25.0  # `make stop` waits this long for the processes to end, then kills them
 
 PROCESSES = {
     "identity": "services.identity.service:IdentityService",
@@ -284,7 +285,28 @@ def stop(system: System, timeout: float = 20.0) -> None:
             proc.wait()
 
 
+def _recorded_pids() -> list[int]:
+    """The processes the pid file names that still run and are ours (a pid may have been reused by
+    anything since, after a reboot or a crash of `make run`)."""
+    if not PID_FILE.exists():
+        return []
+    return [int(pid) for pid in PID_FILE.read_text().split() if _ours(int(pid))]
+
+
+def _ours(pid: int) -> bool:
+    """A process `spawn` started from this checkout: its directory, its YIWANG_SERVICE."""
+    try:
+        here = os.readlink(f"/proc/{pid}/cwd") == str(ROOT)
+        return here and b"\0YIWANG_SERVICE=" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False  # gone, or a zombie
+
+
 def run() -> int:
+    running = _recorded_pids()
+    if running:
+        print(f"Yiwang is already running (pids {' '.join(map(str, running))}); `make stop` first", file=sys.stderr)
+        return 1
     system = start()
     PID_FILE.write_text("\n".join(str(p.pid) for p in system.processes.values()))
     stopping = False
@@ -319,9 +341,16 @@ def stop_background() -> int:
     if not PID_FILE.exists():
         print("Yiwang is not running (no pid file)")
         return 0
-    for pid in PID_FILE.read_text().split():
+    pids = _recorded_pids()
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS  # then the ports are free for the next `make run`
+    while any(_ours(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in [pid for pid in pids if _ours(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     PID_FILE.unlink(missing_ok=True)
     print("stopped")
     return 0

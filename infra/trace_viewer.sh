@@ -43,7 +43,7 @@ cmd_start() {
     if yw_port_open "$PORT"; then
         # A Zipkin that does not answer (a full heap, say): replace it. Anything else: refuse.
         local pid
-        pid="$(ss -Hltnp "sport = :$PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)"
+        pid="$(ss -Hltnp "sport = :$PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)"
         if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q zipkin-server; then
             yw_warn "zipkin (pid $pid) does not answer; restarting it"
             echo "$pid" >"$PID_FILE"
@@ -56,9 +56,11 @@ cmd_start() {
     fetch
     mkdir -p "$YIWANG_STATE_DIR"
     # In-memory storage keeps the newest $MEM_MAX_SPANS spans (a restart forgets them); the heap
-    # is sized for that, load tests included.
+    # is sized for that, load tests included. On 127.0.0.1 only, as everything else here: the
+    # traces name every case (Zipkin listens on every interface by default).
     QUERY_PORT="$PORT" MEM_MAX_SPANS="${YIWANG_ZIPKIN_MAX_SPANS:-150000}" \
-        nohup java -Xms128m -Xmx1g -XX:+UseSerialGC -jar "$JAR" >"$LOG_FILE" 2>&1 &
+        nohup java -Xms128m -Xmx1g -XX:+UseSerialGC -jar "$JAR" --armeria.ports[0].ip=127.0.0.1 \
+        --armeria.ports[0].port="$PORT" --armeria.ports[0].protocols[0]=http >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     local deadline=$((SECONDS + 90))
     until healthy; do

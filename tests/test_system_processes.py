@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -148,3 +149,48 @@ def test_a_system_that_crashes_on_both_starts_fails_with_the_end_of_the_log(tmp_
     monkeypatch.setattr(system, "start", start)
     with pytest.warns(UserWarning), pytest.raises(system.ProcessDied, match=r"(?s)exited with 3.*crash number 2"):
         system.start_ready(timeout=30)
+
+
+def _service_like() -> subprocess.Popen:
+    """A process as `spawn` starts one: in the checkout, with YIWANG_SERVICE."""
+    env = {**os.environ, "YIWANG_SERVICE": "intake"}
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=system.ROOT, env=env)
+
+
+def test_a_second_run_refuses_while_the_first_ones_processes_run(tmp_path, monkeypatch, capsys) -> None:
+    child = _service_like()
+    try:
+        pid_file = tmp_path / "system.pids"
+        pid_file.write_text(str(child.pid))
+        monkeypatch.setattr(system, "PID_FILE", pid_file)
+        monkeypatch.setattr(system, "start", lambda: pytest.fail("started beside a running system"))
+        assert system.run() == 1
+        assert "already running" in capsys.readouterr().err
+        assert pid_file.read_text() == str(child.pid)  # the first run's record is kept for `make stop`
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_pid_that_is_not_ours_any_more_is_neither_running_nor_stopped(tmp_path, monkeypatch) -> None:
+    # After a reboot or a crash, a recorded pid may be gone or belong to anything: pid 1, or this
+    # test's own process (in the checkout, but no service).
+    pid_file = tmp_path / "system.pids"
+    pid_file.write_text(f"1\n999999999\n{os.getpid()}")
+    monkeypatch.setattr(system, "PID_FILE", pid_file)
+    assert system._recorded_pids() == []
+    killed = []
+    monkeypatch.setattr(system.os, "kill", lambda pid, sig: killed.append(pid))
+    assert system.stop_background() == 0
+    assert killed == [] and not pid_file.exists()
+
+
+def test_stop_ends_the_recorded_processes_and_waits_for_them(tmp_path, monkeypatch) -> None:
+    child = _service_like()
+    pid_file = tmp_path / "system.pids"
+    pid_file.write_text(str(child.pid))
+    monkeypatch.setattr(system, "PID_FILE", pid_file)
+    ours = system._ours
+    monkeypatch.setattr(system, "_ours", lambda pid: child.poll() is None and ours(pid))  # reaped as it ends
+    assert system.stop_background() == 0
+    assert child.wait(timeout=5) == -15 and not pid_file.exists()

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -86,3 +88,11 @@ def test_a_cases_trace_opens_in_the_viewer_with_spans_from_four_services(yiwang:
     # What an operator must never see in a trace.
     assert applicant["id_number"] not in page and applicant["phone"] not in page
     assert re.search(r"intake\.submit_case", page, re.IGNORECASE), "the intake RPC span is listed"
+
+
+def test_the_viewer_listens_on_loopback_only():
+    # Its traces name every case: like the broker and the document server, it is not for the network.
+    port = urlparse(viewer_url()).port
+    lines = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    addresses = [line.split()[3] for line in lines.splitlines() if line.strip()]
+    assert addresses and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addresses), addresses

@@ -175,6 +175,23 @@ def test_every_variable_compose_sets_is_one_the_code_reads():
         assert not unknown, f"{name}: nothing reads {sorted(unknown)} (a typo?)"
 
 
+# Read by the code but deliberately not passed to containers: the span files of the local test
+# runs, and the state directory whose secrets compose passes as variables instead.
+NOT_FOR_CONTAINERS = {"YIWANG_SPAN_DIR", "YIWANG_STATE_DIR"}
+
+
+def test_every_setting_the_services_read_can_be_set_in_compose():
+    # The README: every variable of the configuration table can be set (in the shell or .env).
+    read = set(config_defaults())
+    for folder in ("services", "gateway", "contracts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "tests" not in path.parts:
+                read |= {n for n in ENVIRON_READ.findall(path.read_text(encoding="utf-8")) if n.startswith("YIWANG_")}
+    for name in system.PROCESSES:
+        missing = read - set(environment(name)) - NOT_FOR_CONTAINERS
+        assert not missing, f"{name}: compose does not pass on {sorted(missing)}"
+
+
 def test_the_infrastructure_addresses_point_at_services_of_the_stack():
     for name in system.PROCESSES:
         env = environment(name)
