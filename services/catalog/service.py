@@ -25,7 +25,15 @@ from contracts.events import ItemPublished, ItemWithdrawn
 from services.catalog import answers, guides, search
 from services.catalog.seed_catalog import departments, seed_fingerprint, seed_guides
 from services.catalog.storage import CatalogStore, version_id
-from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
+from services.common.errors import (
+    EXPECTED_ERRORS,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+    validated,
+)
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
@@ -218,7 +226,10 @@ class CatalogService:
 
     @rpc
     def ping(self) -> str:
-        self.store.count_items()
+        # Ready once the starter catalog is in (a first start seeds it): `make run`, `make up
+        # --wait` and readiness probes wait for it, so the first request finds the catalog.
+        if not self.store.seeded(seed_fingerprint()):
+            raise Unavailable("the starter catalog is still being loaded")
         return "pong"
 
     @timer(interval=2)

@@ -201,9 +201,6 @@ class CatalogStore:
         found = [d for d in self.listing() if _matches(d, filters) and wanted.intersection(d.get("search_tokens", ()))]
         return found if with_guide else [_without_guide(d) for d in found]
 
-    def count_items(self) -> int:
-        return len(self.listing())
-
     # --- drafts -----------------------------------------------------------------------------------
     def get_draft(self, item_code: str) -> dict[str, Any] | None:
         return _readable(self.drafts.find_one({"_id": item_code}))

@@ -649,3 +649,15 @@ def test_the_day_of_a_withdrawal_is_the_day_in_china():
 
     late_evening_utc = {**WITHDRAWN, "withdrawn_at": datetime(2026, 11, 20, 17, 30)}  # 01:30 on the 21st in Beijing
     assert "since 2026-11-21:" in withdrawn_message(CODE, late_evening_utc)
+
+
+def test_the_catalog_is_ready_once_the_starter_catalog_is_in(service, store):
+    from services.catalog.seed_catalog import seed_fingerprint
+    from services.common.errors import Unavailable
+
+    store.seeded.return_value = False  # a first start, still seeding
+    with pytest.raises(Unavailable, match="still being loaded"):
+        service.ping()
+    store.seeded.return_value = True
+    assert service.ping() == "pong"
+    store.seeded.assert_called_with(seed_fingerprint())
