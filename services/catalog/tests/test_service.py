@@ -4,6 +4,7 @@ from unittest.mock import MagicMock
 
 import pytest
 from nameko.testing.services import worker_factory
+from pydantic import ValidationError
 
 from contracts.catalog import Draft, PublishedItem, ServiceGuide
 from contracts.envelope import Envelope
@@ -268,9 +269,15 @@ def test_versions_of_an_unknown_item(service, store):
         service.list_versions("62052400MZ-GF-9999")
 
 
-def test_list_departments(service, store):
+def test_list_departments_answers_what_the_contract_validates(service, store):
     store.list_departments.return_value = DEPARTMENTS
-    assert service.list_departments() == DEPARTMENTS
+    assert service.list_departments() == [
+        {"code": d["code"], "name": d["name"], "region_code": d["region_code"]} for d in DEPARTMENTS
+    ]
+    # A record the contract would not pass is not answered as if it were a department.
+    store.list_departments.return_value = [{"code": "620524MZ", "name": "民政局"}]  # no region_code
+    with pytest.raises(ValidationError):
+        service.list_departments()
 
 
 def test_seed_is_skipped_when_this_seed_was_applied(service, store, events):

@@ -178,10 +178,14 @@ def test_incomplete_or_staff_registration_is_refused(service, store, payload):
     store.insert_user.assert_not_called()
 
 
-def test_duplicate_registration_conflict_passes_through(service, store):
+def test_a_registration_that_loses_the_race_for_its_id_number_is_a_conflict_and_answers_nothing(service, store):
+    # Both found the id number free; the unique index lets one in: the other is 409, nothing else.
     store.insert_user.side_effect = Conflict("id_number is already registered", [{"field": "id_number"}])
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as lost:
         service.register(citizen_payload())
+    assert lost.value.details == [{"field": "id_number"}]
+    store.refuse_registered.assert_called_once()  # it was checked first, and was free then
+    store.insert_user.assert_called_once()
 
 
 def test_id_number_with_a_superscript_digit_is_a_validation_error(service, store):
