@@ -9,7 +9,8 @@ and `pattern` runs on RE2, in linear time. `patternProperties` is not supported 
 also matches its patterns with `re` inside `additionalProperties` and `unevaluatedProperties`, and
 a form names its fields anyway. Catalog refuses a schema that breaks these rules when a guide is
 saved (`schema_problems`); intake validates forms with `form_validator`, which refuses to check a
-schema saved before these rules rather than run it unsafely.
+schema saved before these rules (one holding `patternProperties` anywhere, or a pattern RE2 cannot
+run) rather than run it unsafely.
 Shared by catalog and intake.
 """
 
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import re2
 from jsonschema import Draft202012Validator, ValidationError, validators
-from jsonschema import _keywords as jsonschema_keywords
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
 from referencing.exceptions import NoSuchResource
@@ -78,35 +78,15 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-def _without_pattern_properties(keyword: Callable[..., Iterator[ValidationError]]) -> Callable:
-    """jsonschema's keyword, refused where it would match `patternProperties` with `re`."""
-
-    def checked(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
-        if _holds_pattern_properties(schema):
-            raise Uncheckable("patternProperties is not supported")
-        yield from keyword(validator, value, instance, schema)
-
-    return checked
-
-
-def _pattern_properties(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
-    raise Uncheckable("patternProperties is not supported")
-
-
-_FormValidator = validators.extend(
-    Draft202012Validator,
-    {
-        "pattern": _pattern,
-        "patternProperties": _pattern_properties,
-        "additionalProperties": _without_pattern_properties(jsonschema_keywords.additionalProperties),
-        "unevaluatedProperties": _without_pattern_properties(jsonschema_keywords.unevaluatedProperties),
-    },
-)
+_FormValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
 def form_validator(schema: dict[str, Any]) -> Any:
-    """A validator of forms for `schema`. Its `iter_errors` raises `Unresolvable` for a `$ref` that
-    does not resolve inside the schema and `Uncheckable` for what RE2 cannot run."""
+    """A validator of forms for `schema`, or `Uncheckable` for one holding `patternProperties`
+    (anywhere: `$defs` a `$ref` reaches included). Its `iter_errors` raises `Unresolvable` for a
+    `$ref` that does not resolve inside the schema and `Uncheckable` for what RE2 cannot run."""
+    if any("patternProperties" in node for node, _ in _schemas(schema, [])):
+        raise Uncheckable("patternProperties is not supported")
     return _FormValidator(schema, registry=_NO_RETRIEVAL)
 
 
@@ -179,7 +159,3 @@ def _points_inside(schema: dict[str, Any], anchors: set[str], reference: str) ->
         else:
             return False
     return True
-
-
-def _holds_pattern_properties(schema: Any) -> bool:
-    return any("patternProperties" in node for node, _ in _schemas(schema, []))

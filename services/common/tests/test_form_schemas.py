@@ -74,6 +74,8 @@ def test_an_ecma_code_point_escape_means_the_code_point():
         # jsonschema matches patternProperties with `re` inside these two as well
         {"properties": {}, "patternProperties": {"^(a|a)*$": {}}, "additionalProperties": False},
         {"allOf": [{"patternProperties": {"^(a|a)*$": {}}}], "unevaluatedProperties": False},
+        # ... and where a $ref leads to it
+        {"$defs": {"p": {"patternProperties": {"^(a|a)*$": {}}}}, "$ref": "#/$defs/p", "unevaluatedProperties": False},
     ],
 )
 def test_a_schema_saved_with_pattern_properties_is_not_run(schema):
