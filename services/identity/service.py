@@ -277,7 +277,7 @@ class IdentityService:
 
     def _text_reset_code(self, username: str, policy: phone_codes.Policy) -> None:
         try:
-            user = self.store.find_by_login(accounts.login_keys(username), accounts.phone_login(username))
+            user = self._by_login_name(username)
             if user is not None and user.get("phone"):
                 self._text_code("password_reset", user["_id"], user["phone"], policy)
         except (RateLimited, Unavailable):
@@ -296,7 +296,7 @@ class IdentityService:
         address = throttling.address_key(client_address)
         self._refuse_if_throttled({address: limits.address_limit}, limits, now)
         self._refuse_common(reset.new_password)  # before the code is spent on it
-        user = self.store.find_by_login(accounts.login_keys(reset.username), accounts.phone_login(reset.username))
+        user = self._by_login_name(reset.username)
         counted = self._count_attempts({address: limits.address_limit}, limits, now)  # taken back if right
         try:
             if user is None or not user.get("phone"):
@@ -466,7 +466,7 @@ class IdentityService:
         account, address = throttling.account_key(username), throttling.address_key(attempt.client_address)
         self._refuse_if_throttled({account: policy.account_limit, address: policy.address_limit}, policy, now)
 
-        user = self.store.find_by_login(accounts.login_keys(username), accounts.phone_login(username))
+        user = self._by_login_name(username)
         if user is not None:
             self._refuse_if_throttled({throttling.user_key(user["_id"]): policy.account_limit}, policy, now)
         # The guess is counted before the password is checked, in one atomic write per key:
@@ -622,6 +622,10 @@ class IdentityService:
     def relay_outbox(self) -> None:
         for outbox in self.store.outboxes:
             self.events.relay(outbox)
+
+    def _by_login_name(self, username: str) -> dict[str, Any] | None:
+        """The account a login name (id number, credit code, phone, staff username) names."""
+        return self.store.find_by_login(accounts.login_keys(username), accounts.phone_login(username))
 
     def _confirm_password(self, user: dict[str, Any], password: str, field: str, message: str) -> None:
         """ValidationFailed on `field` unless `password` is the account's. Wrong ones count against

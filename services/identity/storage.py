@@ -129,15 +129,13 @@ class IdentityStore:
 
     def refuse_registered(self, login_key: str, phone: str, login_field: str) -> None:
         """Conflict, as `insert_user` would answer, when the key or the phone is a login name already."""
-        taken = self.logins.find_one({"_id": login_key}) is not None
-        field = login_field
-        if not taken:
-            # A phone's login name may trail a change of phone that died half way: its holder decides.
-            login = self.logins.find_one({"_id": f"phone:{phone}"})
-            holder = login and self.users.find_one({"_id": login["user_id"]}, {"phone_key": 1})
-            taken, field = bool(holder and holder["phone_key"] == phone), "phone"
-        if taken:
-            raise Conflict(f"{field} is already registered", [{"field": field, "issue": "already registered"}])
+        if self.logins.find_one({"_id": login_key}) is not None:
+            field = login_field
+        elif self.find_by_login([], phone) is not None:  # its holder, past a change that died half way
+            field = "phone"
+        else:
+            return
+        raise Conflict(f"{field} is already registered", [{"field": field, "issue": "already registered"}])
 
     def _index_logins(self, user: dict[str, Any]) -> None:
         for name in (user["login_key"], f"phone:{user['phone_key']}"):
