@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,24 @@ class OwnSystem:
 
 
 @contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`) ends the run as Ctrl-C does, through the `finally` blocks that
+    stop its system: Python's default for SIGTERM exits at once and left every process running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and receives signals)
+        return
+
+    def exit_now(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def own_system(name: str, log_dir: Path, **env: str) -> Iterator[OwnSystem]:
     """`env` adds to (or overrides) the isolation settings; the system is ready when this yields."""
     vhost, prefix = create_vhost(f"yiwang-{name}"), f"{name}{uuid.uuid4().hex[:6]}"
@@ -34,12 +54,13 @@ def own_system(name: str, log_dir: Path, **env: str) -> Iterator[OwnSystem]:
         "YIWANG_METRICS_BASE_PORT": "0",
         **env,
     }
-    try:
-        running = system.start_ready(settings, log_dir=log_dir, timeout=180)
+    with terminate_as_exit():
         try:
-            yield OwnSystem(running.base_url, vhost, prefix, running)
+            running = system.start_ready(settings, log_dir=log_dir, timeout=180)
+            try:
+                yield OwnSystem(running.base_url, vhost, prefix, running)
+            finally:
+                system.stop(running)
         finally:
-            system.stop(running)
-    finally:
-        delete_vhost(vhost)
-        drop_databases(prefix)
+            delete_vhost(vhost)
+            drop_databases(prefix)

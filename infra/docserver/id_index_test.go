@@ -58,8 +58,7 @@ func TestLookupsByIDScanWithoutOurIndexAndSearchWithIt(t *testing.T) {
 		t.Fatalf("FerretDB's own index was expected not to serve the lookup, plan: %s", got)
 	}
 
-	done := map[string]bool{}
-	if err := indexDatabase(context.Background(), file, done); err != nil {
+	if err := indexDatabase(context.Background(), file); err != nil {
 		t.Fatal(err)
 	}
 	// The index exists, and (once a connection reads the schema again, as FerretDB's do on their
@@ -71,15 +70,42 @@ func TestLookupsByIDScanWithoutOurIndexAndSearchWithIt(t *testing.T) {
 	if got := plan(t, db); !strings.Contains(got, "USING INDEX cases_1234abcd_yiwang_id") {
 		t.Fatalf("lookup by _id does not use our index, plan: %s", got)
 	}
-	if !done[file+"/cases_1234abcd"] {
-		t.Fatal("the table is not remembered as done")
-	}
 	// Idempotent, and quiet about databases FerretDB has not finished creating.
-	if err := indexDatabase(context.Background(), file, map[string]bool{}); err != nil {
+	if err := indexDatabase(context.Background(), file); err != nil {
 		t.Fatal(err)
 	}
 	empty := filepath.Join(t.TempDir(), "new.sqlite")
-	if err := indexDatabase(context.Background(), empty, done); err != nil {
+	if err := indexDatabase(context.Background(), empty); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestACollectionDroppedAndCreatedAgainIsIndexedAgain(t *testing.T) {
+	// FerretDB names a collection's table by the collection's name: created again after a drop,
+	// it has the same table name, and none of our index.
+	file, db := ferretLikeDatabase(t)
+	if err := indexDatabase(context.Background(), file); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`DROP TABLE "cases_1234abcd"`,
+		`CREATE TABLE "cases_1234abcd" (_ferretdb_sjson TEXT NOT NULL CHECK(_ferretdb_sjson != '')) STRICT`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(stmt, err)
+		}
+	}
+	if got := plan(t, db); !strings.HasPrefix(got, "SCAN") {
+		t.Fatalf("the table created again was expected to scan first, plan: %s", got)
+	}
+	if err := indexDatabase(context.Background(), file); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = ?`, "cases_1234abcd_yiwang_id").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the table created again has no index of ours (%d, %v)", n, err)
+	}
+	if got := plan(t, db); !strings.Contains(got, "USING INDEX cases_1234abcd_yiwang_id") {
+		t.Fatalf("lookups in the table created again do not use our index, plan: %s", got)
 	}
 }

@@ -19,22 +19,24 @@ type counting struct {
 	withs, lines *int
 }
 
-func (h counting) Enabled(_ context.Context, level slog.Level) bool { return h.debug || level > slog.LevelDebug }
-func (h counting) Handle(context.Context, slog.Record) error         { *h.lines++; return nil }
-func (h counting) WithAttrs([]slog.Attr) slog.Handler                { *h.withs++; return h }
-func (h counting) WithGroup(string) slog.Handler                     { return h }
+func (h counting) Enabled(_ context.Context, level slog.Level) bool {
+	return h.debug || level > slog.LevelDebug
+}
+func (h counting) Handle(context.Context, slog.Record) error { *h.lines++; return nil }
+func (h counting) WithAttrs([]slog.Attr) slog.Handler        { *h.withs++; return h }
+func (h counting) WithGroup(string) slog.Handler             { return h }
 
 // nothing answers every statement with no rows.
 type nothing struct{}
 
-func (nothing) Open(string) (driver.Conn, error)        { return nothing{}, nil }
-func (nothing) Prepare(string) (driver.Stmt, error)     { return nil, errors.New("not used") }
-func (nothing) Close() error                            { return nil }
-func (nothing) Begin() (driver.Tx, error)               { return nothing{}, nil }
-func (nothing) Commit() error                           { return nil }
-func (nothing) Rollback() error                         { return nil }
-func (nothing) Columns() []string                       { return nil }
-func (nothing) Next([]driver.Value) error               { return io.EOF }
+func (nothing) Open(string) (driver.Conn, error)    { return nothing{}, nil }
+func (nothing) Prepare(string) (driver.Stmt, error) { return nil, errors.New("not used") }
+func (nothing) Close() error                        { return nil }
+func (nothing) Begin() (driver.Tx, error)           { return nothing{}, nil }
+func (nothing) Commit() error                       { return nil }
+func (nothing) Rollback() error                     { return nil }
+func (nothing) Columns() []string                   { return nil }
+func (nothing) Next([]driver.Value) error           { return io.EOF }
 func (nothing) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
 	return driver.RowsAffected(0), nil
 }
