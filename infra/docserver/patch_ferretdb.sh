@@ -123,6 +123,18 @@ for f in "$sjson"/*.go; do
     sed -i 's/json\.NewDecoder(r)/yiwangNewDecoder(r)/' "$f"
 done
 sed -i 's/^func checkConsumed(dec \*json\.Decoder,/func checkConsumed(dec *yiwangDecoder,/' "$sjson/sjson.go"
+# The whole text is validated once, where a stored document's decoding starts: values the split
+# passes over (a member the schema does not name) are then checked too, and so is the depth.
+top='func Unmarshal(data \[\]byte) (\*types\.Document, error) {'
+if [ "$(grep -c "^$top\$" "$sjson/sjson.go")" != 1 ]; then
+    echo "patch_ferretdb: expected func Unmarshal in $sjson/sjson.go" >&2
+    exit 1
+fi
+sed -i "/^$top\$/a\\
+	if !json.Valid(data) { // yiwang: once, for the whole document\\
+		var v any\\
+		return nil, lazyerrors.Error(json.Unmarshal(data, \&v))\\
+	}" "$sjson/sjson.go"
 cat >"$sjson/yiwang_decoder.go" <<'GO'
 package sjson
 
@@ -165,6 +177,10 @@ func (d *yiwangDecoder) Decode(v any) error {
 	var unread yiwangUnread
 	_, _ = d.r.WriteTo(&unread)
 	data := unread.data
+	if n := len(data); n > 0 && yiwangSpace(data, n-1) == n {
+		// json.Decoder stopped at the value's end, and checkConsumed refused what was left.
+		return errors.New("sjson: whitespace after the value")
+	}
 	switch v := v.(type) {
 	case *string:
 		if s, ok := yiwangPlainString(data); ok {
@@ -231,7 +247,7 @@ func yiwangDecodeSchema(data []byte, v *schema) error {
 		if err := dec.Decode(v); err != nil {
 			return err
 		}
-		if len(bytes.TrimSpace(data[dec.InputOffset():])) != 0 {
+		if dec.InputOffset() != int64(len(data)) {
 			return errors.New("sjson: data after the schema")
 		}
 	}
@@ -353,9 +369,15 @@ func yiwangMembers(data []byte, open, close byte, each func(key string, value []
 	return false
 }
 
+// A repeated key anywhere makes the split give up: json.Unmarshal and json.Decoder have their
+// own rules for repeats (a struct field decoded into what it already holds), kept by falling back.
+
 func yiwangObject(data []byte) (map[string]json.RawMessage, bool) {
 	members := make(map[string]json.RawMessage)
 	ok := yiwangMembers(data, '{', '}', func(key string, value []byte) bool {
+		if _, repeated := members[key]; repeated {
+			return false
+		}
 		members[key] = value
 		return true
 	})
@@ -375,12 +397,19 @@ func yiwangArray(data []byte) ([]json.RawMessage, bool) {
 // FerretDB writes for documents, arrays and scalars; false for anything else (a regex's options,
 // a binary's subtype, an unknown field), which then goes to json.Decoder.
 func yiwangSchema(data []byte) (*schema, bool) {
-	sch := new(schema)
+	sch, seen := new(schema), map[string]bool{}
 	ok := yiwangMembers(data, '{', '}', func(key string, value []byte) bool {
+		if seen[key] {
+			return false
+		}
+		seen[key] = true
 		switch key {
 		case "p":
 			sch.Properties = make(map[string]*elem)
 			return yiwangMembers(value, '{', '}', func(name string, raw []byte) bool {
+				if _, repeated := sch.Properties[name]; repeated {
+					return false
+				}
 				e, ok := yiwangElem(raw)
 				sch.Properties[name] = e
 				return ok
@@ -402,8 +431,12 @@ func yiwangSchema(data []byte) (*schema, bool) {
 }
 
 func yiwangElem(data []byte) (*elem, bool) {
-	e := new(elem)
+	e, seen := new(elem), map[string]bool{}
 	ok := yiwangMembers(data, '{', '}', func(key string, value []byte) bool {
+		if seen[key] {
+			return false
+		}
+		seen[key] = true
 		switch key {
 		case "t":
 			t, ok := yiwangPlainString(value)
