@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,14 +26,15 @@ class OwnSystem:
 def terminate_as_exit() -> Iterator[None]:
     """SIGTERM (`kill`, `timeout`) ends the run as Ctrl-C does, through the `finally` blocks that
     stop its system: Python's default for SIGTERM exits at once and left every process running."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers (and receives signals)
-        return
 
     def exit_now(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        previous = signal.signal(signal.SIGTERM, exit_now)
+    except ValueError:  # not the main thread: only it may set handlers (and receives signals)
+        yield
+        return
     try:
         yield
     finally:
