@@ -58,11 +58,17 @@ func indexIDs(ctx context.Context, dir string, interval time.Duration) {
 const unindexedTables = `SELECT table_name FROM _ferretdb_collections AS c WHERE NOT EXISTS
 	(SELECT 1 FROM sqlite_master AS m WHERE m.type = 'index' AND m.name = c.table_name || '_yiwang_id')`
 
+// openExisting opens a database without creating it (mode=rw): one dropped since it was listed is
+// not created again, empty, which made FerretDB refuse to start (no _ferretdb_collections in it).
+func openExisting(file string) (*sql.DB, error) {
+	return sql.Open("sqlite", "file:"+file+"?mode=rw&_pragma=busy_timeout(10000)")
+}
+
 func indexDatabase(ctx context.Context, file string) error {
 	if _, err := os.Stat(file); err != nil {
 		return nil // dropped meanwhile
 	}
-	db, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)")
+	db, err := openExisting(file)
 	if err != nil {
 		return err
 	}

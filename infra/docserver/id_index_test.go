@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,5 +108,21 @@ func TestACollectionDroppedAndCreatedAgainIsIndexedAgain(t *testing.T) {
 	}
 	if got := plan(t, db); !strings.Contains(got, "USING INDEX cases_1234abcd_yiwang_id") {
 		t.Fatalf("lookups in the table created again do not use our index, plan: %s", got)
+	}
+}
+
+func TestADatabaseDroppedMeanwhileIsNotCreatedAgain(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "dropped.sqlite")
+	// As if it had been listed: open and query what is not there any more.
+	db, err := openExisting(gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(unindexedTables); err == nil {
+		t.Fatal("a missing database answered")
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Fatalf("the dropped database was created again (%v)", err)
 	}
 }
