@@ -21,6 +21,10 @@ SRC_DIR="$YIWANG_REPO_ROOT/infra/docserver"
 PORT="$YIWANG_MONGO_PORT"
 PID_FILE="$YIWANG_STATE_DIR/docserver-$PORT.pid"
 LOG_FILE="$YIWANG_STATE_DIR/docserver-$PORT.log"
+# Clients on this machine may connect here instead of TCP (infra/system.py does): less CPU per
+# command. A Unix socket's path holds at most 107 bytes; a longer state directory goes without.
+SOCKET_FILE="$YIWANG_STATE_DIR/docserver-$PORT.sock"
+[ "${#SOCKET_FILE}" -le 100 ] || SOCKET_FILE=""
 BIN_PREFIX="$YIWANG_CACHE_DIR/yiwang-docserver"
 KEEP_BINARIES=5
 
@@ -194,7 +198,7 @@ cmd_start() {
     bin="$(bin_path)"
     mkdir -p "$YIWANG_STATE_DIR" "$YIWANG_DOCSERVER_DATA"
     # setsid: own session, so it survives the calling shell/CI step; nohup: ignore SIGHUP.
-    nohup setsid "$bin" --listen "127.0.0.1:$PORT" --data-dir "$YIWANG_DOCSERVER_DATA" \
+    nohup setsid "$bin" --listen "127.0.0.1:$PORT" --listen-unix "$SOCKET_FILE" --data-dir "$YIWANG_DOCSERVER_DATA" \
         >"$LOG_FILE" 2>&1 </dev/null 9>&- &
     pid=$!
     echo "$pid" >"$PID_FILE"

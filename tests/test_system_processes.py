@@ -194,3 +194,45 @@ def test_stop_ends_the_recorded_processes_and_waits_for_them(tmp_path, monkeypat
     monkeypatch.setattr(system, "_ours", lambda pid: child.poll() is None and ours(pid))  # reaped as it ends
     assert system.stop_background() == 0
     assert child.wait(timeout=5) == -15 and not pid_file.exists()
+
+
+# --- the local document server's Unix socket --------------------------------------------------
+
+
+def _listening_unix_socket(path: Path) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    return server
+
+
+def test_services_use_the_local_document_servers_socket(tmp_path: Path) -> None:
+    with _listening_unix_socket(tmp_path / "docserver-27999.sock"):
+        env = {"YIWANG_STATE_DIR": str(tmp_path), "YIWANG_MONGO_PORT": "27999"}
+        system._local_store_socket(env)
+    assert env["YIWANG_MONGO_SOCKET"] == str(tmp_path / "docserver-27999.sock")
+
+
+def test_a_socket_nobody_listens_on_is_passed_over(tmp_path: Path) -> None:
+    # A server killed outright leaves its socket file; connecting to it is refused.
+    _listening_unix_socket(tmp_path / "docserver-27999.sock").close()
+    assert (tmp_path / "docserver-27999.sock").is_socket()
+    env = {"YIWANG_STATE_DIR": str(tmp_path), "YIWANG_MONGO_PORT": "27999"}
+    system._local_store_socket(env)
+    assert "YIWANG_MONGO_SOCKET" not in env
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"YIWANG_MONGO_SOCKET": ""},  # TCP, asked for
+        {"YIWANG_MONGO_SOCKET": "/elsewhere.sock"},
+        {"YIWANG_MONGO_HOST": "mongo"},  # another machine
+        {"YIWANG_MONGO_PORT": "28000"},  # another server (a proxy in front of this one, say)
+    ],
+)
+def test_the_socket_is_not_used_when_the_settings_say_otherwise(tmp_path: Path, setting: dict[str, str]) -> None:
+    with _listening_unix_socket(tmp_path / "docserver-27999.sock"):
+        env = {"YIWANG_STATE_DIR": str(tmp_path), "YIWANG_MONGO_PORT": "27999", **setting}
+        system._local_store_socket(env)
+    assert env.get("YIWANG_MONGO_SOCKET") == setting.get("YIWANG_MONGO_SOCKET")

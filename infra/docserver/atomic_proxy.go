@@ -163,8 +163,12 @@ func proxyConnection(client net.Conn, backendNetwork, backendAddr string, locks 
 	<-replies
 }
 
-func serveAtomicProxy(listener net.Listener, backendNetwork, backendAddr string) {
-	locks := &collectionLocks{byKey: map[string]*sync.Mutex{}}
+func newCollectionLocks() *collectionLocks {
+	return &collectionLocks{byKey: map[string]*sync.Mutex{}}
+}
+
+// serveAtomicProxy accepts clients on listener; every listener of one server shares locks.
+func serveAtomicProxy(listener net.Listener, backendNetwork, backendAddr string, locks *collectionLocks) {
 	for {
 		conn, err := listener.Accept()
 		if err != nil {

@@ -1,7 +1,8 @@
 // Command yiwang-docserver runs FerretDB v1 (SQLite backend) embedded, so that
 // machines without MongoDB or Docker still get a real MongoDB-wire server.
 // Embedding sidesteps the version file that a plain `go install` of FerretDB lacks.
-// FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go,
+// FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go (on TCP, and
+// on a Unix socket of their own with --listen-unix: listeners.go),
 // which restores MongoDB's single-document update atomicity; id_index.go makes _id lookups use
 // an index. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default);
 // gc.go tunes Go's garbage collector for FerretDB's allocation rate.
@@ -13,7 +14,6 @@ import (
 	"context"
 	"flag"
 	"log"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,6 +26,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("data-dir", "./data", "directory for the SQLite databases")
+	listenUnix := flag.String("listen-unix", "", "also accept clients on this Unix socket path (default: none)")
 	pprofAddr := flag.String("pprof", "", "loopback host:port for net/http/pprof (default: $YIWANG_DOCSERVER_PPROF, else off)")
 	flag.Parse()
 	tuneRuntime(servePprof(*pprofAddr, os.Getenv("YIWANG_DOCSERVER_PPROF")))
@@ -52,18 +53,24 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	listener, err := net.Listen("tcp", *listen)
+	listeners, err := listenClients(ctx, *listen, *listenUnix)
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() {
-		<-ctx.Done()
-		listener.Close()
-	}()
-	go serveAtomicProxy(listener, "unix", socket)
+	locks := newCollectionLocks() // one set for every listener: a client's way in changes nothing
+	for _, listener := range listeners {
+		go serveAtomicProxy(listener, "unix", socket, locks)
+	}
 	go indexIDs(ctx, dir, time.Second)
 
-	log.Printf("yiwang-docserver: listening on %s (FerretDB via %s), data in %s", *listen, socket, dir)
+	log.Printf("yiwang-docserver: listening on %s%s (FerretDB via %s), data in %s", *listen, unixNote(*listenUnix), socket, dir)
 	f.Run(ctx)
 	log.Printf("yiwang-docserver: stopped")
+}
+
+func unixNote(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " and " + path
 }

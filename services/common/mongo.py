@@ -7,6 +7,7 @@ provider hands a worker an instance of the service's store bound to its database
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from services.common.metrics import StoreCommandListener
 from services.common.outbox import OutboxCollection
 
 MONGO_URI_KEY = "MONGO_URI"
+MONGO_SOCKET_KEY = "MONGO_SOCKET"
 DB_PREFIX_KEY = "MONGO_DB_PREFIX"
 
 _clients: dict[str, pymongo.MongoClient] = {}
@@ -42,6 +44,15 @@ def client_for(uri: str) -> pymongo.MongoClient:
         )
         _clients[uri] = client
     return client
+
+
+def store_uri(settings: Any) -> str:
+    """Where the store is: MONGO_SOCKET, the Unix socket of a document server on this machine, when
+    one is set (a command costs both ends less CPU than over loopback TCP), else MONGO_URI."""
+    socket_path = settings.get(MONGO_SOCKET_KEY)
+    if socket_path:
+        return f"mongodb://{urllib.parse.quote(str(socket_path), safe='')}/"
+    return settings[MONGO_URI_KEY]
 
 
 def database_name(service_name: str) -> str:
@@ -84,7 +95,7 @@ class Storage(DependencyProvider):
         # Not in setup(): tracing (another provider's setup) must hook pymongo before a client exists.
         with self._lock:
             if self.store is None:
-                client = client_for(config[MONGO_URI_KEY])
+                client = client_for(store_uri(config))
                 store = self.store_cls(client[database_name(self.database or self.container.service_name)])
                 store.ensure_indexes()
                 self.store = store

@@ -1,13 +1,25 @@
 """Single-document updates must be atomic, as in MongoDB: Yiwang's counters, idempotency guards and
 outbox bookkeeping rely on it. FerretDB v1 alone loses concurrent updates; our docserver's proxy
-(infra/docserver/atomic_proxy.go) serializes them per collection. These fail without it."""
+(infra/docserver/atomic_proxy.go) serializes them per collection. These fail without it, and the
+last fails if its Unix socket (infra/docserver/listeners.go, which local services use) bypassed the
+proxy or locked apart from TCP."""
 
 from __future__ import annotations
 
+import os
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
 import eventlet
+import pymongo
+import pytest
 from pymongo import ReturnDocument
 
+from tests.support import MONGO_PORT
+
 WRITERS = 40
+STATE_DIR = Path(os.environ.get("YIWANG_STATE_DIR") or Path.home() / ".local/state/yiwang")
 
 
 def test_concurrent_inc_loses_nothing(mongo_client, db_prefix):
@@ -43,3 +55,24 @@ def test_updates_of_different_fields_do_not_overwrite_each_other(mongo_client, d
         pool.spawn(collection.update_one, {"_id": "d"}, {"$set": {f"f{n}": n}})
     pool.waitall()
     assert len(collection.find_one({"_id": "d"})) == WRITERS + 1
+
+
+@pytest.fixture
+def unix_client() -> Iterator[pymongo.MongoClient]:
+    path = STATE_DIR / f"docserver-{MONGO_PORT}.sock"
+    assert path.is_socket(), f"infra/docserver.sh start opens {path}: is the server older than the script?"
+    client = pymongo.MongoClient(f"mongodb://{urllib.parse.quote(str(path), safe='')}/", serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+def test_clients_over_tcp_and_the_unix_socket_share_the_locks(mongo_client, unix_client, db_prefix):
+    name = f"{db_prefix}_atomic"
+    mongo_client[name]["counters"].insert_one({"_id": "c", "value": 0, "log": []})
+    pool = eventlet.GreenPool(WRITERS)
+    for n in range(WRITERS):
+        client = (mongo_client, unix_client)[n % 2]
+        pool.spawn(client[name]["counters"].update_one, {"_id": "c"}, {"$inc": {"value": 1}, "$push": {"log": n}})
+    pool.waitall()
+    doc = unix_client[name]["counters"].find_one({"_id": "c"})
+    assert doc["value"] == WRITERS and sorted(doc["log"]) == list(range(WRITERS))
