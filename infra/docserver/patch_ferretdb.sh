@@ -460,3 +460,57 @@ func yiwangElem(data []byte) (*elem, bool) {
 	return e, ok
 }
 GO
+
+# Sixth change: a write of one statement (an insert of one batch, an update of one document: nearly
+# every write we make) runs on its own instead of inside BEGIN … COMMIT. SQLite makes a single
+# statement atomic by itself; inside a transaction that may abort (every table has a unique _id
+# index) it also keeps a statement journal, a copy of each page before the statement changes it,
+# in memory that the pure-Go SQLite maps and unmaps from the kernel: 4% of the server's CPU
+# (pprof), and BEGIN and COMMIT are each a statement to prepare and run. Writes of several
+# statements keep their transaction.
+coll="$1/internal/backends/sqlite/collection.go"
+tx_line='	err := db.InTransaction(ctx, func(tx *fsql.Tx) error {'
+if [ "$(grep -cxF "$tx_line" "$coll" || true)" != 2 ]; then
+    echo "patch_ferretdb: expected 2 transactions (InsertAll, UpdateAll) in $coll" >&2
+    exit 1
+fi
+awk -v line="$tx_line" '
+    $0 == line && ++n == 1 { print "\terr := yiwangWrite(ctx, db, yiwangBatches(len(params.Docs), c.r.BatchSize), func(tx yiwangExecer) error {"; next }
+    $0 == line && n == 2 { print "\terr := yiwangWrite(ctx, db, len(params.Docs), func(tx yiwangExecer) error {"; next }
+    { print }' "$coll" >"$coll.yiwang" && mv "$coll.yiwang" "$coll"
+grep -q 'fsql\.' "$coll" || sed -i '\#^[[:space:]]*"github.com/FerretDB/FerretDB/internal/util/fsql"$#d' "$coll"
+cat >"$1/internal/backends/sqlite/yiwang_write.go" <<'GO'
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/FerretDB/FerretDB/internal/util/fsql"
+)
+
+// yiwangExecer is what InsertAll and UpdateAll write with: the database or a transaction.
+type yiwangExecer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// yiwangWrite runs f, which executes the given number of statements, inside a transaction unless
+// it is one statement: SQLite makes that atomic by itself, without a statement journal.
+func yiwangWrite(ctx context.Context, db *fsql.DB, statements int, f func(yiwangExecer) error) error {
+	if statements == 1 {
+		return f(db)
+	}
+
+	return db.InTransaction(ctx, func(tx *fsql.Tx) error { return f(tx) })
+}
+
+// yiwangBatches is how many INSERT statements InsertAll makes of n documents (a batch size below
+// 1 counts as several, so that InsertAll's own check of it runs inside its transaction as before).
+func yiwangBatches(n, batchSize int) int {
+	if batchSize < 1 {
+		return 2
+	}
+
+	return (n + batchSize - 1) / batchSize
+}
+GO
