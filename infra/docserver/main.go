@@ -3,11 +3,12 @@
 // Embedding sidesteps the version file that a plain `go install` of FerretDB lacks.
 // FerretDB listens on a private Unix socket; clients reach it through atomic_proxy.go (on TCP, and
 // on a Unix socket of their own with --listen-unix: listeners.go),
-// which restores MongoDB's single-document update atomicity; id_index.go makes _id lookups use
-// an index. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default);
+// which restores MongoDB's single-document update atomicity; legacy_id_index.go drops an _id
+// index earlier versions added. pprof.go serves Go's profiles when asked (--pprof or YIWANG_DOCSERVER_PPROF; off by default);
 // gc.go tunes Go's garbage collector for FerretDB's allocation rate.
-// FerretDB itself is built patched (patch_ferretdb.sh, applied by infra/docserver.sh build): a
-// filter with conditions beside a string _id is narrowed to that _id, not a scan of the collection.
+// FerretDB itself is built patched (patch_ferretdb.sh, applied by infra/docserver.sh build): among
+// others, lookups by _id use its _id index, and a filter with conditions beside a string _id is
+// narrowed to that _id, not a scan of the collection.
 package main
 
 import (
@@ -18,7 +19,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -38,6 +38,8 @@ func main() {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		log.Fatal(err)
 	}
+
+	dropLegacyIDIndexes(context.Background(), dir) // before FerretDB opens the databases
 
 	socket := filepath.Join(dir, "ferretdb.sock")
 	_ = os.Remove(socket) // stale from an unclean stop
@@ -61,7 +63,6 @@ func main() {
 	for _, listener := range listeners {
 		go serveAtomicProxy(listener, "unix", socket, locks)
 	}
-	go indexIDs(ctx, dir, time.Second)
 
 	log.Printf("yiwang-docserver: listening on %s%s (FerretDB via %s), data in %s", *listen, unixNote(*listenUnix), socket, dir)
 	f.Run(ctx)

@@ -514,3 +514,21 @@ func yiwangBatches(n, batchSize int) int {
 	return (n + batchSize - 1) / batchSize
 }
 GO
+
+# Seventh change: lookups by _id use FerretDB's own unique _id index. FerretDB creates that index on
+# _ferretdb_sjson->"_id" but looks documents up with _ferretdb_sjson->'$._id'; SQLite matches an
+# expression index by the expression's form, not its meaning, so every lookup scanned the table
+# until our wrapper added a second index of the second form. Both forms read the same value; with
+# the index's form in the queries the second index is not needed, and every write kept both up to
+# date (each one parsing the whole document again). The wrapper now drops its old one.
+meta="$1/internal/backends/sqlite/metadata/metadata.go"
+id_before="	IDColumn = DefaultColumn + \"->'\$._id'\""
+if [ "$(grep -cxF "$id_before" "$meta" || true)" != 1 ]; then
+    echo "patch_ferretdb: expected IDColumn in $meta" >&2
+    exit 1
+fi
+sed -i "s/^\tIDColumn = DefaultColumn + \"->'\\\$\._id'\"\$/\tIDColumn = DefaultColumn + \"->'_id'\" \/\/ yiwang: the form of the _id index/" "$meta"
+if [ "$(grep -c "IDColumn = DefaultColumn + \"->'_id'\"" "$meta" || true)" != 1 ]; then
+    echo "patch_ferretdb: IDColumn in $meta was not changed" >&2
+    exit 1
+fi
