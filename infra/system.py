@@ -28,8 +28,11 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.common.generated_secrets import state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("YIWANG_RUN_DIR", ROOT / ".run"))
@@ -174,14 +177,18 @@ def free_port() -> int:
     raise OSError(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
+def docserver_socket(env: Mapping[str, str]) -> Path:
+    """The Unix socket infra/docserver.sh opens beside its pid file for the server on the port."""
+    return state_dir(env) / f"docserver-{env.get('YIWANG_MONGO_PORT', '27017')}.sock"
+
+
 def _local_store_socket(env: dict[str, str]) -> None:
-    """Services reach a document server on this machine through the Unix socket infra/docserver.sh
-    opens beside its pid file, unless YIWANG_MONGO_SOCKET is set (empty: TCP). A command costs the
-    server and the service less CPU than over loopback TCP (make bench-cpu: about 5% a case)."""
+    """Services reach a document server on this machine through its Unix socket (docserver_socket),
+    unless YIWANG_MONGO_SOCKET is set (empty: TCP). A command costs the server and the service
+    less CPU than over loopback TCP (make bench-cpu: about 5% a case)."""
     if "YIWANG_MONGO_SOCKET" in env or env.get("YIWANG_MONGO_HOST", "127.0.0.1") not in ("127.0.0.1", "localhost"):
         return
-    state_dir = Path(env.get("YIWANG_STATE_DIR") or Path.home() / ".local" / "state" / "yiwang")
-    path = state_dir / f"docserver-{env.get('YIWANG_MONGO_PORT', '27017')}.sock"
+    path = docserver_socket(env)
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
         probe.settimeout(1)
         probe.connect(str(path))  # a file left by a server killed outright refuses: TCP then

@@ -15,9 +15,11 @@ import (
 	"context"
 	"flag"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -64,14 +66,15 @@ func main() {
 		go serveAtomicProxy(listener, "unix", socket, locks)
 	}
 
-	log.Printf("yiwang-docserver: listening on %s%s (FerretDB via %s), data in %s", *listen, unixNote(*listenUnix), socket, dir)
+	log.Printf("yiwang-docserver: listening on %s (FerretDB via %s), data in %s", addresses(listeners), socket, dir)
 	f.Run(ctx)
 	log.Printf("yiwang-docserver: stopped")
 }
 
-func unixNote(path string) string {
-	if path == "" {
-		return ""
+func addresses(listeners []net.Listener) string {
+	names := make([]string, len(listeners))
+	for i, l := range listeners {
+		names[i] = l.Addr().String()
 	}
-	return " and " + path
+	return strings.Join(names, " and ")
 }

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("YIWANG_STATE_DIR") or Path.home() / ".local" / "state" / "yiwang")
+def state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """YIWANG_STATE_DIR (empty counts as unset, as in infra/env.sh), else ~/.local/state/yiwang."""
+    return Path(environ.get("YIWANG_STATE_DIR") or Path.home() / ".local" / "state" / "yiwang")
 
 
 def given_or_generated(given: str | None, file_name: str, generate: Callable[[], str]) -> str:

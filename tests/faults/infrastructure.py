@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 
 from infra.system import ROOT
+from services.common.generated_secrets import state_dir
 from tests.support import create_vhost, delete_vhost, eventually, free_port
 
 SCRIPT_TIMEOUT = 240  # a cold start may build the document server first
@@ -84,8 +85,7 @@ class DocumentServer:
 
     def crash(self) -> None:
         """SIGKILL, as a machine's OOM killer would: no chance to close anything cleanly."""
-        state = Path(os.environ.get("YIWANG_STATE_DIR", Path.home() / ".local/state/yiwang"))
-        pid = int((state / f"docserver-{self.port}.pid").read_text())
+        pid = int((state_dir() / f"docserver-{self.port}.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the document server gone")
 

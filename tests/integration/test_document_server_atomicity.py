@@ -7,19 +7,17 @@ proxy or locked apart from TCP."""
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 
 import eventlet
 import pymongo
 import pytest
 from pymongo import ReturnDocument
 
-from tests.support import MONGO_PORT
+from infra.system import docserver_socket
+from services.common.mongo import store_uri
 
 WRITERS = 40
-STATE_DIR = Path(os.environ.get("YIWANG_STATE_DIR") or Path.home() / ".local/state/yiwang")
 
 
 def test_concurrent_inc_loses_nothing(mongo_client, db_prefix):
@@ -59,9 +57,9 @@ def test_updates_of_different_fields_do_not_overwrite_each_other(mongo_client, d
 
 @pytest.fixture
 def unix_client() -> Iterator[pymongo.MongoClient]:
-    path = STATE_DIR / f"docserver-{MONGO_PORT}.sock"
+    path = docserver_socket(os.environ)
     assert path.is_socket(), f"infra/docserver.sh start opens {path}: is the server older than the script?"
-    client = pymongo.MongoClient(f"mongodb://{urllib.parse.quote(str(path), safe='')}/", serverSelectionTimeoutMS=5000)
+    client = pymongo.MongoClient(store_uri({"MONGO_SOCKET": path}), serverSelectionTimeoutMS=5000)
     yield client
     client.close()
 
