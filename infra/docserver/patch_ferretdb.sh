@@ -532,3 +532,180 @@ if [ "$(grep -c "IDColumn = DefaultColumn + \"->'_id'\"" "$meta" || true)" != 1 
     echo "patch_ferretdb: IDColumn in $meta was not changed" >&2
     exit 1
 fi
+
+# Eighth change: a database's statements stay prepared. FerretDB ran every statement by its text,
+# and the SQLite driver parsed and planned it anew each time and threw it away after: 10.5% of the
+# server's CPU (pprof). fsql now keeps a prepared statement per text of a query or a write (the
+# driver, from modernc.org/sqlite v1.41, keeps SQLite's handle per connection and resets it after
+# each use instead of finalizing it); a transaction uses the ones kept. DDL, PRAGMAs and anything
+# of several statements run as before, and so does everything past a bound per database.
+fsql="$1/internal/util/fsql"
+for pattern in \
+    '^	sqlDB     \*sql\.DB$' '^		sqlDB:            db,$' '^	return db\.sqlDB\.Close()$' \
+    'db\.sqlDB\.QueryContext(ctx, query, args\.\.\.)' 'db\.sqlDB\.QueryRowContext(ctx, query, args\.\.\.)' \
+    'db\.sqlDB\.ExecContext(ctx, query, args\.\.\.)' '^	tx := wrapTx(sqlTx, db\.l)$'; do
+    if [ "$(grep -c "$pattern" "$fsql/db.go" || true)" != 1 ]; then
+        echo "patch_ferretdb: expected one line matching $pattern in $fsql/db.go" >&2
+        exit 1
+    fi
+done
+for pattern in '^	sqlTx \*sql\.Tx$' 'tx\.sqlTx\.QueryContext(ctx, query, args\.\.\.)' \
+    'tx\.sqlTx\.QueryRowContext(ctx, query, args\.\.\.)' 'tx\.sqlTx\.ExecContext(ctx, query, args\.\.\.)'; do
+    if [ "$(grep -c "$pattern" "$fsql/tx.go" || true)" != 1 ]; then
+        echo "patch_ferretdb: expected one line matching $pattern in $fsql/tx.go" >&2
+        exit 1
+    fi
+done
+sed -i -e '/^	sqlDB     \*sql\.DB$/a\
+	stmts     *yiwangStmts // yiwang: statements kept prepared' \
+    -e '/^		sqlDB:            db,$/a\
+		stmts:            newYiwangStmts(db),' \
+    -e 's/^	return db\.sqlDB\.Close()$/	db.stmts.close()\n	return db.sqlDB.Close()/' \
+    -e 's/db\.sqlDB\.\(Query\|QueryRow\|Exec\)Context(ctx, query, args\.\.\.)/db.stmts.\1(ctx, query, args...)/' \
+    -e 's/^	tx := wrapTx(sqlTx, db\.l)$/	tx := wrapTx(sqlTx, db.l)\n	tx.stmts = db.stmts/' "$fsql/db.go"
+sed -i -e '/^	sqlTx \*sql\.Tx$/a\
+	stmts *yiwangStmts // yiwang: the database'"'"'s prepared statements' \
+    -e 's/tx\.sqlTx\.\(Query\|QueryRow\|Exec\)Context(ctx, query, args\.\.\.)/tx.stmts.tx\1(ctx, tx.sqlTx, query, args...)/' "$fsql/tx.go"
+cat >"$fsql/yiwang_stmts.go" <<'GO'
+package fsql
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"sync"
+)
+
+// yiwangMaxStmts bounds the statements one database keeps. FerretDB's statements name their table
+// (and a list of n values is a text of its own), so a database's texts grow with its collections;
+// past the bound, new texts run unprepared, as all did before.
+const yiwangMaxStmts = 512
+
+// yiwangStmts keeps one database's statements prepared, by text. Each is prepared on a connection
+// the first time it runs there (database/sql), and SQLite's handle is reset after each run and kept
+// (the driver); a handle is finalized when its connection or the database closes. Nothing is
+// evicted: a statement another goroutine is about to run must not be closed under it.
+type yiwangStmts struct {
+	db    *sql.DB
+	mu    sync.RWMutex
+	stmts map[string]*sql.Stmt
+}
+
+func newYiwangStmts(db *sql.DB) *yiwangStmts {
+	return &yiwangStmts{db: db, stmts: map[string]*sql.Stmt{}}
+}
+
+// yiwangKept tells whether a statement is kept: one query or write. Schema changes and PRAGMAs are
+// run once or rarely, and a text of several statements would be run by the driver statement by
+// statement anyway.
+func yiwangKept(query string) bool {
+	if strings.Contains(query, ";") {
+		return false
+	}
+	verb, _, _ := strings.Cut(strings.TrimSpace(query), " ")
+	switch strings.ToUpper(verb) {
+	case "SELECT", "INSERT", "UPDATE", "DELETE":
+		return true
+	}
+	return false
+}
+
+// kept returns the statement kept for the text, or nil.
+func (s *yiwangStmts) kept(query string) *sql.Stmt {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.stmts[query]
+}
+
+// stmt returns the text's statement, prepared now if need be (outside the lock: preparing waits
+// for a connection), or nil when it is not kept, the bound is reached, or preparing failed (run
+// unprepared, the statement then reports its error as before).
+func (s *yiwangStmts) stmt(ctx context.Context, query string) *sql.Stmt {
+	if s == nil || !yiwangKept(query) {
+		return nil
+	}
+	if stmt := s.kept(query); stmt != nil {
+		return stmt
+	}
+	stmt, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if kept := s.stmts[query]; kept != nil || len(s.stmts) >= yiwangMaxStmts {
+		_ = stmt.Close() // another goroutine kept it first, or there is no room
+		return kept
+	}
+	s.stmts[query] = stmt
+	return stmt
+}
+
+// txStmt returns the text's kept statement for the transaction, or nil. It prepares nothing for
+// the database: that would wait for a second connection while the transaction holds one (a
+// database of one connection would wait forever).
+func (s *yiwangStmts) txStmt(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	if s == nil {
+		return nil
+	}
+	if stmt := s.kept(query); stmt != nil {
+		return tx.StmtContext(ctx, stmt) // on the transaction's connection; closed when it ends
+	}
+	return nil
+}
+
+func (s *yiwangStmts) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if stmt := s.stmt(ctx, query); stmt != nil {
+		return stmt.QueryContext(ctx, args...)
+	}
+	return s.db.QueryContext(ctx, query, args...)
+}
+
+func (s *yiwangStmts) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if stmt := s.stmt(ctx, query); stmt != nil {
+		return stmt.QueryRowContext(ctx, args...)
+	}
+	return s.db.QueryRowContext(ctx, query, args...)
+}
+
+func (s *yiwangStmts) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if stmt := s.stmt(ctx, query); stmt != nil {
+		return stmt.ExecContext(ctx, args...)
+	}
+	return s.db.ExecContext(ctx, query, args...)
+}
+
+func (s *yiwangStmts) txQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	if stmt := s.txStmt(ctx, tx, query); stmt != nil {
+		return stmt.QueryContext(ctx, args...)
+	}
+	return tx.QueryContext(ctx, query, args...)
+}
+
+func (s *yiwangStmts) txQueryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
+	if stmt := s.txStmt(ctx, tx, query); stmt != nil {
+		return stmt.QueryRowContext(ctx, args...)
+	}
+	return tx.QueryRowContext(ctx, query, args...)
+}
+
+func (s *yiwangStmts) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if stmt := s.txStmt(ctx, tx, query); stmt != nil {
+		return stmt.ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, query, args...)
+}
+
+// close closes every kept statement (database/sql finalizes each once no query uses it).
+func (s *yiwangStmts) close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for query, stmt := range s.stmts {
+		_ = stmt.Close()
+		delete(s.stmts, query)
+	}
+}
+GO
