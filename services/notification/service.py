@@ -250,24 +250,35 @@ class NotificationService:
             by_recipient.setdefault(entry.get("recipient") or entry["_id"], []).append(entry)
         contexts = [contextvars.copy_context() for _ in by_recipient]
         pool = GreenPool(self.outbound.concurrency)
-        return sum(
+        finished: list[str] = []  # receipts read: their entries go in one delete after the run
+        attempted = sum(
             pool.imap(
-                lambda context, entries: context.run(self._deliver, entries, now), contexts, by_recipient.values()
+                lambda context, entries: context.run(self._deliver, entries, now, finished),
+                contexts,
+                by_recipient.values(),
             )
         )
+        self._finish_receipts(finished)
+        return attempted
 
-    def _deliver(self, entries: list[dict[str, Any]], now: datetime) -> int:
+    def _finish_receipts(self, entry_ids: list[str]) -> None:
+        """Delete the entries of receipts read, in one command (one per SMS before). Until then an
+        entry stays due: another process may ask for its receipt again, which is harmless."""
+        if entry_ids:
+            self.store.finish_all(entry_ids)
+
+    def _deliver(self, entries: list[dict[str, Any]], now: datetime, finished: list[str]) -> int:
         """One recipient's due deliveries, in order; how many were attempted. A failure is logged
         and leaves a send claimed: it is tried again when its lease ends."""
         attempted = 0
         for entry in entries:
             try:
-                attempted += self._attempt(entry, now)
+                attempted += self._attempt(entry, now, finished)
             except Exception:
                 log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
         return attempted
 
-    def _attempt(self, entry: dict[str, Any], now: datetime) -> bool:
+    def _attempt(self, entry: dict[str, Any], now: datetime, finished: list[str]) -> bool:
         """Send, or ask for a receipt; False when another process has the entry."""
         channel, notification_id = entry["channel"], entry["notification_id"]
         sent: dict[str, Any] | None = entry.get("sent")
@@ -297,7 +308,7 @@ class NotificationService:
             if step is None:
                 return True
             annotate(delivery_status=step.changes.get("status"))
-            self._record(entry, state, about, step)  # in the case's trace: its log lines lead there
+            self._record(entry, state, about, step, finished)  # in the case's trace: its log lines lead there
         return True
 
     def _orphan(self, entry: dict[str, Any], now: datetime) -> None:
@@ -308,15 +319,21 @@ class NotificationService:
         else:
             self.store.reschedule(entry["_id"], now + timedelta(seconds=5))
 
-    def _record(self, entry: dict[str, Any], state: dict[str, Any], about: dict[str, Any], step: Step) -> None:
+    def _record(
+        self, entry: dict[str, Any], state: dict[str, Any], about: dict[str, Any], step: Step, finished: list[str]
+    ) -> None:
         """Store a step's outcome. A delivery that goes on is rescheduled first, keeping in its entry
         what comes next: a crash before the notification's own write then costs that write only
         (the next step makes up for it). A finished one is recorded first and its entry deleted after:
-        a crash in between leaves the entry claimed, and its next attempt reads the notification."""
+        a crash in between leaves the entry claimed, and its next attempt reads the notification.
+        A receipt's entry (never claimed) is added to `finished`, deleted with the run's others."""
         channel, status = entry["channel"], step.changes.get("status")
         if step.next_at is None:
             written = self.store.update_channel(entry["notification_id"], channel, step.changes)
-            self.store.finish(entry["_id"])
+            if "sent" in entry:
+                finished.append(entry["_id"])
+            else:
+                self.store.finish(entry["_id"])
         else:
             now_state = {**state, **step.changes}
             keep_sent = now_state["status"] == "sent" and "sent" not in entry
@@ -392,7 +409,7 @@ class NotificationService:
         annotate(case_no=case_no, event_id=envelope.event_id)
         now = datetime.now(UTC)
         for recipient in recipients:
-            channels = deliveries.channels_for(audience, self.store.channels_chosen(recipient))
+            channels = deliveries.channels_for(audience, self.store.channels_to_notify(recipient))
             doc = messages.notification(envelope, recipient, case_no, context, channels, now)
             self.store.create(doc, [c for c in channels if c != "inbox"], now)
 

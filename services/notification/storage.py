@@ -3,17 +3,22 @@ people's channel preferences and per-channel rate counters."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
+from services.common.lru import Lru
 from services.common.mongo import run_once
 from services.common.monthly_lists import MonthlyLists
 from services.notification import deliveries
+
+log = logging.getLogger(__name__)
 
 # A queue entry without its notification this old is an orphan (the insert never happened).
 ORPHAN_AFTER = timedelta(minutes=5)
@@ -23,6 +28,11 @@ RATE_COUNTERS_KEPT = 120
 # sends instead of one per send. What a process leaves unused at the second's end is lost to others,
 # so near the limit a channel may send up to (block - 1) per process fewer than it allows.
 RATE_BLOCK = 4
+# A person's chosen channels are read for every notification they get, and a 秒批 case's two come
+# within a second: kept per process this long for notifying. A choice made through this process
+# drops what it kept at once; one made through another process is followed within this time.
+CHOICES_KEPT = 5.0  # seconds
+CHOICES_KEPT_PEOPLE = 10_000
 # A write of a status (the key) applies only to a channel in one of these: statuses move forward only.
 STATUSES_BEFORE = {
     "pending": ("pending",),
@@ -48,6 +58,9 @@ class NotificationStore:
         self._swept_minute: int | None = None
         self._tokens: dict[str, tuple[int, int]] = {}  # channel -> (second, sends counted but not made)
         self._rate_lock = threading.Lock()  # a green lock under nameko (eventlet patches threading)
+        self._choices: Lru[str, tuple[list[str] | None, float]] = Lru(CHOICES_KEPT_PEOPLE)  # -> (chosen, read at)
+        self._choices_changed: Lru[str, float] = Lru(CHOICES_KEPT_PEOPLE)  # -> when this process changed them
+        self._clock = time.monotonic
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
@@ -136,6 +149,15 @@ class NotificationStore:
     def finish(self, entry_id: str) -> None:
         self.queue.delete_one({"_id": entry_id})
 
+    def finish_all(self, entry_ids: list[str]) -> None:
+        """Delete finished entries in one command. A failure is logged, not raised: the entries stay
+        due, and their next run finds the work recorded (what is batched here must be harmless to
+        repeat)."""
+        try:
+            self.queue.delete_many({"_id": {"$in": entry_ids}})
+        except PyMongoError:
+            log.warning("could not delete finished delivery entries", extra={"count": len(entry_ids)})
+
     def get(self, notification_id: str) -> dict[str, Any] | None:
         return self.notifications.find_one({"_id": notification_id})
 
@@ -218,8 +240,25 @@ class NotificationStore:
         doc = self.preferences.find_one({"_id": user_id})
         return None if doc is None else list(doc["channels"])
 
+    def channels_to_notify(self, user_id: str) -> list[str] | None:
+        """The person's choice for a notification: as `channels_chosen`, or kept from a read at most
+        CHOICES_KEPT seconds ago. A read that was on its way while this process wrote a new choice
+        is used once but not kept."""
+        asked_at = self._clock()
+        kept = self._choices.get(user_id)
+        if kept is not None and asked_at - kept[1] < CHOICES_KEPT:
+            return kept[0]
+        chosen = self.channels_chosen(user_id)
+        changed_at = self._choices_changed.get(user_id)
+        if changed_at is None or changed_at < asked_at:
+            self._choices.put(user_id, (chosen, asked_at))
+        return chosen
+
     def choose_channels(self, user_id: str, channels: list[str], now: datetime) -> None:
         self.preferences.replace_one({"_id": user_id}, {"channels": channels, "updated_at": now}, upsert=True)
+        # After the write: a read that started before it finished is not kept.
+        self._choices_changed.put(user_id, self._clock())
+        self._choices.discard(user_id)
 
     def count(self) -> int:
         return self.notifications.estimated_document_count()

@@ -39,6 +39,7 @@ def store():
     store = MagicMock()
     store.create.return_value = True
     store.channels_chosen.return_value = None
+    store.channels_to_notify.return_value = None
     store.claim.return_value = {}  # the entry as it was: an older one, without what its send needs
     store.take_rate_token.return_value = True
     return store
@@ -156,7 +157,27 @@ def test_a_sent_sms_asks_the_provider_for_its_receipt(service, store, outbound, 
     outbound.sms.send.assert_not_called()
     assert store.update_channel.call_args.args[:2] == ("n1", "sms")
     assert store.update_channel.call_args.args[2]["status"] == "delivered"
-    store.finish.assert_called_once_with("n1:sms")
+    if kept:  # never claimed: its entry goes with the run's other receipts, after them
+        store.finish.assert_not_called()
+        store.finish_all.assert_called_once_with(["n1:sms"])
+    else:  # claimed: its entry goes at once
+        store.finish.assert_called_once_with("n1:sms")
+        store.finish_all.assert_not_called()
+
+
+def test_the_receipts_of_one_run_are_finished_in_one_delete_after_they_are_recorded(service, store, outbound):
+    def receipt(entry_id: str, reference: str) -> dict:
+        sent = {**SENT, "reference": reference}
+        return {**entry(), "_id": entry_id, "notification_id": entry_id.split(":")[0], "sent": sent}
+
+    store.due.return_value = [receipt("n1:sms", "m-1"), receipt("n2:sms", "m-2"), receipt("n3:sms", "m-3")]
+    # m-2 has no receipt yet: its entry is asked again later and stays.
+    outbound.sms.receipt.side_effect = lambda ref: Outcome("accepted" if ref == "m-2" else "delivered", reference=ref)
+    service.deliver_due()
+    writes = [call[0] for call in store.mock_calls if call[0] in ("update_channel", "finish", "finish_all")]
+    assert writes == ["update_channel"] * 3 + ["finish_all"]  # recorded first, then one delete
+    assert sorted(store.finish_all.call_args.args[0]) == ["n1:sms", "n3:sms"]
+    assert store.reschedule.call_args.args[0] == "n2:sms"
 
 
 def test_a_receipt_another_process_recorded_first_is_not_counted_again(service, store, outbound):
@@ -170,7 +191,7 @@ def test_a_receipt_another_process_recorded_first_is_not_counted_again(service, 
         store.due.return_value = [{**entry(), "sent": SENT}]
         service.deliver_due()
     assert delivered() == before + 1
-    assert store.finish.call_count == 2
+    assert store.finish_all.call_count == 2  # its entry goes either way
 
 
 def test_no_receipt_yet_asks_again_later_keeping_what_the_entry_holds(service, store, outbound):
@@ -318,7 +339,7 @@ def test_unknown_channels_are_refused(service, store):
 
 
 def test_a_chosen_set_of_channels_is_used(service, store):
-    store.channels_chosen.return_value = ["inbox", "email"]
+    store.channels_to_notify.return_value = ["inbox", "email"]
     event = new_event(
         CaseResubmitted(**CASE, department_code="620524MZ", applicant_id="u-1", by="u-1", at=NOW), "intake"
     )
@@ -410,7 +431,7 @@ def _every_event():
 @pytest.mark.parametrize(("handler", "payload"), _every_event(), ids=lambda v: v if isinstance(v, str) else "")
 def test_every_event_renders_on_every_channel_from_its_own_templates(service, store, handler, payload):
     answer(service.identity.reviewers_of, ["r-1"])
-    store.channels_chosen.return_value = ["inbox", "sms", "email"]
+    store.channels_to_notify.return_value = ["inbox", "sms", "email"]
     event = new_event(payload, "intake")
     getattr(service, handler)(event.model_dump(mode="json"))
     doc, channels, _ = store.create.call_args.args

@@ -53,6 +53,7 @@ def store():
     store = MagicMock()
     store.create.return_value = True
     store.channels_chosen.return_value = None  # nobody chose: the defaults
+    store.channels_to_notify.return_value = None
     store.list_for.return_value = ([], 0)
     return store
 

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from unittest.mock import ANY
 
 import eventlet
+import pymongo
 
-from services.notification.storage import RATE_BLOCK, RATE_COUNTERS_KEPT, NotificationStore
-from tests.support import logging_client
+from services.notification.storage import CHOICES_KEPT, RATE_BLOCK, RATE_COUNTERS_KEPT, NotificationStore
+from tests.support import MONGO_URI, logging_client
 
 
 def test_the_rate_limit_holds_across_concurrent_senders_and_resets_each_second(mongo_client, db_prefix):
@@ -82,6 +83,59 @@ def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
     assert [e["_id"] for e in store.due(now + timedelta(seconds=61), 10)] == ["n1:sms"]  # lease over
     store.finish("n1:sms")
     assert store.due(now + timedelta(hours=1), 10) == []
+
+
+def test_finished_entries_go_in_one_delete_and_a_failed_delete_is_not_raised(db_prefix):
+    client, log = logging_client()
+    store = NotificationStore(client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    for n in (1, 2, 3):
+        assert store.create(notification(now, f"n{n}"), ["sms"], now)
+    log.clear()
+    store.finish_all(["n1:sms", "n3:sms", "n9:sms"])  # one already gone: nothing to say
+    assert log.names == ["delete"]
+    assert [e["_id"] for e in store.due(now, 10)] == ["n2:sms"]
+    unreachable = NotificationStore(
+        pymongo.MongoClient("mongodb://127.0.0.1:9", serverSelectionTimeoutMS=200)[f"{db_prefix}_notification"]
+    )
+    unreachable.finish_all(["n2:sms"])  # logged: the entry stays due and its next run repeats harmlessly
+
+
+def test_a_choice_of_channels_is_kept_for_notifying_a_few_seconds_and_dropped_when_changed(db_prefix):
+    client, log = logging_client()
+    store = NotificationStore(client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    clock = [1000.0]
+    store._clock = lambda: clock[0]
+    assert store.channels_to_notify("u-1") is None  # nobody chose: read, and kept
+    clock[0] += CHOICES_KEPT - 0.1
+    log.clear()
+    assert store.channels_to_notify("u-1") is None
+    assert log.names == []  # a 秒批 case's second notification reads nothing
+    store.choose_channels("u-1", ["inbox", "email"], now)  # through this process: dropped at once
+    clock[0] += 0.1
+    assert store.channels_to_notify("u-1") == ["inbox", "email"]
+    other = NotificationStore(client[f"{db_prefix}_notification"])  # another process
+    other.choose_channels("u-1", ["inbox"], now)
+    assert store.channels_to_notify("u-1") == ["inbox", "email"]  # kept: followed within CHOICES_KEPT
+    assert store.channels_chosen("u-1") == ["inbox"]  # what a person reads of their own is never kept
+    clock[0] += CHOICES_KEPT
+    assert store.channels_to_notify("u-1") == ["inbox"]
+
+
+def test_a_choice_read_while_this_process_changes_it_is_used_once_but_not_kept(db_prefix):
+    store = NotificationStore(pymongo.MongoClient(MONGO_URI)[f"{db_prefix}_notification"])
+    read = store.channels_chosen
+
+    def read_while_changed(user_id: str) -> list[str] | None:
+        found = read(user_id)  # the old choice, on its way back ...
+        store.choose_channels(user_id, ["inbox", "email"], datetime.now(UTC))  # ... as a new one lands
+        return found
+
+    store.channels_chosen = read_while_changed
+    assert store.channels_to_notify("u-1") is None
+    store.channels_chosen = read
+    assert store.channels_to_notify("u-1") == ["inbox", "email"]
 
 
 def test_a_new_entry_keeps_what_its_send_needs_and_a_redelivery_does_not(mongo_client, db_prefix):
