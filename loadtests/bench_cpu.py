@@ -63,9 +63,9 @@ def wait_delivered(client: pymongo.MongoClient, prefix: str, timeout: float = 18
     about a second of CPU in 20 s)."""
     queue = client[f"{prefix}_notification"]["delivery_queue"]
     deadline = time.monotonic() + timeout
-    while queue.find_one({}, {"_id": 1}) is not None and time.monotonic() < deadline:
+    while (left := queue.find_one({}, {"_id": 1})) is not None and time.monotonic() < deadline:
         time.sleep(0.5)
-    return queue.count_documents({}) if time.monotonic() >= deadline else 0
+    return 0 if left is None else queue.count_documents({})
 
 
 def main() -> None:

@@ -24,39 +24,27 @@ from typing import Any
 from nameko.extensions import DependencyProvider
 
 from contracts.notifications import Contact
-from services.common.lru import Lru
+from services.common.kept_answers import KeptAnswers
 
 MAX_AGE = 60.0  # seconds
 DEFAULT_SIZE = 10_000  # people kept per process: those with deliveries in the last minute
 
 
 class ContactCache:
+    """Contacts by user id, validated as identity answers them (see KeptAnswers)."""
+
     def __init__(
         self, max_age: float = MAX_AGE, size: int = DEFAULT_SIZE, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.max_age, self._clock = max_age, clock
-        self._kept: Lru[str, tuple[Contact, float]] = Lru(size)  # user id -> (contact, asked at)
-        self._changed: Lru[str, float] = Lru(size)  # user id -> when this process heard of a change
+        self._answers: KeptAnswers[str, Contact] = KeptAnswers(max_age, size, clock)
 
     def get(self, user_id: str, fetch: Callable[[], dict[str, Any]]) -> Contact:
         """The person's contact: kept, or fetched (a failed fetch raises and keeps nothing)."""
-        asked_at = self._clock()  # an entry's age counts from before its fetch
-        kept = self._kept.get(user_id)
-        if kept is not None and asked_at - kept[1] < self.max_age and not self._changed_since(user_id, kept[1]):
-            return kept[0]
-        contact = Contact.model_validate(fetch())  # not under the map's lock: a fetch is an RPC
-        if not self._changed_since(user_id, asked_at):
-            self._kept.put(user_id, (contact, asked_at))
-        return contact
+        return self._answers.get(user_id, lambda: Contact.model_validate(fetch()))
 
     def changed(self, user_id: str) -> None:
         """Identity announced a new phone or email: what is kept, or on its way, is old."""
-        self._changed.put(user_id, self._clock())
-        self._kept.discard(user_id)  # even should the change itself be forgotten first
-
-    def _changed_since(self, user_id: str, asked_at: float) -> bool:
-        changed_at = self._changed.get(user_id)
-        return changed_at is not None and changed_at >= asked_at
+        self._answers.changed(user_id)
 
 
 class Contacts(DependencyProvider):

@@ -258,14 +258,10 @@ class NotificationService:
                 by_recipient.values(),
             )
         )
-        self._finish_receipts(finished)
+        # One delete for them all (one per SMS before). Until then they stay due: another process
+        # may ask for a receipt again, which is harmless.
+        self.store.finish_all(finished)
         return attempted
-
-    def _finish_receipts(self, entry_ids: list[str]) -> None:
-        """Delete the entries of receipts read, in one command (one per SMS before). Until then an
-        entry stays due: another process may ask for its receipt again, which is harmless."""
-        if entry_ids:
-            self.store.finish_all(entry_ids)
 
     def _deliver(self, entries: list[dict[str, Any]], now: datetime, finished: list[str]) -> int:
         """One recipient's due deliveries, in order; how many were attempted. A failure is logged

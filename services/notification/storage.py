@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from services.common.lru import Lru
+from services.common.kept_answers import KeptAnswers
 from services.common.mongo import run_once
 from services.common.monthly_lists import MonthlyLists
 from services.notification import deliveries
@@ -43,7 +44,7 @@ STATUSES_BEFORE = {
 
 
 class NotificationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.monotonic) -> None:
         self.notifications = db["notifications"]
         # `<notification id>:<channel>` -> next_at. Small (only unfinished deliveries), so the
         # delivery timer reads it instead of filtering every notification (a full scan on FerretDB).
@@ -58,9 +59,7 @@ class NotificationStore:
         self._swept_minute: int | None = None
         self._tokens: dict[str, tuple[int, int]] = {}  # channel -> (second, sends counted but not made)
         self._rate_lock = threading.Lock()  # a green lock under nameko (eventlet patches threading)
-        self._choices: Lru[str, tuple[list[str] | None, float]] = Lru(CHOICES_KEPT_PEOPLE)  # -> (chosen, read at)
-        self._choices_changed: Lru[str, float] = Lru(CHOICES_KEPT_PEOPLE)  # -> when this process changed them
-        self._clock = time.monotonic
+        self._choices: KeptAnswers[str, list[str] | None] = KeptAnswers(CHOICES_KEPT, CHOICES_KEPT_PEOPLE, clock)
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
@@ -150,9 +149,11 @@ class NotificationStore:
         self.queue.delete_one({"_id": entry_id})
 
     def finish_all(self, entry_ids: list[str]) -> None:
-        """Delete finished entries in one command. A failure is logged, not raised: the entries stay
-        due, and their next run finds the work recorded (what is batched here must be harmless to
-        repeat)."""
+        """Delete finished entries in one command (none for none). A failure is logged, not raised:
+        the entries stay due, and their next run finds the work recorded (what is batched here must
+        be harmless to repeat)."""
+        if not entry_ids:
+            return
         try:
             self.queue.delete_many({"_id": {"$in": entry_ids}})
         except PyMongoError:
@@ -244,21 +245,11 @@ class NotificationStore:
         """The person's choice for a notification: as `channels_chosen`, or kept from a read at most
         CHOICES_KEPT seconds ago. A read that was on its way while this process wrote a new choice
         is used once but not kept."""
-        asked_at = self._clock()
-        kept = self._choices.get(user_id)
-        if kept is not None and asked_at - kept[1] < CHOICES_KEPT:
-            return kept[0]
-        chosen = self.channels_chosen(user_id)
-        changed_at = self._choices_changed.get(user_id)
-        if changed_at is None or changed_at < asked_at:
-            self._choices.put(user_id, (chosen, asked_at))
-        return chosen
+        return self._choices.get(user_id, lambda: self.channels_chosen(user_id))
 
     def choose_channels(self, user_id: str, channels: list[str], now: datetime) -> None:
         self.preferences.replace_one({"_id": user_id}, {"channels": channels, "updated_at": now}, upsert=True)
-        # After the write: a read that started before it finished is not kept.
-        self._choices_changed.put(user_id, self._clock())
-        self._choices.discard(user_id)
+        self._choices.changed(user_id)  # after the write: a read that started before it is not kept
 
     def count(self) -> int:
         return self.notifications.estimated_document_count()
