@@ -621,7 +621,7 @@ func (s *yiwangStmts) kept(query string) *sql.Stmt {
 // for a connection), or nil when it is not kept, the bound is reached, or preparing failed (run
 // unprepared, the statement then reports its error as before).
 func (s *yiwangStmts) stmt(ctx context.Context, query string) *sql.Stmt {
-	if s == nil || !yiwangKept(query) {
+	if !yiwangKept(query) {
 		return nil
 	}
 	if stmt := s.kept(query); stmt != nil {
@@ -645,9 +645,6 @@ func (s *yiwangStmts) stmt(ctx context.Context, query string) *sql.Stmt {
 // the database: that would wait for a second connection while the transaction holds one (a
 // database of one connection would wait forever).
 func (s *yiwangStmts) txStmt(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
-	if s == nil {
-		return nil
-	}
 	if stmt := s.kept(query); stmt != nil {
 		return tx.StmtContext(ctx, stmt) // on the transaction's connection; closed when it ends
 	}
@@ -698,9 +695,6 @@ func (s *yiwangStmts) txExec(ctx context.Context, tx *sql.Tx, query string, args
 
 // close closes every kept statement (database/sql finalizes each once no query uses it).
 func (s *yiwangStmts) close() {
-	if s == nil {
-		return
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for query, stmt := range s.stmts {
