@@ -47,6 +47,7 @@ from services.notification import deliveries, messages
 from services.notification.channels import Outbound, OutboundChannels
 from services.notification.contacts import ContactCache, Contacts
 from services.notification.deliveries import Outcome, Step
+from services.notification.sending_now import SendingNow, SendNow
 from services.notification.storage import ORPHAN_AFTER, NotificationStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class NotificationService:
     identity = ServiceRpc("identity")
     outbound: OutboundChannels = Outbound()
     contacts: ContactCache = Contacts()
+    sending_now: SendingNow = SendNow()
 
     # Every process hears of every change (a queue of its own): its kept contact of the person goes.
     @event_handler("identity", ContactChanged.event_type, handler_type=BROADCAST, reliable_delivery=False)
@@ -281,31 +283,41 @@ class NotificationService:
         if sent is not None:
             # Asking for a receipt twice is harmless (both answers are the same, and a status only
             # moves forward), so it is not claimed: one write less per SMS.
-            about, state = sent, {"status": "sent", **sent}
+            self._step(entry, sent, {"status": "sent", **sent}, now, finished)
+            return True
+        claimed = self.store.claim(entry["_id"], now, LEASE)
+        if claimed is None:
+            return False
+        if "send" in claimed and not claimed.get("leases"):
+            # What the entry kept spares reading the notification.
+            self._send_kept(entry, claimed["send"], now)
+            return True
+        # An older entry, a redelivery's, or an attempt that ended without a word.
+        doc = self.store.get(notification_id)
+        if doc is None:
+            self._orphan(entry, now)
+        elif channel not in doc["channels"]:  # queued by an older redelivery: nothing to send
+            self.store.finish(entry["_id"])
         else:
-            claimed = self.store.claim(entry["_id"], now, LEASE)
-            if claimed is None:
-                return False
-            if "send" in claimed and not claimed.get("leases"):
-                # What the entry kept spares reading the notification.
-                about, state = claimed["send"], {"status": "pending", "attempts": claimed["send"]["attempts"]}
-            else:  # an older entry, a redelivery's, or an attempt that ended without a word
-                doc = self.store.get(notification_id)
-                if doc is None:
-                    self._orphan(entry, now)
-                    return True
-                if channel not in doc["channels"]:  # queued by an older redelivery: nothing to send
-                    self.store.finish(entry["_id"])
-                    return True
-                about, state = deliveries.send_context(doc, channel), doc["channels"][channel]
+            self._step(entry, deliveries.send_context(doc, channel), doc["channels"][channel], now, finished)
+        return True
+
+    def _send_kept(self, entry: dict[str, Any], send: dict[str, Any], now: datetime) -> None:
+        """A new entry's send, from what the entry keeps (`send`): it reads no notification."""
+        self._step(entry, send, {"status": "pending", "attempts": send["attempts"]}, now, [])
+
+    def _step(
+        self, entry: dict[str, Any], about: dict[str, Any], state: dict[str, Any], now: datetime, finished: list[str]
+    ) -> None:
+        """Send or ask for a receipt, and record what follows, in the notification's trace."""
+        channel = entry["channel"]
         with continued(about.get("traceparent"), f"notification.deliver {channel}"):
             annotate(case_no=about.get("case_no"), event_id=about["event_id"], channel=channel)
             step = self._next_step(about, state, channel, entry["_id"], now)
             if step is None:
-                return True
+                return
             annotate(delivery_status=step.changes.get("status"))
             self._record(entry, state, about, step, finished)  # in the case's trace: its log lines lead there
-        return True
 
     def _orphan(self, entry: dict[str, Any], now: datetime) -> None:
         """An entry whose notification was never stored (entries were queued first before 2026-11-27)."""
@@ -407,7 +419,24 @@ class NotificationService:
         for recipient in recipients:
             channels = deliveries.channels_for(audience, self.store.channels_to_notify(recipient))
             doc = messages.notification(envelope, recipient, case_no, context, channels, now)
-            self.store.create(doc, [c for c in channels if c != "inbox"], now)
+            outbound = [c for c in channels if c != "inbox"]
+            if not outbound:
+                self.store.create(doc, [], now)
+                continue
+            # Sent as soon as this handler is done, claimed as they are queued (see sending_now);
+            # without a free slot, or for a redelivered event (None: nothing new), by the timer.
+            with self.sending_now.turn(recipient) as turn:
+                created = self.store.create(doc, outbound, now, claim_for=LEASE if turn.may_send else None)
+                if turn.may_send and created:
+                    turn.send(lambda entries=created: self._send_all_kept(entries, now))
+
+    def _send_all_kept(self, entries: list[dict[str, Any]], now: datetime) -> None:
+        """A new notification's entries, queued claimed by its handler, one after another."""
+        for entry in entries:
+            try:
+                self._send_kept(entry, entry["send"], now)
+            except Exception:  # the entry stays claimed: the timer tries again when its claim ends
+                log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
 
 
 def _audience(who: Principal) -> str:

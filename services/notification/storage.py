@@ -75,12 +75,17 @@ class NotificationStore:
             self._older_inboxes.delete_one({"_id": older["_id"]})
 
     # --- creating -----------------------------------------------------------------------------------
-    def create(self, doc: dict[str, Any], channels: list[str], now: datetime) -> bool:
-        """Insert the notification, then queue its outbound deliveries; False when this event already
-        notified this recipient (the id encodes both). A new entry keeps what its send needs (see
-        `deliveries.send_context`). A crash in between is redelivered (the event is not yet acked),
-        and a redelivery queues what is missing without it: such an entry's send reads the
-        notification first, so a delivery that finished long ago is not sent again."""
+    def create(
+        self, doc: dict[str, Any], channels: list[str], now: datetime, claim_for: timedelta | None = None
+    ) -> list[dict[str, Any]] | None:
+        """Insert the notification, then queue its outbound deliveries; returns the entries queued,
+        or None when this event already notified this recipient (the id encodes both). A new entry
+        keeps what its send needs (see `deliveries.send_context`); with `claim_for` it is queued
+        claimed by the caller for that long (as `claim` would, without a second command), for the
+        caller to send at once. A crash in between is redelivered (the event is not yet acked), and
+        a redelivery queues what is missing, unclaimed and without what its send needs: such an
+        entry's send reads the notification first, so a delivery that finished long ago is not
+        sent again."""
         try:
             self.notifications.insert_one(doc)
         except DuplicateKeyError:
@@ -90,26 +95,38 @@ class NotificationStore:
             # The channels it was stored with, whatever is chosen now: a channel chosen since has no
             # text in it, and one dropped since may still be pending (a crash before its entry).
             kept = (stored or doc).get("channels") or {}
-            self._queue(doc, [channel for channel in kept if channel != "inbox"], now, keep_send=False)
+            self._queue(self._entries(doc, [channel for channel in kept if channel != "inbox"], now, None))
             self._index(doc["recipient"], stored or doc)
-            return False
-        self._queue(doc, channels, now, keep_send=True)
+            return None
+        entries = self._entries(doc, channels, now, claim_for, keep_send=True)
+        self._queue(entries)
         self._index(doc["recipient"], doc)
-        return True
+        return entries
 
-    def _queue(self, doc: dict[str, Any], channels: list[str], now: datetime, keep_send: bool) -> None:
-        entries = [
+    def _entries(
+        self,
+        doc: dict[str, Any],
+        channels: list[str],
+        now: datetime,
+        claim_for: timedelta | None,
+        keep_send: bool = False,
+    ) -> list[dict[str, Any]]:
+        # Claimed at once: due when the claim ends, and counted as a claim (see `claim`).
+        due = {"next_at": now} if claim_for is None else {"next_at": now + claim_for, "leases": 1}
+        return [
             {
                 "_id": f"{doc['_id']}:{channel}",
                 "notification_id": doc["_id"],
                 "recipient": doc["recipient"],  # a person's deliveries go out one after another
                 "channel": channel,
-                "next_at": now,
+                **due,
                 "created_at": now,
                 **({"send": deliveries.send_context(doc, channel)} if keep_send else {}),
             }
             for channel in channels
         ]
+
+    def _queue(self, entries: list[dict[str, Any]]) -> None:
         if entries:
             try:
                 self.queue.insert_many(entries, ordered=False)

@@ -17,7 +17,8 @@ from services.notification import messages
 from services.notification.channels import OutboundChannels
 from services.notification.contacts import ContactCache
 from services.notification.deliveries import Outcome, Policy
-from services.notification.service import NotificationService
+from services.notification.sending_now import SendingNow
+from services.notification.service import LEASE, NotificationService
 from services.notification.storage import RATE_BLOCK, NotificationStore
 
 CITIZEN = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
@@ -37,7 +38,7 @@ def answer(method, value=None, error=None):
 @pytest.fixture
 def store():
     store = MagicMock()
-    store.create.return_value = True
+    store.create.return_value = []  # nothing queued to send from the handler
     store.channels_chosen.return_value = None
     store.channels_to_notify.return_value = None
     store.claim.return_value = {}  # the entry as it was: an older one, without what its send needs
@@ -54,7 +55,9 @@ def outbound():
 
 @pytest.fixture
 def service(store, outbound):
-    service = worker_factory(NotificationService, store=store, outbound=outbound, contacts=ContactCache())
+    service = worker_factory(
+        NotificationService, store=store, outbound=outbound, contacts=ContactCache(), sending_now=SendingNow()
+    )
     answer(service.identity.contact, {"user_id": "u-1", "phone": "13800138000", "email": "zhang@example.cn"})
     return service
 
@@ -307,6 +310,106 @@ def test_an_entry_without_its_notification_waits_then_is_dropped(service, store,
     store.due.return_value = [entry(created_at=NOW - timedelta(hours=1))]
     service.deliver_due()
     store.finish.assert_called_once_with("n1:sms")
+
+
+# --- sent at once by the event's handler ------------------------------------------------------------
+def resubmitted(applicant_id="u-1"):
+    payload = CaseResubmitted(**CASE, department_code="620524MZ", applicant_id=applicant_id, by=applicant_id, at=NOW)
+    return new_event(payload, "intake").model_dump(mode="json")
+
+
+def queued_claimed(doc, channels, now, claim_for=None):
+    """What the store queues: the entries, claimed when asked to (as NotificationStore.create)."""
+    return [
+        {**entry(channel), "_id": f"{doc['_id']}:{channel}", "send": {**SEND, "recipient": doc["recipient"]}}
+        for channel in channels
+    ]
+
+
+def test_a_new_sms_is_queued_claimed_and_sent_by_the_handler_at_once(service, store, outbound):
+    store.create.side_effect = queued_claimed
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    service.on_case_resubmitted(resubmitted())
+    assert store.create.call_args.kwargs == {"claim_for": LEASE}
+    outbound.sms.send.assert_not_called()  # after the handler: its event is acked first
+    service.sending_now.wait()
+    doc = store.create.call_args.args[0]
+    outbound.sms.send.assert_called_once_with("13800138000", "【一网通办】短信", f"{doc['_id']}:sms")
+    # No claim (the entry was queued claimed) and no read of the notification (the entry keeps it).
+    store.claim.assert_not_called()
+    store.get.assert_not_called()
+    writes = [call[0] for call in store.mock_calls if call[0] in ("reschedule", "update_channel", "finish")]
+    assert writes == ["reschedule", "update_channel"]
+    assert store.reschedule.call_args.kwargs["sent"]["reference"] == "m-1"
+
+
+def test_without_a_free_slot_the_timer_sends_what_the_handler_queued(store, outbound):
+    busy = worker_factory(
+        NotificationService, store=store, outbound=outbound, contacts=ContactCache(), sending_now=SendingNow(0)
+    )
+    store.create.side_effect = queued_claimed
+    busy.on_case_resubmitted(resubmitted())
+    busy.sending_now.wait()
+    assert store.create.call_args.kwargs == {"claim_for": None}
+    outbound.sms.send.assert_not_called()
+
+
+def test_a_redelivered_event_sends_nothing_from_its_handler(service, store, outbound):
+    store.create.return_value = None  # notified already: what is missing is queued for the timer
+    service.on_case_resubmitted(resubmitted())
+    service.sending_now.wait()
+    outbound.sms.send.assert_not_called()
+    store.reschedule.assert_not_called()
+
+
+def test_a_send_that_fails_in_the_handler_is_logged_and_the_event_still_handled(service, store, outbound, caplog):
+    store.create.side_effect = queued_claimed
+    store.take_rate_token.side_effect = ConnectionError("store gone")
+    service.on_case_resubmitted(resubmitted())
+    service.sending_now.wait()  # nothing raised: the entry stays claimed, the timer tries again
+    assert "delivery attempt failed" in caplog.text
+    outbound.sms.send.assert_not_called()
+
+
+def test_an_sms_over_the_rate_limit_waits_for_the_timer(service, store, outbound):
+    store.create.side_effect = queued_claimed
+    store.take_rate_token.return_value = False
+    service.on_case_resubmitted(resubmitted())
+    service.sending_now.wait()
+    outbound.sms.send.assert_not_called()
+    (entry_id, at), _ = store.reschedule.call_args
+    assert entry_id.endswith(":sms") and at > NOW
+
+
+def test_one_persons_notifications_are_sent_in_the_order_their_handlers_began(service, store, outbound):
+    store.create.side_effect = queued_claimed
+    first, second = resubmitted(), resubmitted()
+    first_sms, second_sms = (f"{messages.notification_id(e['event_id'], 'u-1')}:sms" for e in (first, second))
+    sent = []
+
+    def send(phone, body, reference):
+        eventlet.sleep(0.02 if reference == first_sms else 0)  # the provider is slow to take the first
+        sent.append(reference)
+        return Outcome("accepted", reference="m")
+
+    outbound.sms.send.side_effect = send
+    threads = [eventlet.spawn(service.on_case_resubmitted, first)]
+    eventlet.sleep(0)  # the first handler is under way
+    threads.append(eventlet.spawn(service.on_case_resubmitted, second))
+    for thread in threads:
+        thread.wait()
+    service.sending_now.wait()
+    assert sent == [first_sms, second_sms]
+    assert service.sending_now.people_waiting() == 0
+
+
+def test_an_inbox_only_notification_queues_nothing_to_send(service, store, outbound):
+    answer(service.identity.reviewers_of, ["r-1"])
+    payload = CaseOverdue(**CASE, department_code="620524MZ", applicant_id="u-1", deadline=date(2026, 11, 25))
+    service.on_overdue(new_event(payload, "intake").model_dump(mode="json"))
+    service.sending_now.wait()
+    assert store.create.call_args.args[1] == [] and store.create.call_args.kwargs == {}
+    outbound.sms.send.assert_not_called()
 
 
 # --- preferences -------------------------------------------------------------------------------------

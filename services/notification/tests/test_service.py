@@ -51,7 +51,7 @@ def decided(model=CaseApproved, outcome="approved", decided_by="auto", reason=No
 @pytest.fixture
 def store():
     store = MagicMock()
-    store.create.return_value = True
+    store.create.return_value = []  # nothing queued to send from the handler
     store.channels_chosen.return_value = None  # nobody chose: the defaults
     store.channels_to_notify.return_value = None
     store.list_for.return_value = ([], 0)
@@ -125,7 +125,7 @@ def test_rejection_notice_gives_the_reason(service, store):
 def test_redelivered_event_maps_to_the_same_notification(service, store):
     body = submitted().model_dump(mode="json")
     service.on_case_submitted(body)
-    store.create.return_value = False  # the store refuses the duplicate id
+    store.create.return_value = None  # the store refuses the duplicate id
     service.on_case_submitted(body)
     first, second = (c.args[0] for c in store.create.call_args_list)
     assert first["_id"] == second["_id"]

@@ -73,8 +73,8 @@ def notification(now: datetime, notification_id: str = "n1") -> dict:
 def test_a_due_delivery_is_claimed_by_one_sender_only(mongo_client, db_prefix):
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now = datetime.now(UTC)
-    assert store.create(notification(now), ["sms"], now)
-    assert not store.create(notification(now), ["sms"], now)  # the same event again: nothing new
+    assert [e["_id"] for e in store.create(notification(now), ["sms"], now)] == ["n1:sms"]
+    assert store.create(notification(now), ["sms"], now) is None  # the same event again: nothing new
     assert [(e["_id"], e["recipient"]) for e in store.due(now, 10)] == [("n1:sms", "u-1")]  # kept in order per person
     pool = eventlet.GreenPool(10)
     claims = list(pool.imap(lambda _: store.claim("n1:sms", now, timedelta(seconds=60)), range(10)))
@@ -90,7 +90,7 @@ def test_finished_entries_go_in_one_delete_and_a_failed_delete_is_not_raised(db_
     store = NotificationStore(client[f"{db_prefix}_notification"])
     now = datetime.now(UTC)
     for n in (1, 2, 3):
-        assert store.create(notification(now, f"n{n}"), ["sms"], now)
+        assert store.create(notification(now, f"n{n}"), ["sms"], now) is not None
     log.clear()
     store.finish_all([])  # a run that read no receipt
     assert log.names == []
@@ -189,6 +189,21 @@ def test_a_claim_counts_leases_until_the_attempt_reschedules(mongo_client, db_pr
     assert (kept["leases"], kept["send"]["attempts"], kept["sent"]) == (0, 1, {"reference": "m-1"})
 
 
+def test_an_entry_queued_claimed_is_not_due_and_after_its_claim_ends_reads_the_notification(db_prefix):
+    client, log = logging_client()
+    store = NotificationStore(client[f"{db_prefix}_notification"])
+    now, lease = datetime.now(UTC), timedelta(seconds=60)
+    log.clear()
+    [queued] = store.create(notification(now), ["sms"], now, claim_for=lease)
+    assert "findAndModify" not in log.names  # claimed as it is queued: no claim of its own
+    stored = store.queue.find_one({"_id": "n1:sms"})
+    assert (stored["leases"], stored["send"], queued["leases"]) == (1, queued["send"], 1)
+    assert store.due(now + lease - timedelta(seconds=1), 10) == []  # the handler sends it
+    # Its sender died: the timer takes it when the claim ends, as an attempt that ended without a word.
+    assert store.claim("n1:sms", now + lease, lease)["leases"] == 1
+    client.close()
+
+
 def test_a_channels_status_only_moves_forward(mongo_client, db_prefix):
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now = datetime.now(UTC)
@@ -209,9 +224,9 @@ def test_the_inbox_lists_newest_first_pages_and_filters_unread(mongo_client, db_
     start = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     for n in range(5):
         doc = {"_id": f"n{n}", "recipient": "u-1", "created_at": start + timedelta(minutes=n), "read_at": None}
-        assert store.create(doc, [], start)
+        assert store.create(doc, [], start) == []
     store.create({"_id": "x", "recipient": "u-2", "created_at": start, "read_at": None}, [], start)
-    assert not store.create({"_id": "n0", "recipient": "u-1", "created_at": start, "read_at": None}, [], start)
+    assert store.create({"_id": "n0", "recipient": "u-1", "created_at": start, "read_at": None}, [], start) is None
 
     rows, total = store.list_for("u-1", False, 0, 3)
     assert [r["_id"] for r in rows] == ["n4", "n3", "n2"] and total == 5
@@ -268,9 +283,9 @@ def test_a_redelivery_in_the_next_month_is_indexed_where_the_notification_is(mon
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     end_of_november = datetime(2026, 11, 30, 15, 59, tzinfo=UTC)  # 23:59 in China
     first = {"_id": "n1", "recipient": "u-1", "created_at": end_of_november, "read_at": None}
-    assert store.create(first, [], end_of_november)
+    assert store.create(first, [], end_of_november) == []
     again = {**first, "created_at": end_of_november + timedelta(minutes=2)}  # December in China
-    assert not store.create(again, [], again["created_at"])
+    assert store.create(again, [], again["created_at"]) is None
     rows, total = store.list_for("u-1", False, 0, 10)
     assert [r["_id"] for r in rows] == ["n1"] and total == 1
     assert store.mark_read("u-1", "n1")
