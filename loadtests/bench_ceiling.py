@@ -192,6 +192,7 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
 
     due: queue.Queue = queue.Queue()
     latencies: list[float] = []
+    sent_at: list[float] = []  # each latency's due moment, for the run's course by minute
     accepted: list[str] = []
     errors = [0]
     lock = threading.Lock()
@@ -215,6 +216,7 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
                 if ok:
                     accepted.append(response.json()["case_no"])
                 latencies.append(time.monotonic() - when)
+                sent_at.append(when)
                 errors[0] += not ok
 
     threads = [threading.Thread(target=worker) for _ in range(64)]
@@ -238,7 +240,23 @@ def at_rate(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
         "p99_ms": p99,
         "p50_ms": statistics.median(ordered) * 1000,
         "accepted": accepted,
+        "by_minute": by_minute(started, sent_at, latencies),
     }
+
+
+def by_minute(started: float, sent_at: list[float], latencies: list[float]) -> list[dict[str, float]]:
+    """Submit latency per minute of a run (by when each was due): a slow period shows as its minutes."""
+    minutes: dict[int, list[float]] = {}
+    for when, latency in zip(sent_at, latencies, strict=True):
+        minutes.setdefault(int((when - started) // 60), []).append(latency)
+    return [
+        {
+            "minute": minute,
+            "p50_ms": statistics.median(values) * 1000,
+            "p99_ms": nearest_rank(sorted(values), 0.99) * 1000,
+        }
+        for minute, values in sorted(minutes.items())
+    ]
 
 
 def nearest_rank(ordered: list[float], share: float) -> float:
@@ -358,6 +376,9 @@ def sustain(rate: float, seconds: float, clients: int) -> int:
     )
     for verdict, met in verdicts.items():
         print(f"  {'met ' if met else 'MISSED'}  {verdict}")
+    if len(step["by_minute"]) > 1:
+        course = ", ".join(f"{m['minute'] + 1}: {m['p50_ms']:.0f}/{m['p99_ms']:.0f}" for m in step["by_minute"])
+        print(f"submit p50/p99 ms by minute: {course}")
     return 0 if all(verdicts.values()) else 1
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from loadtests import slo  # not shapes: importing Locust monkey-patches the test process with gevent
 
 
@@ -80,3 +82,15 @@ def test_a_decision_notice_is_found_past_the_first_page_and_the_search_stops_at_
     inbox = Inbox([*later, *later, *later])
     assert slo.decision_notice(inbox, "http://x", {}, "C-NONE", now - timedelta(seconds=50)) is None
     assert inbox.pages == [1]
+
+
+def test_a_sustained_runs_latency_is_reported_by_the_minute_each_submission_was_due():
+    from loadtests.bench_ceiling import by_minute  # imports no Locust
+
+    started = 1000.0
+    sent_at = [1000.0, 1030.0, 1059.9, 1060.0, 1110.0]
+    latencies = [0.05, 0.07, 0.09, 2.0, 0.1]
+    assert by_minute(started, sent_at, latencies) == [
+        {"minute": 0, "p50_ms": pytest.approx(70.0), "p99_ms": pytest.approx(90.0)},
+        {"minute": 1, "p50_ms": pytest.approx(1050.0), "p99_ms": pytest.approx(2000.0)},
+    ]

@@ -2,27 +2,27 @@
 
 The delivery timer (once a second) had to claim each new entry before sending it: one
 `findAndModify` per SMS, and up to a second's wait. A handler now queues its entries already
-claimed and hands their send to a greenthread of this process, then returns (the event is acked:
-the notification and its entries are stored). A slow provider so holds up no handler. When `bound`
-such sends are in flight, new entries are queued unclaimed and the timer sends them as before.
+claimed and hands their send to this process's greenthreads, then returns (the event is acked:
+the notification and its entries are stored). The handler never waits for a send, so a slow
+provider holds up no handler. When `bound` such sends are in flight, new entries are queued
+unclaimed and the timer sends them as before.
 
-One person's notifications are stored and sent one after another in a process: a handler waits
-for the send of that person's previous notification, so "received" still goes out before
-"approved" when the events come in that order.
+One person's sends run one after another, in the order their handlers handed them over, so
+"received" still goes out before "approved" when the events come in that order: each person with
+sends has one greenthread working through them.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import eventlet
 from eventlet.greenthread import GreenThread
-from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 log = logging.getLogger(__name__)
@@ -30,69 +30,66 @@ log = logging.getLogger(__name__)
 DEFAULT_BOUND = 16
 
 
-@dataclass
-class Turn:
-    """A person's turn: `may_send` says whether a send may be handed over (`send`)."""
+class Slot:
+    """A send slot, if one was free (`free`); `send` hands work over to use it."""
 
-    may_send: bool
-    work: Callable[[], None] | None = None
+    def __init__(self, sending: SendingNow, recipient: str, free: bool) -> None:
+        self._sending, self._recipient, self.free, self.used = sending, recipient, free, False
 
     def send(self, work: Callable[[], None]) -> None:
-        """Run `work` after the turn's block, in a greenthread that keeps the turn until it ends."""
-        if not self.may_send:
-            raise RuntimeError("no send slot was free for this turn")
-        self.work = work
+        """Run `work` after the person's sends handed over before it (not in this greenthread)."""
+        if not self.free or self.used:
+            raise RuntimeError("no send slot was free for this work")
+        self._sending._hand_over(self._recipient, work)
+        self.used = True
 
 
 class SendingNow:
     def __init__(self, bound: int = DEFAULT_BOUND) -> None:
         self.bound = bound
-        self._reserved = 0  # slots taken by turns and their sends
+        self._reserved = 0  # slots taken: by slots being decided, and by work not yet done
+        self._queues: dict[str, deque[Callable[[], None]]] = {}  # recipient -> work not yet done
         self._running: set[GreenThread] = set()
-        self._people: dict[str, tuple[Semaphore, int]] = {}  # recipient -> (their turn, holders and waiters)
 
     @contextmanager
-    def turn(self, recipient: str) -> Iterator[Turn]:
-        """The recipient's turn, after their notifications already under way in this process."""
-        lock, users = self._people.get(recipient, (Semaphore(1), 0))
-        self._people[recipient] = (lock, users + 1)
+    def slot(self, recipient: str) -> Iterator[Slot]:
+        """A slot for one of the recipient's sends, given back at the end unless work was handed over."""
+        slot = Slot(self, recipient, free=self._reserved < self.bound)
+        self._reserved += slot.free
         try:
-            lock.acquire()
-        except BaseException:  # killed while waiting
-            self._part(recipient)
-            raise
-        turn = Turn(may_send=self._reserved < self.bound)
-        self._reserved += turn.may_send
-        try:
-            yield turn
-        except BaseException:
-            self._leave(recipient, turn.may_send)
-            raise
-        if turn.work is None:
-            self._leave(recipient, turn.may_send)
-        else:
-            self._running.add(eventlet.spawn(self._run, contextvars.copy_context(), turn.work, recipient))
-
-    def _run(self, context: contextvars.Context, work: Callable[[], None], recipient: str) -> None:
-        try:
-            context.run(work)
-        except Exception:  # what it claimed stays claimed: the timer tries again when the claim ends
-            log.exception("delivery attempt failed", extra={"recipient": recipient})
+            yield slot
         finally:
+            if slot.free and not slot.used:
+                self._reserved -= 1
+
+    def _hand_over(self, recipient: str, work: Callable[[], None]) -> None:
+        queued = self._queues.get(recipient)
+        run = contextvars.copy_context().run  # the handler's context: its trace, its log fields
+        if queued is not None:  # the person's greenthread takes it after what it has
+            queued.append(lambda: run(work))
+            return
+        self._queues[recipient] = deque([lambda: run(work)])
+        try:
+            self._running.add(eventlet.spawn(self._work_through, recipient))
+        except BaseException:
+            del self._queues[recipient]
+            raise
+
+    def _work_through(self, recipient: str) -> None:
+        queued = self._queues[recipient]
+        try:
+            while queued:
+                try:
+                    queued[0]()
+                except Exception:  # what it claimed stays due when the claim ends: the timer tries again
+                    log.exception("delivery attempt failed", extra={"recipient": recipient})
+                finally:
+                    queued.popleft()
+                    self._reserved -= 1
+        finally:  # killed: what is left keeps its claim, and the timer sends it when the claim ends
+            self._reserved -= len(queued)
+            del self._queues[recipient]
             self._running.discard(eventlet.getcurrent())  # type: ignore[arg-type]
-            self._leave(recipient, True)
-
-    def _leave(self, recipient: str, had_slot: bool) -> None:
-        self._reserved -= had_slot
-        self._people[recipient][0].release()
-        self._part(recipient)
-
-    def _part(self, recipient: str) -> None:
-        lock, users = self._people[recipient]
-        if users == 1:
-            del self._people[recipient]
-        else:
-            self._people[recipient] = (lock, users - 1)
 
     def wait(self) -> None:
         """Until every send handed over has ended."""
@@ -102,9 +99,17 @@ class SendingNow:
     def kill(self) -> None:
         for thread in list(self._running):
             thread.kill()
+        # A greenthread killed before it started never ran its clean-up.
+        self._running.clear()
+        self._queues.clear()
+        self._reserved = 0
+
+    def in_flight(self) -> int:
+        """Slots taken (for tests and metrics)."""
+        return self._reserved
 
     def people_waiting(self) -> int:
-        return len(self._people)
+        return len(self._queues)
 
 
 class SendNow(DependencyProvider):

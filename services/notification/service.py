@@ -63,6 +63,9 @@ NOTICE_SEND_TIMEOUT = 4.0  # seconds
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
+# A send takes at most about 25 s (identity 10, the SMS provider 5, SMTP 10): a handler's send starts
+# only with this much of its claim left.
+LEASE_LEFT_TO_SEND = timedelta(seconds=30)
 
 
 class NotificationService:
@@ -425,17 +428,22 @@ class NotificationService:
                 continue
             # Sent as soon as this handler is done, claimed as they are queued (see sending_now);
             # without a free slot, or for a redelivered event (None: nothing new), by the timer.
-            with self.sending_now.turn(recipient) as turn:
-                created = self.store.create(doc, outbound, now, claim_for=LEASE if turn.may_send else None)
-                if turn.may_send and created:
-                    turn.send(lambda entries=created: self._send_all_kept(entries, now))
+            with self.sending_now.slot(recipient) as slot:
+                created = self.store.create(doc, outbound, now, claim_for=LEASE if slot.free else None)
+                if slot.free and created:
+                    slot.send(lambda entries=created: self._send_all_kept(entries))
 
-    def _send_all_kept(self, entries: list[dict[str, Any]], now: datetime) -> None:
-        """A new notification's entries, queued claimed by its handler, one after another."""
+    def _send_all_kept(self, entries: list[dict[str, Any]]) -> None:
+        """A new notification's entries, queued claimed by its handler, one after another. One whose
+        claim is nearly over (it waited behind the person's slow sends) is left to the timer,
+        which may take it then: two senders could send it twice."""
         for entry in entries:
+            now = datetime.now(UTC)
+            if entry["next_at"] - now < LEASE_LEFT_TO_SEND:
+                continue
             try:
                 self._send_kept(entry, entry["send"], now)
-            except Exception:  # the entry stays claimed: the timer tries again when its claim ends
+            except Exception:  # it stays claimed: the timer tries again when the claim ends
                 log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
 
 

@@ -78,8 +78,8 @@ class NotificationStore:
     def create(
         self, doc: dict[str, Any], channels: list[str], now: datetime, claim_for: timedelta | None = None
     ) -> list[dict[str, Any]] | None:
-        """Insert the notification, then queue its outbound deliveries; returns the entries queued,
-        or None when this event already notified this recipient (the id encodes both). A new entry
+        """Insert the notification, index it, then queue its outbound deliveries; returns the entries
+        this call queued, or None when this event already notified this recipient (the id encodes both). A new entry
         keeps what its send needs (see `deliveries.send_context`); with `claim_for` it is queued
         claimed by the caller for that long (as `claim` would, without a second command), for the
         caller to send at once. A crash in between is redelivered (the event is not yet acked), and
@@ -98,10 +98,10 @@ class NotificationStore:
             self._queue(self._entries(doc, [channel for channel in kept if channel != "inbox"], now, None))
             self._index(doc["recipient"], stored or doc)
             return None
-        entries = self._entries(doc, channels, now, claim_for, keep_send=True)
-        self._queue(entries)
+        # Indexed first: should it fail, the redelivery queues the entries unclaimed, for the timer
+        # at once (claimed ones would wait for their claim to end).
         self._index(doc["recipient"], doc)
-        return entries
+        return self._queue(self._entries(doc, channels, now, claim_for, keep_send=True))
 
     def _entries(
         self,
@@ -126,13 +126,19 @@ class NotificationStore:
             for channel in channels
         ]
 
-    def _queue(self, entries: list[dict[str, Any]]) -> None:
-        if entries:
-            try:
-                self.queue.insert_many(entries, ordered=False)
-            except BulkWriteError as exc:  # queued already (a redelivery): those entries stay as they are
-                if any(error["code"] != 11000 for error in exc.details["writeErrors"]):
-                    raise
+    def _queue(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert the entries; returns those this call inserted."""
+        if not entries:
+            return []
+        try:
+            self.queue.insert_many(entries, ordered=False)
+        except BulkWriteError as exc:  # queued already (a redelivery): those entries stay as they are
+            if any(error["code"] != 11000 for error in exc.details["writeErrors"]):
+                raise
+            # Not ours to send: another process queued them first (a redelivery racing the event).
+            taken = {error["index"] for error in exc.details["writeErrors"]}
+            return [entry for n, entry in enumerate(entries) if n not in taken]
+        return entries
 
     def _index(self, recipient: str, doc: dict[str, Any]) -> None:
         entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}

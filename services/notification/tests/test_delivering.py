@@ -320,10 +320,9 @@ def resubmitted(applicant_id="u-1"):
 
 def queued_claimed(doc, channels, now, claim_for=None):
     """What the store queues: the entries, claimed when asked to (as NotificationStore.create)."""
-    return [
-        {**entry(channel), "_id": f"{doc['_id']}:{channel}", "send": {**SEND, "recipient": doc["recipient"]}}
-        for channel in channels
-    ]
+    due = {"next_at": now} if claim_for is None else {"next_at": now + claim_for, "leases": 1}
+    send = {**SEND, "recipient": doc["recipient"]}
+    return [{**entry(channel), "_id": f"{doc['_id']}:{channel}", **due, "send": send} for channel in channels]
 
 
 def test_a_new_sms_is_queued_claimed_and_sent_by_the_handler_at_once(service, store, outbound):
@@ -369,6 +368,29 @@ def test_a_send_that_fails_in_the_handler_is_logged_and_the_event_still_handled(
     service.sending_now.wait()  # nothing raised: the entry stays claimed, the timer tries again
     assert "delivery attempt failed" in caplog.text
     outbound.sms.send.assert_not_called()
+
+
+def test_after_a_failed_send_the_notifications_other_channel_is_still_sent(service, store, outbound, caplog):
+    store.channels_to_notify.return_value = ["inbox", "sms", "email"]
+    store.create.side_effect = queued_claimed
+    outbound.sms.send.side_effect = ConnectionError("provider gone mid-call")
+    outbound.email.send.return_value = Outcome("delivered", reference="<x@yiwang.local>")
+    service.on_case_resubmitted(resubmitted())
+    service.sending_now.wait()
+    assert "delivery attempt failed" in caplog.text
+    outbound.email.send.assert_called_once()
+    store.finish.assert_called_once()  # the email's entry; the SMS's stays claimed for the timer
+
+
+def test_an_entry_whose_claim_is_nearly_over_is_left_to_the_timer(service, store, outbound):
+    def claimed_long_ago(doc, channels, now, claim_for=None):  # it waited behind the person's slow sends
+        return queued_claimed(doc, channels, now - claim_for + timedelta(seconds=5), claim_for)
+
+    store.create.side_effect = claimed_long_ago
+    service.on_case_resubmitted(resubmitted())
+    service.sending_now.wait()
+    outbound.sms.send.assert_not_called()
+    store.take_rate_token.assert_not_called()
 
 
 def test_an_sms_over_the_rate_limit_waits_for_the_timer(service, store, outbound):

@@ -204,6 +204,16 @@ def test_an_entry_queued_claimed_is_not_due_and_after_its_claim_ends_reads_the_n
     client.close()
 
 
+def test_an_entry_another_process_queued_first_is_not_returned_to_send(mongo_client, db_prefix):
+    # A redelivery of the event, in another process, queued the entry unclaimed between this
+    # process's insert of the notification and its insert of the entries: the timer sends it.
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    store.queue.insert_one({"_id": "n1:sms", "notification_id": "n1", "channel": "sms", "next_at": now})
+    assert store.create(notification(now), ["sms"], now, claim_for=timedelta(seconds=60)) == []
+    assert [e["_id"] for e in store.due(now, 10)] == ["n1:sms"]
+
+
 def test_a_channels_status_only_moves_forward(mongo_client, db_prefix):
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now = datetime.now(UTC)
