@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import eventlet
@@ -63,12 +64,12 @@ class SendingNow:
                 self._reserved -= 1
 
     def _hand_over(self, recipient: str, work: Callable[[], None]) -> None:
+        job = partial(contextvars.copy_context().run, work)  # the handler's context: trace, log fields
         queued = self._queues.get(recipient)
-        run = contextvars.copy_context().run  # the handler's context: its trace, its log fields
         if queued is not None:  # the person's greenthread takes it after what it has
-            queued.append(lambda: run(work))
+            queued.append(job)
             return
-        self._queues[recipient] = deque([lambda: run(work)])
+        self._queues[recipient] = deque([job])
         try:
             self._running.add(eventlet.spawn(self._work_through, recipient))
         except BaseException:

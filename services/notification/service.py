@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import eventlet
@@ -256,11 +258,10 @@ class NotificationService:
         contexts = [contextvars.copy_context() for _ in by_recipient]
         pool = GreenPool(self.outbound.concurrency)
         finished: list[str] = []  # receipts read: their entries go in one delete after the run
+        attempt = partial(self._attempt, now=now, finished=finished)
         attempted = sum(
             pool.imap(
-                lambda context, entries: context.run(self._deliver, entries, now, finished),
-                contexts,
-                by_recipient.values(),
+                lambda context, entries: context.run(self._in_order, entries, attempt), contexts, by_recipient.values()
             )
         )
         # One delete for them all (one per SMS before). Until then they stay due: another process
@@ -268,13 +269,13 @@ class NotificationService:
         self.store.finish_all(finished)
         return attempted
 
-    def _deliver(self, entries: list[dict[str, Any]], now: datetime, finished: list[str]) -> int:
-        """One recipient's due deliveries, in order; how many were attempted. A failure is logged
-        and leaves a send claimed: it is tried again when its lease ends."""
+    def _in_order(self, entries: list[dict[str, Any]], attempt: Callable[[dict[str, Any]], bool]) -> int:
+        """One recipient's deliveries, in order; how many were attempted. A failure is logged and
+        leaves a send claimed: it is tried again when its lease ends."""
         attempted = 0
         for entry in entries:
             try:
-                attempted += self._attempt(entry, now, finished)
+                attempted += attempt(entry)
             except Exception:
                 log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
         return attempted
@@ -431,20 +432,16 @@ class NotificationService:
             with self.sending_now.slot(recipient) as slot:
                 created = self.store.create(doc, outbound, now, claim_for=LEASE if slot.free else None)
                 if slot.free and created:
-                    slot.send(lambda entries=created: self._send_all_kept(entries))
+                    slot.send(lambda entries=created: self._in_order(entries, self._send_new))
 
-    def _send_all_kept(self, entries: list[dict[str, Any]]) -> None:
-        """A new notification's entries, queued claimed by its handler, one after another. One whose
-        claim is nearly over (it waited behind the person's slow sends) is left to the timer,
-        which may take it then: two senders could send it twice."""
-        for entry in entries:
-            now = datetime.now(UTC)
-            if entry["next_at"] - now < LEASE_LEFT_TO_SEND:
-                continue
-            try:
-                self._send_kept(entry, entry["send"], now)
-            except Exception:  # it stays claimed: the timer tries again when the claim ends
-                log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
+    def _send_new(self, entry: dict[str, Any]) -> bool:
+        """An entry its handler queued claimed; False when its claim is nearly over (it waited behind
+        the person's slow sends): the timer may take it then, and two senders could send it twice."""
+        now = datetime.now(UTC)
+        if entry["next_at"] - now < LEASE_LEFT_TO_SEND:
+            return False
+        self._send_kept(entry, entry["send"], now)
+        return True
 
 
 def _audience(who: Principal) -> str:
