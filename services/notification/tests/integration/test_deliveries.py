@@ -14,6 +14,7 @@ from contracts.cases import Decision
 from contracts.envelope import new_event
 from contracts.events import CaseApproved
 from services.common.errors import NotFound
+from services.common.metrics import STORE_COMMANDS
 from services.notification.channels import SmsProvider
 from services.notification.service import NotificationService
 from tests.support import dispatch_event, eventually, mail_received, mail_server, sms_provider, sms_received
@@ -86,6 +87,11 @@ def approved(case_no: str, user_id: str = "u-1") -> dict:
     return new_event(payload, producer="intake").model_dump(mode="json")
 
 
+def queue_claims() -> float:
+    """`findAndModify` commands on the delivery queue this process sent: the timer's claims."""
+    return STORE_COMMANDS.labels("findandmodify", "delivery_queue")._value.get()
+
+
 def deliveries(user_id: str) -> dict[str, dict[str, str]]:
     with ServiceRpcClient("notification") as client:
         items = client.list_notifications(applicant(user_id), False, PAGE)["items"]
@@ -112,6 +118,16 @@ def test_an_event_reaches_inbox_sms_and_email_once(notification, sms, mail):
     assert "办件编号 C-1" in letter.get_content()
 
 
+def test_a_new_sms_is_sent_by_its_event_handler_without_a_claim_by_the_timer(notification, sms):
+    # The handler queues the entry already claimed and sends it: one store command less per SMS
+    # than the timer's claim (the receipt step that follows is not claimed either).
+    claims = queue_claims()
+    dispatch_event("intake", approved("C-5", "u-2"))
+    eventually(lambda: deliveries("u-2").get("C-5", {}).get("sms") == "delivered", timeout=30, what="the SMS")
+    assert len(sms_received(f"http://127.0.0.1:{sms.port}")) == 1
+    assert queue_claims() == claims
+
+
 def test_email_cannot_be_chosen_without_an_address(notification):
     from services.common.errors import ValidationFailed
 
@@ -121,6 +137,7 @@ def test_email_cannot_be_chosen_without_an_address(notification):
 
 def test_an_sms_provider_outage_loses_nothing_and_duplicates_nothing(notification, sms):
     sms.stop()
+    claims = queue_claims()
     cases = [f"C-{n}" for n in range(10, 16)]
     events = [approved(case_no, "u-2") for case_no in cases]
     for envelope in events:
@@ -130,6 +147,8 @@ def test_an_sms_provider_outage_loses_nothing_and_duplicates_nothing(notificatio
     eventually(lambda: set(deliveries("u-2")) == set(cases), what="the inbox messages")
     assert all(status["sms"] == "pending" for status in deliveries("u-2").values())
 
+    # Each retry is the timer's: it claims the entry first (what the test above finds none of).
+    eventually(lambda: queue_claims() > claims, what="the timer claiming a retry")
     sms.start()
     for envelope in events[:2]:
         dispatch_event("intake", envelope)  # and some events arrive again meanwhile
