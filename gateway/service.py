@@ -182,7 +182,7 @@ class Gateway:
     )
     def register(self, request: Request) -> tuple[int, dict[str, Any]]:
         body = validated(REGISTRATION, read_json(request), tagged_by="account_type").model_dump(mode="json")
-        return 201, call(self.identity.register, body)
+        return 201, call(self.identity.register, body, client_address(request, self.auth.trusted_proxies))
 
     @api(
         "POST",

@@ -163,9 +163,25 @@ def test_register_passes_the_validated_body_on(gateway):
     response = gateway.register(_request("POST", body=_registration(name="  张三 ")))
     assert response.status_code == 201
     assert _json(response) == result
-    [sent] = gateway.identity.register.call_async.call_args.args
+    sent, address = gateway.identity.register.call_async.call_args.args
     assert sent["name"] == "张三"
     assert sent["email"] is None
+    assert address == CALLER  # identity counts registrations by client address
+
+
+def test_register_passes_the_forwarded_client_address_from_a_trusted_proxy(gateway):
+    returns(gateway.identity.register, {})
+    request = _request("POST", body=_registration(), headers={"X-Forwarded-For": "198.51.100.1"}, remote=PROXY)
+    gateway.register(request)
+    assert gateway.identity.register.call_async.call_args.args[1] == "198.51.100.1"
+
+
+def test_register_over_the_address_limit_is_429_with_retry_after(gateway):
+    raises(gateway.identity.register, RateLimited("too many registrations from this address", retry_after=120))
+    response = gateway.register(_request("POST", body=_registration()))
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "120"
+    assert _json(response)["error"]["code"] == "rate_limited"
 
 
 def test_register_refuses_invalid_fields_before_calling_identity(gateway):

@@ -121,8 +121,18 @@ class IdentityService:
 
     # --- accounts ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
-    def register(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def register(self, payload: dict[str, Any], client_address: str | None = None) -> dict[str, Any]:
+        """A new applicant account. The gateway passes the caller's address: each may register so
+        often (429 beyond), counted after validation and before anything is read or hashed, so
+        neither hashing nor asking which id numbers are registered (409) can be repeated at will.
+        Callers inside the system (seeding, tests) pass none and are not counted."""
         registration = validated(REGISTRATION, payload, tagged_by="account_type")
+        if client_address is not None:
+            limits, now = throttling.Policy.from_env(), datetime.now(UTC)
+            key = throttling.registration_key(client_address)
+            self._count_attempts(
+                {key: limits.registration_limit}, limits, now, "too many registrations from this address"
+            )
         # Two reads before the password's hash (0.16 s of CPU): a registration repeated cannot
         # make identity hash for nothing. The insert still settles a race.
         self.store.refuse_registered(*accounts.registration_logins(registration))
@@ -269,7 +279,8 @@ class IdentityService:
         username = validated(PasswordResetCodeRequest, payload).username
         policy, limits, now = phone_codes.Policy.from_env(), throttling.Policy.from_env(), datetime.now(UTC)
         # Counted before anything else, in one atomic write: parallel requests get no more.
-        self._count_attempts({throttling.reset_request_key(client_address): limits.address_limit}, limits, now)
+        key = throttling.reset_request_key(client_address)
+        self._count_attempts({key: limits.address_limit}, limits, now, "too many reset codes asked from this address")
         run_in_background(self._text_reset_code, username, policy)
         return PasswordResetCodeSent(
             valid_minutes=policy.valid_minutes, resend_after=int(policy.resend_interval.total_seconds())
@@ -639,7 +650,7 @@ class IdentityService:
         self.store.clear_failures(allowance)  # the right password: not a guess after all
 
     def _count_attempts(
-        self, limits: dict[str, int], policy: throttling.Policy, now: datetime
+        self, limits: dict[str, int], policy: throttling.Policy, now: datetime, refusal: str = "too many failed logins"
     ) -> dict[str, throttling.Failures]:
         """Count an attempt (a guess, before it is checked) against each key, in one atomic write per
         key; RateLimited past any key's allowance, and then it counts against none. Returns the
@@ -652,7 +663,7 @@ class IdentityService:
             if wait:
                 for earlier, its_window in counted.items():  # refused, not checked: no guess against the others
                     self.store.take_back_failure(earlier, its_window)
-                raise RateLimited("too many failed logins; try again later", retry_after=wait)
+                raise RateLimited(f"{refusal}; try again later", retry_after=wait)
             counted[key] = window
         return counted
 

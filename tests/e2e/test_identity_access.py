@@ -186,6 +186,24 @@ def test_failed_logins_throttle_the_client_address(yiwang):
     assert post(yiwang, "/api/v1/auth/login", login, headers={"X-Forwarded-For": "198.51.100.77"}).status_code == 200
 
 
+def test_registrations_from_one_address_are_limited_refused_ones_too(yiwang):
+    # 20 per window in these tests (SETTINGS). A refused repeat (409) counts as well: each answer
+    # says whether an id number is registered, and nobody may ask that at will.
+    here = {"X-Forwarded-For": "198.51.100.99"}
+    person = citizen()
+    assert post(yiwang, "/api/v1/auth/register", person, headers=here).status_code == 201
+    for _ in range(19):
+        assert post(yiwang, "/api/v1/auth/register", person, headers=here).status_code == 409
+    blocked = post(yiwang, "/api/v1/auth/register", citizen(), headers=here)
+    assert blocked.status_code == 429
+    assert blocked.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(blocked.headers["Retry-After"]) <= 900
+    # Invalid input is refused before it is counted, and another address registers.
+    assert post(yiwang, "/api/v1/auth/register", {**citizen(), "phone": "1"}, headers=here).status_code == 422
+    elsewhere = post(yiwang, "/api/v1/auth/register", citizen(), headers={"X-Forwarded-For": "198.51.100.98"})
+    assert elsewhere.status_code == 201
+
+
 # --- roles and who sees what --------------------------------------------------------------------
 
 

@@ -196,6 +196,33 @@ def test_id_number_with_a_superscript_digit_is_a_validation_error(service, store
     store.insert_user.assert_not_called()
 
 
+def test_a_registration_counts_against_its_client_address_before_anything_is_read_or_hashed(service, store):
+    order = []
+    store.record_failure.side_effect = lambda key, now, window: order.append(key) or Failures(1, now)
+    store.refuse_registered.side_effect = lambda *logins: order.append("read")
+    service.register(citizen_payload(), "203.0.113.9")
+    assert order == ["registrations:203.0.113.9", "read"]  # every registration counts, not only refused ones
+    assert store.record_failure.call_args.args[2] == timedelta(minutes=10)  # the throttling window (fixture)
+
+
+def test_registrations_past_the_address_limit_are_refused_with_retry_after(service, store, monkeypatch):
+    monkeypatch.setenv("YIWANG_REGISTRATION_ADDRESS_LIMIT", "2")
+    store.record_failure.side_effect = lambda key, now, window: Failures(3, now - timedelta(seconds=100))
+    with pytest.raises(RateLimited) as refused:
+        service.register(citizen_payload(), "203.0.113.9")
+    assert refused.value.retry_after == 500  # what is left of the 600 s window
+    assert "registrations" in refused.value.message
+    assert not store.refuse_registered.called and not store.insert_user.called
+
+
+def test_an_invalid_registration_is_not_counted_and_an_inside_caller_is_not_either(service, store):
+    with pytest.raises(ValidationFailed):
+        service.register(citizen_payload(phone="123"), "203.0.113.9")
+    service.register(citizen_payload())  # seeding, tests: no address
+    store.record_failure.assert_not_called()
+    store.insert_user.assert_called_once()
+
+
 # --- login --------------------------------------------------------------------------------------
 
 ADDRESS = "203.0.113.7"

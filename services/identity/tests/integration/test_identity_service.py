@@ -141,6 +141,28 @@ def test_parallel_failures_from_one_address_get_no_more_than_its_allowance(
     assert outcomes.count("Unauthenticated") == 5 and outcomes.count("RateLimited") == 7
 
 
+def test_parallel_registrations_from_one_address_get_no_more_than_its_allowance(
+    container_factory, identity_config, monkeypatch
+):
+    # Counted before anything is read or hashed, in one atomic write: of seven registrations sent
+    # at once from one address (one of them a repeat), four are handled (registered, or 409 for the
+    # repeat) and the rest refused. Another address is counted apart.
+    monkeypatch.setenv("YIWANG_REGISTRATION_ADDRESS_LIMIT", "4")
+    start(container_factory, identity_config)
+    people = [citizen() for _ in range(7)]
+    with ServiceRpcClient("identity") as identity:
+        identity.register(people[0])  # from inside the system: not counted
+        replies = [identity.register.call_async(person, "10.6.6.6") for person in people]
+        outcomes = []
+        for reply in replies:
+            try:
+                outcomes.append(reply.result()["assurance_level"] and "ok")
+            except (Conflict, RateLimited) as exc:
+                outcomes.append(type(exc).__name__)
+        assert identity.register(citizen(), "10.6.6.7")["assurance_level"] == 1
+    assert outcomes.count("RateLimited") == 3 and outcomes.count("ok") + outcomes.count("Conflict") == 4
+
+
 def test_reusing_a_refresh_token_revokes_the_session_and_says_so(container_factory, identity_config):
     revoked = event_recorder("identity", "identity.session_revoked.v1")
     container_factory(revoked).start()
