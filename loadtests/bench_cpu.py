@@ -33,10 +33,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+SHARED = (
+    ("document server", "yiwang-docserver-[0-9a-f]+ --listen"),
+    ("rabbitmq", "beam.smp"),
+    # The local trace viewer, when it runs: the system sends it every span (infra/system.py).
+    ("trace viewer", "zipkin-server-.*[.]jar"),
+)
+
+
 def shared_processes() -> dict[str, int]:
-    """The document server and RabbitMQ, which every system on this machine shares."""
+    """The document server, RabbitMQ and the trace viewer, which every system on this machine shares."""
     found = {}
-    for name, pattern in (("document server", "yiwang-docserver-[0-9a-f]+ --listen"), ("rabbitmq", "beam.smp")):
+    for name, pattern in SHARED:
         pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
         if pids:
             found[name] = int(pids[0])
