@@ -114,7 +114,12 @@ class Applicant(ApiUser):
 
     def on_start(self) -> None:
         person = new_citizen()
-        self.client.post("/api/v1/auth/register", json=person)
+        with self.client.post("/api/v1/auth/register", json=person, catch_response=True) as response:
+            if response.status_code == 429:
+                # Registrations are limited per client address: every user here seems to be one.
+                response.failure("register 429: the system does not believe X-Forwarded-For from this load generator")
+            elif response.status_code != 201:
+                response.failure(f"register {response.status_code}")
         self.auth = self.log_in(person["id_number"], person["password"])
         self.cases: list[str] = []
         self.documents: list[str] = []
