@@ -80,11 +80,17 @@ def registration_logins(registration: CitizenRegistration | EnterpriseRegistrati
     return registration.credit_code, registration.phone, "credit_code"
 
 
-def new_applicant(registration: CitizenRegistration | EnterpriseRegistration) -> dict[str, Any]:
-    """The user document for a registration, or ValidationFailed listing every problem."""
+def refuse_invalid(registration: CitizenRegistration | EnterpriseRegistration) -> None:
+    """ValidationFailed listing every problem the contract's validation leaves to us (a common
+    password, check digits)."""
     problems = _problems(registration)
     if problems:
         raise ValidationFailed("the registration is not valid", problems)
+
+
+def new_applicant(registration: CitizenRegistration | EnterpriseRegistration) -> dict[str, Any]:
+    """The user document for a registration, or ValidationFailed listing every problem."""
+    refuse_invalid(registration)
     is_citizen = isinstance(registration, CitizenRegistration)
     key, _, _ = registration_logins(registration)
     doc: dict[str, Any] = {

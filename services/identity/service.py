@@ -127,6 +127,7 @@ class IdentityService:
         neither hashing nor asking which id numbers are registered (409) can be repeated at will.
         Callers inside the system (seeding, tests) pass none and are not counted."""
         registration = validated(REGISTRATION, payload, tagged_by="account_type")
+        accounts.refuse_invalid(registration)  # every 422 first: invalid input counts against nothing
         if client_address is not None:
             limits, now = throttling.Policy.from_env(), datetime.now(UTC)
             key = throttling.registration_key(client_address)

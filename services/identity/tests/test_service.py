@@ -215,9 +215,18 @@ def test_registrations_past_the_address_limit_are_refused_with_retry_after(servi
     assert not store.refuse_registered.called and not store.insert_user.called
 
 
-def test_an_invalid_registration_is_not_counted_and_an_inside_caller_is_not_either(service, store):
+@pytest.mark.parametrize(
+    "invalid",
+    [
+        {"phone": "123"},
+        {"password": "password"},
+        {"id_number": ID_NUMBER[:-1] + ("0" if ID_NUMBER[-1] != "0" else "1")},
+    ],
+)
+def test_an_invalid_registration_is_not_counted_and_an_inside_caller_is_not_either(service, store, invalid):
     with pytest.raises(ValidationFailed):
-        service.register(citizen_payload(phone="123"), "203.0.113.9")
+        service.register(citizen_payload(**invalid), "203.0.113.9")
+    assert not store.refuse_registered.called  # nor read: a common password, a check digit are 422 first
     service.register(citizen_payload())  # seeding, tests: no address
     store.record_failure.assert_not_called()
     store.insert_user.assert_called_once()
