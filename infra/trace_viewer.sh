@@ -56,10 +56,13 @@ cmd_start() {
     fetch
     mkdir -p "$YIWANG_STATE_DIR"
     # In-memory storage keeps the newest $MEM_MAX_SPANS spans (a restart forgets them); the heap
-    # is sized for that, load tests included. On 127.0.0.1 only, as everything else here: the
+    # is sized for that, load tests included. G1, not the serial collector: with the heap full of
+    # spans, each of the serial collector's full collections held a core for 1.5-3 s about once a
+    # minute during a 10-minute load test (jstat), and the submissions waiting for that core made
+    # its submit p99 (loadtests/MEASUREMENTS.md). On 127.0.0.1 only, as everything else here: the
     # traces name every case (Zipkin listens on every interface by default).
     QUERY_PORT="$PORT" MEM_MAX_SPANS="${YIWANG_ZIPKIN_MAX_SPANS:-150000}" \
-        nohup java -Xms128m -Xmx1g -XX:+UseSerialGC -jar "$JAR" --armeria.ports[0].ip=127.0.0.1 \
+        nohup java -Xms128m -Xmx1g -XX:+UseG1GC -jar "$JAR" --armeria.ports[0].ip=127.0.0.1 \
         --armeria.ports[0].port="$PORT" --armeria.ports[0].protocols[0]=http >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     local deadline=$((SECONDS + 90))
