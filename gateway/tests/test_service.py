@@ -2,6 +2,7 @@ import json
 from datetime import UTC, date, datetime
 from unittest.mock import MagicMock
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 from werkzeug.test import EnvironBuilder
@@ -135,6 +136,32 @@ def test_readyz_names_what_is_down(gateway):
         {"field": "notification", "issue": "failing: RuntimeError"},
     ]
     assert "intake" in body["error"]["message"] and "notification" in body["error"]["message"]
+
+
+def test_readyz_asks_every_service_at_once(gateway):
+    # Each answer waits until every service has been asked: asked one after another, the first
+    # would wait for ever (here: give up and fail the check), so readyz would say "not ready".
+    asked = []
+
+    def answer_once_all_asked():
+        for _ in range(100):
+            if len(asked) == len(SERVICES):
+                return "pong"
+            eventlet.sleep(0)
+        raise Unavailable("the others were not asked meanwhile")
+
+    def asking(name):
+        def call_async():
+            asked.append(name)
+            return MagicMock(result=MagicMock(side_effect=answer_once_all_asked))
+
+        return call_async
+
+    for name in SERVICES:
+        getattr(gateway, name).ping.call_async.side_effect = asking(name)
+    response = gateway.readyz(_request())
+    assert sorted(asked) == sorted(SERVICES)
+    assert response.status_code == 200, _json(response)
 
 
 def test_openapi_route_serves_the_document(gateway):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 import requests
@@ -34,11 +35,23 @@ def under_load(faulty: FaultySystem) -> Iterator[Load]:
     load.stop()
 
 
-def ready(faulty: FaultySystem) -> bool:
+@dataclass
+class Readiness:
+    """/readyz's answer; false until ready, and what it said shows in a timeout's message."""
+
+    ready: bool
+    said: str
+
+    def __bool__(self) -> bool:
+        return self.ready
+
+
+def ready(faulty: FaultySystem) -> Readiness:
     try:
-        return requests.get(f"{faulty.base_url}/readyz", timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
+        response = requests.get(f"{faulty.base_url}/readyz", timeout=10)
+    except requests.RequestException as exc:
+        return Readiness(False, f"{type(exc).__name__}: {exc}")
+    return Readiness(response.status_code == 200, f"{response.status_code} {response.text[:500]}")
 
 
 def finish(fault: str, faulty: FaultySystem, load: Load, recovered_at: float) -> Figures:
