@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
 from services.common.logs import scrub
 from services.common.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from services.common.rpc import CONFIRM_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class ReliableEventHandler(EventHandler):
                 content_encoding=message.content_encoding,
                 delivery_mode=2,
                 serializer=None,
+                confirm_timeout=CONFIRM_TIMEOUT,
             )
 
     def _dead_letter_with_error(self, message: Any, error: BaseException) -> None:

@@ -22,6 +22,10 @@ from services.common.mongo import STORE_UNREACHABLE
 
 DEFAULT_TIMEOUT = 10.0
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.4, "interval_max": 0.5}
+# Seconds a publish waits for the broker's confirm. Without a bound, a broker gone silent (its host
+# gone without a reset) held every publisher until TCP gave up, minutes later; past it kombu
+# replaces the connection and publishes again (consumers are idempotent), as for one that broke.
+CONFIRM_TIMEOUT = 2.0
 BROKER_GONE = (kombu.exceptions.OperationalError, amqp.exceptions.ConnectionError, OSError)
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,7 @@ class ServiceRpc(NamekoServiceRpc):
 
     def __init__(self, target_service: str, **options: Any) -> None:
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
+        options.setdefault("confirm_timeout", CONFIRM_TIMEOUT)
         super().__init__(target_service, **options)
 
 

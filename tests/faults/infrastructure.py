@@ -137,6 +137,21 @@ class Toxiproxy:
             }
             requests.post(f"{self.api}/proxies/{name}/toxics", json=toxic, timeout=5).raise_for_status()
 
+    def black_hole(self, name: str) -> None:
+        """What is sent either way vanishes and no reset tells anyone, as when a peer's host is
+        gone without a word: requests in flight are lost, and so are replies to writes already
+        done. Toxiproxy's timeout toxic drops data while it is on (with a timeout of 0 it would
+        only hold it back) and closes the connections when removed, as a client's or the kernel's
+        timeout finally would."""
+        for stream in ("upstream", "downstream"):
+            toxic = {
+                "name": f"black_hole_{stream}",
+                "type": "timeout",
+                "stream": stream,
+                "attributes": {"timeout": 3_600_000},
+            }
+            requests.post(f"{self.api}/proxies/{name}/toxics", json=toxic, timeout=5).raise_for_status()
+
     def remove_toxics(self, name: str) -> None:
         toxics = requests.get(f"{self.api}/proxies/{name}/toxics", timeout=5).json()
         for toxic in toxics:

@@ -14,6 +14,7 @@ import requests
 
 from infra import system
 from services.catalog.seed_data import REGION_NAME
+from services.common.rpc import DEFAULT_TIMEOUT
 from tests.faults.audit import Figures, audit
 from tests.faults.conftest import FIGURES, FaultySystem
 from tests.faults.load import ITEM, Load
@@ -100,6 +101,26 @@ def test_broker_restart(faulty: FaultySystem, under_load: Load) -> None:
     figures.notes.append(f"503 answers while down took {max(s for _, s, _ in answers):.1f} s at most")
 
 
+SILENT_BROKER_ANSWER = 22.0  # s: confirm waits (2 s) and reconnections (5 s) of three publish attempts
+
+
+def test_broker_silent(faulty: FaultySystem, under_load: Load) -> None:
+    token = faulty.applicants(1)[0]["token"]
+    faulty.toxiproxy.black_hole("amqp")
+    # A silent broker (its host gone without a reset) is not waited on for ever: a caller hears
+    # 503 in bounded time, though the silence lasts longer.
+    answers = [probe(faulty, token)]
+    time.sleep(max(0.0, SILENT_BROKER_ANSWER + 5 - answers[0][1]))
+    faulty.toxiproxy.remove_toxics("amqp")
+    back = time.monotonic()
+    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what="/readyz after the broker spoke again")
+    for status, seconds, retry_after in answers:
+        assert status == 503 and retry_after, answers
+        assert seconds < SILENT_BROKER_ANSWER, f"an answer took {seconds:.1f}s while the broker was silent: {answers}"
+    figures = finish("broker silent", faulty, under_load, back)
+    figures.notes.append(f"the answer while silent took {answers[0][1]:.1f} s")
+
+
 @pytest.mark.parametrize("process", list(system.PROCESSES))
 def test_process_killed(faulty: FaultySystem, under_load: Load, process: str) -> None:
     faulty.running.processes[process].kill()  # SIGKILL: in-flight work is simply gone
@@ -124,7 +145,16 @@ NETWORK_FAULTS: dict[str, Callable[[FaultySystem], None]] = {
     "latency to the store": lambda f: _latency(f, "mongo"),
     "connections to the broker reset": lambda f: f.toxiproxy.reset_connections("amqp"),
     "connections to the store reset": lambda f: f.toxiproxy.reset_connections("mongo"),
+    "the store silent": lambda f: _silence(f, "mongo"),
 }
+
+
+def _silence(faulty: FaultySystem, proxy: str) -> None:
+    faulty.toxiproxy.black_hole(proxy)
+    # Longer than a caller waits for an RPC answer: some hear 503 for work that gets done, and
+    # their retries (same key) must find it, not do it again.
+    time.sleep(DEFAULT_TIMEOUT + 2)
+    faulty.toxiproxy.remove_toxics(proxy)
 
 
 def _latency(faulty: FaultySystem, proxy: str) -> None:

@@ -22,7 +22,16 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
 from services.common.errors import Unavailable
-from services.common.rpc import DeclareOncePublisher, ReplySafeRpcConsumer, ServiceRpc, StartupSafeReplyListener, call
+from services.common.publishing import EventPublisher
+from services.common.rpc import (
+    CONFIRM_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DeclareOncePublisher,
+    ReplySafeRpcConsumer,
+    ServiceRpc,
+    StartupSafeReplyListener,
+    call,
+)
 
 
 class Method:
@@ -140,6 +149,13 @@ def test_the_reply_queue_is_declared_with_the_first_request_only(monkeypatch: py
     publisher.publish({"n": 2}, declare=[other])
     assert declared == [["rpc.reply-x"], [], [], ["other"]]
     assert ServiceRpc("catalog").publisher_cls is DeclareOncePublisher
+
+
+def test_publishers_wait_a_bounded_time_for_the_brokers_confirm() -> None:
+    # A silent broker would otherwise hold a publisher until TCP gives up (tests/faults: broker silent).
+    assert ServiceRpc("catalog").publisher_options["confirm_timeout"] == CONFIRM_TIMEOUT
+    assert EventPublisher().publisher_options["confirm_timeout"] == CONFIRM_TIMEOUT
+    assert 0 < CONFIRM_TIMEOUT < DEFAULT_TIMEOUT
 
 
 # --- the client span of a call given up ---------------------------------------------------------------
