@@ -19,7 +19,7 @@ from pymongo.errors import PyMongoError
 from contracts.envelope import Envelope, UnknownEventType, parse_event
 from services.common.metrics import EVENTS_PUBLISHED
 from services.common.outbox import OutboxCollection
-from services.common.rpc import CONFIRM_TIMEOUT
+from services.common.rpc import ConfirmBoundedPublisher
 from services.common.telemetry import continued
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,7 @@ def _age(event: dict[str, Any]) -> timedelta:
 class EventPublisher(EventDispatcher):
     """Dependency provider: `self.events.publish(outbox, doc_id, events)` in a worker."""
 
-    def __init__(self, **options: Any) -> None:
-        options.setdefault("confirm_timeout", CONFIRM_TIMEOUT)  # a silent broker holds no worker
-        super().__init__(**options)
+    publisher_cls = ConfirmBoundedPublisher  # a broker gone silent holds no worker
 
     def get_dependency(self, worker_ctx: Any) -> Publisher:
         return Publisher(super().get_dependency(worker_ctx))

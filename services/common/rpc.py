@@ -9,9 +9,11 @@ from typing import Any
 import amqp.exceptions
 import eventlet
 import kombu.exceptions
+from nameko import config
 from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies, UnknownService
-from nameko.rpc import ReplyListener, RpcConsumer
+from nameko.rpc import ReplyListener, Responder, RpcConsumer, get_rpc_exchange
 from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import ServiceRpc as NamekoServiceRpc
 from opentelemetry import trace
@@ -119,7 +121,20 @@ class StartupSafeReplyListener(ReplyListener):
             self.pending.clear()
 
 
-class DeclareOncePublisher(Publisher):
+class ConfirmBoundedPublisher(Publisher):
+    """nameko's publisher, waiting CONFIRM_TIMEOUT at most for each confirm. Every publisher of
+    ours is one: RPC requests and replies, events."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("confirm_timeout", CONFIRM_TIMEOUT)
+        super().__init__(*args, **kwargs)
+
+
+class BoundedResponder(Responder):
+    publisher_cls = ConfirmBoundedPublisher
+
+
+class DeclareOncePublisher(ConfirmBoundedPublisher):
     """Declares what it was given to declare (the reply queue) with its first message only.
 
     kombu remembers declaring a queue only when it has no expiry, and nameko's reply queues expire
@@ -152,7 +167,6 @@ class ServiceRpc(NamekoServiceRpc):
 
     def __init__(self, target_service: str, **options: Any) -> None:
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
-        options.setdefault("confirm_timeout", CONFIRM_TIMEOUT)
         super().__init__(target_service, **options)
 
 
@@ -168,7 +182,7 @@ class ReplySafeRpcConsumer(RpcConsumer):
             gone = Unavailable(f"the service's store cannot be reached ({type(exc_info[1]).__name__})")
             exc_info = (Unavailable, gone, exc_info[2])
         try:
-            return super().handle_result(message, result, exc_info)
+            return self._reply(message, result, exc_info)
         except BROKER_GONE as exc:
             log.warning(
                 "reply to %s not sent, or its request not settled (%s); the request will be delivered again",
@@ -180,6 +194,20 @@ class ReplySafeRpcConsumer(RpcConsumer):
             with contextlib.suppress(*BROKER_GONE):
                 self.consumer.requeue_message(message)
             return result, exc_info
+
+    def _reply(self, message: Any, result: Any, exc_info: Any) -> tuple[Any, Any]:
+        """nameko's RpcConsumer.handle_result, with a reply publisher that waits for the confirm
+        CONFIRM_TIMEOUT at most: a broker gone silent would otherwise hold the worker."""
+        responder = BoundedResponder(
+            self.amqp_uri,
+            get_rpc_exchange(),
+            message,
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+        )
+        result, exc_info = responder.send_response(result, exc_info)
+        self.consumer.ack_message(message)
+        return result, exc_info
 
 
 def _routing(message: Any) -> str:

@@ -13,7 +13,7 @@ import pytest
 from kombu import Queue
 from nameko.amqp.publish import Publisher
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies
-from nameko.rpc import ReplyListener, RpcConsumer
+from nameko.rpc import ReplyListener
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,6 +26,8 @@ from services.common.publishing import EventPublisher
 from services.common.rpc import (
     CONFIRM_TIMEOUT,
     DEFAULT_TIMEOUT,
+    BoundedResponder,
+    ConfirmBoundedPublisher,
     DeclareOncePublisher,
     ReplySafeRpcConsumer,
     ServiceRpc,
@@ -56,6 +58,10 @@ class Message:
 class FakeConsumer:
     def __init__(self) -> None:
         self.requeued: list[Any] = []
+        self.acked: list[Any] = []
+
+    def ack_message(self, message: Any) -> None:
+        self.acked.append(message)
 
     def requeue_message(self, message: Any) -> None:
         self.requeued.append(message)
@@ -70,7 +76,7 @@ def exc_info_of(error: Exception) -> Any:
 
 def test_a_store_failure_is_answered_as_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[Any] = []
-    monkeypatch.setattr(RpcConsumer, "handle_result", lambda self, message, result, exc_info: sent.append(exc_info))
+    monkeypatch.setattr(ReplySafeRpcConsumer, "_reply", lambda self, message, result, exc_info: sent.append(exc_info))
     ReplySafeRpcConsumer().handle_result(Message(), None, exc_info_of(pymongo.errors.AutoReconnect("closed")))
     assert isinstance(sent[0][1], Unavailable)
     assert "AutoReconnect" in sent[0][1].message
@@ -78,7 +84,7 @@ def test_a_store_failure_is_answered_as_unavailable(monkeypatch: pytest.MonkeyPa
 
 def test_other_errors_are_answered_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[Any] = []
-    monkeypatch.setattr(RpcConsumer, "handle_result", lambda self, message, result, exc_info: sent.append(exc_info))
+    monkeypatch.setattr(ReplySafeRpcConsumer, "_reply", lambda self, message, result, exc_info: sent.append(exc_info))
     ReplySafeRpcConsumer().handle_result(Message(), None, exc_info_of(KeyError("x")))
     assert isinstance(sent[0][1], KeyError)
 
@@ -87,7 +93,7 @@ def test_a_reply_the_broker_cannot_take_hands_the_request_back(monkeypatch: pyte
     def broker_gone(self: Any, message: Any, result: Any, exc_info: Any) -> None:
         raise kombu.exceptions.OperationalError("Server unexpectedly closed connection")
 
-    monkeypatch.setattr(RpcConsumer, "handle_result", broker_gone)
+    monkeypatch.setattr(ReplySafeRpcConsumer, "_reply", broker_gone)
     consumer = ReplySafeRpcConsumer()
     consumer.consumer = FakeConsumer()
     message = Message()
@@ -106,7 +112,7 @@ def test_a_request_that_cannot_be_handed_back_is_left_to_the_broker(monkeypatch:
     def ack_refused(self: Any, message: Any, result: Any, exc_info: Any) -> None:
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(RpcConsumer, "handle_result", ack_refused)
+    monkeypatch.setattr(ReplySafeRpcConsumer, "_reply", ack_refused)
     consumer = ReplySafeRpcConsumer()
     consumer.consumer = DeadConsumer()
     assert consumer.handle_result(Message(), {"case_no": "1"}, None) == ({"case_no": "1"}, None)
@@ -151,11 +157,25 @@ def test_the_reply_queue_is_declared_with_the_first_request_only(monkeypatch: py
     assert ServiceRpc("catalog").publisher_cls is DeclareOncePublisher
 
 
-def test_publishers_wait_a_bounded_time_for_the_brokers_confirm() -> None:
+def test_every_publisher_waits_a_bounded_time_for_the_brokers_confirm() -> None:
     # A silent broker would otherwise hold a publisher until TCP gives up (tests/faults: broker silent).
-    assert ServiceRpc("catalog").publisher_options["confirm_timeout"] == CONFIRM_TIMEOUT
-    assert EventPublisher().publisher_options["confirm_timeout"] == CONFIRM_TIMEOUT
+    assert ConfirmBoundedPublisher("memory://").publish_kwargs["confirm_timeout"] == CONFIRM_TIMEOUT
+    assert issubclass(ServiceRpc("catalog").publisher_cls, ConfirmBoundedPublisher)  # requests
+    assert BoundedResponder.publisher_cls is ConfirmBoundedPublisher  # replies
+    assert EventPublisher.publisher_cls is ConfirmBoundedPublisher  # events
     assert 0 < CONFIRM_TIMEOUT < DEFAULT_TIMEOUT
+
+
+def test_a_reply_is_sent_by_the_bounded_responder_then_its_request_acked(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(
+        BoundedResponder, "send_response", lambda self, result, exc_info: sent.append(result) or (result, exc_info)
+    )
+    consumer = ReplySafeRpcConsumer()
+    consumer.consumer = FakeConsumer()
+    message = Message()
+    assert consumer.handle_result(message, {"case_no": "1"}, None) == ({"case_no": "1"}, None)
+    assert sent == [{"case_no": "1"}] and consumer.consumer.acked == [message]
 
 
 # --- the client span of a call given up ---------------------------------------------------------------
