@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,7 +17,7 @@ from infra import system
 from services.catalog.seed_data import REGION_NAME
 from services.common.rpc import DEFAULT_TIMEOUT
 from tests.faults.audit import Figures, audit
-from tests.faults.conftest import FIGURES, FaultySystem
+from tests.faults.conftest import ARTIFACTS, FIGURES, FaultySystem
 from tests.faults.load import ITEM, Load
 from tests.support import eventually
 
@@ -53,6 +54,27 @@ def ready(faulty: FaultySystem) -> Readiness:
     except requests.RequestException as exc:
         return Readiness(False, f"{type(exc).__name__}: {exc}")
     return Readiness(response.status_code == 200, f"{response.status_code} {response.text[:500]}")
+
+
+def wait_ready(faulty: FaultySystem, what: str, timeout: float = RECOVERY_LIMIT) -> None:
+    try:
+        eventually(lambda: ready(faulty), timeout=timeout, what=what)
+    except AssertionError as timed_out:
+        # CI keeps only the test's output: the processes' last complaints go with it.
+        raise AssertionError(f"{timed_out}\n{recent_complaints(ARTIFACTS / 'logs')}") from None
+
+
+COMPLAINTS = ('"level": "WARNING"', '"level": "ERROR"')
+
+
+def recent_complaints(log_dir: Path, per_log: int = 5) -> str:
+    """The last warnings and errors of each process's log (JSON lines), shortened."""
+    lines = []
+    for log in sorted(log_dir.glob("*.log")):
+        text = log.read_text(errors="replace")
+        complaints = [line[:400] for line in text.splitlines() if any(level in line for level in COMPLAINTS)]
+        lines += [f"{log.name}: {line}" for line in complaints[-per_log:]]
+    return "\n".join(lines) or "(no warnings or errors in the processes' logs)"
 
 
 def finish(fault: str, faulty: FaultySystem, load: Load, recovered_at: float) -> Figures:
@@ -93,7 +115,7 @@ def test_broker_restart(faulty: FaultySystem, under_load: Load) -> None:
     answers = [probe(faulty, token) for _ in range(3)]
     faulty.broker.start()
     back = time.monotonic()
-    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what="/readyz after the broker's return")
+    wait_ready(faulty, "/readyz after the broker's return")
     for status, seconds, retry_after in answers:
         assert status == 503 and retry_after, answers
         assert seconds < 12, f"an answer took {seconds:.1f}s while the broker was down: {answers}"
@@ -113,7 +135,7 @@ def test_broker_silent(faulty: FaultySystem, under_load: Load) -> None:
     time.sleep(max(0.0, SILENT_BROKER_ANSWER + 5 - answers[0][1]))
     faulty.toxiproxy.remove_toxics("amqp")
     back = time.monotonic()
-    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what="/readyz after the broker spoke again")
+    wait_ready(faulty, "/readyz after the broker spoke again")
     for status, seconds, retry_after in answers:
         assert status == 503 and retry_after, answers
         assert seconds < SILENT_BROKER_ANSWER, f"an answer took {seconds:.1f}s while the broker was silent: {answers}"
@@ -127,7 +149,7 @@ def test_process_killed(faulty: FaultySystem, under_load: Load, process: str) ->
     faulty.running.processes[process].wait()
     system.spawn(faulty.running, process)
     back = time.monotonic()
-    eventually(lambda: ready(faulty), timeout=60, what=f"/readyz after {process} came back")
+    wait_ready(faulty, f"/readyz after {process} came back", timeout=60)
     finish(f"{process} killed", faulty, under_load, back)
 
 
@@ -136,7 +158,7 @@ def test_document_server_killed(faulty: FaultySystem, under_load: Load) -> None:
     time.sleep(2)
     faulty.docserver.start()
     back = time.monotonic()
-    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what="/readyz after the document server's return")
+    wait_ready(faulty, "/readyz after the document server's return")
     finish("document server killed", faulty, under_load, back)
 
 
@@ -167,5 +189,5 @@ def _latency(faulty: FaultySystem, proxy: str) -> None:
 def test_network_fault(faulty: FaultySystem, under_load: Load, fault: str) -> None:
     NETWORK_FAULTS[fault](faulty)
     back = time.monotonic()
-    eventually(lambda: ready(faulty), timeout=RECOVERY_LIMIT, what=f"/readyz after {fault}")
+    wait_ready(faulty, f"/readyz after {fault}")
     finish(fault, faulty, under_load, back)
