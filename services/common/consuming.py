@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
 from services.common.logs import scrub
 from services.common.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
-from services.common.rpc import CONFIRM_TIMEOUT
+from services.common.rpc import CONFIRM_TIMEOUT, CONNECT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ class ReliableEventHandler(EventHandler):
 
     def _publish_copy(self, message: Any, exchange: Any, routing_key: str, extra_headers: dict[str, Any]) -> None:
         """The message again, persistent and confirmed, with more headers."""
-        with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as conn:
+        options = {"confirm_publish": True}
+        with Connection(self.amqp_uri, transport_options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.Producer().publish(
                 message.body,
                 exchange=exchange,

@@ -28,6 +28,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step"
 # gone without a reset) held every publisher until TCP gave up, minutes later; past it kombu
 # replaces the connection and publishes again (consumers are idempotent), as for one that broke.
 CONFIRM_TIMEOUT = 2.0
+# Seconds a publisher's new connection may take to connect and shake hands (kombu's default: 5).
+CONNECT_TIMEOUT = 2.0
 BROKER_GONE = (kombu.exceptions.OperationalError, amqp.exceptions.ConnectionError, OSError)
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,11 @@ class StartupSafeReplyListener(ReplyListener):
 
 
 class ConfirmBoundedPublisher(Publisher):
-    """nameko's publisher, waiting CONFIRM_TIMEOUT at most for each confirm. Every publisher of
-    ours is one: RPC requests and replies, events."""
+    """nameko's publisher, waiting CONFIRM_TIMEOUT at most for each confirm and CONNECT_TIMEOUT
+    for a connection. Every publisher of ours is one: RPC requests and replies, events."""
+
+    # Its own connections (kombu pools them by these options too) connect within CONNECT_TIMEOUT.
+    transport_options = {**Publisher.transport_options, "connect_timeout": CONNECT_TIMEOUT}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("confirm_timeout", CONFIRM_TIMEOUT)

@@ -25,6 +25,7 @@ from services.common.errors import Unavailable
 from services.common.publishing import EventPublisher
 from services.common.rpc import (
     CONFIRM_TIMEOUT,
+    CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
     BoundedResponder,
     ConfirmBoundedPublisher,
@@ -160,6 +161,7 @@ def test_the_reply_queue_is_declared_with_the_first_request_only(monkeypatch: py
 def test_every_publisher_waits_a_bounded_time_for_the_brokers_confirm() -> None:
     # A silent broker would otherwise hold a publisher until TCP gives up (tests/faults: broker silent).
     assert ConfirmBoundedPublisher("memory://").publish_kwargs["confirm_timeout"] == CONFIRM_TIMEOUT
+    assert ConfirmBoundedPublisher.transport_options["connect_timeout"] == CONNECT_TIMEOUT  # reconnections
     assert issubclass(ServiceRpc("catalog").publisher_cls, ConfirmBoundedPublisher)  # requests
     assert BoundedResponder.publisher_cls is ConfirmBoundedPublisher  # replies
     assert EventPublisher.publisher_cls is ConfirmBoundedPublisher  # events
