@@ -131,9 +131,11 @@ def test_broker_silent(faulty: FaultySystem, under_load: Load) -> None:
     faulty.toxiproxy.black_hole("amqp")
     # A silent broker (its host gone without a reset) is not waited on for ever: a caller hears
     # 503 in bounded time, though the silence lasts longer.
-    answers = [probe(faulty, token)]
-    time.sleep(max(0.0, SILENT_BROKER_ANSWER + 5 - answers[0][1]))
-    faulty.toxiproxy.remove_toxics("amqp")
+    try:
+        answers = [probe(faulty, token)]
+        time.sleep(max(0.0, SILENT_BROKER_ANSWER + 5 - answers[0][1]))
+    finally:
+        faulty.toxiproxy.remove_toxics("amqp")  # even when the probe hangs: the next tests need it
     back = time.monotonic()
     wait_ready(faulty, "/readyz after the broker spoke again")
     for status, seconds, retry_after in answers:
