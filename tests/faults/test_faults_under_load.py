@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,8 @@ from infra import system
 from services.catalog.seed_data import REGION_NAME
 from services.common.rpc import DEFAULT_TIMEOUT
 from tests.faults.audit import Figures, audit
-from tests.faults.conftest import ARTIFACTS, FIGURES, FaultySystem
+from tests.faults.conftest import FIGURES, FaultySystem
 from tests.faults.load import ITEM, Load
-from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -37,31 +35,13 @@ def under_load(faulty: FaultySystem) -> Iterator[Load]:
     load.stop()
 
 
-@dataclass
-class Readiness:
-    """/readyz's answer; false until ready, and what it said shows in a timeout's message."""
-
-    ready: bool
-    said: str
-
-    def __bool__(self) -> bool:
-        return self.ready
-
-
-def ready(faulty: FaultySystem) -> Readiness:
-    try:
-        response = requests.get(f"{faulty.base_url}/readyz", timeout=10)
-    except requests.RequestException as exc:
-        return Readiness(False, f"{type(exc).__name__}: {exc}")
-    return Readiness(response.status_code == 200, f"{response.status_code} {response.text[:500]}")
-
-
 def wait_ready(faulty: FaultySystem, what: str, timeout: float = RECOVERY_LIMIT) -> None:
+    """infra.system's wait for /readyz (it names what /readyz last said, or a process that died);
+    CI keeps only the test's output, so the processes' last complaints go with a timeout."""
     try:
-        eventually(lambda: ready(faulty), timeout=timeout, what=what)
-    except AssertionError as timed_out:
-        # CI keeps only the test's output: the processes' last complaints go with it.
-        raise AssertionError(f"{timed_out}\n{recent_complaints(ARTIFACTS / 'logs')}") from None
+        system.wait_ready(faulty.running, timeout)
+    except TimeoutError as timed_out:
+        raise AssertionError(f"{what}: {timed_out}\n{recent_complaints(faulty.running.log_dir)}") from None
 
 
 COMPLAINTS = ('"level": "WARNING"', '"level": "ERROR"')
@@ -108,6 +88,13 @@ def probe(faulty: FaultySystem, token: str) -> tuple[int, float, str | None]:
     return response.status_code, time.monotonic() - sent, response.headers.get("Retry-After")
 
 
+def assert_told_unavailable(answers: list[tuple[int, float, str | None]], within: float, while_broker: str) -> None:
+    """While the broker is away the gateway says so (503 + Retry-After) in bounded time, it does not hang."""
+    for status, seconds, retry_after in answers:
+        assert status == 503 and retry_after, answers
+        assert seconds < within, f"an answer took {seconds:.1f}s while the broker was {while_broker}: {answers}"
+
+
 def test_broker_restart(faulty: FaultySystem, under_load: Load) -> None:
     token = faulty.applicants(1)[0]["token"]
     faulty.broker.stop()
@@ -116,9 +103,7 @@ def test_broker_restart(faulty: FaultySystem, under_load: Load) -> None:
     faulty.broker.start()
     back = time.monotonic()
     wait_ready(faulty, "/readyz after the broker's return")
-    for status, seconds, retry_after in answers:
-        assert status == 503 and retry_after, answers
-        assert seconds < 12, f"an answer took {seconds:.1f}s while the broker was down: {answers}"
+    assert_told_unavailable(answers, within=12, while_broker="down")
     figures = finish("broker restarted", faulty, under_load, back)
     figures.notes.append(f"503 answers while down took {max(s for _, s, _ in answers):.1f} s at most")
 
@@ -138,9 +123,7 @@ def test_broker_silent(faulty: FaultySystem, under_load: Load) -> None:
         faulty.toxiproxy.remove_toxics("amqp")  # even when the probe hangs: the next tests need it
     back = time.monotonic()
     wait_ready(faulty, "/readyz after the broker spoke again")
-    for status, seconds, retry_after in answers:
-        assert status == 503 and retry_after, answers
-        assert seconds < SILENT_BROKER_ANSWER, f"an answer took {seconds:.1f}s while the broker was silent: {answers}"
+    assert_told_unavailable(answers, within=SILENT_BROKER_ANSWER, while_broker="silent")
     figures = finish("broker silent", faulty, under_load, back)
     figures.notes.append(f"the answer while silent took {answers[0][1]:.1f} s")
 
