@@ -25,25 +25,38 @@ MONGO_URI_KEY = "MONGO_URI"
 MONGO_SOCKET_KEY = "MONGO_SOCKET"
 DB_PREFIX_KEY = "MONGO_DB_PREFIX"
 
-_clients: dict[str, pymongo.MongoClient] = {}
+_clients: dict[tuple[str, bool], pymongo.MongoClient] = {}
 
-# The store cannot be reached (down, restarting, connection cut): the caller may try again later.
+# The store cannot be reached (down, restarting, connection cut, silent past COMMAND_TIMEOUT): the
+# caller may try again later.
 STORE_UNREACHABLE = pymongo.errors.ConnectionFailure
 
+# How long one command waits for the store's answer. A store gone silent (its host gone without a
+# reset) would otherwise hold the worker until TCP gives up, minutes later. Three times the RPC
+# timeout: the caller has heard 503 long before, and no command of a request or handler runs this
+# long on a healthy store. Index builds and migrations at start may: they use a patient client.
+COMMAND_TIMEOUT = 30.0  # seconds
 
-def client_for(uri: str) -> pymongo.MongoClient:
-    """One pooled client per URI and process: pymongo clients are thread(greenlet)-safe."""
-    client = _clients.get(uri)
+
+def client_for(uri: str, patient: bool = False) -> pymongo.MongoClient:
+    """One pooled client per URI and process (pymongo clients are thread(greenlet)-safe), and one
+    `patient` client without the command bound for work that may legitimately take long."""
+    client = _clients.get((uri, patient))
     if client is None:
-        client = pymongo.MongoClient(
-            uri,
-            serverSelectionTimeoutMS=5000,
-            connectTimeoutMS=5000,
-            tz_aware=True,
-            event_listeners=[StoreCommandListener()],
-        )
-        _clients[uri] = client
+        client = new_client(uri, None if patient else COMMAND_TIMEOUT)
+        _clients[(uri, patient)] = client
     return client
+
+
+def new_client(uri: str, command_timeout: float | None) -> pymongo.MongoClient:
+    return pymongo.MongoClient(
+        uri,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        socketTimeoutMS=None if command_timeout is None else int(command_timeout * 1000),
+        tz_aware=True,
+        event_listeners=[StoreCommandListener()],
+    )
 
 
 def store_uri(settings: Any) -> str:
@@ -95,10 +108,10 @@ class Storage(DependencyProvider):
         # Not in setup(): tracing (another provider's setup) must hook pymongo before a client exists.
         with self._lock:
             if self.store is None:
-                client = client_for(store_uri(config))
-                store = self.store_cls(client[database_name(self.database or self.container.service_name)])
-                store.ensure_indexes()
-                self.store = store
+                uri, name = store_uri(config), database_name(self.database or self.container.service_name)
+                # An index build or a migration on a large collection may run for minutes.
+                self.store_cls(client_for(uri, patient=True)[name]).ensure_indexes()
+                self.store = self.store_cls(client_for(uri)[name])
         return self.store
 
 
