@@ -28,7 +28,7 @@ class SmsProvider:
     def __init__(self, base_url: str, timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = _session_for(self.base_url)
 
     def send(self, to: str, text: str, reference: str, timeout: float | None = None) -> Outcome:
         """`timeout`: seconds for this send, when less than the usual will do (a waiting person)."""
@@ -89,6 +89,19 @@ class SmtpMailer:
         except (OSError, smtplib.SMTPException) as exc:
             return Outcome("temporary", error=f"SMTP server unreachable: {type(exc).__name__}")
         return Outcome("delivered", reference=message["Message-ID"])
+
+
+def _session_for(base_url: str) -> requests.Session:
+    """A session with the environment's proxy, CA bundle and netrc settings for `base_url` read
+    once: requests reads them on every call otherwise (scanning the environment for proxies was a
+    twentieth of the notification service's CPU under load). A change to them takes a restart."""
+    session = requests.Session()
+    settings = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
+    session.auth = requests.utils.get_netrc_auth(base_url)
+    session.trust_env = False
+    return session
 
 
 def _traced(outcome: Outcome) -> Outcome:
