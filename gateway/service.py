@@ -82,6 +82,7 @@ from gateway.http import error_body, read_json
 from gateway.openapi import openapi_document
 from gateway.routing import api, query_names
 from services.common.errors import Unavailable, ValidationFailed, validated
+from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
 from services.common.rpc import DEFAULT_TIMEOUT, ServiceRpc, call
 from services.common.telemetry import Tracing, annotate, current_trace_id
@@ -138,6 +139,7 @@ class Gateway:
 
     tracing = Tracing()
     metrics = Metrics()
+    startup_heap = FrozenStartupHeap()
     auth = Auth()
     identity = ServiceRpc("identity")
     catalog = ServiceRpc("catalog")

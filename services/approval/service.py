@@ -10,6 +10,7 @@ from contracts.identity import ApplicantProfile
 from services.approval import deciding
 from services.approval.storage import ApprovalStore
 from services.common.consuming import consumes
+from services.common.heap import FrozenStartupHeap
 from services.common.item_versions import ItemVersions
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
@@ -23,6 +24,7 @@ class ApprovalService:
 
     tracing = Tracing()
     metrics = Metrics()
+    startup_heap = FrozenStartupHeap()
     store: ApprovalStore = Storage(ApprovalStore)
     events = EventPublisher()
     catalog = ServiceRpc("catalog")

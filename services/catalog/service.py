@@ -34,6 +34,7 @@ from services.common.errors import (
     ValidationFailed,
     validated,
 )
+from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
@@ -50,6 +51,7 @@ class CatalogService:
 
     tracing = Tracing()
     metrics = Metrics()
+    startup_heap = FrozenStartupHeap()
     store: CatalogStore = Storage(CatalogStore)
     events = EventPublisher()
 

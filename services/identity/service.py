@@ -68,6 +68,7 @@ from services.common.errors import (
     password_change_first,
     validated,
 )
+from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
@@ -115,6 +116,7 @@ class IdentityService:
 
     tracing = Tracing()
     metrics = Metrics()
+    startup_heap = FrozenStartupHeap()
     store: IdentityStore = Storage(IdentityStore)
     events = EventPublisher()
     notification = ServiceRpc("notification")  # texts the phone codes

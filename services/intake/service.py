@@ -43,6 +43,7 @@ from contracts.events import (
 from contracts.identity import ApplicantProfile, CertificateCheck
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, Conflict, Forbidden, NotFound, ValidationFailed, validated
+from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
@@ -70,6 +71,7 @@ class IntakeService:
 
     tracing = Tracing()
     metrics = Metrics()
+    startup_heap = FrozenStartupHeap()
     store: IntakeStore = Storage(IntakeStore)
     events = EventPublisher()
     catalog = ServiceRpc("catalog")

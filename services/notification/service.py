@@ -41,6 +41,7 @@ from contracts.notifications import (
 )
 from services.common.consuming import consumes
 from services.common.errors import EXPECTED_ERRORS, DomainError, NotFound, Unavailable, ValidationFailed, validated
+from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
 from services.common.mongo import Storage
 from services.common.rpc import ServiceRpc, call, rpc
@@ -75,6 +76,7 @@ class NotificationService:
 
     tracing = Tracing()
     metrics = Metrics()
+    startup_heap = FrozenStartupHeap()
     store: NotificationStore = Storage(NotificationStore)
     identity = ServiceRpc("identity")
     outbound: OutboundChannels = Outbound()
