@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Any
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -47,6 +46,3 @@ class FrozenStartupHeap(DependencyProvider):
             freezer.cancel()
 
     kill = stop
-
-    def get_dependency(self, worker_ctx: Any) -> None:
-        return None

@@ -25,7 +25,7 @@ MONGO_URI_KEY = "MONGO_URI"
 MONGO_SOCKET_KEY = "MONGO_SOCKET"
 DB_PREFIX_KEY = "MONGO_DB_PREFIX"
 
-_clients: dict[tuple[str, bool], pymongo.MongoClient] = {}
+_clients: dict[str, pymongo.MongoClient] = {}
 
 # The store cannot be reached (down, restarting, connection cut, silent past COMMAND_TIMEOUT): the
 # caller may try again later.
@@ -34,17 +34,16 @@ STORE_UNREACHABLE = pymongo.errors.ConnectionFailure
 # How long one command waits for the store's answer. A store gone silent (its host gone without a
 # reset) would otherwise hold the worker until TCP gives up, minutes later. Three times the RPC
 # timeout: the caller has heard 503 long before, and no command of a request or handler runs this
-# long on a healthy store. Index builds and migrations at start may: they use a patient client.
+# long on a healthy store. Index builds and migrations at start may: they use a client of their own.
 COMMAND_TIMEOUT = 30.0  # seconds
 
 
-def client_for(uri: str, patient: bool = False) -> pymongo.MongoClient:
-    """One pooled client per URI and process (pymongo clients are thread(greenlet)-safe), and one
-    `patient` client without the command bound for work that may legitimately take long."""
-    client = _clients.get((uri, patient))
+def client_for(uri: str) -> pymongo.MongoClient:
+    """One pooled client per URI and process: pymongo clients are thread(greenlet)-safe."""
+    client = _clients.get(uri)
     if client is None:
-        client = new_client(uri, None if patient else COMMAND_TIMEOUT)
-        _clients[(uri, patient)] = client
+        client = new_client(uri, COMMAND_TIMEOUT)
+        _clients[uri] = client
     return client
 
 
@@ -109,8 +108,10 @@ class Storage(DependencyProvider):
         with self._lock:
             if self.store is None:
                 uri, name = store_uri(config), database_name(self.database or self.container.service_name)
-                # An index build or a migration on a large collection may run for minutes.
-                self.store_cls(client_for(uri, patient=True)[name]).ensure_indexes()
+                # An index build or a migration on a large collection may run for minutes: on a
+                # client without the command bound, closed once done (start needs it only once).
+                with new_client(uri, command_timeout=None) as patient:
+                    self.store_cls(patient[name]).ensure_indexes()
                 self.store = self.store_cls(client_for(uri)[name])
         return self.store
 

@@ -111,7 +111,7 @@ class RecordingStore:
         return self.db.client.options.pool_options.socket_timeout
 
 
-def test_workers_get_the_bounded_client_and_index_builds_the_patient_one(monkeypatch):
+def test_workers_get_the_bounded_client_and_index_builds_one_without_the_bound(monkeypatch):
     monkeypatch.setattr(mongo, "store_uri", lambda settings: MONGO_URI)
     provider = Storage(RecordingStore, database="silent_store_test")
     provider.setup()
