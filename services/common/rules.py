@@ -72,9 +72,11 @@ def macro_nesting(node: Any) -> int:
 
 @contextlib.contextmanager
 def cpu_budget(seconds: float) -> Iterator[None]:
-    """RuleTimeout if the block uses more than `seconds` of CPU. A process-wide CPU-time timer:
-    evaluations never yield to another greenthread, so only one is ever running. Where signals
-    cannot be set (outside the main thread) the block runs without a budget."""
+    """RuleTimeout if the block uses more than `seconds` of CPU, the kernel's time on its behalf
+    included (a rule that makes the process map and fault in memory spends it there). A
+    process-wide CPU-time timer: evaluations never yield to another greenthread, so only one is
+    ever running. Where signals cannot be set (outside the main thread) the block runs without a
+    budget."""
 
     active = True
 
@@ -83,20 +85,20 @@ def cpu_budget(seconds: float) -> Iterator[None]:
             raise RuleTimeout(f"the rule used more than {seconds:g}s of CPU time")
 
     try:
-        previous = signal.signal(signal.SIGVTALRM, expired)
+        previous = signal.signal(signal.SIGPROF, expired)
     except ValueError:  # not the main thread
         yield
         return
     # Re-armed every 50 ms of CPU after the first expiry: a signal handled while a finalizer runs
     # (the garbage collector can run one at any point) has its exception ignored by Python, so one
     # shot could be lost; the next one lands in the evaluation.
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds, 0.05)
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.05)
     try:
         yield
     finally:
         active = False
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def referenced_inputs(expression: str) -> list[str]:
