@@ -802,5 +802,8 @@ class Gateway:
         response_model=NotificationPreferences,
     )
     def choose_notification_channels(self, request: Request, principal: Principal) -> dict[str, Any]:
-        body = validated(NotificationPreferences, read_json(request)).model_dump()
-        return call(self.notification.set_preferences, principal.model_dump(), body)
+        body = read_json(request)
+        validated(NotificationPreferences, body)
+        # As sent, not normalized (the inbox put first): a refusal names a channel by its place in
+        # the caller's list.
+        return call(self.notification.set_preferences, principal.model_dump(), {"channels": body["channels"]})

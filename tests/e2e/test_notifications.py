@@ -26,7 +26,8 @@ def test_preferences_default_and_refuse_a_channel_the_account_cannot_receive(yiw
     assert refused.status_code == 422
     error = refused.json()["error"]
     assert error["code"] == "validation_failed"
-    assert error["details"] == [{"field": "channels.2", "issue": "the account has no email address"}]
+    # Named by its place in the list as sent (the inbox, always on, is not in it).
+    assert error["details"] == [{"field": "channels.1", "issue": "the account has no email address"}]
 
     assert preferences(yiwang, applicant, ["fax"]).status_code == 422
     assert preferences(yiwang, applicant, []).json() == {"channels": ["inbox"]}  # the inbox stays on
