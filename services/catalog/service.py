@@ -60,10 +60,12 @@ class CatalogService:
     def get_item(self, item_code: str, version: int | None = None) -> dict[str, Any]:
         """The published guide (latest, or the given version a case was submitted under)."""
         annotate(item_code=item_code)
-        doc = self.store.get_version(item_code, version) if version else self.store.latest_version(item_code)
+        # `is None`, not falsiness: version 0 is a version asked for (there is none), not the latest.
+        latest = version is None
+        doc = self.store.latest_version(item_code) if latest else self.store.get_version(item_code, version)
         if doc is None:
-            raise NotFound(f"no published item {item_code}" + (f" version {version}" if version else ""))
-        if not version and "withdrawn" in doc:  # its versions stay readable: cases were submitted under them
+            raise NotFound(f"no published item {item_code}" + ("" if latest else f" version {version}"))
+        if latest and "withdrawn" in doc:  # its versions stay readable: cases were submitted under them
             raise NotFound(guides.withdrawn_message(item_code, doc["withdrawn"]), WITHDRAWN_DETAILS)
         return guides.published(doc).model_dump(mode="json")
 

@@ -94,6 +94,15 @@ def test_unknown_item_is_not_found(service, version):
         service.get_item("62052400MZ-GF-9999", version)
 
 
+def test_version_zero_is_not_the_latest(service, store):
+    store.latest_version.return_value = stored_version(2)
+    store.get_version.return_value = None  # versions start at 1
+    with pytest.raises(NotFound, match="version 0"):
+        service.get_item(CODE, 0)
+    store.get_version.assert_called_once_with(CODE, 0)
+    store.latest_version.assert_not_called()
+
+
 def test_publish_first_version_and_announce_it(service, store, events):
     result = service.publish_guide(GUIDE)
     assert result == PublishedItem.model_validate({**GUIDE, "version": 1}).model_dump(mode="json")
