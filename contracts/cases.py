@@ -54,8 +54,9 @@ def _check_storable(form: dict[str, Any]) -> None:
 
 
 class SubmitCase(Contract):
-    # Any code: one that names no published item is 404 (api-v1), whatever its shape.
-    item_code: Annotated[str, Field(min_length=1, max_length=64)]
+    # Any code: one that names no published item is 404 (api-v1), whatever its shape (empty, or
+    # too long for any item, included: intake answers those without asking catalog).
+    item_code: str
     form: dict[str, Any] = {}
     materials: Materials = []
 

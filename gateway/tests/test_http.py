@@ -95,7 +95,7 @@ def test_other_errors_have_no_retry_after():
 
 def test_pydantic_validation_error_is_422_with_details():
     with pytest.raises(ValidationError) as info:
-        SubmitCase.model_validate({"item_code": "", "surprise": 1})
+        SubmitCase.model_validate({"item_code": 5, "surprise": 1})
     response = response_for_exception(info.value)
     assert response.status_code == 422
     error = _error(response)

@@ -498,7 +498,7 @@ def test_a_bad_idempotency_key_is_422_naming_the_header(gateway):
 
 
 def test_submit_case_refuses_a_bad_body_before_intake(gateway):
-    response = gateway.submit_case(_request("POST", body={"item_code": "", "form": {"$x": 1}}))
+    response = gateway.submit_case(_request("POST", body={"item_code": 5, "form": {"$x": 1}}))
     assert response.status_code == 422
     fields = {d["field"] for d in _json(response)["error"]["details"]}
     assert {"item_code", "form"} <= fields

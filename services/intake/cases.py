@@ -124,6 +124,17 @@ def check_submission(
         raise ValidationFailed("the application is not valid", problems)
 
 
+# Catalog publishes codes of at most 22 characters (contracts.catalog.ITEM_CODE_PATTERN).
+LONGEST_ITEM_CODE = 64
+
+
+def require_possible_item_code(item_code: str) -> None:
+    """An empty code, or one longer than any item's, names no item: 404 as for any unknown code
+    (api-v1), without asking catalog and without repeating the code in the answer."""
+    if not item_code or len(item_code) > LONGEST_ITEM_CODE:
+        raise NotFound("no published item has this code")
+
+
 MAX_IDEMPOTENCY_KEY = 200
 
 

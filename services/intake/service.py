@@ -86,6 +86,7 @@ class IntakeService:
         the answer also says whether it `replayed` an earlier submission of the same body."""
         who = validated(Principal, principal)
         request = validated(SubmitCase, payload)
+        cases.require_possible_item_code(request.item_code)
         key = cases.idempotency_key(who.user_id, idempotency_key)
         request_hash = cases.request_hash(request)
         if key:

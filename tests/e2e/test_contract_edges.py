@@ -42,7 +42,8 @@ def test_what_no_store_keeps_is_the_clients_error(yiwang: RunningSystem, applica
 
 
 def test_an_unknown_item_is_not_found_whatever_its_code_looks_like(yiwang: RunningSystem, applicant):
-    for code in ("NOPE-1", "62052400MZ-QT-9999"):
+    # Empty, blank (stripped to empty) and too long for any item: unknown all the same.
+    for code in ("NOPE-1", "62052400MZ-QT-9999", "", "   ", "X" * 65, "62052400MZ-QT-9999" * 50):
         response = submit(yiwang, applicant, {"item_code": code, "form": GOOD_FORM})
         assert response.status_code == 404, (code, response.text)
         assert response.json()["error"]["code"] == "not_found"

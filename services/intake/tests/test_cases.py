@@ -481,3 +481,15 @@ def test_an_evaluation_reads_with_its_time_written_as_every_other():
         }
         view = cases.view(doc, CITIZEN).model_dump(mode="json")
         assert view["evaluation"] == {"score": 2, "comment": "慢", "at": "2026-11-26T10:00:00.123000Z", "bad": True}
+
+
+@pytest.mark.parametrize("code", ["", "X" * 65])
+def test_a_code_no_item_can_have_is_not_found(code):
+    with pytest.raises(NotFound) as raised:
+        cases.require_possible_item_code(code)
+    assert code not in str(raised.value) or not code  # not repeated back
+
+
+@pytest.mark.parametrize("code", ["62052400MZ-GF-0001", "NOPE-1", "X" * 64])
+def test_any_other_code_is_for_catalog_to_answer(code):
+    cases.require_possible_item_code(code)

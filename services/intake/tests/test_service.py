@@ -292,6 +292,14 @@ def test_unknown_item_is_not_found(service, catalog, store, events):
     assert_nothing_stored(store, events)
 
 
+@pytest.mark.parametrize("code", ["", "   ", "X" * 65])
+def test_a_code_no_item_can_have_is_not_found_without_asking_catalog(service, catalog, store, events, code):
+    with pytest.raises(NotFound):
+        service.submit_case(CITIZEN, submission(item_code=code))
+    catalog.get_item.call_async.assert_not_called()
+    assert_nothing_stored(store, events)
+
+
 def test_catalog_unavailable(service, catalog, store, events):
     rpc_raises(catalog.get_item, Unavailable("catalog.get_item did not answer in 10s"))
     with pytest.raises(Unavailable):
@@ -303,12 +311,12 @@ def test_catalog_unavailable(service, catalog, store, events):
     "payload",
     [
         {"form": GOOD_FORM},
-        {"item_code": "", "form": GOOD_FORM},
+        {"item_code": 62052400, "form": GOOD_FORM},
         {"item_code": ALLOWANCE["item_code"], "form": {"$where": "1"}},
         {"item_code": ALLOWANCE["item_code"], "form": {"a.b": 1}},
         {"item_code": ALLOWANCE["item_code"], "form": GOOD_FORM, "unexpected": True},
     ],
-    ids=["no-item", "empty-item-code", "dollar-key", "dotted-key", "extra-field"],
+    ids=["no-item", "item-code-not-a-string", "dollar-key", "dotted-key", "extra-field"],
 )
 def test_malformed_request_is_refused_before_any_call(service, catalog, store, events, payload):
     with pytest.raises(ValidationFailed):
