@@ -260,7 +260,7 @@ class NotificationService:
         contexts = [contextvars.copy_context() for _ in by_recipient]
         pool = GreenPool(self.outbound.concurrency)
         finished: list[str] = []  # receipts read: their entries go in one delete after the run
-        attempt = partial(self._attempt, now=now, finished=finished)
+        attempt = partial(self._attempt, finished=finished)
         attempted = sum(
             pool.imap(
                 lambda context, entries: context.run(self._in_order, entries, attempt), contexts, by_recipient.values()
@@ -282,8 +282,12 @@ class NotificationService:
                 log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
         return attempted
 
-    def _attempt(self, entry: dict[str, Any], now: datetime, finished: list[str]) -> bool:
+    def _attempt(self, entry: dict[str, Any], finished: list[str]) -> bool:
         """Send, or ask for a receipt; False when another process has the entry."""
+        # This attempt's moment, not the run's: a run may last long (slow sends one after another),
+        # and a claim made late in it must still last a whole lease from now, or another process's
+        # run could take the entry while this one sends it.
+        now = datetime.now(UTC)
         channel, notification_id = entry["channel"], entry["notification_id"]
         sent: dict[str, Any] | None = entry.get("sent")
         if sent is not None:
@@ -370,22 +374,33 @@ class NotificationService:
             outcome = self.outbound.sms.receipt(state["reference"])
             return deliveries.after_receipt(state, outcome, now, policy)
         if state["status"] == "pending":
-            # The second the send happens in (a timer run may cross into the next one).
+            contact = self._contact(about["recipient"], channel)
+            if isinstance(contact, Outcome):  # nothing to send: no token taken
+                return deliveries.after_send(state, contact, now, policy)
+            # Taken just before the send, after the contact lookup (which may wait for identity):
+            # the second counted is the second the provider hears of it.
             if not self.store.take_rate_token(channel, datetime.now(UTC), self.outbound.rate_limits[channel]):
                 self.store.reschedule(entry_id, now + timedelta(seconds=1))  # over the limit: no attempt
                 return None
-            return deliveries.after_send(state, self._send(about, channel, entry_id), now, policy)
+            return deliveries.after_send(state, self._send(contact, about, channel, entry_id), now, policy)
         return Step()  # delivered or failed already (a duplicate entry)
 
-    def _send(self, about: dict[str, Any], channel: str, reference: str) -> Outcome:
+    def _contact(self, recipient: str, channel: str) -> Contact | Outcome:
+        """Where to reach the recipient on `channel`, or the outcome of a send that cannot be made."""
         try:
-            contact = self.contacts.get(about["recipient"], lambda: call(self.identity.contact, about["recipient"]))
+            contact = self.contacts.get(recipient, lambda: call(self.identity.contact, recipient))
         except NotFound:
             return Outcome("permanent", error="the account no longer exists")
         except DomainError as exc:  # identity unavailable: try again later
             return Outcome("temporary", error=f"contact lookup failed: {exc.code}")
+        except Exception as exc:  # an answer not understood: counted as an attempt, so it ends as failed
+            log.exception("contact lookup failed", extra={"channel": channel})
+            return Outcome("temporary", error=f"contact lookup failed: {type(exc).__name__}")
         if why := deliveries.unreachable(channel, contact):
             return Outcome("permanent", error=why)
+        return contact
+
+    def _send(self, contact: Contact, about: dict[str, Any], channel: str, reference: str) -> Outcome:
         content = about["content"]
         if channel == "sms":
             return self.outbound.sms.send(contact.phone or "", content["body"], reference)

@@ -151,9 +151,12 @@ class NotificationStore:
     def claim(self, entry_id: str, now: datetime, lease: timedelta) -> dict[str, Any] | None:
         """Take a due entry for `lease` (another process skips it meanwhile; a crash frees it after).
         Returns the entry as it was, or None. Its `leases` counts claims since its last reschedule:
-        more than none means an attempt ended without a word (a crash, an error)."""
+        more than none means an attempt ended without a word (a crash, an error). An entry sent
+        since the caller read it (another process's attempt) is not claimed: the caller would send
+        it again; a later run asks for its receipt."""
         return self.queue.find_one_and_update(
-            {"_id": entry_id, "next_at": {"$lte": now}}, {"$set": {"next_at": now + lease}, "$inc": {"leases": 1}}
+            {"_id": entry_id, "next_at": {"$lte": now}, "sent": {"$exists": False}},
+            {"$set": {"next_at": now + lease}, "$inc": {"leases": 1}},
         )
 
     def reschedule(

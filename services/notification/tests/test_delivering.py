@@ -135,6 +135,62 @@ def test_identity_down_is_a_temporary_failure(service, store, outbound):
     assert store.update_channel.call_args.args[2]["status"] == "pending"
 
 
+def test_no_rate_token_is_taken_before_the_contact_is_known(service, store, outbound):
+    # A token counts a send in its second: taken before a slow lookup, the sends of several counted
+    # seconds could reach the provider in one. A send that cannot be made takes none.
+    order = []
+    store.take_rate_token.side_effect = lambda *args: order.append("token") or True
+
+    def contact(*args):
+        order.append("contact")
+        return {"user_id": "u-1", "phone": "13800138000", "email": None}
+
+    service.identity.contact.call_async.return_value.result.side_effect = contact
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    outbound.sms.send.return_value = Outcome("accepted", reference="m-1")
+    service.deliver_due()
+    assert order == ["contact", "token"]
+
+    answer(service.identity.contact, error=Unavailable("identity.contact did not answer in 5s"))
+    service.contacts = ContactCache()  # nothing kept from the first
+    store.take_rate_token.reset_mock()
+    service.deliver_due()
+    store.take_rate_token.assert_not_called()
+
+
+def test_a_contact_answer_not_understood_counts_as_an_attempt(service, store, outbound, caplog):
+    # Retried like an outage, and so failed in the end, not left claimed and retried for ever.
+    answer(service.identity.contact, {"user_id": "u-1", "phone": 13800138000})  # not a contact
+    store.due.return_value = [entry()]
+    store.get.return_value = stored()
+    service.deliver_due()
+    outbound.sms.send.assert_not_called()
+    changes = store.update_channel.call_args.args[2]
+    assert (changes["status"], changes["attempts"]) == ("pending", 1)
+    store.reschedule.assert_called_once()
+    assert "contact lookup failed" in caplog.text
+
+
+def test_each_claim_counts_its_lease_from_its_own_moment(service, store, outbound):
+    # A run's sends go one after another per person: a claim made late in a long run must still be
+    # a whole lease from now, or another process could take the entry while it is being sent.
+    def due(notification_id):  # one person's: sent one after the other
+        return {**entry(), "_id": f"{notification_id}:sms", "notification_id": notification_id, "recipient": "u-1"}
+
+    store.due.return_value = [due("received-1"), due("approved-1")]
+    store.get.side_effect = lambda notification_id: {**stored(), "_id": notification_id}
+
+    def slow_send(phone, body, reference):
+        eventlet.sleep(0.2)
+        return Outcome("accepted", reference=f"m-{reference}")
+
+    outbound.sms.send.side_effect = slow_send
+    service.deliver_due()
+    first, second = (call.args[1] for call in store.claim.call_args_list)
+    assert second - first >= timedelta(seconds=0.2)
+
+
 def test_no_phone_on_the_account_fails_for_good(service, store, outbound):
     answer(service.identity.contact, {"user_id": "u-1", "phone": None, "email": None})
     store.due.return_value = [entry()]

@@ -185,8 +185,10 @@ def test_a_claim_counts_leases_until_the_attempt_reschedules(mongo_client, db_pr
     later = now + lease
     assert store.claim("n1:sms", later, lease)["leases"] == 1  # the first attempt ended without a word
     store.reschedule("n1:sms", later, sent={"reference": "m-1"}, attempts=1)
-    kept = store.claim("n1:sms", later, lease)
+    kept = store.queue.find_one({"_id": "n1:sms"})
     assert (kept["leases"], kept["send"]["attempts"], kept["sent"]) == (0, 1, {"reference": "m-1"})
+    # Sent now: a run that read the entry before the send claims nothing (it would send it again).
+    assert store.claim("n1:sms", later, lease) is None
 
 
 def test_an_entry_queued_claimed_is_not_due_and_after_its_claim_ends_reads_the_notification(db_prefix):
