@@ -40,7 +40,7 @@ class FaultySystem:
 def faulty() -> Iterator[FaultySystem]:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     (ARTIFACTS / "logs").mkdir(parents=True)
-    broker, docserver = Broker(), DocumentServer(ARTIFACTS / "docserver-data")
+    broker, docserver = Broker(), DocumentServer(ARTIFACTS / "docserver-data", ARTIFACTS / "logs" / "docserver.log")
     toxiproxy = Toxiproxy(ARTIFACTS / "logs" / "toxiproxy.log")
     broker.start()
     docserver.start()
@@ -73,6 +73,7 @@ def faulty() -> Iterator[FaultySystem]:
         broker.delete_vhost()
         broker.stop()
         docserver.stop()
+        docserver.close()
         shutil.rmtree(ARTIFACTS / "docserver-data", ignore_errors=True)
 
 

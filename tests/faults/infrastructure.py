@@ -4,15 +4,16 @@ server and a Toxiproxy between them and the services. Started with the same scri
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import requests
 
 from infra.system import ROOT
-from services.common.generated_secrets import state_dir
 from tests.support import create_vhost, delete_vhost, eventually, free_port
 
 SCRIPT_TIMEOUT = 240  # a cold start may build the document server first
@@ -67,27 +68,51 @@ class Broker:
 
 
 class DocumentServer:
-    """A document server of its own on a free port, with its data in the test's folder."""
+    """A document server of its own on a free port, with its data in the test's folder. Its pid,
+    lock, log and socket files go to a directory of its own, removed by `close` (in the shared state
+    directory every run left two files named after its port), and its log to `log_path`, the
+    logs of a server that crashed and was started again included (a start begins its log anew)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
         self.port = free_port()
-        self.env = {"YIWANG_MONGO_PORT": str(self.port), "YIWANG_DOCSERVER_DATA": str(data_dir)}
+        self.log_path = log_path
+        # Under /tmp, short: a Unix socket's path has at most 107 bytes, a checkout's may be longer.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="yiwang-faults-"))
+        self.env = {
+            "YIWANG_MONGO_PORT": str(self.port),
+            "YIWANG_DOCSERVER_DATA": str(data_dir),
+            "YIWANG_STATE_DIR": str(self.state_dir),
+        }
 
     @property
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self._keep_log()
         _script("docserver.sh", "start", self.env)
 
     def stop(self) -> None:
         _script("docserver.sh", "stop", self.env)
 
+    def close(self) -> None:
+        """After `stop`: its log kept, its files gone."""
+        self._keep_log()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
     def crash(self) -> None:
         """SIGKILL, as a machine's OOM killer would: no chance to close anything cleanly."""
-        pid = int((state_dir() / f"docserver-{self.port}.pid").read_text())
+        pid = int((self.state_dir / f"docserver-{self.port}.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the document server gone")
+
+    def _keep_log(self) -> None:
+        """Move what the server (no longer running) has logged to the end of `log_path`."""
+        log = self.state_dir / f"docserver-{self.port}.log"
+        if log.exists():
+            with self.log_path.open("ab") as kept:
+                kept.write(log.read_bytes())
+            log.unlink()
 
 
 class Toxiproxy:
