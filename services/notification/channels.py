@@ -3,12 +3,14 @@ Outcome and never raises for the provider's own trouble (that is what retries ar
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from typing import Any
 
+import eventlet
 import requests
 from nameko.extensions import DependencyProvider
 from opentelemetry import trace
@@ -18,6 +20,8 @@ from pydantic import ValidationError
 from contracts.notifications import SmsReceipt, SmsRequest
 from services.common.telemetry import annotate, client_span
 from services.notification.deliveries import Outcome, Policy
+
+QUIT_WAIT = 2.0  # seconds for the SMTP server's answer to QUIT after a message is handed over
 
 _RECEIPT_KINDS = {"accepted": "accepted", "delivered": "delivered", "failed": "permanent"}
 
@@ -76,9 +80,21 @@ class SmtpMailer:
             return _traced(self._send(message))
 
     def _send(self, message: EmailMessage) -> Outcome:
+        # The whole exchange within `timeout`: smtplib's own bounds each read and write, so a relay
+        # that answers every step slowly could hold a send (and outlast its claim). Not an OSError,
+        # which smtplib would turn into SMTPServerDisconnected.
+        bound = eventlet.Timeout(self.timeout)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            try:
                 smtp.send_message(message)
+            except BaseException:
+                smtp.close()
+                raise
+        except eventlet.Timeout as exc:
+            if exc is not bound:
+                raise
+            return Outcome("temporary", error=f"SMTP exchange not over after {self.timeout:g} s")
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             kind = "temporary" if all(400 <= c < 500 for c in codes) else "permanent"
@@ -88,6 +104,12 @@ class SmtpMailer:
             return Outcome(kind, error=f"SMTP {exc.smtp_code}")
         except (OSError, smtplib.SMTPException) as exc:
             return Outcome("temporary", error=f"SMTP server unreachable: {type(exc).__name__}")
+        finally:
+            bound.cancel()
+        # Handed over: saying goodbye is a courtesy, and its answer (or none) changes nothing.
+        with contextlib.suppress(OSError, smtplib.SMTPException), eventlet.Timeout(QUIT_WAIT, False):
+            smtp.quit()
+        smtp.close()
         return Outcome("delivered", reference=message["Message-ID"])
 
 

@@ -1,11 +1,15 @@
 """The SMS provider's session reads the environment's proxy and CA settings once, at start, and
-then as requests itself would have on every call."""
+then as requests itself would have on every call; an SMTP exchange is bounded as a whole."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+
+import eventlet
 import pytest
 
-from services.notification.channels import SmsProvider
+from services.notification.channels import SmsProvider, SmtpMailer
 
 PROXY = "http://proxy.gov.example:3128"
 
@@ -44,3 +48,26 @@ def test_the_environment_ca_bundle_is_kept(environment):
     assert SmsProvider("https://sms.gov.example").session.verify == "/etc/ssl/gov-ca.pem"
     environment.delenv("REQUESTS_CA_BUNDLE")
     assert SmsProvider("https://sms.gov.example").session.verify is True
+
+
+def test_an_smtp_relay_that_answers_slowly_is_given_up_on_within_the_timeout():
+    # A banner of continuation lines, a byte at a time: each read is well within smtplib's own
+    # timeout, so only a bound on the whole exchange ends it (else the relay closes after 10 s).
+    listener = eventlet.listen(("127.0.0.1", 0))
+
+    def relay() -> None:
+        sock, _ = listener.accept()
+        with contextlib.suppress(OSError):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                for byte in b"220-relay.gov.example slowly\r\n":
+                    sock.sendall(bytes([byte]))
+                    eventlet.sleep(0.01)
+        sock.close()
+
+    serving = eventlet.spawn(relay)
+    mailer = SmtpMailer("127.0.0.1", listener.getsockname()[1], "noreply@yiwang.local", timeout=0.5)
+    outcome = mailer.send("zhang@example.cn", "主题", "正文", "n1:email")
+    assert (outcome.kind, outcome.error) == ("temporary", "SMTP exchange not over after 0.5 s")
+    serving.kill()
+    listener.close()
