@@ -62,6 +62,8 @@ CASES_ENTERING = Counter("yiwang_cases_entering", "Cases entering a status", ["s
 AUTO_DECIDABLE = ["submitted"]
 # How long a reviewer's action on a just-submitted case waits for its automatic rules.
 RULES_WAIT_SECONDS, RULES_POLL_SECONDS = 3.0, 0.1
+# Writes of a recomputed deadline over a case that changed meanwhile, each after reading it again.
+RECOMPUTE_ATTEMPTS = 3
 RULES_RECENT_SECONDS = 30  # a case whose rules have not answered by then is not waited for
 _RULE_WAITERS = eventlet.semaphore.Semaphore(3)  # reviewers waiting at once, per process
 
@@ -435,21 +437,27 @@ class IntakeService:
             sorted(d.isoformat() for d in table.workdays),
             who.user_id,
         )
-        self.refresh_calendar()
+        workdays.use_loaded_years(self._loaded_years())
+        # Always, even for a year loaded again unchanged: that finishes a load that died midway.
         return {**workdays.year_view(year), "recomputed": self._recompute_provisional()}
 
     @timer(interval=30, eager=True)
-    def refresh_calendar(self) -> None:
-        """Pick up years loaded through any intake process."""
-        workdays.use_loaded_years(
-            {
-                doc["_id"]: workdays.YearTable(
-                    frozenset(date.fromisoformat(d) for d in doc["holidays"]),
-                    frozenset(date.fromisoformat(d) for d in doc["workdays"]),
-                )
-                for doc in self.store.calendars_loaded()
-            }
-        )
+    def refresh_calendar(self) -> int:
+        """Pick up years loaded through any intake process. When they changed, recompute provisional
+        deadlines again: until now this process set them without the new year, and the loading
+        process's recompute may have passed those cases already. How many moved."""
+        if workdays.use_loaded_years(self._loaded_years()):
+            return self._recompute_provisional()
+        return 0
+
+    def _loaded_years(self) -> dict[int, workdays.YearTable]:
+        return {
+            doc["_id"]: workdays.YearTable(
+                frozenset(date.fromisoformat(d) for d in doc["holidays"]),
+                frozenset(date.fromisoformat(d) for d in doc["workdays"]),
+            )
+            for doc in self.store.calendars_loaded()
+        }
 
     @rpc
     @timer(interval=60)
@@ -500,26 +508,38 @@ class IntakeService:
         while batch := self.store.provisional_cases(after, 500):
             for case in batch:
                 after = case["_id"]
-                if "deadline_start" not in case:
-                    continue
-                deadline, provisional = workdays.add_working_days(
-                    date.fromisoformat(case["deadline_start"]), case["deadline_days"]
-                )
-                fields = {
-                    **lifecycle.moved_deadline(case.get("deadline"), deadline, today),
-                    "deadline_provisional": provisional,
-                }
-                # Only over the version read: a reviewer's acceptance meanwhile set a deadline of its own.
-                if not self.store.set_deadline(case["_id"], case.get("version", 0), fields):
-                    continue
-                if fields.get("overdue") is False:
-                    self.store.forget_overdue(case["_id"])
-                # Marked until its read models (the deadline index among them) have the new deadline:
-                # a load that dies in between (its answer an error) is finished by loading again.
-                self.store.sync_views(case["_id"])
-                self.store.deadline_synced(case["_id"])
-                recomputed += 1
+                recomputed += self._recompute_deadline(case, today)
         return recomputed
+
+    def _recompute_deadline(self, read: dict[str, Any], today: date) -> int:
+        """1 when the case's deadline was recomputed. Written over the version read; another write
+        meanwhile (a flag, a hand-over, an acceptance) means reading the case again and computing
+        from what it is now (an acceptance's own deadline may no longer be provisional at all)."""
+        case: dict[str, Any] | None = read
+        for _ in range(RECOMPUTE_ATTEMPTS):
+            if case is None or "deadline_start" not in case:
+                return 0
+            deadline, provisional = workdays.add_working_days(
+                date.fromisoformat(case["deadline_start"]), case["deadline_days"]
+            )
+            fields = {
+                **lifecycle.moved_deadline(case.get("deadline"), deadline, today),
+                "deadline_provisional": provisional,
+            }
+            if self.store.set_deadline(case["_id"], case.get("version", 0), fields):
+                break
+            case = self.store.provisional_case(case["_id"])
+        else:
+            if case is not None:
+                log.warning("deadline not recomputed: the case kept changing", extra={"case_no": read["_id"]})
+            return 0
+        if fields.get("overdue") is False:
+            self.store.forget_overdue(case["_id"], case.get("deadline"))
+        # Marked until its read models (the deadline index among them) have the new deadline: a
+        # load that dies in between (its answer an error) is finished by loading again.
+        self.store.sync_views(case["_id"])
+        self.store.deadline_synced(case["_id"])
+        return 1
 
     @timer(interval=2)
     def relay_outbox(self) -> None:

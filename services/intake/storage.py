@@ -41,6 +41,10 @@ SYNC_FIELDS = (*VIEW_FIELDS, "department_code", "decision", "ever_task")
 DEADLINE_SHARDS = 128
 
 
+_PROVISIONAL = {"$or": [{"deadline_provisional": True}, {"deadline_recomputing": True}]}
+_RECOMPUTE_FIELDS = {"deadline_start": 1, "deadline_days": 1, "deadline": 1, "version": 1}
+
+
 class IntakeStore:
     def __init__(self, db: Database) -> None:
         self.cases = db["cases"]
@@ -150,9 +154,12 @@ class IntakeStore:
     def provisional_cases(self, after: str, limit: int) -> list[dict[str, Any]]:
         """Cases whose deadline a loaded calendar may move: provisional ones, and those whose
         recomputation did not finish syncing its read models (a process that died in between)."""
-        query = {"$or": [{"deadline_provisional": True}, {"deadline_recomputing": True}], "_id": {"$gt": after}}
-        fields = {"deadline_start": 1, "deadline_days": 1, "deadline": 1, "version": 1}
-        return list(self.cases.find(query, fields).sort("_id", ASCENDING).limit(limit))
+        query = {**_PROVISIONAL, "_id": {"$gt": after}}
+        return list(self.cases.find(query, _RECOMPUTE_FIELDS).sort("_id", ASCENDING).limit(limit))
+
+    def provisional_case(self, case_no: str) -> dict[str, Any] | None:
+        """One case as `provisional_cases` reads it, or None when its deadline is no longer one to recompute."""
+        return self.cases.find_one({"_id": case_no, **_PROVISIONAL}, _RECOMPUTE_FIELDS)
 
     def set_deadline(self, case_no: str, version: int, fields: dict[str, Any]) -> bool:
         """A recomputed deadline (see lifecycle.moved_deadline) over the version it was computed
@@ -177,6 +184,11 @@ class IntakeStore:
         if added.modified_count or added.upserted_id is not None:
             # Counted after the entry is in: a checker that found the day empty cannot drop it then.
             self.deadlines.update_one({"_id": "days"}, {"$inc": {f"days.{day}": 1}}, upsert=True)
+        else:
+            # In already (a repeated sync): make sure its day is listed at all, in case the writer
+            # that added it died before counting (the check visits listed days only). A day that
+            # is listed keeps its count, so a checker's drop still sees no change.
+            self.deadlines.update_one({"_id": "days"}, {"$max": {f"days.{day}": 1}}, upsert=True)
 
     def watched_days(self) -> dict[str, int]:
         """Days with (possibly) watched cases, with their addition counts."""
@@ -216,10 +228,13 @@ class IntakeStore:
         return self.outbox.update_or_forget(query, update, [event])
 
     # --- supervision -------------------------------------------------------------------------------
-    def forget_overdue(self, case_no: str) -> None:
-        """A loaded calendar moved a case's deadline past today: the overdue it counted was the
-        weekends-only guess's, not the case's (see supervision)."""
-        self.facts.delete_one({"_id": overdue_fact_id(case_no)})
+    def forget_overdue(self, case_no: str, guessed: str | None) -> None:
+        """A loaded calendar moved a case's deadline from `guessed` (a weekends-only guess) past
+        today: an overdue counted against that deadline was never real (see supervision). One
+        counted against an earlier, real deadline stays. Facts from before 29 November 2026 do not
+        say their deadline: forgotten as before."""
+        judged = [{"deadline": guessed}, {"deadline": {"$exists": False}}]
+        self.facts.delete_one({"_id": overdue_fact_id(case_no), "$or": judged})
 
     def add_fact(self, fact: dict[str, Any]) -> bool:
         try:

@@ -44,7 +44,8 @@ def fact_of(event: EventPayload, envelope: Envelope, case: dict[str, Any]) -> di
     if isinstance(event, CaseOverdue):
         # Once per case: a case whose deadline moved (acceptance, a supplement) may pass its new one
         # too, and reviewers hear of it again, but it is one overdue case.
-        return fact(overdue_fact_id(event.case_no), "overdue", case, day)
+        # With the deadline it was judged against: a loaded calendar forgets only a guess's lateness.
+        return {**fact(overdue_fact_id(event.case_no), "overdue", case, day), "deadline": event.deadline.isoformat()}
     kind = COUNTED.get(type(event))
     return fact(envelope.event_id, kind, case, day) if kind else None
 
@@ -53,7 +54,8 @@ def overdue_fact_id(case_no: str) -> str:
     """One per case: a case overdue again after its deadline moved (acceptance, a supplement) is
     still one overdue case, and one that was late stays counted when acceptance gives it a new
     deadline (a reviewer cannot wipe lateness). Only a loaded calendar that moves a provisional
-    deadline past today takes it out (IntakeStore.forget_overdue): that lateness was never real."""
+    deadline past today takes it out (IntakeStore.forget_overdue), if it was counted against that
+    deadline: that lateness was never real."""
     return f"overdue:{case_no}"
 
 

@@ -23,11 +23,18 @@ class YearTable:
 
 # Loaded tables, by year; refreshed from intake's store (see IntakeService.refresh_calendar).
 _loaded: dict[int, YearTable] = {}
+_refreshed = False
 
 
-def use_loaded_years(tables: dict[int, YearTable]) -> None:
+def use_loaded_years(tables: dict[int, YearTable]) -> bool:
+    """Use these tables from now on; whether they differ from those this process used before (not
+    at its first refresh, when it had none from the store yet)."""
+    global _refreshed
+    changed = _refreshed and tables != _loaded
+    _refreshed = True
     _loaded.clear()
     _loaded.update(tables)
+    return changed
 
 
 def is_workday(day: date) -> tuple[bool, bool]:

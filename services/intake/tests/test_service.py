@@ -745,12 +745,12 @@ def test_a_loaded_calendar_moves_provisional_deadlines_and_their_flags_then_sync
     store.set_deadline.assert_called_once_with(
         "C-1", 5, {"deadline_provisional": False, "deadline": "2027-01-08", "deadline_warned": False, "overdue": False}
     )
-    store.forget_overdue.assert_called_once_with("C-1")  # its new deadline has not passed
+    store.forget_overdue.assert_called_once_with("C-1", "2027-01-07")  # the guess's, its new one not passed
     store.sync_views.assert_called_once_with("C-1")
     store.deadline_synced.assert_called_once_with("C-1")  # after the sync: a load that died is found again
 
 
-def test_a_loaded_calendar_leaves_a_case_that_changed_meanwhile_alone(service, store, monkeypatch):
+def test_a_loaded_calendar_leaves_a_case_whose_deadline_is_no_longer_provisional_alone(service, store, monkeypatch):
     # A reviewer accepted it between the read and the write: its deadline is the acceptance's now.
     from services.intake import workdays
 
@@ -758,9 +758,58 @@ def test_a_loaded_calendar_leaves_a_case_that_changed_meanwhile_alone(service, s
     case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07", "version": 5}
     store.provisional_cases.side_effect = [[case], []]
     store.set_deadline.return_value = False
+    store.provisional_case.return_value = None  # read again: not provisional any more
     assert service._recompute_provisional() == 0
+    store.provisional_case.assert_called_once_with("C-1")
     store.sync_views.assert_not_called()
     store.forget_overdue.assert_not_called()
+
+
+def test_a_loaded_calendar_recomputes_a_case_that_changed_meanwhile_from_what_it_is_now(service, store, monkeypatch):
+    # A flag, a hand-over or a supplement request changed its version but not its guessed deadline:
+    # skipping it would leave the guess until the next load, a year later.
+    from services.intake import workdays
+
+    monkeypatch.setattr(workdays, "add_working_days", lambda start, days: (date(2027, 1, 8), False))
+    case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07", "version": 5}
+    store.provisional_cases.side_effect = [[case], []]
+    store.set_deadline.side_effect = [False, True]
+    store.provisional_case.return_value = {**case, "version": 6}
+    assert service._recompute_provisional() == 1
+    assert [c.args[1] for c in store.set_deadline.call_args_list] == [5, 6]
+    store.sync_views.assert_called_once_with("C-1")
+
+
+def test_a_case_that_keeps_changing_is_given_up_on_after_a_few_reads(service, store, monkeypatch, caplog):
+    from services.intake import workdays
+    from services.intake.service import RECOMPUTE_ATTEMPTS
+
+    monkeypatch.setattr(workdays, "add_working_days", lambda start, days: (date(2027, 1, 8), False))
+    case = {"_id": "C-1", "deadline_start": "2026-11-20", "deadline_days": 30, "deadline": "2027-01-07", "version": 5}
+    store.provisional_cases.side_effect = [[case], []]
+    store.set_deadline.return_value = False
+    store.provisional_case.return_value = case
+    assert service._recompute_provisional() == 0
+    assert store.set_deadline.call_count == RECOMPUTE_ATTEMPTS
+    assert "the case kept changing" in caplog.text
+
+
+def test_a_process_recomputes_provisional_deadlines_when_it_learns_of_a_newly_loaded_year(service, store, monkeypatch):
+    # It set deadlines without the year until its refresh: the loader's recompute may have passed them.
+    from services.intake import workdays
+
+    monkeypatch.setattr(workdays, "_refreshed", False)
+    monkeypatch.setattr(workdays, "_loaded", {})
+    year = {"_id": 2027, "holidays": ["2027-01-01"], "workdays": []}
+    store.calendars_loaded.return_value = []
+    store.provisional_cases.return_value = []
+    assert service.refresh_calendar() == 0  # the first: nothing computed before it
+    store.calendars_loaded.return_value = [year]
+    store.provisional_cases.side_effect = [[], []]
+    service.refresh_calendar()
+    assert store.provisional_cases.call_count == 1  # recomputed once
+    service.refresh_calendar()  # the same tables again: nothing to do
+    assert store.provisional_cases.call_count == 1
 
 
 def test_only_materials_the_item_asks_for_are_looked_up(service, store, catalog, identity):

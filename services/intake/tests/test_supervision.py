@@ -80,7 +80,13 @@ def test_submissions_withdrawals_and_overdue_cases_count_on_their_day_in_china()
         assert fact == {"_id": event_id, "kind": kind, "department_code": "620524MZ", "day": "2026-11-27"}
     fact, _ = counted(CaseOverdue(**COMMON, deadline=date(2026, 11, 26)))
     overdue_key = f"overdue:{COMMON['case_no']}"
-    assert fact == {"_id": overdue_key, "kind": "overdue", "department_code": "620524MZ", "day": "2026-11-27"}
+    assert fact == {
+        "_id": overdue_key,
+        "kind": "overdue",
+        "department_code": "620524MZ",
+        "day": "2026-11-27",
+        "deadline": "2026-11-26",  # the deadline it was judged against (see IntakeStore.forget_overdue)
+    }
 
 
 def test_a_case_overdue_again_after_its_deadline_moved_counts_once():

@@ -149,6 +149,34 @@ def test_a_flag_is_not_raised_for_a_deadline_that_moved_after_the_check_read_it(
 
 
 def test_a_case_no_longer_overdue_leaves_the_supervision_count(store):
-    store.add_fact({"_id": "overdue:C-1", "kind": "overdue", "department_code": "620524GA", "day": "2099-03-03"})
-    store.forget_overdue("C-1")
+    guessed = {"kind": "overdue", "department_code": "620524GA", "day": "2099-03-03", "deadline": DAY}
+    store.add_fact({"_id": "overdue:C-1", **guessed})
+    store.forget_overdue("C-1", DAY)
     assert store.facts.count_documents({}) == 0
+    # Counted before facts said their deadline: forgotten as before.
+    store.add_fact({"_id": "overdue:C-2", "kind": "overdue", "department_code": "620524GA", "day": "2099-03-03"})
+    store.forget_overdue("C-2", DAY)
+    assert store.facts.count_documents({}) == 0
+
+
+def test_lateness_against_a_real_deadline_stays_counted_when_a_later_guess_moves(store):
+    # Late against a deadline of a known year, accepted with a new deadline in a year not loaded
+    # yet (a guess): loading that year moves the guess, and the real lateness stays.
+    store.add_fact(
+        {"_id": "overdue:C-1", "kind": "overdue", "department_code": "620524GA", "day": "2099-03-03", "deadline": DAY}
+    )
+    store.forget_overdue("C-1", "2100-01-07")
+    assert store.facts.count_documents({}) == 1
+
+
+def test_a_day_whose_count_was_lost_is_listed_by_the_next_sync(store):
+    # The writer added the case to its day's bucket and died before counting the day: the
+    # repeated sync (redelivery, outbox relay) finds the entry in and must still list the day.
+    store.insert_case(running_case("C-1"), [])
+    store.sync_views("C-1")
+    store.deadlines.update_one({"_id": "days"}, {"$unset": {f"days.{DAY}": ""}})
+    assert DAY not in store.watched_days()
+    store.sync_views("C-1")
+    assert store.watched_days() == {DAY: 1}
+    store.sync_views("C-1")  # listed: its count stays (a checker's drop compares it)
+    assert store.watched_days() == {DAY: 1}
