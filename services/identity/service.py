@@ -752,7 +752,11 @@ class IdentityService:
 
     def _set_password(self, user: dict[str, Any], password: str, how: str, keep_session: str | None) -> None:
         """Store the new password with its announcement; the account's other sessions end when
-        identity hears it (`end_sessions_after_password_change`)."""
+        identity hears it (`end_sessions_after_password_change`): those started before `changed_at`.
+        A login that started its session after that moment but read the old hash (before the new
+        one is written) would keep its session; hashing first (a tenth of a second of CPU) leaves
+        that window only the store's write, not the hash's time too."""
+        hashed = accounts.hash_password(password)
         changed = PasswordChanged(
             user_id=user["_id"],
             account_type=user["account_type"],
@@ -762,7 +766,7 @@ class IdentityService:
         )
         event = new_event(changed, producer=self.name)
         # A password an admin set is known to the admin: its holder must choose their own.
-        self.store.set_password(user, accounts.hash_password(password), event, change_required=how == "reset_by_admin")
+        self.store.set_password(user, hashed, event, change_required=how == "reset_by_admin")
         self.events.publish(self.store.user_outbox, user["_id"], [event])
 
     def _user(self, user_id: str) -> dict[str, Any]:

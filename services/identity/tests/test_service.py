@@ -1577,6 +1577,20 @@ def test_a_new_password_is_stored_and_announced_keeping_this_session(service, st
     service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
 
 
+def test_the_moment_of_a_change_is_taken_after_the_new_password_is_hashed(service, store, citizen_doc, monkeypatch):
+    # Sessions started before that moment end. A login that starts its session during the hash
+    # (a tenth of a second) and reads the old hash must not start after the moment and keep it.
+    hashed_at = []
+    real = accounts.hash_password
+    monkeypatch.setattr(
+        accounts, "hash_password", lambda password: hashed_at.append(datetime.now(UTC)) or real(password)
+    )
+    store.get_user.return_value = citizen_doc
+    service.change_password(applicant_principal(citizen_doc), password_change())
+    event = store.set_password.call_args.args[2]
+    assert datetime.fromisoformat(event.payload["changed_at"]) >= hashed_at[-1]
+
+
 def password_changed(kept=SESSION_ID, how="changed", at=None):
     from contracts.events import PasswordChanged
 
