@@ -124,7 +124,8 @@ def check_submission(
         raise ValidationFailed("the application is not valid", problems)
 
 
-# Catalog publishes codes of at most 22 characters (contracts.catalog.ITEM_CODE_PATTERN).
+# No published code is longer: catalog's are at most 22 characters (contracts.catalog.ITEM_CODE_PATTERN);
+# 64 is the bound the submission contract had, room for a longer standard.
 LONGEST_ITEM_CODE = 64
 
 
