@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -32,6 +33,26 @@ COMMON_PASSWORDS = frozenset({"12345678", "123456789", "password", "password1", 
 
 def is_common(password: str) -> bool:
     return password.lower() in COMMON_PASSWORDS
+
+
+class SessionStart(NamedTuple):
+    """When a session started and what its login checked: the account's password (a fingerprint
+    of its hash) and staff version. A change stored while a login ran ends the session by these,
+    whatever the clocks say. None: indexed before these were kept; only the time counts then."""
+
+    at: datetime
+    password: str | None = None
+    staff_version: int | None = None
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """Tells hashes apart (each has its own salt) without keeping a second copy of one."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def checked_by_login(user: dict[str, Any]) -> dict[str, Any]:
+    """What a login that read `user` checked, kept with its session (see `SessionStart`)."""
+    return {"password": password_fingerprint(user["password_hash"]), "staff_version": user.get("staff_version", 0)}
 
 
 def is_active(doc: dict[str, Any]) -> bool:

@@ -396,7 +396,16 @@ class IdentityService:
         tokens carry the old ones; a refresh would carry the new, but a token lives 15 minutes)."""
         self.store.sync_directory(changed.user_id)
         if {"roles", "department_code"} & set(changed.changed):
-            self._end_sessions(changed.user_id, changed.changed_at, keep=None, reason="roles or department changed")
+            # As for a new password: a login that read the account as it was ends too.
+            user = self.store.get_user(changed.user_id)
+            current = user and user.get("staff_version", 0)
+            self._end_sessions(
+                changed.user_id,
+                changed.changed_at,
+                keep=None,
+                reason="roles or department changed",
+                stale=lambda start: start.staff_version is not None and start.staff_version != current,
+            )
 
     @consumes("identity", StaffStatusChanged)
     def on_staff_status_changed(self, envelope: Envelope, changed: StaffStatusChanged) -> None:
@@ -412,8 +421,18 @@ class IdentityService:
     def end_sessions_after_password_change(self, envelope: Envelope, changed: PasswordChanged) -> None:
         """End the sessions started before the change (but the one that made it). Driven by the
         event, so a process that dies after storing the password still has them ended; ending one
-        twice changes nothing. A login racing the change is refused by `login` itself."""
-        self._end_sessions(changed.user_id, changed.changed_at, changed.kept_session_id, f"password {changed.how}")
+        twice changes nothing. A login racing the change is refused by `login` itself, if it reads the
+        new password; one that read the old one checked a password no longer stored: it ends here,
+        though its session started after `changed_at` (taken before the store's write)."""
+        user = self.store.get_user(changed.user_id)
+        current = user and accounts.password_fingerprint(user["password_hash"])
+        self._end_sessions(
+            changed.user_id,
+            changed.changed_at,
+            changed.kept_session_id,
+            f"password {changed.how}",
+            stale=lambda start: start.password is not None and start.password != current,
+        )
 
     @rpc
     def reviewers_of(self, department_code: str) -> list[str]:
@@ -502,7 +521,9 @@ class IdentityService:
         if user["account_type"] == "staff":
             self.store.list_staff_member(user)
         session_id = uuid.uuid4().hex
-        self.store.start_session(session_id, user["_id"], ended_before=now - SESSION_MAX_AGE)
+        self.store.start_session(
+            session_id, user["_id"], accounts.checked_by_login(user), ended_before=now - SESSION_MAX_AGE
+        )
         # A new password or a deactivation may have been stored while the old state was being
         # checked: it did not see this session, so this login ends it itself.
         if not self.store.login_still_valid(user):
@@ -767,6 +788,9 @@ class IdentityService:
         event = new_event(changed, producer=self.name)
         # A password an admin set is known to the admin: its holder must choose their own.
         self.store.set_password(user, hashed, event, change_required=how == "reset_by_admin")
+        if keep_session is not None:
+            # Else a late hearing of an earlier change would end it: it checked the old password.
+            self.store.keep_checked(user["_id"], keep_session, hashed)
         self.events.publish(self.store.user_outbox, user["_id"], [event])
 
     def _user(self, user_id: str) -> dict[str, Any]:
@@ -850,10 +874,22 @@ class IdentityService:
         if self.store.set_staff_active(user, active, changed.changed_at, event):
             self.events.publish(self.store.user_outbox, user["_id"], [event])
 
-    def _end_sessions(self, user_id: str, started_before: datetime | None, keep: str | None, reason: str) -> None:
-        """End the user's sessions started before `started_before` (None: every one), but `keep`."""
+    def _end_sessions(
+        self,
+        user_id: str,
+        started_before: datetime | None,
+        keep: str | None,
+        reason: str,
+        stale: Callable[[accounts.SessionStart], bool] = lambda start: False,
+    ) -> None:
+        """End the user's sessions started before `started_before` (None: every one) or whose login
+        checked what is `stale` now, but `keep`."""
         started = self.store.sessions_of(user_id, since=(started_before or datetime.now(UTC)) - SESSION_MAX_AGE)
-        ended = [s for s, at in started.items() if (started_before is None or at < started_before) and s != keep]
+        ended = [
+            sid
+            for sid, start in started.items()
+            if sid != keep and (started_before is None or start.at < started_before or stale(start))
+        ]
         for session_id in ended:
             self._revoke(session_id, user_id, reason)
         self.store.forget_sessions(user_id, ended)

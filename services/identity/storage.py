@@ -321,41 +321,59 @@ class IdentityStore:
         return list(self.keys.find({}, {"public_jwk": 1, "created_at": 1}).sort("created_at", DESCENDING))
 
     # --- sessions and refresh tokens --------------------------------------------------------------
-    def start_session(self, session_id: str, user_id: str, ended_before: datetime | None = None) -> None:
-        """A new session of the user; index entries of sessions started before `ended_before` (past
-        the maximum age: ended) are dropped meanwhile, so a user who logs in daily for years does
-        not carry every session of those years in the one index document."""
+    def start_session(
+        self,
+        session_id: str,
+        user_id: str,
+        checked: dict[str, Any] | None = None,
+        ended_before: datetime | None = None,
+    ) -> None:
+        """A new session of the user, with what its login `checked` (`accounts.checked_by_login`);
+        index entries of sessions started before `ended_before` (past the maximum age: ended) are
+        dropped meanwhile, so a user who logs in daily for years does not carry every session of
+        those years in the one index document."""
         now = datetime.now(UTC)
         # The index first: an entry without a session is harmless, a session a new password
         # cannot find is not.
-        started = self._index_session(session_id, user_id, now)
+        started = self._index_session(session_id, user_id, now, checked)
         if ended_before is not None:
-            self.forget_sessions(user_id, [sid for sid, at in started.items() if at < ended_before])
+            self.forget_sessions(user_id, [sid for sid, start in started.items() if start.at < ended_before])
         self.sessions.insert_one(
             {"_id": session_id, "user_id": user_id, "created_at": now, "revoked_at": None, "outbox": {}}
         )
 
-    def _index_session(self, session_id: str, user_id: str, started_at: datetime) -> dict[str, datetime]:
-        """Index the session; every indexed session of the user, id -> start."""
+    def _index_session(
+        self, session_id: str, user_id: str, started_at: datetime, checked: dict[str, Any] | None = None
+    ) -> dict[str, accounts.SessionStart]:
+        """Index the session; every indexed session of the user."""
+        update: dict[str, Any] = {f"ids.{session_id}": started_at}
+        if checked is not None:
+            update[f"checked.{session_id}"] = checked
         doc = self.user_sessions.find_one_and_update(
-            {"_id": user_id},
-            {"$set": {f"ids.{session_id}": started_at}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
+            {"_id": user_id}, {"$set": update}, upsert=True, return_document=ReturnDocument.AFTER
         )
-        return doc["ids"]
+        return _session_starts(doc)
 
-    def sessions_of(self, user_id: str, since: datetime) -> dict[str, datetime]:
+    def sessions_of(self, user_id: str, since: datetime) -> dict[str, accounts.SessionStart]:
         """The user's sessions started since `since` (older ones have ended: sessions have a
-        maximum age), id -> start; the older ones are dropped from the index as it is read."""
+        maximum age); the older ones are dropped from the index as it is read."""
         doc = self.user_sessions.find_one({"_id": user_id}) or {"ids": {}}
-        old = [sid for sid, started in doc["ids"].items() if started < since]
+        started = _session_starts(doc)
+        old = [sid for sid, start in started.items() if start.at < since]
+        # What a kept session checked, stored after its session was forgotten (`keep_checked`).
+        old += [sid for sid in doc.get("checked", {}) if sid not in started]
         self.forget_sessions(user_id, old)
-        return {sid: started for sid, started in doc["ids"].items() if started >= since}
+        return {sid: start for sid, start in started.items() if start.at >= since}
+
+    def keep_checked(self, user_id: str, session_id: str, password_hash: str) -> None:
+        """The session that changed the password and stays has, in effect, checked the new one."""
+        fingerprint = accounts.password_fingerprint(password_hash)
+        self.user_sessions.update_one({"_id": user_id}, {"$set": {f"checked.{session_id}.password": fingerprint}})
 
     def forget_sessions(self, user_id: str, session_ids: list[str]) -> None:
         if session_ids:
-            self.user_sessions.update_one({"_id": user_id}, {"$unset": {f"ids.{sid}": "" for sid in session_ids}})
+            forgotten = {f"{field}.{sid}": "" for sid in session_ids for field in ("ids", "checked")}
+            self.user_sessions.update_one({"_id": user_id}, {"$unset": forgotten})
 
     def login_still_valid(self, user: dict[str, Any]) -> bool:
         """Whether the account is still as the login read it: the same password, not deactivated,
@@ -576,3 +594,11 @@ class IdentityStore:
 
 def _phone_taken() -> Conflict:
     return Conflict("phone is already registered", [{"field": "phone", "issue": "already registered"}])
+
+
+def _session_starts(doc: dict[str, Any]) -> dict[str, accounts.SessionStart]:
+    checked = doc.get("checked", {})
+    return {
+        sid: accounts.SessionStart(at, checked.get(sid, {}).get("password"), checked.get(sid, {}).get("staff_version"))
+        for sid, at in doc.get("ids", {}).items()
+    }

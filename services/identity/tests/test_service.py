@@ -32,6 +32,7 @@ from services.common.consuming import PoisonMessage
 from services.common.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated, ValidationFailed
 from services.common.stored_time import to_stored_precision
 from services.identity import accounts, phone_codes, tokens
+from services.identity.accounts import SessionStart
 from services.identity.idnumbers import make_credit_code, make_id_number
 from services.identity.service import REFRESH_TTL, RESET_REFUSED, SESSION_MAX_AGE, IdentityService
 from services.identity.throttling import Failures
@@ -278,8 +279,13 @@ def test_login_starts_a_session_that_the_tokens_belong_to(service, store, citize
     store.find_by_login.return_value = citizen_doc
     pair = service.login(attempt())
     store.start_session.assert_called_once()
-    session_id, user_id = store.start_session.call_args.args
+    session_id, user_id, checked = store.start_session.call_args.args
     assert user_id == citizen_doc["_id"]
+    # What the login checked goes with the session: a change stored meanwhile ends it by this.
+    assert checked == {
+        "password": accounts.password_fingerprint(citizen_doc["password_hash"]),
+        "staff_version": 0,
+    }
     # Index entries of sessions past the maximum age go as the new one is indexed.
     ended_before = store.start_session.call_args.kwargs["ended_before"]
     assert abs(ended_before - (datetime.now(UTC) - SESSION_MAX_AGE)) < timedelta(minutes=1)
@@ -1575,6 +1581,8 @@ def test_a_new_password_is_stored_and_announced_keeping_this_session(service, st
     }
     assert NEW_PASSWORD not in event.model_dump_json() and password_hash not in event.model_dump_json()
     service.events.publish.assert_called_once_with(store.user_outbox, citizen_doc["_id"], [event])
+    # The kept session counts as having checked the new password (a late earlier change spares it).
+    store.keep_checked.assert_called_once_with(citizen_doc["_id"], SESSION_ID, password_hash)
 
 
 def test_the_moment_of_a_change_is_taken_after_the_new_password_is_hashed(service, store, citizen_doc, monkeypatch):
@@ -1604,10 +1612,10 @@ def test_hearing_of_a_new_password_ends_the_sessions_started_before_it_but_the_o
     at = datetime.now(UTC)
     event = password_changed(at=at)
     store.sessions_of.return_value = {
-        SESSION_ID: at - timedelta(hours=1),  # made the change
-        "s-phone": at - timedelta(days=3),
-        "s-tablet": at - timedelta(seconds=1),
-        "s-after": at + timedelta(seconds=1),  # logged in with the new password
+        SESSION_ID: SessionStart(at - timedelta(hours=1)),  # made the change
+        "s-phone": SessionStart(at - timedelta(days=3)),
+        "s-tablet": SessionStart(at - timedelta(seconds=1)),
+        "s-after": SessionStart(at + timedelta(seconds=1)),  # logged in with the new password
     }
     service.end_sessions_after_password_change(event.model_dump(mode="json"))
     assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-phone", "s-tablet"]
@@ -1616,10 +1624,27 @@ def test_hearing_of_a_new_password_ends_the_sessions_started_before_it_but_the_o
     store.forget_sessions.assert_called_once_with("u-1", ["s-phone", "s-tablet"])
 
 
+def test_a_login_that_checked_the_old_password_ends_though_its_session_started_after_the_change(service, store):
+    # The change's moment is taken before the store's write; a login in between read the old hash.
+    at = datetime.now(UTC)
+    store.get_user.return_value = {"_id": "u-1", "password_hash": "$argon2id$new"}
+    old, new = accounts.password_fingerprint("$argon2id$old"), accounts.password_fingerprint("$argon2id$new")
+    store.sessions_of.return_value = {
+        "s-raced": SessionStart(at + timedelta(milliseconds=5), password=old, staff_version=0),
+        "s-after": SessionStart(at + timedelta(seconds=1), password=new, staff_version=0),
+        SESSION_ID: SessionStart(at - timedelta(hours=1), password=old, staff_version=0),  # made the change
+    }
+    service.end_sessions_after_password_change(password_changed(at=at).model_dump(mode="json"))
+    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-raced"]
+
+
 def test_hearing_of_a_reset_ends_every_earlier_session(service, store):
     at = datetime.now(UTC)
     event = password_changed(kept=None, how="reset", at=at)
-    store.sessions_of.return_value = {SESSION_ID: at - timedelta(hours=1), "s-2": at - timedelta(minutes=1)}
+    store.sessions_of.return_value = {
+        SESSION_ID: SessionStart(at - timedelta(hours=1)),
+        "s-2": SessionStart(at - timedelta(minutes=1)),
+    }
     service.end_sessions_after_password_change(event.model_dump(mode="json"))
     assert sorted(c.args[0] for c in store.revoke_session.call_args_list) == [SESSION_ID, "s-2"]
 
@@ -1746,6 +1771,7 @@ def test_a_reset_with_the_code_sets_and_announces_the_password_and_forgives_fail
     _, password_hash, event = store.set_password.call_args.args
     assert accounts.password_matches(password_hash, NEW_PASSWORD)
     assert event.payload["how"] == "reset" and event.payload["kept_session_id"] is None
+    store.keep_checked.assert_not_called()
     cleared = {c.args[0] for c in store.clear_failures.call_args_list}
     assert cleared == {f"user:{citizen_doc['_id']}", f"account:{citizen_doc['phone']}", f"account:{ID_NUMBER}"}
     # Counted against the address before the code was checked, and taken back: it was right.
@@ -1926,7 +1952,10 @@ def status_changed(user_id, active):
 def test_on_hearing_a_deactivation_every_session_ends_and_the_directory_follows(service, store):
     now = datetime.now(UTC)
     # Even one started after the change was stored: ending every session leaves no gap for a login.
-    store.sessions_of.return_value = {"s-1": now - timedelta(days=1), "s-2": now + timedelta(seconds=1)}
+    store.sessions_of.return_value = {
+        "s-1": SessionStart(now - timedelta(days=1)),
+        "s-2": SessionStart(now + timedelta(seconds=1)),
+    }
     store.account_active.return_value = False
     message, _ = status_changed("u-li", False)
     service.on_staff_status_changed(message)
@@ -1936,7 +1965,7 @@ def test_on_hearing_a_deactivation_every_session_ends_and_the_directory_follows(
 
 
 def test_a_late_deactivation_ends_no_session_of_an_account_let_in_again(service, store):
-    store.sessions_of.return_value = {"s-after": datetime.now(UTC)}
+    store.sessions_of.return_value = {"s-after": SessionStart(datetime.now(UTC))}
     store.account_active.return_value = True  # activated again since
     message, _ = status_changed("u-li", False)
     service.on_staff_status_changed(message)
@@ -1944,7 +1973,7 @@ def test_a_late_deactivation_ends_no_session_of_an_account_let_in_again(service,
 
 
 def test_on_hearing_an_activation_no_session_ends(service, store):
-    store.sessions_of.return_value = {"s-1": datetime.now(UTC)}
+    store.sessions_of.return_value = {"s-1": SessionStart(datetime.now(UTC))}
     message, _ = status_changed("u-li", True)
     service.on_staff_status_changed(message)
     store.sync_directory.assert_called_once_with("u-li")
@@ -2104,17 +2133,29 @@ def staff_changed(changed):
 def test_new_roles_or_department_end_the_sessions_started_before(service, store):
     message, payload = staff_changed(["department_code"])
     store.sessions_of.return_value = {
-        "s-old": payload.changed_at - timedelta(hours=1),
-        "s-new": payload.changed_at + timedelta(seconds=1),  # logged in with the new ones already
+        "s-old": SessionStart(payload.changed_at - timedelta(hours=1)),
+        "s-new": SessionStart(payload.changed_at + timedelta(seconds=1)),  # logged in with the new ones already
     }
     service.on_staff_changed(message)
     store.sync_directory.assert_called_once_with("u-li")
     assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-old"]
 
 
+def test_a_login_that_read_the_old_roles_ends_though_its_session_started_after_the_change(service, store):
+    message, payload = staff_changed(["roles"])
+    store.get_user.return_value = {"_id": "u-li", "password_hash": "$argon2id$x", "staff_version": 4}
+    after = payload.changed_at + timedelta(milliseconds=5)
+    store.sessions_of.return_value = {
+        "s-raced": SessionStart(after, password="f", staff_version=3),
+        "s-new": SessionStart(after, password="f", staff_version=4),
+    }
+    service.on_staff_changed(message)
+    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-raced"]
+
+
 def test_a_new_name_alone_ends_no_session(service, store):
     message, _ = staff_changed(["name"])
-    store.sessions_of.return_value = {"s-old": datetime.now(UTC) - timedelta(hours=1)}
+    store.sessions_of.return_value = {"s-old": SessionStart(datetime.now(UTC) - timedelta(hours=1), "f", 3)}
     service.on_staff_changed(message)
     store.sync_directory.assert_called_once_with("u-li")
     store.revoke_session.assert_not_called()

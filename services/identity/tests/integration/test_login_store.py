@@ -13,6 +13,7 @@ from contracts.envelope import new_event
 from contracts.events import ContactChanged
 from services.common.errors import Conflict
 from services.common.stored_time import to_stored_precision
+from services.identity import accounts
 from services.identity.storage import IdentityStore
 
 
@@ -146,11 +147,33 @@ def test_a_users_sessions_are_found_by_id_and_old_ones_dropped_from_the_index(st
     store.start_session("s-9", "u2")
     since = datetime.now(UTC) - timedelta(days=30)
     found = store.sessions_of("u1", since)
-    assert sorted(found) == ["s-1", "s-2"] and all(at > since for at in found.values())
+    assert sorted(found) == ["s-1", "s-2"] and all(start.at > since for start in found.values())
     assert sorted(store.user_sessions.find_one({"_id": "u1"})["ids"]) == ["s-1", "s-2"]
     store.forget_sessions("u1", ["s-1"])
     assert list(store.sessions_of("u1", since)) == ["s-2"]
     assert store.sessions_of("nobody", since) == {}
+
+
+def test_a_session_keeps_what_its_login_checked_and_the_kept_session_the_new_password(store):
+    since = datetime.now(UTC) - timedelta(days=30)
+    checked = accounts.checked_by_login({"password_hash": "$argon2id$old", "staff_version": 2})
+    store.start_session("s-1", "u1", checked)
+    store.start_session("s-2", "u1", checked)
+    store.start_session("s-legacy", "u1")  # indexed before logins' checks were kept
+    found = store.sessions_of("u1", since)
+    assert (found["s-1"].password, found["s-1"].staff_version) == (checked["password"], 2)
+    assert (found["s-legacy"].password, found["s-legacy"].staff_version) == (None, None)
+    store.keep_checked("u1", "s-1", "$argon2id$new")
+    found = store.sessions_of("u1", since)
+    assert found["s-1"].password == accounts.password_fingerprint("$argon2id$new")
+    assert found["s-1"].staff_version == 2 and found["s-2"].password == checked["password"]
+    store.forget_sessions("u1", ["s-2"])
+    assert "s-2" not in store.user_sessions.find_one({"_id": "u1"})["checked"]
+    # A kept session forgotten meanwhile: what it checked is dropped at the next read.
+    store.forget_sessions("u1", ["s-1"])
+    store.keep_checked("u1", "s-1", "$argon2id$newer")
+    assert list(store.sessions_of("u1", since)) == ["s-legacy"]
+    assert store.user_sessions.find_one({"_id": "u1"})["checked"] == {}
 
 
 def test_a_login_drops_the_index_entries_of_sessions_past_the_maximum_age(store):
