@@ -4,11 +4,13 @@
     python -m infra.deadletters replay dlq.<queue> [--vhost V] [--limit N]
     make deadletters                       # the list, for the vhost of `make run`
 
-A handler that fails twice (or gets something that is not a valid event) sends the message to
-`dlq.<its queue>` with `x-yiwang-error` (see services/common/consuming.py). Replaying publishes
-each message again, persistent and confirmed, to the queue it failed in (its handler is
-idempotent by event id), then removes it from the dead-letter queue; a message whose republish
-fails stays where it is.
+A handler that still fails after its retries (`YIWANG_RETRY_DELAYS`: five, over about 13 minutes),
+a message that is not a valid event, and one whose handlers never finish it (delivered again
+unsettled more than five times) go to `dlq.<its queue>` with `x-yiwang-error` (see
+services/common/consuming.py). Replaying publishes each message again, persistent and confirmed,
+to the queue it failed in (its handler is idempotent by event id), then removes it from the
+dead-letter queue; a message whose republish fails stays where it is, and so does every message
+of a queue that no longer exists (a retired handler's: see DEVELOPERS.md).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from amqp.exceptions import ChannelError
 from kombu import Connection, Queue
 
-from services.common.consuming import ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER
+from services.common.consuming import ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER, UNSETTLED_HEADER
 
 PREFIX = "dlq."
 
@@ -85,6 +88,10 @@ def peek(vhost: str, queue: str, count: int) -> list[dict[str, Any]]:
     return shown
 
 
+class OriginGone(Exception):
+    """The queue a dead letter came from no longer exists: replaying into it would lose it."""
+
+
 def replay(vhost: str, dead_letter_queue: str, limit: int | None = None) -> int:
     """Move up to `limit` messages back to the queue they failed in; returns how many moved."""
     if not dead_letter_queue.startswith(PREFIX):
@@ -97,6 +104,12 @@ def replay(vhost: str, dead_letter_queue: str, limit: int | None = None) -> int:
         # What is there now, and no more: a message that fails again while the cause persists comes
         # back to this queue, and must not be picked up again by this same replay.
         waiting = source.queue_declare(passive=True).message_count
+        # Its queue must exist: the default exchange confirms, and drops, a message for one that
+        # does not. (A passive declare of a missing queue closes its channel: one of its own.)
+        try:
+            Queue(origin, no_declare=True)(conn.channel()).queue_declare(passive=True)
+        except ChannelError:
+            raise OriginGone(f"its queue {origin} does not exist (a retired handler's?)") from None
         limit = waiting if limit is None else min(limit, waiting)
         producer = conn.Producer(channel=conn.channel())
         while moved < limit:
@@ -106,7 +119,8 @@ def replay(vhost: str, dead_letter_queue: str, limit: int | None = None) -> int:
             headers = {
                 k: v
                 for k, v in (message.headers or {}).items()
-                if not k.startswith("x-death") and k != ATTEMPT_HEADER  # a replay gets every retry again
+                # A replay gets every retry again.
+                if not k.startswith("x-death") and k not in (ATTEMPT_HEADER, UNSETTLED_HEADER)
             }
             headers["x-yiwang-replayed"] = int(headers.get("x-yiwang-replayed", 0)) + 1
             producer.publish(
@@ -118,6 +132,7 @@ def replay(vhost: str, dead_letter_queue: str, limit: int | None = None) -> int:
                 content_encoding=message.content_encoding,
                 delivery_mode=2,
                 serializer=None,
+                mandatory=True,  # and should its queue go meanwhile: an error, not a message lost
             )
             message.ack()
             moved += 1
@@ -144,9 +159,14 @@ def main() -> int:
     if not args.queue:
         parser.error("replay needs a dead-letter queue (or 'all')")
     targets = [q["name"] for q in queues if q.get("messages")] if args.queue == "all" else [args.queue]
+    left = 0
     for name in targets:
-        print(f"{name}: replayed {replay(args.vhost, name, args.limit)}")
-    return 0
+        try:
+            print(f"{name}: replayed {replay(args.vhost, name, args.limit)}")
+        except OriginGone as gone:
+            print(f"{name}: left alone: {gone}")
+            left += 1
+    return 1 if left else 0
 
 
 if __name__ == "__main__":

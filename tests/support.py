@@ -172,8 +172,8 @@ def event_recorder(source_service: str, event_type: str) -> type:
     return Recorder
 
 
-def dispatch_event(source_service: str, envelope: dict[str, Any]) -> None:
-    """Publish an envelope as if `source_service` had (persistent, confirmed)."""
+def dispatch_event(source_service: str, envelope: dict[str, Any], headers: dict[str, Any] | None = None) -> None:
+    """Publish an envelope as if `source_service` had (persistent, confirmed), with `headers`."""
     from nameko.standalone import events
 
     # Not through nameko-opentelemetry's wrapper: it finds the dispatcher's publisher in the frame of
@@ -181,7 +181,7 @@ def dispatch_event(source_service: str, envelope: dict[str, Any]) -> None:
     # runs a callback first (hypothesis registers one) that is the wrong frame: KeyError 'publisher'
     # (seen once in CI). The services never use the standalone dispatcher; tests need no span of it.
     event_dispatcher = getattr(events.event_dispatcher, "__wrapped__", events.event_dispatcher)
-    event_dispatcher()(source_service, envelope["type"], envelope)
+    event_dispatcher(headers=headers or {})(source_service, envelope["type"], envelope)
 
 
 # --- the local SMS provider and mail server, as processes of the test's own -------------------------

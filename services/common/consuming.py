@@ -9,6 +9,13 @@ error (`x-yiwang-error`, masked like log lines) for inspection and replay
 (`python -m infra.deadletters`). Should a copy fail to publish, the message is requeued (a
 retry) or rejected (the broker dead-letters it without the error): never dropped.
 Handlers themselves must be idempotent by `event_id` (redelivery is normal).
+
+A message the broker delivers again unsettled (its process died or lost its connection while
+handling it) waits in the first retry queue before it runs again, counted in
+`x-yiwang-unsettled`; past MAX_UNSETTLED it is dead-lettered: a message that kills every process
+handling it (memory, a crash in a native library) would otherwise come back for ever, with no
+handler error ever counted. Copies go out `mandatory`: one the broker cannot route (its queue
+deleted) is an error, not confirmed and lost.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_EXCHANGE = "yiwang.dead-letter"
 ERROR_HEADER, FAILED_AT_HEADER = "x-yiwang-error", "x-yiwang-failed-at"
 ATTEMPT_HEADER = "x-yiwang-attempt"  # 1 for the first delivery, 2 for the first retry ...
+UNSETTLED_HEADER = "x-yiwang-unsettled"  # deliveries that ended with no ack: the handler's process died
+# Unsettled deliveries a message may have before it is dead-lettered: a restart or a lost connection
+# leaves a few messages so now and then; five in a row is a message that stops its handlers.
+MAX_UNSETTLED = 5
 # What acking or rejecting raises when the connection or channel is gone (BrokenPipeError and kin).
 CONNECTION_LOST = (OSError, AMQPError)
 
@@ -53,6 +64,19 @@ def retry_queue_name(queue_name: str, delay: float) -> str:
 
 class PoisonMessage(Exception):
     """The message can never be handled (not a valid event): dead-letter it at once."""
+
+
+class NeverSettled(Exception):
+    """The message was delivered MAX_UNSETTLED + 1 times, and no handler ever finished it."""
+
+
+def _count_header(message: Any, name: str, default: int) -> int:
+    """A counting header; one that is not a count (published by hand, say) reads as `default`,
+    rather than failing the consumer on every delivery."""
+    try:
+        return int((message.headers or {}).get(name, default))
+    except (TypeError, ValueError):
+        return default
 
 
 def dead_letter_queue_name(queue_name: str) -> str:
@@ -107,6 +131,42 @@ class ReliableEventHandler(EventHandler):
                 waiting(conn.default_channel).declare()
         super().start()
 
+    def handle_message(self, body: Any, message: Any) -> None:
+        if not message.delivery_info.get("redelivered"):
+            super().handle_message(body, message)
+            return
+
+        def set_aside_or_handle() -> None:
+            # In a thread of its own, as nameko starts workers: the consumer must not wait on it.
+            if not self._set_aside(message):
+                super(ReliableEventHandler, self).handle_message(body, message)
+
+        self.container.spawn_managed_thread(set_aside_or_handle, identifier=f"set_aside[{self.queue.name}]")
+
+    def _set_aside(self, message: Any) -> bool:
+        """Count an unsettled delivery: to the first retry queue, or past MAX_UNSETTLED to the dead
+        letters. False if that could not be done: the message is handled now instead."""
+        unsettled = _count_header(message, UNSETTLED_HEADER, 0) + 1
+        try:
+            if unsettled > MAX_UNSETTLED:
+                error = NeverSettled(f"delivered {unsettled} times and never settled: does it stop its handler?")
+                log.error("event dead-lettered", extra={"queue": self.queue.name, "unsettled": unsettled})
+                self._dead_letter_with_error(message, error, {UNSETTLED_HEADER: unsettled})
+            else:
+                delay = (getattr(self, "delays", None) or retry_delays())[0]
+                log.warning("event delivered again unsettled; handled later", extra={"queue": self.queue.name})
+                self._publish_copy(message, "", retry_queue_name(self.queue.name, delay), {UNSETTLED_HEADER: unsettled})
+        except Exception:
+            log.warning("could not set the message aside; handling it now", exc_info=True)
+            return False
+        try:
+            message.ack()
+        except CONNECTION_LOST:  # the copy is out, and the broker delivers this one again: a duplicate
+            log.warning("the connection went before the message was settled; it comes again", exc_info=True)
+        if unsettled > MAX_UNSETTLED:
+            EVENTS_DEAD_LETTERED.labels(self.queue.name).inc()
+        return True
+
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
         try:
             self._settle(message, exc_info)
@@ -123,7 +183,7 @@ class ReliableEventHandler(EventHandler):
             EVENTS_CONSUMED.labels(self.queue.name).inc()
             return
         poison = isinstance(exc_info[1], PoisonMessage)
-        attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 1))
+        attempt = _count_header(message, ATTEMPT_HEADER, 1)
         delays = getattr(self, "delays", None) or retry_delays()
         if not poison and attempt <= len(delays):
             if not message.channel.connection:
@@ -166,12 +226,18 @@ class ReliableEventHandler(EventHandler):
                 delivery_mode=2,
                 serializer=None,
                 confirm_timeout=CONFIRM_TIMEOUT,
+                # Routed nowhere (its queue deleted by hand), py-amqp raises rather than confirming
+                # a message the broker dropped; the original is then requeued or rejected.
+                mandatory=True,
             )
 
-    def _dead_letter_with_error(self, message: Any, error: BaseException) -> None:
+    def _dead_letter_with_error(
+        self, message: Any, error: BaseException, extra_headers: dict[str, Any] | None = None
+    ) -> None:
         headers = {
             ERROR_HEADER: scrub(f"{type(error).__name__}: {error}")[:1000],
             FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
+            **(extra_headers or {}),
         }
         self._publish_copy(
             message, Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True), self.queue.name, headers

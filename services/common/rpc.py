@@ -13,7 +13,7 @@ from nameko import config
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies, UnknownService
-from nameko.rpc import ReplyListener, Responder, RpcConsumer, get_rpc_exchange
+from nameko.rpc import Client, ReplyListener, Responder, RpcConsumer, get_rpc_exchange
 from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import ServiceRpc as NamekoServiceRpc
 from opentelemetry import trace
@@ -23,6 +23,10 @@ from services.common.errors import Unavailable
 from services.common.mongo import STORE_UNREACHABLE
 
 DEFAULT_TIMEOUT = 10.0
+# Seconds a request waits in its queue at most (the broker drops it then). Its caller has given up
+# by then, told the service is unavailable: a request a stopped service finds on its return must
+# not change a password or withdraw a case minutes after its caller heard it failed.
+REQUEST_EXPIRY = DEFAULT_TIMEOUT
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.4, "interval_max": 0.5}
 # Seconds a publish waits for the broker's confirm. Without a bound, a broker gone silent (its host
 # gone without a reset) held every publisher until TCP gave up, minutes later; past it kombu
@@ -48,9 +52,26 @@ def call(method: Any, *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: An
         except BROKER_GONE as exc:
             raise Unavailable(f"the message broker cannot be reached ({type(exc).__name__})") from None
     except BaseException as error:
+        _forget_pending(method, reply, error)
         if trace.get_current_span() is not caller_span:
             _end_abandoned_call(reply, error)
         raise
+
+
+def _forget_pending(method: Any, reply: Any, error: BaseException) -> None:
+    """nameko files each call with its reply listener before the request goes out, and unfiles it
+    only when the reply comes: a call given up (a timeout, a request that could not be published,
+    no such service) stayed filed for the life of the process."""
+    listener = getattr(getattr(method, "register_for_reply", None), "__self__", None)
+    pending = getattr(listener, "pending", None)
+    if not isinstance(pending, dict):
+        return
+    if reply is not None:
+        correlation_id = reply.correlation_id
+    else:  # filed, then the request failed: only the frame that filed it knows its id
+        correlation_id = _local_of_frame(error, Client._call.__code__, "correlation_id")
+    if correlation_id is not None:
+        pending.pop(correlation_id, None)
 
 
 def _end_abandoned_call(reply: Any, error: BaseException) -> None:
@@ -172,6 +193,7 @@ class ServiceRpc(NamekoServiceRpc):
 
     def __init__(self, target_service: str, **options: Any) -> None:
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
+        options.setdefault("expiration", REQUEST_EXPIRY)
         super().__init__(target_service, **options)
 
 

@@ -11,6 +11,9 @@ from contracts.envelope import Envelope, new_event
 from contracts.events import CaseApproved, CaseSubmitted
 from services.common.consuming import (
     DEAD_LETTER_EXCHANGE,
+    MAX_UNSETTLED,
+    UNSETTLED_HEADER,
+    NeverSettled,
     PoisonMessage,
     ReliableEventHandler,
     consumes,
@@ -184,7 +187,7 @@ def _handler(dead_letters=None, retries=None):
     handler.consumer = FakeConsumer()
     handler.delays = DELAYS
 
-    def dead_letter(message, error):
+    def dead_letter(message, error, extra_headers=None):
         if dead_letters is None:
             raise ConnectionError("broker gone")
         dead_letters.append((message, error))
@@ -297,6 +300,84 @@ def test_nothing_is_acked_or_rejected_on_a_closed_channel():
         handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("x")))
         assert message.rejected == [] and not message.acked
         assert handler.consumer.acked == [] and handler.consumer.requeued == []
+
+
+def test_an_attempt_header_that_is_not_a_count_reads_as_the_first_attempt():
+    # Published by hand, say: failing on it would stop the consumer on every delivery.
+    retries = []
+    handler, message = _handler([], retries), FakeMessage(attempt="third")
+    handler.handle_message_processed(message, exc_info=_exc_info(RuntimeError("flaky")))
+    assert retries == [(1, 1.0)] and message.acked
+
+
+# --- delivered again unsettled: the process handling it died ------------------------------------------
+
+
+class FakeContainer:
+    """Runs a managed thread at once; records the workers it was asked to start."""
+
+    service_name = "approval"
+
+    def __init__(self):
+        self.workers = []
+
+    def spawn_managed_thread(self, fn, identifier=None):
+        fn()
+
+    def spawn_worker(self, entrypoint, args, kwargs, context_data=None, handle_result=None):
+        self.workers.append(args)
+
+
+def _redelivered(unsettled=None, redelivered=True):
+    message = FakeMessage()
+    message.delivery_info = {"redelivered": redelivered}
+    if unsettled is not None:
+        message.headers[UNSETTLED_HEADER] = unsettled
+    return message
+
+
+def _delivering_handler(copies, dead):
+    """A handler in a container; its copies record into `copies`, or fail when it is None."""
+    handler = _handler(dead, [])
+    handler.container, handler.method_name = FakeContainer(), "on_case_submitted"
+
+    def publish_copy(message, exchange, routing_key, extra_headers):
+        if copies is None:
+            raise ConnectionError("broker gone")
+        copies.append((routing_key, extra_headers))
+
+    handler._publish_copy = publish_copy
+    return handler
+
+
+def test_a_first_delivery_is_handled():
+    copies = []
+    handler, message = _delivering_handler(copies, []), _redelivered(redelivered=False)
+    handler.handle_message({"body": 1}, message)
+    assert handler.container.workers == [({"body": 1},)] and copies == [] and not message.acked
+
+
+def test_a_message_delivered_again_unsettled_waits_in_the_first_retry_queue_counted():
+    copies = []
+    handler, message = _delivering_handler(copies, []), _redelivered(unsettled=2)
+    handler.handle_message({"body": 1}, message)
+    assert copies == [(f"retry.{handler.queue.name}.1000ms", {UNSETTLED_HEADER: 3})]
+    assert message.acked and handler.container.workers == []  # the copy replaces it
+
+
+def test_a_message_that_never_gets_settled_is_dead_lettered():
+    dead = []
+    handler, message = _delivering_handler([], dead), _redelivered(unsettled=MAX_UNSETTLED)
+    handler.handle_message({"body": 1}, message)
+    [(sent, error)] = dead
+    assert sent is message and isinstance(error, NeverSettled) and "6 times" in str(error)
+    assert message.acked and handler.container.workers == []
+
+
+def test_a_message_that_cannot_be_set_aside_is_handled_now():
+    handler, message = _delivering_handler(None, []), _redelivered()
+    handler.handle_message({"body": 1}, message)
+    assert handler.container.workers == [({"body": 1},)] and not message.acked
 
 
 def test_retry_delays_come_from_the_environment(monkeypatch):

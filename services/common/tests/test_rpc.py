@@ -7,13 +7,14 @@ import sys
 from typing import Any
 
 import eventlet
+import eventlet.event
 import kombu.exceptions
 import pymongo.errors
 import pytest
 from kombu import Queue
 from nameko.amqp.publish import Publisher
 from nameko.exceptions import ReplyQueueExpiredWithPendingReplies
-from nameko.rpc import ReplyListener
+from nameko.rpc import Client, ReplyListener
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,6 +28,7 @@ from services.common.rpc import (
     CONFIRM_TIMEOUT,
     CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
+    REQUEST_EXPIRY,
     BoundedResponder,
     ConfirmBoundedPublisher,
     DeclareOncePublisher,
@@ -50,6 +52,48 @@ class Method:
 def test_a_call_that_cannot_reach_the_broker_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="broker"):
         call(Method(kombu.exceptions.OperationalError("[Errno 111] Connection refused")))
+
+
+class Listener:
+    """nameko's reply listener as far as its client uses it: calls filed by correlation id."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] = {}
+
+    def register_for_reply(self, correlation_id: str) -> Any:
+        self.pending[correlation_id] = waiting = eventlet.event.Event()
+        return waiting.wait
+
+
+def _client(listener: Listener, publish: Any) -> Client:
+    return Client(publish, listener.register_for_reply, {}, "catalog", "get_item")
+
+
+def _broker_gone(payload: Any, **kwargs: Any) -> None:
+    raise kombu.exceptions.OperationalError("Server unexpectedly closed connection")
+
+
+@pytest.mark.parametrize("publish", [lambda payload, **kwargs: None, _broker_gone], ids=["no-reply", "not-sent"])
+def test_a_call_given_up_is_no_longer_filed_for_a_reply(publish: Any) -> None:
+    # Filed before the request goes out, unfiled by its reply only: given up, it stayed for ever.
+    listener = Listener()
+    with pytest.raises(Unavailable):
+        call(_client(listener, publish), "A1", timeout=0.05)
+    assert listener.pending == {}
+
+
+def test_a_call_answered_in_time_is_unaffected() -> None:
+    listener = Listener()
+
+    def answer_soon(payload: Any, correlation_id: str, **kwargs: Any) -> None:
+        eventlet.spawn_after(0.01, lambda: listener.pending.pop(correlation_id).send({"result": "ok"}))
+
+    assert call(_client(listener, answer_soon), "A1", timeout=5) == "ok"
+
+
+def test_requests_expire_when_their_callers_have_given_up() -> None:
+    # A stopped service must not find, on its return, requests whose callers were told it failed.
+    assert ServiceRpc("intake").publisher_options["expiration"] == REQUEST_EXPIRY == DEFAULT_TIMEOUT
 
 
 class Message:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from contracts.envelope import new_event
 from contracts.events import ItemPublished
 from services.common.consuming import consumes, dead_letter_queue_name, retry_delays
@@ -132,3 +134,37 @@ def test_a_replay_while_the_cause_persists_retries_each_message_once_more_in_ful
     assert deadletters.replay(vhost, dlq) == 1
     eventually(lambda: len(Stubborn.tries) == 2 * (1 + len(retry_delays())), timeout=15, what="every retry again")
     eventually(lambda: queue_depth(vhost, dlq) == 1, timeout=15, what="the dead letter back")
+
+
+def test_a_copy_the_broker_cannot_route_is_an_error_not_a_loss(rabbit_config):
+    # A retry or dead-letter queue deleted by hand: the broker would confirm the copy and drop it,
+    # and the original would be acked. An error instead: the original is requeued or rejected.
+    from types import SimpleNamespace
+
+    from amqp.exceptions import ChannelError
+
+    from services.common.consuming import ReliableEventHandler
+
+    handler = ReliableEventHandler("catalog", "catalog.item_published.v1")
+    message = SimpleNamespace(body=b"{}", headers={}, content_type="application/json", content_encoding="utf-8")
+    with pytest.raises(ChannelError):
+        handler._publish_copy(message, "", "retry.evt-no-such-queue.200ms", {})
+
+
+def test_dead_letters_of_a_queue_that_is_gone_are_left_where_they_are(rabbit_config):
+    from kombu import Connection, Exchange, Queue
+    from nameko import config
+
+    from infra import deadletters
+    from services.common.consuming import DEAD_LETTER_EXCHANGE
+
+    origin = "evt-catalog-catalog.item_published.v1--retired.on_published"  # its handler retired
+    with Connection(config["AMQP_URI"]) as conn:
+        exchange = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
+        dlq = Queue(dead_letter_queue_name(origin), exchange=exchange, routing_key=origin, durable=True)
+        bound = dlq(conn.default_channel)
+        bound.declare()
+        conn.Producer().publish({"kept": True}, exchange=exchange, routing_key=origin, delivery_mode=2)
+        with pytest.raises(deadletters.OriginGone):
+            deadletters.replay(current_vhost(), dlq.name)
+        assert bound.queue_declare(passive=True).message_count == 1  # still there

@@ -11,10 +11,11 @@ import eventlet
 
 from contracts.envelope import new_event
 from contracts.events import ItemPublished
-from services.common.consuming import consumes
-from tests.support import dispatch_event, eventually
+from services.common.consuming import MAX_UNSETTLED, UNSETTLED_HEADER, consumes, dead_letter_queue_name
+from tests.support import current_vhost, dispatch_event, eventually, queue_depth
 
 log: list[tuple[str, str]] = []
+QUEUE = "evt-catalog-catalog.item_published.v1--slow.on_published"
 
 
 class Slow:
@@ -62,3 +63,24 @@ def test_work_cut_off_by_a_crash_is_handled_by_the_next_process(container_factor
 
     container_factory(Slow).start()  # the restarted process
     eventually(lambda: ("done", event["event_id"]) in log, timeout=15, what="the message handled after the crash")
+    # Delivered again unsettled, it waited in the first retry queue, counted once.
+    assert [step for step, _ in log].count("started") == 2
+
+
+def test_a_message_that_stops_every_process_handling_it_is_dead_lettered(container_factory, rabbit_config):
+    from infra import deadletters
+
+    log.clear()
+    container = container_factory(Slow)
+    container.start()
+    event = published()
+    # As if it had stopped MAX_UNSETTLED processes already: the next one it stops is one too many.
+    dispatch_event("catalog", event, headers={UNSETTLED_HEADER: MAX_UNSETTLED})
+    eventually(lambda: ("started", event["event_id"]) in log, what="the handler to start")
+    container.kill()
+    container_factory(Slow).start()
+    vhost, dlq = current_vhost(), dead_letter_queue_name(QUEUE)
+    eventually(lambda: queue_depth(vhost, dlq) == 1, timeout=15, what="the dead letter")
+    [shown] = deadletters.peek(vhost, dlq, 5)
+    assert shown["event_id"] == event["event_id"] and "never settled" in shown["error"]
+    assert log == [("started", event["event_id"])]  # not run again
