@@ -328,3 +328,10 @@ class AuditEntry(Contract):
     at: datetime
     address: str  # where the request came from
     trace_id: str | None = None
+
+
+class AuditRecord(AuditEntry):
+    """An entry as the gateway hands it to identity (`record_audit`), with an id of its own: a
+    request delivered again (its reply lost) stores the entry once."""
+
+    entry_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]

@@ -50,6 +50,7 @@ from contracts.events import SessionRevoked
 from contracts.identity import (
     AssuranceView,
     AuditEntry,
+    AuditRecord,
     Certificate,
     ContactChange,
     ContactView,
@@ -746,7 +747,8 @@ class Gateway:
     def audit(self, principal: Principal, request: Request, action: str, target: dict[str, str], status: int) -> None:
         """Record a staff change (called by `api` after it succeeded). The change is made already:
         if the trail cannot take the entry, say so loudly rather than fail the caller."""
-        entry = AuditEntry(
+        entry = AuditRecord(
+            entry_id=uuid.uuid4().hex,
             actor_id=principal.user_id,
             actor_roles=list(principal.roles),
             action=action,

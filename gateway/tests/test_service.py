@@ -1176,7 +1176,15 @@ def test_a_staff_reads_audit_entry_waits_two_seconds_at_most_and_a_change_the_us
 ):
     from gateway import service as gateway_service
 
-    timeouts = []
-    monkeypatch.setattr(gateway_service, "call", lambda method, *args, timeout: timeouts.append(timeout))
+    timeouts, entries = [], []
+
+    def recorded(method, entry, timeout):
+        timeouts.append(timeout)
+        entries.append(entry)
+
+    monkeypatch.setattr(gateway_service, "call", recorded)
     gateway.audit(REVIEWER, _request(), action, {"case_no": "C-1"}, 200)
-    assert timeouts == [waits]  # a read must not wait long for identity (README: 2 s)
+    gateway.audit(REVIEWER, _request(), action, {"case_no": "C-1"}, 200)
+    assert timeouts == [waits, waits]  # a read must not wait long for identity (README: 2 s)
+    # Each entry has an id of its own, so identity stores one delivered twice once.
+    assert len({entry["entry_id"] for entry in entries}) == 2 and all(len(e["entry_id"]) == 32 for e in entries)

@@ -32,6 +32,7 @@ from contracts.events import (
 from contracts.identity import (
     AssuranceView,
     AuditEntry,
+    AuditRecord,
     ContactChange,
     FaceVerification,
     JwkSet,
@@ -624,8 +625,9 @@ class IdentityService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def record_audit(self, entry: dict[str, Any]) -> None:
-        """Append one staff action or administrative change (the gateway reports them)."""
-        self.store.append_audit(validated(AuditEntry, entry).model_dump())
+        """Append one staff action or administrative change (the gateway reports them), once."""
+        record = validated(AuditRecord, entry)
+        self.store.append_audit(record.entry_id, record.model_dump(exclude={"entry_id"}))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_audit(self, principal: dict[str, Any], page: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -568,8 +568,10 @@ class IdentityStore:
         )
 
     # --- audit trail ---------------------------------------------------------------------------------
-    def append_audit(self, entry: dict[str, Any]) -> None:
-        self.audit.insert_one({"_id": uuid.uuid4().hex, **entry})
+    def append_audit(self, entry_id: str, entry: dict[str, Any]) -> None:
+        """Store the entry under its id, once: the same entry again changes nothing."""
+        with contextlib.suppress(DuplicateKeyError):
+            self.audit.insert_one({"_id": entry_id, **entry})
 
     def audit_page(self, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         # Admins only, rarely: a scan on FerretDB is acceptable here (an index serves it on MongoDB).

@@ -2194,3 +2194,33 @@ def test_unknown_identity_providers_answer_unavailable_not_500(service, store, c
     store.get_user.return_value = citizen_doc
     with config.patch({"IDENTITY_PROVIDERS": "typo"}), pytest.raises(Unavailable, match="not configured"):
         service.verify_real_name(applicant_principal(citizen_doc))
+
+
+def _audit_record(**changes):
+    entry = {
+        "entry_id": "c" * 32,
+        "actor_id": "u-li",
+        "actor_roles": ["reviewer"],
+        "action": "GET /api/v1/cases/C-1",
+        "target": {"case_no": "C-1"},
+        "status": 200,
+        "at": datetime.now(UTC).isoformat(),
+        "address": "10.0.0.1",
+    }
+    return {**entry, **changes}
+
+
+def test_an_audit_entry_is_stored_under_the_id_the_gateway_gave_it(service, store):
+    service.record_audit(_audit_record())
+    entry_id, entry = store.append_audit.call_args.args
+    assert entry_id == "c" * 32 and "entry_id" not in entry and entry["action"] == "GET /api/v1/cases/C-1"
+
+
+@pytest.mark.parametrize("entry_id", [None, "", "not-hex", "C" * 32])
+def test_an_audit_entry_without_a_proper_id_is_refused(service, store, entry_id):
+    record = _audit_record(entry_id=entry_id) if entry_id is not None else _audit_record()
+    if entry_id is None:
+        del record["entry_id"]
+    with pytest.raises(ValidationFailed):
+        service.record_audit(record)
+    store.append_audit.assert_not_called()

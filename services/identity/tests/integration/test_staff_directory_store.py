@@ -146,3 +146,13 @@ def test_a_change_is_stored_only_over_the_version_it_was_read_at(store):
     assert not store.update_staff(read, {"name": "王六"}, event())  # read before the first change
     assert store.get_user(older["_id"])["name"] == "王五"
     assert store.update_staff(store.get_user(older["_id"]), {"name": "王六"}, event())
+
+
+def test_an_audit_entry_reported_twice_is_stored_once(store):
+    # The gateway's request delivered again after its reply was lost: the same id, one entry.
+    entry = {"actor_id": "u-li", "actor_roles": ["reviewer"], "action": "GET /api/v1/cases/C-1", "status": 200}
+    store.append_audit("a" * 32, {**entry, "at": datetime.now(UTC), "address": "10.0.0.1"})
+    store.append_audit("a" * 32, {**entry, "at": datetime.now(UTC), "address": "10.0.0.1"})
+    store.append_audit("b" * 32, {**entry, "at": datetime.now(UTC), "address": "10.0.0.1"})
+    rows, total = store.audit_page(0, 10)
+    assert total == 2 and len(rows) == 2
