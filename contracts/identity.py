@@ -332,6 +332,7 @@ class AuditEntry(Contract):
 
 class AuditRecord(AuditEntry):
     """An entry as the gateway hands it to identity (`record_audit`), with an id of its own: a
-    request delivered again (its reply lost) stores the entry once."""
+    request delivered again (its reply lost) stores the entry once. Optional: a gateway older
+    than the id still reports (its entry gets an id of identity's)."""
 
-    entry_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    entry_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None

@@ -627,7 +627,7 @@ class IdentityService:
     def record_audit(self, entry: dict[str, Any]) -> None:
         """Append one staff action or administrative change (the gateway reports them), once."""
         record = validated(AuditRecord, entry)
-        self.store.append_audit(record.entry_id, record.model_dump(exclude={"entry_id"}))
+        self.store.append_audit(record.entry_id or uuid.uuid4().hex, record.model_dump(exclude={"entry_id"}))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_audit(self, principal: dict[str, Any], page: dict[str, Any]) -> dict[str, Any]:

@@ -2216,11 +2216,16 @@ def test_an_audit_entry_is_stored_under_the_id_the_gateway_gave_it(service, stor
     assert entry_id == "c" * 32 and "entry_id" not in entry and entry["action"] == "GET /api/v1/cases/C-1"
 
 
-@pytest.mark.parametrize("entry_id", [None, "", "not-hex", "C" * 32])
-def test_an_audit_entry_without_a_proper_id_is_refused(service, store, entry_id):
-    record = _audit_record(entry_id=entry_id) if entry_id is not None else _audit_record()
-    if entry_id is None:
-        del record["entry_id"]
+@pytest.mark.parametrize("entry_id", ["", "not-hex", "C" * 32])
+def test_an_audit_entry_with_an_improper_id_is_refused(service, store, entry_id):
     with pytest.raises(ValidationFailed):
-        service.record_audit(record)
+        service.record_audit(_audit_record(entry_id=entry_id))
     store.append_audit.assert_not_called()
+
+
+def test_an_audit_entry_of_a_gateway_older_than_the_id_gets_one_of_identitys(service, store):
+    record = _audit_record()
+    del record["entry_id"]
+    service.record_audit(record)
+    entry_id, _ = store.append_audit.call_args.args
+    assert len(entry_id) == 32
