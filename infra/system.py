@@ -37,6 +37,7 @@ from services.common.generated_secrets import state_dir
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(os.environ.get("YIWANG_RUN_DIR", ROOT / ".run"))
 PID_FILE = RUN_DIR / "system.pids"
+TOPOLOGY_SECONDS = 60.0  # `infra.topology` imports every service (3 s) and declares its queues
 STOP_SECONDS = 25.0  # `make stop` waits this long for the processes to end, then kills them
 
 PROCESSES = {
@@ -76,6 +77,7 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     system = System(base_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
     _trace_viewer(env)
     _local_store_socket(env)
+    _declare_event_queues(env, log_dir)
     commands = {**_local_providers(env, system, log_dir)}
     counts = process_counts(env.get("YIWANG_PROCESSES", ""))
     extras = []
@@ -88,6 +90,21 @@ def start(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Sys
     for name in commands:
         spawn(system, name)
     return system
+
+
+def _declare_event_queues(env: dict[str, str], log_dir: Path) -> None:
+    """Every handler's queue exists before any process publishes (`infra.topology`: on a broker
+    that never ran the system, an event published before its consumer started would be lost)."""
+    command = [sys.executable, "-m", "infra.topology"]
+    with open(log_dir / "topology.log", "ab") as log:
+        try:
+            code = subprocess.run(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=TOPOLOGY_SECONDS
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    if code != 0:  # the broker away, say: the processes wait for it and declare their own
+        warnings.warn(f"event queues not declared before the start: see {log_dir / 'topology.log'}", stacklevel=3)
 
 
 def spawn(system: System, name: str) -> subprocess.Popen:

@@ -21,6 +21,7 @@ deleted) is an error, not confirmed and lost.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -30,7 +31,9 @@ from typing import Any
 from amqp.exceptions import AMQPError
 from kombu import Connection, Exchange, Queue
 from nameko.amqp.consume import Consumer as ConsumerCore
+from nameko.containers import get_service_name
 from nameko.events import SERVICE_POOL, EventHandler
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 from pydantic import ValidationError
 
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
@@ -111,25 +114,32 @@ class ReliableEventHandler(EventHandler):
 
     def start(self) -> None:
         self.delays = retry_delays()
+        with Connection(self.amqp_uri) as conn:
+            self.declare_queues(conn, own_queue=False)  # the consumer declares its own as it starts
+        super().start()
+
+    def declare_queues(self, conn: Connection, own_queue: bool = True) -> None:
+        """Declare the handler's queues: its own (bound to its event), the dead-letter queue and the
+        retry queues. Once `setup` has run; `declare_event_queues` calls it before any process starts."""
+        if own_queue:
+            self.queue(conn.default_channel).declare()
         exchange = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
         dlq = Queue(
             dead_letter_queue_name(self.queue.name), exchange=exchange, routing_key=self.queue.name, durable=True
         )
-        with Connection(self.amqp_uri) as conn:
-            dlq(conn.default_channel).declare()
-            for delay in self.delays:
-                # Nobody consumes a retry queue: its TTL dead-letters each message back to our queue.
-                waiting = Queue(
-                    retry_queue_name(self.queue.name, delay),
-                    durable=True,
-                    queue_arguments={
-                        "x-message-ttl": round(delay * 1000),
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": self.queue.name,
-                    },
-                )
-                waiting(conn.default_channel).declare()
-        super().start()
+        dlq(conn.default_channel).declare()
+        for delay in getattr(self, "delays", None) or retry_delays():
+            # Nobody consumes a retry queue: its TTL dead-letters each message back to our queue.
+            waiting = Queue(
+                retry_queue_name(self.queue.name, delay),
+                durable=True,
+                queue_arguments={
+                    "x-message-ttl": round(delay * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.queue.name,
+                },
+            )
+            waiting(conn.default_channel).declare()
 
     def handle_message(self, body: Any, message: Any) -> None:
         if not message.delivery_info.get("redelivered"):
@@ -261,3 +271,31 @@ def consumes(source_service: str, payload_model: type[EventPayload], **options: 
         )(entry)
 
     return decorator
+
+
+class _Declaring:
+    """What an entrypoint needs of its container to set up its queue (no process, no consumer)."""
+
+    def __init__(self, service_name: str) -> None:
+        self.service_name = service_name
+        self.shared_extensions: dict[Any, Any] = {}
+
+
+def declare_event_queues(service_classes: list[type], amqp_uri: str) -> list[str]:
+    """Declare every reliable handler's queues of these services; the names of their own queues.
+
+    Each process declares its handlers' queues as it starts; an event published before (intake
+    answering a submission while approval starts, on a broker that never saw approval) would be
+    routed nowhere, confirmed and lost. Declared first, it waits in the queue instead."""
+    declared = []
+    with Connection(amqp_uri) as conn:
+        for service_cls in service_classes:
+            container = _Declaring(get_service_name(service_cls))
+            for method_name, method in inspect.getmembers(service_cls, callable):
+                for entrypoint in getattr(method, ENTRYPOINT_EXTENSIONS_ATTR, ()):
+                    if isinstance(entrypoint, ReliableEventHandler):
+                        handler = entrypoint.bind(container, method_name)
+                        handler.setup()
+                        handler.declare_queues(conn)
+                        declared.append(handler.queue.name)
+    return declared

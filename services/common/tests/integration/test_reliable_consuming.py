@@ -168,3 +168,48 @@ def test_dead_letters_of_a_queue_that_is_gone_are_left_where_they_are(rabbit_con
         with pytest.raises(deadletters.OriginGone):
             deadletters.replay(current_vhost(), dlq.name)
         assert bound.queue_declare(passive=True).message_count == 1  # still there
+
+
+class Late:
+    """A handler whose process has never run on this broker yet."""
+
+    name = "late"
+    handled: list[str] = []
+
+    @consumes("catalog", ItemPublished)
+    def on_published(self, envelope, payload):
+        self.handled.append(payload.item_code)
+
+
+def test_an_event_published_before_its_handler_ever_started_waits_for_it(container_factory, rabbit_config):
+    from nameko import config
+
+    from services.common.consuming import declare_event_queues
+
+    Late.handled = []
+    declared = declare_event_queues([Late], config["AMQP_URI"])
+    assert declared == ["evt-catalog-catalog.item_published.v1--late.on_published"]
+    dispatch_event("catalog", event("62052400MZ-GF-0005"))  # undeclared, it was routed nowhere: lost
+    container_factory(Late).start()  # declares the same queue with the same arguments: no conflict
+    eventually(lambda: Late.handled == ["62052400MZ-GF-0005"], what="the event published before the start")
+
+
+def test_the_topology_step_declares_every_services_handlers(rabbit_config):
+    import os
+    import subprocess
+    import sys
+
+    from kombu import Connection
+    from nameko import config
+
+    from infra.system import ROOT
+
+    env = {**os.environ, "YIWANG_RABBIT_VHOST": current_vhost()}  # the test's own vhost
+    subprocess.run([sys.executable, "-m", "infra.topology"], cwd=ROOT, env=env, check=True, timeout=120)
+    with Connection(config["AMQP_URI"]) as conn:
+        for queue in (
+            "evt-intake-case.submitted.v1--approval.on_case_submitted",
+            "evt-approval-case.approved.v1--intake.on_case_approved",
+            "dlq.evt-intake-case.submitted.v1--approval.on_case_submitted",
+        ):
+            conn.default_channel.queue_declare(queue, passive=True)  # raises when it does not exist
