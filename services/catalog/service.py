@@ -95,7 +95,7 @@ class CatalogService:
         }
         skip = (q.page - 1) * q.page_size
         if q.q and q.q.strip():
-            ranked = search.rank(q.q, self.store.candidates(search.tokenize(q.q), filters))
+            ranked = search.rank(q.q, self.store.candidates(search.query_tokens(q.q), filters))
             rows, total = [doc for _, doc in ranked[skip : skip + q.page_size]], len(ranked)
         else:
             rows, total = self.store.filtered(filters, skip, q.page_size)
@@ -105,7 +105,7 @@ class CatalogService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def answer(self, query: dict[str, Any]) -> dict[str, Any]:
         q = validated(AnswerQuery, query, "query")
-        found = answers.answer(q.q, self.store.candidates(search.tokenize(q.q), {}, with_guide=True), q.limit)
+        found = answers.answer(q.q, self.store.candidates(search.query_tokens(q.q), {}, with_guide=True), q.limit)
         return {"answers": [a.model_dump(mode="json") for a in found]}
 
     @rpc
@@ -245,6 +245,9 @@ class CatalogService:
 
     def _version_current(self, version_doc_id: str, event: dict[str, Any]) -> None:
         self.store.advance_current_to(event["payload"]["item_code"], event["payload"]["version"])
+        # Always: a publisher that moved the row and died before telling the listings left every
+        # process's cached listing without this version, and the move above then changes nothing.
+        self.store.listing_changed()
 
     def _withdrawal_listed(self, item_code: str, event: Any) -> None:
         self.store.listing_changed()

@@ -8,16 +8,20 @@ import threading
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import Envelope
 from contracts.storable import unstorable_part
-from services.catalog.search import index_fields
+from services.catalog.search import index_fields, token_sets, with_token_sets
 from services.common.errors import Conflict
+from services.common.mongo import run_once
 from services.common.outbox import OutboxCollection
 
+# Numbers below an item's highest that a read of its newest stored version tries: only publishers
+# that died between taking a number and storing the version leave gaps.
+NUMBERS_LOOKED_BACK = 5
 SUMMARY_FIELDS = ("item_code", "name", "department_code", "item_type", "handling_mode", "promised_days")
 _NO_OUTBOX = {"outbox": 0}
 
@@ -29,6 +33,9 @@ def version_id(item_code: str, version: int) -> str:
 class CatalogStore:
     def __init__(self, db: Database) -> None:
         self.versions = db["item_versions"]  # one immutable document per published version
+        # Per item, by _id: the highest version number taken. Filtering the versions by item_code
+        # scans them all on FerretDB (~0.3 s), and anyone could ask for any code, signed in or not.
+        self.heads = db["item_heads"]
         self.current = db["items_current"]  # the latest published version, with search tokens
         self.drafts = db["drafts"]
         self.departments = db["departments"]
@@ -47,6 +54,14 @@ class CatalogStore:
         self.current.create_index([("department_code", ASCENDING)])
         self.outbox.ensure_indexes()
         self.current_outbox.ensure_indexes()
+        run_once(self.versions.database, "item_heads", self._head_older_items)
+
+    def _head_older_items(self) -> None:
+        for doc in self.versions.find({}, {"item_code": 1, "version": 1}):
+            self._raise_head(doc["item_code"], doc["version"])
+
+    def _raise_head(self, item_code: str, version: int) -> None:
+        self.heads.update_one({"_id": item_code}, {"$max": {"highest": version}}, upsert=True)
 
     # --- departments ------------------------------------------------------------------------------
     def upsert_department(self, department: dict[str, Any]) -> None:
@@ -56,7 +71,8 @@ class CatalogStore:
         return list(self.departments.find({}, {"_id": 0}).sort("code", ASCENDING))
 
     def department_exists(self, code: str) -> bool:
-        return self.departments.count_documents({"_id": code}, limit=1) > 0
+        # Not count_documents: an aggregation, which scans on FerretDB even by _id.
+        return self.departments.find_one({"_id": code}, {"_id": 1}) is not None
 
     # --- published versions -----------------------------------------------------------------------
     def latest_version(self, item_code: str) -> dict[str, Any] | None:
@@ -68,23 +84,31 @@ class CatalogStore:
             latest = self.get_version(item_code, current["version"])
             if latest is not None:
                 return {**latest, "withdrawn": current["withdrawn"]} if "withdrawn" in current else latest
-        # A publish that has not advanced the current row yet, or an old store: ask the versions.
-        return _readable(self._newest_stored(item_code, _NO_OUTBOX))
-
-    def _newest_stored(self, item_code: str, fields: dict[str, Any]) -> dict[str, Any] | None:
-        # By the (item_code, version) index on MongoDB; a scan on the stand-in (not on a hot path).
-        return self.versions.find_one({"item_code": item_code}, fields, sort=[("version", DESCENDING)])
+        # A publish that has not advanced the current row yet: the newest stored version. (A number
+        # taken by a publisher that died before storing it is skipped; an unknown code has none.)
+        highest = self._highest_version(item_code)
+        for version in range(highest, max(0, highest - NUMBERS_LOOKED_BACK), -1):
+            stored = self.get_version(item_code, version)
+            if stored is not None:
+                return stored
+        return None
 
     def get_version(self, item_code: str, version: int) -> dict[str, Any] | None:
         return _readable(self.versions.find_one({"_id": version_id(item_code, version)}, _NO_OUTBOX))
 
     def list_versions(self, item_code: str) -> list[dict[str, Any]]:
+        """Newest first; one _id lookup per number taken (an item has a few versions)."""
         fields = {"item_code": 1, "version": 1, "name": 1, "published_at": 1}
-        return list(self.versions.find({"item_code": item_code}, fields).sort("version", DESCENDING))
+        found = (
+            self.versions.find_one({"_id": version_id(item_code, version)}, fields)
+            for version in range(self._highest_version(item_code), 0, -1)
+        )
+        return [doc for doc in found if doc is not None]
 
     def insert_version(self, guide: dict[str, Any], version: int, event: Envelope) -> dict[str, Any]:
         """Store a published version with its event; a concurrent publish of the same version conflicts."""
         doc = self._version_doc(guide, version)
+        self._raise_head(guide["item_code"], version)  # taken already by `next_version`, as a rule
         try:
             self.versions.insert_one({**doc, **self.outbox.fields(doc["_id"], [event])})
         except DuplicateKeyError:
@@ -107,18 +131,23 @@ class CatalogStore:
             self._advance_current(doc, not_withdrawn_over)
 
     def next_version(self, item_code: str) -> int:
-        """The number a new version of the item takes: after every stored one, the served one and
-        any stored but never served (a publisher that died before moving the current row), which
-        would otherwise collide with every publish (409 for good)."""
-        return self._highest_version(item_code) + 1
+        """Take the number of a new version of the item: after every one taken, stored or not (a
+        publisher that died before storing it leaves a gap, never a number used twice), so two
+        publishes at once get two numbers."""
+        head = self.heads.find_one_and_update(
+            {"_id": item_code}, {"$inc": {"highest": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(head["highest"])
 
     def _highest_version(self, item_code: str) -> int:
-        doc = self._newest_stored(item_code, {"version": 1})
-        return doc["version"] if doc else 0
+        return int((self.heads.find_one({"_id": item_code}) or {}).get("highest", 0))
 
     def insert_versions(self, guides: list[dict[str, Any]], events: list[Envelope]) -> None:
         """Bulk publish (seeding): first versions of many items at once."""
         docs = [self._version_doc(g, 1) for g in guides]
+        # The numbers first: a seed that dies next leaves numbers taken, never versions unnumbered.
+        for guide in guides:
+            self._raise_head(guide["item_code"], 1)
         self.versions.insert_many(
             [{**d, **self.outbox.fields(d["_id"], [e])} for d, e in zip(docs, events, strict=True)]
         )
@@ -185,7 +214,8 @@ class CatalogStore:
         with self._listing_lock:
             if self._listing is None or self._listing[0] != revision:
                 rows = self.current.find({}, {"outbox": 0}).sort("_id", ASCENDING)
-                self._listing = (revision, [row for row in rows if "withdrawn" not in row])
+                # With its token sets, built once per listing rather than in every search.
+                self._listing = (revision, [with_token_sets(row) for row in rows if "withdrawn" not in row])
             return self._listing[1]
 
     # --- finding ----------------------------------------------------------------------------------
@@ -198,7 +228,7 @@ class CatalogStore:
         if not tokens:
             return []
         wanted = set(tokens)
-        found = [d for d in self.listing() if _matches(d, filters) and wanted.intersection(d.get("search_tokens", ()))]
+        found = [d for d in self.listing() if _matches(d, filters) and not wanted.isdisjoint(token_sets(d)["all"])]
         return found if with_guide else [_without_guide(d) for d in found]
 
     # --- drafts -----------------------------------------------------------------------------------
@@ -226,7 +256,8 @@ class CatalogStore:
 
     # --- seeding ----------------------------------------------------------------------------------
     def seeded(self, fingerprint: str) -> bool:
-        return self.meta.count_documents({"_id": "seed", "fingerprint": fingerprint}, limit=1) > 0
+        # By _id alone (every readiness probe asks): any other filter key makes FerretDB scan.
+        return (self.meta.find_one({"_id": "seed"}) or {}).get("fingerprint") == fingerprint
 
     def mark_seeded(self, fingerprint: str) -> None:
         self.meta.update_one(
@@ -274,4 +305,4 @@ def _readable(doc: StoredGuide) -> StoredGuide:
 
 
 def _without_guide(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k != "guide"}
+    return {k: v for k, v in doc.items() if k not in ("guide", "_token_sets")}

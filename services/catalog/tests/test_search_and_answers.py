@@ -33,6 +33,24 @@ def test_rare_tokens_weigh_more_than_common_ones():
     assert search.score(["津贴"], allowance, idf) > search.score(["申领"], allowance, idf)
 
 
+def test_a_question_counts_its_first_sixteen_distinct_tokens():
+    # A crafted question of many common words made every item a candidate, ranked at length.
+    filler = "营业 执照 社保 医保 公积金 户口 护照 驾驶证 结婚 生育 养老 失业 工伤 住房 税务 发票"
+    assert len(search.query_tokens(filler)) == search.MAX_QUERY_TOKENS == 16
+    assert search.query_tokens(filler + " 营业 执照") == search.query_tokens(filler)  # distinct ones
+    # A token past the sixteenth finds nothing by itself.
+    assert search.rank(filler + " 津贴", docs()) == search.rank(filler, docs())
+    assert search.rank("津贴", docs())
+
+
+def test_the_cached_token_sets_rank_as_the_stored_lists_do():
+    plain = docs()
+    cached = [search.with_token_sets(d) for d in plain]
+    for question in ("企业名称", "老年人津贴怎么申领", "营业执照需要什么材料"):
+        ranked = [(round(s, 9), d["item_code"]) for s, d in search.rank(question, cached)]
+        assert ranked == [(round(s, 9), d["item_code"]) for s, d in search.rank(question, plain)]
+
+
 def test_no_match_gives_nothing():
     assert search.rank("火星移民", docs()) == []
 

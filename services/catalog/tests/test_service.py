@@ -658,6 +658,9 @@ def test_the_relay_tells_the_listings_before_a_withdrawal_a_dead_writer_left_goe
         f"{CODE}@2", {"type": "catalog.item_published.v1", "payload": {"item_code": CODE, "version": 2}}
     )
     store.advance_current_to.assert_called_once_with(CODE, 2)
+    # And the listings are told, whether or not the row moved now: a publisher that moved it and
+    # died before telling them left every process's cached listing without the version.
+    assert store.listing_changed.call_count == 2
 
 
 def test_the_day_of_a_withdrawal_is_the_day_in_china():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymongo.monitoring import CommandListener
 
 from contracts.envelope import new_event
 from contracts.events import ItemPublished, ItemWithdrawn
@@ -164,3 +165,67 @@ def test_a_version_a_dead_publisher_left_does_not_undo_a_later_withdrawal(mongo_
     revision = store.meta.find_one({"_id": "revision"})["n"]
     store.advance_current_to(other["item_code"], 1)
     assert store.meta.find_one({"_id": "revision"})["n"] == revision
+
+
+class Commands(CommandListener):
+    """Every find the client sends, with its filter (pymongo's command monitoring)."""
+
+    def __init__(self) -> None:
+        self.filters: list[dict] = []
+
+    def started(self, event) -> None:
+        if event.command_name in ("find", "findAndModify", "aggregate", "count"):
+            self.filters.append(event.command.get("filter", event.command.get("query", {"pipeline": True})))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_asking_for_any_code_reads_by_id_only(db_prefix):
+    # The routes are public: a filter on item_code scanned every stored version on FerretDB.
+    import pymongo
+
+    from tests.support import MONGO_URI
+
+    commands = Commands()
+    client = pymongo.MongoClient(MONGO_URI, event_listeners=[commands], tz_aware=True)
+    try:
+        store = CatalogStore(client[f"{db_prefix}_catalog"])
+        guide = seed_items()[0]
+        store.insert_version(guide, 1, published(guide))
+        store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, 2, published(guide))
+        store.current.delete_one({"_id": guide["item_code"]})  # a publisher died before moving it
+        commands.filters.clear()
+        assert store.latest_version("NO-SUCH-CODE") is None and store.list_versions("NO-SUCH-CODE") == []
+        assert store.latest_version(guide["item_code"])["version"] == 2
+        assert [v["version"] for v in store.list_versions(guide["item_code"])] == [2, 1]
+        assert commands.filters and all(list(f) == ["_id"] for f in commands.filters), commands.filters
+    finally:
+        client.close()
+
+
+def test_two_publishes_at_once_take_two_numbers_and_a_number_never_stored_is_skipped(mongo_client, db_prefix):
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    code = guide["item_code"]
+    first, second = store.next_version(code), store.next_version(code)
+    assert (first, second) == (1, 2)
+    store.insert_version(guide, second, published(guide))  # the first publisher died before storing
+    assert store.latest_version(code)["version"] == 2
+    assert [v["version"] for v in store.list_versions(code)] == [2]
+    assert store.next_version(code) == 3
+
+
+def test_a_store_from_before_the_numbers_were_kept_gets_them_at_start(mongo_client, db_prefix):
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    store.insert_version(guide, 1, published(guide))
+    store.insert_version(guide, 2, published(guide))
+    store.heads.drop()  # as stored before
+    assert store.list_versions(guide["item_code"]) == []
+    store.ensure_indexes()
+    assert [v["version"] for v in store.list_versions(guide["item_code"])] == [2, 1]
+    assert store.next_version(guide["item_code"]) == 3
