@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import eventlet.semaphore
 from nameko.timer import timer
 
 from contracts.catalog import (
@@ -42,6 +43,8 @@ from services.common.rpc import rpc
 from services.common.telemetry import Tracing, annotate
 
 SEED_BATCH = 100
+SEED_RETRY_SECONDS = 15  # how soon a seed that failed part way is taken up again
+_seeding = eventlet.semaphore.Semaphore()
 # A withdrawn item is not found like an unknown one, but says so in a field clients can read.
 WITHDRAWN_DETAILS = [{"field": "item_code", "issue": "withdrawn"}]
 
@@ -206,6 +209,20 @@ class CatalogService:
     @timer(interval=3600, eager=True)
     def seed(self) -> int:
         """Load the seed catalog once per seed version; items that already exist are left alone."""
+        with _seeding:  # one seed at a time in a process: the start's and `seed_until_done`'s
+            return self._seed()
+
+    @timer(interval=SEED_RETRY_SECONDS)
+    def seed_until_done(self) -> None:
+        """A first seed that failed part way (a broker blip, a store error) is taken up again
+        within moments: the catalog answers 'unavailable' until it is in, and the hourly round
+        would leave it so for up to an hour."""
+        if _seeding.locked() or self.store.seeded(seed_fingerprint()):
+            return
+        with _seeding:
+            self._seed()
+
+    def _seed(self) -> int:
         fingerprint = seed_fingerprint()
         if self.store.seeded(fingerprint):
             return 0

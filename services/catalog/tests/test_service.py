@@ -348,6 +348,27 @@ def test_a_failed_bulk_publish_leaves_the_seed_unmarked(service, store, events):
     store.mark_seeded.assert_not_called()  # the next run finishes the job; the relay sends what is stored
 
 
+def test_a_seed_that_failed_part_way_is_taken_up_again_within_moments(service, store, events):
+    store.seeded.return_value = False  # the first seed failed before it was marked
+    store.existing_codes.return_value = set()
+    service.seed_until_done()
+    store.mark_seeded.assert_called_once_with(seed_fingerprint())
+    store.reset_mock()
+    store.seeded.return_value = True  # in: the timer only asks
+    service.seed_until_done()
+    store.insert_versions.assert_not_called()
+    store.upsert_department.assert_not_called()
+
+
+def test_the_retry_leaves_a_seed_running_in_this_process_alone(service, store):
+    from services.catalog import service as catalog_service
+
+    store.seeded.return_value = False
+    with catalog_service._seeding:
+        service.seed_until_done()
+    store.insert_versions.assert_not_called()
+
+
 def test_every_seed_item_is_a_valid_guide(service, store):
     for guide in seed_items():
         service.publish_guide(guide)
