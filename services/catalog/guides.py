@@ -33,6 +33,7 @@ def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
     codes = [m.code for m in guide.materials]
     if len(codes) != len(set(codes)):
         problems.append({"field": "materials", "issue": "material codes must be unique"})
+    problems += _inconsistencies(guide)
     if problems:
         raise ValidationFailed("the service guide is not valid", problems)
     return guide
@@ -55,6 +56,26 @@ def _beyond_bounds(guide: ServiceGuide) -> list[dict[str, str]]:
     if guide.issues_certificate and guide.issues_certificate.valid_days is not None:
         limits.append(("issues_certificate.valid_days", guide.issues_certificate.valid_days, MAX_VALID_DAYS))
     return [{"field": field, "issue": f"at most {bound:,} days"} for field, value, bound in limits if value > bound]
+
+
+# Visits an item's handling mode allows: 零见面 none, 最多跑一次 one at most, 到现场办 one at least.
+VISITS_ALLOWED = {"online": range(0, 1), "one_visit": range(0, 2), "onsite": range(1, 1 << 31)}
+
+
+def _inconsistencies(guide: ServiceGuide) -> list[dict[str, str]]:
+    """What the contract's field types let through but a guide cannot mean."""
+    problems = []
+    rule_ids = [rule.id for rule in guide.auto_approval.rules]
+    if len(rule_ids) != len(set(rule_ids)):
+        # A decision's explanation names the rules that failed: two of one id are indistinguishable.
+        problems.append({"field": "auto_approval.rules", "issue": "rule ids must be unique"})
+    steps = [step.step for step in guide.process]
+    if len(steps) != len(set(steps)):
+        problems.append({"field": "process", "issue": "step numbers must be unique"})
+    if guide.visits_required not in VISITS_ALLOWED[guide.handling_mode]:
+        issue = {"online": "0 for online", "one_visit": "at most 1 for one_visit", "onsite": "at least 1 for onsite"}
+        problems.append({"field": "visits_required", "issue": f"must be {issue[guide.handling_mode]}"})
+    return problems
 
 
 def summary(item: PublishedItem | dict[str, Any]) -> ItemSummary:

@@ -26,6 +26,39 @@ def test_rule_that_does_not_compile_is_named():
     assert "rule age" in err.value.details[0]["issue"]
 
 
+def _issues(guide):
+    with pytest.raises(ValidationFailed) as err:
+        checked_guide(guide)
+    return {d["field"]: d["issue"] for d in err.value.details}
+
+
+def test_two_rules_of_one_id_are_refused():
+    # A decision's explanation names the rules that failed: two of one id are indistinguishable.
+    rules = seed_items()[0]["auto_approval"]["rules"]
+    twice = {"enabled": True, "rules": [rules[0], {**rules[1], "id": rules[0]["id"]}]}
+    assert _issues(_guide(auto_approval=twice)) == {"auto_approval.rules": "rule ids must be unique"}
+
+
+def test_two_process_steps_of_one_number_are_refused():
+    steps = seed_items()[0]["process"]
+    again = [*steps, {**steps[-1], "name": "再审"}]
+    assert _issues(_guide(process=again)) == {"process": "step numbers must be unique"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "visits", "issue"),
+    [
+        ("online", 1, "must be 0 for online"),
+        ("one_visit", 2, "must be at most 1 for one_visit"),
+        ("onsite", 0, "must be at least 1 for onsite"),
+    ],
+)
+def test_visits_must_fit_the_handling_mode(mode, visits, issue):
+    # 零见面 with a visit, or 到现场办 with none, would be read out to applicants (需到现场0次).
+    assert _issues(_guide(handling_mode=mode, visits_required=visits)) == {"visits_required": issue}
+    checked_guide(_guide(handling_mode=mode, visits_required=1 if mode == "onsite" else 0))
+
+
 def test_invalid_form_schema_is_refused():
     with pytest.raises(ValidationFailed) as err:
         checked_guide(_guide(form_schema={"type": "no-such-type"}))
