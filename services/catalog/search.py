@@ -117,6 +117,22 @@ def score(query_tokens: list[str], doc: dict[str, Any], idf: dict[str, float], q
     return total
 
 
+def containing(text: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items whose name or a keyword holds `text` (names first, then by item code): for a question
+    with no token to search by, one character (税, 证) or only common words (办理)."""
+    text = text.strip().lower()
+    if not text:
+        return []
+    in_name = [d for d in items if text in d.get("name", "").lower()]
+    named = {id(d) for d in in_name}
+    in_keywords = [d for d in items if id(d) not in named and any(text in k.lower() for k in d.get("keywords", ()))]
+    return sorted(in_name, key=_code) + sorted(in_keywords, key=_code)
+
+
+def _code(doc: dict[str, Any]) -> str:
+    return doc.get("item_code", "")
+
+
 def rank(query: str, candidates: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any]]]:
     """Candidates best first (ties by item code), with their scores; non-matching ones dropped."""
     tokens = query_tokens(query)

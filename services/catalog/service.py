@@ -97,9 +97,13 @@ class CatalogService:
             if value
         }
         skip = (q.page - 1) * q.page_size
-        if q.q and q.q.strip():
-            ranked = search.rank(q.q, self.store.candidates(search.query_tokens(q.q), filters))
+        tokens = search.query_tokens(q.q or "")
+        if tokens:
+            ranked = search.rank(q.q or "", self.store.candidates(tokens, filters))
             rows, total = [doc for _, doc in ranked[skip : skip + q.page_size]], len(ranked)
+        elif q.q and q.q.strip():  # nothing to search by (税, 办理): names and keywords holding it
+            found = search.containing(q.q, self.store.matching(filters))
+            rows, total = found[skip : skip + q.page_size], len(found)
         else:
             rows, total = self.store.filtered(filters, skip, q.page_size)
         items = [guides.summary(r) for r in rows]

@@ -223,6 +223,10 @@ class CatalogStore:
         rows = [_without_guide(d) for d in self.listing() if _matches(d, filters)]
         return rows[skip : skip + limit], len(rows)
 
+    def matching(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every listed item the filters pass, without its guide."""
+        return [_without_guide(d) for d in self.listing() if _matches(d, filters)]
+
     def candidates(self, tokens: list[str], filters: dict[str, Any], with_guide: bool = False) -> list[dict[str, Any]]:
         """Items sharing at least one token with the query (ranking happens in search.py)."""
         if not tokens:

@@ -215,10 +215,34 @@ def test_ranked_results_are_paged(service, store):
     assert beyond["items"] == []
 
 
-def test_a_query_without_meaningful_words_finds_nothing(service, store):
-    result = service.search_items({"q": "我想办"})  # only stopwords
-    store.candidates.assert_called_once_with([], {})
-    assert result["total"] == 0 and result["items"] == []
+def _listed(code, name, keywords=()):
+    return {
+        "item_code": code,
+        "name": name,
+        "keywords": list(keywords),
+        "department_code": "620524SW",
+        "item_type": "levy",
+        "handling_mode": "online",
+        "promised_days": 1,
+    }
+
+
+def test_a_question_with_nothing_to_search_by_finds_names_and_keywords_holding_it(service, store):
+    # One character (税) or only common words: no token, so the names and keywords are read.
+    store.matching.return_value = [
+        _listed("62052400SW-ZS-0002", "契税申报"),
+        _listed("62052400SW-ZS-0001", "个人所得税申报"),
+        _listed("62052400SW-QT-0003", "发票领用", keywords=["税控"]),
+        _listed("62052400MZ-GF-0001", "高龄津贴申领"),
+    ]
+    result = service.search_items({"q": "税", "department": "620524SW", "page_size": 2})
+    store.matching.assert_called_once_with({"department_code": "620524SW"})
+    store.candidates.assert_not_called()
+    assert result["total"] == 3
+    assert [i["item_code"] for i in result["items"]] == ["62052400SW-ZS-0001", "62052400SW-ZS-0002"]
+    page_two = service.search_items({"q": "税", "department": "620524SW", "page_size": 2, "page": 2})
+    assert [i["item_code"] for i in page_two["items"]] == ["62052400SW-QT-0003"]  # by keyword, after names
+    assert service.search_items({"q": "我想办"})["total"] == 0  # only stopwords, in no name
 
 
 @pytest.mark.parametrize("query", [{"page_size": 500}, {"item_type": "bribery"}, {"page": 0}, {"sort": "x"}])
