@@ -52,6 +52,11 @@ def test_seed_is_a_realistic_catalog_published_once(client, recorder):
     assert client.seed() == 0  # idempotent: nothing new to seed
 
 
+def test_a_single_character_finds_the_items_named_with_it(client):
+    found = client.search_items({"q": "税", "page_size": 100})
+    assert found["total"] >= 3 and all("税" in i["name"] for i in found["items"][:3])
+
+
 def test_chinese_search_ranks_names_first_and_filters(client):
     found = client.search_items({"q": "高龄津贴"})
     assert found["items"][0]["item_code"] == ALLOWANCE
