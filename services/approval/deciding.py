@@ -15,13 +15,33 @@ from services.common.stored_time import to_stored_precision
 APPLICANT_FACTS = ("account_type", "age", "gender", "region_code", "assurance_level", "name")
 
 
-def facts(profile: ApplicantProfile, submitted: CaseSubmitted) -> dict[str, Any]:
+def facts(
+    profile: ApplicantProfile, submitted: CaseSubmitted, form_schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "applicant": profile.model_dump(include=set(APPLICANT_FACTS)),
-        "form": submitted.form,
+        "form": form_as_declared(submitted.form, form_schema or {}),
         "materials": submitted.material_codes,
         "certificates": profile.certificates,
     }
+
+
+def form_as_declared(form: dict[str, Any], form_schema: dict[str, Any]) -> dict[str, Any]:
+    """The form with a whole number sent as 1.0 in a field declared `integer` read as 1: JSON
+    Schema's `integer` takes 1.0, and CEL compares no double with an int (`form.g == 1` errors),
+    so an applicant could turn a rejecting rule into a reviewer's case by writing 1.0."""
+    declared = form_schema.get("properties")
+    if not isinstance(declared, dict):
+        return form
+    return {
+        name: int(value) if isinstance(value, float) and value.is_integer() and _integer(declared.get(name)) else value
+        for name, value in form.items()
+    }
+
+
+def _integer(field_schema: Any) -> bool:
+    kind = field_schema.get("type") if isinstance(field_schema, dict) else None
+    return kind == "integer" or (isinstance(kind, list) and "integer" in kind and "number" not in kind)
 
 
 def decide(
@@ -36,7 +56,9 @@ def decide(
     }
     if not item.auto_approval.enabled:
         return CaseReviewRequired(**common, explanation=[], rule_set_version=item.version)
-    evaluation = rules.evaluate([r.model_dump() for r in item.auto_approval.rules], facts(profile, submitted))
+    evaluation = rules.evaluate(
+        [r.model_dump() for r in item.auto_approval.rules], facts(profile, submitted, item.form_schema)
+    )
     explanation = [RuleResult.model_validate(vars(r)) for r in evaluation.results]
     if evaluation.outcome == "manual_review":
         return CaseReviewRequired(**common, explanation=explanation, rule_set_version=item.version)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,11 +25,25 @@ from lark import Token, Tree
 
 VARIABLES = ("applicant", "form", "materials", "certificates")
 _REFERENCE = re.compile(r"\b(applicant|form)\.([A-Za-z_][A-Za-z0-9_]*)|\b(materials|certificates)\b")
+# A variable, and the field it is read by when it is (`form.age`), and whether that is a call
+# (`form.size()`: a method on the whole of it).
+_VARIABLE_USE = re.compile(r"\b(applicant|form|materials|certificates)\b(?:\s*\.\s*([A-Za-z_]\w*)(\s*\()?)?")
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 
 MAX_EXPRESSION_LENGTH = 2000
 MAX_MACRO_NESTING = 2
 EVALUATION_CPU_SECONDS = 0.25  # per rule; real rules take well under a millisecond
+# A case's rules together, their inputs' conversion to CEL included (an applicant's form may be
+# up to a megabyte of fields no rule reads); the rules past it error.
+CASE_CPU_SECONDS = 1.0
+# A repetition count in a literal pattern: RE2 runs in time linear in the text, but with a factor
+# of the pattern's size, and `a.{1000}c` against a megabyte of form took 6 s inside one native
+# call, which no CPU budget can interrupt.
+MAX_REPETITION = 100
+_REPETITION = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+# Characters of an input's value kept in an explanation (its JSON text, cut): a megabyte field
+# read by nine rules made a decision too large to store.
+MAX_INPUT_CHARS = 200
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 _env = celpy.Environment()
@@ -57,6 +73,10 @@ def compile_rule(expression: str) -> Any:
         raise RuleCompileError("the expression is nested too deeply") from None
     if nesting > MAX_MACRO_NESTING:
         raise RuleCompileError(f"macros (all, exists, map, ...) are nested {nesting} deep; at most {MAX_MACRO_NESTING}")
+    for literal in _STRING_LITERAL.findall(expression):
+        counts = [int(n) for match in _REPETITION.finditer(literal) for n in match.groups() if n]
+        if counts and max(counts) > MAX_REPETITION:
+            raise RuleCompileError(f"a pattern repeats {max(counts)} times; at most {MAX_REPETITION}")
     return _env.program(ast)
 
 
@@ -139,15 +159,59 @@ def _lookup(facts: dict[str, Any], path: str) -> Any:
     return value
 
 
-def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any]) -> RuleOutcome:
-    inputs = [{"name": name, "value": _lookup(facts, name)} for name in referenced_inputs(rule["expression"])]
+def _explained(value: Any) -> Any:
+    """An input's value as an explanation keeps it: itself, or its JSON text cut short."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return value if len(text) <= MAX_INPUT_CHARS else text[:MAX_INPUT_CHARS] + "…"
+
+
+def _read(expressions: list[str]) -> dict[str, set[str] | None]:
+    """What the expressions read of each variable: the fields they name (`form.age`), or None
+    for all of it (a variable used whole: `"x" in form`, `form.size()`, `materials`)."""
+    reads: dict[str, set[str] | None] = {}
+    for expression in expressions:
+        code = _STRING_LITERAL.sub('""', expression)
+        for match in _VARIABLE_USE.finditer(code):
+            name, field_name, call = match.group(1), match.group(2), match.group(3)
+            if field_name is None or call or name in ("materials", "certificates"):
+                reads[name] = None
+            elif reads.get(name, set()) is not None:
+                reads[name] = (reads.get(name) or set()) | {field_name}
+    return reads
+
+
+def activation_for(expressions: list[str], facts: dict[str, Any]) -> dict[str, Any]:
+    """The rules' variables as CEL values, built once per case and of what the rules read only
+    (the conversion of a form's unread megabyte took over a second, before any budget ran)."""
+    reads = _read(expressions)
+    activation = {}
+    for name in VARIABLES:
+        value = facts.get(name) if name in reads else None
+        wanted = reads.get(name)
+        if wanted is not None and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k in wanted}
+        activation[name] = celpy.json_to_cel(value)
+    return activation
+
+
+def _inputs(expression: str, facts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": name, "value": _explained(_lookup(facts, name))} for name in referenced_inputs(expression)]
+
+
+def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any], activation: dict[str, Any] | None = None) -> RuleOutcome:
     outcome = RuleOutcome(
-        rule["id"], rule["description"], rule["expression"], rule.get("on_fail", "manual_review"), "error", inputs
+        rule["id"],
+        rule["description"],
+        rule["expression"],
+        rule.get("on_fail", "manual_review"),
+        "error",
+        _inputs(rule["expression"], facts),
     )
     try:
         program = compile_rule(rule["expression"])
-        activation = {name: celpy.json_to_cel(facts.get(name)) for name in VARIABLES}
         with cpu_budget(EVALUATION_CPU_SECONDS):
+            if activation is None:
+                activation = activation_for([rule["expression"]], facts)
             value = program.evaluate(activation)
         if isinstance(value, Exception):
             raise value
@@ -157,6 +221,31 @@ def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any]) -> RuleOutcome:
     except (Exception, RuleTimeout) as exc:
         outcome.error = str(exc.args[0] if exc.args else exc)[:300]
     return outcome
+
+
+def _evaluate_all(rules: list[dict[str, Any]], facts: dict[str, Any]) -> list[RuleOutcome]:
+    """Each rule within its own budget, and all of them within the case's."""
+    started = time.process_time()
+    activation: dict[str, Any] | None = None
+    failure: str | None = None
+    try:
+        with cpu_budget(EVALUATION_CPU_SECONDS):
+            activation = activation_for([rule["expression"] for rule in rules], facts)
+    except (Exception, RuleTimeout) as exc:
+        failure = f"the case's data could not be read: {str(exc.args[0] if exc.args else exc)[:200]}"
+    results = []
+    for rule in rules:
+        if failure is None and time.process_time() - started > CASE_CPU_SECONDS:
+            failure = f"the case's rules used more than {CASE_CPU_SECONDS:g}s of CPU time together"
+        if failure is None:
+            results.append(evaluate_rule(rule, facts, activation))
+            continue
+        on_fail = rule.get("on_fail", "manual_review")
+        inputs = _inputs(rule["expression"], facts)
+        results.append(
+            RuleOutcome(rule["id"], rule["description"], rule["expression"], on_fail, "error", inputs, failure)
+        )
+    return results
 
 
 REJECTION_PREFIX = "不符合条件："
@@ -173,7 +262,7 @@ def evaluate(rules: list[dict[str, Any]], facts: dict[str, Any]) -> Evaluation:
 
     A rule that errors never approves and never rejects: a person decides.
     """
-    results = [evaluate_rule(rule, facts) for rule in rules]
+    results = _evaluate_all(rules, facts)
     if not results:
         return Evaluation("manual_review", results, "the item has no automatic rules")
     rejecting = [r for r in results if r.result == "failed" and r.on_fail == "reject"]

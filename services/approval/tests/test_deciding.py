@@ -242,3 +242,26 @@ def test_outcome_payloads_serialise_for_the_envelope():
         outcome = deciding.decide(item(), applicant, submitted(), now=NOW)
         dumped = outcome.model_dump(mode="json")
         assert type(outcome).model_validate(dumped) == outcome
+
+
+def test_a_whole_number_sent_as_a_decimal_in_an_integer_field_is_read_as_the_integer():
+    # JSON Schema's integer takes 1.0; CEL's `form.children == 1` errors on a double, which sent a
+    # case a rejecting rule should have rejected to a reviewer.
+    schema = {
+        "type": "object",
+        "properties": {
+            "children": {"type": "integer"},
+            "share": {"type": "number"},
+            "n": {"type": ["integer", "null"]},
+        },
+    }
+    rule = {"id": "one_child", "description": "只有一个子女", "expression": "form.children == 1", "on_fail": "reject"}
+    published = item(form_schema=schema, auto_approval={"enabled": True, "rules": [rule]}, issues_certificate=None)
+    form = {"children": 2.0, "share": 2.0, "n": 3.0, "bank_account": "6222020200112233445"}
+    facts = deciding.facts(profile(), submitted(published, form=form), published.form_schema)
+    assert facts["form"] == {"children": 2, "share": 2.0, "n": 3, "bank_account": "6222020200112233445"}
+    assert type(facts["form"]["children"]) is int and type(facts["form"]["share"]) is float
+    assert isinstance(deciding.decide(published, profile(), submitted(published, form=form), NOW), CaseRejected)
+    assert isinstance(
+        deciding.decide(published, profile(), submitted(published, form={**form, "children": 1.0}), NOW), CaseApproved
+    )

@@ -143,3 +143,58 @@ def test_the_kernels_time_counts_against_the_budget():
                 os.readv(zero, [buffer])
     finally:
         os.close(zero)
+
+
+# --- a case's data, bounded --------------------------------------------------------------------
+
+
+def test_the_rules_get_only_the_fields_they_read():
+    # An applicant's form may carry a megabyte no rule reads: converting it took over a second.
+    facts = {**FACTS, "form": {"age": 3, "junk": [{"k": i} for i in range(1000)]}}
+    activation = rules.activation_for(["form.age > 2", "applicant.age >= 80"], facts)
+    assert dict(activation["form"]) == {"age": 3}
+    assert dict(activation["applicant"]) == {"age": 82}
+    assert activation["materials"] is None  # read by no rule
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ['"junk" in form', "form.size() == 2", "form.junk.size() == 1000", 'form["age"] == 3'],
+)
+def test_a_variable_used_whole_is_given_whole(expression):
+    facts = {**FACTS, "form": {"age": 3, "junk": list(range(1000))}}
+    assert rules.evaluate([rule("r", expression)], facts).outcome == "approved"
+
+
+def test_names_inside_string_literals_are_not_reads():
+    assert rules.activation_for(['"form" == "form"'], FACTS)["form"] is None
+
+
+def test_rules_past_the_cases_cpu_budget_error(monkeypatch):
+    monkeypatch.setattr(rules, "CASE_CPU_SECONDS", 0.0)
+    result = rules.evaluate([rule("a", "1 == 1"), rule("b", "applicant.age >= 80", on_fail="reject")], FACTS)
+    assert result.outcome == "manual_review"  # never approves, never rejects
+    assert all(r.result == "error" and "together" in r.error for r in result.results)
+    assert result.results[1].inputs == [{"name": "applicant.age", "value": 82}]
+
+
+def test_an_explanation_keeps_a_long_value_cut_short():
+    # A megabyte field read by nine rules made a decision too large to store.
+    facts = {**FACTS, "form": {"essay": "字" * 100_000}}
+    [outcome] = rules.evaluate([rule("r", "form.essay.size() > 0")], facts).results
+    assert outcome.result == "passed"
+    value = outcome.inputs[0]["value"]
+    assert isinstance(value, str) and len(value) == rules.MAX_INPUT_CHARS + 1 and value.endswith("…")
+    [short] = rules.evaluate([rule("r", "applicant.age > 0")], FACTS).results
+    assert short.inputs[0]["value"] == 82  # a value that fits is kept as it is
+
+
+@pytest.mark.parametrize("pattern", ["a.{1000}c", "x{101}", "(ab){5,500}"])
+def test_a_pattern_repeating_more_than_a_hundred_times_is_refused(pattern):
+    # RE2 is linear in the text, times the pattern's size: inside one native call, past any budget.
+    with pytest.raises(rules.RuleCompileError, match="repeats"):
+        rules.compile_rule(f'form.s.matches("{pattern}")')
+
+
+def test_a_pattern_repeating_a_hundred_times_or_fewer_compiles():
+    rules.compile_rule('form.s.matches("^.{1,100}$") && form.t.matches("[0-9]{6}")')
