@@ -80,6 +80,11 @@ class RuleInput(Contract):
     value: Any = None
 
 
+# The rule id of an explanation's only entry when the rules could not be run at all (the item or
+# the applicant could not be read): a person decides, and no rule set judged the case.
+RULES_NOT_RUN = "rules_not_run"
+
+
 class RuleResult(Contract):
     rule_id: str
     description: str

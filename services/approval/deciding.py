@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contracts.cases import Decision, RuleResult
+from contracts.cases import RULES_NOT_RUN, Decision, RuleResult
 from contracts.catalog import PublishedItem
 from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, CaseSubmitted
 from contracts.identity import ApplicantProfile
 from services.common import rules
+from services.common.consuming import retry_delays
 from services.common.stored_time import to_stored_precision
+
+# Share of the retries' whole span (YIWANG_RETRY_DELAYS: about 13 minutes) after which a case
+# whose rules cannot be run goes to a reviewer rather than on to the dead letters, where it would
+# sit `submitted`, on no task board, until an operator replayed it: its last attempt, by default.
+HAND_OVER_SHARE = 0.6
+NOT_RUN_DESCRIPTION = "自动审批规则未能运行，由审核人员办理"
 
 APPLICANT_FACTS = ("account_type", "age", "gender", "region_code", "assurance_level", "name")
 
@@ -44,9 +51,12 @@ def _integer(field_schema: Any) -> bool:
     return kind == "integer" or (isinstance(kind, list) and "integer" in kind and "number" not in kind)
 
 
+Outcome = CaseApproved | CaseRejected | CaseReviewRequired
+
+
 def decide(
     item: PublishedItem, profile: ApplicantProfile, submitted: CaseSubmitted, now: datetime | None = None
-) -> CaseApproved | CaseRejected | CaseReviewRequired:
+) -> Outcome:
     common = {
         "case_no": submitted.case_no,
         "item_code": submitted.item_code,
@@ -79,3 +89,31 @@ def decide(
             form=item.form_for_certificate(submitted.form),
         )
     return CaseRejected(**common, decision=decision)
+
+
+def time_to_hand_over(occurred_at: datetime, now: datetime | None = None) -> bool:
+    """Whether a case announced at `occurred_at`, whose rules still cannot be run, goes to a person."""
+    span = sum(retry_delays()) * HAND_OVER_SHARE
+    return (now or datetime.now(UTC)) - occurred_at >= timedelta(seconds=span)
+
+
+def rules_not_run(submitted: CaseSubmitted, error: BaseException) -> CaseReviewRequired:
+    """The case for a reviewer, with why its rules did not run (the item or the applicant could
+    not be read, say): a person decides, as for any rule that errors."""
+    why = RuleResult(
+        rule_id=RULES_NOT_RUN,
+        description=NOT_RUN_DESCRIPTION,
+        expression="",
+        result="error",
+        on_fail="manual_review",
+        error=f"{type(error).__name__}: {error}"[:300],
+    )
+    return CaseReviewRequired(
+        case_no=submitted.case_no,
+        item_code=submitted.item_code,
+        item_name=submitted.item_name,
+        department_code=submitted.department_code,
+        applicant_id=submitted.applicant_id,
+        explanation=[why],
+        rule_set_version=None,
+    )

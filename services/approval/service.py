@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from nameko.timer import timer
 
 from contracts.envelope import Envelope, new_event
@@ -17,6 +19,8 @@ from services.common.mongo import Storage
 from services.common.publishing import EventPublisher
 from services.common.rpc import ServiceRpc, call, rpc
 from services.common.telemetry import Tracing, annotate
+
+log = logging.getLogger(__name__)
 
 
 class ApprovalService:
@@ -37,17 +41,26 @@ class ApprovalService:
         # A redelivery decides again, and `record` finds the decision stored (the relay publishes
         # its event): cheaper than asking the store first for every case, which is never redelivered.
         # The rules of the version the case was submitted under, not today's.
+        try:
+            outcome = self._decide(submitted)
+        except Exception as exc:
+            if not deciding.time_to_hand_over(envelope.occurred_at):
+                raise  # retried: a catalog or identity restarting is waited out
+            log.error("the rules of %s could not be run; a reviewer decides", submitted.case_no, exc_info=True)
+            outcome = deciding.rules_not_run(submitted, exc)
+        event = new_event(outcome, producer=self.name)
+        annotate(outcome=outcome.event_type)
+        if self.store.record(submitted.case_no, envelope.event_id, outcome.model_dump(mode="json"), event):
+            self.events.publish(self.store.outbox, submitted.case_no, [event])
+
+    def _decide(self, submitted: CaseSubmitted) -> deciding.Outcome:
         code, version = submitted.item_code, submitted.item_version
         item = self.item_versions.get(code, version, lambda: call(self.catalog.get_item, code, version))
         # As at submission, from the event; asked of identity only for an older producer's event.
         profile = submitted.applicant or ApplicantProfile.model_validate(
             call(self.identity.applicant_profile, submitted.applicant_id)
         )
-        outcome = deciding.decide(item, profile, submitted)
-        event = new_event(outcome, producer=self.name)
-        annotate(outcome=outcome.event_type)
-        if self.store.record(submitted.case_no, envelope.event_id, outcome.model_dump(mode="json"), event):
-            self.events.publish(self.store.outbox, submitted.case_no, [event])
+        return deciding.decide(item, profile, submitted)
 
     @rpc
     def ping(self) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from contracts.cases import Decision, Evaluation, ReviewDecision, Supplement
+from contracts.cases import RULES_NOT_RUN, Decision, Evaluation, ReviewDecision, Supplement
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.envelope import EventPayload
@@ -151,7 +151,7 @@ def review(
         decided_by=principal.user_id,
         reason=decision.comment,
         explanation=explained,
-        rule_set_version=case["item_version"] if explained else None,
+        rule_set_version=case["item_version"] if _rules_ran(explained) else None,
         decided_at=now,
     )
     fields["decision"] = verdict.model_dump(mode="json")
@@ -230,3 +230,8 @@ def evaluate(case: dict[str, Any], principal: Principal, evaluation: Evaluation,
     event = CaseEvaluated(**_common(case, principal.user_id, now, evaluation.comment), score=evaluation.score, bad=bad)
     # Not a status change: no timeline entry; `evaluation: None` in the filter makes it once only.
     return Change(case["status"], case["version"], {"evaluation": record}, None, event, {"evaluation": None})
+
+
+def _rules_ran(explanation: list[dict[str, Any]]) -> bool:
+    """Whether an item's rules judged the case (not when they could not be run at all)."""
+    return any(entry.get("rule_id") != RULES_NOT_RUN for entry in explanation)

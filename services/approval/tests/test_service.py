@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from unittest.mock import MagicMock
 
 import pytest
@@ -210,6 +210,32 @@ def test_catalog_failure_propagates_for_retry(service, store, catalog, events, e
         service.on_case_submitted(submitted_event().model_dump(mode="json"))
     store.record.assert_not_called()
     events.publish.assert_not_called()
+
+
+def test_a_case_whose_rules_still_cannot_be_run_on_its_last_tries_goes_to_a_reviewer(
+    service, store, catalog, events, monkeypatch
+):
+    # Dead-lettered instead, it sat `submitted`, on no task board, until an operator replayed it.
+    monkeypatch.setenv("YIWANG_RETRY_DELAYS", "1,5,30,120,600")
+    catalog.get_item.call_async.return_value.result.side_effect = Unavailable("catalog did not answer")
+    incoming = submitted_event().model_dump(mode="json")
+    incoming["occurred_at"] = (datetime.now(UTC) - timedelta(minutes=12)).isoformat()  # its sixth try
+    service.on_case_submitted(incoming)
+    _, _, _, event = _recorded(store)
+    _, payload = parse_event(event.model_dump(mode="json"))
+    assert isinstance(payload, CaseReviewRequired) and payload.rule_set_version is None
+    [why] = payload.explanation
+    assert why.rule_id == "rules_not_run" and why.result == "error" and "catalog did not answer" in why.error
+    events.publish.assert_called_once_with(store.outbox, payload.case_no, [event])
+
+
+def test_the_hand_over_comes_after_most_of_the_retries(monkeypatch):
+    from services.approval.deciding import time_to_hand_over
+
+    monkeypatch.setenv("YIWANG_RETRY_DELAYS", "1,5,30,120,600")  # tries at 0, 1, 6, 36, 156, 756 s
+    now = datetime.now(UTC)
+    assert not time_to_hand_over(now - timedelta(seconds=156), now)  # the fifth try: retried
+    assert time_to_hand_over(now - timedelta(seconds=756), now)  # the last
 
 
 def test_identity_failure_propagates(service, store, identity, events):

@@ -326,6 +326,21 @@ def test_a_decision_on_an_item_without_rules_explains_no_rule():
     assert verdict.explanation == [] and verdict.rule_set_version is None
 
 
+def test_a_decision_on_a_case_whose_rules_could_not_run_names_no_rule_set():
+    not_run = [
+        {
+            "rule_id": "rules_not_run",
+            "description": "自动审批规则未能运行，由审核人员办理",
+            "expression": "",
+            "result": "error",
+            "on_fail": "manual_review",
+            "error": "Unavailable: catalog did not answer",
+        }
+    ]
+    verdict = review(case("accepted", review_explanation=not_run), "approve").event.decision
+    assert verdict.explanation[0].rule_id == "rules_not_run" and verdict.rule_set_version is None
+
+
 def test_approval_without_a_comment():
     change = review(case("accepted"), "approve")
     assert change.event.decision.reason is None
