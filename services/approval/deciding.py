@@ -17,6 +17,10 @@ from services.common.stored_time import to_stored_precision
 # whose rules cannot be run goes to a reviewer rather than on to the dead letters, where it would
 # sit `submitted`, on no task board, until an operator replayed it: its last attempt, by default.
 HAND_OVER_SHARE = 0.6
+# Never sooner: with the tests' short delays (under a second) a case queued a moment behind others
+# would be handed over on its first failure. (An event already this old when it first arrives, a
+# backlog's, goes to a person on its first failure: slower, never lost.)
+HAND_OVER_MIN_SECONDS = 60.0
 NOT_RUN_DESCRIPTION = "自动审批规则未能运行，由审核人员办理"
 
 APPLICANT_FACTS = ("account_type", "age", "gender", "region_code", "assurance_level", "name")
@@ -93,7 +97,7 @@ def decide(
 
 def time_to_hand_over(occurred_at: datetime, now: datetime | None = None) -> bool:
     """Whether a case announced at `occurred_at`, whose rules still cannot be run, goes to a person."""
-    span = sum(retry_delays()) * HAND_OVER_SHARE
+    span = max(sum(retry_delays()) * HAND_OVER_SHARE, HAND_OVER_MIN_SECONDS)
     return (now or datetime.now(UTC)) - occurred_at >= timedelta(seconds=span)
 
 

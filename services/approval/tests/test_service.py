@@ -236,6 +236,8 @@ def test_the_hand_over_comes_after_most_of_the_retries(monkeypatch):
     now = datetime.now(UTC)
     assert not time_to_hand_over(now - timedelta(seconds=156), now)  # the fifth try: retried
     assert time_to_hand_over(now - timedelta(seconds=756), now)  # the last
+    monkeypatch.setenv("YIWANG_RETRY_DELAYS", "0.2,0.5")  # the tests': never within a minute
+    assert not time_to_hand_over(now - timedelta(seconds=30), now)
 
 
 def test_identity_failure_propagates(service, store, identity, events):
