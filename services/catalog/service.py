@@ -162,12 +162,10 @@ class CatalogService:
         self.store.delete_draft(item_code, draft["updated_at"])
         return published
 
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def publish_guide(self, guide: dict[str, Any]) -> dict[str, Any]:
-        """Publish a guide as the item's next immutable version and announce it.
-
-        (Not `publish`: nameko's RPC client object already has an attribute of that name.)
-        """
+        """Publish a guide as the item's next immutable version and announce it. Not an RPC
+        method: it asks for no principal, so anything on the broker could have published; admins
+        publish a draft (`publish_draft`)."""
         checked = self._checked(guide)
         annotate(item_code=checked.item_code)
         version = self.store.next_version(checked.item_code)

@@ -410,6 +410,12 @@ def _rpc_method_names(service_cls):
     ]
 
 
+def test_publishing_over_rpc_takes_an_admin():
+    # publish_guide asks for no principal: anything on the broker could have published with it.
+    assert "publish_guide" not in _rpc_method_names(CatalogService)
+    assert "publish_draft" in _rpc_method_names(CatalogService)
+
+
 def test_every_rpc_method_is_reachable_through_the_rpc_client():
     """A method named like an attribute of nameko's client (e.g. `publish`) could never be called."""
     from nameko.rpc import Client
