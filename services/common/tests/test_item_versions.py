@@ -61,3 +61,20 @@ def test_one_cache_per_container():
     provider = ItemVersions()
     provider.setup()
     assert provider.get_dependency(None) is provider.get_dependency(None)
+
+
+def test_a_version_is_kept_for_a_bounded_time(monkeypatch):
+    # It cannot change; another service's data is kept for a bounded time anyway (DEVELOPERS.md).
+    from services.common import item_versions
+
+    clock = [1000.0]
+    monkeypatch.setattr(item_versions, "_now", lambda: clock[0])
+    cache, fetched = ItemVersionCache(keep_seconds=60), []
+    ask = lambda: fetched.append(1) or published(1)  # noqa: E731
+    cache.get("X", 1, ask)
+    clock[0] += 59
+    cache.get("X", 1, ask)
+    assert fetched == [1]
+    clock[0] += 2
+    cache.get("X", 1, ask)
+    assert fetched == [1, 1]
