@@ -219,10 +219,8 @@ class CatalogService:
         """A first seed that failed part way (a broker blip, a store error) is taken up again
         within moments: the catalog answers 'unavailable' until it is in, and the hourly round
         would leave it so for up to an hour."""
-        if _seeding.locked() or self.store.seeded(seed_fingerprint()):
-            return
-        with _seeding:
-            self._seed()
+        if not _seeding.locked():  # else a seed is running in this process already
+            self.seed()
 
     def _seed(self) -> int:
         fingerprint = seed_fingerprint()

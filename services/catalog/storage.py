@@ -220,7 +220,7 @@ class CatalogStore:
 
     # --- finding ----------------------------------------------------------------------------------
     def filtered(self, filters: dict[str, Any], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        rows = [_without_guide(d) for d in self.listing() if _matches(d, filters)]
+        rows = self.matching(filters)
         return rows[skip : skip + limit], len(rows)
 
     def matching(self, filters: dict[str, Any]) -> list[dict[str, Any]]:

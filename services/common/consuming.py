@@ -128,7 +128,7 @@ class ReliableEventHandler(EventHandler):
             dead_letter_queue_name(self.queue.name), exchange=exchange, routing_key=self.queue.name, durable=True
         )
         dlq(conn.default_channel).declare()
-        for delay in getattr(self, "delays", None) or retry_delays():
+        for delay in self._delays():
             # Nobody consumes a retry queue: its TTL dead-letters each message back to our queue.
             waiting = Queue(
                 retry_queue_name(self.queue.name, delay),
@@ -140,6 +140,10 @@ class ReliableEventHandler(EventHandler):
                 },
             )
             waiting(conn.default_channel).declare()
+
+    def _delays(self) -> tuple[float, ...]:
+        """The retry delays read at start; read now where a handler was not started (declared only)."""
+        return getattr(self, "delays", None) or retry_delays()
 
     def handle_message(self, body: Any, message: Any) -> None:
         if not message.delivery_info.get("redelivered"):
@@ -163,7 +167,7 @@ class ReliableEventHandler(EventHandler):
                 log.error("event dead-lettered", extra={"queue": self.queue.name, "unsettled": unsettled})
                 self._dead_letter_with_error(message, error, {UNSETTLED_HEADER: unsettled})
             else:
-                delay = (getattr(self, "delays", None) or retry_delays())[0]
+                delay = self._delays()[0]
                 log.warning("event delivered again unsettled; handled later", extra={"queue": self.queue.name})
                 self._publish_copy(message, "", retry_queue_name(self.queue.name, delay), {UNSETTLED_HEADER: unsettled})
         except Exception:
@@ -194,7 +198,7 @@ class ReliableEventHandler(EventHandler):
             return
         poison = isinstance(exc_info[1], PoisonMessage)
         attempt = _count_header(message, ATTEMPT_HEADER, 1)
-        delays = getattr(self, "delays", None) or retry_delays()
+        delays = self._delays()
         if not poison and attempt <= len(delays):
             if not message.channel.connection:
                 return  # the connection is gone: the broker redelivers it

@@ -198,15 +198,15 @@ def _inputs(expression: str, facts: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": name, "value": _explained(_lookup(facts, name))} for name in referenced_inputs(expression)]
 
 
+def _errored(rule: dict[str, Any], facts: dict[str, Any], error: str | None = None) -> RuleOutcome:
+    """The rule's outcome as an error, with the inputs it reads: what it stays unless it runs."""
+    inputs = _inputs(rule["expression"], facts)
+    on_fail = rule.get("on_fail", "manual_review")
+    return RuleOutcome(rule["id"], rule["description"], rule["expression"], on_fail, "error", inputs, error)
+
+
 def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any], activation: dict[str, Any] | None = None) -> RuleOutcome:
-    outcome = RuleOutcome(
-        rule["id"],
-        rule["description"],
-        rule["expression"],
-        rule.get("on_fail", "manual_review"),
-        "error",
-        _inputs(rule["expression"], facts),
-    )
+    outcome = _errored(rule, facts)
     try:
         program = compile_rule(rule["expression"])
         with cpu_budget(EVALUATION_CPU_SECONDS):
@@ -237,14 +237,7 @@ def _evaluate_all(rules: list[dict[str, Any]], facts: dict[str, Any]) -> list[Ru
     for rule in rules:
         if failure is None and time.process_time() - started > CASE_CPU_SECONDS:
             failure = f"the case's rules used more than {CASE_CPU_SECONDS:g}s of CPU time together"
-        if failure is None:
-            results.append(evaluate_rule(rule, facts, activation))
-            continue
-        on_fail = rule.get("on_fail", "manual_review")
-        inputs = _inputs(rule["expression"], facts)
-        results.append(
-            RuleOutcome(rule["id"], rule["description"], rule["expression"], on_fail, "error", inputs, failure)
-        )
+        results.append(evaluate_rule(rule, facts, activation) if failure is None else _errored(rule, facts, failure))
     return results
 
 
