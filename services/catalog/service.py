@@ -158,17 +158,18 @@ class CatalogService:
         if draft is None:
             raise NotFound(f"no draft of {item_code} to publish")
         guide = self._checked({k: v for k, v in draft.items() if k in ServiceGuide.model_fields})
-        published = self.publish_guide(guide.model_dump(mode="json"))
+        # The same number for a retry of this publish: one version, not two.
+        published = self.publish_guide(guide.model_dump(mode="json"), self.store.draft_version(draft))
         self.store.delete_draft(item_code, draft["updated_at"])
         return published
 
-    def publish_guide(self, guide: dict[str, Any]) -> dict[str, Any]:
-        """Publish a guide as the item's next immutable version and announce it. Not an RPC
-        method: it asks for no principal, so anything on the broker could have published; admins
-        publish a draft (`publish_draft`)."""
+    def publish_guide(self, guide: dict[str, Any], version: int | None = None) -> dict[str, Any]:
+        """Publish a guide as the item's immutable version `version` (its next one by default) and
+        announce it. Not an RPC method: it asks for no principal, so anything on the broker could
+        have published; admins publish a draft (`publish_draft`)."""
         checked = self._checked(guide)
         annotate(item_code=checked.item_code)
-        version = self.store.next_version(checked.item_code)
+        version = version or self.store.next_version(checked.item_code)
         event = new_event(
             ItemPublished(item_code=checked.item_code, version=version, department_code=checked.department_code),
             producer=self.name,

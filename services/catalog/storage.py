@@ -106,29 +106,31 @@ class CatalogStore:
         return [doc for doc in found if doc is not None]
 
     def insert_version(self, guide: dict[str, Any], version: int, event: Envelope) -> dict[str, Any]:
-        """Store a published version with its event; a concurrent publish of the same version conflicts."""
+        """Store a published version with its event. A version of that number stored already is
+        returned as stored, and `event` is dropped: numbers are never taken twice (`next_version`),
+        so it is the same publish, retried (`draft_version`)."""
         doc = self._version_doc(guide, version)
         self._raise_head(guide["item_code"], version)  # taken already by `next_version`, as a rule
         try:
             self.versions.insert_one({**doc, **self.outbox.fields(doc["_id"], [event])})
         except DuplicateKeyError:
             self.outbox.forget([event])
-            # Published concurrently; or by a publisher that died before the current row moved (only
-            # from a caller that did not ask `next_version`): move it, so the next try goes on.
+            # Its first try may have died before the current row moved: move it now.
             self.advance_current_to(guide["item_code"], version)
-            raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
+            stored = self.get_version(guide["item_code"], version)
+            if stored is None:  # only if deleted by hand in between
+                raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
+            return stored
         self._advance_current(doc)
         return _readable(doc)
 
     def advance_current_to(self, item_code: str, version: int) -> None:
-        """Point the current row at this stored version unless it names a newer one: what a
-        publisher does after its insert, done for one that died in between. A withdrawal stands
-        over every version stored before it (`withdrawn_over`: ordered by version, not by clocks)."""
+        """Point the current row at this stored version unless it names a newer one or a
+        withdrawal stands over it: what a publisher does after its insert, done for one that died
+        in between."""
         doc = self.get_version(item_code, version)
         if doc is not None:
-            # In the write's own filter: a withdrawal made between a read and the write stands too.
-            not_withdrawn_over = {"$or": [{"withdrawn": {"$exists": False}}, {"withdrawn_over": {"$lt": version}}]}
-            self._advance_current(doc, not_withdrawn_over)
+            self._advance_current(doc)
 
     def next_version(self, item_code: str) -> int:
         """Take the number of a new version of the item: after every one taken, stored or not (a
@@ -173,15 +175,27 @@ class CatalogStore:
             **index_fields(doc),
         }
 
-    def _advance_current(self, doc: dict[str, Any], only_where: dict[str, Any] | None = None) -> None:
-        """Point the current row at this version unless a newer one is already there (and only
-        where the row also matches `only_where`).
+    def _advance_current(self, doc: dict[str, Any]) -> None:
+        """Point the current row at this version unless a newer one is already there, or a
+        withdrawal stands over it.
 
-        The row is replaced whole, so a new version also ends a withdrawal (and drops a withdrawal
-        event not yet published, which the new version's own event makes moot)."""
+        A withdrawal stands over every version whose number was taken before it (`withdrawn_over`:
+        ordered by version numbers, not by clocks), so a publish that took its number before a
+        withdrawal and stores its version after it leaves the item withdrawn, as if it had come
+        first. A version numbered after the withdrawal replaces the row whole, which ends the
+        withdrawal (and drops its event if not yet published: the new version's own makes it moot).
+        The condition is in the write's own filter, so a withdrawal made since any read stands too."""
+        version = doc["version"]
+        not_withdrawn_over = {
+            "$or": [
+                {"withdrawn": {"$exists": False}},
+                {"withdrawn_over": {"$lt": version}},
+                {"withdrawn_over": {"$exists": False}},  # withdrawn before it was kept: by the row's version
+            ]
+        }
         current = self._current_doc(doc)
         if not self.current.replace_one(
-            {"_id": doc["item_code"], "version": {"$lt": doc["version"]}, **(only_where or {})}, current
+            {"_id": doc["item_code"], "version": {"$lt": version}, **not_withdrawn_over}, current
         ).matched_count:
             try:
                 self.current.insert_one(current)
@@ -253,6 +267,26 @@ class CatalogStore:
             {**_storable(guide), "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by},
             upsert=True,
         )
+
+    def draft_version(self, draft: dict[str, Any]) -> int:
+        """The version number this draft, as saved, is published as: taken by its first publish and
+        kept on it, so a publish retried (a gateway's timeout, a lost answer) stores the same
+        version again instead of a second one. An edit saves the draft whole, so it gets a new
+        number. Conflict if the draft was edited or published since it was read."""
+        if "publishing_as" in draft:
+            return int(draft["publishing_as"])
+        this_draft = {"_id": draft["_id"], "updated_at": draft["updated_at"]}
+        number = self.next_version(draft["_id"])
+        claimed = self.drafts.find_one_and_update(
+            {**this_draft, "publishing_as": {"$exists": False}}, {"$set": {"publishing_as": number}}
+        )
+        if claimed is not None:
+            return number
+        # Claimed by a publish of the same draft running at once (this number stays a gap), or gone.
+        again = self.drafts.find_one(this_draft, {"publishing_as": 1})
+        if again is None or "publishing_as" not in again:
+            raise Conflict(f"the draft of {draft['_id']} was edited or published meanwhile; read it again")
+        return int(again["publishing_as"])
 
     def delete_draft(self, item_code: str, updated_at: datetime) -> None:
         # Only the draft that was published: an edit saved meanwhile stays.

@@ -464,6 +464,7 @@ def drafts(store):
     store.save_draft.side_effect = save
     store.get_draft.side_effect = lambda code: copy.deepcopy(held.get(code))
     store.delete_draft.side_effect = lambda code, updated_at: held.pop(code)
+    store.draft_version.side_effect = lambda draft: draft.get("publishing_as") or store.next_version(draft["_id"])
     return held
 
 
@@ -587,6 +588,15 @@ def test_publishing_a_draft_makes_it_the_next_version_and_deletes_it(service, st
     assert CODE not in drafts
     with pytest.raises(NotFound):
         service.get_draft(ADMIN, CODE)
+
+
+def test_a_draft_is_published_as_the_number_it_took_first(service, store, drafts):
+    # A retry of a publish whose first try is still running (or died) stores the same version.
+    service.create_draft(ADMIN, NEW_GUIDE)
+    drafts[NEW_CODE]["publishing_as"] = 4
+    assert service.publish_draft(ADMIN, NEW_CODE)["version"] == 4
+    assert store.insert_version.call_args.args[1] == 4
+    store.next_version.assert_not_called()
 
 
 def test_publishing_a_new_items_draft_makes_version_one(service, store, drafts):

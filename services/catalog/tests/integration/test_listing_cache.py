@@ -119,10 +119,9 @@ def test_a_version_whose_publisher_died_before_the_current_row_moved_is_served_a
     # The admin's next publish takes the number after it (before, every retry took 2: 409 for good).
     assert store.next_version(code) == 3
 
-    # A writer that does collide with it (not asking next_version) is refused as concurrent, and
-    # the row moves.
-    with pytest.raises(Conflict):
-        store.insert_version(guide, 2, published(guide))
+    # A writer that does collide with it (the same publish retried under its draft's number) gets
+    # the version as stored, and the row moves.
+    assert store.insert_version(guide, 2, published(guide))["name"] == "高龄津贴申领（新版）"
     assert store.latest_version(code)["version"] == 2
     assert store.latest_version(code)["name"] == "高龄津贴申领（新版）"
     store.insert_version(guide, 3, published(guide))
@@ -165,6 +164,57 @@ def test_a_version_a_dead_publisher_left_does_not_undo_a_later_withdrawal(mongo_
     revision = store.meta.find_one({"_id": "revision"})["n"]
     store.advance_current_to(other["item_code"], 1)
     assert store.meta.find_one({"_id": "revision"})["n"] == revision
+
+
+def test_a_publish_that_took_its_number_before_a_withdrawal_leaves_the_item_withdrawn(mongo_client, db_prefix):
+    # Two admins at once: the publisher takes its number, the other withdraws the item as served,
+    # then the publisher stores its version. The withdrawal stands (as if the publish came first);
+    # a version numbered after the withdrawal ends it.
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    code = guide["item_code"]
+    store.insert_version(guide, store.next_version(code), published(guide))
+    racing = store.next_version(code)
+    assert store.withdraw(withdrawal(guide, 1), withdrawn(guide, 1))
+    stored = store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, racing, published(guide))
+    assert stored["version"] == 2 and store.get_version(code, 2)["name"] == "高龄津贴申领（新版）"
+    latest = store.latest_version(code)
+    assert (latest["version"], latest["withdrawn"]["reason"]) == (1, "取消")
+    store.listing_changed()
+    assert code not in [d["item_code"] for d in store.listing()]
+
+    store.insert_version(guide, store.next_version(code), published(guide))
+    assert store.latest_version(code)["version"] == 3 and "withdrawn" not in store.latest_version(code)
+
+
+def draft_of(store: CatalogStore, guide: dict) -> dict:
+    store.save_draft(guide, "admin-1")
+    return store.get_draft(guide["item_code"])
+
+
+def test_a_draft_published_twice_at_once_is_one_version(mongo_client, db_prefix):
+    # A publish retried while its first try runs (the gateway's timeout) read the same draft.
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    code = guide["item_code"]
+    first_try, retry = draft_of(store, guide), store.get_draft(code)
+    number = store.draft_version(first_try)
+    assert store.draft_version(retry) == number == 1  # its copy predates the claim: claimed already
+    assert store.draft_version(store.get_draft(code)) == number  # read after the claim
+    stored = [store.insert_version(guide, number, published(guide)) for _ in range(2)]
+    assert stored[0]["version"] == stored[1]["version"] == 1
+    assert [v["version"] for v in store.list_versions(code)] == [1]
+    # One event announces it: the retry's was dropped.
+    assert [e["payload"]["version"] for _, e, _ in store.outbox.pending(timedelta(0))] == [1]
+
+    # An edit saved meanwhile is a new draft: its publish takes a new number.
+    edited = draft_of(store, {**guide, "name": "高龄津贴申领（新版）"})
+    assert store.draft_version(edited) == 3  # 2 was the number the retry took and left unused
+    with pytest.raises(Conflict, match="edited or published meanwhile"):
+        store.draft_version(first_try)  # the draft it read is no longer there
+    store.delete_draft(code, edited["updated_at"])
+    with pytest.raises(Conflict):
+        store.draft_version(edited)
 
 
 class Commands(CommandListener):
