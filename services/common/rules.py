@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import celpy
+from celpy import celtypes
+from celpy.evaluation import base_functions
 from lark import Token, Tree
 
 VARIABLES = ("applicant", "form", "materials", "certificates")
@@ -47,6 +49,38 @@ MAX_INPUT_CHARS = 200
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 _env = celpy.Environment()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, celtypes.BoolType)
+
+
+def _no_bool_as_number(name: str, operation: Any) -> Any:
+    """CEL has no overload mixing a bool with a number, but cel-python's bool is a Python int, so
+    `form.count >= 1` passed for a `true` where the schema leaves the field untyped (`1 >= true`
+    already errors). The operation refuses such operands as CEL does: the rule errors, and a
+    reviewer decides."""
+    arithmetic = name in ARITHMETIC
+
+    def checked(left: Any, right: Any) -> Any:
+        left_bool, right_bool = isinstance(left, celtypes.BoolType), isinstance(right, celtypes.BoolType)
+        if (
+            (arithmetic and (left_bool or right_bool))
+            or (left_bool and _is_number(right))
+            or (right_bool and (_is_number(left) or isinstance(left, celtypes.ListType)))
+        ):
+            raise TypeError(f"no such overload: {type(left).__name__} {name} {type(right).__name__}")
+        return operation(left, right)
+
+    return checked
+
+
+ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
+# `_[_]`: a list indexed by a bool read its element 0 or 1.
+_TYPED_OPERATORS = {
+    name: _no_bool_as_number(name, base_functions[name])
+    for name in ("_<_", "_<=_", "_>_", "_>=_", "_==_", "_!=_", "_[_]", *ARITHMETIC)
+}
 
 
 class RuleCompileError(ValueError):
@@ -77,7 +111,7 @@ def compile_rule(expression: str) -> Any:
         counts = [int(n) for match in _REPETITION.finditer(literal) for n in match.groups() if n]
         if counts and max(counts) > MAX_REPETITION:
             raise RuleCompileError(f"a pattern repeats {max(counts)} times; at most {MAX_REPETITION}")
-    return _env.program(ast)
+    return _env.program(ast, functions=_TYPED_OPERATORS)
 
 
 def macro_nesting(node: Any) -> int:
@@ -215,7 +249,7 @@ def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any], activation: dict[
             value = program.evaluate(activation)
         if isinstance(value, Exception):
             raise value
-        if not isinstance(value, celpy.celtypes.BoolType):
+        if not isinstance(value, celtypes.BoolType):
             raise TypeError(f"the rule gave {type(value).__name__}, not a boolean")
         outcome.result = "passed" if bool(value) else "failed"
     except (Exception, RuleTimeout) as exc:

@@ -51,6 +51,46 @@ def test_non_boolean_result_is_an_error():
     assert result.results[0].result == "error"
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "form.count >= 1",
+        "form.count > 0.5",
+        "form.count == 1",
+        "form.count != 0",
+        "form.count + 1 >= 2",
+        "form.count * 2 == 2",
+        "form.items[form.count] == 2",
+        "true + true == 2",
+    ],
+)
+def test_a_bool_is_not_a_number(expression):
+    # cel-python's bool is a Python int: an untyped field holding `true` passed `form.count >= 1`.
+    facts = {**FACTS, "form": {"count": True, "items": [1, 2]}}
+    result = rules.evaluate([rule("count", expression, on_fail="reject")], facts)
+    assert (result.outcome, result.results[0].result) == ("manual_review", "error")
+    assert "no matching overload" in result.results[0].error
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "form.flag == true",
+        "form.flag",
+        "false < form.flag",
+        "form.flag != null",
+        "form.n >= 1 && form.n + 1 == 4",
+        "form.f * 2.0 > 4.9",
+        "form.items[1] == 2",
+        "form.n % 2 == 1",
+        'form.s + "y" == "xy"',
+    ],
+)
+def test_bools_and_numbers_keep_their_own_operations(expression):
+    facts = {**FACTS, "form": {"flag": True, "n": 3, "f": 2.5, "items": [1, 2], "s": "x"}}
+    assert rules.evaluate([rule("r", expression)], facts).outcome == "approved"
+
+
 def test_compile_error_is_reported():
     with pytest.raises(rules.RuleCompileError):
         rules.compile_rule("applicant.age >=")
