@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, EmailStr, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from contracts.base import Contract
 from contracts.common import AccountType, ApplicantType, PageQuery, Role
@@ -20,12 +20,15 @@ _NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 PersonName = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)]
 OrganisationName = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)]
 PhoneCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="the 6-digit code texted to the new phone")]
+# An id number's check character X and a credit code's letters, as typed (`x` is common): upper
+# case is how they are stored, checked and looked up at login.
+NationalCode = Annotated[str, Field(min_length=18, max_length=18), AfterValidator(str.upper)]
 
 
 class CitizenRegistration(Contract):
     account_type: Literal["citizen"]
     name: PersonName
-    id_number: Annotated[str, Field(min_length=18, max_length=18)]
+    id_number: NationalCode
     phone: Phone
     password: Password
     email: EmailStr | None = None
@@ -34,9 +37,9 @@ class CitizenRegistration(Contract):
 class EnterpriseRegistration(Contract):
     account_type: Literal["enterprise"]
     name: OrganisationName
-    credit_code: Annotated[str, Field(min_length=18, max_length=18)]
+    credit_code: NationalCode
     legal_person_name: PersonName
-    legal_person_id_number: Annotated[str, Field(min_length=18, max_length=18)]
+    legal_person_id_number: NationalCode
     phone: Phone
     password: Password
     email: EmailStr | None = None

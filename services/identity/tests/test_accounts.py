@@ -102,6 +102,16 @@ def test_enterprise_document():
     assert doc["roles"] == ["applicant"]
 
 
+def test_national_codes_are_taken_in_lower_case_and_kept_in_upper_case():
+    # The check character X is often typed as x; a credit code's letters too.
+    with_x = make_id_number("620524", date(1940, 5, 6), 3)
+    assert with_x.endswith("X")
+    doc = accounts.new_applicant(citizen(id_number=with_x.lower()))
+    assert doc["id_number"] == doc["login_key"] == with_x
+    doc = accounts.new_applicant(enterprise(credit_code=CREDIT_CODE.lower(), legal_person_id_number=with_x.lower()))
+    assert (doc["credit_code"], doc["legal_person_id_number"]) == (CREDIT_CODE, with_x)
+
+
 def test_wrong_id_check_digit_is_refused():
     with pytest.raises(ValidationFailed) as info:
         accounts.new_applicant(citizen(id_number=_wrong_check(ID_NUMBER)))
