@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract
-from contracts.common import IsoDate, PageQuery
+from contracts.common import IsoDate, NullIsEmpty, PageQuery
 from contracts.storable import unstorable_part
 
 CaseStatus = Literal[
@@ -44,7 +44,7 @@ class MaterialRef(Contract):
 # Materials one application may give: each is looked up (a document, a certificate), so the list
 # is bounded; a real service guide asks for a few dozen at most.
 MAX_MATERIALS = 100
-Materials = Annotated[list[MaterialRef], Field(max_length=MAX_MATERIALS)]
+Materials = Annotated[list[MaterialRef], Field(max_length=MAX_MATERIALS), NullIsEmpty]
 
 
 def _check_storable(form: dict[str, Any]) -> None:
@@ -160,7 +160,7 @@ class ReviewDecision(Contract):
     action: Literal["accept", "request_supplement", "approve", "reject"]
     comment: Annotated[str, Field(max_length=2000)] | None = None
     missing_materials: Annotated[
-        list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]], Field(max_length=MAX_MATERIALS)
+        list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]], Field(max_length=MAX_MATERIALS), NullIsEmpty
     ] = []
 
     @model_validator(mode="after")

@@ -24,6 +24,8 @@ def _written_as_a_date(value: Any) -> Any:
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 IsoDate = Annotated[date, BeforeValidator(_written_as_a_date)]
+# An optional list sent as `null` (what many clients write for "none"): the empty list.
+NullIsEmpty = BeforeValidator(lambda value: [] if value is None else value)
 
 # A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
 PageNumber = Annotated[int, Field(ge=1, le=100_000)]

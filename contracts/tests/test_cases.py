@@ -63,6 +63,15 @@ def test_malformed_decisions(fields):
         ReviewDecision.model_validate(fields)
 
 
+def test_an_optional_list_sent_as_null_is_empty():
+    # What many clients write for "none".
+    assert decision(action="approve", comment=None, missing_materials=None).missing_materials == []
+    assert SubmitCase.model_validate({"item_code": "x", "materials": None}).materials == []
+    assert Supplement.model_validate({"materials": None}).materials == []
+    with pytest.raises(ValidationError):
+        decision(action="request_supplement", missing_materials=None)  # still needs something
+
+
 def test_the_longest_comment():
     assert len(decision(action="reject", comment="x" * 2000).comment) == 2000
 
