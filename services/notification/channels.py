@@ -7,7 +7,7 @@ import contextlib
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr
 from typing import Any
 
 import eventlet
@@ -60,6 +60,12 @@ class SmsProvider:
         return Outcome(_RECEIPT_KINDS[receipt.status], reference=receipt.message_id, error=receipt.error)  # type: ignore[arg-type]
 
 
+def message_id(reference: str) -> str:
+    """The email's Message-ID for a delivery: the same for every attempt (RFC 5322 `id-left` is a
+    dot-atom, so the reference's colons become dots)."""
+    return f"<{reference.replace(':', '.')}@yiwang.local>"
+
+
 class SmtpMailer:
     """Hands each email to one SMTP server (the relay we are configured with)."""
 
@@ -72,8 +78,10 @@ class SmtpMailer:
         message["From"] = formataddr((self.sender_name, self.sender))
         message["To"] = to
         message["Subject"] = subject
-        # The same id on every retry of this delivery, so a receiver can drop a repeat.
-        message["Message-ID"] = make_msgid(idstring=reference.replace(":", "."), domain="yiwang.local")
+        # The same id on every retry of this delivery, so a receiver can drop a repeat (a relay that
+        # took it but whose answer was lost, or a process that died before recording the send).
+        # Not `make_msgid`: it adds the time, the process and a random number to every call.
+        message["Message-ID"] = message_id(reference)
         message["X-Yiwang-Reference"] = reference
         message.set_content(body)
         with client_span("smtp.send", **{"peer.service": "smtp", "delivery.reference": reference}):

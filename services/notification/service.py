@@ -203,10 +203,11 @@ class NotificationService:
         given up and voided the code). Unavailable when it does not go out."""
         text = validated(VerificationText, payload)
         body = messages.render_sms(f"verification.{text.purpose}", text.model_dump())
+        # Past its deadline before it waits for a token too: a backlog of stale requests (after a
+        # provider's stall) would take the tokens case texts need, and send nothing.
+        self._refuse_past(text.not_after)
         self._take_sms_token(text.not_after)
-        left = (text.not_after - datetime.now(UTC)).total_seconds()
-        if left <= 0:
-            raise Unavailable("the code's deadline passed before it could be sent")
+        left = self._refuse_past(text.not_after)
         outcome = self.outbound.sms.send(text.phone, body, text.reference, timeout=left)
         VERIFICATION_TEXTS.labels(outcome.kind).inc()
         if outcome.kind == "permanent":
@@ -216,6 +217,14 @@ class NotificationService:
         if outcome.kind == "temporary":
             log.warning("verification text %s not sent: %s", text.reference, outcome.error)
             raise Unavailable("the text could not be sent; try again in a moment")
+
+    @staticmethod
+    def _refuse_past(not_after: datetime) -> float:
+        """Seconds left until the code's deadline; Unavailable once it has passed."""
+        left = (not_after - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            raise Unavailable("the code's deadline passed before it could be sent")
+        return left
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=("payload",))
     def send_security_notice(self, payload: dict[str, Any]) -> None:

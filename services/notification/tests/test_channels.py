@@ -10,6 +10,7 @@ import eventlet
 import pytest
 
 from services.notification.channels import SmsProvider, SmtpMailer
+from services.notification.deliveries import Outcome
 
 PROXY = "http://proxy.gov.example:3128"
 
@@ -48,6 +49,18 @@ def test_the_environment_ca_bundle_is_kept(environment):
     assert SmsProvider("https://sms.gov.example").session.verify == "/etc/ssl/gov-ca.pem"
     environment.delenv("REQUESTS_CA_BUNDLE")
     assert SmsProvider("https://sms.gov.example").session.verify is True
+
+
+def test_an_emails_message_id_is_the_same_on_every_attempt_of_its_delivery(monkeypatch):
+    # A relay that took it but whose answer was lost gets it again: the receiver drops the repeat.
+    sent = []
+    mailer = SmtpMailer("127.0.0.1", 25, "noreply@yiwang.local")
+    monkeypatch.setattr(mailer, "_send", lambda message: sent.append(message) or Outcome("delivered"))
+    for _ in range(2):
+        mailer.send("a@example.com", "主题", "正文", "n-1:email")
+    mailer.send("a@example.com", "主题", "正文", "n-2:email")
+    ids = [message["Message-ID"] for message in sent]
+    assert ids[0] == ids[1] == "<n-1.email@yiwang.local>" and ids[2] == "<n-2.email@yiwang.local>"
 
 
 def test_an_smtp_relay_that_answers_slowly_is_given_up_on_within_the_timeout():

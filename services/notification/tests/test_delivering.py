@@ -762,11 +762,13 @@ def test_a_verification_code_the_provider_cannot_take_is_unavailable_or_a_refuse
     assert info.value.details[0]["field"] == "phone"
 
 
-def test_a_verification_code_past_its_deadline_is_not_sent(service, outbound):
+def test_a_verification_code_past_its_deadline_is_not_sent(service, store, outbound):
     late = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()  # identity gave up on it
     with pytest.raises(Unavailable):
         service.send_verification_code(code_text(not_after=late))
     outbound.sms.send.assert_not_called()
+    # Nor does it take a token of the SMS rate limit, which case texts need (a stale backlog).
+    store.take_rate_token.assert_not_called()
 
 
 def test_a_verification_code_waits_for_the_rate_limit_until_its_deadline(service, store, outbound, monkeypatch):
