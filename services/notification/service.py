@@ -66,6 +66,9 @@ NOTICE_SEND_TIMEOUT = 4.0  # seconds
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
+# Claims in a row that ended without an outcome (an attempt that raised, a process that died):
+# past them the delivery is `failed`, not tried once a lease for ever while the API says `pending`.
+MAX_SILENT_ATTEMPTS = 10
 # A send takes at most about 25 s (identity 10, the SMS provider 5, SMTP 10): a handler's send starts
 # only with this much of its claim left.
 LEASE_LEFT_TO_SEND = timedelta(seconds=30)
@@ -307,6 +310,9 @@ class NotificationService:
         claimed = self.store.claim(entry["_id"], now, LEASE)
         if claimed is None:
             return False
+        if claimed.get("leases", 0) >= MAX_SILENT_ATTEMPTS:
+            self._give_up(entry, now)
+            return True
         if "send" in claimed and not claimed.get("leases"):
             # What the entry kept spares reading the notification.
             self._send_kept(entry, claimed["send"], now)
@@ -320,6 +326,14 @@ class NotificationService:
         else:
             self._step(entry, deliveries.send_context(doc, channel), doc["channels"][channel], now, finished)
         return True
+
+    def _give_up(self, entry: dict[str, Any], now: datetime) -> None:
+        log.error("delivery given up: its attempts kept ending without an outcome", extra={"entry_id": entry["_id"]})
+        error = f"its last {MAX_SILENT_ATTEMPTS} attempts ended without an outcome"
+        self.store.update_channel(
+            entry["notification_id"], entry["channel"], {"status": "failed", "updated_at": now, "error": error}
+        )
+        self.store.finish(entry["_id"])
 
     def _send_kept(self, entry: dict[str, Any], send: dict[str, Any], now: datetime) -> None:
         """A new entry's send, from what the entry keeps (`send`): it reads no notification."""

@@ -18,7 +18,7 @@ from services.notification.channels import OutboundChannels
 from services.notification.contacts import ContactCache
 from services.notification.deliveries import Outcome, Policy
 from services.notification.sending_now import SendingNow
-from services.notification.service import LEASE, NotificationService
+from services.notification.service import LEASE, MAX_SILENT_ATTEMPTS, NotificationService
 from services.notification.storage import RATE_BLOCK, NotificationStore
 
 CITIZEN = {"user_id": "u-1", "account_type": "citizen", "roles": ["applicant"]}
@@ -356,6 +356,25 @@ def test_an_attempt_that_ended_without_a_word_reads_the_notification(service, st
     store.get.assert_called_once_with("n1")
     outbound.sms.send.assert_not_called()
     store.finish.assert_called_once_with("n1:sms")
+
+
+def test_a_delivery_whose_attempts_keep_ending_without_a_word_fails(service, store, outbound):
+    # Each claim of an attempt that raised (or whose process died) counted; an outcome resets them.
+    store.due.return_value = [kept_send()]
+    store.claim.return_value = {**kept_send(), "leases": MAX_SILENT_ATTEMPTS - 1}
+    store.get.return_value = stored()
+    store.get.side_effect = KeyError("an attempt that keeps raising")
+    service.deliver_due()
+    store.update_channel.assert_not_called()
+    store.finish.assert_not_called()  # tried again when its lease ends
+
+    store.claim.return_value = {**kept_send(), "leases": MAX_SILENT_ATTEMPTS}
+    service.deliver_due()
+    notification_id, channel, changes = store.update_channel.call_args.args
+    assert (notification_id, channel, changes["status"]) == ("n1", "sms", "failed")
+    assert "without an outcome" in changes["error"]
+    store.finish.assert_called_once_with("n1:sms")
+    outbound.sms.send.assert_not_called()
 
 
 def test_an_entry_without_its_notification_waits_then_is_dropped(service, store, outbound):
