@@ -100,9 +100,9 @@ class NotificationService:
         if not chosen:
             return
         contact = Contact.model_validate(call(self.identity.contact, changed.user_id))
-        reachable = [channel for channel in chosen if not deliveries.unreachable(channel, contact)]
-        if reachable != chosen:
-            self.store.choose_channels(changed.user_id, reachable, datetime.now(UTC))
+        unreachable = [channel for channel in chosen if deliveries.unreachable(channel, contact)]
+        if unreachable:
+            self.store.drop_channels(changed.user_id, unreachable, datetime.now(UTC))
 
     # --- case events, to the applicant ---------------------------------------------------------------
     @consumes("intake", CaseSubmitted)

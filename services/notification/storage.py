@@ -277,5 +277,11 @@ class NotificationStore:
         self.preferences.replace_one({"_id": user_id}, {"channels": channels, "updated_at": now}, upsert=True)
         self._choices.changed(user_id)  # after the write: a read that started before it is not kept
 
+    def drop_channels(self, user_id: str, channels: list[str], now: datetime) -> None:
+        """Switch these channels off, leaving the rest of the choice as stored: a choice saved since
+        the caller read it (a `PUT` at the same moment) is not replaced by the caller's old copy."""
+        self.preferences.update_one({"_id": user_id}, {"$pullAll": {"channels": channels}, "$set": {"updated_at": now}})
+        self._choices.changed(user_id)
+
     def count(self) -> int:
         return self.notifications.estimated_document_count()

@@ -299,14 +299,14 @@ def test_a_removed_email_switches_the_email_channel_off(service, store):
     identity_answers(service, email=None)
     service.on_contact_changed(contact_changed("email").model_dump(mode="json"))
     service.identity.contact.call_async.assert_called_once_with("u-citizen")
-    assert store.choose_channels.call_args.args[:2] == ("u-citizen", ["inbox", "sms"])
+    assert store.drop_channels.call_args.args[:2] == ("u-citizen", ["email"])
 
 
 def test_a_change_that_still_reaches_every_chosen_channel_writes_nothing(service, store):
     store.channels_chosen.return_value = ["inbox", "sms", "email"]
     identity_answers(service, email="li@example.cn")
     service.on_contact_changed(contact_changed("phone", "email").model_dump(mode="json"))
-    store.choose_channels.assert_not_called()
+    store.drop_channels.assert_not_called()
 
 
 def test_nobody_chose_anything_so_nobody_is_asked(service, store):

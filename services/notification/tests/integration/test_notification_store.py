@@ -103,6 +103,21 @@ def test_finished_entries_go_in_one_delete_and_a_failed_delete_is_not_raised(db_
     unreachable.finish_all(["n2:sms"])  # logged: the entry stays due and its next run repeats harmlessly
 
 
+def test_a_channel_switched_off_leaves_a_choice_saved_meanwhile(db_prefix):
+    # The contact-change handler read ["inbox", "sms", "email"], then the person saved ["inbox",
+    # "email"]; the handler switches email off: the person's dropping sms stands.
+    client, _ = logging_client()
+    store = NotificationStore(client[f"{db_prefix}_notification"])
+    now = datetime.now(UTC)
+    store.choose_channels("u-1", ["inbox", "sms", "email"], now)
+    store.choose_channels("u-1", ["inbox", "email"], now)  # a PUT after the handler's read
+    store.drop_channels("u-1", ["email"], now)
+    assert store.channels_chosen("u-1") == ["inbox"]  # not ["inbox", "sms"] from the handler's copy
+    assert store.channels_to_notify("u-1") == ["inbox"]
+    store.drop_channels("u-2", ["email"], now)  # nobody chose: nothing stored
+    assert store.channels_chosen("u-2") is None
+
+
 def test_a_choice_of_channels_is_kept_for_notifying_a_few_seconds_and_dropped_when_changed(db_prefix):
     client, log = logging_client()
     clock = [1000.0]
