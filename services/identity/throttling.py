@@ -30,11 +30,13 @@ class Policy:
 
     @classmethod
     def from_env(cls) -> Policy:
+        # The defaults are the fields' own: written once.
+        window = int(os.environ.get("YIWANG_LOGIN_WINDOW_SECONDS", cls.window.total_seconds()))
         return cls(
-            account_limit=int(os.environ.get("YIWANG_LOGIN_ACCOUNT_LIMIT", 5)),
-            address_limit=int(os.environ.get("YIWANG_LOGIN_ADDRESS_LIMIT", 100)),
-            window=timedelta(seconds=int(os.environ.get("YIWANG_LOGIN_WINDOW_SECONDS", 900))),
-            registration_limit=int(os.environ.get("YIWANG_REGISTRATION_ADDRESS_LIMIT", 300)),
+            account_limit=int(os.environ.get("YIWANG_LOGIN_ACCOUNT_LIMIT", cls.account_limit)),
+            address_limit=int(os.environ.get("YIWANG_LOGIN_ADDRESS_LIMIT", cls.address_limit)),
+            window=timedelta(seconds=window),
+            registration_limit=int(os.environ.get("YIWANG_REGISTRATION_ADDRESS_LIMIT", cls.registration_limit)),
         )
 
 
