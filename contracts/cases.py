@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from contracts.base import Contract
-from contracts.common import IsoDate, NullIsEmpty, PageQuery
+from contracts.common import IsoDate, NullIsEmpty, PageQuery, WholeNumber
 from contracts.storable import unstorable_part
 
 CaseStatus = Literal[
@@ -189,7 +189,7 @@ class Supplement(Contract):
 class Evaluation(Contract):
     """`POST /api/v1/cases/{case_no}/evaluation` (好差评)."""
 
-    score: int = Field(ge=1, le=5)
+    score: WholeNumber = Field(ge=1, le=5)
     comment: Annotated[str, Field(max_length=1000)] | None = None
 
 

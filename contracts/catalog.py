@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from contracts.base import Contract
-from contracts.common import ApplicantType, PageNumber, PageSize
+from contracts.common import ApplicantType, Number, PageNumber, PageSize, WholeNumber
 
 ItemType = Literal["licensing", "benefit", "confirmation", "levy", "other"]
 HandlingMode = Literal["online", "one_visit", "onsite"]
@@ -37,14 +37,14 @@ class Material(Contract):
 
 
 class ProcessStep(Contract):
-    step: int = Field(ge=1)
+    step: WholeNumber = Field(ge=1)
     name: str
-    days: int = Field(ge=0)
+    days: WholeNumber = Field(ge=0)
 
 
 class Fee(Contract):
     name: str
-    amount: float = Field(ge=0)
+    amount: Number = Field(ge=0)
     basis: str = ""
 
 
@@ -63,7 +63,7 @@ class AutoApproval(Contract):
 class IssuedCertificate(Contract):
     type: str
     name: str
-    valid_days: int | None = Field(default=None, ge=1)
+    valid_days: WholeNumber | None = Field(default=None, ge=1)
 
 
 class ServiceGuide(Contract):
@@ -80,11 +80,11 @@ class ServiceGuide(Contract):
     acceptance_conditions: list[str] = []
     materials: list[Material] = []
     process: list[ProcessStep] = []
-    legal_days: int = Field(ge=0)
-    promised_days: int = Field(ge=0)
+    legal_days: WholeNumber = Field(ge=0)
+    promised_days: WholeNumber = Field(ge=0)
     fees: list[Fee] = []
     handling_mode: HandlingMode
-    visits_required: int = Field(ge=0, default=0)
+    visits_required: WholeNumber = Field(ge=0, default=0)
     consultation_phone: str = ""
     complaint_phone: str = ""
     form_schema: dict[str, Any] = {"type": "object"}

@@ -4,7 +4,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, Strict
 
 from contracts.base import Contract
 
@@ -26,6 +26,11 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 IsoDate = Annotated[date, BeforeValidator(_written_as_a_date)]
 # An optional list sent as `null` (what many clients write for "none"): the empty list.
 NullIsEmpty = BeforeValidator(lambda value: [] if value is None else value)
+
+# Numbers as a JSON body writes them: pydantic would also read true as 1, "5" as 5 and 4.0 as 4.
+# (Not for query strings, whose every value is text.)
+WholeNumber = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]  # a whole one included
 
 # A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
 PageNumber = Annotated[int, Field(ge=1, le=100_000)]

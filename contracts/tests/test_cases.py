@@ -111,6 +111,13 @@ def test_malformed_evaluations(payload):
         Evaluation.model_validate(payload)
 
 
+@pytest.mark.parametrize("score", [True, "5", 4.0])
+def test_an_evaluation_score_is_a_whole_number_as_json_writes_it(score):
+    # Not true (read as 1), text or a fraction-less float: a client sending those has a bug to see.
+    with pytest.raises(ValidationError, match="valid integer"):
+        Evaluation.model_validate({"score": score})
+
+
 @pytest.mark.parametrize("form", [{"m": [[1]]}, {"rows": [{"cells": [[1]]}]}])
 def test_a_list_inside_a_list_is_refused_in_a_form(form):
     with pytest.raises(ValidationError, match="a list inside a list"):

@@ -95,6 +95,27 @@ def test_time_limits_are_bounded(field):
     assert field in {detail["field"] for detail in err.value.details}
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"legal_days": True}, "legal_days"),
+        ({"promised_days": "5"}, "promised_days"),
+        ({"visits_required": 0.0}, "visits_required"),
+        ({"fees": [{"name": "工本费", "amount": "20"}]}, "fees.0.amount"),
+        ({"fees": [{"name": "工本费", "amount": False}]}, "fees.0.amount"),
+    ],
+)
+def test_counts_and_amounts_are_json_numbers(change, field):
+    # pydantic alone would read true as 1 day and "5" as 5: a guide says what it means.
+    with pytest.raises(ValidationFailed) as err:
+        checked_guide(_guide(**change))
+    assert field in {detail["field"] for detail in err.value.details}
+
+
+def test_a_whole_fee_amount_is_a_number():
+    assert checked_guide(_guide(fees=[{"name": "工本费", "amount": 20}])).fees[0].amount == 20
+
+
 def test_every_time_limit_is_at_most_1000_working_days_and_a_certificate_valid_at_most_36500_days():
     # The README's bounds, written out: each field at its bound is taken, one beyond is refused.
     process = _guide()["process"]
