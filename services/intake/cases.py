@@ -94,6 +94,30 @@ def certificate_problems(
     return problems
 
 
+_MATERIAL_FIELD = re.compile(r"^materials\.(\d+)(\..+)?$")
+
+
+def supplement_problems(
+    problems: list[dict[str, str]], joined: list[dict[str, Any]], given: int
+) -> list[dict[str, str]]:
+    """Problems found in a resubmission's whole materials (the case's kept ones, then the supplement's
+    `given` ones), told against what the applicant sent: a supplement's material by its index in the
+    request, a kept one by its code (the applicant can only fix it by giving it anew)."""
+    kept = len(joined) - given
+    told = []
+    for problem in problems:
+        match = _MATERIAL_FIELD.match(problem["field"])
+        if match is None:
+            told.append(problem)
+        elif (index := int(match[1])) >= kept:
+            told.append({**problem, "field": f"materials.{index - kept}{match[2] or ''}"})
+        else:
+            code = joined[index]["code"]
+            issue = f"{code}, given earlier: {problem['issue']}; give it anew in the supplement"
+            told.append({"field": "materials", "issue": issue})
+    return told
+
+
 def asked_for(item: PublishedItem, materials: list[MaterialRef]) -> list[MaterialRef]:
     """The materials whose code the item asks for (the others are refused for their code)."""
     codes = {m.code for m in item.materials}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from contracts.cases import RULES_NOT_RUN, Decision, Evaluation, ReviewDecision, Supplement
+from contracts.cases import MAX_MATERIALS, RULES_NOT_RUN, Decision, Evaluation, ReviewDecision, Supplement
 from contracts.catalog import PublishedItem
 from contracts.common import Principal
 from contracts.envelope import EventPayload
@@ -188,10 +188,16 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
         fields["deadline_provisional"] = provisional or case["deadline_provisional"]
         if "deadline_days" in case:
             fields["deadline_days"] = case["deadline_days"] + paused
-    replaced = {m.code for m in supplement.materials}
-    fields["materials"] = [m for m in case["materials"] if m["code"] not in replaced] + [
+    # The case's materials stay unless the supplement gives one anew; the supplement's come last
+    # (supplement_problems relies on that order to point at what the applicant sent).
+    fields["materials"] = [m for m in case["materials"] if m["code"] not in given] + [
         m.model_dump(exclude_none=True) for m in supplement.materials
     ]
+    if len(fields["materials"]) > MAX_MATERIALS:
+        raise ValidationFailed(
+            "too many materials",
+            [{"field": "materials", "issue": f"at most {MAX_MATERIALS} in all, counting those the case already has"}],
+        )
     if supplement.form is not None:
         fields["form"] = {**case["form"], **supplement.form}
     entry = {"status": "resubmitted", "at": now, "by": principal.user_id, "comment": None}

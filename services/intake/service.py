@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -64,6 +65,11 @@ AUTO_DECIDABLE = ["submitted"]
 RULES_WAIT_SECONDS, RULES_POLL_SECONDS = 3.0, 0.1
 # Writes of a recomputed deadline over a case that changed meanwhile, each after reading it again.
 RECOMPUTE_ATTEMPTS = 3
+# Judgements of a command over a case whose version moved meanwhile by a write that is no one's
+# action (see IntakeService._apply); a change to what it is judged on is a conflict at once.
+JUDGE_ATTEMPTS = 3
+JUDGED_ON = ("status", "form", "materials", "evaluation")
+CHANGED_MEANWHILE = "the case changed meanwhile (someone else acted on it); reload and try again"
 RULES_RECENT_SECONDS = 30  # a case whose rules have not answered by then is not waited for
 _RULE_WAITERS = eventlet.semaphore.Semaphore(3)  # reviewers waiting at once, per process
 
@@ -150,10 +156,11 @@ class IntakeService:
         case = self._after_the_rules(case)
         item = self._item_of(case)
         now = cases.now_utc()
-        change = lifecycle.review(case, item, who, decision, now, cases.local_date(now))
+        today = cases.local_date(now)
+        lifecycle.review(case, item, who, decision, now, today)  # refused before identity is asked
         if decision.action == "approve":
             self._certificates_still_valid(case, item)
-        return self._apply(case, change, who)
+        return self._apply(case, lambda current: lifecycle.review(current, item, who, decision, now, today), who)
 
     def _after_the_rules(self, case: dict[str, Any]) -> dict[str, Any]:
         """The case once its automatic rules are done with it (they take well under a second), or as
@@ -191,26 +198,32 @@ class IntakeService:
         who, case = self._case_for(principal, case_no)
         supplement = validated(Supplement, payload)
         now = cases.now_utc()
-        change = lifecycle.resubmit(case, who, supplement, now, cases.local_date(now))
+        today = cases.local_date(now)
+        change = lifecycle.resubmit(case, who, supplement, now, today)
         item = self._item_of(case)
+        joined = change.set_fields["materials"]
         resubmission = SubmitCase(
-            item_code=item.item_code,
-            form=change.set_fields.get("form", case["form"]),
-            materials=change.set_fields["materials"],
+            item_code=item.item_code, form=change.set_fields.get("form", case["form"]), materials=joined
         )
-        self._check_application(who, item, resubmission)
-        return self._apply(case, change, who)
+        try:
+            self._check_application(who, item, resubmission)
+        except ValidationFailed as problems:
+            details = cases.supplement_problems(problems.details, joined, len(supplement.materials))
+            raise ValidationFailed(problems.message, details) from None
+        return self._apply(case, lambda current: lifecycle.resubmit(current, who, supplement, now, today), who)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def withdraw_case(self, principal: dict[str, Any], case_no: str) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
-        return self._apply(case, lifecycle.withdraw(case, who, cases.now_utc()), who)
+        now = cases.now_utc()
+        return self._apply(case, lambda current: lifecycle.withdraw(current, who, now), who)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def evaluate_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
         evaluation = validated(Evaluation, payload)
-        return self._apply(case, lifecycle.evaluate(case, who, evaluation, cases.now_utc()), who)
+        now = cases.now_utc()
+        return self._apply(case, lambda current: lifecycle.evaluate(current, who, evaluation, now), who)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def review_tasks(self, principal: dict[str, Any], status: str | None, page: dict[str, Any]) -> dict[str, Any]:
@@ -302,10 +315,24 @@ class IntakeService:
         # The version the case was submitted under, not today's.
         return PublishedItem.model_validate(call(self.catalog.get_item, case["item_code"], case["item_version"]))
 
-    def _apply(self, case: dict[str, Any], change: lifecycle.Change, who: Principal) -> dict[str, Any]:
-        event = new_event(change.event, producer=self.name)
-        if not self.store.transition(case["case_no"], change, event):
-            raise Conflict("the case changed meanwhile (someone else acted on it); reload and try again")
+    def _apply(
+        self, case: dict[str, Any], judge: Callable[[dict[str, Any]], lifecycle.Change], who: Principal
+    ) -> dict[str, Any]:
+        """Write the change `judge` makes of the case, over the version read. Writes that are no
+        one's action (a deadline flag, a certificate recorded, a recomputed deadline, the rules'
+        hand-over) move the version too: the command is judged again on the case as it is now,
+        unless what it was judged on changed (then someone acted: a conflict)."""
+        for _ in range(JUDGE_ATTEMPTS):
+            change = judge(case)
+            event = new_event(change.event, producer=self.name)
+            if self.store.transition(case["case_no"], change, event):
+                break
+            current = self.store.get(case["case_no"])
+            if current is None or any(current.get(k) != case.get(k) for k in JUDGED_ON):
+                raise Conflict(CHANGED_MEANWHILE)
+            case = current
+        else:
+            raise Conflict(CHANGED_MEANWHILE)
         status = change.set_fields.get("status", case["status"])
         annotate(event_id=event.event_id, outcome=status)
         if "status" in change.set_fields:  # an evaluation enters no status
@@ -526,7 +553,8 @@ class IntakeService:
                 **lifecycle.moved_deadline(case.get("deadline"), deadline, today),
                 "deadline_provisional": provisional,
             }
-            if self.store.set_deadline(case["_id"], case.get("version", 0), fields):
+            guessed = case.get("deadline") if fields.get("overdue") is False else None
+            if self.store.set_deadline(case["_id"], case.get("version", 0), fields, guessed):
                 break
             case = self.store.provisional_case(case["_id"])
         else:
@@ -535,6 +563,8 @@ class IntakeService:
             return 0
         if fields.get("overdue") is False:
             self.store.forget_overdue(case["_id"], case.get("deadline"))
+        for earlier in case.get("overdue_guesses") or []:  # a load that died before forgetting them
+            self.store.forget_overdue(case["_id"], earlier)
         # Marked until its read models (the deadline index among them) have the new deadline: a
         # load that dies in between (its answer an error) is finished by loading again.
         self.store.sync_views(case["_id"])

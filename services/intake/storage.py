@@ -42,7 +42,7 @@ DEADLINE_SHARDS = 128
 
 
 _PROVISIONAL = {"$or": [{"deadline_provisional": True}, {"deadline_recomputing": True}]}
-_RECOMPUTE_FIELDS = {"deadline_start": 1, "deadline_days": 1, "deadline": 1, "version": 1}
+_RECOMPUTE_FIELDS = {"deadline_start": 1, "deadline_days": 1, "deadline": 1, "version": 1, "overdue_guesses": 1}
 
 
 class IntakeStore:
@@ -161,15 +161,20 @@ class IntakeStore:
         """One case as `provisional_cases` reads it, or None when its deadline is no longer one to recompute."""
         return self.cases.find_one({"_id": case_no, **_PROVISIONAL}, _RECOMPUTE_FIELDS)
 
-    def set_deadline(self, case_no: str, version: int, fields: dict[str, Any]) -> bool:
+    def set_deadline(self, case_no: str, version: int, fields: dict[str, Any], forgets: str | None = None) -> bool:
         """A recomputed deadline (see lifecycle.moved_deadline) over the version it was computed
-        from, marked until `deadline_synced`; False when the case changed meanwhile."""
+        from, marked until `deadline_synced`; False when the case changed meanwhile. `forgets`: the
+        guessed deadline an overdue count is to be forgotten for (forget_overdue), kept with the
+        mark so that a load dying before it forgets still has it to forget next time (when the
+        deadline it then reads no longer moves)."""
         # A new version: the read models replace an entry only with a newer one.
-        update = {"$set": {**fields, "deadline_recomputing": True}, "$inc": {"version": 1}}
+        update: dict[str, Any] = {"$set": {**fields, "deadline_recomputing": True}, "$inc": {"version": 1}}
+        if forgets is not None:
+            update["$addToSet"] = {"overdue_guesses": forgets}
         return self.cases.update_one({"_id": case_no, "version": version}, update).matched_count == 1
 
     def deadline_synced(self, case_no: str) -> None:
-        self.cases.update_one({"_id": case_no}, {"$unset": {"deadline_recomputing": ""}})
+        self.cases.update_one({"_id": case_no}, {"$unset": {"deadline_recomputing": "", "overdue_guesses": ""}})
 
     # The deadline index: which running cases have their deadline on which day. The periodic check
     # reads it by _id instead of filtering every case (a full scan on FerretDB). A case enters it

@@ -743,11 +743,35 @@ def test_a_loaded_calendar_moves_provisional_deadlines_and_their_flags_then_sync
     store.provisional_cases.side_effect = [[case], []]
     assert service._recompute_provisional() == 1
     store.set_deadline.assert_called_once_with(
-        "C-1", 5, {"deadline_provisional": False, "deadline": "2027-01-08", "deadline_warned": False, "overdue": False}
+        "C-1",
+        5,
+        {"deadline_provisional": False, "deadline": "2027-01-08", "deadline_warned": False, "overdue": False},
+        "2027-01-07",  # kept with the mark until synced: see the next test
     )
     store.forget_overdue.assert_called_once_with("C-1", "2027-01-07")  # the guess's, its new one not passed
     store.sync_views.assert_called_once_with("C-1")
     store.deadline_synced.assert_called_once_with("C-1")  # after the sync: a load that died is found again
+
+
+def test_a_load_that_died_before_forgetting_a_false_overdue_forgets_it_the_next_time(service, store, monkeypatch):
+    # The first load moved the deadline to 2027-01-08 and died: now the deadline no longer moves,
+    # but the overdue counted against the guess it replaced must still be forgotten.
+    from services.intake import workdays
+
+    monkeypatch.setattr(workdays, "add_working_days", lambda start, days: (date(2027, 1, 8), False))
+    case = {
+        "_id": "C-1",
+        "deadline_start": "2026-11-20",
+        "deadline_days": 30,
+        "deadline": "2027-01-08",
+        "version": 6,
+        "overdue_guesses": ["2027-01-07"],
+    }
+    store.provisional_cases.side_effect = [[case], []]
+    assert service._recompute_provisional() == 1
+    assert store.set_deadline.call_args.args[3] is None  # nothing new to forget
+    store.forget_overdue.assert_called_once_with("C-1", "2027-01-07")
+    store.deadline_synced.assert_called_once_with("C-1")
 
 
 def test_a_loaded_calendar_leaves_a_case_whose_deadline_is_no_longer_provisional_alone(service, store, monkeypatch):

@@ -318,12 +318,48 @@ def test_a_rejection_or_a_case_without_certificates_asks_identity_nothing(servic
     identity.check_certificates.call_async.assert_not_called()
 
 
-def test_losing_the_conditional_update_is_a_conflict_and_announces_nothing(service, store, events):
-    store.transition.side_effect = None
-    store.transition.return_value = False  # another reviewer acted in between
-    with pytest.raises(Conflict):
+def meanwhile(held, **fields):
+    """A transition that finds the case written by someone else between the read and the write."""
+
+    def transition(case_no, change, event):
+        if fields:
+            held.doc.update(fields)
+            held.doc["version"] += 1
+            fields.clear()
+        return held.transition(case_no, change, event)
+
+    return transition
+
+
+def test_losing_the_conditional_update_is_a_conflict_and_announces_nothing(service, store, events, held):
+    store.transition.side_effect = meanwhile(held, status="rejected")  # another reviewer acted in between
+    with pytest.raises(Conflict, match="changed meanwhile"):
         service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
     store.transition.assert_called_once()
+    events.publish.assert_not_called()
+
+
+def test_a_write_that_is_no_ones_action_meanwhile_does_not_make_a_conflict(service, store, events, held):
+    # The deadline check flagged the case between the reviewer's read and write: nothing the
+    # acceptance is judged on changed, so it is judged again on the case as it is now.
+    store.transition.side_effect = meanwhile(held, deadline_warned=True)
+    result = service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    assert result["status"] == "accepted"
+    assert [c.args[1].version for c in store.transition.call_args_list] == [3, 4]
+    events.publish.assert_called_once()
+
+
+def test_a_case_whose_version_keeps_moving_is_a_conflict_after_a_few_judgements(service, store, events, held):
+    from services.intake.service import JUDGE_ATTEMPTS
+
+    def always_moved(case_no, change, event):
+        held.doc["version"] += 1
+        return held.transition(case_no, change, event)
+
+    store.transition.side_effect = always_moved
+    with pytest.raises(Conflict, match="changed meanwhile"):
+        service.review_case(REVIEWER, CASE_NO, {"action": "accept"})
+    assert store.transition.call_count == JUDGE_ATTEMPTS
     events.publish.assert_not_called()
 
 
@@ -424,7 +460,42 @@ def test_certificates_offered_in_a_supplement_are_checked_with_identity(service,
     with pytest.raises(ValidationFailed) as info:
         service.resubmit_case(APPLICANT, CASE_NO, payload)
     identity.check_certificates.call_async.assert_called_once_with("u-citizen", ["c9"])
-    assert [d["field"] for d in info.value.details] == ["materials.1.certificate_id"]
+    # Pointing into the request the applicant sent, not into the case's whole materials.
+    assert [d["field"] for d in info.value.details] == ["materials.0.certificate_id"]
+    assert_nothing_applied(store, events)
+
+
+def test_a_kept_material_no_longer_valid_is_named_by_its_code(service, store, identity, events, held):
+    held.doc = waiting(
+        materials=[{"code": "id_card", "document_id": "d-id"}, {"code": "household_register", "certificate_id": "c1"}]
+    )
+    rpc_returns(identity.check_certificates, [{"certificate_id": "c1", "owned": True, "valid": False, "type": None}])
+    store.owned_documents.side_effect = lambda owner, ids: set(ids) - {"d-gone"}
+    payload = {"materials": [{"code": "photo", "document_id": "d-gone"}]}
+    with pytest.raises(ValidationFailed) as info:
+        service.resubmit_case(APPLICANT, CASE_NO, payload)
+    assert info.value.details == [
+        {
+            "field": "materials",
+            "issue": "household_register, given earlier: the certificate has expired or was revoked; "
+            "give it anew in the supplement",
+        },
+        {"field": "materials.0.document_id", "issue": "no such document of yours"},
+    ]
+    assert_nothing_applied(store, events)
+
+
+def test_a_supplement_past_the_materials_limit_in_all_is_refused(service, store, events, held):
+    kept = [{"code": f"kept_{n}", "document_id": f"d{n}"} for n in range(60)]
+    held.doc = waiting(materials=kept)
+    payload = {
+        "materials": [{"code": "photo", "document_id": "d-new"}]
+        + [{"code": f"new_{n}", "document_id": "d"} for n in range(40)]
+    }
+    with pytest.raises(ValidationFailed) as info:
+        service.resubmit_case(APPLICANT, CASE_NO, payload)
+    assert [d["field"] for d in info.value.details] == ["materials"]
+    assert "at most 100" in info.value.details[0]["issue"]
     assert_nothing_applied(store, events)
 
 
@@ -503,11 +574,21 @@ def test_a_second_evaluation_is_a_conflict(service, store, events, held):
 
 def test_an_evaluation_that_lost_the_race_is_a_conflict(service, store, events, held):
     held.doc = stored_case("approved")
-    store.transition.side_effect = None
-    store.transition.return_value = False  # another evaluation landed between read and write
+    earlier = {"score": 5, "comment": None, "at": "2026-11-23T02:00:00Z", "bad": False}
+    store.transition.side_effect = meanwhile(held, evaluation=earlier)  # another evaluation landed first
     with pytest.raises(Conflict):
         service.evaluate_case(APPLICANT, CASE_NO, {"score": 4})
+    assert held.doc["evaluation"] == earlier
     events.publish.assert_not_called()
+
+
+def test_a_certificate_recorded_meanwhile_does_not_refuse_an_evaluation(service, store, events, held):
+    # identity's certificate.issued lands on an approved case as its applicant evaluates it.
+    held.doc = stored_case("approved")
+    store.transition.side_effect = meanwhile(held, certificate_id="cert-1")
+    result = service.evaluate_case(APPLICANT, CASE_NO, {"score": 4})
+    assert (result["evaluation"]["score"], result["certificate_id"]) == (4, "cert-1")
+    events.publish.assert_called_once()
 
 
 @pytest.mark.parametrize("payload", [{"score": 0}, {"score": 6}, {}, {"score": 3, "comment": "x" * 1001}])

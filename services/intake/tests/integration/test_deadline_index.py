@@ -121,6 +121,17 @@ def test_a_recomputed_deadline_whose_sync_died_is_found_by_the_next_load(store):
     assert store.watched(moved) == ["C-1"]
 
 
+def test_the_guesses_a_recomputation_forgets_are_kept_until_it_synced(store):
+    store.insert_case({**running_case("C-1"), "deadline_provisional": True}, [])
+    assert store.set_deadline("C-1", 1, {"deadline": "2099-03-09", "overdue": False}, forgets=DAY)
+    assert store.set_deadline("C-1", 2, {"deadline": "2099-03-10"}, forgets="2099-03-09")
+    assert store.set_deadline("C-1", 3, {"deadline": "2099-03-10"})
+    [read] = store.provisional_cases("", 10)
+    assert sorted(read["overdue_guesses"]) == [DAY, "2099-03-09"]
+    store.deadline_synced("C-1")
+    assert "overdue_guesses" not in store.cases.find_one({"_id": "C-1"})
+
+
 def test_a_flag_is_not_raised_for_a_deadline_that_moved_after_the_check_read_it(store):
     from contracts.envelope import new_event
     from contracts.events import CaseOverdue
