@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -71,6 +72,17 @@ def test_receipts(outcome, status, again):
     step = after_receipt({"status": "sent", "sent_at": NOW}, outcome, NOW + timedelta(seconds=5), POLICY)
     assert step.changes.get("status") == status
     assert (step.next_at is not None) is again
+
+
+def test_receipts_are_asked_for_ever_further_apart():
+    # A provider that never reports must not be asked every 5 s for an hour (720 asks per SMS).
+    asked, at = [], NOW + timedelta(seconds=5)
+    while (step := after_receipt({"status": "sent", "sent_at": NOW}, Outcome("accepted"), at, POLICY)).next_at:
+        asked.append((at - NOW).total_seconds())
+        at = step.next_at
+    assert asked[:6] == [5, 10, 20, 40, 80, 160]
+    assert all(later - earlier <= 300 for earlier, later in pairwise(asked))
+    assert len(asked) <= 20 and asked[-1] > 3300  # asked until the patience ran out, never further than 5 min apart
 
 
 def test_no_receipt_forever_leaves_the_message_sent():
