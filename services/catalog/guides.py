@@ -69,6 +69,10 @@ def _inconsistencies(guide: ServiceGuide) -> list[dict[str, str]]:
     if len(rule_ids) != len(set(rule_ids)):
         # A decision's explanation names the rules that failed: two of one id are indistinguishable.
         problems.append({"field": "auto_approval.rules", "issue": "rule ids must be unique"})
+    if guide.auto_approval.enabled and not guide.auto_approval.rules:
+        # Nothing to approve on: every case would wait for a reviewer while the guide promised 秒批.
+        issue = "automatic approval needs at least one rule (or set enabled to false)"
+        problems.append({"field": "auto_approval.rules", "issue": issue})
     steps = [step.step for step in guide.process]
     if len(steps) != len(set(steps)):
         problems.append({"field": "process", "issue": "step numbers must be unique"})

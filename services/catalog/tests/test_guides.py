@@ -39,6 +39,13 @@ def test_two_rules_of_one_id_are_refused():
     assert _issues(_guide(auto_approval=twice)) == {"auto_approval.rules": "rule ids must be unique"}
 
 
+def test_automatic_approval_without_a_rule_is_refused():
+    with pytest.raises(ValidationFailed) as err:
+        checked_guide(_guide(auto_approval={"enabled": True, "rules": []}))
+    assert [d["field"] for d in err.value.details] == ["auto_approval.rules"]
+    assert checked_guide(_guide(auto_approval={"enabled": False, "rules": []}))
+
+
 def test_two_process_steps_of_one_number_are_refused():
     steps = seed_items()[0]["process"]
     again = [*steps, {**steps[-1], "name": "再审"}]
