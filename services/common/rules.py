@@ -51,6 +51,9 @@ MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _env = celpy.Environment()
 
 
+ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, celtypes.BoolType)
 
@@ -60,14 +63,14 @@ def _no_bool_as_number(name: str, operation: Any) -> Any:
     `form.count >= 1` passed for a `true` where the schema leaves the field untyped (`1 >= true`
     already errors). The operation refuses such operands as CEL does: the rule errors, and a
     reviewer decides."""
-    arithmetic = name in ARITHMETIC
+    arithmetic, indexing = name in ARITHMETIC, name == "_[_]"
 
     def checked(left: Any, right: Any) -> Any:
         left_bool, right_bool = isinstance(left, celtypes.BoolType), isinstance(right, celtypes.BoolType)
         if (
             (arithmetic and (left_bool or right_bool))
             or (left_bool and _is_number(right))
-            or (right_bool and (_is_number(left) or isinstance(left, celtypes.ListType)))
+            or (right_bool and (_is_number(left) or (indexing and isinstance(left, celtypes.ListType))))
         ):
             raise TypeError(f"no such overload: {type(left).__name__} {name} {type(right).__name__}")
         return operation(left, right)
@@ -75,7 +78,6 @@ def _no_bool_as_number(name: str, operation: Any) -> Any:
     return checked
 
 
-ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
 # `_[_]`: a list indexed by a bool read its element 0 or 1.
 _TYPED_OPERATORS = {
     name: _no_bool_as_number(name, base_functions[name])
