@@ -44,10 +44,14 @@ def form_as_declared(form: dict[str, Any], form_schema: dict[str, Any]) -> dict[
     declared = form_schema.get("properties")
     if not isinstance(declared, dict):
         return form
-    return {
-        name: int(value) if isinstance(value, float) and value.is_integer() and _integer(declared.get(name)) else value
-        for name, value in form.items()
-    }
+    return {name: _whole(value) if _integer(declared.get(name)) else value for name, value in form.items()}
+
+
+def _whole(value: Any) -> Any:
+    # Beyond CEL's 64-bit int a value stays a double (1e19 as an int could not be given to the rules).
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
+        return int(value)
+    return value
 
 
 def _integer(field_schema: Any) -> bool:

@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import celpy
 from celpy import celtypes
-from celpy.evaluation import base_functions
 from lark import Token, Tree
+
+from services.common.rule_patterns import bounded_matches, pattern_problem
+from services.common.rule_typing import TYPED_FUNCTIONS
 
 VARIABLES = ("applicant", "form", "materials", "certificates")
 _REFERENCE = re.compile(r"\b(applicant|form)\.([A-Za-z_][A-Za-z0-9_]*)|\b(materials|certificates)\b")
@@ -31,6 +33,10 @@ _REFERENCE = re.compile(r"\b(applicant|form)\.([A-Za-z_][A-Za-z0-9_]*)|\b(materi
 # (`form.size()`: a method on the whole of it).
 _VARIABLE_USE = re.compile(r"\b(applicant|form|materials|certificates)\b(?:\s*\.\s*([A-Za-z_]\w*)(\s*\()?)?")
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+# Text the literal pattern above misreads (a comment's apostrophe pairs with a later one and hides
+# the code between as a string; a raw string's backslash escapes nothing): an expression with any
+# of it is given every variable whole rather than risk leaving out a field it reads.
+_MISREAD = re.compile(r"//|\"\"\"|\'\'\'|(?<![\w.])[rRbB]{1,2}[\"\']")
 
 MAX_EXPRESSION_LENGTH = 2000
 MAX_MACRO_NESTING = 2
@@ -38,51 +44,13 @@ EVALUATION_CPU_SECONDS = 0.25  # per rule; real rules take well under a millisec
 # A case's rules together, their inputs' conversion to CEL included (an applicant's form may be
 # up to a megabyte of fields no rule reads); the rules past it error.
 CASE_CPU_SECONDS = 1.0
-# A repetition count in a literal pattern: RE2 runs in time linear in the text, but with a factor
-# of the pattern's size, and `a.{1000}c` against a megabyte of form took 6 s inside one native
-# call, which no CPU budget can interrupt.
-MAX_REPETITION = 100
-_REPETITION = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 # Characters of an input's value kept in an explanation (its JSON text, cut): a megabyte field
 # read by nine rules made a decision too large to store.
 MAX_INPUT_CHARS = 200
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_FUNCTIONS = {**TYPED_FUNCTIONS, "matches": bounded_matches}
 
 _env = celpy.Environment()
-
-
-ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, celtypes.BoolType)
-
-
-def _no_bool_as_number(name: str, operation: Any) -> Any:
-    """CEL has no overload mixing a bool with a number, but cel-python's bool is a Python int, so
-    `form.count >= 1` passed for a `true` where the schema leaves the field untyped (`1 >= true`
-    already errors). The operation refuses such operands as CEL does: the rule errors, and a
-    reviewer decides."""
-    arithmetic, indexing = name in ARITHMETIC, name == "_[_]"
-
-    def checked(left: Any, right: Any) -> Any:
-        left_bool, right_bool = isinstance(left, celtypes.BoolType), isinstance(right, celtypes.BoolType)
-        if (
-            (arithmetic and (left_bool or right_bool))
-            or (left_bool and _is_number(right))
-            or (right_bool and (_is_number(left) or (indexing and isinstance(left, celtypes.ListType))))
-        ):
-            raise TypeError(f"no such overload: {type(left).__name__} {name} {type(right).__name__}")
-        return operation(left, right)
-
-    return checked
-
-
-# `_[_]`: a list indexed by a bool read its element 0 or 1.
-_TYPED_OPERATORS = {
-    name: _no_bool_as_number(name, base_functions[name])
-    for name in ("_<_", "_<=_", "_>_", "_>=_", "_==_", "_!=_", "_[_]", *ARITHMETIC)
-}
 
 
 class RuleCompileError(ValueError):
@@ -109,11 +77,10 @@ def compile_rule(expression: str) -> Any:
         raise RuleCompileError("the expression is nested too deeply") from None
     if nesting > MAX_MACRO_NESTING:
         raise RuleCompileError(f"macros (all, exists, map, ...) are nested {nesting} deep; at most {MAX_MACRO_NESTING}")
-    for literal in _STRING_LITERAL.findall(expression):
-        counts = [int(n) for match in _REPETITION.finditer(literal) for n in match.groups() if n]
-        if counts and max(counts) > MAX_REPETITION:
-            raise RuleCompileError(f"a pattern repeats {max(counts)} times; at most {MAX_REPETITION}")
-    return _env.program(ast, functions=_TYPED_OPERATORS)
+    for literal in _STRING_LITERAL.findall(expression):  # any may be a pattern: refused now, not per case
+        if problem := pattern_problem(literal[1:-1]):
+            raise RuleCompileError(problem)
+    return _env.program(ast, functions=_FUNCTIONS)
 
 
 def macro_nesting(node: Any) -> int:
@@ -206,6 +173,8 @@ def _read(expressions: list[str]) -> dict[str, set[str] | None]:
     for all of it (a variable used whole: `"x" in form`, `form.size()`, `materials`)."""
     reads: dict[str, set[str] | None] = {}
     for expression in expressions:
+        if _MISREAD.search(expression):
+            return dict.fromkeys(VARIABLES)
         code = _STRING_LITERAL.sub('""', expression)
         for match in _VARIABLE_USE.finditer(code):
             name, field_name, call = match.group(1), match.group(2), match.group(3)
@@ -216,17 +185,50 @@ def _read(expressions: list[str]) -> dict[str, set[str] | None]:
     return reads
 
 
-def activation_for(expressions: list[str], facts: dict[str, Any]) -> dict[str, Any]:
+class Activation(dict[str, Any]):
+    """The rules' variables as CEL values, and the fields that have none (`unreadable`: name → why)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreadable: dict[str, str] = {}
+
+    def refuse_unreadable(self, expression: str) -> None:
+        """A rule reading a field CEL cannot hold (an integer beyond 64 bits) errors; the others run,
+        so such a field cannot turn a case's every rule, a rejecting one included, into errors."""
+        reads = _read([expression])
+        for name, why in self.unreadable.items():
+            variable, _, field_name = name.partition(".")
+            if variable in reads and (reads[variable] is None or field_name in (reads[variable] or ())):
+                raise ValueError(f"{name} cannot be read: {why}")
+
+
+def _to_cel(name: str, value: Any, activation: Activation) -> Any:
+    try:
+        return celpy.json_to_cel(value)
+    except (ValueError, OverflowError) as exc:
+        if not isinstance(value, dict):
+            raise
+        first_problem = str(exc)
+    held = {}
+    for key, field_value in value.items():
+        try:
+            held[celtypes.StringType(key)] = celpy.json_to_cel(field_value)
+        except (ValueError, OverflowError) as exc:
+            activation.unreadable[f"{name}.{key}"] = str(exc) or first_problem
+    return celtypes.MapType(held)
+
+
+def activation_for(expressions: list[str], facts: dict[str, Any]) -> Activation:
     """The rules' variables as CEL values, built once per case and of what the rules read only
     (the conversion of a form's unread megabyte took over a second, before any budget ran)."""
     reads = _read(expressions)
-    activation = {}
+    activation = Activation()
     for name in VARIABLES:
         value = facts.get(name) if name in reads else None
         wanted = reads.get(name)
         if wanted is not None and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k in wanted}
-        activation[name] = celpy.json_to_cel(value)
+        activation[name] = _to_cel(name, value, activation)
     return activation
 
 
@@ -241,13 +243,14 @@ def _errored(rule: dict[str, Any], facts: dict[str, Any], error: str | None = No
     return RuleOutcome(rule["id"], rule["description"], rule["expression"], on_fail, "error", inputs, error)
 
 
-def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any], activation: dict[str, Any] | None = None) -> RuleOutcome:
+def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any], activation: Activation | None = None) -> RuleOutcome:
     outcome = _errored(rule, facts)
     try:
         program = compile_rule(rule["expression"])
         with cpu_budget(EVALUATION_CPU_SECONDS):
             if activation is None:
                 activation = activation_for([rule["expression"]], facts)
+            activation.refuse_unreadable(rule["expression"])
             value = program.evaluate(activation)
         if isinstance(value, Exception):
             raise value
@@ -262,7 +265,7 @@ def evaluate_rule(rule: dict[str, Any], facts: dict[str, Any], activation: dict[
 def _evaluate_all(rules: list[dict[str, Any]], facts: dict[str, Any]) -> list[RuleOutcome]:
     """Each rule within its own budget, and all of them within the case's."""
     started = time.process_time()
-    activation: dict[str, Any] | None = None
+    activation: Activation | None = None
     failure: str | None = None
     try:
         with cpu_budget(EVALUATION_CPU_SECONDS):

@@ -265,3 +265,11 @@ def test_a_whole_number_sent_as_a_decimal_in_an_integer_field_is_read_as_the_int
     assert isinstance(
         deciding.decide(published, profile(), submitted(published, form={**form, "children": 1.0}), NOW), CaseApproved
     )
+
+
+def test_a_whole_decimal_beyond_64_bits_stays_a_decimal():
+    # int(1e19) is more than CEL's int holds: it made every rule of the case error.
+    schema = {"type": "object", "properties": {"household": {"type": "integer"}}}
+    form = deciding.form_as_declared({"household": 1e19, "small": 2.0}, schema)
+    assert form == {"household": 1e19, "small": 2.0} and type(form["household"]) is float
+    assert deciding.form_as_declared({"household": 9.0}, schema) == {"household": 9}

@@ -62,14 +62,22 @@ def test_non_boolean_result_is_an_error():
         "form.count * 2 == 2",
         "form.items[form.count] == 2",
         "true + true == 2",
+        "int(form.count) >= 1",
+        "double(form.count) >= 1.0",
+        "uint(form.count) >= 1u",
+        "1 in form.flags",
+        "form.flags == [1]",
+        "form.named == {'a': 1}",
+        "form.named != {'a': 0}",
     ],
 )
 def test_a_bool_is_not_a_number(expression):
-    # cel-python's bool is a Python int: an untyped field holding `true` passed `form.count >= 1`.
-    facts = {**FACTS, "form": {"count": True, "items": [1, 2]}}
+    # cel-python's bool is a Python int: an untyped field holding `true` passed `form.count >= 1`,
+    # and `[true]` passed `1 in form.flags`.
+    facts = {**FACTS, "form": {"count": True, "items": [1, 2], "flags": [True], "named": {"a": True}}}
     result = rules.evaluate([rule("count", expression, on_fail="reject")], facts)
     assert (result.outcome, result.results[0].result) == ("manual_review", "error")
-    assert "no matching overload" in result.results[0].error
+    assert "overload" in result.results[0].error
 
 
 @pytest.mark.parametrize(
@@ -84,10 +92,18 @@ def test_a_bool_is_not_a_number(expression):
         "form.items[1] == 2",
         "form.n % 2 == 1",
         'form.s + "y" == "xy"',
+        "type(form.n) == int && type(form.f) == double && type(form.flag) == bool",
+        'int("5") == 5 && int(form.f) == 2 && double(form.n) == 3.0 && uint(form.n) == 3u',
+        "form.items == [1, 2] && 2 in form.items && !(3 in form.items)",
+        "true in form.flags && form.flags == [true, false]",
+        '"k" in form.m && form.m == {"k": [1]}',
     ],
 )
 def test_bools_and_numbers_keep_their_own_operations(expression):
-    facts = {**FACTS, "form": {"flag": True, "n": 3, "f": 2.5, "items": [1, 2], "s": "x"}}
+    facts = {
+        **FACTS,
+        "form": {"flag": True, "n": 3, "f": 2.5, "items": [1, 2], "s": "x", "flags": [True, False], "m": {"k": [1]}},
+    }
     assert rules.evaluate([rule("r", expression)], facts).outcome == "approved"
 
 
@@ -229,7 +245,9 @@ def test_an_explanation_keeps_a_long_value_cut_short():
     assert short.inputs[0]["value"] == 82  # a value that fits is kept as it is
 
 
-@pytest.mark.parametrize("pattern", ["a.{1000}c", "x{101}", "(ab){5,500}"])
+@pytest.mark.parametrize(
+    "pattern", ["a.{1000}c", "x{101}", "(ab){5,500}", "a(.{30}){30}c", ".{60}x.{60}", "a{101,}", "\\\\p{Han}{101}"]
+)
 def test_a_pattern_repeating_more_than_a_hundred_times_is_refused(pattern):
     # RE2 is linear in the text, times the pattern's size: inside one native call, past any budget.
     with pytest.raises(rules.RuleCompileError, match="repeats"):
@@ -238,3 +256,38 @@ def test_a_pattern_repeating_more_than_a_hundred_times_is_refused(pattern):
 
 def test_a_pattern_repeating_a_hundred_times_or_fewer_compiles():
     rules.compile_rule('form.s.matches("^.{1,100}$") && form.t.matches("[0-9]{6}")')
+
+
+@pytest.mark.parametrize("pattern", ["a(.{30}){30}c", ".{100}" * 10, "x" * 1001])
+def test_a_pattern_read_from_the_form_is_bounded_too(pattern):
+    # The applicant chooses it: past the bounds the rule errors (even under `!`), a reviewer decides.
+    facts = {**FACTS, "form": {"s": "abc", "p": pattern}}
+    for expression in ("form.s.matches(form.p)", "!form.s.matches(form.p)"):
+        [outcome] = rules.evaluate([rule("r", expression, on_fail="reject")], facts).results
+        assert outcome.result == "error"
+    ok = {**FACTS, "form": {"s": "abc", "p": "^a.c$"}}
+    assert rules.evaluate([rule("r", "form.s.matches(form.p)")], ok).outcome == "approved"
+
+
+def test_a_comment_cannot_hide_a_field_from_the_rule():
+    # The apostrophes of two comments paired up as a string: `form.debts` was never given to the rule.
+    expression = "form.income > 0 // applicant's income\n&& !has(form.debts) // no debts (regulation's art. 3)"
+    facts = {**FACTS, "form": {"income": 5, "debts": [1000]}}
+    assert rules.evaluate([rule("r", expression, on_fail="reject")], facts).outcome == "rejected"
+    # A raw string's backslash escapes nothing, a triple-quoted string holds quotes: both given whole.
+    for expression in ('r"\\" == form.name', "'''it's''' == form.name"):
+        assert dict(rules.activation_for([expression], facts)["form"]) == {"income": 5, "debts": [1000]}
+
+
+def test_a_field_cel_cannot_hold_errors_only_the_rules_that_read_it():
+    # An integer beyond 64 bits: before, every rule errored, a rejecting one included (a reviewer, not a rejection).
+    facts = {**FACTS, "applicant": {**FACTS["applicant"], "age": 30}, "form": {"h": 10**30, "k": 1}}
+    result = rules.evaluate(
+        [rule("age", "applicant.age >= 80", on_fail="reject"), rule("h", "form.h > 3"), rule("k", "form.k > 0")], facts
+    )
+    assert result.outcome == "rejected"
+    assert [r.result for r in result.results] == ["failed", "error", "passed"]
+    assert result.results[1].error == "form.h cannot be read: overflow"
+    for whole in ('"h" in form', "has(form.h)", "form.size() == 2"):
+        [outcome] = rules.evaluate([rule("r", whole)], facts).results
+        assert outcome.result == "error"

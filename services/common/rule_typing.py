@@ -1,0 +1,121 @@
+"""CEL functions that keep a bool apart from a number, as CEL does.
+
+cel-python's bool is a Python int, so without these `form.count >= 1`, `int(form.count) >= 1`,
+`1 in form.list` and `form.list == [1]` all passed for a `true` (or `[true]`) where the form
+schema leaves a field untyped. Each refuses such operands ("no such overload"): the rule errors,
+and a reviewer decides. Passed to every program as its `functions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celpy import celtypes
+from celpy.evaluation import CELEvalError, base_functions
+
+ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
+ORDERING = ("_<_", "_<=_", "_>_", "_>=_")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, celtypes.BoolType)
+
+
+def _refused(left: Any, name: str, right: Any) -> TypeError:
+    return TypeError(f"no such overload: {type(left).__name__} {name} {type(right).__name__}")
+
+
+def _bool_beside_number(left: Any, right: Any) -> bool:
+    left_bool, right_bool = isinstance(left, celtypes.BoolType), isinstance(right, celtypes.BoolType)
+    return (left_bool and _is_number(right)) or (right_bool and _is_number(left))
+
+
+def _operator(name: str) -> Any:
+    """Ordering and arithmetic; `_[_]` too (a list indexed by a bool read its element 0 or 1)."""
+    operation, arithmetic, indexing = base_functions[name], name in ARITHMETIC, name == "_[_]"
+
+    def checked(left: Any, right: Any) -> Any:
+        left_bool, right_bool = isinstance(left, celtypes.BoolType), isinstance(right, celtypes.BoolType)
+        if (
+            (arithmetic and (left_bool or right_bool))
+            or _bool_beside_number(left, right)
+            or (indexing and right_bool and isinstance(left, celtypes.ListType))
+        ):
+            raise _refused(left, name, right)
+        return operation(left, right)
+
+    return checked
+
+
+def _typed_key(key: Any) -> tuple[bool, Any]:
+    return isinstance(key, celtypes.BoolType), key  # a map's `true` key is not its `1` key
+
+
+def equal(left: Any, right: Any) -> bool:
+    """CEL's equality, with a bool never the same as a number, inside lists and maps too."""
+    if _bool_beside_number(left, right):
+        raise _refused(left, "_==_", right)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(equal(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, dict) and isinstance(right, dict):
+        keyed = {_typed_key(k): v for k, v in right.items()}
+        if len(left) != len(right) or any(_typed_key(k) not in keyed for k in left):
+            return False
+        return all(equal(v, keyed[_typed_key(k)]) for k, v in left.items())
+    return bool(left == right)
+
+
+def _equals(left: Any, right: Any) -> celtypes.BoolType:
+    return celtypes.BoolType(equal(left, right))
+
+
+def _differs(left: Any, right: Any) -> celtypes.BoolType:
+    return celtypes.BoolType(not equal(left, right))
+
+
+def _in(item: Any, container: Any) -> Any:
+    """`item in list` (or a map's keys), by `equal`: found, not found, or the error of a candidate
+    that could not be compared when none was found (as cel-python's own `in`)."""
+    if isinstance(item, CELEvalError) or isinstance(container, CELEvalError):
+        return base_functions["_in_"](item, container)
+    error: TypeError | None = None
+    for candidate in container:
+        try:
+            if equal(candidate, item):
+                return celtypes.BoolType(True)
+        except TypeError as exc:
+            error = exc
+    if error is not None:
+        raise error
+    return celtypes.BoolType(False)
+
+
+def _conversion(name: str, base: type) -> type:
+    """`int(true)` is no overload in CEL. A subclass, since CEL also names the type by it
+    (`type(x) == int`): `type_of` answers with it for the base type's values."""
+
+    def new(cls: type, source: Any, *args: Any) -> Any:
+        if isinstance(source, celtypes.BoolType):
+            raise TypeError(f"no such overload: {name}(bool)")
+        return base(source, *args)
+
+    return type(base.__name__, (base,), {"__new__": new})
+
+
+_CONVERSIONS = {name: _conversion(name, base_functions[name]) for name in ("int", "uint", "double")}
+_NAMED = {base_functions[name]: checked for name, checked in _CONVERSIONS.items()}
+
+
+def type_of(value: Any) -> Any:
+    found = celtypes.TypeType(value)
+    return _NAMED.get(found, found)
+
+
+TYPED_FUNCTIONS: dict[str, Any] = {
+    **{name: _operator(name) for name in (*ORDERING, *ARITHMETIC, "_[_]")},
+    "_==_": _equals,
+    "_!=_": _differs,
+    "_in_": _in,
+    **_CONVERSIONS,
+    "type": type_of,
+}
