@@ -25,6 +25,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ from kombu import Connection, Exchange, Queue
 from nameko.amqp.consume import Consumer as ConsumerCore
 from nameko.containers import get_service_name
 from nameko.events import SERVICE_POOL, EventHandler
-from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR, DependencyProvider
 from pydantic import ValidationError
 
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
@@ -256,6 +257,25 @@ class ReliableEventHandler(EventHandler):
         self._publish_copy(
             message, Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True), self.queue.name, headers
         )
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    attempt: int  # 1 for the first delivery
+    last: bool
+
+
+class Delivery(DependencyProvider):
+    """Which try of its event a reliable handler's worker is on: `last` when a failure now goes to
+    the dead letters rather than to another retry (read from the message's attempt header, which
+    nameko hands to the worker as context data)."""
+
+    def get_dependency(self, worker_ctx: Any) -> DeliveryAttempt:
+        try:
+            attempt = int((worker_ctx.data or {}).get(ATTEMPT_HEADER, 1))
+        except (TypeError, ValueError):
+            attempt = 1
+        return DeliveryAttempt(attempt, last=attempt > len(retry_delays()))
 
 
 def consumes(source_service: str, payload_model: type[EventPayload], **options: Any) -> Callable:

@@ -9,7 +9,7 @@ from contracts.events import CaseApproved, CaseRejected, CaseReviewRequired, Cas
 from contracts.identity import ApplicantProfile
 from services.approval.service import ApprovalService
 from services.catalog.seed_data import seed_items
-from services.common.consuming import PoisonMessage
+from services.common.consuming import ATTEMPT_HEADER, Delivery, DeliveryAttempt, PoisonMessage
 from services.common.errors import NotFound, Unavailable
 from services.common.item_versions import ItemVersionCache
 
@@ -96,6 +96,7 @@ def service(store, catalog, identity, events):
         identity=identity,
         events=events,
         item_versions=ItemVersionCache(),
+        delivery=DeliveryAttempt(1, last=False),
     )
 
 
@@ -227,6 +228,28 @@ def test_a_case_whose_rules_still_cannot_be_run_on_its_last_tries_goes_to_a_revi
     [why] = payload.explanation
     assert why.rule_id == "rules_not_run" and why.result == "error" and "catalog did not answer" in why.error
     events.publish.assert_called_once_with(store.outbox, payload.case_no, [event])
+
+
+def test_a_case_on_its_last_try_goes_to_a_reviewer_whatever_the_clocks_say(service, store, catalog, monkeypatch):
+    # Retries that all fit in less than the hand-over's minute (or a producer's clock running
+    # ahead) left the case to the dead letters, `submitted` for good.
+    catalog.get_item.call_async.return_value.result.side_effect = Unavailable("catalog did not answer")
+    service.delivery = DeliveryAttempt(4, last=True)
+    service.on_case_submitted(submitted_event().model_dump(mode="json"))  # occurred just now
+    _, payload = parse_event(_recorded(store)[3].model_dump(mode="json"))
+    assert isinstance(payload, CaseReviewRequired)
+
+
+def test_the_delivery_says_which_try_is_the_last(monkeypatch):
+    monkeypatch.setenv("YIWANG_RETRY_DELAYS", "1,5,30")  # tries 1 to 4
+
+    def attempt(headers):
+        return Delivery().get_dependency(MagicMock(data=headers))
+
+    assert attempt({}) == DeliveryAttempt(1, last=False)
+    assert attempt({ATTEMPT_HEADER: 3}) == DeliveryAttempt(3, last=False)
+    assert attempt({ATTEMPT_HEADER: 4}) == DeliveryAttempt(4, last=True)
+    assert attempt({ATTEMPT_HEADER: "x"}) == DeliveryAttempt(1, last=False)
 
 
 def test_the_hand_over_comes_after_most_of_the_retries(monkeypatch):

@@ -101,3 +101,15 @@ def test_redelivered_submission_is_decided_once(approval, container_factory, mon
     decisions = mongo_client[f"{store_config['MONGO_DB_PREFIX']}_approval"]["auto_decisions"]
     assert decisions.count_documents({}) == 1
     assert len({e["event_id"] for e in approved.events}) == 1
+
+
+def test_a_case_whose_rules_cannot_run_on_its_last_try_goes_to_a_reviewer(approval, container_factory):
+    # identity fails for this applicant on every try. The tests' retries (0.2 s, 0.5 s) end within
+    # a second, long before the hand-over's minute: only the last try's attempt header, which
+    # the worker reads, keeps the case from the dead letters.
+    handed_over = event_recorder("approval", "case.review_required.v1")
+    container_factory(handed_over).start()
+    dispatch_event("intake", submitted("C-4", "unknown to identity"))
+    event = eventually(lambda: handed_over.events, timeout=30, what="case.review_required.v1")[0]
+    [why] = event["payload"]["explanation"]
+    assert why["rule_id"] == "rules_not_run" and why["result"] == "error"
