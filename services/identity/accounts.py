@@ -175,8 +175,21 @@ def phone_login(username: str) -> str:
 
 
 def login_keys(username: str) -> list[str]:
-    """Which stored keys a login name may match: id number, credit code, staff username (phones separately)."""
-    return [username.upper(), f"staff:{username}"]
+    """Which stored keys a login name may match: id number, credit code, staff username (phones
+    separately). Staff usernames are lower case, so `BOB` is bob too: a name's every spelling
+    reaches the same account, and so the same failed-login allowance (were `BOB` no one, its
+    429s would tell whether bob exists)."""
+    return [username.upper(), f"staff:{username.lower()}"]
+
+
+def refuse_login_name_clash(username: str) -> None:
+    """A staff username that reads as a credit code (upper-cased, as logins look one up) would
+    send its holder's logins to the enterprise registering that code: 422."""
+    if idnumbers.credit_code_problem(username.upper()) is None:
+        raise ValidationFailed(
+            "the username reads as a unified social credit code",
+            [{"field": "username", "issue": "reads as a credit code, another login name; choose another"}],
+        )
 
 
 def login_field(doc: dict[str, Any]) -> str:

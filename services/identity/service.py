@@ -148,6 +148,8 @@ class IdentityService:
     def create_staff(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         self._require_admin(principal)
         staff = validated(StaffCreation, payload)
+        accounts.refuse_login_name_clash(staff.username)
+        self._refuse_common(staff.password, "password")
         doc = accounts.new_staff(
             staff.username,
             staff.name,
@@ -718,8 +720,8 @@ class IdentityService:
             if phone_codes.counts_per_phone(purpose):
                 try:
                     phone_codes.refuse_flooding(self.store.count_code_to_phone(phone, challenge["day"]), now, policy)
-                except RateLimited:  # certainly not sent: it counts against nothing
-                    self.store.void_phone_challenge(key, now, refund=True)
+                except RateLimited:  # certainly not sent: it counts against nothing, and an earlier code stands
+                    self.store.put_back_phone_challenge(key, now, previous)
                     self.store.uncount_code_to_phone(phone, challenge["day"])
                     raise
             try:
@@ -737,7 +739,7 @@ class IdentityService:
             except Exception:
                 # The provider may still send it late: the code is void, but it counts and the resend
                 # interval holds (no one gets around the limits through a slow provider).
-                self.store.void_phone_challenge(key, now, refund=False)
+                self.store.void_phone_challenge(key, now)
                 raise
             return challenge
 
@@ -767,10 +769,10 @@ class IdentityService:
         return key, challenge["sent_at"]
 
     @staticmethod
-    def _refuse_common(password: str) -> None:
+    def _refuse_common(password: str, field: str = "new_password") -> None:
         if accounts.is_common(password):
             raise ValidationFailed(
-                "this password is too common", [{"field": "new_password", "issue": "too common; choose another"}]
+                "this password is too common", [{"field": field, "issue": "too common; choose another"}]
             )
 
     def _set_password(self, user: dict[str, Any], password: str, how: str, keep_session: str | None) -> None:

@@ -492,14 +492,19 @@ class IdentityStore:
         """The change the code was spent on did not happen (a conflict): the code works again."""
         self.phone_challenges.update_one({"_id": key, "sent_at": sent_at, "used": True}, {"$set": {"used": False}})
 
-    def void_phone_challenge(self, key: str, sent_at: datetime, refund: bool) -> None:
-        """The code is void. `refund`: it was certainly not sent, so it counts against nothing and
-        another may be asked for at once; otherwise (the provider may still send it late) it counts
-        and the resend interval holds."""
-        update: dict[str, Any] = {"$set": {"used": True}}
-        if refund:
-            update = {"$set": {"used": True, "next_send_at": sent_at}, "$inc": {"sent_today": -1}}
-        self.phone_challenges.update_one({"_id": key, "sent_at": sent_at}, update)
+    def void_phone_challenge(self, key: str, sent_at: datetime) -> None:
+        """The code is void; it counts, and the resend interval holds (the provider may still send
+        it late)."""
+        self.phone_challenges.update_one({"_id": key, "sent_at": sent_at}, {"$set": {"used": True}})
+
+    def put_back_phone_challenge(self, key: str, sent_at: datetime, previous: dict[str, Any] | None) -> None:
+        """The challenge kept at `sent_at` was certainly not sent: the one it replaced is back as it
+        was (its code still works until it expires), or none if there was none. It counts against
+        nothing, and another may be asked for at once."""
+        if previous is None:
+            self.phone_challenges.delete_one({"_id": key, "sent_at": sent_at})
+        else:
+            self.phone_challenges.replace_one({"_id": key, "sent_at": sent_at}, previous)
 
     def sweep_phone_challenges(self, before_day: str, now: datetime) -> int:
         """Forget challenges of past days whose code has expired (they hold phone numbers)."""

@@ -176,6 +176,9 @@ def test_staff_document():
 def test_login_keys_cover_id_numbers_credit_codes_and_staff():
     assert accounts.login_keys("62052419400506013x") == ["62052419400506013X", "staff:62052419400506013x"]
     assert accounts.login_keys("admin") == ["ADMIN", "staff:admin"]
+    # Staff usernames are lower case: BOB is bob, so both spellings share bob's failed-login
+    # allowance (were BOB no one, its 429s or 401s would tell whether bob exists).
+    assert accounts.login_keys("BOB") == ["BOB", "staff:bob"]
 
 
 def test_login_field_names_the_public_field():

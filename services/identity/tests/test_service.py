@@ -910,6 +910,22 @@ def test_create_staff_names_invalid_fields(service, store, overrides, field):
     store.insert_user.assert_not_called()
 
 
+def test_a_staff_account_with_a_common_password_is_refused(service, store):
+    with pytest.raises(ValidationFailed) as info:
+        service.create_staff(ADMIN, staff_payload(password="password1"))
+    assert info.value.details == [{"field": "password", "issue": "too common; choose another"}]
+    store.insert_user.assert_not_called()
+
+
+def test_a_staff_username_that_reads_as_a_credit_code_is_refused(service, store):
+    # Logins look a name up upper-cased as a credit code first: the enterprise registering
+    # A1B2C3D4E5F6G7H8JG would have received this clerk's logins (and been locked out by them).
+    with pytest.raises(ValidationFailed) as info:
+        service.create_staff(ADMIN, staff_payload(username="a1b2c3d4e5f6g7h8jg"))
+    assert [d["field"] for d in info.value.details] == ["username"]
+    store.insert_user.assert_not_called()
+
+
 def test_duplicate_staff_username_conflict_passes_through(service, store):
     store.insert_user.side_effect = Conflict("username is already registered", [{"field": "username"}])
     with pytest.raises(Conflict):
@@ -1478,8 +1494,10 @@ def test_a_flooded_phone_gets_no_code_and_the_refusal_counts_against_nothing(ser
     with pytest.raises(RateLimited):
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     service.notification.send_verification_code.call_async.assert_not_called()
-    challenge = store.keep_phone_challenge.call_args.args[0]
-    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], refund=True)
+    challenge, previous = store.keep_phone_challenge.call_args.args
+    # The code asked for before stands: the refusal replaced it for nothing.
+    store.put_back_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], previous)
+    store.void_phone_challenge.assert_not_called()
     store.uncount_code_to_phone.assert_called_once_with(NEW_PHONE, challenge["day"])
 
 
@@ -1493,7 +1511,7 @@ def test_a_text_that_did_not_go_out_voids_its_code_but_still_counts(service, sto
         service.send_phone_code(applicant_principal(citizen_doc), {"phone": NEW_PHONE})
     challenge = store.keep_phone_challenge.call_args.args[0]
     # The provider may yet send it late: void, but counted, and the resend interval holds.
-    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"], refund=False)
+    store.void_phone_challenge.assert_called_once_with(challenge["_id"], challenge["sent_at"])
     store.uncount_code_to_phone.assert_not_called()
 
 

@@ -54,21 +54,25 @@ def test_parallel_guesses_are_all_counted_and_the_right_code_is_spent_once(store
     assert store.count_code_attempt(KEY) is None  # a spent code takes no more tries
 
 
-def test_a_void_code_cannot_be_used_counts_for_nothing_and_another_may_be_asked_for_at_once(store):
+def test_a_code_certainly_not_sent_counts_for_nothing_and_the_one_before_stands(store):
     at = now_ms()
     store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
-    store.void_phone_challenge(KEY, at, refund=True)
-    assert store.count_code_attempt(KEY) is None
-    kept = store.phone_challenge(KEY)
-    again = phone_codes.new_challenge(KEY, PHONE, "654321", kept, at + timedelta(milliseconds=5), Policy())
-    assert again["sent_today"] == 1  # certainly not sent: it does not count
-    assert store.keep_phone_challenge(again, kept)
+    store.put_back_phone_challenge(KEY, at, None)  # none before it: gone
+    assert store.phone_challenge(KEY) is None
+    first = phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy())
+    assert store.keep_phone_challenge(first, None)
+    later = at + Policy().resend_interval
+    second = phone_codes.new_challenge(KEY, "13900139000", "654321", first, later, Policy())
+    assert store.keep_phone_challenge(second, first)
+    store.put_back_phone_challenge(KEY, later, first)  # refused (a flooded phone): the first code works still
+    assert phone_codes.check(store.count_code_attempt(KEY), KEY, PHONE, CODE, at, Policy())
+    assert store.phone_challenge(KEY)["sent_today"] == 1
 
 
 def test_a_code_that_may_have_gone_out_is_void_but_counts_and_the_interval_holds(store):
     at = now_ms()
     store.keep_phone_challenge(phone_codes.new_challenge(KEY, PHONE, CODE, None, at, Policy()), None)
-    store.void_phone_challenge(KEY, at, refund=False)
+    store.void_phone_challenge(KEY, at)
     assert store.count_code_attempt(KEY) is None
     kept = store.phone_challenge(KEY)
     assert kept["sent_today"] == 1 and kept["next_send_at"] == at + Policy().resend_interval
