@@ -32,7 +32,7 @@ def _weight(parsed: Any) -> int:
     for op, av in parsed:
         if op in _REPEATS:
             low, high, inner = av
-            count = low if high == sre.MAXREPEAT else high
+            count = max(1, low) if high == sre.MAXREPEAT else high  # `(x{1000})*` costs x{1000} at least
             total += count * max(1, _weight(inner))
         elif op is sre.SUBPATTERN:
             total += _weight(av[-1])

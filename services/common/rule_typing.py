@@ -65,12 +65,17 @@ def equal(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-def _equals(left: Any, right: Any) -> celtypes.BoolType:
+def _equals(left: Any, right: Any) -> Any:
+    # An operand that is an error (a missing field) stays one: `form.status != "blocked"` with no
+    # status must error, as in CEL, not pass.
+    if isinstance(left, CELEvalError) or isinstance(right, CELEvalError):
+        return left if isinstance(left, CELEvalError) else right
     return celtypes.BoolType(equal(left, right))
 
 
-def _differs(left: Any, right: Any) -> celtypes.BoolType:
-    return celtypes.BoolType(not equal(left, right))
+def _differs(left: Any, right: Any) -> Any:
+    same = _equals(left, right)
+    return same if isinstance(same, CELEvalError) else celtypes.BoolType(not same)
 
 
 def _in(item: Any, container: Any) -> Any:
@@ -90,25 +95,36 @@ def _in(item: Any, container: Any) -> Any:
     return celtypes.BoolType(False)
 
 
-def _conversion(name: str, base: type) -> type:
-    """`int(true)` is no overload in CEL. A subclass, since CEL also names the type by it
-    (`type(x) == int`): `type_of` answers with it for the base type's values."""
+def _conversion(name: str, base: type, refused: Any) -> type:
+    """`int(true)` and `bool(1)` are no overload in CEL. A subclass, since CEL also names the type
+    by it (`type(x) == int`): `TypeOf` answers with it for the base type's values."""
 
     def new(cls: type, source: Any, *args: Any) -> Any:
-        if isinstance(source, celtypes.BoolType):
-            raise TypeError(f"no such overload: {name}(bool)")
+        if refused(source):
+            raise TypeError(f"no such overload: {name}({type(source).__name__})")
         return base(source, *args)
 
     return type(base.__name__, (base,), {"__new__": new})
 
 
-_CONVERSIONS = {name: _conversion(name, base_functions[name]) for name in ("int", "uint", "double")}
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, celtypes.BoolType)
+
+
+_REFUSED = {"int": _is_bool, "uint": _is_bool, "double": _is_bool, "bool": _is_number, "duration": _is_bool}
+_CONVERSIONS = {name: _conversion(name, base_functions[name], refused) for name, refused in _REFUSED.items()}
 _NAMED = {base_functions[name]: checked for name, checked in _CONVERSIONS.items()}
 
 
-def type_of(value: Any) -> Any:
-    found = celtypes.TypeType(value)
-    return _NAMED.get(found, found)
+class TypeOf(celtypes.TypeType):
+    """CEL's `type()`: the checked conversions stand for their types, and this for `type` itself
+    (`type(int) == type`)."""
+
+    def __new__(cls, value: Any) -> Any:  # type: ignore[misc]
+        if isinstance(value, type):
+            return TypeOf
+        found = type(value)
+        return _NAMED.get(found, found)
 
 
 TYPED_FUNCTIONS: dict[str, Any] = {
@@ -117,5 +133,5 @@ TYPED_FUNCTIONS: dict[str, Any] = {
     "_!=_": _differs,
     "_in_": _in,
     **_CONVERSIONS,
-    "type": type_of,
+    "type": TypeOf,
 }

@@ -34,9 +34,10 @@ _REFERENCE = re.compile(r"\b(applicant|form)\.([A-Za-z_][A-Za-z0-9_]*)|\b(materi
 _VARIABLE_USE = re.compile(r"\b(applicant|form|materials|certificates)\b(?:\s*\.\s*([A-Za-z_]\w*)(\s*\()?)?")
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 # Text the literal pattern above misreads (a comment's apostrophe pairs with a later one and hides
-# the code between as a string; a raw string's backslash escapes nothing): an expression with any
+# the code between as a string; a raw string's backslash escapes nothing; cel-python reads `"\"`
+# as a string of one backslash): an expression with any
 # of it is given every variable whole rather than risk leaving out a field it reads.
-_MISREAD = re.compile(r"//|\"\"\"|\'\'\'|(?<![\w.])[rRbB]{1,2}[\"\']")
+_MISREAD = re.compile(r"//|\"\"\"|\'\'\'|(?<![\w.])[rRbB]{1,2}[\"\']|\\[\"\']")
 
 MAX_EXPRESSION_LENGTH = 2000
 MAX_MACRO_NESTING = 2

@@ -291,3 +291,49 @@ def test_a_field_cel_cannot_hold_errors_only_the_rules_that_read_it():
     for whole in ('"h" in form', "has(form.h)", "form.size() == 2"):
         [outcome] = rules.evaluate([rule("r", whole)], facts).results
         assert outcome.result == "error"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "form.status != 'blacklisted'",
+        "form.x != null",
+        "!(form.blacklisted == true)",
+        "form.items.all(i, i.status != 'blocked')",
+    ],
+)
+def test_a_missing_field_compared_errors_rather_than_passes(expression):
+    # The equality that keeps bools apart turned cel-python's "no such member" into false, and
+    # `!=` into true: a case without the field was approved.
+    facts = {**FACTS, "form": {"items": [{}]}}
+    [outcome] = rules.evaluate([rule("r", expression)], facts).results
+    assert outcome.result == "error" and "no such member" in outcome.error
+
+
+def test_a_string_ending_in_a_backslash_hides_no_field():
+    # cel-python reads "\" as a string of one backslash; the literal pattern ran on to the next line.
+    expression = '!form.path.contains("\\")\n&& !has(form.criminal_record)\n&& form.name != ""'
+    facts = {**FACTS, "form": {"path": "a/b", "criminal_record": "robbery", "name": "Li"}}
+    assert rules.evaluate([rule("r", expression)], facts).results[0].result == "failed"
+
+
+@pytest.mark.parametrize(
+    ("expression", "form"),
+    [("bool(form.ok)", {"ok": 1}), ("duration(form.t) > duration('0s')", {"t": True})],
+)
+def test_conversions_keep_bools_and_numbers_apart(expression, form):
+    [outcome] = rules.evaluate([rule("r", expression)], {**FACTS, "form": form}).results
+    assert outcome.result == "error"
+
+
+def test_types_are_named_as_before():
+    expression = 'type(int) == type && type(type(1)) == type && type(1) == int && type(true) == bool && bool("true")'
+    assert rules.evaluate([rule("r", expression)], FACTS).outcome == "approved"
+
+
+def test_an_unbounded_repetition_weighs_what_it_repeats():
+    # `(?:.{1000})*` weighed 0 and ran 11 s on a megabyte inside one native call.
+    [outcome] = rules.evaluate(
+        [rule("r", "!form.s.matches(form.p)")], {**FACTS, "form": {"s": "ab", "p": "a(?:.{1000})*c"}}
+    ).results
+    assert outcome.result == "error" and "1000" in outcome.error
