@@ -74,11 +74,11 @@ class NeverSettled(Exception):
     """The message was delivered MAX_UNSETTLED + 1 times, and no handler ever finished it."""
 
 
-def _count_header(message: Any, name: str, default: int) -> int:
+def _count_header(headers: dict[str, Any] | None, name: str, default: int) -> int:
     """A counting header; one that is not a count (published by hand, say) reads as `default`,
     rather than failing the consumer on every delivery."""
     try:
-        return int((message.headers or {}).get(name, default))
+        return int((headers or {}).get(name, default))
     except (TypeError, ValueError):
         return default
 
@@ -161,7 +161,7 @@ class ReliableEventHandler(EventHandler):
     def _set_aside(self, message: Any) -> bool:
         """Count an unsettled delivery: to the first retry queue, or past MAX_UNSETTLED to the dead
         letters. False if that could not be done: the message is handled now instead."""
-        unsettled = _count_header(message, UNSETTLED_HEADER, 0) + 1
+        unsettled = _count_header(message.headers, UNSETTLED_HEADER, 0) + 1
         try:
             if unsettled > MAX_UNSETTLED:
                 error = NeverSettled(f"delivered {unsettled} times and never settled: does it stop its handler?")
@@ -198,7 +198,7 @@ class ReliableEventHandler(EventHandler):
             EVENTS_CONSUMED.labels(self.queue.name).inc()
             return
         poison = isinstance(exc_info[1], PoisonMessage)
-        attempt = _count_header(message, ATTEMPT_HEADER, 1)
+        attempt = _count_header(message.headers, ATTEMPT_HEADER, 1)
         delays = self._delays()
         if not poison and attempt <= len(delays):
             if not message.channel.connection:
@@ -271,10 +271,7 @@ class Delivery(DependencyProvider):
     nameko hands to the worker as context data)."""
 
     def get_dependency(self, worker_ctx: Any) -> DeliveryAttempt:
-        try:
-            attempt = int((worker_ctx.data or {}).get(ATTEMPT_HEADER, 1))
-        except (TypeError, ValueError):
-            attempt = 1
+        attempt = _count_header(worker_ctx.data, ATTEMPT_HEADER, 1)
         return DeliveryAttempt(attempt, last=attempt > len(retry_delays()))
 
 

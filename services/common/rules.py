@@ -35,8 +35,8 @@ _VARIABLE_USE = re.compile(r"\b(applicant|form|materials|certificates)\b(?:\s*\.
 _STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 # Text the literal pattern above misreads (a comment's apostrophe pairs with a later one and hides
 # the code between as a string; a raw string's backslash escapes nothing; cel-python reads `"\"`
-# as a string of one backslash): an expression with any
-# of it is given every variable whole rather than risk leaving out a field it reads.
+# as a string of one backslash): an expression with any of it is given every variable whole
+# rather than risk leaving out a field it reads.
 _MISREAD = re.compile(r"//|\"\"\"|\'\'\'|(?<![\w.])[rRbB]{1,2}[\"\']|\\[\"\']")
 
 MAX_EXPRESSION_LENGTH = 2000
@@ -196,6 +196,8 @@ class Activation(dict[str, Any]):
     def refuse_unreadable(self, expression: str) -> None:
         """A rule reading a field CEL cannot hold (an integer beyond 64 bits) errors; the others run,
         so such a field cannot turn a case's every rule, a rejecting one included, into errors."""
+        if not self.unreadable:  # the usual case: no need to read the expression again
+            return
         reads = _read([expression])
         for name, why in self.unreadable.items():
             variable, _, field_name = name.partition(".")

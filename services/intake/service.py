@@ -157,10 +157,12 @@ class IntakeService:
         item = self._item_of(case)
         now = cases.now_utc()
         today = cases.local_date(now)
-        lifecycle.review(case, item, who, decision, now, today)  # refused before identity is asked
+        change = lifecycle.review(case, item, who, decision, now, today)  # refused before identity is asked
         if decision.action == "approve":
             self._certificates_still_valid(case, item)
-        return self._apply(case, lambda current: lifecycle.review(current, item, who, decision, now, today), who)
+        return self._apply(
+            case, lambda current: lifecycle.review(current, item, who, decision, now, today), who, change
+        )
 
     def _after_the_rules(self, case: dict[str, Any]) -> dict[str, Any]:
         """The case once its automatic rules are done with it (they take well under a second), or as
@@ -210,7 +212,7 @@ class IntakeService:
         except ValidationFailed as problems:
             details = cases.supplement_problems(problems.details, joined, len(supplement.materials))
             raise ValidationFailed(problems.message, details) from None
-        return self._apply(case, lambda current: lifecycle.resubmit(current, who, supplement, now, today), who)
+        return self._apply(case, lambda current: lifecycle.resubmit(current, who, supplement, now, today), who, change)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def withdraw_case(self, principal: dict[str, Any], case_no: str) -> dict[str, Any]:
@@ -316,14 +318,20 @@ class IntakeService:
         return PublishedItem.model_validate(call(self.catalog.get_item, case["item_code"], case["item_version"]))
 
     def _apply(
-        self, case: dict[str, Any], judge: Callable[[dict[str, Any]], lifecycle.Change], who: Principal
+        self,
+        case: dict[str, Any],
+        judge: Callable[[dict[str, Any]], lifecycle.Change],
+        who: Principal,
+        judged: lifecycle.Change | None = None,
     ) -> dict[str, Any]:
-        """Write the change `judge` makes of the case, over the version read. Writes that are no
-        one's action (a deadline flag, a certificate recorded, a recomputed deadline, the rules'
-        hand-over) move the version too: the command is judged again on the case as it is now,
-        unless what it was judged on changed (then someone acted: a conflict)."""
+        """Write the change `judge` makes of the case, over the version read (`judged`: that change,
+        made already). Writes that are no one's action (a deadline flag, a certificate recorded, a
+        recomputed deadline, the rules' hand-over) move the version too: the command is judged again
+        on the case as it is now, unless what it was judged on changed (then someone acted: a
+        conflict)."""
         for _ in range(JUDGE_ATTEMPTS):
-            change = judge(case)
+            change = judged or judge(case)
+            judged = None
             event = new_event(change.event, producer=self.name)
             if self.store.transition(case["case_no"], change, event):
                 break
