@@ -149,6 +149,20 @@ class Draft(ServiceGuide):
     updated_by: str
 
 
+class GuideEdit(ServiceGuide):
+    """A guide as admins send it to be a draft (POST, PUT). A guide or draft read back may be sent
+    as it is (api-v1's "same fields"): what reading one answers besides the guide is let in, and
+    ignored."""
+
+    version: int | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+# What reading a guide or a draft answers besides the guide: ignored in an edit, not refused.
+READ_ONLY_FIELDS = frozenset(GuideEdit.model_fields) - frozenset(ServiceGuide.model_fields)
+
+
 AnswerSection = Literal[
     "materials", "time_limit", "fees", "conditions", "process", "handling", "legal_basis", "contact", "overview"
 ]

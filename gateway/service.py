@@ -36,12 +36,12 @@ from contracts.catalog import (
     Answers,
     Department,
     Draft,
+    GuideEdit,
     ItemQuery,
     ItemSummary,
     ItemWithdrawal,
     ItemWithdrawalRequest,
     PublishedItem,
-    ServiceGuide,
     VersionSummary,
 )
 from contracts.common import Listing, Page, PageQuery, Principal
@@ -523,7 +523,7 @@ class Gateway:
         "/api/v1/catalog/items",
         summary="Create the draft of a new item",
         roles=("admin",),
-        request_model=ServiceGuide,
+        request_model=GuideEdit,
         response_model=Draft,
         status=201,
     )
@@ -535,7 +535,7 @@ class Gateway:
         "/api/v1/catalog/items/<item_code>",
         summary="Save the draft of an item's next version",
         roles=("admin",),
-        request_model=ServiceGuide,
+        request_model=GuideEdit,
         response_model=Draft,
     )
     def update_item_draft(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:

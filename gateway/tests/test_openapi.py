@@ -213,3 +213,29 @@ def test_a_required_string_the_contract_strips_must_hold_more_than_whitespace(do
     assert login["schema"]["properties"]["username"]["pattern"] == r"\S"  # one without: \S added
     assert "pattern" not in staff["password"]  # passwords are taken exactly as typed
     assert staff["username"]["pattern"].startswith("^[a-z]")  # a field's own pattern is kept
+
+
+@pytest.mark.parametrize("path", ["/api/v1/catalog/items", "/api/v1/catalog/items/{item_code}"])
+def test_a_guide_or_draft_read_back_fits_the_documented_edit_body(document, path):
+    # api-v1 lets an admin send a guide or draft back as read; the schema must not forbid what
+    # reading it answered (version, updated_at, updated_by), which the catalog accepts and ignores.
+    from datetime import UTC, datetime
+
+    from jsonschema import Draft202012Validator
+
+    from contracts.catalog import Draft, PublishedItem
+    from services.catalog.seed_data import seed_items
+
+    operation = document["paths"][path]["post" if path.endswith("items") else "put"]
+    schema = {**operation["requestBody"]["content"]["application/json"]["schema"], **document}
+    validator = Draft202012Validator(schema)
+    guide = seed_items()[0]
+    read_back = [
+        PublishedItem.model_validate({**guide, "version": 3}).model_dump(mode="json"),
+        Draft.model_validate({**guide, "updated_at": datetime.now(UTC), "updated_by": "admin-1"}).model_dump(
+            mode="json"
+        ),
+    ]
+    for body in read_back:
+        assert not list(validator.iter_errors(body)), body
+    assert list(validator.iter_errors({**read_back[0], "colour": "blue"}))  # still closed to the unknown

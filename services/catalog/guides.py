@@ -5,15 +5,11 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from contracts.catalog import ItemSummary, PublishedItem, ServiceGuide
+from contracts.catalog import READ_ONLY_FIELDS, ItemSummary, PublishedItem, ServiceGuide
 from services.common.china_time import CHINA
 from services.common.errors import ValidationFailed, validated
 from services.common.form_schemas import schema_problems
 from services.common.rules import RuleCompileError, compile_rule
-
-# What reading a guide or a draft answers besides the guide: sent back with an edit (GET, change,
-# PUT, as api-v1's "same fields" invites), they are ignored, not refused.
-READ_ONLY_FIELDS = frozenset({"version", "updated_at", "updated_by"})
 
 
 def checked_guide(payload: dict[str, Any]) -> ServiceGuide:

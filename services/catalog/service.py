@@ -112,7 +112,7 @@ class CatalogService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def answer(self, query: dict[str, Any]) -> dict[str, Any]:
         q = validated(AnswerQuery, query, "query")
-        found = answers.answer(q.q, self.store.candidates(search.query_tokens(q.q), {}, with_guide=True), q.limit)
+        found = answers.answer(q.q, self.store.candidates(search.query_tokens(q.q), {}), q.limit)
         return {"answers": [a.model_dump(mode="json") for a in found]}
 
     @rpc
@@ -174,8 +174,9 @@ class CatalogService:
             ItemPublished(item_code=checked.item_code, version=version, department_code=checked.department_code),
             producer=self.name,
         )
-        doc = self.store.insert_version(checked.model_dump(mode="json"), version, event)
-        self.events.publish(self.store.outbox, doc["_id"], [event])
+        doc, inserted = self.store.insert_version(checked.model_dump(mode="json"), version, event)
+        if inserted:  # else a retry: the first try's event announces this version (or its relay will)
+            self.events.publish(self.store.outbox, doc["_id"], [event])
         return guides.published(doc).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)

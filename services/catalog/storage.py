@@ -105,10 +105,11 @@ class CatalogStore:
         )
         return [doc for doc in found if doc is not None]
 
-    def insert_version(self, guide: dict[str, Any], version: int, event: Envelope) -> dict[str, Any]:
-        """Store a published version with its event. A version of that number stored already is
-        returned as stored, and `event` is dropped: numbers are never taken twice (`next_version`),
-        so it is the same publish, retried (`draft_version`)."""
+    def insert_version(self, guide: dict[str, Any], version: int, event: Envelope) -> tuple[dict[str, Any], bool]:
+        """Store a published version with its event; the version as stored, and whether this call
+        stored it. A version of that number stored already is returned as stored, and `event` is
+        dropped (the caller must not publish it): numbers are never taken twice (`next_version`),
+        so it is the same publish, retried (`draft_version`), whose own event is in the outbox."""
         doc = self._version_doc(guide, version)
         self._raise_head(guide["item_code"], version)  # taken already by `next_version`, as a rule
         try:
@@ -120,9 +121,9 @@ class CatalogStore:
             stored = self.get_version(guide["item_code"], version)
             if stored is None:  # only if deleted by hand in between
                 raise Conflict(f"version {version} of {guide['item_code']} was published concurrently") from None
-            return stored
+            return stored, False
         self._advance_current(doc)
-        return _readable(doc)
+        return _readable(doc), True
 
     def advance_current_to(self, item_code: str, version: int) -> None:
         """Point the current row at this stored version unless it names a newer one or a
@@ -241,13 +242,14 @@ class CatalogStore:
         """Every listed item the filters pass, without its guide."""
         return [_without_guide(d) for d in self.listing() if _matches(d, filters)]
 
-    def candidates(self, tokens: list[str], filters: dict[str, Any], with_guide: bool = False) -> list[dict[str, Any]]:
-        """Items sharing at least one token with the query (ranking happens in search.py)."""
+    def candidates(self, tokens: list[str], filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Items sharing at least one token with the query (ranking happens in search.py), as
+        listed: with their guide and the listing's token sets, which ranking reuses. They are the
+        cached listing's own rows: read them, never change them."""
         if not tokens:
             return []
         wanted = set(tokens)
-        found = [d for d in self.listing() if _matches(d, filters) and not wanted.isdisjoint(token_sets(d)["all"])]
-        return found if with_guide else [_without_guide(d) for d in found]
+        return [d for d in self.listing() if _matches(d, filters) and not wanted.isdisjoint(token_sets(d)["all"])]
 
     # --- drafts -----------------------------------------------------------------------------------
     def get_draft(self, item_code: str) -> dict[str, Any] | None:
@@ -273,12 +275,16 @@ class CatalogStore:
         kept on it, so a publish retried (a gateway's timeout, a lost answer) stores the same
         version again instead of a second one. An edit saves the draft whole, so it gets a new
         number. Conflict if the draft was edited or published since it was read."""
-        if "publishing_as" in draft:
-            return int(draft["publishing_as"])
+        claimed_as = draft.get("publishing_as")
+        if claimed_as is not None and not self._left_behind_a_withdrawal(draft["_id"], int(claimed_as)):
+            return int(claimed_as)
+        # Unclaimed, or claimed by a try that died before storing and that a withdrawal has since
+        # passed over: published under that number it would stay withdrawn, so it takes a new one.
         this_draft = {"_id": draft["_id"], "updated_at": draft["updated_at"]}
         number = self.next_version(draft["_id"])
         claimed = self.drafts.find_one_and_update(
-            {**this_draft, "publishing_as": {"$exists": False}}, {"$set": {"publishing_as": number}}
+            {**this_draft, "publishing_as": {"$exists": False} if claimed_as is None else claimed_as},
+            {"$set": {"publishing_as": number}},
         )
         if claimed is not None:
             return number
@@ -287,6 +293,15 @@ class CatalogStore:
         if again is None or "publishing_as" not in again:
             raise Conflict(f"the draft of {draft['_id']} was edited or published meanwhile; read it again")
         return int(again["publishing_as"])
+
+    def _left_behind_a_withdrawal(self, item_code: str, version: int) -> bool:
+        """A number taken, never stored, and passed over by the withdrawal standing now."""
+        row = self.current.find_one({"_id": item_code}, {"version": 1, "withdrawn": 1, "withdrawn_over": 1})
+        if row is None or "withdrawn" not in row:
+            return False
+        return (
+            version <= int(row.get("withdrawn_over", row["version"])) and self.get_version(item_code, version) is None
+        )
 
     def delete_draft(self, item_code: str, updated_at: datetime) -> None:
         # Only the draft that was published: an edit saved meanwhile stays.

@@ -118,11 +118,13 @@ def test_search_has_words_to_work_with():
 # --- fingerprint ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fresh_cache():
     seed_guides.cache_clear()
+    seed_fingerprint.cache_clear()
     yield
     seed_guides.cache_clear()
+    seed_fingerprint.cache_clear()
 
 
 def test_the_fingerprint_is_stable():
@@ -131,13 +133,21 @@ def test_the_fingerprint_is_stable():
     assert re.fullmatch(r"[0-9a-f]{16}", first)
 
 
-def test_the_fingerprint_does_not_depend_on_the_cache(fresh_cache):
+def test_the_fingerprint_does_not_depend_on_the_cache():
     before = seed_fingerprint()
     seed_guides.cache_clear()
+    seed_fingerprint.cache_clear()
     assert seed_fingerprint() == before
 
 
-def test_the_fingerprint_changes_when_an_item_changes(fresh_cache, monkeypatch):
+def test_the_fingerprint_is_hashed_once_per_process(monkeypatch):
+    # Readiness probes ping catalog freely; each ping must not serialise the whole seed again.
+    seed_fingerprint()
+    monkeypatch.setattr(seed_catalog.json, "dumps", lambda *a, **k: pytest.fail("the seed was serialised again"))
+    seed_fingerprint()
+
+
+def test_the_fingerprint_changes_when_an_item_changes(monkeypatch):
     before = seed_fingerprint()
     original = seed_data.seed_items
 
@@ -148,6 +158,7 @@ def test_the_fingerprint_changes_when_an_item_changes(fresh_cache, monkeypatch):
 
     monkeypatch.setattr(seed_data, "seed_items", edited)
     seed_guides.cache_clear()
+    seed_fingerprint.cache_clear()
     assert seed_fingerprint() != before
 
 
@@ -155,6 +166,7 @@ def test_the_fingerprint_changes_when_a_department_changes(monkeypatch):
     before = seed_fingerprint()
     renamed = [{**d, "name": d["name"] + "（新）"} if i == 0 else d for i, d in enumerate(departments())]
     monkeypatch.setattr(seed_catalog, "departments", lambda: renamed)
+    seed_fingerprint.cache_clear()
     assert seed_fingerprint() != before
 
 
@@ -162,4 +174,5 @@ def test_the_fingerprint_changes_when_an_item_is_added(monkeypatch):
     before = seed_fingerprint()
     extra = {**seed_guides()[0], "item_code": "62052400MZ-GF-0099"}
     monkeypatch.setattr(seed_catalog, "seed_guides", lambda: (*seed_guides(), extra))
+    seed_fingerprint.cache_clear()
     assert seed_fingerprint() != before

@@ -33,13 +33,13 @@ def stored_version(version, **overrides):
 
 
 def inserted_version(guide, version, event):
-    """What the store's insert_version returns: the stored version document."""
+    """What the store's insert_version returns: the stored version document, stored by this call."""
     return {
         **guide,
         "_id": f"{guide['item_code']}@{version}",
         "version": version,
         "published_at": "2026-11-01T00:00:00Z",
-    }
+    }, True
 
 
 @pytest.fixture
@@ -257,7 +257,7 @@ def test_search_refuses_bad_queries(service, store, query):
 def test_answer_ranks_guides_for_a_question(service, store):
     store.candidates.return_value = [{**current_row(g), "guide": g} for g in seed_items()]
     result = service.answer({"q": "高龄津贴多久能批下来", "limit": 2})
-    store.candidates.assert_called_once_with(search.tokenize("高龄津贴多久能批下来"), {}, with_guide=True)
+    store.candidates.assert_called_once_with(search.tokenize("高龄津贴多久能批下来"), {})
     assert 1 <= len(result["answers"]) <= 2
     assert (result["answers"][0]["item_code"], result["answers"][0]["section"]) == (CODE, "time_limit")
 
@@ -597,6 +597,17 @@ def test_a_draft_is_published_as_the_number_it_took_first(service, store, drafts
     assert service.publish_draft(ADMIN, NEW_CODE)["version"] == 4
     assert store.insert_version.call_args.args[1] == 4
     store.next_version.assert_not_called()
+
+
+def test_a_retried_publish_whose_version_is_stored_sends_no_second_event(service, store, drafts, events):
+    # The first try stored the version with its own event (published, or left to the relay); the
+    # retry's event, dropped by the store, must not go out as a second announcement.
+    service.create_draft(ADMIN, NEW_GUIDE)
+    drafts[NEW_CODE]["publishing_as"] = 4
+    store.insert_version.side_effect = lambda guide, version, event: (inserted_version(guide, version, event)[0], False)
+    assert service.publish_draft(ADMIN, NEW_CODE)["version"] == 4
+    events.publish.assert_not_called()
+    assert NEW_CODE not in drafts
 
 
 def test_publishing_a_new_items_draft_makes_version_one(service, store, drafts):

@@ -28,6 +28,10 @@ def test_a_publish_in_one_process_is_seen_by_the_cache_of_another(mongo_client, 
     writer.insert_version(first, 1, published(first))
     assert [d["item_code"] for d in reader.listing()] == [first["item_code"]]
     assert reader.listing() is reader.listing()  # cached while nothing changes
+    # Search ranks the listed rows themselves, with the token sets built once per listing (a copy
+    # without them made every query build them again).
+    found = reader.candidates(index_fields(first)["name_tokens"], {})
+    assert found and all(any(d is row for row in reader.listing()) for d in found)
 
     writer.insert_version(second, 1, published(second))
     assert sorted(d["item_code"] for d in reader.listing()) == sorted([first["item_code"], second["item_code"]])
@@ -121,7 +125,8 @@ def test_a_version_whose_publisher_died_before_the_current_row_moved_is_served_a
 
     # A writer that does collide with it (the same publish retried under its draft's number) gets
     # the version as stored, and the row moves.
-    assert store.insert_version(guide, 2, published(guide))["name"] == "高龄津贴申领（新版）"
+    doc, inserted = store.insert_version(guide, 2, published(guide))
+    assert (doc["name"], inserted) == ("高龄津贴申领（新版）", False)
     assert store.latest_version(code)["version"] == 2
     assert store.latest_version(code)["name"] == "高龄津贴申领（新版）"
     store.insert_version(guide, 3, published(guide))
@@ -176,8 +181,8 @@ def test_a_publish_that_took_its_number_before_a_withdrawal_leaves_the_item_with
     store.insert_version(guide, store.next_version(code), published(guide))
     racing = store.next_version(code)
     assert store.withdraw(withdrawal(guide, 1), withdrawn(guide, 1))
-    stored = store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, racing, published(guide))
-    assert stored["version"] == 2 and store.get_version(code, 2)["name"] == "高龄津贴申领（新版）"
+    stored, inserted = store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, racing, published(guide))
+    assert inserted and stored["version"] == 2 and store.get_version(code, 2)["name"] == "高龄津贴申领（新版）"
     latest = store.latest_version(code)
     assert (latest["version"], latest["withdrawn"]["reason"]) == (1, "取消")
     store.listing_changed()
@@ -202,7 +207,7 @@ def test_a_draft_published_twice_at_once_is_one_version(mongo_client, db_prefix)
     assert store.draft_version(retry) == number == 1  # its copy predates the claim: claimed already
     assert store.draft_version(store.get_draft(code)) == number  # read after the claim
     stored = [store.insert_version(guide, number, published(guide)) for _ in range(2)]
-    assert stored[0]["version"] == stored[1]["version"] == 1
+    assert [(doc["version"], inserted) for doc, inserted in stored] == [(1, True), (1, False)]
     assert [v["version"] for v in store.list_versions(code)] == [1]
     # One event announces it: the retry's was dropped.
     assert [e["payload"]["version"] for _, e, _ in store.outbox.pending(timedelta(0))] == [1]
@@ -215,6 +220,36 @@ def test_a_draft_published_twice_at_once_is_one_version(mongo_client, db_prefix)
     store.delete_draft(code, edited["updated_at"])
     with pytest.raises(Conflict):
         store.draft_version(edited)
+
+
+def test_a_publish_retried_after_a_withdrawal_passed_its_number_over_takes_a_new_one(mongo_client, db_prefix):
+    # The first try claimed a number and died before storing; the item was then withdrawn (over
+    # that number). The retry must bring the item back, not store a version the withdrawal hides.
+    store = CatalogStore(mongo_client[f"{db_prefix}_catalog"])
+    guide = seed_items()[0]
+    code = guide["item_code"]
+    store.insert_version(guide, store.next_version(code), published(guide))
+    first_try = draft_of(store, {**guide, "name": "高龄津贴申领（新版）"})
+    assert store.draft_version(first_try) == 2  # ... and died here
+    assert store.withdraw(withdrawal(guide, 1), withdrawn(guide, 1))
+    retry = store.get_draft(code)
+    number = store.draft_version(retry)
+    assert number == 3
+    assert store.draft_version(retry) == number  # a retry of the retry (its copy still says 2)
+    assert store.draft_version(store.get_draft(code)) == number
+    _, inserted = store.insert_version({**guide, "name": "高龄津贴申领（新版）"}, number, published(guide))
+    assert inserted
+    latest = store.latest_version(code)
+    assert (latest["version"], latest["name"], "withdrawn" in latest) == (3, "高龄津贴申领（新版）", False)
+
+    # A number stored before the withdrawal is the same publish, answered again: kept.
+    other = seed_items()[3]
+    store.insert_version(other, store.next_version(other["item_code"]), published(other))
+    done = draft_of(store, {**other, "name": "新版"})
+    kept = store.draft_version(done)
+    store.insert_version({**other, "name": "新版"}, kept, published(other))
+    assert store.withdraw(withdrawal(other, kept), withdrawn(other, kept))
+    assert store.draft_version(store.get_draft(other["item_code"])) == kept
 
 
 class Commands(CommandListener):
