@@ -42,9 +42,19 @@ def _operator(name: str) -> Any:
             or (indexing and right_bool and isinstance(left, celtypes.ListType))
         ):
             raise _refused(left, name, right)
+        if indexing and isinstance(left, celtypes.MapType) and (_is_bool(right) or _is_number(right)):
+            return _entry(left, right)
         return operation(left, right)
 
     return checked
+
+
+def _entry(mapping: celtypes.MapType, key: Any) -> Any:
+    """`{form.flag: 1}[1]`: a Python dict takes `1` for the key `true`; CEL has no such key."""
+    for stored, value in mapping.items():
+        if _typed_key(stored) == _typed_key(key):
+            return value
+    raise KeyError(key)
 
 
 def _typed_key(key: Any) -> tuple[bool, Any]:

@@ -107,6 +107,21 @@ def test_bools_and_numbers_keep_their_own_operations(expression):
     assert rules.evaluate([rule("r", expression)], facts).outcome == "approved"
 
 
+@pytest.mark.parametrize(
+    ("expression", "outcome"),
+    [
+        ("{form.flag: 1}[1] == 1", "manual_review"),
+        ("{form.flag: 1}[true] == 1", "approved"),
+        ("{form.n: 1}[3] == 1", "approved"),
+    ],
+)
+def test_a_map_keyed_by_a_bool_has_no_number_key(expression, outcome):
+    # A Python dict finds `1` under the key `true`; in CEL that key is not there (the rule errors).
+    facts = {**FACTS, "form": {"flag": True, "n": 3}}
+    result = rules.evaluate([rule("r", expression, on_fail="reject")], facts)
+    assert result.outcome == outcome, result.results[0]
+
+
 def test_compile_error_is_reported():
     with pytest.raises(rules.RuleCompileError):
         rules.compile_rule("applicant.age >=")
