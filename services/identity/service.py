@@ -415,10 +415,13 @@ class IdentityService:
         """The directory follows; a deactivated account's sessions end, every one of them (a login
         racing the change ends its own: `login_still_valid`). Both may happen twice, harmlessly."""
         self.store.sync_directory(changed.user_id)
-        # Only while the account is inactive still: a late or repeated deactivation must not end
-        # the sessions of an account let in again since.
-        if not changed.active and not self.store.account_active(changed.user_id):
-            self._end_sessions(changed.user_id, None, keep=None, reason="account deactivated")
+        if changed.active:
+            return
+        # While the account is inactive still, every session. Let in again since (before this was
+        # heard), the sessions it had when deactivated end all the same; those started after stay.
+        let_in_again = self.store.account_active(changed.user_id)
+        started_before = changed.changed_at if let_in_again else None
+        self._end_sessions(changed.user_id, started_before, keep=None, reason="account deactivated")
 
     @consumes("identity", PasswordChanged)
     def end_sessions_after_password_change(self, envelope: Envelope, changed: PasswordChanged) -> None:

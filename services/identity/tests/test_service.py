@@ -1982,12 +1982,18 @@ def test_on_hearing_a_deactivation_every_session_ends_and_the_directory_follows(
     store.forget_sessions.assert_called_once_with("u-li", ["s-1", "s-2"])
 
 
-def test_a_late_deactivation_ends_no_session_of_an_account_let_in_again(service, store):
-    store.sessions_of.return_value = {"s-after": SessionStart(datetime.now(UTC))}
+def test_a_late_deactivation_ends_only_the_sessions_an_account_let_in_again_had_before_it(service, store):
+    # Reactivated before identity heard the deactivation: the sessions it was meant to end (a
+    # leaver's stolen laptop) end all the same; a login made since stays.
+    message, payload = status_changed("u-li", False)
+    store.sessions_of.return_value = {
+        "s-before": SessionStart(payload.changed_at - timedelta(hours=2)),
+        "s-after": SessionStart(payload.changed_at + timedelta(minutes=1)),
+    }
     store.account_active.return_value = True  # activated again since
-    message, _ = status_changed("u-li", False)
     service.on_staff_status_changed(message)
-    store.revoke_session.assert_not_called()
+    assert [c.args[0] for c in store.revoke_session.call_args_list] == ["s-before"]
+    store.forget_sessions.assert_called_once_with("u-li", ["s-before"])
 
 
 def test_on_hearing_an_activation_no_session_ends(service, store):
