@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from contracts.base import Contract
-from contracts.common import ApplicantType, Number, PageNumber, PageSize, WholeNumber
+from contracts.common import ONE_LINE, ApplicantType, Number, OneLine, PageNumber, PageSize, WholeNumber
 
 ItemType = Literal["licensing", "benefit", "confirmation", "levy", "other"]
 HandlingMode = Literal["online", "one_visit", "onsite"]
@@ -18,13 +18,13 @@ DepartmentCode = Annotated[str, Field(pattern=r"^[0-9A-Z]{4,16}$")]
 
 class Department(Contract):
     code: DepartmentCode
-    name: str
+    name: OneLine
     region_code: str
 
 
 class Material(Contract):
     code: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
-    name: str
+    name: OneLine
     required: bool = True
     source: Literal["applicant_upload", "certificate"] = "applicant_upload"
     certificate_type: str | None = None
@@ -38,12 +38,12 @@ class Material(Contract):
 
 class ProcessStep(Contract):
     step: WholeNumber = Field(ge=1)
-    name: str
+    name: OneLine
     days: WholeNumber = Field(ge=0)
 
 
 class Fee(Contract):
-    name: str
+    name: OneLine
     amount: Number = Field(ge=0)
     basis: str = ""
 
@@ -62,7 +62,7 @@ class AutoApproval(Contract):
 
 class IssuedCertificate(Contract):
     type: str
-    name: str
+    name: OneLine
     valid_days: WholeNumber | None = Field(default=None, ge=1)
 
 
@@ -70,7 +70,7 @@ class ServiceGuide(Contract):
     """Every element an item's guide carries; what admins write and applicants read."""
 
     item_code: ItemCode
-    name: Annotated[str, Field(min_length=2, max_length=200)]
+    name: Annotated[str, Field(min_length=2, max_length=200, pattern=ONE_LINE)]
     department_code: DepartmentCode
     item_type: ItemType
     summary: str = ""  # what the item is for, in a sentence or two

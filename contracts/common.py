@@ -32,6 +32,12 @@ NullIsEmpty = BeforeValidator(lambda value: [] if value is None else value)
 WholeNumber = Annotated[int, Strict()]
 Number = Annotated[float, Strict()]  # a whole one included
 
+# A name shown on one line (a notice's title, an email's subject, a certificate): some character
+# that is not a space, and no control character (a line break cut an email's title in two; a
+# carriage return cannot be in a subject, so every email of the item failed).
+ONE_LINE = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+OneLine = Annotated[str, Field(pattern=ONE_LINE)]
+
 # A page beyond 100,000 (10 million rows at the largest page size) is a probe, not a reader.
 PageNumber = Annotated[int, Field(ge=1, le=100_000)]
 PageSize = Annotated[int, Field(ge=1, le=100)]

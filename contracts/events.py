@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from contracts.base import Contract
 from contracts.cases import Decision, RuleResult
 from contracts.catalog import IssuedCertificate
 from contracts.envelope import EventPayload, register
@@ -190,12 +191,19 @@ class CaseAccepted(_CaseTransition):
     deadline: date | None = None
 
 
+class MissingMaterial(Contract):
+    """A material the applicant is to give: its code and the name the notice lists."""
+
+    code: str
+    name: str
+
+
 @register
 class CaseSupplementRequested(_CaseTransition):
     """一次性告知: one notice that lists everything missing."""
 
     event_type = "case.supplement_requested.v1"
-    missing_materials: list[dict[str, str]]
+    missing_materials: list[MissingMaterial]
 
 
 @register

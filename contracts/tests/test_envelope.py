@@ -59,3 +59,23 @@ def test_a_submission_carries_the_profile_of_its_own_applicant_only():
     raw["payload"]["applicant"] = {**profile, "user_id": "u2"}
     with pytest.raises(ValidationError, match=r"applicant\.user_id must be applicant_id"):
         parse_event(raw)
+
+
+def test_a_supplement_request_names_every_material_it_lists():
+    # The notices list the materials by name: an event without one was valid, and every try of its
+    # handler failed on the template until it went to the dead letters (no 一次性告知 sent).
+    from contracts.events import CaseSupplementRequested
+
+    common = {
+        "case_no": "MZ-20261126-000001",
+        "item_code": "62052400MZ-GF-0001",
+        "item_name": "高龄津贴申领",
+        "department_code": "620524MZ",
+        "applicant_id": "u1",
+        "by": "r1",
+        "at": datetime.now(UTC),
+    }
+    listed = CaseSupplementRequested(**common, missing_materials=[{"code": "id_card", "name": "身份证"}])
+    assert listed.model_dump(mode="json")["missing_materials"] == [{"code": "id_card", "name": "身份证"}]
+    with pytest.raises(ValidationError, match="name"):
+        CaseSupplementRequested(**common, missing_materials=[{"code": "id_card"}])

@@ -75,15 +75,18 @@ class SmtpMailer:
 
     def send(self, to: str, subject: str, body: str, reference: str) -> Outcome:
         message = EmailMessage()
-        message["From"] = formataddr((self.sender_name, self.sender))
-        message["To"] = to
-        message["Subject"] = subject
-        # The same id on every retry of this delivery, so a receiver can drop a repeat (a relay that
-        # took it but whose answer was lost, or a process that died before recording the send).
-        # Not `make_msgid`: it adds the time, the process and a random number to every call.
-        message["Message-ID"] = message_id(reference)
-        message["X-Yiwang-Reference"] = reference
-        message.set_content(body)
+        try:
+            message["From"] = formataddr((self.sender_name, self.sender))
+            message["To"] = to
+            message["Subject"] = subject
+            # The same id on every retry of this delivery, so a receiver can drop a repeat (a relay
+            # that took it but whose answer was lost, or a process that died before recording the
+            # send). Not `make_msgid`: it adds the time, the process and a random number to every call.
+            message["Message-ID"] = message_id(reference)
+            message["X-Yiwang-Reference"] = reference
+            message.set_content(body)
+        except ValueError as exc:  # a header that cannot be written (a line break): no retry mends it
+            return Outcome("permanent", error=f"the email cannot be written: {exc}")
         with client_span("smtp.send", **{"peer.service": "smtp", "delivery.reference": reference}):
             return _traced(self._send(message))
 

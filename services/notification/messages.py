@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ _env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), undefined=StrictUndefi
 
 def local_time(value: datetime | str) -> str:
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:  # as pymongo reads a time back: UTC, not the host's zone
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(CHINA).strftime("%Y年%m月%d日 %H:%M")
 
 

@@ -157,3 +157,18 @@ def test_an_item_that_issues_a_certificate_declares_its_form_fields():
     closed = {**opened, "additionalProperties": False}
     assert checked_guide(_guide(issues_certificate=certificate, form_schema=closed)).issues_certificate
     assert checked_guide(_guide(issues_certificate=None, form_schema=opened))  # no certificate: open is fine
+
+
+@pytest.mark.parametrize("name", ["高龄津贴\n申领", "高龄津贴\r申领", "高龄\t津贴", "\u3000\u3000"])
+def test_names_that_are_shown_on_one_line_are_one_line(name):
+    # An item's name is a notice's title and an email's subject: a line break cut the title in
+    # two, and a carriage return made every email of the item fail (no subject can hold one).
+    assert "name" in _issues(_guide(name=name))
+    materials = [{**seed_items()[0]["materials"][0], "name": name}]
+    assert "materials.0.name" in _issues(_guide(materials=materials))
+    certificate = {"type": "elderly_allowance", "name": name, "valid_days": 365}
+    assert "issues_certificate.name" in _issues(_guide(issues_certificate=certificate))
+
+
+def test_a_name_with_spaces_inside_is_one_line():
+    assert checked_guide(_guide(name="高龄 津贴 申领")).name == "高龄 津贴 申领"

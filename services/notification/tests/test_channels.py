@@ -63,6 +63,15 @@ def test_an_emails_message_id_is_the_same_on_every_attempt_of_its_delivery(monke
     assert ids[0] == ids[1] == "<n-1.email@yiwang.local>" and ids[2] == "<n-2.email@yiwang.local>"
 
 
+def test_an_email_whose_subject_cannot_be_written_fails_at_once(monkeypatch):
+    # A carriage return cannot be in a header: before, the exception left the entry claimed, to be
+    # tried ten times over ten minutes and then failed as "ended without an outcome".
+    mailer = SmtpMailer("127.0.0.1", 25, "noreply@yiwang.local")
+    monkeypatch.setattr(mailer, "_send", lambda message: pytest.fail("an unwritable email was sent"))
+    outcome = mailer.send("a@example.com", "高龄津贴\r申领", "正文", "n-1:email")
+    assert outcome.kind == "permanent" and "cannot be written" in outcome.error
+
+
 def test_an_smtp_relay_that_answers_slowly_is_given_up_on_within_the_timeout():
     # A banner of continuation lines, a byte at a time: each read is well within smtplib's own
     # timeout, so only a bound on the whole exchange ends it (else the relay closes after 10 s).

@@ -1,3 +1,4 @@
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -18,10 +19,20 @@ CASE = {"case_no": "620524MZ-20261123-000007", "item_name": "高龄津贴申领"
         ("2026-11-23T02:05:00+00:00", "2026年11月23日 10:05"),
         ("2026-11-23T10:05:00+08:00", "2026年11月23日 10:05"),
         (datetime(2026, 11, 23, 9, 5, tzinfo=timezone(timedelta(hours=7))), "2026年11月23日 10:05"),
+        # Without a zone (as pymongo reads a time back): UTC, whatever the host's zone.
+        (datetime(2026, 11, 23, 2, 5), "2026年11月23日 10:05"),
+        ("2026-11-23T02:05:00", "2026年11月23日 10:05"),
     ],
 )
-def test_local_time_is_china_time(moment, expected):
-    assert messages.local_time(moment) == expected
+def test_local_time_is_china_time(moment, expected, monkeypatch):
+    # On a host whose zone is China's, a time without one was taken as China time already.
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        assert messages.local_time(moment) == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_submitted_message():
