@@ -15,7 +15,7 @@ from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Request
 
 from contracts.common import Principal
-from services.common.errors import Forbidden, Unauthenticated
+from services.common.errors import Forbidden, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class KeySet:
         self._fetch = fetch
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None  # monotonic() has no fixed origin: never compare with 0
+        self._last_fetch_failed = False
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any:
@@ -48,6 +49,8 @@ class KeySet:
         try:
             return self._keys[kid]
         except KeyError:
+            if self._last_fetch_failed:  # identity away: the key may well exist (no 401 to log users out)
+                raise Unavailable("the keys that verify access tokens cannot be fetched now; try again") from None
             raise Unauthenticated("the access token is signed by an unknown key") from None
 
     def _refresh_in_passing(self) -> None:
@@ -59,7 +62,9 @@ class KeySet:
             if self._fetched_at is not None and time.monotonic() - self._fetched_at <= KEYS_MAX_AGE:
                 return  # fetched meanwhile
             self._keys = self._fetched_keys()
+            self._last_fetch_failed = False
         except Exception:  # identity away: the known keys stay (asked again after KEYS_MAX_AGE)
+            self._last_fetch_failed = True
             log.warning("could not refetch the signing keys; the known ones stay in use", exc_info=True)
         finally:
             self._fetched_at = time.monotonic()
@@ -85,8 +90,10 @@ class KeySet:
 
     def _fetch_now(self) -> None:
         """Under the lock."""
+        self._last_fetch_failed = True
         try:
             self._keys = self._fetched_keys()
+            self._last_fetch_failed = False
         finally:  # a failing fetch counts too: identity away is not asked on every request
             self._fetched_at = time.monotonic()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 from werkzeug.wrappers import Request
 
 from services.common.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -24,10 +26,19 @@ def open_upload(request: Request) -> FileStorage:
         raise MalformedRequest("send the document as multipart/form-data with a field named file")
     # werkzeug stops reading the body past this, so an oversized upload is refused while it streams.
     request.max_content_length = MAX_DOCUMENT_BYTES + MULTIPART_OVERHEAD
+    # Not silent: werkzeug's default drops a form it cannot parse whole, and a body it could not
+    # read (no boundary, cut short, a file name not in UTF-8) was answered "no file".
+    request.form_data_parser_class = functools.partial(FormDataParser, silent=False)  # type: ignore[assignment]
     try:
         upload = request.files.get("file")
     except RequestEntityTooLarge:
         raise PayloadTooLarge("a document may be at most 10 MiB") from None
+    except UnicodeDecodeError:
+        raise MalformedRequest(
+            "the multipart body cannot be read: a part's headers (its file name?) are not UTF-8"
+        ) from None
+    except ValueError as exc:
+        raise MalformedRequest(f"the multipart body cannot be read: {exc}") from None
     if upload is None:
         raise ValidationFailed("no file", [{"field": "file", "issue": "send the document in a field named file"}])
     return upload

@@ -137,39 +137,57 @@ def read_json(request: Request) -> dict[str, Any]:
     return body
 
 
+# A value's place in the body, as (its parent's place, its key or index): written out as text only
+# for a problem reported. Built as text for every value, a long key over a long list cost key
+# length x list length bytes (a 1 MiB body asked for gigabytes).
+_Place = tuple[Any, str | int] | None
+MAX_PROBLEMS = 20  # reported for one body: a body of 170,000 bad numbers answered 10 MB
+
+
+def _written(place: _Place) -> str:
+    keys: list[str] = []
+    while place is not None:
+        place, key = place
+        keys.append(str(key))
+    return ".".join(reversed(keys))
+
+
 def _check_storable(body: dict[str, Any]) -> None:
     """Refuse, as the client's error, what JSON can say but no document store can keep, and which
     would otherwise fail deep inside a service as a 500: text that is not Unicode (an unpaired
     surrogate such as "\\ud800": 400), and numbers past the store's (an integer beyond 64 bits, a
     number too large for a double, which parses as infinity) or a field name holding NUL (422,
-    with the field). Also bounds the nesting, iteratively: no recursion to exhaust."""
+    with the field; the first MAX_PROBLEMS). Also bounds the nesting, iteratively: no recursion
+    to exhaust."""
     problems: list[dict[str, str]] = []
-    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
-    while stack:
-        value, path, level = stack.pop()
+    stack: list[tuple[Any, _Place, int]] = [(body, None, 1)]
+    while stack and len(problems) < MAX_PROBLEMS:
+        value, place, level = stack.pop()
         if isinstance(value, dict | list) and level > MAX_JSON_DEPTH:
             raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, dict):
             for key, child in value.items():
-                where = f"{path}.{key}" if path else key
                 if _NOT_UNICODE.search(key):
                     raise MalformedRequest(
-                        f"a field name is not Unicode text (an unpaired surrogate) at {path or 'the top'}"
+                        f"a field name is not Unicode text (an unpaired surrogate) at {_written(place) or 'the top'}"
                     )
                 if "\x00" in key:
-                    problems.append({"field": path or "body", "issue": "a field name may not contain NUL (\\u0000)"})
-                stack.append((child, where, level + 1))
+                    issue = "a field name may not contain NUL (\\u0000)"
+                    problems.append({"field": _written(place) or "body", "issue": issue})
+                stack.append((child, (place, key), level + 1))
         elif isinstance(value, list):
-            stack.extend((child, f"{path}.{index}", level + 1) for index, child in enumerate(value))
+            stack.extend((child, (place, index), level + 1) for index, child in enumerate(value))
         elif isinstance(value, str):
             if _NOT_UNICODE.search(value):
-                raise MalformedRequest(f"{path}: the text is not Unicode (an unpaired surrogate such as \\ud800)")
+                raise MalformedRequest(
+                    f"{_written(place)}: the text is not Unicode (an unpaired surrogate such as \\ud800)"
+                )
         elif isinstance(value, bool):
             pass
         elif isinstance(value, int):
             if not INT64_MIN <= value <= INT64_MAX:
-                problems.append({"field": path, "issue": "the number is beyond the 64-bit integer range"})
+                problems.append({"field": _written(place), "issue": "the number is beyond the 64-bit integer range"})
         elif isinstance(value, float) and not math.isfinite(value):
-            problems.append({"field": path, "issue": "the number is too large"})
+            problems.append({"field": _written(place), "issue": "the number is too large"})
     if problems:
         raise ValidationFailed("the request is not valid", problems)

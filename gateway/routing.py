@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from gateway.auth import require_role
+from gateway.body_arrival import IDLE_SECONDS, read_ahead
 from gateway.http import (
     TRACE_HEADER,
     error_for_http_exception,
@@ -113,15 +114,27 @@ class ApiWsgiApp(WsgiApp):
         try:
             self.url_map.bind_to_environ(environ).match()
         except HTTPException as exc:
-            # Unknown path or method: still a JSON error, in the caller's trace when it gave one
-            # (api-v1: an incoming traceparent is honoured) or a trace of its own.
-            headers = {"traceparent": environ.get("HTTP_TRACEPARENT"), "tracestate": environ.get("HTTP_TRACESTATE")}
-            caller = propagate.extract({k: v for k, v in headers.items() if v})
-            with _tracer.start_as_current_span(
-                f"{environ.get('REQUEST_METHOD')} (unmatched)", context=caller, kind=trace.SpanKind.SERVER
-            ):
-                return error_for_http_exception(exc)(environ, start_response)
+            # Unknown path or method: still a JSON error.
+            answer = functools.partial(error_for_http_exception, exc)
+            return _answered_before_a_worker(environ, start_response, "unmatched", answer)
+        not_arrived = read_ahead(environ)  # before a worker is taken: see body_arrival
+        if not_arrived is not None:
+            answer = functools.partial(response_for_exception, not_arrived)
+            return _answered_before_a_worker(environ, start_response, "body", answer)
         return super().__call__(environ, start_response)
+
+
+def _answered_before_a_worker(
+    environ: dict[str, Any], start_response: Callable, why: str, answer: Callable[[], Any]
+) -> Any:
+    """An answer given before any handler ran, made in the caller's trace when it gave one (api-v1:
+    an incoming traceparent is honoured) or in a trace of its own (the answer carries its id)."""
+    headers = {"traceparent": environ.get("HTTP_TRACEPARENT"), "tracestate": environ.get("HTTP_TRACESTATE")}
+    caller = propagate.extract({k: v for k, v in headers.items() if v})
+    with _tracer.start_as_current_span(
+        f"{environ.get('REQUEST_METHOD')} ({why})", context=caller, kind=trace.SpanKind.SERVER
+    ):
+        return answer()(environ, start_response)
 
 
 # The longest request line the gateway reads. eventlet's own limit (8 KiB) answers a longer one
@@ -138,6 +151,9 @@ class ApiWebServer(WebServer):
         server = super().get_wsgi_server(*args, **kwargs)
         server.log_output = False  # `log_access` writes the access line, with the trace id
         server.url_length_limit = MAX_REQUEST_LINE
+        # A client silent this long is let go (eventlet waited for ever: a stalled upload held its
+        # worker); a JSON body must also arrive whole within body_arrival's own bound.
+        server.socket_timeout = IDLE_SECONDS
         return server
 
 

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Request
 from contracts.common import Principal
 from gateway import auth
 from gateway.auth import Authenticator, KeySet, Revocations, bearer_token, client_address, require_role, verify
-from services.common.errors import Forbidden, Unauthenticated
+from services.common.errors import Forbidden, Unauthenticated, Unavailable
 from services.identity import tokens
 from services.identity.tokens import issue_access_token, new_signing_key
 
@@ -311,7 +311,9 @@ def test_a_failing_fetch_also_waits_for_the_interval(key, monkeypatch):
     keyset = KeySet(failing)
     with pytest.raises(ConnectionError):
         keyset.key(key["kid"])
-    with pytest.raises(Unauthenticated):  # identity is not asked again within the interval
+    # Identity is not asked again within the interval; the token is not called invalid meanwhile
+    # (a 401 makes clients drop it and log their user out): 503, as for the first.
+    with pytest.raises(Unavailable, match="cannot be fetched"):
         keyset.key(key["kid"])
     assert len(calls) == 1
 
@@ -610,3 +612,14 @@ def test_a_periodic_refetch_in_progress_is_not_waited_for_nor_repeated(key, monk
     clock[0] += auth.KEYS_MAX_AGE + 1
     assert keyset.key(key["kid"]) is not None
     assert fetch.calls == 2 and seen_meanwhile and seen_meanwhile[0] is not None
+
+
+def test_a_forged_key_id_is_still_401_once_identity_answers_again(key, monkeypatch):
+    clock = [10_000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    fetch = CountingFetch(key)
+    keyset = KeySet(fetch)
+    keyset.key(key["kid"])
+    clock[0] += auth.REFETCH_INTERVAL + 1
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        keyset.key("forged")

@@ -56,3 +56,36 @@ def test_a_request_that_is_not_multipart_is_malformed():
     request = Request(environ)
     with pytest.raises(MalformedRequest, match="multipart/form-data"):
         documents.open_upload(request)
+
+
+PART = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\nContent-Type: application/pdf\r\n\r\n'
+BODY = PART + b"%PDF-1.4\n" + b"x" * 100 + b"\r\n--B--\r\n"
+
+
+def multipart(body: bytes, content_type: str = "multipart/form-data; boundary=B"):
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    return Request(EnvironBuilder(method="POST", data=body, content_type=content_type).get_environ())
+
+
+def test_a_well_formed_upload_is_opened():
+    opened = documents.open_upload(multipart(BODY))
+    assert opened.filename == "a.pdf" and opened.stream.read().startswith(b"%PDF-1.4")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (BODY.replace(b"a.pdf", "证件.pdf".encode("gbk")), "multipart/form-data; boundary=B", "not UTF-8"),
+        (BODY[:-8], "multipart/form-data; boundary=B", "cannot be read"),  # cut short
+        (BODY, "multipart/form-data", "boundary"),
+        (b"garbage", "multipart/form-data; boundary=B", "cannot be read"),
+    ],
+)
+def test_a_multipart_body_that_cannot_be_read_is_malformed_not_missing_its_file(body, content_type, says):
+    # werkzeug's silent parser dropped the whole form: a valid PDF was refused as "no file" (422).
+    from services.common.errors import MalformedRequest
+
+    with pytest.raises(MalformedRequest, match=says):
+        documents.open_upload(multipart(body, content_type))

@@ -9,6 +9,7 @@ from werkzeug.exceptions import NotFound as HttpNotFound
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
+import gateway.http as gateway_http
 from contracts.cases import SubmitCase
 from contracts.errors import ErrorCode, ErrorResponse
 from gateway.http import (
@@ -317,6 +318,25 @@ def test_what_no_store_can_keep_is_422_with_its_field(body, field):
         read_json(_post(body.encode()))
     assert [detail["field"] for detail in refused.value.details] == [field]
     assert response_for_exception(refused.value).status_code == 422
+
+
+def test_a_places_name_is_written_out_only_for_a_problem(monkeypatch):
+    # Written for every value, a long key over a long list (`{"k"*500000: [0]*260000}`, 1 MiB)
+    # asked for about 125 GB before any check of the caller: the gateway died.
+    written = []
+    monkeypatch.setattr(gateway_http, "_written", lambda place: written.append(place) or "x")
+    body = json.dumps({"k" * 10_000: [0] * 10_000, "form": {"n": [1, {"m": 2**63}]}})
+    with pytest.raises(ValidationFailed):
+        read_json(_post(body.encode()))
+    assert len(written) == 1
+
+
+def test_the_problems_reported_for_one_body_are_bounded():
+    # 170,000 numbers too large answered a 10 MB list of them, from a 1 MiB request.
+    body = '{"a": [' + ", ".join(["1e999"] * 5000) + "]}"
+    with pytest.raises(ValidationFailed) as refused:
+        read_json(_post(body.encode()))
+    assert len(refused.value.details) == gateway_http.MAX_PROBLEMS
 
 
 def test_the_64_bit_range_itself_is_kept():

@@ -366,3 +366,39 @@ def test_a_staff_read_of_a_route_that_shows_personal_data_is_on_record(routes):
     own = SimpleNamespace(auth=FakeAuth(PRINCIPAL), audit=lambda *args: recorded.append(args))
     read(own, _request(), case_no="C-9")  # the applicant reading their own case: not staff's
     assert len(recorded) == 1
+
+
+def test_a_json_body_that_does_not_arrive_is_answered_before_any_worker_is_taken(monkeypatch):
+    # The route's handler (a worker) never runs: ten such requests stopped the gateway before.
+    from werkzeug.routing import Map, Rule
+
+    from gateway import body_arrival
+    from gateway.routing import ApiWsgiApp
+
+    class Stalled:
+        def read(self, size):
+            eventlet.sleep(3600)
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    monkeypatch.setattr(routing, "_tracer", TracerProvider().get_tracer("test"))
+    monkeypatch.setattr(body_arrival, "BODY_WAIT_SECONDS", 0.05)
+    app = ApiWsgiApp.__new__(ApiWsgiApp)
+    app.url_map = Map([Rule("/login", methods=["POST"], endpoint="login")])
+    monkeypatch.setattr(routing.WsgiApp, "__call__", lambda *a: pytest.fail("a worker took the request"))
+    environ = EnvironBuilder(path="/login", method="POST", content_type="application/json").get_environ()
+    environ.update({"CONTENT_LENGTH": "100", "wsgi.input": Stalled()})
+    status = {}
+    body = b"".join(app(environ, lambda line, headers, exc_info=None: status.update(line=line, headers=dict(headers))))
+    assert status["line"].startswith("400") and status["headers"]["X-Trace-Id"]
+    assert json.loads(body)["error"]["code"] == "malformed_request"
+
+
+def test_a_silent_client_is_let_go():
+    server = routing.ApiWebServer()
+    server.container = SimpleNamespace(config={})
+    listener = eventlet.listen(("127.0.0.1", 0))
+    try:
+        assert server.get_wsgi_server(listener, lambda environ, start_response: []).socket_timeout == 30
+    finally:
+        listener.close()

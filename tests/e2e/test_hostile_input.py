@@ -4,6 +4,7 @@ never a 5xx, and nothing stored that should not be."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import requests
@@ -109,3 +110,38 @@ def test_a_forged_content_type_is_caught_from_the_bytes(yiwang: RunningSystem, a
 def test_odd_case_numbers_are_just_not_found(yiwang: RunningSystem, applicant, case_no):
     response = requests.get(yiwang.url(f"{CASES}/{case_no}"), headers=auth(applicant), timeout=10)
     assert response.status_code in (404, 414, 422), response.status_code
+
+
+def test_bodies_that_never_arrive_do_not_stop_the_gateway(yiwang: RunningSystem):
+    # More stalled logins than the gateway has workers (10): each declared 100 bytes and sent 6.
+    # Before, each held a worker for ever, and every other request waited behind them.
+    host, port = yiwang.base_url.removeprefix("http://").split(":")
+    stalled = []
+    try:
+        for _ in range(12):
+            connection = socket.create_connection((host, int(port)), timeout=10)
+            connection.sendall(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"user'
+            )
+            stalled.append(connection)
+        assert requests.get(yiwang.url("/healthz"), timeout=10).status_code == 200
+        login = requests.post(
+            yiwang.url("/api/v1/auth/login"), json={"username": "nobody", "password": "x"}, timeout=10
+        )
+        assert_refused(login, 401)
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
+def test_a_chunked_json_body_is_read(yiwang: RunningSystem):
+    # A generator body goes chunked, without Content-Length: before, the gateway read it as empty.
+    body = json.dumps({"username": "nobody", "password": "wrong-password"}).encode()
+    response = requests.post(
+        yiwang.url("/api/v1/auth/login"),
+        data=(part for part in (body[:10], body[10:])),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert assert_refused(response, 401)["code"] == "unauthenticated"

@@ -1,0 +1,72 @@
+"""Readiness probes share one check per process (an anonymous route: probes must not pile up)."""
+
+from __future__ import annotations
+
+import eventlet
+import pytest
+
+from gateway.readiness import SharedCheck
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_result_is_reused_while_fresh_and_checked_again_after():
+    clock, checks = Clock(), []
+    shared = SharedCheck(fresh_for=1.0, clock=clock)
+    check = lambda: checks.append(clock.now) or len(checks)  # noqa: E731
+    assert shared.result(check) == 1
+    clock.now += 0.9
+    assert shared.result(check) == 1 and len(checks) == 1
+    clock.now += 0.2
+    assert shared.result(check) == 2
+
+
+def test_probes_during_a_check_get_the_last_result_at_once():
+    clock, release = Clock(), eventlet.event.Event()
+    shared = SharedCheck(fresh_for=1.0, clock=clock)
+    shared.result(lambda: "ready")
+    clock.now += 5
+    slow = eventlet.spawn(shared.result, lambda: release.wait())  # a service that does not answer
+    eventlet.sleep(0)
+    answers = [shared.result(lambda: pytest.fail("a second check ran at once")) for _ in range(10)]
+    assert answers == ["ready"] * 10
+    release.send("not ready")
+    assert slow.wait() == "not ready" and shared.result(lambda: "unused") == "not ready"
+
+
+def test_the_first_probes_wait_for_the_one_check():
+    release, checks = eventlet.event.Event(), []
+    shared = SharedCheck(fresh_for=1.0, clock=Clock())
+
+    def check():
+        checks.append(1)
+        return release.wait()
+
+    probes = [eventlet.spawn(shared.result, check) for _ in range(5)]
+    eventlet.sleep(0)
+    release.send("ready")
+    assert [p.wait() for p in probes] == ["ready"] * 5 and len(checks) == 1
+
+
+def test_when_the_check_fails_a_waiting_probe_checks_itself():
+    shared = SharedCheck(fresh_for=1.0, clock=Clock())
+    release = eventlet.event.Event()
+
+    def failing():
+        release.wait()
+        raise RuntimeError("killed")
+
+    first = eventlet.spawn(shared.result, failing)
+    eventlet.sleep(0)
+    waiting = eventlet.spawn(shared.result, lambda: "ready")
+    eventlet.sleep(0)
+    release.send(None)
+    with pytest.raises(RuntimeError):
+        first.wait()
+    assert waiting.wait() == "ready"
