@@ -77,3 +77,16 @@ class Principal(Contract):
     session_id: str | None = None  # the login session (refresh-token family) the token belongs to
     # An admin set the password: until its holder chooses one, only a few routes answer.
     password_change_required: bool = False
+
+
+class Alive(Contract):
+    """`GET /healthz`: the gateway process lives."""
+
+    status: Literal["ok"]
+
+
+class Ready(Contract):
+    """`GET /readyz` when everything answers: each service's check (else 503, naming what does not)."""
+
+    status: Literal["ready"]
+    checks: dict[str, Literal["ok"]]

@@ -320,6 +320,12 @@ class JwkSet(Contract):
     keys: list[Jwk]
 
 
+class KeyRotated(Contract):
+    """The new signing key's id (`POST /api/v1/admin/signing-keys`): tokens are signed with it."""
+
+    kid: str
+
+
 class AuditEntry(Contract):
     """One staff action or administrative change (`GET /api/v1/admin/audit`): append-only."""
 

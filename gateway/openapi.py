@@ -56,6 +56,12 @@ def _nullable_dropped(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
+def _upload(route: Any) -> dict[str, Any]:
+    """A multipart body of one file (OpenAPI 3.1 writes binary content as contentMediaType)."""
+    file = {"type": "string", "contentMediaType": "application/octet-stream"}
+    return {"type": "object", "properties": {route.upload: file}, "required": [route.upload]}
+
+
 def openapi_document() -> dict[str, Any]:
     from gateway.routing import ROUTES
 
@@ -81,11 +87,20 @@ def openapi_document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": _schema(route.request_model, components)}},
             }
+        if route.upload is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": _upload(route)}},
+            }
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": _path_schema(name, kind)}
             for kind, name in re.findall(r"<(?:([a-z]+):)?([a-z_]+)>", route.url)
         ]
         parameters += _query_parameters(route, components)
+        parameters += [
+            {"name": h.name, "in": "header", "required": False, "description": h.description, "schema": h.schema}
+            for h in route.headers
+        ]
         if parameters:
             operation["parameters"] = parameters
         if route.auth:

@@ -52,6 +52,17 @@ class RouteDoc:
     query_model: Any = None  # the contract model the query is validated with, when there is one
     before_password_change: bool = False  # answers a token whose password an admin set
     also_status: tuple[int, ...] = ()  # other success statuses with the same body (a replay's 200)
+    headers: tuple[HeaderDoc, ...] = ()  # request headers the route reads, besides the token
+    upload: str | None = None  # a multipart/form-data body's file field, for an upload
+
+
+@dataclass(frozen=True)
+class HeaderDoc:
+    """A request header a route reads, as its OpenAPI parameter says it."""
+
+    name: str
+    description: str
+    schema: dict[str, Any]
 
 
 ROUTES: list[RouteDoc] = []
@@ -178,6 +189,8 @@ def api(
     before_password_change: bool = False,
     audit_reads: bool = False,
     also_status: tuple[int, ...] = (),
+    headers: tuple[HeaderDoc, ...] = (),
+    upload: str | None = None,
 ) -> Callable:
     """Declare a public API route and who may call it; the handler returns a body, or (status, body).
 
@@ -206,6 +219,8 @@ def api(
             model,
             before_password_change,
             also_status,
+            headers,
+            upload,
         )
     )
 

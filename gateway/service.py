@@ -45,7 +45,7 @@ from contracts.catalog import (
     PublishedItem,
     VersionSummary,
 )
-from contracts.common import Listing, Page, PageQuery, Principal
+from contracts.common import Alive, Listing, Page, PageQuery, Principal, Ready
 from contracts.envelope import parse_event
 from contracts.events import SessionRevoked
 from contracts.identity import (
@@ -57,6 +57,7 @@ from contracts.identity import (
     ContactView,
     FaceVerification,
     JwkSet,
+    KeyRotated,
     LoginRequest,
     PasswordChange,
     PasswordReset,
@@ -83,7 +84,7 @@ from gateway.auth import Auth, client_address
 from gateway.http import error_body, read_json
 from gateway.openapi import openapi_document
 from gateway.readiness import Readiness
-from gateway.routing import api, query_names
+from gateway.routing import HeaderDoc, api, query_names
 from services.common.errors import Unavailable, ValidationFailed, validated
 from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
@@ -117,6 +118,18 @@ def paged_if_asked(items: list[Any], request: Request) -> dict[str, Any]:
     start = (page.page - 1) * page.page_size
     window = items[start : start + page.page_size]
     return {"items": window, "total": len(items), "page": page.page, "page_size": page.page_size}
+
+
+IDEMPOTENCY_KEY = HeaderDoc(
+    "Idempotency-Key",
+    "The same key and body again answer the same case (200); the same key with another body is 409",
+    {"type": "string", "minLength": 1, "maxLength": 200},
+)
+IF_MATCH = HeaderDoc(
+    "If-Match",
+    'The version the account was read at ("3"): an account changed since is 409; `*` or none: any',
+    {"type": "string", "pattern": r'^\s*(\*|(W/)?"?[0-9]{1,18}"?)\s*$'},
+)
 
 
 def if_match_version(request: Request) -> int | None:
@@ -159,11 +172,11 @@ class Gateway:
     notification = ServiceRpc("notification")
 
     # --- health -------------------------------------------------------------------------------
-    @api("GET", "/healthz", summary="The gateway process is alive", auth=False)
+    @api("GET", "/healthz", summary="The gateway process is alive", auth=False, response_model=Alive)
     def healthz(self, request: Request) -> dict[str, Any]:
         return {"status": "ok"}
 
-    @api("GET", "/readyz", summary="Broker, document store and every service answer", auth=False)
+    @api("GET", "/readyz", summary="Broker, document store and every service answer", auth=False, response_model=Ready)
     def readyz(self, request: Request) -> tuple[int, dict[str, Any]]:
         checks = self.readiness.result(self._check_services)  # one check at a time per process
         failing = {name: why for name, why in checks.items() if why != "ok"}
@@ -422,6 +435,7 @@ class Gateway:
         roles=("admin",),
         request_model=StaffUpdate,
         response_model=StaffView,
+        headers=(IF_MATCH,),
     )
     def update_staff(self, request: Request, principal: Principal, username: str) -> dict[str, Any]:
         body = validated(StaffUpdate, read_json(request)).model_dump()
@@ -441,7 +455,14 @@ class Gateway:
         body = validated(StaffStatusChange, read_json(request)).model_dump()
         return call(self.identity.set_staff_status, principal.model_dump(), username, body)
 
-    @api("POST", "/api/v1/admin/signing-keys", summary="Rotate the token signing key", roles=("admin",), status=201)
+    @api(
+        "POST",
+        "/api/v1/admin/signing-keys",
+        summary="Rotate the token signing key",
+        roles=("admin",),
+        status=201,
+        response_model=KeyRotated,
+    )
     def rotate_signing_key(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         rotated = call(self.identity.rotate_signing_key, principal.model_dump())
         self.auth.keys.refresh()  # this process knows the new key at once; others on its first token
@@ -597,6 +618,7 @@ class Gateway:
         status=201,
         also_status=(200,),  # the same Idempotency-Key and body again: the same case
         roles=("applicant",),
+        headers=(IDEMPOTENCY_KEY,),
     )
     def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(SubmitCase, read_json(request)).model_dump(mode="json", exclude_none=True)
@@ -636,6 +658,7 @@ class Gateway:
         "/api/v1/documents",
         summary="Upload a PDF, JPEG or PNG (multipart field `file`, at most 10 MiB)",
         roles=("applicant",),
+        upload="file",
         response_model=DocumentStored,
         status=201,
     )

@@ -615,11 +615,14 @@ def test_a_periodic_refetch_in_progress_is_not_waited_for_nor_repeated(key, monk
 
 
 def test_a_forged_key_id_is_still_401_once_identity_answers_again(key, monkeypatch):
-    clock = [10_000.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
-    fetch = CountingFetch(key)
-    keyset = KeySet(fetch)
-    keyset.key(key["kid"])
+    keyset, fetch, clock = fetched_keyset(key, monkeypatch)
+    fetch.fail = True
+    clock[0] += auth.REFETCH_INTERVAL + 1
+    with pytest.raises(ConnectionError):  # the fetch's own failure, as for any request that fetched
+        keyset.key("forged")
+    with pytest.raises(Unavailable):  # within the interval: not asked again, and not called a bad token
+        keyset.key("forged")
+    fetch.fail = False
     clock[0] += auth.REFETCH_INTERVAL + 1
     with pytest.raises(Unauthenticated, match="unknown key"):
         keyset.key("forged")

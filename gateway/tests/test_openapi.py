@@ -239,3 +239,49 @@ def test_a_guide_or_draft_read_back_fits_the_documented_edit_body(document, path
     for body in read_back:
         assert not list(validator.iter_errors(body)), body
     assert list(validator.iter_errors({**read_back[0], "colour": "blue"}))  # still closed to the unknown
+
+
+def test_the_upload_and_the_headers_the_gateway_reads_are_documented(document):
+    # A client generated from the document could not upload (no body) nor send these headers.
+    upload = document["paths"]["/api/v1/documents"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert upload["schema"]["required"] == ["file"]
+    headers = {
+        (path, method, p["name"])
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for p in operation.get("parameters", [])
+        if p["in"] == "header"
+    }
+    assert headers == {
+        ("/api/v1/cases", "post", "Idempotency-Key"),
+        ("/api/v1/admin/staff/{username}", "put", "If-Match"),
+    }
+
+
+@pytest.mark.parametrize(("value", "read"), [('"3"', True), ('W/"12"', True), ("*", True), ("9" * 19, False)])
+def test_the_documented_if_match_is_what_the_gateway_reads(document, value, read):
+    from jsonschema import Draft202012Validator
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from gateway.service import if_match_version
+    from services.common.errors import ValidationFailed
+
+    [header] = [
+        p for p in document["paths"]["/api/v1/admin/staff/{username}"]["put"]["parameters"] if p["in"] == "header"
+    ]
+    assert Draft202012Validator(header["schema"]).is_valid(value) is read
+    try:
+        if_match_version(Request(EnvironBuilder(headers={"If-Match": value}).get_environ()))
+        accepted = True
+    except ValidationFailed:
+        accepted = False
+    assert accepted is read
+
+
+def test_every_answer_with_a_body_documents_it(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status not in ("default", "204") and path != "/openapi.json":
+                    assert "content" in response, (path, method, status)
