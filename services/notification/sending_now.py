@@ -51,6 +51,7 @@ class SendingNow:
         self._reserved = 0  # slots taken: by slots being decided, and by work not yet done
         self._queues: dict[str, deque[Callable[[], None]]] = {}  # recipient -> work not yet done
         self._running: set[GreenThread] = set()
+        self._held: set[str] = set()  # people whose sends the rate limit held back: the rest go to the timer
 
     @contextmanager
     def slot(self, recipient: str) -> Iterator[Slot]:
@@ -62,6 +63,15 @@ class SendingNow:
         finally:
             if slot.free and not slot.used:
                 self._reserved -= 1
+
+    def hold(self, recipient: str) -> None:
+        """The person's sends still handed over are left to the timer, which keeps their order,
+        until the person's greenthread has none left."""
+        if recipient in self._queues:
+            self._held.add(recipient)
+
+    def held(self, recipient: str) -> bool:
+        return recipient in self._held
 
     def _hand_over(self, recipient: str, work: Callable[[], None]) -> None:
         job = partial(contextvars.copy_context().run, work)  # the handler's context: trace, log fields
@@ -90,6 +100,7 @@ class SendingNow:
         finally:  # killed: what is left keeps its claim, and the timer sends it when the claim ends
             self._reserved -= len(queued)
             del self._queues[recipient]
+            self._held.discard(recipient)
             self._running.discard(eventlet.getcurrent())  # type: ignore[arg-type]
 
     def wait(self) -> None:
@@ -103,6 +114,7 @@ class SendingNow:
         # A greenthread killed before it started never ran its clean-up.
         self._running.clear()
         self._queues.clear()
+        self._held.clear()
         self._reserved = 0
 
     def in_flight(self) -> int:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import eventlet
 from eventlet.greenpool import GreenPool
@@ -66,6 +66,9 @@ NOTICE_SEND_TIMEOUT = 4.0  # seconds
 
 # A claimed delivery is someone's for this long; a process that dies mid-send frees it after.
 LEASE = timedelta(seconds=60)
+# What became of one entry's turn: sent or stepped on ("done"), not this process's or not now
+# ("skipped"), held back by the rate limit ("deferred": the person's entries after it wait too).
+Attempt = Literal["done", "skipped", "deferred"]
 # Claims in a row that ended without an outcome (an attempt that raised, a process that died):
 # past them the delivery is `failed`, not tried once a lease for ever while the API says `pending`.
 MAX_SILENT_ATTEMPTS = 10
@@ -283,19 +286,32 @@ class NotificationService:
         self.store.finish_all(finished)
         return attempted
 
-    def _in_order(self, entries: list[dict[str, Any]], attempt: Callable[[dict[str, Any]], bool]) -> int:
+    def _in_order(
+        self,
+        entries: list[dict[str, Any]],
+        attempt: Callable[[dict[str, Any]], Attempt],
+        leave_the_rest: Callable[[dict[str, Any], list[dict[str, Any]]], None] = lambda held, rest: None,
+    ) -> int:
         """One recipient's deliveries, in order; how many were attempted. A failure is logged and
-        leaves a send claimed: it is tried again when its lease ends."""
+        leaves a send claimed: it is tried again when its lease ends. A send the rate limit held
+        back holds back the ones after it too (`leave_the_rest`), so a later text cannot overtake
+        it ("approved" before "received")."""
         attempted = 0
-        for entry in entries:
+        for index, entry in enumerate(entries):
             try:
-                attempted += attempt(entry)
+                outcome = attempt(entry)
             except Exception:
                 log.exception("delivery attempt failed", extra={"entry_id": entry["_id"]})
+                continue
+            attempted += outcome != "skipped"
+            if outcome == "deferred":
+                leave_the_rest(entry, entries[index + 1 :])
+                break
         return attempted
 
-    def _attempt(self, entry: dict[str, Any], finished: list[str]) -> bool:
-        """Send, or ask for a receipt; False when another process has the entry."""
+    def _attempt(self, entry: dict[str, Any], finished: list[str]) -> Attempt:
+        """Send, or ask for a receipt; "skipped" when another process has the entry, "deferred"
+        when the rate limit held the send back. Entries left in a run stay due, after it."""
         # This attempt's moment, not the run's: a run may last long (slow sends one after another),
         # and a claim made late in it must still last a whole lease from now, or another process's
         # run could take the entry while this one sends it.
@@ -305,18 +321,16 @@ class NotificationService:
         if sent is not None:
             # Asking for a receipt twice is harmless (both answers are the same, and a status only
             # moves forward), so it is not claimed: one write less per SMS.
-            self._step(entry, sent, {"status": "sent", **sent}, now, finished)
-            return True
+            return self._step(entry, sent, {"status": "sent", **sent}, now, finished)
         claimed = self.store.claim(entry["_id"], now, LEASE)
         if claimed is None:
-            return False
+            return "skipped"
         if claimed.get("leases", 0) >= MAX_SILENT_ATTEMPTS:
             self._give_up(entry, now)
-            return True
+            return "done"
         if "send" in claimed and not claimed.get("leases"):
             # What the entry kept spares reading the notification.
-            self._send_kept(entry, claimed["send"], now)
-            return True
+            return self._send_kept(entry, claimed["send"], now)
         # An older entry, a redelivery's, or an attempt that ended without a word.
         doc = self.store.get(notification_id)
         if doc is None:
@@ -324,8 +338,8 @@ class NotificationService:
         elif channel not in doc["channels"]:  # queued by an older redelivery: nothing to send
             self.store.finish(entry["_id"])
         else:
-            self._step(entry, deliveries.send_context(doc, channel), doc["channels"][channel], now, finished)
-        return True
+            return self._step(entry, deliveries.send_context(doc, channel), doc["channels"][channel], now, finished)
+        return "done"
 
     def _give_up(self, entry: dict[str, Any], now: datetime) -> None:
         log.error("delivery given up: its attempts kept ending without an outcome", extra={"entry_id": entry["_id"]})
@@ -335,20 +349,20 @@ class NotificationService:
         )
         self.store.finish(entry["_id"])
 
-    def _send_kept(self, entry: dict[str, Any], send: dict[str, Any], now: datetime) -> None:
+    def _send_kept(self, entry: dict[str, Any], send: dict[str, Any], now: datetime) -> Attempt:
         """A new entry's send, from what the entry keeps (`send`): it reads no notification."""
-        self._step(entry, send, {"status": "pending", "attempts": send["attempts"]}, now, [])
+        return self._step(entry, send, {"status": "pending", "attempts": send["attempts"]}, now, [])
 
     def _step(
         self, entry: dict[str, Any], about: dict[str, Any], state: dict[str, Any], now: datetime, finished: list[str]
-    ) -> None:
+    ) -> Attempt:
         """Send or ask for a receipt, and record what follows, in the notification's trace."""
         channel = entry["channel"]
         with continued(about.get("traceparent"), f"notification.deliver {channel}"):
             annotate(case_no=about.get("case_no"), event_id=about["event_id"], channel=channel)
-            step = self._next_step(about, state, channel, entry["_id"], now)
+            step = self._next_step(about, state, channel, entry, now)
             if step is None:
-                return
+                return "deferred"
             annotate(delivery_status=step.changes.get("status"))
             self._record(entry, state, about, step, finished)  # in the case's trace: its log lines lead there
 
@@ -389,7 +403,7 @@ class NotificationService:
             log.warning("delivery failed", extra=extra)
 
     def _next_step(
-        self, about: dict[str, Any], state: dict[str, Any], channel: str, entry_id: str, now: datetime
+        self, about: dict[str, Any], state: dict[str, Any], channel: str, entry: dict[str, Any], now: datetime
     ) -> Step | None:
         """Send (or ask for a receipt) and say what follows; None when the rate limit says wait."""
         policy = self.outbound.policy
@@ -403,9 +417,11 @@ class NotificationService:
             # Taken just before the send, after the contact lookup (which may wait for identity):
             # the second counted is the second the provider hears of it.
             if not self.store.take_rate_token(channel, datetime.now(UTC), self.outbound.rate_limits[channel]):
-                self.store.reschedule(entry_id, now + timedelta(seconds=1))  # over the limit: no attempt
+                # Over the limit: no attempt. Due again at once, at its place among the person's
+                # entries (the timer sends the earliest first, from its next run on).
+                self.store.reschedule(entry["_id"], min(entry["next_at"], now))
                 return None
-            return deliveries.after_send(state, self._send(contact, about, channel, entry_id), now, policy)
+            return deliveries.after_send(state, self._send(contact, about, channel, entry["_id"]), now, policy)
         return Step()  # delivered or failed already (a duplicate entry)
 
     def _contact(self, recipient: str, channel: str) -> Contact | Outcome:
@@ -472,16 +488,30 @@ class NotificationService:
             with self.sending_now.slot(recipient) as slot:
                 created = self.store.create(doc, outbound, now, claim_for=LEASE if slot.free else None)
                 if slot.free and created:
-                    slot.send(lambda entries=created: self._in_order(entries, self._send_new))
+                    slot.send(lambda entries=created: self._in_order(entries, self._send_new, self._leave_to_timer))
 
-    def _send_new(self, entry: dict[str, Any]) -> bool:
-        """An entry its handler queued claimed; False when its claim is nearly over (it waited behind
-        the person's slow sends): the timer may take it then, and two senders could send it twice."""
+    def _send_new(self, entry: dict[str, Any]) -> Attempt:
+        """An entry its handler queued claimed; "skipped" when its claim is nearly over (it waited
+        behind the person's slow sends): the timer may take it then, and two senders could send it
+        twice. Left to the timer as well when a send before it was held back ("deferred")."""
         now = datetime.now(UTC)
         if entry["next_at"] - now < LEASE_LEFT_TO_SEND:
-            return False
-        self._send_kept(entry, entry["send"], now)
-        return True
+            return "skipped"
+        if self.sending_now.held(entry["recipient"]):
+            self._leave_to_timer(entry, [entry])
+            return "skipped"  # not attempted; the entries after it are left by the loop's next turns
+        return self._send_kept(entry, entry["send"], now)
+
+    def _leave_to_timer(self, held: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+        """Give up the claims of a person's handed-over entries, in order, after `held`, the one the
+        rate limit held back (due now); the person's later hand-overs go to the timer too, until
+        their greenthread has none left (`SendingNow.hold`)."""
+        self.sending_now.hold(held["recipient"])
+        now = datetime.now(UTC)
+        for place, entry in enumerate(entries, start=1):
+            # Milliseconds apart: the store keeps times to the millisecond, and the timer sends the
+            # earliest first.
+            self.store.reschedule(entry["_id"], now + timedelta(milliseconds=place))
 
 
 def _audience(who: Principal) -> str:

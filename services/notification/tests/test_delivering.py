@@ -84,6 +84,7 @@ def entry(channel="sms", created_at=NOW):
     return {
         "_id": f"n1:{channel}",
         "notification_id": "n1",
+        "recipient": "u-1",
         "channel": channel,
         "next_at": NOW,
         "created_at": created_at,
@@ -397,7 +398,10 @@ def queued_claimed(doc, channels, now, claim_for=None):
     """What the store queues: the entries, claimed when asked to (as NotificationStore.create)."""
     due = {"next_at": now} if claim_for is None else {"next_at": now + claim_for, "leases": 1}
     send = {**SEND, "recipient": doc["recipient"]}
-    return [{**entry(channel), "_id": f"{doc['_id']}:{channel}", **due, "send": send} for channel in channels]
+    return [
+        {**entry(channel), "_id": f"{doc['_id']}:{channel}", "recipient": doc["recipient"], **due, "send": send}
+        for channel in channels
+    ]
 
 
 def test_a_new_sms_is_queued_claimed_and_sent_by_the_handler_at_once(service, store, outbound):
@@ -498,6 +502,51 @@ def test_one_persons_notifications_are_sent_in_the_order_their_handlers_began(se
     service.sending_now.wait()
     assert sent == [first_sms, second_sms]
     assert service.sending_now.people_waiting() == 0
+
+
+def test_a_text_the_rate_limit_held_back_is_not_overtaken_by_a_later_one(service, store, outbound):
+    # "received" meets the end of a full second; "approved", handed over just after, got the next
+    # second's token and went first. Now the person's later sends wait for the timer behind it.
+    store.create.side_effect = queued_claimed
+    first, second = resubmitted(), resubmitted()
+    first_sms, second_sms = (f"{messages.notification_id(e['event_id'], 'u-1')}:sms" for e in (first, second))
+    store.take_rate_token.side_effect = [False] + [True] * 10
+    gate = eventlet.event.Event()
+    outbound.sms.send.return_value = Outcome("accepted", reference="m")
+    outbound.email.send.return_value = Outcome("delivered", reference="m")
+    original = service._in_order
+
+    def after_the_gate(*args):
+        gate.wait()  # both handed over before the person's greenthread starts
+        return original(*args)
+
+    service._in_order = after_the_gate
+    service.on_case_resubmitted(first)
+    service.on_case_resubmitted(second)
+    gate.send()
+    service.sending_now.wait()
+    outbound.sms.send.assert_not_called()
+    rescheduled = [(c.args[0], c.args[1]) for c in store.reschedule.call_args_list]
+    order = [entry_id for entry_id, _ in sorted(rescheduled, key=lambda r: r[1])]
+    assert order.index(first_sms) < order.index(second_sms), rescheduled
+    assert all(at <= datetime.now(UTC) + timedelta(seconds=1) for _, at in rescheduled)  # due at once
+    assert not service.sending_now.held("u-1")  # over once the person's greenthread is done
+
+
+def test_in_a_timer_run_a_persons_texts_after_one_held_back_wait_for_the_next_run(service, store, outbound):
+    def due(notification_id, recipient):
+        return {**entry(), "_id": f"{notification_id}:sms", "notification_id": notification_id, "recipient": recipient}
+
+    store.due.return_value = [due("received-1", "u-1"), due("approved-1", "u-1")]
+    store.get.side_effect = lambda notification_id: {**stored(), "_id": notification_id}
+    store.take_rate_token.side_effect = [False, True]  # the second's token would have been granted
+    outbound.sms.send.return_value = Outcome("accepted", reference="m")
+    assert service.deliver_due() == 1
+    outbound.sms.send.assert_not_called()
+    assert store.take_rate_token.call_count == 1
+    # Held back where it was (due already): the next run sends it before "approved-1".
+    held = [c.args for c in store.reschedule.call_args_list if c.args[0] == "received-1:sms"]
+    assert held == [("received-1:sms", NOW)]
 
 
 def test_an_inbox_only_notification_queues_nothing_to_send(service, store, outbound):
@@ -647,7 +696,7 @@ def test_every_event_renders_on_every_channel_from_its_own_templates(service, st
 
 
 def test_due_deliveries_are_sent_several_at_a_time_but_no_more_than_the_bound(service, store, outbound):
-    entries = [{**entry(), "_id": f"n{i}:sms", "notification_id": f"n{i}"} for i in range(25)]
+    entries = [{**entry(), "_id": f"n{i}:sms", "notification_id": f"n{i}", "recipient": f"u-{i}"} for i in range(25)]
     store.due.return_value = entries
     store.get.side_effect = lambda notification_id: {**stored(), "_id": notification_id}
     store.claim.side_effect = lambda entry_id, now, lease: None if entry_id == "n3:sms" else {}  # n3 is taken
