@@ -10,7 +10,7 @@ RUN python -m venv /opt/venv
 COPY requirements.in requirements.lock /tmp/deps/
 # Every version comes from requirements.lock (a constraints file pins each package exactly); the
 # tools that only tests, load tests and linting need are left out of the image.
-RUN grep -vE '^(locust|selenium|hypothesis|ruff|pytest([-[:alnum:]]*)?)([^-[:alnum:]]|$)' /tmp/deps/requirements.in \
+RUN grep -vE '^(locust|selenium|hypothesis|schemathesis|ruff|pytest([-[:alnum:]]*)?)([^-[:alnum:]]|$)' /tmp/deps/requirements.in \
         > /tmp/deps/runtime.in \
     && /opt/venv/bin/pip install --no-compile -c /tmp/deps/requirements.lock -r /tmp/deps/runtime.in \
     && /opt/venv/bin/pip check
@@ -27,8 +27,9 @@ COPY config.yml ./
 COPY contracts ./contracts
 COPY services ./services
 COPY gateway ./gateway
-# infra/*.py: the local SMS provider (its own container), `python -m infra.seed` and `infra.deadletters`.
-COPY infra/__init__.py infra/seed.py infra/sms_provider.py infra/deadletters.py infra/system.py ./infra/
+# infra/*.py: the local SMS provider (its own container), `python -m infra.seed`, `infra.deadletters`
+# and `infra.topology` (the queues, declared once before the services start).
+COPY infra/__init__.py infra/seed.py infra/sms_provider.py infra/deadletters.py infra/system.py infra/topology.py ./infra/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \

@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-12)
-GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+# The Go the infra scripts use (YIWANG_GO, PATH or /usr/local/go; checked against go.mod's version).
+GO ?= $(shell bash -c '. infra/env.sh && yw_find_go')
 YIWANG_AMQP_PORT ?= 5672
 YIWANG_RABBIT_MGMT_PORT ?= 15672
 # hypothesis loads plugins of installed packages when first imported (by schemathesis's pytest plugin, before
@@ -17,7 +18,7 @@ NAMEKO_TEST := HYPOTHESIS_NO_PLUGINS=1 $(BIN)/nameko test --amqp-uri amqp://gues
 .PHONY: help venv provision run stop seed bench-answers bench-cases bench-tracing bench bench-sustain bench-cpu loadtest deadletters test test-go test-unit test-integration test-e2e test-faults audit-deps lint format schemas lock infra-stop up down logs test-docker
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock
 	@test -x $(BIN)/pip || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
@@ -120,6 +121,7 @@ loadtest: venv provision ## Locust suite headless: SHAPE=peak|soak|spike|none US
 deadletters: venv ## List dead letters with their errors (replay: python -m infra.deadletters replay dlq.<queue>)
 	$(BIN)/python -m infra.deadletters list
 
-lock: ## Re-pin requirements.lock from requirements.in
-	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv
+UV_VERSION := 0.13.8
+lock: venv ## Re-pin requirements.lock from requirements.in
+	@$(BIN)/uv --version 2>/dev/null | grep -q ' $(UV_VERSION)' || $(BIN)/pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile --quiet requirements.in -o requirements.lock --python-version 3.11

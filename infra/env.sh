@@ -22,10 +22,6 @@ export YIWANG_DOCSERVER_TIMEOUT="${YIWANG_DOCSERVER_TIMEOUT:-30}"
 export YIWANG_ZIPKIN_PORT="${YIWANG_ZIPKIN_PORT:-9411}"
 export YIWANG_ZIPKIN_VERSION="${YIWANG_ZIPKIN_VERSION:-3.6.1}"
 
-# Convenience connection strings for whoever runs the services/tests.
-export YIWANG_AMQP_URI="${YIWANG_AMQP_URI:-amqp://guest:guest@127.0.0.1:$YIWANG_AMQP_PORT/}"
-export YIWANG_MONGO_URI="${YIWANG_MONGO_URI:-mongodb://127.0.0.1:$YIWANG_MONGO_PORT/}"
-
 # Tools.
 export YIWANG_PYTHON="${YIWANG_PYTHON:-python3}"
 export YIWANG_GO="${YIWANG_GO:-}"
@@ -75,8 +71,33 @@ yw_need_cmd() {
     command -v "$1" >/dev/null 2>&1 || yw_die "installed ${2:-$1} but '$1' is still not on PATH"
 }
 
+# yw_go_wanted: the Go version infra/docserver/go.mod asks for (its `go` line).
+yw_go_wanted() {
+    sed -n 's/^go \([0-9.]*\).*/\1/p' "$(dirname "${BASH_SOURCE[0]}")/docserver/go.mod"
+}
+
+# yw_go_new_enough GO: dies unless GO is at least the version go.mod asks for, or may fetch it
+# (GOTOOLCHAIN=auto downloads the toolchain go.mod names; `local`, as some installs set, does not).
+yw_go_new_enough() {
+    local wanted have toolchain
+    wanted="$(yw_go_wanted)"
+    have="$("$1" env GOVERSION 2>/dev/null | sed 's/^go//')"
+    toolchain="$("$1" env GOTOOLCHAIN 2>/dev/null)"
+    if [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$wanted" "$have" | sort -V | head -n1)" != "$wanted" ] &&
+        [ "${toolchain%%+*}" = local ]; then
+        yw_die "$1 is Go $have, but infra/docserver/go.mod needs Go >= $wanted (and GOTOOLCHAIN=local forbids fetching it): install a newer Go or set YIWANG_GO"
+    fi
+}
+
 # yw_find_go: path of the Go command (YIWANG_GO, PATH, or /usr/local/go), or die saying how to get one.
 yw_find_go() {
+    local go
+    go="$(yw_go_path)" || exit 1
+    yw_go_new_enough "$go"
+    echo "$go"
+}
+
+yw_go_path() {
     if [ -n "$YIWANG_GO" ]; then
         [ -x "$YIWANG_GO" ] || command -v "$YIWANG_GO" >/dev/null 2>&1 ||
             yw_die "YIWANG_GO=$YIWANG_GO is not an executable"
@@ -86,7 +107,7 @@ yw_find_go() {
     elif [ -x /usr/local/go/bin/go ]; then
         echo /usr/local/go/bin/go
     else
-        yw_die "Go (>= 1.24, see infra/docserver/go.mod) is needed but 'go' is not on PATH; install it (e.g. /usr/local/go) or set YIWANG_GO"
+        yw_die "Go (>= $(yw_go_wanted), see infra/docserver/go.mod) is needed but 'go' is not on PATH; install it (e.g. /usr/local/go) or set YIWANG_GO"
     fi
 }
 

@@ -43,12 +43,14 @@ ensure_installed() {
         # the node is started below.
         yw_apt_install rabbitmq-server
         [ -x "$(sbin rabbitmq-server)" ] || yw_die "rabbitmq-server still missing after apt-get install"
-        # On a machine run by systemd the package starts a broker of its own, on every interface
-        # and at every boot: stop and disable it, so the node started below, on 127.0.0.1, is used.
-        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-            systemctl disable --now rabbitmq-server >/dev/null 2>&1 ||
-                yw_warn "could not stop and disable the packaged rabbitmq-server service"
-        fi
+    fi
+    # On a machine run by systemd the package starts a broker of its own, on every interface and at
+    # every boot (whoever installed it): stop and disable it, so the node started here, on
+    # 127.0.0.1, is used. Our own node is not systemd's: `is-active` does not see it.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 &&
+        { systemctl is-active --quiet rabbitmq-server || systemctl is-enabled --quiet rabbitmq-server; } 2>/dev/null; then
+        systemctl disable --now rabbitmq-server >/dev/null 2>&1 ||
+            yw_warn "could not stop and disable the packaged rabbitmq-server service"
     fi
     yw_need_cmd curl
 }

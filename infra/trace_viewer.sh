@@ -28,9 +28,10 @@ fetch() {
     [ -s "$JAR" ] && return 0
     mkdir -p "$YIWANG_CACHE_DIR"
     echo "trace-viewer: downloading zipkin-server $VERSION from Maven Central" >&2
-    curl -fsSL -o "$JAR.part" "$URL" || yw_die "download of $URL failed"
+    # Bounded: a stalled connection must not hold provisioning (and CI) until its time limit.
+    curl -fsSL --retry 3 --connect-timeout 10 -m 300 -o "$JAR.part" "$URL" || yw_die "download of $URL failed"
     local want got
-    want="$(curl -fsSL "$URL.sha1" | cut -c1-40)" || yw_die "no checksum at $URL.sha1"
+    want="$(curl -fsSL --retry 3 --connect-timeout 10 -m 30 "$URL.sha1" | cut -c1-40)" || yw_die "no checksum at $URL.sha1"
     got="$(sha1sum "$JAR.part" | cut -c1-40)"
     [ "$want" = "$got" ] || { rm -f "$JAR.part"; yw_die "checksum mismatch for $URL ($got, expected $want)"; }
     mv -f "$JAR.part" "$JAR"

@@ -347,7 +347,7 @@ def test_the_runtime_stage_runs_as_a_fixed_non_root_user_from_a_locked_virtualen
 def reachable_modules() -> set[Path]:
     """Every first-party file the containers' programs import, transitively."""
     roots = [target.partition(":")[0] for target in system.PROCESSES.values()]
-    roots += ["infra.sms_provider", "infra.seed", "infra.deadletters"]
+    roots += ["infra.sms_provider", "infra.seed", "infra.deadletters", "infra.topology"]
     first_party = {"contracts", "services", "gateway", "infra"}
     seen: set[Path] = set()
     todo = list(roots)
@@ -420,6 +420,12 @@ def closure(requirements: list[Requirement]) -> set[str]:
             if dependency.marker is None or any(dependency.marker.evaluate(m) for m in markers):
                 todo.append((dependency, frozenset(dependency.extras)))
     return names
+
+
+def test_the_image_leaves_out_the_tools_of_tests():
+    # schemathesis brought pytest and hypothesis back into the image.
+    installed = closure(runtime_requirements())
+    assert not installed & {"pytest", "hypothesis", "schemathesis", "locust", "selenium", "ruff"}
 
 
 def test_the_image_installs_every_library_the_processes_import():
