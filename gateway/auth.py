@@ -90,10 +90,12 @@ class KeySet:
 
     def _fetch_now(self) -> None:
         """Under the lock."""
-        self._last_fetch_failed = True
         try:
             self._keys = self._fetched_keys()
             self._last_fetch_failed = False
+        except BaseException:  # only once it failed: a lookup during a fetch still says 401
+            self._last_fetch_failed = True
+            raise
         finally:  # a failing fetch counts too: identity away is not asked on every request
             self._fetched_at = time.monotonic()
 

@@ -7,6 +7,11 @@ in the connection's own greenthread, a slow body costs that greenthread only, an
 `BODY_WAIT_SECONDS` to arrive whole, however it trickles. A chunked JSON body is read here too,
 which werkzeug would read as empty. Uploads (multipart) stream in the worker as before, after
 their token is checked, with the server's `IDLE_SECONDS` between reads.
+
+Bodies held so are bounded per process (`BODY_BUDGET`, counted from their declared length until
+their request is answered): without it, anyone could make the gateway hold 1 MiB per connection.
+A body that did not arrive leaves its connection closed: what of it was read is gone, and the rest
+would be taken for the next request.
 """
 
 from __future__ import annotations
@@ -22,23 +27,49 @@ from services.common.errors import MalformedRequest
 BODY_WAIT_SECONDS = 30.0  # for the whole of a JSON body
 IDLE_SECONDS = 30.0  # the server's socket timeout: the longest wait for any read from a client
 READ_BYTES = 64 * 1024
+BODY_BUDGET = 64 * 1024 * 1024  # bytes of bodies read ahead and not yet answered, per process
+
+
+class ByteBudget:
+    """Bytes that may be held at once (greenthreads only: no lock needed between yields)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.held = total, 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.total:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+budget = ByteBudget(BODY_BUDGET)
 
 
 def is_json(environ: dict[str, Any]) -> bool:
     return environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() == "application/json"
 
 
-def read_ahead(environ: dict[str, Any]) -> MalformedRequest | None:
-    """Read a JSON body of at most MAX_JSON_BODY bytes now, into `wsgi.input`; the error to answer
+def charge(environ: dict[str, Any]) -> int:
+    """The bytes a request's body will hold if read ahead: 0 when it is not (see `read_ahead`)."""
+    if not is_json(environ):
+        return 0
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return MAX_JSON_BODY + 1  # one byte more tells a chunked body too large
+    declared = _declared_length(environ)
+    return declared if declared is not None and 0 < declared <= MAX_JSON_BODY else 0
+
+
+def read_ahead(environ: dict[str, Any], wanted: int) -> MalformedRequest | None:
+    """Read a JSON body of `wanted` bytes (its `charge`) now, into `wsgi.input`; the error to answer
     when it does not arrive whole in time. A larger or absent one is left to `read_json` (413 or
     400, without reading it)."""
-    if not is_json(environ):
+    if wanted == 0:
         return None
     chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
-    declared = _declared_length(environ)
-    if not chunked and (declared is None or not 0 < declared <= MAX_JSON_BODY):
-        return None
-    wanted = MAX_JSON_BODY + 1 if chunked else declared  # one byte more tells a chunked body too large
     try:
         with eventlet.Timeout(BODY_WAIT_SECONDS):
             data = _read(environ["wsgi.input"], wanted)

@@ -161,8 +161,9 @@ def _check_storable(body: dict[str, Any]) -> None:
     to exhaust."""
     problems: list[dict[str, str]] = []
     stack: list[tuple[Any, _Place, int]] = [(body, None, 1)]
-    while stack and len(problems) < MAX_PROBLEMS:
+    while stack:  # the whole body, so that a 400 found past the listed problems is still a 400
         value, place, level = stack.pop()
+        full = len(problems) >= MAX_PROBLEMS
         if isinstance(value, dict | list) and level > MAX_JSON_DEPTH:
             raise MalformedRequest(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, dict):
@@ -171,7 +172,7 @@ def _check_storable(body: dict[str, Any]) -> None:
                     raise MalformedRequest(
                         f"a field name is not Unicode text (an unpaired surrogate) at {_written(place) or 'the top'}"
                     )
-                if "\x00" in key:
+                if "\x00" in key and len(problems) < MAX_PROBLEMS:
                     issue = "a field name may not contain NUL (\\u0000)"
                     problems.append({"field": _written(place) or "body", "issue": issue})
                 stack.append((child, (place, key), level + 1))
@@ -182,7 +183,7 @@ def _check_storable(body: dict[str, Any]) -> None:
                 raise MalformedRequest(
                     f"{_written(place)}: the text is not Unicode (an unpaired surrogate such as \\ud800)"
                 )
-        elif isinstance(value, bool):
+        elif isinstance(value, bool) or full:  # a bool is an int to Python; past the listed problems
             pass
         elif isinstance(value, int):
             if not INT64_MIN <= value <= INT64_MAX:

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from opentelemetry import propagate, trace
 from pydantic import BaseModel
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from gateway import body_arrival
 from gateway.auth import require_role
-from gateway.body_arrival import IDLE_SECONDS, read_ahead
+from gateway.body_arrival import IDLE_SECONDS
 from gateway.http import (
     TRACE_HEADER,
     error_for_http_exception,
@@ -30,7 +31,7 @@ from gateway.http import (
     response_for_exception,
     with_security_headers,
 )
-from services.common.errors import ValidationFailed, password_change_first
+from services.common.errors import Unavailable, ValidationFailed, password_change_first
 
 _tracer = trace.get_tracer("yiwang.gateway")
 access_log = logging.getLogger("gateway.access")
@@ -128,11 +129,27 @@ class ApiWsgiApp(WsgiApp):
             # Unknown path or method: still a JSON error.
             answer = functools.partial(error_for_http_exception, exc)
             return _answered_before_a_worker(environ, start_response, "unmatched", answer)
-        not_arrived = read_ahead(environ)  # before a worker is taken: see body_arrival
-        if not_arrived is not None:
-            answer = functools.partial(response_for_exception, not_arrived)
-            return _answered_before_a_worker(environ, start_response, "body", answer)
-        return super().__call__(environ, start_response)
+        # The body is read before a worker is taken (see body_arrival), within a budget of bytes.
+        size = body_arrival.charge(environ)
+        if not body_arrival.budget.take(size):
+            busy = Unavailable("too many request bodies are arriving at once; try again in a moment")
+            return self._refused_unread(environ, start_response, "busy", busy)
+        try:
+            not_arrived = body_arrival.read_ahead(environ, size)
+            if not_arrived is not None:
+                return self._refused_unread(environ, start_response, "body", not_arrived)
+            return super().__call__(environ, start_response)
+        finally:
+            body_arrival.budget.give_back(size)
+
+    @staticmethod
+    def _refused_unread(environ: dict[str, Any], start_response: Callable, why: str, error: Exception) -> Any:
+        """An answer to a request whose body was not read whole: its connection closes after it
+        (the rest of the body would be taken for the next request, and what was read is gone)."""
+        connection = environ.get(ApiProtocol.ENVIRON_KEY)
+        if connection is not None:
+            connection.close_connection = 1
+        return _answered_before_a_worker(environ, start_response, why, functools.partial(response_for_exception, error))
 
 
 def _answered_before_a_worker(
@@ -154,11 +171,24 @@ def _answered_before_a_worker(
 MAX_REQUEST_LINE = 64 * 1024
 
 
+class ApiProtocol(HttpOnlyProtocol):
+    """nameko's protocol, which puts itself in each request's environ: an answer given before any
+    handler ran can close the connection (`close_connection`)."""
+
+    ENVIRON_KEY = "yiwang.connection"
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[self.ENVIRON_KEY] = self
+        return environ
+
+
 class ApiWebServer(WebServer):
     def get_wsgi_app(self) -> WsgiApp:
         return ApiWsgiApp(self)
 
     def get_wsgi_server(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("protocol", ApiProtocol)
         server = super().get_wsgi_server(*args, **kwargs)
         server.log_output = False  # `log_access` writes the access line, with the trace id
         server.url_length_limit = MAX_REQUEST_LINE

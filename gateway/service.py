@@ -193,7 +193,14 @@ class Gateway:
         for name in SERVICES:
             # In a copy of this context, so each ping's span is a child of this request's.
             pile.spawn(contextvars.copy_context().run, self._ping, name)
-        return dict(pile)
+        # Bounded as a whole: a ping's request could be stuck before its own wait begins (a publish
+        # waiting for the broker), and readiness must then say so rather than hang.
+        bound = PING_TIMEOUT + 1
+        checks = dict.fromkeys(SERVICES, f"did not answer in {bound:g}s")
+        with eventlet.Timeout(bound, False):
+            for name, why in pile:
+                checks[name] = why
+        return checks
 
     def _ping(self, name: str) -> tuple[str, str]:
         try:

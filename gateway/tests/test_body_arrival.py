@@ -10,8 +10,12 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 from gateway import body_arrival
-from gateway.body_arrival import read_ahead
+from gateway.body_arrival import charge, read_ahead
 from gateway.http import MAX_JSON_BODY
+
+
+def ahead(env: dict):
+    return read_ahead(env, charge(env))
 
 
 class Trickle:
@@ -43,24 +47,24 @@ def environ(
 
 def test_a_body_that_stops_arriving_is_refused_within_the_bound(monkeypatch):
     monkeypatch.setattr(body_arrival, "BODY_WAIT_SECONDS", 0.05)
-    refused = read_ahead(environ(Trickle(b'{"user'), 100))
+    refused = ahead(environ(Trickle(b'{"user'), 100))
     assert refused is not None and refused.code == "malformed_request" and "did not arrive" in refused.message
 
 
 def test_a_client_that_goes_silent_or_away_is_refused():
-    refused = read_ahead(environ(Trickle(b'{"user', then=TimeoutError("timed out")), 100))
+    refused = ahead(environ(Trickle(b'{"user', then=TimeoutError("timed out")), 100))
     assert refused is not None and "stopped arriving" in refused.message
 
 
 def test_a_body_shorter_than_its_length_is_refused():
-    refused = read_ahead(environ(io.BytesIO(b'{"a": 1}'), 100))  # the client closed the connection
+    refused = ahead(environ(io.BytesIO(b'{"a": 1}'), 100))  # the client closed the connection
     assert refused is not None and "ended before its Content-Length" in refused.message
 
 
 def test_a_whole_body_is_kept_for_the_handler():
     body = json.dumps({"username": "张三", "password": "x" * 10}).encode()
     env = environ(Trickle(body), len(body))
-    assert read_ahead(env) is None
+    assert ahead(env) is None
     assert env["wsgi.input"].read() == body and env["CONTENT_LENGTH"] == str(len(body))
 
 
@@ -68,14 +72,14 @@ def test_a_chunked_json_body_is_read_as_one():
     # eventlet hands werkzeug no length for it: the handler read an empty body ("not valid JSON").
     body = b'{"username": "13800138000", "password": "s3cret-pass"}'
     env = environ(io.BytesIO(body), None, HTTP_TRANSFER_ENCODING="chunked")
-    assert read_ahead(env) is None
+    assert ahead(env) is None
     assert env["CONTENT_LENGTH"] == str(len(body)) and "HTTP_TRANSFER_ENCODING" not in env
     assert env["wsgi.input"].read() == body
 
 
 def test_a_chunked_body_too_large_is_left_to_say_so():
     env = environ(io.BytesIO(b" " * (MAX_JSON_BODY + 10)), None, HTTP_TRANSFER_ENCODING="chunked")
-    assert read_ahead(env) is None
+    assert ahead(env) is None
     assert int(env["CONTENT_LENGTH"]) == MAX_JSON_BODY + 1  # read_json answers 413 by it
 
 
@@ -86,4 +90,4 @@ def test_a_chunked_body_too_large_is_left_to_say_so():
 def test_what_is_not_a_json_body_within_the_limit_is_not_read_here(content_type, length):
     stream = Trickle(b"")  # reading it would wait for ever
     env = environ(stream, length, content_type)
-    assert read_ahead(env) is None and env["wsgi.input"] is stream
+    assert charge(env) == 0 and ahead(env) is None and env["wsgi.input"] is stream

@@ -331,12 +331,24 @@ def test_a_places_name_is_written_out_only_for_a_problem(monkeypatch):
     assert len(written) == 1
 
 
-def test_the_problems_reported_for_one_body_are_bounded():
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"a": [' + ", ".join(["1e999"] * 5000) + "]}",
+        "{" + ", ".join(f'"k\\u0000{n}": 1' for n in range(5000)) + "}",  # one dict, many NUL keys
+    ],
+)
+def test_the_problems_reported_for_one_body_are_bounded(body):
     # 170,000 numbers too large answered a 10 MB list of them, from a 1 MiB request.
-    body = '{"a": [' + ", ".join(["1e999"] * 5000) + "]}"
     with pytest.raises(ValidationFailed) as refused:
         read_json(_post(body.encode()))
     assert len(refused.value.details) == gateway_http.MAX_PROBLEMS
+
+
+def test_text_that_is_not_unicode_past_the_listed_problems_is_still_malformed():
+    body = '{"b": "\\ud800", "a": [' + ", ".join(["1e999"] * 25) + "]}"
+    with pytest.raises(MalformedRequest, match="not Unicode"):
+        read_json(_post(body.encode()))
 
 
 def test_the_64_bit_range_itself_is_kept():

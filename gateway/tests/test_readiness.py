@@ -70,3 +70,35 @@ def test_when_the_check_fails_a_waiting_probe_checks_itself():
     with pytest.raises(RuntimeError):
         first.wait()
     assert waiting.wait() == "ready"
+    assert shared.result(lambda: pytest.fail("checked again")) == "ready"  # its result is kept
+
+
+def test_a_result_too_old_is_not_served_while_a_check_runs_but_awaited():
+    # A check stuck for long must not keep answering "ready" from long ago.
+    clock, release = Clock(), eventlet.event.Event()
+    shared = SharedCheck(fresh_for=1.0, stale_after=10.0, clock=clock)
+    shared.result(lambda: "ready")
+    clock.now += 11
+    slow = eventlet.spawn(shared.result, lambda: release.wait())
+    eventlet.sleep(0)
+    probe = eventlet.spawn(shared.result, lambda: pytest.fail("a second check ran at once"))
+    eventlet.sleep(0)
+    assert not probe.dead  # waiting for the running check
+    release.send("not ready")
+    assert probe.wait() == slow.wait() == "not ready"
+
+
+def test_a_check_that_never_ends_is_cut_short_by_the_gateway():
+    from nameko.testing.services import worker_factory
+
+    from gateway import service as gateway_service
+    from gateway.service import SERVICES, Gateway
+
+    gateway = worker_factory(Gateway, readiness=SharedCheck())
+    gateway._ping = lambda name: eventlet.sleep(3600)  # a publish stuck before the ping's own wait
+    original, gateway_service.PING_TIMEOUT = gateway_service.PING_TIMEOUT, 0.05
+    try:
+        checks = gateway._check_services()
+    finally:
+        gateway_service.PING_TIMEOUT = original
+    assert set(checks) == set(SERVICES) and all("did not answer" in why for why in checks.values())

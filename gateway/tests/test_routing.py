@@ -9,7 +9,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from contracts.common import Principal
-from gateway import routing
+from gateway import body_arrival, routing
 from gateway.routing import ApiRoute, api
 from services.common.errors import NotFound, Unauthenticated
 
@@ -372,7 +372,6 @@ def test_a_json_body_that_does_not_arrive_is_answered_before_any_worker_is_taken
     # The route's handler (a worker) never runs: ten such requests stopped the gateway before.
     from werkzeug.routing import Map, Rule
 
-    from gateway import body_arrival
     from gateway.routing import ApiWsgiApp
 
     class Stalled:
@@ -387,11 +386,43 @@ def test_a_json_body_that_does_not_arrive_is_answered_before_any_worker_is_taken
     app.url_map = Map([Rule("/login", methods=["POST"], endpoint="login")])
     monkeypatch.setattr(routing.WsgiApp, "__call__", lambda *a: pytest.fail("a worker took the request"))
     environ = EnvironBuilder(path="/login", method="POST", content_type="application/json").get_environ()
-    environ.update({"CONTENT_LENGTH": "100", "wsgi.input": Stalled()})
+    connection = SimpleNamespace(close_connection=0)  # eventlet's protocol (routing.ApiProtocol)
+    environ.update({"CONTENT_LENGTH": "100", "wsgi.input": Stalled(), routing.ApiProtocol.ENVIRON_KEY: connection})
     status = {}
     body = b"".join(app(environ, lambda line, headers, exc_info=None: status.update(line=line, headers=dict(headers))))
     assert status["line"].startswith("400") and status["headers"]["X-Trace-Id"]
     assert json.loads(body)["error"]["code"] == "malformed_request"
+    # What was read of it is gone, and the rest would be read as the next request: closed.
+    assert connection.close_connection == 1
+    assert body_arrival.budget.held == 0
+
+
+def test_bodies_read_ahead_are_bounded_by_a_budget(monkeypatch):
+    from werkzeug.routing import Map, Rule
+
+    from gateway.routing import ApiWsgiApp
+
+    monkeypatch.setattr(body_arrival, "budget", body_arrival.ByteBudget(150))
+    app = ApiWsgiApp.__new__(ApiWsgiApp)
+    app.url_map = Map([Rule("/login", methods=["POST"], endpoint="login")])
+    seen = []
+    monkeypatch.setattr(
+        routing.WsgiApp, "__call__", lambda self, env, start: seen.append(env["wsgi.input"].read()) or []
+    )
+
+    def post(body: bytes):
+        environ = EnvironBuilder(path="/login", method="POST", data=body, content_type="application/json").get_environ()
+        environ[routing.ApiProtocol.ENVIRON_KEY] = connection = SimpleNamespace(close_connection=0)
+        status = {}
+        answer = b"".join(app(environ, lambda line, headers, exc_info=None: status.update(line=line)))
+        return status.get("line", "200 OK"), answer, connection
+
+    assert post(b'{"a": 1}')[0].startswith("200") and seen == [b'{"a": 1}']
+    assert body_arrival.budget.held == 0  # given back once answered
+    body_arrival.budget.take(100)  # other bodies being read
+    line, answer, connection = post(b'{"b": "' + b"x" * 60 + b'"}')
+    assert line.startswith("503") and json.loads(answer)["error"]["code"] == "unavailable"
+    assert len(seen) == 1 and connection.close_connection == 1  # never read, never handled
 
 
 def test_a_silent_client_is_let_go():
