@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from celpy import celtypes
-from celpy.evaluation import CELEvalError, base_functions
+from celpy import InterpretedRunner, celtypes
+from celpy.evaluation import CELEvalError, Evaluator, base_functions
 
 ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
 ORDERING = ("_<_", "_<=_", "_>_", "_>=_")
@@ -135,6 +135,34 @@ class TypeOf(celtypes.TypeType):
             return TypeOf
         found = type(value)
         return _NAMED.get(found, found)
+
+
+class _TypedEvaluator(Evaluator):  # type: ignore[misc]
+    """`filter` and `exists_one` take a condition, as `all` and `exists` do: cel-python counted any
+    truthy value (`form.items.filter(x, x.n)` kept every item whose `n` was not 0)."""
+
+    def build_macro_eval(self, child: Any) -> Any:
+        evaluate = super().build_macro_eval(child)
+        macro = child.children[1].value
+        if macro not in ("filter", "exists_one"):
+            return evaluate
+
+        def condition(value: Any) -> Any:
+            result = evaluate(value)
+            if isinstance(result, CELEvalError):
+                raise result
+            if not isinstance(result, celtypes.BoolType):
+                raise TypeError(f"no such overload: {macro} with a {type(result).__name__} condition")
+            return result
+
+        return condition
+
+
+class TypedRunner(InterpretedRunner):  # type: ignore[misc]
+    """The interpreter with `_TypedEvaluator`: `celpy.Environment(runner_class=TypedRunner)`."""
+
+    def evaluate(self, context: Any) -> Any:
+        return _TypedEvaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
 
 
 TYPED_FUNCTIONS: dict[str, Any] = {

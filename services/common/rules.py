@@ -25,7 +25,7 @@ from celpy import celtypes
 from lark import Token, Tree
 
 from services.common.rule_patterns import bounded_matches, pattern_problem
-from services.common.rule_typing import TYPED_FUNCTIONS
+from services.common.rule_typing import TYPED_FUNCTIONS, TypedRunner
 
 VARIABLES = ("applicant", "form", "materials", "certificates")
 _REFERENCE = re.compile(r"\b(applicant|form)\.([A-Za-z_][A-Za-z0-9_]*)|\b(materials|certificates)\b")
@@ -51,7 +51,7 @@ MAX_INPUT_CHARS = 200
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _FUNCTIONS = {**TYPED_FUNCTIONS, "matches": bounded_matches}
 
-_env = celpy.Environment()
+_env = celpy.Environment(runner_class=TypedRunner)
 
 
 class RuleCompileError(ValueError):

@@ -122,6 +122,22 @@ def test_a_map_keyed_by_a_bool_has_no_number_key(expression, outcome):
     assert result.outcome == outcome, result.results[0]
 
 
+@pytest.mark.parametrize(
+    ("expression", "outcome"),
+    [
+        ("size(form.items.filter(x, x)) == 2", "manual_review"),  # a number is no condition
+        ("form.items.exists_one(x, x)", "manual_review"),
+        ("size(form.m.filter(x, x.ok)) == 1 && form.m.exists_one(x, x.ok)", "approved"),
+        ("form.items.map(x, x * 2) == [2, 4] && form.items.filter(x, x > 1) == [2]", "approved"),
+    ],
+)
+def test_filter_and_exists_one_take_a_condition(expression, outcome):
+    # cel-python counted any truthy value: `filter(x, x.n)` kept every item whose n was not 0.
+    facts = {**FACTS, "form": {"items": [1, 2], "m": [{"ok": True}, {"ok": False}]}}
+    result = rules.evaluate([rule("r", expression, on_fail="reject")], facts)
+    assert result.outcome == outcome, result.results[0]
+
+
 def test_compile_error_is_reported():
     with pytest.raises(rules.RuleCompileError):
         rules.compile_rule("applicant.age >=")
