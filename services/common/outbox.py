@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
@@ -120,6 +120,15 @@ class OutboxCollection:
         if orphans:
             self.markers.delete_many({"_id": {"$in": orphans}})
         return found
+
+    def put_back(self, event_id: str, at: datetime) -> int:
+        """A pending event that did not go out this round (its preparation or its publish failed):
+        its marker goes behind the others (`at`), so that events that keep failing cannot fill every
+        round's page and hold back those behind them for ever. Returns the rounds it has failed."""
+        marker = self.markers.find_one_and_update(
+            {"_id": event_id}, {"$set": {"at": at}, "$inc": {"failures": 1}}, return_document=ReturnDocument.AFTER
+        )
+        return int((marker or {}).get("failures", 0))
 
     def mark_published(self, doc_id: Any, event_id: str) -> None:
         """Take the event out of its document now; its marker goes with the next batch."""

@@ -78,7 +78,14 @@ class Publisher:
         not redo it."""
         outbox.flush()  # published markers of a quiet moment: gone before they look pending
         sent = 0
+        held_back: set[Any] = set()  # documents one of whose events did not go out this round
+        put_back = _PutBack(outbox)
         for doc_id, event, traceparent in outbox.pending(older_than):
+            if doc_id in held_back:
+                # After its document's event that failed, as the writer's publish stops at one: the
+                # events of one document go out in the order they were written.
+                put_back(doc_id, event)
+                continue
             # In the trace of the request that wrote it: the case's trace goes on past a publish
             # that failed (a broker blip) instead of starting over under the relay's timer. Only
             # while the event is young: an outage's every 2 s retry would pile spans onto it.
@@ -90,12 +97,39 @@ class Publisher:
                     except Exception:
                         # Not published without it; the next round tries again, the others go on.
                         log.exception("could not prepare an event for publishing", extra={"doc_id": str(doc_id)})
+                        held_back.add(doc_id)
+                        put_back(doc_id, event)
                         continue
-                sent += self.publish(outbox, doc_id, [event])
+                went = self.publish(outbox, doc_id, [event])
+                if not went:  # the broker away, or an envelope no longer valid: behind the others
+                    held_back.add(doc_id)
+                    put_back(doc_id, event)
+                sent += went
         return sent
 
 
 RELAY_TRACE_WINDOW = timedelta(minutes=1)
+
+
+class _PutBack:
+    """Puts a relay round's failed events behind the rest, in the order it met them (a millisecond
+    apart: the store keeps times to the millisecond), and says so loudly when one keeps failing."""
+
+    def __init__(self, outbox: Any) -> None:
+        self.outbox, self.now, self.count = outbox, datetime.now(UTC), 0
+
+    def __call__(self, doc_id: Any, event: dict[str, Any]) -> None:
+        self.count += 1
+        try:
+            failures = self.outbox.put_back(event["event_id"], self.now + timedelta(milliseconds=self.count))
+        except Exception:  # the store away too: it stays where it was, and is tried again
+            log.warning("could not put a failed event behind the others", exc_info=True)
+            return
+        if failures and failures % 10 == 0:
+            log.error(
+                "an event has not gone out for many relay rounds",
+                extra={"doc_id": str(doc_id), "event_id": event["event_id"], "rounds": failures},
+            )
 
 
 def _age(event: dict[str, Any]) -> timedelta:

@@ -60,6 +60,10 @@ class FakeOutbox:
     def mark_published(self, doc_id, event_id):
         self.marked.append((doc_id, event_id))
 
+    def put_back(self, event_id, at):
+        self.calls.append(("put_back", event_id, at))
+        return 1
+
 
 def test_publish_dispatches_by_event_type_and_marks_each_event():
     dispatch, outbox = FakeDispatch(), FakeOutbox()
@@ -216,6 +220,46 @@ def test_relay_goes_on_after_a_failed_event():
     assert outbox.marked == [("B", b.event_id)]
 
 
+def put_backs(outbox):
+    return [(event_id, at) for call in outbox.calls if call[0] == "put_back" for _, event_id, at in [call]]
+
+
+def test_events_that_did_not_go_out_are_put_behind_the_others_with_their_documents_later_ones():
+    # 100 events whose preparation kept failing filled every round's page: the events behind them
+    # waited for ever. And after a failed publish, the same document's next event overtook it.
+    a1, a2, b, c = _submitted("A"), _published(), _submitted("B"), _submitted("C")
+    outbox = FakeOutbox([("A", e.model_dump(mode="json")) for e in (a1, a2)] + [("B", b.model_dump(mode="json"))])
+    outbox._pending.append(("C", c.model_dump(mode="json")))
+    dispatch = FakeDispatch(fail_on={a1.event_id})
+
+    def prepare(doc_id, event):
+        if doc_id == "B":
+            raise KeyError("applicant")
+
+    assert Publisher(dispatch).relay(outbox, before_publish=prepare) == 1
+    assert [body["event_id"] for _, body in dispatch.sent] == [c.event_id]  # A's second waits for its first
+    behind = put_backs(outbox)
+    assert [event_id for event_id, _ in behind] == [a1.event_id, a2.event_id, b.event_id]
+    assert [at for _, at in behind] == sorted(at for _, at in behind) and len({at for _, at in behind}) == 3
+
+
+def test_a_marker_put_back_goes_behind_the_pending_ones_and_counts_its_rounds():
+    from services.common.outbox import OutboxCollection
+
+    database = MemoryDatabase()
+    cases = MemoryCollection("cases", database)
+    outbox = OutboxCollection(cases)
+    stuck, good = _submitted("A"), _submitted("B")
+    cases.insert_many([{"_id": "A", **outbox.fields("A", [stuck])}])
+    cases.insert_many([{"_id": "B", **outbox.fields("B", [good])}])
+    outbox.markers.docs[stuck.event_id]["at"] -= timedelta(minutes=10)
+    outbox.markers.docs[good.event_id]["at"] -= timedelta(minutes=1)
+    assert [e["event_id"] for _, e, _ in outbox.pending(timedelta(seconds=3), limit=1)] == [stuck.event_id]
+    assert outbox.put_back(stuck.event_id, datetime.now(UTC) - timedelta(seconds=5)) == 1
+    assert [e["event_id"] for _, e, _ in outbox.pending(timedelta(seconds=3), limit=1)] == [good.event_id]
+    assert outbox.put_back(stuck.event_id, datetime.now(UTC)) == 2
+
+
 class MemoryCollection:
     """Just enough of a pymongo collection for the outbox's own bookkeeping."""
 
@@ -266,6 +310,15 @@ class MemoryCollection:
         for path in update.get("$unset", {}):
             field, key = path.split(".")
             doc[field].pop(key, None)
+
+    def find_one_and_update(self, query, update, return_document=None):
+        doc = self.docs.get(query["_id"])
+        if doc is None:
+            return None
+        doc.update(update.get("$set", {}))
+        for field, step in update.get("$inc", {}).items():
+            doc[field] = doc.get(field, 0) + step
+        return dict(doc)
 
     def update_many(self, query, update):
         for doc_id in query["_id"]["$in"]:
