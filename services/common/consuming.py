@@ -35,6 +35,7 @@ from nameko.amqp.consume import Consumer as ConsumerCore
 from nameko.containers import get_service_name
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR, DependencyProvider
+from nameko.messaging import HEADER_PREFIX
 from pydantic import ValidationError
 
 from contracts.envelope import EventPayload, UnknownEventType, parse_event
@@ -147,6 +148,7 @@ class ReliableEventHandler(EventHandler):
         return getattr(self, "delays", None) or retry_delays()
 
     def handle_message(self, body: Any, message: Any) -> None:
+        _drop_propagated_transport_headers(message.headers)
         if not message.delivery_info.get("redelivered"):
             super().handle_message(body, message)
             return
@@ -257,6 +259,17 @@ class ReliableEventHandler(EventHandler):
         self._publish_copy(
             message, Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True), self.queue.name, headers
         )
+
+
+def _drop_propagated_transport_headers(headers: dict[str, Any] | None) -> None:
+    """nameko makes every header of a message its worker's context data, and sends all of that
+    on with whatever the worker publishes, as `nameko.<header>`. So an upstream handler on its
+    6th try stamped `nameko.x-yiwang-attempt: 6` on the events it sent, and this message's
+    worker read it as its own attempt (`Delivery`): a first delivery taken for the last. Transport
+    headers (`x-…`: attempts, deaths, errors) are the message's own, never context."""
+    if headers:
+        for key in [k for k in headers if k.startswith(f"{HEADER_PREFIX}.x-")]:
+            del headers[key]
 
 
 @dataclass(frozen=True)

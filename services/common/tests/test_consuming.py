@@ -320,12 +320,14 @@ class FakeContainer:
 
     def __init__(self):
         self.workers = []
+        self.contexts = []
 
     def spawn_managed_thread(self, fn, identifier=None):
         fn()
 
     def spawn_worker(self, entrypoint, args, kwargs, context_data=None, handle_result=None):
         self.workers.append(args)
+        self.contexts.append(context_data)
 
 
 def _redelivered(unsettled=None, redelivered=True):
@@ -355,6 +357,26 @@ def test_a_first_delivery_is_handled():
     handler, message = _delivering_handler(copies, []), _redelivered(redelivered=False)
     handler.handle_message({"body": 1}, message)
     assert handler.container.workers == [({"body": 1},)] and copies == [] and not message.acked
+
+
+def test_an_upstream_handlers_attempt_is_not_taken_for_this_messages_own():
+    # The event was published by a handler on its 6th try: nameko sent its context (every header
+    # of its message) on as `nameko.*` headers, and this first delivery read as the last try.
+    from services.common.consuming import ATTEMPT_HEADER, Delivery
+
+    handler, message = _delivering_handler([], []), _redelivered(redelivered=False)
+    message.headers.update({f"nameko.{ATTEMPT_HEADER}": 6, "nameko.x-death": [{}], "nameko.call_id_stack": ["a.b.1"]})
+    handler.handle_message({"body": 1}, message)
+    [context] = handler.container.contexts
+    assert ATTEMPT_HEADER not in context and "x-death" not in context
+    assert context["call_id_stack"] == ["a.b.1"]  # nameko's own context still travels
+    delivery = Delivery().get_dependency(SimpleNamespace(data=context))
+    assert (delivery.attempt, delivery.last) == (1, False)
+    # Its own retry header still counts.
+    handler, message = _delivering_handler([], []), _redelivered(redelivered=False)
+    message.headers.update({ATTEMPT_HEADER: 4, f"nameko.{ATTEMPT_HEADER}": 1})
+    handler.handle_message({"body": 1}, message)
+    assert handler.container.contexts[0][ATTEMPT_HEADER] == 4
 
 
 def test_a_message_delivered_again_unsettled_waits_in_the_first_retry_queue_counted():
