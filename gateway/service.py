@@ -84,7 +84,7 @@ from gateway.auth import Auth, client_address
 from gateway.http import error_body, read_json
 from gateway.openapi import openapi_document
 from gateway.readiness import Readiness
-from gateway.routing import HeaderDoc, api, query_names
+from gateway.routing import HeaderDoc, api, close_after_answer, query_names
 from services.common.errors import Unavailable, ValidationFailed, validated
 from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
@@ -670,7 +670,13 @@ class Gateway:
         status=201,
     )
     def upload_document(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
-        upload = documents.open_upload(request)
+        try:
+            upload = documents.open_upload(request)
+        except Exception:
+            # The body was not read to its end (too large, cut short, stalled): the connection
+            # closes after the answer rather than read and throw away the rest, or wait for it.
+            close_after_answer(request)
+            raise
         who = principal.model_dump()
         document_id = call(self.intake.begin_document, who)
         try:
@@ -678,7 +684,10 @@ class Gateway:
                 upload, lambda n, data: call(self.intake.add_document_chunk, who, document_id, n, data)
             )
         except Exception:
-            call(self.intake.abort_document, who, document_id)  # nothing half-written stays behind
+            try:
+                call(self.intake.abort_document, who, document_id)  # nothing half-written stays behind
+            except Exception:  # the client hears why its upload failed, not why the clean-up did
+                log.warning("could not abort a failed upload", exc_info=True, extra={"document_id": document_id})
             raise
         return 201, call(self.intake.finish_document, who, document_id, summary)
 

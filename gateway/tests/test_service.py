@@ -1,5 +1,6 @@
 import json
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 from unittest.mock import MagicMock
 
 import eventlet
@@ -1211,3 +1212,33 @@ def test_readyz_probes_in_the_same_second_share_one_check(gateway):
         returns(getattr(gateway, name).ping, "pong")
     assert [gateway.readyz(_request()).status_code for _ in range(5)] == [200] * 5
     assert gateway.intake.ping.call_async.call_count == 1
+
+
+# --- documents ----------------------------------------------------------------------------------
+
+PDF_PART = (
+    b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\nContent-Type: application/pdf\r\n\r\n'
+)
+
+
+def _upload(body: bytes):
+    request = _request("POST", "/api/v1/documents", body=body, content_type="multipart/form-data; boundary=B")
+    connection = SimpleNamespace(close_connection=0)  # eventlet's protocol (routing.ApiProtocol)
+    request.environ["yiwang.connection"] = connection
+    return request, connection
+
+
+def test_an_upload_whose_body_cannot_be_read_closes_its_connection(gateway):
+    request, connection = _upload(PDF_PART + b"%PDF-1.4 cut short")  # no closing boundary
+    response = gateway.upload_document(request)
+    assert response.status_code == 400 and connection.close_connection == 1
+    gateway.intake.begin_document.call_async.assert_not_called()
+
+
+def test_a_failed_clean_up_does_not_hide_why_the_upload_failed(gateway):
+    returns(gateway.intake.begin_document, "d-1")
+    raises(gateway.intake.abort_document, Unavailable("intake.abort_document did not answer in 5s"))
+    request, connection = _upload(PDF_PART + b"MZ an executable\r\n--B--\r\n")
+    response = gateway.upload_document(request)
+    assert response.status_code == 415 and _json(response)["error"]["code"] == "unsupported_media_type"
+    assert connection.close_connection == 0  # read whole: the connection may serve the next request
