@@ -44,8 +44,17 @@ def render(channel: str, event_type: str, context: dict[str, Any]) -> tuple[str,
     return title.strip(), body.strip()
 
 
+# Characters of one text at most: providers refuse longer ones (a permanent failure: the text was
+# lost) and bill every 67 characters of a long one. What is cut is in the inbox and the email.
+MAX_SMS_CHARS = 300
+SMS_CUT = "…（详情请登录查看）"
+
+
 def render_sms(event_type: str, context: dict[str, Any]) -> str:
-    return " ".join(_env.get_template(f"sms/{event_type}.j2").render(**context).split())
+    text = " ".join(_env.get_template(f"sms/{event_type}.j2").render(**context).split())
+    if len(text) <= MAX_SMS_CHARS:
+        return text
+    return text[: MAX_SMS_CHARS - len(SMS_CUT)] + SMS_CUT
 
 
 @functools.cache  # templates are files of the package: they change only with a new release

@@ -67,6 +67,19 @@ def test_rejected_message_gives_the_reason_and_remedies():
     assert "行政复议" in body
 
 
+def test_a_text_longer_than_providers_take_is_cut_and_points_to_the_rest():
+    # A reviewer's reason may be 2,000 characters: providers refuse such a text (a permanent
+    # failure, the text lost); the inbox and the email carry it whole.
+    context = {**CASE, "decided_at": "2026年11月23日 10:05", "decided_by": "r-1", "reason": "材料不全" * 500}
+    text = messages.render_sms("case.rejected.v1", context)
+    assert len(text) == messages.MAX_SMS_CHARS and text.endswith("（详情请登录查看）")
+    assert text.startswith("【一网通办】您的“高龄津贴申领”申请")
+    short = messages.render_sms("case.rejected.v1", {**context, "reason": "不符合条件"})
+    assert short.endswith("原因：不符合条件。")
+    _, body = messages.render("inbox", "case.rejected.v1", context)
+    assert "材料不全" * 500 in body
+
+
 def test_title_and_body_are_trimmed():
     title, body = messages.render("inbox", "case.submitted.v1", {**CASE, "submitted_at": "x"})
     assert title == title.strip() and "\n" not in title
