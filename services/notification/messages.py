@@ -106,7 +106,9 @@ def notification(
         "type": envelope.type,
         "title": content["inbox"]["title"],
         "body": content["inbox"]["body"],
-        "created_at": now,
+        # When it happened, so the inbox lists a "received" that waited in a retry queue below the
+        # "approved" that followed it; never later than now (a producer's clock ahead of ours).
+        "created_at": min(now, _aware(envelope.occurred_at)),
         "read_at": None,
         # Sending happens later in a timer; its spans join the trace of the event that caused it.
         "traceparent": current_traceparent(),
@@ -116,6 +118,10 @@ def notification(
             for c in channels
         },
     }
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def view(doc: dict[str, Any]) -> dict[str, Any]:
