@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from contracts.catalog import READ_ONLY_FIELDS, ItemSummary, PublishedItem, ServiceGuide
@@ -10,6 +9,7 @@ from services.common.china_time import CHINA
 from services.common.errors import ValidationFailed, validated
 from services.common.form_schemas import schema_problems
 from services.common.rules import RuleCompileError, compile_rule
+from services.common.stored_time import as_utc
 
 
 def checked_guide(payload: dict[str, Any]) -> ServiceGuide:
@@ -91,5 +91,5 @@ def published(doc: dict[str, Any]) -> PublishedItem:
 def withdrawn_message(item_code: str, withdrawal: dict[str, Any]) -> str:
     """What an applicant reads about a withdrawn item: since when (the day in China), and why."""
     at = withdrawal["withdrawn_at"]
-    day = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(CHINA).date().isoformat()
+    day = as_utc(at).astimezone(CHINA).date().isoformat()
     return f"{item_code} takes no applications since {day}: {withdrawal['reason']}"

@@ -18,7 +18,7 @@ until then).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.collection import Collection
@@ -26,14 +26,14 @@ from pymongo.collection import Collection
 from services.common.china_time import CHINA
 from services.common.mongo import update_entry
 from services.common.paging import plan_page
+from services.common.stored_time import as_utc
 
 Row = tuple[str, dict[str, Any]]  # (key, entry)
 
 
 def month_of(moment: datetime) -> str:
     """The month in China of a moment (a naive one is UTC, as pymongo returns them)."""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(CHINA).strftime("%Y-%m")
+    return as_utc(moment).astimezone(CHINA).strftime("%Y-%m")
 
 
 class MonthlyLists:

@@ -32,6 +32,7 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from contracts.envelope import Envelope
+from services.common.stored_time import as_utc
 from services.common.telemetry import current_traceparent
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class OutboxCollection:
                 event = ((doc or {}).get("outbox") or {}).get(marker["_id"])
                 if event is not None:
                     found.append((marker["doc_id"], event, marker.get("traceparent")))
-                elif _aware(marker["at"]) < now - ORPHAN_AFTER:
+                elif as_utc(marker["at"]) < now - ORPHAN_AFTER:
                     orphans.append(marker["_id"])
             if len(page) < limit or len(found) >= limit:
                 break
@@ -159,8 +160,3 @@ class OutboxCollection:
         """Mark every pending event of these documents published (after a bulk publish)."""
         self.collection.update_many({"_id": {"$in": doc_ids}}, {"$set": {"outbox": {}}})
         self.markers.delete_many({"doc_id": {"$in": doc_ids}})
-
-
-def _aware(moment: datetime) -> datetime:
-    # pymongo returns naive UTC datetimes unless the client is tz_aware.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

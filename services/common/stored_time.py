@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A moment read back from the store: pymongo returns naive UTC datetimes unless the client is
+    tz_aware (a naive one is UTC, never the host's zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def to_stored_precision(moment: datetime) -> datetime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from contracts.envelope import Envelope
 from services.common.china_time import CHINA
+from services.common.stored_time import as_utc
 from services.common.telemetry import current_traceparent
 from services.notification.deliveries import view as deliveries_view
 
@@ -27,9 +28,7 @@ _env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), undefined=StrictUndefi
 
 def local_time(value: datetime | str) -> str:
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:  # as pymongo reads a time back: UTC, not the host's zone
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(CHINA).strftime("%Y年%m月%d日 %H:%M")
+    return as_utc(moment).astimezone(CHINA).strftime("%Y年%m月%d日 %H:%M")
 
 
 def local_day(value: date | str) -> str:
@@ -108,7 +107,7 @@ def notification(
         "body": content["inbox"]["body"],
         # When it happened, so the inbox lists a "received" that waited in a retry queue below the
         # "approved" that followed it; never later than now (a producer's clock ahead of ours).
-        "created_at": min(now, _aware(envelope.occurred_at)),
+        "created_at": min(now, as_utc(envelope.occurred_at)),
         "read_at": None,
         # Sending happens later in a timer; its spans join the trace of the event that caused it.
         "traceparent": current_traceparent(),
@@ -118,10 +117,6 @@ def notification(
             for c in channels
         },
     }
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def view(doc: dict[str, Any]) -> dict[str, Any]:
