@@ -61,13 +61,10 @@ class KeySet:
         try:
             if self._fetched_at is not None and time.monotonic() - self._fetched_at <= KEYS_MAX_AGE:
                 return  # fetched meanwhile
-            self._keys = self._fetched_keys()
-            self._last_fetch_failed = False
+            self._fetch_now()
         except Exception:  # identity away: the known keys stay (asked again after KEYS_MAX_AGE)
-            self._last_fetch_failed = True
             log.warning("could not refetch the signing keys; the known ones stay in use", exc_info=True)
         finally:
-            self._fetched_at = time.monotonic()
             self._lock.release()
 
     def _refresh_for(self, kid: str) -> None:

@@ -9,6 +9,7 @@ check, which is bounded itself (the gateway's `_check_services`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -37,12 +38,12 @@ class SharedCheck(Generic[T]):
     def result(self, check: Callable[[], T]) -> T:
         while True:
             last, running = self._last, self._running
-            age = None if last is None else self._clock() - last[0]
-            if last is not None and age is not None and age < self.fresh_for:
+            age = math.inf if last is None else self._clock() - last[0]
+            if last is not None and age < self.fresh_for:
                 return last[1]
             if running is None:
                 return self._run(check)
-            if last is not None and age is not None and age < self.stale_after:
+            if last is not None and age < self.stale_after:
                 return last[1]  # being checked again: the last answer meanwhile, no worker held
             done, value = running.wait()
             if done:

@@ -146,7 +146,7 @@ class ApiWsgiApp(WsgiApp):
     def _refused_unread(environ: dict[str, Any], start_response: Callable, why: str, error: Exception) -> Any:
         """An answer to a request whose body was not read whole: its connection closes after it
         (the rest of the body would be taken for the next request, and what was read is gone)."""
-        _close_after_answer(environ)
+        close_after_answer(environ)
         return _answered_before_a_worker(environ, start_response, why, functools.partial(response_for_exception, error))
 
 
@@ -169,15 +169,11 @@ def _answered_before_a_worker(
 MAX_REQUEST_LINE = 64 * 1024
 
 
-def _close_after_answer(environ: dict[str, Any]) -> None:
+def close_after_answer(environ: dict[str, Any]) -> None:
+    """The request's connection closes once it is answered (its body was not read to its end)."""
     connection = environ.get(ApiProtocol.ENVIRON_KEY)
     if connection is not None:
         connection.close_connection = 1
-
-
-def close_after_answer(request: Request) -> None:
-    """The request's connection closes once it is answered (its body was not read to its end)."""
-    _close_after_answer(request.environ)
 
 
 class ApiProtocol(HttpOnlyProtocol):

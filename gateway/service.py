@@ -675,7 +675,7 @@ class Gateway:
         except Exception:
             # The body was not read to its end (too large, cut short, stalled): the connection
             # closes after the answer rather than read and throw away the rest, or wait for it.
-            close_after_answer(request)
+            close_after_answer(request.environ)
             raise
         who = principal.model_dump()
         document_id = call(self.intake.begin_document, who)
