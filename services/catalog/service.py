@@ -156,12 +156,22 @@ class CatalogService:
         self._admin(principal)
         draft = self.store.get_draft(item_code)
         if draft is None:
-            raise NotFound(f"no draft of {item_code} to publish")
+            return self._published_already(item_code)
         guide = self._checked({k: v for k, v in draft.items() if k in ServiceGuide.model_fields})
         # The same number for a retry of this publish: one version, not two.
         published = self.publish_guide(guide.model_dump(mode="json"), self.store.draft_version(draft))
-        self.store.delete_draft(item_code, draft["updated_at"])
+        self.store.mark_published(item_code, draft["updated_at"])
         return published
+
+    def _published_already(self, item_code: str) -> dict[str, Any]:
+        """A publish retried after it completed (its answer lost on the way) gets that answer
+        again, while the version it made is still what applicants see; else there is nothing to
+        publish."""
+        version = self.store.published_draft(item_code)
+        latest = self.store.latest_version(item_code) if version is not None else None
+        if latest is None or latest["version"] != version or "withdrawn" in latest:
+            raise NotFound(f"no draft of {item_code} to publish")
+        return guides.published(latest).model_dump(mode="json")
 
     def publish_guide(self, guide: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """Publish a guide as the item's immutable version `version` (its next one by default) and

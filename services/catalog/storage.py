@@ -253,15 +253,25 @@ class CatalogStore:
 
     # --- drafts -----------------------------------------------------------------------------------
     def get_draft(self, item_code: str) -> dict[str, Any] | None:
-        return _readable(self.drafts.find_one({"_id": item_code}))
+        """The draft being edited; None once it is published (`mark_published`)."""
+        # By _id alone, the marker checked here: any other filter key makes FerretDB scan.
+        draft = self.drafts.find_one({"_id": item_code})
+        return None if draft is None or "published_at" in draft else _readable(draft)
+
+    def published_draft(self, item_code: str) -> int | None:
+        """The version the item's last draft was published as, if that is what the drafts hold."""
+        draft = self.drafts.find_one({"_id": item_code}, {"published_at": 1, "publishing_as": 1})
+        return None if draft is None or "published_at" not in draft else int(draft["publishing_as"])
 
     def create_draft(self, guide: dict[str, Any], by: str) -> None:
+        doc = {**_storable(guide), "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by}
         try:
-            self.drafts.insert_one(
-                {**_storable(guide), "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by}
-            )
+            self.drafts.insert_one(doc)
         except DuplicateKeyError:
-            raise Conflict(f"a draft of {guide['item_code']} already exists; edit it with PUT") from None
+            # A published draft's marker gives way; a draft being edited does not.
+            replaced = self.drafts.replace_one({"_id": doc["_id"], "published_at": {"$exists": True}}, doc)
+            if replaced.matched_count == 0:
+                raise Conflict(f"a draft of {guide['item_code']} already exists; edit it with PUT") from None
 
     def save_draft(self, guide: dict[str, Any], by: str) -> None:
         self.drafts.replace_one(
@@ -274,7 +284,8 @@ class CatalogStore:
         """The version number this draft, as saved, is published as: taken by its first publish and
         kept on it, so a publish retried (a gateway's timeout, a lost answer) stores the same
         version again instead of a second one. An edit saves the draft whole, so it gets a new
-        number. Conflict if the draft was edited or published since it was read."""
+        number. Conflict if the draft was edited since it was read; one published since then (by a
+        publish that read it too) answers the number it was published as."""
         claimed_as = draft.get("publishing_as")
         if claimed_as is not None and not self._left_behind_a_withdrawal(draft["_id"], int(claimed_as)):
             return int(claimed_as)
@@ -303,9 +314,13 @@ class CatalogStore:
             version <= int(row.get("withdrawn_over", row["version"])) and self.get_version(item_code, version) is None
         )
 
-    def delete_draft(self, item_code: str, updated_at: datetime) -> None:
-        # Only the draft that was published: an edit saved meanwhile stays.
-        self.drafts.delete_one({"_id": item_code, "updated_at": updated_at})
+    def mark_published(self, item_code: str, updated_at: datetime) -> None:
+        """The draft is gone for editors, and kept as the marker of what it was published as: a
+        publish retried after it completed (its answer lost) answers that version again."""
+        # Only the draft that was published: an edit saved meanwhile stays a draft.
+        self.drafts.update_one(
+            {"_id": item_code, "updated_at": updated_at}, {"$set": {"published_at": datetime.now(UTC)}}
+        )
 
     # --- seeding ----------------------------------------------------------------------------------
     def seeded(self, fingerprint: str) -> bool:

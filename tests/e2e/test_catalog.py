@@ -132,7 +132,10 @@ def test_drafts_publishing_and_versions(yiwang, applicant):
     )
     v1 = post(f"/api/v1/catalog/items/{NEW_CODE}/publish")
     assert v1.status_code == 200 and v1.json()["version"] == 1
-    assert post(f"/api/v1/catalog/items/{NEW_CODE}/publish").status_code == 404  # nothing left to publish
+    # Sent again (its answer lost on the way): the same version, not a second one, and not a 404.
+    again = post(f"/api/v1/catalog/items/{NEW_CODE}/publish")
+    assert again.status_code == 200 and again.json() == v1.json()
+    assert requests.get(yiwang.url(f"/api/v1/catalog/items/{NEW_CODE}/draft"), headers=auth(admin)).status_code == 404
 
     # A case keeps the version it was submitted under.
     form = {"bank_account": "6222020200112233445", "contact_phone": "13800138000"}

@@ -48,6 +48,7 @@ def store():
     store.latest_version.return_value = None
     store.get_version.return_value = None
     store.get_draft.return_value = None
+    store.published_draft.return_value = None
     store.department_exists.return_value = True
     store.insert_version.side_effect = inserted_version
     # The store's number follows its newest version: here, what latest_version is given to say.
@@ -462,9 +463,25 @@ def drafts(store):
 
     store.create_draft.side_effect = create
     store.save_draft.side_effect = save
-    store.get_draft.side_effect = lambda code: copy.deepcopy(held.get(code))
-    store.delete_draft.side_effect = lambda code, updated_at: held.pop(code)
-    store.draft_version.side_effect = lambda draft: draft.get("publishing_as") or store.next_version(draft["_id"])
+
+    def live(code):
+        return None if "published_at" in held.get(code, {"published_at": None}) else copy.deepcopy(held[code])
+
+    def claim(draft):
+        held[draft["_id"]].setdefault("publishing_as", draft.get("publishing_as") or store.next_version(draft["_id"]))
+        return held[draft["_id"]]["publishing_as"]
+
+    def mark(code, updated_at):
+        if held[code]["updated_at"] == updated_at:
+            held[code]["published_at"] = EDITED
+
+    def published_as(code):
+        return held[code]["publishing_as"] if code in held and live(code) is None else None
+
+    store.get_draft.side_effect = live
+    store.published_draft.side_effect = published_as
+    store.mark_published.side_effect = mark
+    store.draft_version.side_effect = claim
     return held
 
 
@@ -496,7 +513,7 @@ def test_only_admins_touch_drafts(service, store, drafts, events, who):
     store.create_draft.assert_not_called()
     store.save_draft.assert_not_called()
     store.insert_version.assert_not_called()
-    store.delete_draft.assert_not_called()
+    store.mark_published.assert_not_called()
     events.publish.assert_not_called()
 
 
@@ -572,7 +589,7 @@ def test_get_draft(service, drafts):
     assert service.get_draft(ADMIN, NEW_CODE)["name"] == "养老服务补贴测试事项"
 
 
-def test_publishing_a_draft_makes_it_the_next_version_and_deletes_it(service, store, drafts, events):
+def test_publishing_a_draft_makes_it_the_next_version_and_ends_it(service, store, drafts, events):
     store.latest_version.side_effect = lambda code: stored_version(2) if code == CODE else None
     service.update_draft(ADMIN, CODE, {**GUIDE, "promised_days": 3})
 
@@ -584,8 +601,7 @@ def test_publishing_a_draft_makes_it_the_next_version_and_deletes_it(service, st
     assert "updated_at" not in guide and "updated_by" not in guide and "_id" not in guide
     assert event.type == "catalog.item_published.v1"
     events.publish.assert_called_once_with(store.outbox, f"{CODE}@3", [event])
-    store.delete_draft.assert_called_once_with(CODE, EDITED)  # only the draft that was published
-    assert CODE not in drafts
+    store.mark_published.assert_called_once_with(CODE, EDITED)  # only the draft that was published
     with pytest.raises(NotFound):
         service.get_draft(ADMIN, CODE)
 
@@ -607,12 +623,40 @@ def test_a_retried_publish_whose_version_is_stored_sends_no_second_event(service
     store.insert_version.side_effect = lambda guide, version, event: (inserted_version(guide, version, event)[0], False)
     assert service.publish_draft(ADMIN, NEW_CODE)["version"] == 4
     events.publish.assert_not_called()
-    assert NEW_CODE not in drafts
+    assert "published_at" in drafts[NEW_CODE]
 
 
 def test_publishing_a_new_items_draft_makes_version_one(service, store, drafts):
     service.create_draft(ADMIN, NEW_GUIDE)
     assert service.publish_draft(ADMIN, NEW_CODE)["version"] == 1
+
+
+def test_a_publish_retried_after_it_completed_answers_the_same_version(service, store, drafts, events):
+    # The first answer was lost (a gateway timeout): the retry finds no draft, and must neither
+    # publish again nor answer 404 for a publish that happened.
+    service.create_draft(ADMIN, NEW_GUIDE)
+    first = service.publish_draft(ADMIN, NEW_CODE)
+    store.latest_version.side_effect = lambda code: stored_version(1, item_code=NEW_CODE, name=NEW_GUIDE["name"])
+    events.publish.reset_mock()
+    store.insert_version.reset_mock()
+
+    assert service.publish_draft(ADMIN, NEW_CODE) == first
+    store.insert_version.assert_not_called()
+    events.publish.assert_not_called()
+    with pytest.raises(NotFound):
+        service.get_draft(ADMIN, NEW_CODE)  # published: no draft to edit
+
+
+@pytest.mark.parametrize(
+    "latest", [stored_version(2), {**stored_version(1), "withdrawn": {"reason": "x"}}], ids=["newer", "withdrawn"]
+)
+def test_a_publish_of_a_draft_published_before_the_item_changed_is_not_found(service, store, drafts, latest):
+    # Not a retry's answer to give: the version that draft made is no longer what applicants see.
+    service.create_draft(ADMIN, GUIDE)
+    service.publish_draft(ADMIN, CODE)
+    store.latest_version.side_effect = lambda code: latest
+    with pytest.raises(NotFound):
+        service.publish_draft(ADMIN, CODE)
 
 
 def test_publishing_without_a_draft_is_not_found(service, store, events):
@@ -628,7 +672,7 @@ def test_a_draft_that_no_longer_validates_is_not_published_and_kept(service, sto
     with pytest.raises(ValidationFailed):
         service.publish_draft(ADMIN, NEW_CODE)
     store.insert_version.assert_not_called()
-    store.delete_draft.assert_not_called()
+    store.mark_published.assert_not_called()
     assert NEW_CODE in drafts
 
 
@@ -637,7 +681,7 @@ def test_a_draft_whose_version_was_published_concurrently_is_kept(service, store
     store.insert_version.side_effect = Conflict("version 1 was published concurrently")
     with pytest.raises(Conflict):
         service.publish_draft(ADMIN, NEW_CODE)
-    store.delete_draft.assert_not_called()
+    store.mark_published.assert_not_called()
     events.publish.assert_not_called()
 
 

@@ -95,6 +95,7 @@ def test_drafts_publish_as_immutable_versions(client, recorder):
     assert (v1["version"], v1["promised_days"]) == (1, 3)
     with pytest.raises(NotFound):
         client.get_draft(ADMIN, "62052400MZ-QT-0099")  # consumed by publishing
+    assert client.publish_draft(ADMIN, "62052400MZ-QT-0099") == v1  # a retry whose first answer was lost
 
     client.update_draft(ADMIN, "62052400MZ-QT-0099", new_guide(promised_days=2))
     assert client.get_item("62052400MZ-QT-0099")["promised_days"] == 3  # drafts are invisible until published
@@ -195,6 +196,8 @@ def test_a_withdrawn_item_leaves_search_and_returns_with_its_next_version(client
         client.withdraw_item(ADMIN, code, {"reason": "again"})
     with pytest.raises(NotFound):
         client.withdraw_item(ADMIN, "62052400MZ-QT-0096", {"reason": "never published"})
+    with pytest.raises(NotFound):
+        client.publish_draft(ADMIN, code)  # its draft's version is withdrawn: nothing to answer again
     announced = eventually(lambda: [e["payload"] for e in withdrawals.events], what="item_withdrawn")
     assert announced == [{"item_code": code, "version": 1, "department_code": new_guide()["department_code"]}]
 

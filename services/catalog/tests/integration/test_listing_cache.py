@@ -217,9 +217,19 @@ def test_a_draft_published_twice_at_once_is_one_version(mongo_client, db_prefix)
     assert store.draft_version(edited) == 3  # 2 was the number the retry took and left unused
     with pytest.raises(Conflict, match="edited or published meanwhile"):
         store.draft_version(first_try)  # the draft it read is no longer there
-    store.delete_draft(code, edited["updated_at"])
-    with pytest.raises(Conflict):
-        store.draft_version(edited)
+    store.mark_published(code, first_try["updated_at"])  # not the draft it published: no mark
+    assert store.get_draft(code)["name"] == "高龄津贴申领（新版）"
+    store.mark_published(code, edited["updated_at"])
+    assert store.get_draft(code) is None  # gone for editors ...
+    assert store.published_draft(code) == 3  # ... kept as what it was published as
+    assert store.draft_version(edited) == 3  # a publish that read it before: the same version
+
+    # The next draft takes the marker's place, whether created or saved.
+    store.create_draft({**guide, "name": "高龄津贴申领（第三版）"}, "admin-1")
+    assert store.published_draft(code) is None
+    assert store.get_draft(code)["name"] == "高龄津贴申领（第三版）"
+    with pytest.raises(Conflict, match="already exists"):
+        store.create_draft(guide, "admin-1")  # over a draft being edited: refused
 
 
 def test_a_publish_retried_after_a_withdrawal_passed_its_number_over_takes_a_new_one(mongo_client, db_prefix):
