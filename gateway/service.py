@@ -85,6 +85,7 @@ from gateway.http import error_body, read_json
 from gateway.openapi import openapi_document
 from gateway.readiness import Readiness
 from gateway.routing import HeaderDoc, api, close_after_answer, query_names
+from gateway.shared_result import SharedPublicAnswers
 from services.common.errors import Unavailable, ValidationFailed, validated
 from services.common.heap import FrozenStartupHeap
 from services.common.metrics import Metrics
@@ -165,6 +166,7 @@ class Gateway:
     startup_heap = FrozenStartupHeap()
     auth = Auth()
     readiness = Readiness()
+    public = SharedPublicAnswers()
     identity = ServiceRpc("identity")
     catalog = ServiceRpc("catalog")
     intake = ServiceRpc("intake")
@@ -314,7 +316,7 @@ class Gateway:
         response_model=JwkSet,
     )
     def jwks(self, request: Request) -> dict[str, Any]:
-        return call(self.identity.jwks)
+        return self.public.keys.result(lambda: call(self.identity.jwks))  # anonymous: shared a second
 
     @api("GET", "/api/v1/me", summary="The caller's account", response_model=UserView, before_password_change=True)
     def me(self, request: Request, principal: Principal) -> dict[str, Any]:
@@ -473,6 +475,7 @@ class Gateway:
     def rotate_signing_key(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         rotated = call(self.identity.rotate_signing_key, principal.model_dump())
         self.auth.keys.refresh()  # this process knows the new key at once; others on its first token
+        self.public.keys.forget()  # and serves it in the key set at once; others within a second
         return 201, rotated
 
     @event_handler("identity", "identity.session_revoked.v1", handler_type=BROADCAST, reliable_delivery=False)
@@ -499,7 +502,8 @@ class Gateway:
         response_model=Listing[Department],
     )
     def departments(self, request: Request) -> dict[str, Any]:
-        return paged_if_asked(call(self.catalog.list_departments), request)
+        departments = self.public.departments.result(lambda: call(self.catalog.list_departments))  # anonymous
+        return paged_if_asked(departments, request)
 
     @api(
         "GET",

@@ -13,8 +13,8 @@ from contracts.common import Principal
 from contracts.envelope import new_event
 from contracts.errors import ErrorResponse
 from contracts.events import SessionRevoked
-from gateway.readiness import SharedCheck
 from gateway.service import SERVICES, Gateway, as_flag, page_query
+from gateway.shared_result import PublicAnswers, SharedResult
 from services.common.errors import (
     Conflict,
     Forbidden,
@@ -71,7 +71,7 @@ def auth():
 
 @pytest.fixture
 def gateway(auth):
-    return worker_factory(Gateway, auth=auth, readiness=SharedCheck())
+    return worker_factory(Gateway, auth=auth, readiness=SharedResult(), public=PublicAnswers())
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -709,6 +709,27 @@ def test_admin_rotates_the_signing_key(gateway, auth):
     assert response.status_code == 201
     assert _json(response) == {"kid": "k2"}
     auth.keys.refresh.assert_called_once_with()  # its next tokens work here at once
+
+
+def test_the_key_set_is_asked_once_for_many_anonymous_reads_and_again_after_a_rotation(gateway, auth):
+    returns(gateway.identity.jwks, {"keys": [{"kid": "k1"}]})
+    assert [_json(gateway.jwks(_request())) for _ in range(20)] == [{"keys": [{"kid": "k1"}]}] * 20
+    assert gateway.identity.jwks.call_async.call_count == 1  # a flood costs identity one call a second
+
+    auth.principal.return_value = ADMIN
+    returns(gateway.identity.rotate_signing_key, {"kid": "k2"})
+    gateway.rotate_signing_key(_request("POST"))
+    returns(gateway.identity.jwks, {"keys": [{"kid": "k1"}, {"kid": "k2"}]})
+    assert _json(gateway.jwks(_request()))["keys"][-1] == {"kid": "k2"}  # not the set from before
+
+
+def test_the_departments_are_asked_once_for_many_anonymous_reads(gateway):
+    departments = [{"code": "620524MZ", "name": "民政局", "region_code": "620524"}]
+    returns(gateway.catalog.list_departments, departments)
+    for _ in range(20):
+        assert _json(gateway.departments(_request())) == {"items": departments}
+    assert _json(gateway.departments(_request(query={"page_size": "1"})))["total"] == 1
+    assert gateway.catalog.list_departments.call_async.call_count == 1
 
 
 @pytest.mark.parametrize(

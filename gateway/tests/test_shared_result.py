@@ -1,11 +1,11 @@
-"""Readiness probes share one check per process (an anonymous route: probes must not pile up)."""
+"""Anonymous reads share one result per process (readiness probes, the key set, the departments)."""
 
 from __future__ import annotations
 
 import eventlet
 import pytest
 
-from gateway.readiness import SharedCheck
+from gateway.shared_result import SharedResult
 
 
 class Clock:
@@ -18,7 +18,7 @@ class Clock:
 
 def test_a_result_is_reused_while_fresh_and_checked_again_after():
     clock, checks = Clock(), []
-    shared = SharedCheck(fresh_for=1.0, clock=clock)
+    shared = SharedResult(fresh_for=1.0, clock=clock)
     check = lambda: checks.append(clock.now) or len(checks)  # noqa: E731
     assert shared.result(check) == 1
     clock.now += 0.9
@@ -29,7 +29,7 @@ def test_a_result_is_reused_while_fresh_and_checked_again_after():
 
 def test_probes_during_a_check_get_the_last_result_at_once():
     clock, release = Clock(), eventlet.event.Event()
-    shared = SharedCheck(fresh_for=1.0, clock=clock)
+    shared = SharedResult(fresh_for=1.0, clock=clock)
     shared.result(lambda: "ready")
     clock.now += 5
     slow = eventlet.spawn(shared.result, lambda: release.wait())  # a service that does not answer
@@ -42,7 +42,7 @@ def test_probes_during_a_check_get_the_last_result_at_once():
 
 def test_the_first_probes_wait_for_the_one_check():
     release, checks = eventlet.event.Event(), []
-    shared = SharedCheck(fresh_for=1.0, clock=Clock())
+    shared = SharedResult(fresh_for=1.0, clock=Clock())
 
     def check():
         checks.append(1)
@@ -55,7 +55,7 @@ def test_the_first_probes_wait_for_the_one_check():
 
 
 def test_when_the_check_fails_a_waiting_probe_checks_itself():
-    shared = SharedCheck(fresh_for=1.0, clock=Clock())
+    shared = SharedResult(fresh_for=1.0, clock=Clock())
     release = eventlet.event.Event()
 
     def failing():
@@ -76,7 +76,7 @@ def test_when_the_check_fails_a_waiting_probe_checks_itself():
 def test_a_result_too_old_is_not_served_while_a_check_runs_but_awaited():
     # A check stuck for long must not keep answering "ready" from long ago.
     clock, release = Clock(), eventlet.event.Event()
-    shared = SharedCheck(fresh_for=1.0, stale_after=10.0, clock=clock)
+    shared = SharedResult(fresh_for=1.0, stale_after=10.0, clock=clock)
     shared.result(lambda: "ready")
     clock.now += 11
     slow = eventlet.spawn(shared.result, lambda: release.wait())
@@ -88,13 +88,28 @@ def test_a_result_too_old_is_not_served_while_a_check_runs_but_awaited():
     assert probe.wait() == slow.wait() == "not ready"
 
 
+def test_a_forgotten_result_is_computed_again_and_one_computed_before_is_not_kept():
+    clock, release = Clock(), eventlet.event.Event()
+    shared = SharedResult(fresh_for=1.0, clock=clock)
+    shared.result(lambda: "k1")
+    shared.forget()
+    assert shared.result(lambda: "k1 k2") == "k1 k2"  # fresh a moment ago, yet computed again
+    clock.now += 5
+    before = eventlet.spawn(shared.result, lambda: release.wait())  # began before the change
+    eventlet.sleep(0)
+    shared.forget()
+    release.send("k1 k2")
+    assert before.wait() == "k1 k2"  # its caller gets it ...
+    assert shared.result(lambda: "k1 k2 k3") == "k1 k2 k3"  # ... but it is not served as fresh
+
+
 def test_a_check_that_never_ends_is_cut_short_by_the_gateway():
     from nameko.testing.services import worker_factory
 
     from gateway import service as gateway_service
     from gateway.service import SERVICES, Gateway
 
-    gateway = worker_factory(Gateway, readiness=SharedCheck())
+    gateway = worker_factory(Gateway, readiness=SharedResult())
     gateway._ping = lambda name: eventlet.sleep(3600)  # a publish stuck before the ping's own wait
     original, gateway_service.PING_TIMEOUT = gateway_service.PING_TIMEOUT, 0.05
     try:
