@@ -31,6 +31,7 @@ from gateway.http import (
     response_for_exception,
     with_security_headers,
 )
+from gateway.unreadable_requests import AnswersUnreadableRequests
 from services.common.errors import Unavailable, ValidationFailed, password_change_first
 
 _tracer = trace.get_tracer("yiwang.gateway")
@@ -163,9 +164,9 @@ def _answered_before_a_worker(
         return answer()(environ, start_response)
 
 
-# The longest request line the gateway reads. eventlet's own limit (8 KiB) answers a longer one
-# with a bare 414 (no JSON error, no trace); up to this, the route's checks answer it (a query
-# parameter over its length is 422 naming it).
+# The longest request line the gateway reads. Up to this, the route's checks answer it (a query
+# parameter over its length is 422 naming it); past it, 400 (eventlet's own limit, 8 KiB, answered
+# a bare 414).
 MAX_REQUEST_LINE = 64 * 1024
 
 
@@ -176,9 +177,10 @@ def close_after_answer(environ: dict[str, Any]) -> None:
         connection.close_connection = 1
 
 
-class ApiProtocol(HttpOnlyProtocol):
+class ApiProtocol(AnswersUnreadableRequests, HttpOnlyProtocol):
     """nameko's protocol, which puts itself in each request's environ: an answer given before any
-    handler ran can close the connection (`close_connection`)."""
+    handler ran can close the connection (`close_connection`). A request it cannot read is refused
+    in the contract's shape (`gateway.unreadable_requests`)."""
 
     ENVIRON_KEY = "yiwang.connection"
 

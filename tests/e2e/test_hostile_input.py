@@ -75,6 +75,18 @@ def test_a_long_query_is_refused_naming_its_parameter(yiwang: RunningSystem):
     assert [detail["field"] for detail in error["details"]] == ["query.q"]
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Padding": "a" * 9000}, {f"X-Padding-{n}": "1" for n in range(120)}],
+    ids=["a header line over 8 KiB", "more than 100 headers"],
+)
+def test_headers_the_server_cannot_read_are_refused_in_the_contracts_shape(yiwang: RunningSystem, headers):
+    # Refused before any handler runs: eventlet answered these itself, with no JSON and no trace id.
+    response = requests.get(yiwang.url("/api/v1/catalog/items"), headers=headers, timeout=10)
+    error = assert_refused(response, 400)
+    assert error["code"] == "malformed_request" and response.headers["X-Trace-Id"] == error["trace_id"]
+
+
 def test_a_wrong_content_type_is_refused(yiwang: RunningSystem, applicant):
     body = json.dumps({"item_code": ALLOWANCE, "form": GOOD_FORM}).encode()
     assert_refused(post(yiwang, applicant, CASES, body, "text/plain"), 400, 415)
