@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from amqp.exceptions import AMQPError
+from amqp.exceptions import AMQPError, ChannelError
 from kombu import Connection, Exchange, Queue
 from nameko.amqp.consume import Consumer as ConsumerCore
 from nameko.containers import get_service_name
@@ -44,6 +44,7 @@ from services.common.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from services.common.rpc import CONFIRM_TIMEOUT, CONNECT_TIMEOUT
 
 log = logging.getLogger(__name__)
+NO_ROUTE = 312  # the broker's reply to a mandatory message no queue takes
 
 DEAD_LETTER_EXCHANGE = "yiwang.dead-letter"
 ERROR_HEADER, FAILED_AT_HEADER = "x-yiwang-error", "x-yiwang-failed-at"
@@ -230,7 +231,30 @@ class ReliableEventHandler(EventHandler):
         self._publish_copy(message, "", retry_queue_name(self.queue.name, delay), {ATTEMPT_HEADER: attempt + 1})
 
     def _publish_copy(self, message: Any, exchange: Any, routing_key: str, extra_headers: dict[str, Any]) -> None:
-        """The message again, persistent and confirmed, with more headers."""
+        """The message again, persistent and confirmed, with more headers. Should the queue it goes
+        to be gone (a retry or dead-letter queue deleted by hand), the handler's queues are declared
+        again and the copy sent once more: else every retry would fail to publish and requeue the
+        message at once, uncounted, for ever, and a rejected one would be dropped with no queue."""
+        try:
+            self._send_copy(message, exchange, routing_key, extra_headers)
+        except ChannelError as exc:
+            if exc.reply_code != NO_ROUTE or not self._declared_again():
+                raise
+            self._send_copy(message, exchange, routing_key, extra_headers)
+
+    def _declared_again(self) -> bool:
+        try:
+            log.warning(
+                "a retry or dead-letter queue is missing; declaring them again", extra={"queue": self.queue.name}
+            )
+            with Connection(self.amqp_uri, connect_timeout=CONNECT_TIMEOUT) as conn:
+                self.declare_queues(conn, own_queue=False)
+        except Exception:
+            log.warning("could not declare the queues again", exc_info=True)
+            return False
+        return True
+
+    def _send_copy(self, message: Any, exchange: Any, routing_key: str, extra_headers: dict[str, Any]) -> None:
         options = {"confirm_publish": True}
         with Connection(self.amqp_uri, transport_options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.Producer().publish(

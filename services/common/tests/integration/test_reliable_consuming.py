@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from contracts.envelope import new_event
 from contracts.events import ItemPublished
@@ -213,3 +214,42 @@ def test_the_topology_step_declares_every_services_handlers(rabbit_config):
             "dlq.evt-intake-case.submitted.v1--approval.on_case_submitted",
         ):
             conn.default_channel.queue_declare(queue, passive=True)  # raises when it does not exist
+
+
+class Unlucky:
+    """Fails every time, on a broker where someone deleted its retry and dead-letter queues."""
+
+    name = "unlucky"
+    tries: list[str] = []
+
+    @consumes("catalog", ItemPublished)
+    def on_published(self, envelope, payload):
+        self.tries.append(payload.item_code)
+        raise RuntimeError("always fails")
+
+
+def test_retry_and_dead_letter_queues_deleted_by_hand_are_declared_again(container_factory, rabbit_config):
+    # Before, each retry's copy failed to route, and the message was requeued at once, with no
+    # count, for ever (thousands of tries a second); its dead letter had no queue either.
+    from kombu import Connection, Queue
+    from nameko import config
+
+    from services.common.consuming import retry_queue_name
+
+    Unlucky.tries = []
+    container_factory(Unlucky).start()
+    own = "evt-catalog-catalog.item_published.v1--unlucky.on_published"
+    deleted = [retry_queue_name(own, delay) for delay in retry_delays()] + [dead_letter_queue_name(own)]
+    with Connection(config["AMQP_URI"]) as conn:
+        for name in deleted:
+            Queue(name)(conn.default_channel).delete()
+
+    def dead_letters() -> int:
+        try:
+            return queue_depth(current_vhost(), dead_letter_queue_name(own))
+        except requests.HTTPError:  # not there (yet)
+            return 0
+
+    dispatch_event("catalog", event("62052400MZ-GF-0007"))
+    eventually(lambda: dead_letters() == 1, timeout=15, what="the dead letter")
+    assert len(Unlucky.tries) == 1 + len(retry_delays())  # each retry once, counted, then dead-lettered
