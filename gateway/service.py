@@ -126,6 +126,21 @@ IDEMPOTENCY_KEY = HeaderDoc(
     "The same key and body again answer the same case (200); the same key with another body is 409",
     {"type": "string", "minLength": 1, "maxLength": 200},
 )
+COMMAND_KEY = HeaderDoc(
+    "Idempotency-Key",
+    "The same key and body again, once the command took effect, answer the case as it is now (200) instead"
+    " of 409; the same key with another body is 409. Kept per case and person",
+    {"type": "string", "minLength": 1, "maxLength": 200},
+)
+
+
+def command_key(request: Request) -> str:
+    """The client's Idempotency-Key, or one of our own: intake may be handed the same command twice
+    (redelivered when the broker went away before the reply), and must answer the second as done,
+    not 409."""
+    return request.headers.get("Idempotency-Key") or f"gateway:{uuid.uuid4().hex}"
+
+
 IF_MATCH = HeaderDoc(
     "If-Match",
     'The version the account was read at ("3"): an account changed since is 409; `*` or none: any',
@@ -702,10 +717,11 @@ class Gateway:
         roles=("applicant",),
         request_model=Supplement,
         response_model=CaseView,
+        headers=(COMMAND_KEY,),
     )
     def resubmit_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         body = validated(Supplement, read_json(request)).model_dump(mode="json", exclude_none=True)
-        return call(self.intake.resubmit_case, principal.model_dump(), case_no, body)
+        return call(self.intake.resubmit_case, principal.model_dump(), case_no, body, command_key(request))
 
     @api(
         "POST",
@@ -713,9 +729,10 @@ class Gateway:
         summary="Withdraw a case before it is decided",
         roles=("applicant",),
         response_model=CaseView,
+        headers=(COMMAND_KEY,),
     )
     def withdraw_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
-        return call(self.intake.withdraw_case, principal.model_dump(), case_no)
+        return call(self.intake.withdraw_case, principal.model_dump(), case_no, command_key(request))
 
     @api(
         "POST",
@@ -724,10 +741,11 @@ class Gateway:
         roles=("applicant",),
         request_model=Evaluation,
         response_model=CaseView,
+        headers=(COMMAND_KEY,),
     )
     def evaluate_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         body = validated(Evaluation, read_json(request)).model_dump(mode="json")
-        return call(self.intake.evaluate_case, principal.model_dump(), case_no, body)
+        return call(self.intake.evaluate_case, principal.model_dump(), case_no, body, command_key(request))
 
     # --- review -------------------------------------------------------------------------------
     @api(
@@ -748,10 +766,11 @@ class Gateway:
         roles=("reviewer",),
         request_model=ReviewDecision,
         response_model=CaseView,
+        headers=(COMMAND_KEY,),
     )
     def review_case(self, request: Request, principal: Principal, case_no: str) -> dict[str, Any]:
         body = validated(ReviewDecision, read_json(request)).model_dump(mode="json")
-        return call(self.intake.review_case, principal.model_dump(), case_no, body)
+        return call(self.intake.review_case, principal.model_dump(), case_no, body, command_key(request))
 
     # --- supervision and the working-day calendar -----------------------------------------------
     @api(

@@ -254,6 +254,10 @@ def test_the_upload_and_the_headers_the_gateway_reads_are_documented(document):
     }
     assert headers == {
         ("/api/v1/cases", "post", "Idempotency-Key"),
+        ("/api/v1/cases/{case_no}/supplements", "post", "Idempotency-Key"),
+        ("/api/v1/cases/{case_no}/withdrawal", "post", "Idempotency-Key"),
+        ("/api/v1/cases/{case_no}/evaluation", "post", "Idempotency-Key"),
+        ("/api/v1/review/cases/{case_no}/decisions", "post", "Idempotency-Key"),
         ("/api/v1/admin/staff/{username}", "put", "If-Match"),
     }
 

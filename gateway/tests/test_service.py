@@ -1007,16 +1007,16 @@ VIEW = {"case_no": CASE_NO, "status": "resubmitted"}
 def test_resubmit_passes_the_validated_supplement(gateway):
     returns(gateway.intake.resubmit_case, VIEW)
     body = {"materials": [{"code": "photo", "document_id": "d2"}], "form": {"reason": "lost"}}
-    response = gateway.resubmit_case(_request("POST", body=body), case_no=CASE_NO)
+    response = gateway.resubmit_case(_request("POST", body=body, headers={"Idempotency-Key": "s-1"}), case_no=CASE_NO)
     assert response.status_code == 200
     assert _json(response) == VIEW
-    gateway.intake.resubmit_case.call_async.assert_called_once_with(PRINCIPAL.model_dump(), CASE_NO, body)
+    gateway.intake.resubmit_case.call_async.assert_called_once_with(PRINCIPAL.model_dump(), CASE_NO, body, "s-1")
 
 
 def test_resubmit_without_a_form_leaves_it_out(gateway):
     returns(gateway.intake.resubmit_case, VIEW)
     gateway.resubmit_case(_request("POST", body={"materials": [{"code": "photo", "document_id": "d2"}]}), case_no="X")
-    _, _, sent = gateway.intake.resubmit_case.call_async.call_args.args
+    _, _, sent, _ = gateway.intake.resubmit_case.call_async.call_args.args
     assert sent == {"materials": [{"code": "photo", "document_id": "d2"}]}
 
 
@@ -1036,15 +1036,35 @@ def test_withdrawal(gateway):
     response = gateway.withdraw_case(_request("POST"), case_no=CASE_NO)
     assert response.status_code == 200
     assert _json(response)["status"] == "withdrawn"
-    gateway.intake.withdraw_case.call_async.assert_called_once_with(PRINCIPAL.model_dump(), CASE_NO)
+    _, _, key = gateway.intake.withdraw_case.call_async.call_args.args
+    assert key.startswith("gateway:")  # none given: one of its own, so a redelivered command is not a 409
+
+
+@pytest.mark.parametrize("route", ["withdraw_case", "evaluate_case", "review_case", "resubmit_case"])
+def test_a_commands_idempotency_key_goes_to_intake_and_each_request_without_one_gets_its_own(gateway, auth, route):
+    auth.principal.return_value = REVIEWER if route == "review_case" else PRINCIPAL
+    body = {
+        "withdraw_case": None,
+        "evaluate_case": {"score": 5},
+        "review_case": {"action": "accept"},
+        "resubmit_case": {"materials": [{"code": "photo", "document_id": "d2"}]},
+    }[route]
+    returns(getattr(gateway.intake, route), VIEW)
+    getattr(gateway, route)(_request("POST", body=body, headers={"Idempotency-Key": "c-1"}), case_no=CASE_NO)
+    getattr(gateway, route)(_request("POST", body=body), case_no=CASE_NO)
+    getattr(gateway, route)(_request("POST", body=body), case_no=CASE_NO)
+    keys = [c.args[-1] for c in getattr(gateway.intake, route).call_async.call_args_list]
+    assert keys[0] == "c-1" and keys[1] != keys[2] and keys[1].startswith("gateway:")
 
 
 def test_evaluation(gateway):
     returns(gateway.intake.evaluate_case, {"case_no": CASE_NO, "evaluation": {"score": 5}})
     response = gateway.evaluate_case(_request("POST", body={"score": 5, "comment": "很快"}), case_no=CASE_NO)
     assert response.status_code == 200
-    gateway.intake.evaluate_case.call_async.assert_called_once_with(
-        PRINCIPAL.model_dump(), CASE_NO, {"score": 5, "comment": "很快"}
+    assert gateway.intake.evaluate_case.call_async.call_args.args[:3] == (
+        PRINCIPAL.model_dump(),
+        CASE_NO,
+        {"score": 5, "comment": "很快"},
     )
 
 
@@ -1121,8 +1141,10 @@ def test_review_decision(gateway, auth):
     response = gateway.review_case(_request("POST", body={"action": "accept"}), case_no=CASE_NO)
     assert response.status_code == 200
     assert _json(response)["status"] == "accepted"
-    gateway.intake.review_case.call_async.assert_called_once_with(
-        REVIEWER.model_dump(), CASE_NO, {"action": "accept", "comment": None, "missing_materials": []}
+    assert gateway.intake.review_case.call_async.call_args.args[:3] == (
+        REVIEWER.model_dump(),
+        CASE_NO,
+        {"action": "accept", "comment": None, "missing_materials": []},
     )
 
 
@@ -1131,7 +1153,7 @@ def test_supplement_request_passes_the_missing_materials(gateway, auth):
     returns(gateway.intake.review_case, {"case_no": CASE_NO, "status": "supplement_requested"})
     body = {"action": "request_supplement", "missing_materials": ["photo", "id_card"], "comment": "照片不清晰"}
     assert gateway.review_case(_request("POST", body=body), case_no=CASE_NO).status_code == 200
-    _, _, sent = gateway.intake.review_case.call_async.call_args.args
+    _, _, sent, _ = gateway.intake.review_case.call_async.call_args.args
     assert sent == body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -186,6 +187,35 @@ def replay(earlier: dict[str, Any], request_hash_now: str) -> dict[str, Any]:
     # The answer as it was given, not the case as it is now (it may be decided meanwhile).
     first_answer = {**earlier, "status": "submitted"}
     return {**created(first_answer).model_dump(mode="json"), "replayed": True}
+
+
+@dataclass(frozen=True)
+class KeyedCommand:
+    """A command on a case (a review decision, a supplement, a withdrawal, an evaluation) under an
+    Idempotency-Key, kept on the case in the transition's own write: a retry whose first answer was
+    lost finds it there and answers the case as it is, instead of a 409 for a change that happened."""
+
+    field: str  # "commands.<digest>": a field name may hold neither dots nor "$", so a digest
+    request_hash: str
+
+    def done_in(self, case: dict[str, Any]) -> bool:
+        """Whether this key's command changed the case; Conflict if the key came with another request."""
+        then = (case.get("commands") or {}).get(self.field.split(".", 1)[1])
+        if then is None:
+            return False
+        _same_request(then, self.request_hash)
+        return True
+
+
+def keyed_command(user_id: str, header: str | None, command: str, body: dict[str, Any]) -> KeyedCommand | None:
+    key = idempotency_key(user_id, header)
+    if key is None:
+        return None
+    canonical = json.dumps({"command": command, "body": body}, sort_keys=True, ensure_ascii=False)
+    return KeyedCommand(
+        field=f"commands.{hashlib.sha256(key.encode()).hexdigest()[:32]}",
+        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
 
 
 def claimed_number(claim: dict[str, Any], request_hash_now: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -149,10 +150,15 @@ class IntakeService:
 
     # --- the lifecycle after submission --------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def review_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def review_case(
+        self, principal: dict[str, Any], case_no: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
         decision = validated(ReviewDecision, payload)
         lifecycle.check_reviewer(who, case)
+        keyed = cases.keyed_command(who.user_id, idempotency_key, "review", decision.model_dump(mode="json"))
+        if keyed and keyed.done_in(case):
+            return cases.view(case, who).model_dump(mode="json")
         case = self._after_the_rules(case)
         item = self._item_of(case)
         now = cases.now_utc()
@@ -161,7 +167,7 @@ class IntakeService:
         if decision.action == "approve":
             self._certificates_still_valid(case, item)
         return self._apply(
-            case, lambda current: lifecycle.review(current, item, who, decision, now, today), who, change
+            case, lambda current: lifecycle.review(current, item, who, decision, now, today), who, change, keyed
         )
 
     def _after_the_rules(self, case: dict[str, Any]) -> dict[str, Any]:
@@ -196,9 +202,14 @@ class IntakeService:
             )
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def resubmit_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def resubmit_case(
+        self, principal: dict[str, Any], case_no: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
         supplement = validated(Supplement, payload)
+        keyed = cases.keyed_command(who.user_id, idempotency_key, "supplement", supplement.model_dump(mode="json"))
+        if keyed and keyed.done_in(case):
+            return cases.view(case, who).model_dump(mode="json")
         now = cases.now_utc()
         today = cases.local_date(now)
         change = lifecycle.resubmit(case, who, supplement, now, today)
@@ -212,20 +223,32 @@ class IntakeService:
         except ValidationFailed as problems:
             details = cases.supplement_problems(problems.details, joined, len(supplement.materials))
             raise ValidationFailed(problems.message, details) from None
-        return self._apply(case, lambda current: lifecycle.resubmit(current, who, supplement, now, today), who, change)
+        return self._apply(
+            case, lambda current: lifecycle.resubmit(current, who, supplement, now, today), who, change, keyed
+        )
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def withdraw_case(self, principal: dict[str, Any], case_no: str) -> dict[str, Any]:
+    def withdraw_case(
+        self, principal: dict[str, Any], case_no: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
+        keyed = cases.keyed_command(who.user_id, idempotency_key, "withdrawal", {})
+        if keyed and keyed.done_in(case):
+            return cases.view(case, who).model_dump(mode="json")
         now = cases.now_utc()
-        return self._apply(case, lambda current: lifecycle.withdraw(current, who, now), who)
+        return self._apply(case, lambda current: lifecycle.withdraw(current, who, now), who, keyed=keyed)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def evaluate_case(self, principal: dict[str, Any], case_no: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def evaluate_case(
+        self, principal: dict[str, Any], case_no: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
         evaluation = validated(Evaluation, payload)
+        keyed = cases.keyed_command(who.user_id, idempotency_key, "evaluation", evaluation.model_dump(mode="json"))
+        if keyed and keyed.done_in(case):
+            return cases.view(case, who).model_dump(mode="json")
         now = cases.now_utc()
-        return self._apply(case, lambda current: lifecycle.evaluate(current, who, evaluation, now), who)
+        return self._apply(case, lambda current: lifecycle.evaluate(current, who, evaluation, now), who, keyed=keyed)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def review_tasks(self, principal: dict[str, Any], status: str | None, page: dict[str, Any]) -> dict[str, Any]:
@@ -323,19 +346,24 @@ class IntakeService:
         judge: Callable[[dict[str, Any]], lifecycle.Change],
         who: Principal,
         judged: lifecycle.Change | None = None,
+        keyed: cases.KeyedCommand | None = None,
     ) -> dict[str, Any]:
         """Write the change `judge` makes of the case, over the version read (`judged`: that change,
         made already). Writes that are no one's action (a deadline flag, a certificate recorded, a
         recomputed deadline, the rules' hand-over) move the version too: the command is judged again
         on the case as it is now, unless what it was judged on changed (then someone acted: a
-        conflict)."""
+        conflict). `keyed`: the command's Idempotency-Key, kept in the same write."""
         for _ in range(JUDGE_ATTEMPTS):
             change = judged or judge(case)
             judged = None
+            if keyed is not None:
+                change = dataclasses.replace(change, set_fields={**change.set_fields, keyed.field: keyed.request_hash})
             event = new_event(change.event, producer=self.name)
             if self.store.transition(case["case_no"], change, event):
                 break
             current = self.store.get(case["case_no"])
+            if current is not None and keyed is not None and keyed.done_in(current):
+                return cases.view(current, who).model_dump(mode="json")  # the same command, sent twice at once
             if current is None or any(current.get(k) != case.get(k) for k in JUDGED_ON):
                 raise Conflict(CHANGED_MEANWHILE)
             case = current

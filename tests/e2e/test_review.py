@@ -211,3 +211,29 @@ def test_two_reviewers_cannot_both_decide(yiwang, admin):
     assert codes.count(200) == 1 and codes.count(409) == len(actions) - 1
     final = case(yiwang, person, case_no)
     assert [t["status"] for t in final["timeline"]].count(final["status"]) == 1
+
+
+def test_a_command_sent_again_under_its_key_is_answered_not_refused(yiwang, admin):
+    # The first answers were lost (the portal's request timed out): the retries carry the same keys.
+    person, staff = sign_up(yiwang), reviewer(yiwang, admin)
+    case_no = submit_for_review(yiwang, person)
+
+    def accept(key: str) -> requests.Response:
+        return requests.post(
+            yiwang.url(f"/api/v1/review/cases/{case_no}/decisions"),
+            json={"action": "accept"},
+            headers={**auth(staff), "Idempotency-Key": key},
+            timeout=30,
+        )
+
+    first, again = accept("accept-1"), accept("accept-1")
+    assert (first.status_code, again.status_code) == (200, 200) and again.json()["status"] == "accepted"
+    assert [t["status"] for t in again.json()["timeline"]].count("accepted") == 1  # applied once
+    assert accept("accept-2").status_code == 409  # another key: another command, refused as before
+    reused = requests.post(
+        yiwang.url(f"/api/v1/review/cases/{case_no}/decisions"),
+        json={"action": "reject", "comment": "x"},
+        headers={**auth(staff), "Idempotency-Key": "accept-1"},
+        timeout=30,
+    )
+    assert reused.status_code == 409 and "different request" in reused.json()["error"]["message"]

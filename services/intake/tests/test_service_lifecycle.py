@@ -93,7 +93,12 @@ class Cases:
             or any(current.get(k) != v for k, v in change.extra_filter.items())
         ):
             return False
-        current.update(change.set_fields)
+        for name, value in change.set_fields.items():  # "a.b" sets b inside a, as the store does
+            *parents, last = name.split(".")
+            target = current
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[last] = value
         current["version"] += 1
         if change.timeline is not None:
             current["timeline"].append(change.timeline)
@@ -540,6 +545,79 @@ def test_a_withdrawal_racing_a_decision_is_a_conflict(service, store, events):
     with pytest.raises(Conflict):
         service.withdraw_case(APPLICANT, CASE_NO)
     events.publish.assert_not_called()
+
+
+# --- a command sent again under its Idempotency-Key ------------------------------------------------
+COMMANDS = {
+    "withdrawal": ("submitted", APPLICANT, lambda service, key: service.withdraw_case(APPLICANT, CASE_NO, key)),
+    "evaluation": (
+        "approved",
+        APPLICANT,
+        lambda service, key: service.evaluate_case(APPLICANT, CASE_NO, {"score": 5}, key),
+    ),
+    "review": (
+        "submitted",
+        REVIEWER,
+        lambda service, key: service.review_case(REVIEWER, CASE_NO, {"action": "accept"}, key),
+    ),
+    "supplement": (
+        "supplement_requested",
+        APPLICANT,
+        lambda service, key: service.resubmit_case(
+            APPLICANT, CASE_NO, {"materials": [{"code": "photo", "document_id": "d-photo"}]}, key
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=COMMANDS)
+def test_a_command_sent_again_under_its_key_answers_the_case_instead_of_a_conflict(
+    service, store, events, held, command
+):
+    # Its first answer was lost (a timeout, a dropped connection): the retry must not read as 409.
+    status, _, send = COMMANDS[command]
+    held.doc = stored_case(status, supplement_request={"missing_materials": ["photo"]})
+    first = send(service, "k-1")
+    assert store.transition.call_count == 1 and events.publish.call_count == 1
+    again = send(service, "k-1")
+    assert again == first  # the case as it is now, which nothing changed since
+    assert store.transition.call_count == 1 and events.publish.call_count == 1  # applied once
+    with pytest.raises(Conflict):
+        send(service, "k-2")  # another key is another command: refused as before
+    with pytest.raises(Conflict):
+        send(service, None)
+
+
+def test_a_key_sent_again_with_another_request_is_a_conflict(service, store, events, held):
+    held.doc = stored_case("approved")
+    service.evaluate_case(APPLICANT, CASE_NO, {"score": 5}, "k-1")
+    with pytest.raises(Conflict, match="different request"):
+        service.evaluate_case(APPLICANT, CASE_NO, {"score": 1}, "k-1")
+    assert store.transition.call_count == 1
+
+
+def test_a_key_is_the_persons_own(service, store, events, held):
+    # A reviewer who happens to send the applicant's key acts for themself: refused as a 409, not
+    # answered as the applicant's withdrawal.
+    service.withdraw_case(APPLICANT, CASE_NO, "k-1")
+    with pytest.raises(Conflict, match="a case that is withdrawn"):
+        service.review_case(REVIEWER, CASE_NO, {"action": "accept"}, "k-1")
+
+
+def test_the_same_command_twice_at_once_is_applied_once_and_both_answered(service, store, events, held):
+    # Both read the case before either wrote: the second's write fails on the version, and it finds
+    # its own key in the case as it is now.
+    first_read = held.get(CASE_NO)
+    service.withdraw_case(APPLICANT, CASE_NO, "k-1")
+    store.get.side_effect = [first_read, held.get(CASE_NO), held.get(CASE_NO)]
+    assert service.withdraw_case(APPLICANT, CASE_NO, "k-1")["status"] == "withdrawn"
+    assert events.publish.call_count == 1
+
+
+def test_a_bad_key_is_refused_before_anything(service, store, events, held):
+    with pytest.raises(ValidationFailed):
+        service.withdraw_case(APPLICANT, CASE_NO, "k" * 201)
+    assert_nothing_applied(store, events)
 
 
 # --- evaluate_case --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from contracts.cases import Decision
 from contracts.envelope import new_event
 from contracts.events import CaseApproved, CaseSubmitted, ItemPublished
 from services.common.consuming import dead_letter_queue_name
-from services.common.errors import NotFound, ValidationFailed
+from services.common.errors import Conflict, NotFound, ValidationFailed
 from services.intake.service import IntakeService
 from services.intake.storage import IntakeStore
 from tests.support import (
@@ -193,6 +193,23 @@ def test_an_automatic_decision_after_a_withdrawal_is_neither_taken_nor_announced
     eventually(lambda: announced.events, what="intake's announcement of the second decision")
     assert [e["payload"]["case_no"] for e in announced.events] == [second["case_no"]]
     assert announced.events[0]["producer"] == "intake"
+
+
+def test_a_withdrawal_sent_again_under_its_key_is_answered_not_refused(intake, container_factory, cases):
+    # The key is kept in the transition's own write (a dotted field the document server must take).
+    announced = event_recorder("intake", "case.withdrawn.v1")
+    container_factory(announced).start()
+    with ServiceRpcClient("intake") as client:
+        created = client.submit_case(PRINCIPAL, GOOD)
+        first = client.withdraw_case(PRINCIPAL, created["case_no"], "w-1")
+        again = client.withdraw_case(PRINCIPAL, created["case_no"], "w-1")
+        with pytest.raises(Conflict):
+            client.withdraw_case(PRINCIPAL, created["case_no"], "w-2")
+    assert first == again and again["status"] == "withdrawn"
+    stored = cases.find_one({"_id": created["case_no"]})
+    assert list(stored["commands"].values()) and [e["status"] for e in stored["timeline"]].count("withdrawn") == 1
+    eventually(lambda: announced.events, what="the withdrawal's announcement")
+    assert len(announced.events) == 1
 
 
 def test_relay_publishes_events_left_behind_by_a_crash(intake, container_factory, cases):
