@@ -38,13 +38,29 @@ def facts(
 
 
 def form_as_declared(form: dict[str, Any], form_schema: dict[str, Any]) -> dict[str, Any]:
-    """The form with a whole number sent as 1.0 in a field declared `integer` read as 1: JSON
-    Schema's `integer` takes 1.0, and CEL compares no double with an int (`form.g == 1` errors),
-    so an applicant could turn a rejecting rule into a reviewer's case by writing 1.0."""
-    declared = form_schema.get("properties")
-    if not isinstance(declared, dict):
-        return form
-    return {name: _whole(value) if _integer(declared.get(name)) else value for name, value in form.items()}
+    """The form with each number as the type its schema declares, nested fields included: a whole
+    number sent as 1.0 in a field declared `integer` reads as 1, and one sent as 6000 in a field
+    declared `number` reads as 6000.0. JSON Schema takes either spelling, and the rules' arithmetic
+    tells the types apart (`form.area * 1.5` errors for an int): the type a rule sees must follow
+    from the item's schema, not from how the applicant wrote the number. (Comparisons across the
+    two types are by value: `services/common/rule_typing.py`.)"""
+    declared = _as_declared(form, form_schema)
+    return declared if isinstance(declared, dict) else form
+
+
+def _as_declared(value: Any, schema: Any) -> Any:
+    if not isinstance(schema, dict) or isinstance(value, bool):
+        return value
+    if _declared(schema, "integer"):
+        return _whole(value)
+    if _declared(schema, "number"):
+        return _decimal(value)
+    properties, items = schema.get("properties"), schema.get("items")
+    if isinstance(value, dict) and isinstance(properties, dict):
+        return {name: _as_declared(field, properties.get(name)) for name, field in value.items()}
+    if isinstance(value, list) and isinstance(items, dict):
+        return [_as_declared(item, items) for item in value]
+    return value
 
 
 def _whole(value: Any) -> Any:
@@ -54,9 +70,18 @@ def _whole(value: Any) -> Any:
     return value
 
 
-def _integer(field_schema: Any) -> bool:
-    kind = field_schema.get("type") if isinstance(field_schema, dict) else None
-    return kind == "integer" or (isinstance(kind, list) and "integer" in kind and "number" not in kind)
+def _decimal(value: Any) -> Any:
+    # Only where the double holds it exactly: past 2**53 an int stays one (compared by value still).
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**53) <= value <= 2**53:
+        return float(value)
+    return value
+
+
+def _declared(field_schema: dict[str, Any], kind: str) -> bool:
+    """The field is of this kind of number alone (`integer`, or `number` without `integer`)."""
+    other = "number" if kind == "integer" else "integer"
+    declared = field_schema.get("type")
+    return declared == kind or (isinstance(declared, list) and kind in declared and other not in declared)
 
 
 Outcome = CaseApproved | CaseRejected | CaseReviewRequired

@@ -1,13 +1,20 @@
-"""CEL functions that keep a bool apart from a number, as CEL does.
+"""CEL functions that keep a bool apart from a number, and compare numbers across types, as CEL does.
 
 cel-python's bool is a Python int, so without these `form.count >= 1`, `int(form.count) >= 1`,
 `1 in form.list` and `form.list == [1]` all passed for a `true` (or `[true]`) where the form
 schema leaves a field untyped. Each refuses such operands ("no such overload"): the rule errors,
 and a reviewer decides. Passed to every program as its `functions`.
+
+And cel-python compares no int with a double (`form.income <= 5000.0` errored for 6000, `form.x ==
+5000` for 5000.0; only a double left of an int ordered): a field of JSON Schema's `number` holds
+either, as the applicant wrote it, so writing 6000 instead of 6000.0 turned a rejection into a
+reviewer's case. CEL compares numbers of different types by value (its heterogeneous equality and
+cross-type ordering); so do these. Arithmetic across types stays an error, as in CEL.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from celpy import InterpretedRunner, celtypes
@@ -15,10 +22,20 @@ from celpy.evaluation import CELEvalError, Evaluator, base_functions
 
 ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
 ORDERING = ("_<_", "_<=_", "_>_", "_>=_")
+_BY_VALUE = {"_<_": operator.lt, "_<=_": operator.le, "_>_": operator.gt, "_>=_": operator.ge}
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, celtypes.BoolType)
+
+
+def _mixed_numbers(left: Any, right: Any) -> bool:
+    """An int (or uint) beside a double: compared by value. Python compares int with float exactly."""
+    return _is_number(left) and _is_number(right) and isinstance(left, float) != isinstance(right, float)
+
+
+def _plain(number: Any) -> int | float:
+    return float(number) if isinstance(number, float) else int(number)
 
 
 def _refused(left: Any, name: str, right: Any) -> TypeError:
@@ -42,6 +59,8 @@ def _operator(name: str) -> Any:
             or (indexing and right_bool and isinstance(left, celtypes.ListType))
         ):
             raise _refused(left, name, right)
+        if name in _BY_VALUE and _mixed_numbers(left, right):
+            return celtypes.BoolType(_BY_VALUE[name](_plain(left), _plain(right)))
         if indexing and isinstance(left, celtypes.MapType) and (_is_bool(right) or _is_number(right)):
             return _entry(left, right)
         return operation(left, right)
@@ -65,6 +84,8 @@ def equal(left: Any, right: Any) -> bool:
     """CEL's equality, with a bool never the same as a number, inside lists and maps too."""
     if _bool_beside_number(left, right):
         raise _refused(left, "_==_", right)
+    if _mixed_numbers(left, right):
+        return _plain(left) == _plain(right)
     if isinstance(left, list) and isinstance(right, list):
         return len(left) == len(right) and all(equal(a, b) for a, b in zip(left, right, strict=True))
     if isinstance(left, dict) and isinstance(right, dict):

@@ -273,3 +273,46 @@ def test_a_whole_decimal_beyond_64_bits_stays_a_decimal():
     form = deciding.form_as_declared({"household": 1e19, "small": 2.0}, schema)
     assert form == {"household": 1e19, "small": 2.0} and type(form["household"]) is float
     assert deciding.form_as_declared({"household": 9.0}, schema) == {"household": 9}
+
+
+def test_numbers_take_the_type_their_schema_declares_nested_fields_included():
+    # How the applicant wrote a number must not decide its type in the rules: `form.area * 1.5`
+    # errors for an int, and arithmetic does not mix the two.
+    schema = {
+        "type": "object",
+        "properties": {
+            "area": {"type": "number"},
+            "rooms": {"type": "integer"},
+            "family": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"income": {"type": "number"}, "age": {"type": "integer"}}},
+            },
+            "huge": {"type": "number"},
+            "either": {"type": ["integer", "number"]},
+            "flag": {"type": "boolean"},
+        },
+    }
+    form = {
+        "area": 60,
+        "rooms": 3.0,
+        "family": [{"income": 4000, "age": 40.0}, {"income": 3500.5, "age": 12}],
+        "huge": 2**60,
+        "either": 7,
+        "flag": True,
+    }
+    declared = deciding.form_as_declared(form, schema)
+    assert declared == {
+        "area": 60.0,
+        "rooms": 3,
+        "family": [{"income": 4000.0, "age": 40}, {"income": 3500.5, "age": 12}],
+        "huge": 2**60,  # past 2**53 a double would round it: left an int
+        "either": 7,
+        "flag": True,
+    }
+    assert [type(declared[k]) for k in ("area", "rooms", "huge", "flag")] == [float, int, int, bool]
+    assert type(declared["family"][0]["income"]) is float and type(declared["family"][0]["age"]) is int
+    rule = {"id": "area", "description": "面积", "expression": "form.area * 1.5 >= 90.0", "on_fail": "reject"}
+    published = item(form_schema=schema, auto_approval={"enabled": True, "rules": [rule]}, issues_certificate=None)
+    for area in (60, 60.0):  # either spelling: the same decision
+        case = submitted(published, form={**form, "area": area})
+        assert isinstance(deciding.decide(published, profile(), case, NOW), CaseApproved)

@@ -108,6 +108,28 @@ def test_bools_and_numbers_keep_their_own_operations(expression):
 
 
 @pytest.mark.parametrize(
+    ("expression", "form", "outcome"),
+    [
+        ("form.income <= 5000.0", {"income": 6000}, "rejected"),
+        ("form.income <= 5000.0", {"income": 4000}, "approved"),
+        ("5000 >= form.income", {"income": 6000.0}, "rejected"),
+        ("0 < form.x && form.x > 0", {"x": 3.0}, "approved"),
+        ("form.x == 5000 && 5000 == form.x", {"x": 5000.0}, "approved"),
+        ("form.x != 0", {"x": 0.0}, "rejected"),
+        ("form.x == 1u && form.x >= 1u", {"x": 1.0}, "approved"),
+        ("5000.0 in form.l && form.l == [5000.0]", {"l": [5000]}, "approved"),
+        ("form.big > 9007199254740992.0", {"big": 9007199254740993}, "approved"),  # exactly, not rounded
+        ("form.x == 5000", {"x": 5000.5}, "rejected"),
+    ],
+)
+def test_numbers_of_different_types_compare_by_value(expression, form, outcome):
+    # A `number` field holds 6000 or 6000.0 as the applicant wrote it: cel-python errored on most
+    # mixed comparisons (a reviewer's case instead of a rejection); CEL compares them by value.
+    result = rules.evaluate([rule("r", expression, on_fail="reject")], {**FACTS, "form": form})
+    assert result.outcome == outcome, result.results[0]
+
+
+@pytest.mark.parametrize(
     ("expression", "outcome"),
     [
         ("{form.flag: 1}[1] == 1", "manual_review"),
