@@ -69,7 +69,9 @@ def no_revocations():
 
 
 def _encode(key, claims, headers=None):
-    return jwt.encode(claims, key["private_pem"], algorithm="EdDSA", headers={"kid": key["kid"], **(headers or {})})
+    return jwt.encode(
+        claims, tokens.signing_half(key), algorithm="EdDSA", headers={"kid": key["kid"], **(headers or {})}
+    )
 
 
 def _claims(**overrides):
@@ -164,7 +166,7 @@ def test_unknown_kid_is_refused(other_key, keyset):
 
 
 def test_token_signed_by_another_key_under_a_known_kid_is_refused(key, other_key, keyset):
-    forged = jwt.encode(_claims(), other_key["private_pem"], algorithm="EdDSA", headers={"kid": key["kid"]})
+    forged = jwt.encode(_claims(), tokens.signing_half(other_key), algorithm="EdDSA", headers={"kid": key["kid"]})
     with pytest.raises(Unauthenticated, match="not valid"):
         verify(forged, keyset)
 
@@ -210,7 +212,7 @@ def test_non_string_kid_is_refused(key, keyset):
 
 
 def test_token_without_kid_is_refused(key, keyset):
-    token = jwt.encode(_claims(), key["private_pem"], algorithm="EdDSA")
+    token = jwt.encode(_claims(), tokens.signing_half(key), algorithm="EdDSA")
     with pytest.raises(Unauthenticated):
         verify(token, keyset)
 

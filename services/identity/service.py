@@ -916,6 +916,11 @@ class IdentityService:
 
     def _signing_key(self) -> dict[str, Any]:
         key = self.store.newest_key()
+        if key is not None and tokens.signing_half(key) is None:
+            # Encrypted under another secret (YIWANG_CODE_SECRET or the state directory's file was
+            # replaced): a new key signs from now on; tokens the old one signed stay verifiable.
+            log.error("the newest signing key cannot be opened with this secret; a new key replaces it")
+            key = None
         if key is None:
             key = tokens.new_signing_key()
             self.store.add_key(key)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,6 +14,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.identity.code_secret import code_secret
+
+log = logging.getLogger(__name__)
 
 ISSUER = "yiwang-identity"
 AUDIENCE = "yiwang"
@@ -22,16 +28,44 @@ ACCESS_TOKEN_TTL = timedelta(minutes=15)
 RETIRE_AFTER = ACCESS_TOKEN_TTL + timedelta(minutes=5)
 
 
+def key_password() -> bytes:
+    """What the private halves of signing keys are encrypted with in the store: derived from
+    identity's secret held outside the database (`code_secret`), so that a copy of the database (a
+    backup, a read-only account) cannot sign an admin's token. Its own derivation: the codes' HMAC
+    key is never used as this password itself."""
+    return hashlib.sha256(b"yiwang signing keys\0" + code_secret()).digest()
+
+
 def new_signing_key() -> dict[str, Any]:
-    """A fresh Ed25519 key as stored by identity: private PEM and the public JWK."""
+    """A fresh Ed25519 key as stored by identity: private PEM (encrypted) and the public JWK."""
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(key_password()),
     ).decode()
     public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
     kid = uuid.uuid4().hex[:16]
     public_jwk.update({"kid": kid, "alg": "EdDSA", "use": "sig"})
     return {"_id": kid, "kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at": datetime.now(UTC)}
+
+
+def signing_half(key: dict[str, Any]) -> Ed25519PrivateKey | None:
+    """The stored key's private half, or None when this identity's secret does not open it (the
+    secret was replaced: the key must be replaced too). Keys stored unencrypted, before, open as
+    they are."""
+    return _opened(key["private_pem"], key_password())
+
+
+@functools.lru_cache(maxsize=16)
+def _opened(pem: str, password: bytes) -> Ed25519PrivateKey | None:
+    # Decrypting costs a key derivation: once per key and process, not per token.
+    encrypted = "ENCRYPTED" in pem.split("\n", 1)[0]
+    try:
+        private = serialization.load_pem_private_key(pem.encode(), password if encrypted else None)
+    except ValueError:
+        return None
+    return private if isinstance(private, Ed25519PrivateKey) else None
 
 
 def keys_in_use(keys: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -64,7 +98,10 @@ def issue_access_token(
         # Our gateway opens only GET /me, PUT /me/password and logout to it; without its roles the
         # token fails closed for anyone else too (another app that verifies it, a service).
         claims.update(pwc=True, roles=[])
-    token = jwt.encode(claims, key["private_pem"], algorithm="EdDSA", headers={"kid": key["kid"]})
+    private = signing_half(key)
+    if private is None:
+        raise ValueError(f"signing key {key['kid']} cannot be read with this identity's secret")
+    token = jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": key["kid"]})
     return token, int(ACCESS_TOKEN_TTL.total_seconds())
 
 

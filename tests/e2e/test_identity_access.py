@@ -14,6 +14,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.identity import tokens
 from services.identity.first_admin import first_admin_password
 from services.identity.idnumbers import make_id_number
 from tests.e2e.conftest import RunningSystem, auth, log_in, sign_up
@@ -125,7 +126,7 @@ def test_bad_tokens_are_all_refused(yiwang, applicant):
             "iat": int((now - timedelta(hours=2)).timestamp()),
             "exp": int((now - timedelta(hours=1)).timestamp()),
         },
-        key["private_pem"],
+        tokens.signing_half(key),  # opened with the secret the system runs with (conftest)
         algorithm="EdDSA",
         headers={"kid": key["kid"]},
     )

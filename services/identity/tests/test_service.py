@@ -41,9 +41,9 @@ ID_NUMBER = make_id_number("620524", date(1940, 5, 6), 13)
 PASSWORD = "Lintao-2026-secure"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def signing_key():
-    return tokens.new_signing_key()
+    return tokens.new_signing_key()  # under the tests' identity secret (conftest)
 
 
 @pytest.fixture
@@ -704,6 +704,15 @@ def test_revoked_sessions_lists_those_whose_tokens_may_still_be_live(service, st
 
 
 # --- keys ---------------------------------------------------------------------------------------
+
+
+def test_a_newest_key_this_secret_cannot_open_is_replaced_not_used(service, store, signing_key, monkeypatch):
+    # The secret was replaced (the state directory lost, another YIWANG_CODE_SECRET): logins go on
+    # under a new key; what the old one signed stays verifiable by its public half.
+    monkeypatch.setenv("YIWANG_CODE_SECRET", "a-secret-of-another-deployment")
+    fresh = service._signing_key()
+    assert fresh["kid"] != signing_key["kid"] and tokens.signing_half(fresh) is not None
+    store.add_key.assert_called_once_with(fresh)
 
 
 def test_jwks_publishes_public_keys(service, store, signing_key):

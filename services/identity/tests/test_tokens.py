@@ -10,9 +10,9 @@ USER = {"_id": "u1", "account_type": "staff", "roles": ["reviewer"], "department
 SESSION = "s" * 32
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def key():
-    return tokens.new_signing_key()
+    return tokens.new_signing_key()  # under the tests' identity secret (conftest)
 
 
 def _public(key):
@@ -21,7 +21,7 @@ def _public(key):
 
 def test_signing_key_shape(key):
     assert len(key["kid"]) == 16
-    assert key["private_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert key["private_pem"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     jwk = key["public_jwk"]
     assert jwk["kid"] == key["kid"]
     assert jwk["alg"] == "EdDSA"
@@ -31,6 +31,34 @@ def test_signing_key_shape(key):
     assert "d" not in jwk  # never the private part
     Jwk.model_validate(jwk)  # publishable as /.well-known/jwks.json
     assert key["created_at"].tzinfo is not None
+
+
+def test_the_stored_private_half_signs_nothing_without_identitys_secret(key, monkeypatch):
+    # A copy of the database (a backup, a read-only account) must not be able to sign an admin's
+    # token: the private half is encrypted with a key derived from the secret kept outside it.
+    from cryptography.hazmat.primitives import serialization
+
+    with pytest.raises(TypeError):  # encrypted: no password, no key
+        serialization.load_pem_private_key(key["private_pem"].encode(), None)
+    assert tokens.signing_half(key) is not None
+    monkeypatch.setenv("YIWANG_CODE_SECRET", "another-secret")
+    assert tokens.signing_half(key) is None
+    with pytest.raises(ValueError, match="cannot be read"):
+        tokens.issue_access_token(key, USER, SESSION)
+
+
+def test_a_key_stored_unencrypted_before_still_signs():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    plain = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    key = {**tokens.new_signing_key(), "private_pem": plain}
+    token, _ = tokens.issue_access_token(key, USER, SESSION)
+    claims = jwt.decode(token, private.public_key(), algorithms=["EdDSA"], audience=tokens.AUDIENCE)
+    assert claims["sub"] == "u1"
 
 
 def test_keys_are_fresh():
