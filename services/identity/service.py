@@ -82,6 +82,7 @@ from services.identity.storage import IdentityStore
 
 REGISTRATION = TypeAdapter(Registration)
 log = logging.getLogger(__name__)
+KEYS_LOOKED_AT = 5  # the newest signing keys a process may sign with (one that opens with its secret)
 
 # Codes this process texts at once. Each waits for the provider (up to 6 s): a slow one must not
 # hold every worker, which logins wait for too. Beyond it a request is refused at once (503), its
@@ -915,15 +916,21 @@ class IdentityService:
             self.events.publish(self.store.session_outbox, session_id, [event])
 
     def _signing_key(self) -> dict[str, Any]:
-        key = self.store.newest_key()
-        if key is not None and tokens.signing_half(key) is None:
+        """The newest key in use that this process's secret opens, else a new one."""
+        in_use = tokens.keys_in_use(self.store.newest_keys(KEYS_LOOKED_AT), datetime.now(UTC))
+        for place, key in enumerate(in_use):
+            if tokens.signing_half(key) is not None:
+                if place:
+                    log.error("a newer signing key cannot be opened with this process's secret")
+                return key
+        if in_use:
             # Encrypted under another secret (YIWANG_CODE_SECRET or the state directory's file was
             # replaced): a new key signs from now on; tokens the old one signed stay verifiable.
-            log.error("the newest signing key cannot be opened with this secret; a new key replaces it")
-            key = None
-        if key is None:
-            key = tokens.new_signing_key()
-            self.store.add_key(key)
+            # (Processes holding different secrets each sign with their own key, not a new key per
+            # login: in_use keeps a key the others superseded for RETIRE_AFTER.)
+            log.error("no signing key in use opens with this process's secret; a new key replaces them")
+        key = tokens.new_signing_key()
+        self.store.add_key(key)
         return key
 
     def _issue_tokens(self, user: dict[str, Any], session_id: str) -> TokenPair:

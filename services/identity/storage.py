@@ -310,8 +310,8 @@ class IdentityStore:
         return self.user_outbox.update_or_forget({"_id": user_id, "assurance_level": from_level}, update, [event])
 
     # --- signing keys -----------------------------------------------------------------------------
-    def newest_key(self) -> dict[str, Any] | None:
-        return self.keys.find_one({}, sort=[("created_at", DESCENDING)])
+    def newest_keys(self, limit: int) -> list[dict[str, Any]]:
+        return list(self.keys.find({}).sort("created_at", DESCENDING).limit(limit))
 
     def add_key(self, key: dict[str, Any]) -> None:
         self.keys.insert_one(key)

@@ -49,7 +49,7 @@ def signing_key():
 @pytest.fixture
 def store(signing_key):
     store = MagicMock()
-    store.newest_key.return_value = signing_key
+    store.newest_keys.return_value = [signing_key]
     store.public_keys.return_value = [signing_key]
     store.find_by_login.return_value = None
     store.get_user.return_value = None
@@ -715,6 +715,19 @@ def test_a_newest_key_this_secret_cannot_open_is_replaced_not_used(service, stor
     store.add_key.assert_called_once_with(fresh)
 
 
+def test_processes_holding_different_secrets_each_keep_their_own_key_not_one_per_login(
+    service, store, signing_key, monkeypatch
+):
+    # A deployment's mistake, logged; it must not add a key at every login, each superseding the
+    # other process's.
+    monkeypatch.setenv("YIWANG_CODE_SECRET", "the-other-process-secret")
+    theirs = tokens.new_signing_key()
+    store.newest_keys.return_value = [theirs, signing_key]  # theirs superseded ours a moment ago
+    monkeypatch.setenv("YIWANG_CODE_SECRET", "a-secret-of-the-tests")
+    assert [service._signing_key()["kid"] for _ in range(3)] == [signing_key["kid"]] * 3
+    store.add_key.assert_not_called()
+
+
 def test_jwks_publishes_public_keys(service, store, signing_key):
     result = JwkSet.model_validate(service.jwks())
     assert [k.kid for k in result.keys] == [signing_key["kid"]]
@@ -734,7 +747,7 @@ def test_a_superseded_key_leaves_the_key_set_once_its_tokens_have_expired(servic
 
 
 def test_jwks_makes_sure_a_signing_key_exists(service, store, signing_key):
-    store.newest_key.return_value = None
+    store.newest_keys.return_value = []
     service.jwks()
     store.add_key.assert_called_once()
     [candidate] = store.add_key.call_args.args
@@ -742,8 +755,9 @@ def test_jwks_makes_sure_a_signing_key_exists(service, store, signing_key):
 
 
 def test_tokens_are_signed_with_the_newest_key(service, store, citizen_doc):
+    older = tokens.new_signing_key()
     newer = tokens.new_signing_key()
-    store.newest_key.return_value = newer
+    store.newest_keys.return_value = [newer, older]
     store.find_by_login.return_value = citizen_doc
     pair = service.login(attempt())
     assert jwt.get_unverified_header(pair["access_token"])["kid"] == newer["kid"]
