@@ -523,6 +523,12 @@ class IntakeService:
         }
 
     @rpc
+    @timer(interval=3600)
+    def prune_task_board(self) -> int:
+        """Empty task-list slots of deadlines a week past leave the departments' summaries."""
+        return self.store.prune_task_board((cases.local_date(cases.now_utc()) - timedelta(days=7)).isoformat())
+
+    @rpc
     @timer(interval=60)
     def check_deadlines(self) -> dict[str, int]:
         """Warn one working day before a deadline, flag it when it has passed. Safe with several

@@ -401,6 +401,9 @@ class IntakeStore:
         """From the department's task board, earliest deadline first."""
         return self.task_board.page(department_code, statuses, skip, limit)
 
+    def prune_task_board(self, before_day: str) -> int:
+        return self.task_board.prune(before_day)
+
 
 def marked_if_task(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields of a write, with `ever_task` set for good when the write makes the case wait for a

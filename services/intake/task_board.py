@@ -11,7 +11,8 @@ one document that took FerretDB 2.8 s to read: it decodes the whole document, ~7
 A case can move between slots (acceptance sets the deadline anew, a loaded holiday table shifts
 it), so `task_pointers` (`<case_no>`) remembers the slot it is filed under and any slot it still
 has to be taken out of; a sync that died half-way is finished by the next one (the outbox relay
-syncs before it publishes an event whose writer died before publishing it).
+syncs before it publishes an event whose writer died before publishing it). Slots of past deadlines
+that are empty are pruned from the summary (`prune`), which stays as long as the open deadlines.
 """
 
 from __future__ import annotations
@@ -91,15 +92,16 @@ class TaskBoard:
         key = f"tasks.{case_no}"
         newer = absent_or_below(key, "version", entry["version"] or 0)
         change = {"$set": {key: entry}, "$inc": {"rev": 1}}
-        put = update_entry(self.buckets, f"{department}/{slot}", newer, change, {"tasks": {}, "rev": 0})
-        if put.modified_count:
-            self._recount(department, slot)
+        update_entry(self.buckets, f"{department}/{slot}", newer, change, {"tasks": {}, "rev": 0})
+        # Even when the entry was there already: a sync that died between the put and its recount
+        # is finished by the next sync, which puts nothing (the slot's count stayed one short).
+        self._recount(department, slot)
 
     def _take_out(self, department: str, slot: str, case_no: str, version: int) -> None:
         bucket, key = f"{department}/{slot}", f"tasks.{case_no}"
         query = {"_id": bucket, f"{key}.version": {"$lte": version}}
-        if self.buckets.update_one(query, {"$unset": {key: ""}, "$inc": {"rev": 1}}).modified_count:
-            self._recount(department, slot)
+        self.buckets.update_one(query, {"$unset": {key: ""}, "$inc": {"rev": 1}})
+        self._recount(department, slot)  # even when out already, as after a put
 
     def _recount(self, department: str, slot: str) -> None:
         """Copy a slot's status counts into the department's summary; a later revision always wins."""
@@ -108,6 +110,23 @@ class TaskBoard:
         key = f"days.{slot}"
         change = {"$set": {key: {"rev": bucket["rev"], "counts": dict(counts)}}}
         update_entry(self.days, department, absent_or_below(key, "rev", bucket["rev"]), change, {"days": {}})
+
+    def prune(self, before_day: str) -> int:
+        """Forget the empty slots of deadlines before `before_day`: a department's summary gained a
+        slot for every deadline day that ever had a task and kept it, empty, for ever (a thousand
+        a year), and every task change rewrites that document and every page reads it whole. Only
+        a slot still empty at the revision read goes (its bucket too); how many went."""
+        pruned = 0
+        for summary in self.days.find({}):
+            for slot, entry in (summary.get("days") or {}).items():
+                if entry["counts"] or slot.split("/", 1)[0] >= before_day:
+                    continue
+                key = f"days.{slot}"
+                gone = self.days.update_one({"_id": summary["_id"], f"{key}.rev": entry["rev"]}, {"$unset": {key: ""}})
+                if gone.modified_count:
+                    self.buckets.delete_one({"_id": f"{summary['_id']}/{slot}", "rev": entry["rev"]})
+                    pruned += 1
+        return pruned
 
     # --- reading --------------------------------------------------------------------------------------
     def page(self, department: str, statuses: list[str], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:

@@ -204,3 +204,50 @@ def test_a_case_from_before_the_mark_still_leaves_the_board(store):
     store.cases.update_one({"_id": "C1"}, {"$set": {"status": "approved", "awaiting_review": False, "version": 2}})
     store.sync_views("C1")
     assert not on_board(store, "C1")
+
+
+def test_a_sync_that_died_before_its_recount_is_finished_by_the_next(mongo_client, db_prefix):
+    # Put, then the process died (or the store timed out) before the count moved: the next sync of
+    # the same version puts nothing, and must count it all the same.
+    import pytest
+
+    from services.intake.task_board import TaskBoard
+
+    entry = {k: case("R1", "submitted", 1, True, 1)[k] for k in ("case_no", "status", "submitted_at", "deadline")}
+    entry["version"] = 1
+
+    class DiesBeforeCounting(TaskBoard):
+        def _recount(self, department, slot):
+            raise ConnectionError("the process died here")
+
+    with pytest.raises(ConnectionError):
+        DiesBeforeCounting(mongo_client[f"{db_prefix}_intake"]).sync("D1", "R1", entry, True)
+    board = TaskBoard(mongo_client[f"{db_prefix}_intake"])
+    assert board.page("D1", ["submitted"], 0, 20) == ([], 0)  # filed, not counted: on no page
+    board.sync("D1", "R1", entry, True)  # the relay's repair sync
+    assert board.page("D1", ["submitted"], 0, 20) == ([entry], 1)
+
+
+def test_empty_slots_of_past_deadlines_leave_the_summary(mongo_client, db_prefix):
+    # Each deadline day that ever had a task kept its slot, empty, for ever: a thousand a year in a
+    # document every task change rewrites and every page reads.
+    store = IntakeStore(mongo_client[f"{db_prefix}_intake"])
+    fields = ("case_no", "status", "submitted_at", "deadline", "version")
+    for n, deadline in enumerate(["2026-11-02", "2026-11-03", "2026-12-20"], start=1):
+        entry = {**{k: case(f"P{n}", "submitted", 1, True, 1)[k] for k in fields}, "deadline": deadline}
+        store.task_board.sync("D1", f"P{n}", entry, True)
+    overdue = {**{k: case("P4", "accepted", 1, True, 1)[k] for k in fields}, "deadline": "2026-11-02"}
+    store.task_board.sync("D1", "P4", overdue, True)
+    for n in (1, 2, 3):  # decided: out of their slots, which stay, empty
+        store.task_board.sync("D1", f"P{n}", {"version": 2, "case_no": f"P{n}"}, False)
+    slots = lambda: sorted(store.task_board.days.find_one({"_id": "D1"})["days"])  # noqa: E731
+    assert slots() == ["2026-11-02/0", "2026-11-03/0", "2026-12-20/0"]
+
+    assert store.prune_task_board("2026-11-22") == 1
+    assert slots() == ["2026-11-02/0", "2026-12-20/0"]  # an overdue task's slot stays; a future empty one too
+    assert store.task_board.buckets.find_one({"_id": "D1/2026-11-03/0"}) is None
+    assert store.tasks("D1", ["accepted"], 0, 20)[1] == 1
+    # A case filed under a pruned day again is counted as any other.
+    late = {**{k: case("P5", "submitted", 1, True, 1)[k] for k in fields}, "deadline": "2026-11-03"}
+    store.task_board.sync("D1", "P5", late, True)
+    assert store.tasks("D1", ["submitted"], 0, 20) == ([late], 1)
