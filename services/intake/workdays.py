@@ -24,13 +24,15 @@ class YearTable:
 # Loaded tables, by year; refreshed from intake's store (see IntakeService.refresh_calendar).
 _loaded: dict[int, YearTable] = {}
 _refreshed = False
+_guessed_before_refresh = False  # a weekends-only guess made before the first refresh
 
 
 def use_loaded_years(tables: dict[int, YearTable]) -> bool:
-    """Use these tables from now on; whether they differ from those this process used before (not
-    at its first refresh, when it had none from the store yet)."""
+    """Use these tables from now on; whether they differ from those this process used before. At
+    its first refresh, only if it already guessed a year by weekends: requests served before it (a
+    restart under load, a first read of the store that failed) counted a loaded year that way."""
     global _refreshed
-    changed = _refreshed and tables != _loaded
+    changed = tables != _loaded and (_refreshed or _guessed_before_refresh)
     _refreshed = True
     _loaded.clear()
     _loaded.update(tables)
@@ -45,6 +47,9 @@ def is_workday(day: date) -> tuple[bool, bool]:
     try:
         return chinese_calendar.is_workday(day), False
     except NotImplementedError:
+        if not _refreshed:
+            global _guessed_before_refresh
+            _guessed_before_refresh = True
         return day.weekday() < 5, True
 
 

@@ -823,6 +823,7 @@ def test_a_process_recomputes_provisional_deadlines_when_it_learns_of_a_newly_lo
     from services.intake import workdays
 
     monkeypatch.setattr(workdays, "_refreshed", False)
+    monkeypatch.setattr(workdays, "_guessed_before_refresh", False)
     monkeypatch.setattr(workdays, "_loaded", {})
     year = {"_id": 2027, "holidays": ["2027-01-01"], "workdays": []}
     store.calendars_loaded.return_value = []
@@ -833,6 +834,23 @@ def test_a_process_recomputes_provisional_deadlines_when_it_learns_of_a_newly_lo
     service.refresh_calendar()
     assert store.provisional_cases.call_count == 1  # recomputed once
     service.refresh_calendar()  # the same tables again: nothing to do
+    assert store.provisional_cases.call_count == 1
+
+
+def test_deadlines_guessed_before_a_processs_first_calendar_refresh_are_recomputed_by_it(service, store, monkeypatch):
+    # Requests served before the first refresh (the eager timer runs beside them, or its first read
+    # of the store failed) counted a loaded year by weekends: the first refresh must recompute.
+    from datetime import date
+
+    from services.intake import workdays
+
+    monkeypatch.setattr(workdays, "_refreshed", False)
+    monkeypatch.setattr(workdays, "_guessed_before_refresh", False)
+    monkeypatch.setattr(workdays, "_loaded", {})
+    assert workdays.add_working_days(date(2026, 12, 30), 5)[1]  # into 2027: guessed
+    store.calendars_loaded.return_value = [{"_id": 2027, "holidays": ["2027-01-01"], "workdays": []}]
+    store.provisional_cases.side_effect = [[], []]
+    service.refresh_calendar()
     assert store.provisional_cases.call_count == 1
 
 
