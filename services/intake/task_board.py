@@ -1,8 +1,12 @@
 """Storage of the reviewers' task lists: each department's waiting cases, split into slots by
 deadline day and quarter of the day they were submitted in.
 
-The list is ordered by deadline, then submission time, and slots (`<deadline>/<quarter>`) sort
-the same way. One document per department and slot (`department_tasks`, `<dept>/<slot>`) holds
+The list is ordered by deadline, then by the quarter of the (UTC) day the case was submitted in,
+then submission time; slots (`<deadline>/<quarter>`) sort the same way. (Cases of one deadline
+submitted on different days are therefore not strictly first come, first served: a morning
+submission can precede the previous evening's. The API promises earliest deadline first only.)
+
+One document per department and slot (`department_tasks`, `<dept>/<slot>`) holds
 the entries; one small document per department (`department_task_days`, `<dept>`) holds how many
 cases of each status every slot has. A page reads the small document and then only the slot
 documents the page falls into. (With a million cases a department had 7,000 waiting cases; as
@@ -130,7 +134,7 @@ class TaskBoard:
 
     # --- reading --------------------------------------------------------------------------------------
     def page(self, department: str, statuses: list[str], skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Earliest deadline first, then submission time; and how many there are in all."""
+        """Earliest deadline first, then submission quarter and time; and how many there are in all."""
         summary = (self.days.find_one({"_id": department}) or {}).get("days") or {}
         sizes = [
             (slot, sum(summary[slot]["counts"].get(s, 0) for s in statuses))
