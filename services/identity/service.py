@@ -598,14 +598,15 @@ class IdentityService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def verify_real_name(self, principal: dict[str, Any]) -> dict[str, Any]:
         user = self._applicant(principal)
-        level = verification.real_name_level(user, self._providers()[0])
+        providers = self._providers()
+        level = verification.real_name_level(user, providers.people, providers.businesses)
         return self._raise_to(user, level, "population_registry")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def verify_face(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         user = self._applicant(principal)
         request = validated(FaceVerification, payload)
-        level = verification.real_person_level(user, self._providers()[1], request.liveness_token)
+        level = verification.real_person_level(user, self._providers().faces, request.liveness_token)
         return self._raise_to(user, level, "face")
 
     # --- certificates -----------------------------------------------------------------------------
@@ -831,12 +832,12 @@ class IdentityService:
         if not self.store.is_active_admin(who.user_id):
             raise Forbidden("this account is no longer an active admin")
 
-    def _providers(self) -> tuple[verification.PopulationRegistry, verification.FaceVerifier]:
+    def _providers(self) -> verification.Providers:
+        """Instances of the configured providers (the same fields as `verification.Providers`)."""
         name = config.get("IDENTITY_PROVIDERS", "local")
         if name not in verification.PROVIDERS:  # a misconfiguration: said at start too
             raise Unavailable(f"identity checks are not configured (unknown IDENTITY_PROVIDERS {name!r})")
-        registry_cls, face_cls = verification.PROVIDERS[name]
-        return registry_cls(), face_cls()
+        return verification.Providers(*(cls() for cls in verification.PROVIDERS[name]))
 
     def _raise_to(self, user: dict[str, Any], level: int, method: str) -> dict[str, Any]:
         previous = user["assurance_level"]

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.identity import tokens
 from services.identity.first_admin import first_admin_password
-from services.identity.idnumbers import make_id_number
+from services.identity.idnumbers import make_credit_code, make_id_number
 from tests.e2e.conftest import RunningSystem, auth, log_in, sign_up
 from tests.support import MONGO_URI, citizen, eventually
 
@@ -391,6 +391,24 @@ def test_registration_input_is_validated_field_by_field(yiwang):
     company = log_in(yiwang, "91350100m000100y43", "enterprise-pass-1")  # by credit code, any case
     me = get(yiwang, "/api/v1/me", company).json()
     assert me["account_type"] == "enterprise" and me["roles"] == ["applicant"]
+    # The representative is a real person, and this company's: both registries confirm.
+    assert post(yiwang, "/api/v1/me/verifications/real-name", person=company).status_code == 200
+
+    # A real person naming themself the representative of a company the business registry does not
+    # confirm them for (the local one: organization codes 999…) stays at level 1.
+    stranger = {**citizen(), "password": "enterprise-pass-1"}
+    unconfirmed = make_credit_code("91620524999000123")
+    body = {
+        **enterprise,
+        "credit_code": unconfirmed,
+        "phone": stranger["phone"],
+        "legal_person_id_number": stranger["id_number"],
+    }
+    assert post(yiwang, "/api/v1/auth/register", body).status_code == 201
+    claimed = log_in(yiwang, unconfirmed, "enterprise-pass-1")
+    refused = post(yiwang, "/api/v1/me/verifications/real-name", person=claimed)
+    assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "credit_code"
+    assert get(yiwang, "/api/v1/me", claimed).json()["assurance_level"] == 1
 
 
 @pytest.mark.local_only("reads the processes' log files")

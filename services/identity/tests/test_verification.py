@@ -10,6 +10,7 @@ from services.identity.verification import (
     REAL_NAME,
     REAL_PERSON,
     REGISTERED,
+    LocalBusinessRegistry,
     LocalFaceVerifier,
     LocalPopulationRegistry,
 )
@@ -52,13 +53,16 @@ class Refusing:
     def verify(self, id_number, liveness_token):
         raise AssertionError("the face verifier was asked")
 
+    def represents(self, credit_code, enterprise_name, legal_person_name, legal_person_id_number):
+        raise AssertionError("the business registry was asked")
+
 
 def test_levels_are_ordered():
     assert (REGISTERED, REAL_NAME, REAL_PERSON) == (1, 2, 3)
 
 
-def test_local_providers_are_the_default_pair():
-    assert PROVIDERS["local"] == (LocalPopulationRegistry, LocalFaceVerifier)
+def test_local_providers_are_the_default_set():
+    assert PROVIDERS["local"] == (LocalPopulationRegistry, LocalBusinessRegistry, LocalFaceVerifier)
 
 
 # --- the local population registry --------------------------------------------------------------
@@ -120,7 +124,7 @@ def test_an_enterprise_is_checked_by_its_legal_representative():
 
 
 def test_real_name_check_raises_a_registered_account_to_level_2():
-    assert verification.real_name_level(citizen(), LocalPopulationRegistry()) == REAL_NAME
+    assert verification.real_name_level(citizen(), LocalPopulationRegistry(), Refusing()) == REAL_NAME
 
 
 def test_real_name_check_of_an_enterprise_uses_the_legal_person():
@@ -131,20 +135,37 @@ def test_real_name_check_of_an_enterprise_uses_the_legal_person():
             asked.append((name, id_number))
             return True
 
-    assert verification.real_name_level(enterprise(), Recording()) == REAL_NAME
-    assert asked == [("李四", LEGAL_PERSON_ID)]
+        def represents(self, credit_code, enterprise_name, legal_person_name, legal_person_id_number):
+            asked.append((credit_code, enterprise_name, legal_person_name, legal_person_id_number))
+            return True
+
+    assert verification.real_name_level(enterprise(), Recording(), Recording()) == REAL_NAME
+    assert asked == [
+        ("李四", LEGAL_PERSON_ID),
+        (enterprise()["credit_code"], "武山县示例有限公司", "李四", LEGAL_PERSON_ID),
+    ]
+
+
+def test_an_enterprise_whose_representative_the_business_registry_does_not_confirm_stays_at_its_level():
+    # A real person naming themself the legal representative of another company's credit code: the
+    # population registry confirms the person, only the business registry knows whose company it is.
+    not_registered = enterprise(credit_code=make_credit_code("916205249990000001"[:17]))
+    with pytest.raises(ValidationFailed) as info:
+        verification.real_name_level(not_registered, LocalPopulationRegistry(), LocalBusinessRegistry())
+    assert [d["field"] for d in info.value.details] == ["credit_code"]
+    assert verification.real_name_level(enterprise(), LocalPopulationRegistry(), LocalBusinessRegistry()) == REAL_NAME
 
 
 def test_real_name_not_confirmed_is_a_validation_error_on_the_id_number():
     with pytest.raises(ValidationFailed) as info:
-        verification.real_name_level(citizen(id_number=NOT_IN_REGISTRY), LocalPopulationRegistry())
+        verification.real_name_level(citizen(id_number=NOT_IN_REGISTRY), LocalPopulationRegistry(), Refusing())
     assert [d["field"] for d in info.value.details] == ["id_number"]
 
 
 @pytest.mark.parametrize("level", [REAL_NAME, REAL_PERSON])
 def test_real_name_check_is_idempotent_at_or_above_level_2(level):
     # Already checked: the registry is not asked again and the level never goes down.
-    assert verification.real_name_level(citizen(level), Refusing()) == level
+    assert verification.real_name_level(citizen(level), Refusing(), Refusing()) == level
 
 
 # --- real-person level --------------------------------------------------------------------------
