@@ -150,7 +150,7 @@ def new_staff(
         "_id": user_id,
         "account_type": "staff",
         "name": name,
-        "login_key": f"staff:{username}",
+        "login_key": staff_login_key(username),
         "phone": None,
         "phone_key": f"staff:{user_id}",
         "email": None,
@@ -179,7 +179,12 @@ def login_keys(username: str) -> list[str]:
     separately). Staff usernames are lower case, so `BOB` is bob too: a name's every spelling
     reaches the same account, and so the same failed-login allowance (were `BOB` no one, its
     429s would tell whether bob exists)."""
-    return [username.upper(), f"staff:{username.lower()}"]
+    return [username.upper(), staff_login_key(username)]
+
+
+def staff_login_key(username: str) -> str:
+    """Where a staff account is found by its username, in any spelling (`Bob` is bob)."""
+    return f"staff:{username.lower()}"
 
 
 def refuse_login_name_clash(username: str) -> None:

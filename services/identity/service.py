@@ -460,7 +460,7 @@ class IdentityService:
         """Create the first admin if missing (make seed, first start): YIWANG_ADMIN_USERNAME [admin],
         the password given or generated once into the state directory (first_admin.py)."""
         username = os.environ.get("YIWANG_ADMIN_USERNAME", "admin")
-        if not self.store.login_key_exists(f"staff:{username}"):
+        if not self.store.login_key_exists(accounts.staff_login_key(username)):
             password = first_admin_password()
             doc = accounts.new_staff(username, "系统管理员", password, ["admin"], None)
             # The start-up timer and `make seed` may race: whoever loses finds the admin there.
@@ -809,7 +809,7 @@ class IdentityService:
         return user
 
     def _staff_account(self, username: str) -> dict[str, Any]:
-        user = self.store.find_by_login([f"staff:{username}"], "")
+        user = self.store.find_by_login([accounts.staff_login_key(username)], "")
         if user is None or user["account_type"] != "staff":
             raise NotFound("no staff account with this username")
         return user
@@ -857,7 +857,7 @@ class IdentityService:
         self.store.resync_directory()
         if self.store.any_active_admin():
             return
-        admin = self.store.find_by_login([f"staff:{username}"], "")
+        admin = self.store.find_by_login([accounts.staff_login_key(username)], "")
         if admin is None:
             return
         log.warning("no admin was active: %s is an active admin again", username)

@@ -2139,6 +2139,15 @@ def test_an_admin_moves_a_reviewer_to_another_department_and_it_is_announced(ser
     service.events.publish.assert_called_once_with(store.user_outbox, clerk["_id"], [event])
 
 
+def test_a_staff_account_is_found_by_its_username_in_any_spelling(service, store):
+    # Logins take `Bob` for bob; the admin routes answered 404 for it.
+    clerk = accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ")
+    store.find_by_login.side_effect = lambda keys, phone: clerk if keys == ["staff:li"] else None
+    store.get_user.return_value = {**clerk, "staff_version": 1}
+    assert service.update_staff(ADMIN_PRINCIPAL, "LI", staff_update(name="李四"))["username"] == "li"
+    assert accounts.new_staff("Wang", "王", PASSWORD, ["reviewer"], "620524MZ")["login_key"] == "staff:wang"
+
+
 def test_an_edit_made_from_a_stale_copy_is_refused(service, store):
     clerk = {**accounts.new_staff("li", "李", PASSWORD, ["reviewer"], "620524MZ"), "staff_version": 4}
     store.find_by_login.return_value = clerk
