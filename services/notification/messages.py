@@ -119,7 +119,48 @@ def notification(
     }
 
 
+# A reviewer's deadline notices come as one digest a day and kind, not one per case: they went to
+# every reviewer of the department, so a department with a few hundred cases due a day filled each
+# reviewer's inbox month with thousands of entries (a document the store rewrites for each).
+DIGEST_SHOWN = 20  # cases listed in a digest's text; the task list has them all
+
+
+def digest(event_type: str, recipient: str, now: datetime) -> dict[str, Any]:
+    """A reviewer's digest of one kind of deadline event for today (in China), as first stored."""
+    day = as_utc(now).astimezone(CHINA).date().isoformat()
+    nid = hashlib.sha256(f"digest:{event_type}:{day}:{recipient}".encode()).hexdigest()[:24]
+    return {
+        "_id": nid,
+        "notification_id": nid,
+        "recipient": recipient,
+        "case_no": None,  # many: listed in the text
+        "type": event_type,
+        "day": day,
+        "created_at": now,
+        "read_at": None,
+        "channels": {"inbox": {"status": "delivered", "attempts": 0, "template": f"inbox/digest/{event_type}"}},
+        "cases": {},
+    }
+
+
+def digest_entry(item_name: str, deadline: date | str) -> dict[str, str]:
+    """What a digest keeps of one case (under its case number)."""
+    return {"item_name": item_name, "deadline": date.fromisoformat(str(deadline)).isoformat()}
+
+
+def _digest_text(doc: dict[str, Any]) -> tuple[str, str]:
+    # Rendered when read: the digest grows through the day, and a text stored with it could be
+    # overtaken by a case added at the same moment.
+    listed = sorted(doc["cases"].items(), key=lambda item: (item[1]["deadline"], item[0]))
+    shown = [{**entry, "case_no": no, "deadline": local_day(entry["deadline"])} for no, entry in listed[:DIGEST_SHOWN]]
+    context = {"day": local_day(doc["day"]), "count": len(listed), "shown": shown, "more": len(listed) - len(shown)}
+    return render("inbox", f"digest/{doc['type']}", context)
+
+
 def view(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored notification as the API shows it."""
     fields = ("notification_id", "case_no", "type", "title", "body", "created_at", "read_at")
-    return {**{f: doc.get(f) for f in fields}, "deliveries": deliveries_view(doc.get("channels") or {})}
+    shown = {f: doc.get(f) for f in fields}
+    if "cases" in doc:
+        shown["title"], shown["body"] = _digest_text(doc)
+    return {**shown, "deliveries": deliveries_view(doc.get("channels") or {})}

@@ -465,11 +465,15 @@ class NotificationService:
         self._notify(envelope, [payload.applicant_id], "applicant", payload.case_no, context)
 
     def _notify_reviewers(self, envelope: Envelope, payload: CaseDeadlineWarning | CaseOverdue) -> None:
+        """Into each reviewer's digest of the day (`messages.DIGEST_SHOWN`): the inbox only, which
+        is all a staff account has."""
+        annotate(case_no=payload.case_no, event_id=envelope.event_id)
         reviewers = call(self.identity.reviewers_of, payload.department_code)
         if not reviewers:
             log.warning("no reviewer to tell", extra={"department_code": payload.department_code})
-        context = {**payload.model_dump(), "deadline": messages.local_day(payload.deadline)}
-        self._notify(envelope, reviewers, "reviewer", payload.case_no, context)
+        now, entry = datetime.now(UTC), messages.digest_entry(payload.item_name, payload.deadline)
+        for reviewer in reviewers:
+            self.store.add_to_digest(messages.digest(envelope.type, reviewer, now), payload.case_no, entry)
 
     def _notify(
         self, envelope: Envelope, recipients: list[str], audience: str, case_no: str | None, context: dict[str, Any]

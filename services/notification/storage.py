@@ -140,6 +140,29 @@ class NotificationStore:
             return [entry for n, entry in enumerate(entries) if n not in taken]
         return entries
 
+    def add_to_digest(self, digest: dict[str, Any], case_no: str, entry: dict[str, Any]) -> bool:
+        """File a case in the recipient's digest of the day, which is created, and listed in the
+        inbox, with its first case; a digest read before comes back unread. False when the case was
+        in it already (a redelivered event): the listing is made again then, which finishes a
+        process that died between the writes."""
+        fixed = {k: v for k, v in digest.items() if k not in ("cases", "read_at")}
+        try:
+            before = self.notifications.find_one_and_update(
+                {"_id": digest["_id"], f"cases.{case_no}": {"$exists": False}},
+                {"$setOnInsert": fixed, "$set": {f"cases.{case_no}": entry, "read_at": None}},
+                upsert=True,  # (no projection: FerretDB's findAndModify takes none)
+                return_document=ReturnDocument.BEFORE,
+            )
+        except DuplicateKeyError:  # there, with this case in it
+            stored = self.notifications.find_one({"_id": digest["_id"]}, {"created_at": 1, "read_at": 1})
+            self._index(digest["recipient"], stored or digest)
+            return False
+        if before is None:  # created now
+            self._index(digest["recipient"], digest)
+        elif before.get("read_at") is not None:
+            self.inbox.set_fields(digest["recipient"], before["created_at"], digest["_id"], {"read": False})
+        return True
+
     def _index(self, recipient: str, doc: dict[str, Any]) -> None:
         entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}
         self.inbox.put(recipient, doc["created_at"], doc["_id"], entry)

@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.envelope import new_event
 from contracts.events import CaseDeadlineWarning, CaseOverdue, CaseResubmitted, CertificateIssued
+from contracts.notifications import NotificationView
 from services.common.errors import NotFound, Unavailable, ValidationFailed
 from services.notification import messages
 from services.notification.channels import OutboundChannels
@@ -550,9 +551,9 @@ def test_in_a_timer_run_a_persons_texts_after_one_held_back_wait_for_the_next_ru
 
 
 def test_an_inbox_only_notification_queues_nothing_to_send(service, store, outbound):
-    answer(service.identity.reviewers_of, ["r-1"])
-    payload = CaseOverdue(**CASE, department_code="620524MZ", applicant_id="u-1", deadline=date(2026, 11, 25))
-    service.on_overdue(new_event(payload, "intake").model_dump(mode="json"))
+    store.channels_to_notify.return_value = ["inbox"]
+    [payload] = [payload for handler, payload in _every_event() if handler == "on_case_withdrawn"]
+    service.on_case_withdrawn(new_event(payload, "intake").model_dump(mode="json"))
     service.sending_now.wait()
     assert store.create.call_args.args[1] == [] and store.create.call_args.kwargs == {}
     outbound.sms.send.assert_not_called()
@@ -621,17 +622,38 @@ def test_an_issued_certificate_is_announced_with_its_name(service, store):
 @pytest.mark.parametrize(
     ("model", "handler"), [(CaseDeadlineWarning, "on_deadline_warning"), (CaseOverdue, "on_overdue")]
 )
-def test_deadline_events_go_to_every_reviewer_of_the_department(service, store, model, handler):
+def test_deadline_events_go_into_each_reviewers_digest_of_the_day(service, store, model, handler):
     answer(service.identity.reviewers_of, ["r-1", "r-2"])
     payload = model(**CASE, department_code="620524MZ", applicant_id="u-1", deadline=date(2026, 11, 27))
     event = new_event(payload, "intake")
     getattr(service, handler)(event.model_dump(mode="json"))
     service.identity.reviewers_of.call_async.assert_called_once_with("620524MZ")
-    docs = [c.args[0] for c in store.create.call_args_list]
-    assert [d["recipient"] for d in docs] == ["r-1", "r-2"]
-    assert {d["_id"] for d in docs} == {messages.notification_id(event.event_id, r) for r in ("r-1", "r-2")}
-    assert all(c.args[1] == [] for c in store.create.call_args_list)  # reviewers: the inbox only
-    assert "2026年11月27日" in docs[0]["body"]
+    filed = [c.args for c in store.add_to_digest.call_args_list]
+    assert [digest["recipient"] for digest, _, _ in filed] == ["r-1", "r-2"]
+    assert {(digest["type"], case_no) for digest, case_no, _ in filed} == {(event.type, payload.case_no)}
+    assert filed[0][2] == {"item_name": payload.item_name, "deadline": "2026-11-27"}
+    store.create.assert_not_called()  # no notice per case and reviewer
+
+
+def test_a_digest_lists_its_cases_by_deadline_and_counts_those_it_does_not_show():
+    now = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)  # 27 November in China
+    doc = messages.digest("case.overdue.v1", "r-1", now)
+    later = messages.digest("case.overdue.v1", "r-1", now + timedelta(hours=6))
+    assert doc["day"] == "2026-11-27" and doc["_id"] == later["_id"]  # one a day
+    assert doc["_id"] != messages.digest("case.overdue.v1", "r-2", now)["_id"]
+    assert doc["_id"] != messages.digest("case.deadline_warning.v1", "r-1", now)["_id"]
+    doc["cases"] = {
+        f"C-{n:03d}": messages.digest_entry("高龄津贴申领", date(2026, 11, 26) - timedelta(days=n % 3))
+        for n in range(messages.DIGEST_SHOWN + 5)
+    }
+    shown = messages.view(doc)
+    assert shown["title"] == f"2026年11月27日：{messages.DIGEST_SHOWN + 5} 件办件已超期"
+    lines = shown["body"].splitlines()
+    assert lines[0].startswith("“高龄津贴申领”办件（编号 C-002）的办理时限2026年11月24日已过")  # earliest first
+    assert sum("编号" in line for line in lines) == messages.DIGEST_SHOWN
+    assert "另有 5 件" in shown["body"] and shown["case_no"] is None
+    assert shown["deliveries"] == [{"channel": "inbox", "status": "delivered"}]
+    NotificationView.model_validate({**shown, "created_at": now})
 
 
 def test_a_vanished_account_fails_the_delivery_for_good(service, store, outbound):
@@ -672,8 +694,6 @@ def _every_event():
             "on_certificate_issued",
             CertificateIssued(certificate_id="x:C", certificate_type="x", case_no="C", user_id="u-1"),
         ),
-        ("on_deadline_warning", CaseDeadlineWarning(**common, deadline=date(2026, 11, 27))),
-        ("on_overdue", CaseOverdue(**common, deadline=date(2026, 11, 25))),
     ]
 
 

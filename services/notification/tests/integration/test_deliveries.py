@@ -41,7 +41,7 @@ class StandInIdentity:
 
     @rpc
     def reviewers_of(self, department_code):
-        return []
+        return ["r-1", "r-2"] if department_code == "620524GA" else []
 
 
 @pytest.fixture
@@ -184,3 +184,34 @@ def test_the_local_provider_keeps_a_connection_open_for_the_next_request(sms):
         assert response.status == 200
         assert not response.will_close
     connection.close()
+
+
+def test_a_days_deadline_events_reach_each_reviewer_as_one_digest(notification):
+    from datetime import date
+
+    from contracts.events import CaseOverdue
+
+    def overdue(case_no: str) -> dict:
+        payload = CaseOverdue(
+            case_no=case_no,
+            item_code="62052400GA-QR-0001",
+            item_name="居民身份证换领",
+            department_code="620524GA",
+            applicant_id="u-1",
+            deadline=date(2026, 11, 20),
+        )
+        return new_event(payload, producer="intake").model_dump(mode="json")
+
+    first = overdue("GA-1")
+    for envelope in (first, overdue("GA-2"), first):  # the first redelivered
+        dispatch_event("intake", envelope)
+    reviewer = {"user_id": "r-2", "account_type": "staff", "roles": ["reviewer"], "department_code": "620524GA"}
+
+    def inbox() -> list[dict]:
+        with ServiceRpcClient("notification") as client:
+            return client.list_notifications(reviewer, False, PAGE)["items"]
+
+    eventually(lambda: len(inbox()) == 1 and "2 件办件已超期" in inbox()[0]["title"], what="one digest of both")
+    [digest] = inbox()
+    assert digest["type"] == "case.overdue.v1" and digest["case_no"] is None
+    assert "GA-1" in digest["body"] and "GA-2" in digest["body"]

@@ -317,3 +317,30 @@ def test_a_redelivery_in_the_next_month_is_indexed_where_the_notification_is(mon
     assert [r["_id"] for r in rows] == ["n1"] and total == 1
     assert store.mark_read("u-1", "n1")
     assert store.list_for("u-1", True, 0, 10) == ([], 0)
+
+
+def test_a_reviewers_deadline_notices_of_a_day_are_one_digest(mongo_client, db_prefix):
+    from datetime import date
+
+    from services.notification import messages
+
+    store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
+    now = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+
+    def file(case_no: str, at: datetime = now) -> bool:
+        digest = messages.digest("case.overdue.v1", "r-1", at)
+        return store.add_to_digest(digest, case_no, messages.digest_entry("高龄津贴申领", date(2026, 11, 26)))
+
+    assert file("C-1") and file("C-2")
+    assert not file("C-1")  # the event redelivered: nothing new
+    rows, total = store.list_for("r-1", False, 0, 20)
+    assert total == 1 and [messages.view(row)["title"] for row in rows] == ["2026年11月27日：2 件办件已超期"]
+
+    assert store.mark_read("r-1", rows[0]["_id"])
+    assert store.list_for("r-1", True, 0, 20)[1] == 0
+    assert file("C-3")  # a new case: unread again, still one notice
+    rows, total = store.list_for("r-1", True, 0, 20)
+    assert total == 1 and rows[0]["read_at"] is None and len(rows[0]["cases"]) == 3
+
+    assert file("C-4", now + timedelta(days=1))  # the next day: a digest of its own
+    assert store.list_for("r-1", False, 0, 20)[1] == 2
