@@ -125,6 +125,7 @@ def review(
             deadline_provisional=provisional,
             deadline_start=today.isoformat(),
             deadline_days=item.promised_days,
+            pauses=[],  # the time limit starts over: earlier pauses are no longer in it
             accepted_at=now,
         )
         return Change(case["status"], case["version"], fields, entry, CaseAccepted(**common, deadline=deadline))
@@ -182,12 +183,16 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     fields: dict[str, Any] = {"status": "resubmitted", "awaiting_review": True, "missing_materials": []}
     deadline = None
     if case.get("deadline") and case.get("clock_stopped_on"):
-        paused = working_days_between(date.fromisoformat(case["clock_stopped_on"]), today)
+        paused, guessed = working_days_between(date.fromisoformat(case["clock_stopped_on"]), today)
         deadline, provisional = add_working_days(date.fromisoformat(case["deadline"]), paused)
         fields.update(moved_deadline(case["deadline"], deadline, today))  # a pause of no working day: not moved
-        fields["deadline_provisional"] = provisional or case["deadline_provisional"]
+        fields["deadline_provisional"] = provisional or guessed or case["deadline_provisional"]
         if "deadline_days" in case:
             fields["deadline_days"] = case["deadline_days"] + paused
+            # Kept with the count it was given, so that a calendar loaded later counts it again
+            # (a pause over a holiday counted by weekends would push the deadline too far).
+            pause = {"from": case["clock_stopped_on"], "to": today.isoformat(), "days": paused}
+            fields["pauses"] = [*case.get("pauses", []), pause]
     # The case's materials stay unless the supplement gives one anew; the supplement's come last
     # (supplement_problems relies on that order to point at what the applicant sent).
     fields["materials"] = [m for m in case["materials"] if m["code"] not in given] + [
@@ -203,6 +208,17 @@ def resubmit(case: dict[str, Any], principal: Principal, supplement: Supplement,
     entry = {"status": "resubmitted", "at": now, "by": principal.user_id, "comment": None}
     event = CaseResubmitted(**_common(case, principal.user_id, now, None), deadline=deadline)
     return Change(case["status"], case["version"], fields, entry, event)
+
+
+def days_to_deadline(case: dict[str, Any]) -> tuple[int, bool]:
+    """Working days from `deadline_start` to the deadline as the calendar counts now: the promised
+    days and every supplement pause counted again; and whether a pause's count is still a guess."""
+    days, guessed = case["deadline_days"], False
+    for pause in case.get("pauses") or []:
+        now_counted, guess = working_days_between(date.fromisoformat(pause["from"]), date.fromisoformat(pause["to"]))
+        days += now_counted - pause["days"]
+        guessed |= guess
+    return days, guessed
 
 
 def moved_deadline(old: str | None, deadline: date, today: date) -> dict[str, Any]:

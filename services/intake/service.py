@@ -588,12 +588,11 @@ class IntakeService:
         for _ in range(RECOMPUTE_ATTEMPTS):
             if case is None or "deadline_start" not in case:
                 return 0
-            deadline, provisional = workdays.add_working_days(
-                date.fromisoformat(case["deadline_start"]), case["deadline_days"]
-            )
+            days, pause_guessed = lifecycle.days_to_deadline(case)
+            deadline, provisional = workdays.add_working_days(date.fromisoformat(case["deadline_start"]), days)
             fields = {
                 **lifecycle.moved_deadline(case.get("deadline"), deadline, today),
-                "deadline_provisional": provisional,
+                "deadline_provisional": provisional or pause_guessed,
             }
             guessed = case.get("deadline") if fields.get("overdue") is False else None
             if self.store.set_deadline(case["_id"], case.get("version", 0), fields, guessed):

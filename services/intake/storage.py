@@ -42,7 +42,14 @@ DEADLINE_SHARDS = 128
 
 
 _PROVISIONAL = {"$or": [{"deadline_provisional": True}, {"deadline_recomputing": True}]}
-_RECOMPUTE_FIELDS = {"deadline_start": 1, "deadline_days": 1, "deadline": 1, "version": 1, "overdue_guesses": 1}
+_RECOMPUTE_FIELDS = {
+    "deadline_start": 1,
+    "deadline_days": 1,
+    "pauses": 1,
+    "deadline": 1,
+    "version": 1,
+    "overdue_guesses": 1,
+}
 
 
 class IntakeStore:

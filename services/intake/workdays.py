@@ -65,14 +65,17 @@ def add_working_days(start: date, days: int) -> tuple[date, bool]:
     return current, provisional
 
 
-def working_days_between(start: date, end: date) -> int:
-    """Working days after `start` up to and including `end` (0 when end <= start)."""
-    count, current = 0, start
+def working_days_between(start: date, end: date) -> tuple[int, bool]:
+    """Working days after `start` up to and including `end` (0 when end <= start), and whether
+    that count rests on a weekends-only guess."""
+    count, guessed, current = 0, False, start
     while current < end:
         current += timedelta(days=1)
-        if is_workday(current)[0]:
+        workday, guess = is_workday(current)
+        guessed |= guess
+        if workday:
             count += 1
-    return count
+    return count, guessed
 
 
 def next_working_day(day: date) -> date:

@@ -1,6 +1,6 @@
 """The case lifecycle after submission (services/intake/lifecycle.py): plain functions, no store."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import get_args
 
 import pytest
@@ -414,6 +414,32 @@ def test_the_days_paused_stay_in_the_count_a_loaded_calendar_recomputes_from():
     change = lifecycle.resubmit(before, APPLICANT, supplement("photo", "proof"), NOW, date(2026, 11, 25))
     assert change.set_fields["deadline_days"] == 7  # two working days paused
     assert add_working_days(date(2026, 11, 23), 7)[0].isoformat() == change.set_fields["deadline"]
+
+
+def test_a_pause_is_kept_with_its_count_and_counted_again_by_a_loaded_calendar():
+    # Paused over 2031's Spring Festival before that year's table was loaded: counted by weekends,
+    # the pause pushed the deadline a week too far; the loaded table must count it again.
+    from services.intake import workdays
+
+    before = waiting(clock_stopped_on="2031-01-20", deadline="2031-01-27", deadline_start="2031-01-20", deadline_days=5)
+    change = lifecycle.resubmit(before, APPLICANT, supplement("photo", "proof"), NOW, date(2031, 2, 3))
+    assert change.set_fields["pauses"] == [{"from": "2031-01-20", "to": "2031-02-03", "days": 10}]
+    assert change.set_fields["deadline_provisional"] is True  # the pause's count is a guess
+    after = {**before, **change.set_fields}
+    assert lifecycle.days_to_deadline(after) == (15, True)
+    spring_festival = frozenset(date(2031, 1, 22) + timedelta(days=n) for n in range(7))  # a made-up week
+    try:
+        workdays.use_loaded_years({2031: workdays.YearTable(spring_festival, frozenset())})
+        assert lifecycle.days_to_deadline(after) == (10, False)  # the holiday's 5 working days are not paused
+    finally:
+        workdays.use_loaded_years({})
+
+
+def test_acceptance_starts_the_time_limit_over_without_earlier_pauses():
+    paused = [{"from": "2026-11-03", "to": "2026-11-05", "days": 2}]
+    before = case("submitted", deadline_start="2026-11-02", deadline_days=7, pauses=paused)
+    change = review(before, "accept", today=date(2026, 11, 23))
+    assert change.set_fields["pauses"] == [] and change.set_fields["deadline_days"] == ITEM.promised_days
 
 
 def test_a_weekend_paused_costs_no_working_day():

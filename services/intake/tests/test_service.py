@@ -1,4 +1,4 @@
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from unittest.mock import MagicMock
 
 import pytest
@@ -802,6 +802,31 @@ def test_a_loaded_calendar_recomputes_a_case_that_changed_meanwhile_from_what_it
     assert service._recompute_provisional() == 1
     assert [c.args[1] for c in store.set_deadline.call_args_list] == [5, 6]
     store.sync_views.assert_called_once_with("C-1")
+
+
+def test_a_loaded_calendar_counts_a_supplement_pause_again(service, store, monkeypatch):
+    # Paused over a holiday week counted by weekends: the deadline was pushed 5 working days too far.
+    from services.intake import workdays
+
+    holiday = frozenset(date(2031, 1, 22) + timedelta(days=n) for n in range(7))
+    monkeypatch.setattr(workdays, "_loaded", {2031: workdays.YearTable(holiday, frozenset())})
+    pause = {"from": "2031-01-20", "to": "2031-02-03", "days": 10}
+    case = {
+        "_id": "C-1",
+        "deadline_start": "2031-01-20",
+        "deadline_days": 15,
+        "pauses": [pause],
+        "deadline": "2031-02-10",
+        "version": 5,
+    }
+    store.provisional_cases.side_effect = [[case], []]
+    store.set_deadline.return_value = True
+    assert service._recompute_provisional() == 1
+    fields = store.set_deadline.call_args.args[2]
+    # 10 working days after the 20th, the holiday week skipped: 21, 29, 30, 31 Jan, 3–7 and 10 Feb.
+    assert (fields["deadline"], fields["deadline_provisional"]) == ("2031-02-10", False)
+    weekends_only = workdays.add_working_days(date(2031, 1, 20), 15)[0].isoformat()
+    assert weekends_only != fields["deadline"]  # what the stored count alone would have given
 
 
 def test_a_case_that_keeps_changing_is_given_up_on_after_a_few_reads(service, store, monkeypatch, caplog):

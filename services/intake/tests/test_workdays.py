@@ -30,42 +30,43 @@ def test_unknown_year_is_provisional_weekends_only():
 
 
 def test_working_days_between_counts_after_start_up_to_and_including_end():
-    assert working_days_between(date(2026, 11, 23), date(2026, 11, 24)) == 1  # Monday → Tuesday
-    assert working_days_between(date(2026, 11, 23), date(2026, 11, 27)) == 4  # Monday → Friday
-    assert working_days_between(date(2026, 11, 23), date(2026, 11, 30)) == 5  # a full week
+    assert working_days_between(date(2026, 11, 23), date(2026, 11, 24))[0] == 1  # Monday → Tuesday
+    assert working_days_between(date(2026, 11, 23), date(2026, 11, 27))[0] == 4  # Monday → Friday
+    assert working_days_between(date(2026, 11, 23), date(2026, 11, 30))[0] == 5  # a full week
 
 
 def test_working_days_between_skips_weekends():
-    assert working_days_between(date(2026, 11, 27), date(2026, 11, 29)) == 0  # Friday → Sunday
-    assert working_days_between(date(2026, 11, 28), date(2026, 11, 30)) == 1  # Saturday → Monday
+    assert working_days_between(date(2026, 11, 27), date(2026, 11, 29))[0] == 0  # Friday → Sunday
+    assert working_days_between(date(2026, 11, 28), date(2026, 11, 30))[0] == 1  # Saturday → Monday
 
 
 def test_working_days_between_skips_the_national_day_holiday():
     # 30 September is a working day, 1-7 October are holidays, 8 and 9 October working days.
-    assert working_days_between(date(2026, 9, 29), date(2026, 10, 9)) == 3
-    assert working_days_between(date(2026, 9, 30), date(2026, 10, 7)) == 0
+    assert working_days_between(date(2026, 9, 29), date(2026, 10, 9))[0] == 3
+    assert working_days_between(date(2026, 9, 30), date(2026, 10, 7))[0] == 0
 
 
 def test_working_days_between_counts_a_makeup_weekend_day():
-    assert working_days_between(date(2026, 10, 9), date(2026, 10, 10)) == 1  # Saturday 10 October is worked
+    assert working_days_between(date(2026, 10, 9), date(2026, 10, 10))[0] == 1  # Saturday 10 October is worked
 
 
 @pytest.mark.parametrize(
     ("start", "end"), [(date(2026, 11, 23), date(2026, 11, 23)), (date(2026, 11, 27), date(2026, 11, 23))]
 )
 def test_working_days_between_is_zero_when_end_is_not_after_start(start, end):
-    assert working_days_between(start, end) == 0
+    assert working_days_between(start, end)[0] == 0
 
 
-def test_working_days_between_falls_back_to_weekdays_in_unknown_years():
-    assert working_days_between(date(2031, 1, 6), date(2031, 1, 13)) == 5
+def test_working_days_between_falls_back_to_weekdays_in_unknown_years_and_says_so():
+    assert working_days_between(date(2031, 1, 6), date(2031, 1, 13)) == (5, True)
+    assert working_days_between(date(2026, 11, 23), date(2026, 11, 30)) == (5, False)
 
 
 def test_working_days_between_undoes_add_working_days():
     for start in (date(2026, 9, 28), date(2026, 11, 23), date(2026, 12, 31)):
         for days in (0, 1, 3, 10):
             end, _ = add_working_days(start, days)
-            assert working_days_between(start, end) == days
+            assert working_days_between(start, end)[0] == days
 
 
 def test_across_the_year_boundary_an_unloaded_year_is_provisional_until_loaded():
