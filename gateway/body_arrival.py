@@ -53,11 +53,15 @@ def is_json(environ: dict[str, Any]) -> bool:
     return environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() == "application/json"
 
 
+def _chunked(environ: dict[str, Any]) -> bool:
+    return environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+
+
 def charge(environ: dict[str, Any]) -> int:
     """The bytes a request's body will hold if read ahead: 0 when it is not (see `read_ahead`)."""
     if not is_json(environ):
         return 0
-    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+    if _chunked(environ):
         return MAX_JSON_BODY + 1  # one byte more tells a chunked body too large
     declared = _declared_length(environ)
     return declared if declared is not None and 0 < declared <= MAX_JSON_BODY else 0
@@ -69,7 +73,7 @@ def read_ahead(environ: dict[str, Any], wanted: int) -> MalformedRequest | None:
     400, without reading it)."""
     if wanted == 0:
         return None
-    chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+    chunked = _chunked(environ)
     try:
         with eventlet.Timeout(BODY_WAIT_SECONDS):
             data = _read(environ["wsgi.input"], wanted)
