@@ -125,9 +125,10 @@ def notification(
 DIGEST_SHOWN = 20  # cases listed in a digest's text; the task list has them all
 
 
-def digest(event_type: str, recipient: str, now: datetime) -> dict[str, Any]:
-    """A reviewer's digest of one kind of deadline event for today (in China), as first stored."""
-    day = as_utc(now).astimezone(CHINA).date().isoformat()
+def digest(event_type: str, recipient: str, occurred_at: datetime, now: datetime) -> dict[str, Any]:
+    """A reviewer's digest of one kind of deadline event for the day (in China) the event happened
+    (an event retried past midnight joins its own day's), as first stored."""
+    day = as_utc(occurred_at).astimezone(CHINA).date().isoformat()
     nid = hashlib.sha256(f"digest:{event_type}:{day}:{recipient}".encode()).hexdigest()[:24]
     return {
         "_id": nid,
@@ -136,7 +137,7 @@ def digest(event_type: str, recipient: str, now: datetime) -> dict[str, Any]:
         "case_no": None,  # many: listed in the text
         "type": event_type,
         "day": day,
-        "created_at": now,
+        "created_at": min(now, as_utc(occurred_at)),
         "read_at": None,
         "channels": {"inbox": {"status": "delivered", "attempts": 0, "template": f"inbox/digest/{event_type}"}},
         "cases": {},

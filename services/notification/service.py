@@ -473,7 +473,8 @@ class NotificationService:
             log.warning("no reviewer to tell", extra={"department_code": payload.department_code})
         now, entry = datetime.now(UTC), messages.digest_entry(payload.item_name, payload.deadline)
         for reviewer in reviewers:
-            self.store.add_to_digest(messages.digest(envelope.type, reviewer, now), payload.case_no, entry)
+            digest = messages.digest(envelope.type, reviewer, envelope.occurred_at, now)
+            self.store.add_to_digest(digest, payload.case_no, entry)
 
     def _notify(
         self, envelope: Envelope, recipients: list[str], audience: str, case_no: str | None, context: dict[str, Any]

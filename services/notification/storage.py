@@ -142,21 +142,29 @@ class NotificationStore:
 
     def add_to_digest(self, digest: dict[str, Any], case_no: str, entry: dict[str, Any]) -> bool:
         """File a case in the recipient's digest of the day, which is created, and listed in the
-        inbox, with its first case; a digest read before comes back unread. False when the case was
-        in it already (a redelivered event): the listing is made again then, which finishes a
-        process that died between the writes."""
-        fixed = {k: v for k, v in digest.items() if k not in ("cases", "read_at")}
+        inbox, with its first case; a digest read before comes back unread, and a case filed again
+        with another deadline (recomputed) is updated. False when the case was in it as it is (a
+        redelivered event): the listing is made again then, which finishes a process that died
+        between the writes."""
+        # Missing, or filed with another deadline ($ne matches both).
+        query = {"_id": digest["_id"], f"cases.{case_no}.deadline": {"$ne": entry["deadline"]}}
+        change = {
+            "$setOnInsert": {k: v for k, v in digest.items() if k not in ("cases", "read_at")},
+            "$set": {f"cases.{case_no}": entry, "read_at": None},
+        }
+        # (No projection: FerretDB's findAndModify takes none.)
         try:
             before = self.notifications.find_one_and_update(
-                {"_id": digest["_id"], f"cases.{case_no}": {"$exists": False}},
-                {"$setOnInsert": fixed, "$set": {f"cases.{case_no}": entry, "read_at": None}},
-                upsert=True,  # (no projection: FerretDB's findAndModify takes none)
-                return_document=ReturnDocument.BEFORE,
+                query, change, upsert=True, return_document=ReturnDocument.BEFORE
             )
-        except DuplicateKeyError:  # there, with this case in it
-            stored = self.notifications.find_one({"_id": digest["_id"]}, {"created_at": 1, "read_at": 1})
-            self._index(digest["recipient"], stored or digest)
-            return False
+        except DuplicateKeyError:
+            # There already: with this case as it is, or created at this moment by a process filing
+            # another case (its upsert won). Neither store retries such an upsert: update it.
+            before = self.notifications.find_one_and_update(query, change, return_document=ReturnDocument.BEFORE)
+            if before is None:  # filed as it is already
+                stored = self.notifications.find_one({"_id": digest["_id"]}, {"created_at": 1, "read_at": 1})
+                self._index(digest["recipient"], stored or digest)
+                return False
         if before is None:  # created now
             self._index(digest["recipient"], digest)
         elif before.get("read_at") is not None:

@@ -637,11 +637,13 @@ def test_deadline_events_go_into_each_reviewers_digest_of_the_day(service, store
 
 def test_a_digest_lists_its_cases_by_deadline_and_counts_those_it_does_not_show():
     now = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)  # 27 November in China
-    doc = messages.digest("case.overdue.v1", "r-1", now)
-    later = messages.digest("case.overdue.v1", "r-1", now + timedelta(hours=6))
+    doc = messages.digest("case.overdue.v1", "r-1", now, now)
+    later = messages.digest("case.overdue.v1", "r-1", now + timedelta(hours=6), now + timedelta(hours=6))
     assert doc["day"] == "2026-11-27" and doc["_id"] == later["_id"]  # one a day
-    assert doc["_id"] != messages.digest("case.overdue.v1", "r-2", now)["_id"]
-    assert doc["_id"] != messages.digest("case.deadline_warning.v1", "r-1", now)["_id"]
+    retried = messages.digest("case.overdue.v1", "r-1", now, now + timedelta(days=1))  # past midnight
+    assert retried["_id"] == doc["_id"] and retried["created_at"] == now  # the day the event happened
+    assert doc["_id"] != messages.digest("case.overdue.v1", "r-2", now, now)["_id"]
+    assert doc["_id"] != messages.digest("case.deadline_warning.v1", "r-1", now, now)["_id"]
     doc["cases"] = {
         f"C-{n:03d}": messages.digest_entry("高龄津贴申领", date(2026, 11, 26) - timedelta(days=n % 3))
         for n in range(messages.DIGEST_SHOWN + 5)

@@ -327,12 +327,19 @@ def test_a_reviewers_deadline_notices_of_a_day_are_one_digest(mongo_client, db_p
     store = NotificationStore(mongo_client[f"{db_prefix}_notification"])
     now = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
 
-    def file(case_no: str, at: datetime = now) -> bool:
-        digest = messages.digest("case.overdue.v1", "r-1", at)
-        return store.add_to_digest(digest, case_no, messages.digest_entry("高龄津贴申领", date(2026, 11, 26)))
+    def file(case_no: str, at: datetime = now, deadline: date = date(2026, 11, 26)) -> bool:
+        digest = messages.digest("case.overdue.v1", "r-1", at, at)
+        return store.add_to_digest(digest, case_no, messages.digest_entry("高龄津贴申领", deadline))
 
     assert file("C-1") and file("C-2")
     assert not file("C-1")  # the event redelivered: nothing new
+    assert file("C-2", deadline=date(2026, 11, 25))  # its deadline recomputed: updated
+    assert (
+        store.notifications.find_one({"_id": messages.digest("case.overdue.v1", "r-1", now, now)["_id"]})["cases"][
+            "C-2"
+        ]["deadline"]
+        == "2026-11-25"
+    )
     rows, total = store.list_for("r-1", False, 0, 20)
     assert total == 1 and [messages.view(row)["title"] for row in rows] == ["2026年11月27日：2 件办件已超期"]
 
