@@ -21,6 +21,14 @@ FRESH_SECONDS = 1.0
 STALE_AFTER = 10.0  # older than this, a result is not served while a new one is computed: it is awaited
 
 
+@dataclass
+class _Run:
+    """A computation under way: its waiters' event, and the generation it was started in."""
+
+    done: Event = field(default_factory=Event)
+    generation: int = 0
+
+
 class SharedResult(Generic[T]):
     """The latest result of a computation (a check, an RPC), shared by every caller in the process."""
 
@@ -32,8 +40,8 @@ class SharedResult(Generic[T]):
     ) -> None:
         self.fresh_for, self.stale_after, self._clock = fresh_for, stale_after, clock
         self._last: tuple[float, T] | None = None
-        self._running: Event | None = None
-        self._generation = 0  # moved by forget(): a result computed from before is not kept
+        self._running: _Run | None = None
+        self._generation = 0  # moved by forget(): what was computed, or began, before is old
 
     def result(self, check: Callable[[], T]) -> T:
         while True:
@@ -41,14 +49,18 @@ class SharedResult(Generic[T]):
             age = math.inf if last is None else self._clock() - last[0]
             if last is not None and age < self.fresh_for:
                 return last[1]
-            if running is None:
-                return self._run(check)
+            if running is None or running.generation != self._generation:
+                return self._run(check)  # none under way, or one begun before forget(): its answer is old
             if last is not None and age < self.stale_after:
                 return last[1]  # being checked again: the last answer meanwhile, no worker held
-            done, value = running.wait()
-            if done:
+            how, value = running.done.wait()
+            if how == "value":
                 return value
-            # That check failed (its greenthread killed, say): one of its waiters runs the next.
+            if how == "error":
+                # Its waiters share its failure: each running the call again in turn would wait as
+                # long again, the last of them many times over (a service away: 10 s each).
+                raise value
+            # Killed (its greenthread, not the call, failed): one of its waiters runs the next.
 
     def forget(self) -> None:
         """The result changed at its source (this process changed it): the next caller computes."""
@@ -56,18 +68,21 @@ class SharedResult(Generic[T]):
         self._generation += 1
 
     def _run(self, check: Callable[[], T]) -> T:
-        self._running = running = Event()
-        generation = self._generation
-        outcome: tuple[bool, Any] = (False, None)
+        run = self._running = _Run(generation=self._generation)
+        outcome: tuple[str, Any] = ("killed", None)
         try:
             value = check()
-            outcome = (True, value)
-            if generation == self._generation:
+            outcome = ("value", value)
+            if run.generation == self._generation:
                 self._last = (self._clock(), value)
             return value
+        except Exception as exc:
+            outcome = ("error", exc)
+            raise
         finally:
-            self._running = None
-            running.send(outcome)
+            if self._running is run:  # not one begun after forget() meanwhile
+                self._running = None
+            run.done.send(outcome)
 
 
 @dataclass

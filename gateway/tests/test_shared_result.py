@@ -54,23 +54,50 @@ def test_the_first_probes_wait_for_the_one_check():
     assert [p.wait() for p in probes] == ["ready"] * 5 and len(checks) == 1
 
 
-def test_when_the_check_fails_a_waiting_probe_checks_itself():
-    shared = SharedResult(fresh_for=1.0, clock=Clock())
-    release = eventlet.event.Event()
+def test_when_the_call_fails_its_waiters_share_the_failure_instead_of_each_calling_in_turn():
+    # A service away: each waiter calling again after the one before failed waited as long again,
+    # the tenth ten times over, holding the gateway's workers.
+    shared, release, calls = SharedResult(fresh_for=1.0, clock=Clock()), eventlet.event.Event(), []
 
     def failing():
+        calls.append(1)
         release.wait()
-        raise RuntimeError("killed")
+        raise RuntimeError("the service did not answer")
 
     first = eventlet.spawn(shared.result, failing)
     eventlet.sleep(0)
-    waiting = eventlet.spawn(shared.result, lambda: "ready")
+    waiting = [eventlet.spawn(shared.result, failing) for _ in range(5)]
     eventlet.sleep(0)
     release.send(None)
-    with pytest.raises(RuntimeError):
-        first.wait()
+    for caller in (first, *waiting):
+        with pytest.raises(RuntimeError, match="did not answer"):
+            caller.wait()
+    assert len(calls) == 1
+    assert shared.result(lambda: "ready") == "ready"  # a failure is not kept: the next caller calls
+
+
+def test_when_the_computing_greenthread_is_killed_a_waiter_computes_itself():
+    shared, release = SharedResult(fresh_for=1.0, clock=Clock()), eventlet.event.Event()
+    first = eventlet.spawn(shared.result, lambda: release.wait())
+    eventlet.sleep(0)
+    waiting = eventlet.spawn(shared.result, lambda: "ready")
+    eventlet.sleep(0)
+    first.kill()
     assert waiting.wait() == "ready"
-    assert shared.result(lambda: pytest.fail("checked again")) == "ready"  # its result is kept
+    assert shared.result(lambda: pytest.fail("computed again")) == "ready"  # its result is kept
+
+
+def test_after_forget_a_caller_does_not_wait_for_a_computation_begun_before():
+    # The process rotated the key while a fetch of the key set was under way: that fetch's answer
+    # is the old set, and callers after the rotation must get the new one at once.
+    shared, release = SharedResult(fresh_for=1.0, clock=Clock()), eventlet.event.Event()
+    before = eventlet.spawn(shared.result, lambda: release.wait())
+    eventlet.sleep(0)
+    shared.forget()
+    assert shared.result(lambda: "k1 k2") == "k1 k2"
+    release.send("k1")
+    assert before.wait() == "k1"  # its own caller gets what it asked for
+    assert shared.result(lambda: pytest.fail("computed again")) == "k1 k2"
 
 
 def test_a_result_too_old_is_not_served_while_a_check_runs_but_awaited():
