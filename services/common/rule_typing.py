@@ -9,7 +9,9 @@ And cel-python compares no int with a double (`form.income <= 5000.0` errored fo
 5000` for 5000.0; only a double left of an int ordered): a field of JSON Schema's `number` holds
 either, as the applicant wrote it, so writing 6000 instead of 6000.0 turned a rejection into a
 reviewer's case. CEL compares numbers of different types by value (its heterogeneous equality and
-cross-type ordering); so do these. Arithmetic across types stays an error, as in CEL.
+cross-type ordering); so do these. For the same reason `+ - * /` with an int beside a double are
+done in doubles (cel-python did so with the double on the left only; CEL has no such overload, so
+`form.area * 1.5` errored for an area written 60 and worked for 60.0).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from celpy.evaluation import CELEvalError, Evaluator, base_functions
 ARITHMETIC = ("_+_", "_-_", "_*_", "_/_", "_%_")
 ORDERING = ("_<_", "_<=_", "_>_", "_>=_")
 _BY_VALUE = {"_<_": operator.lt, "_<=_": operator.le, "_>_": operator.gt, "_>=_": operator.ge}
+_PROMOTED = ("_+_", "_-_", "_*_", "_/_")  # an int beside a double: in doubles (CEL has no double %)
 
 
 def _is_number(value: Any) -> bool:
@@ -61,6 +64,8 @@ def _operator(name: str) -> Any:
             raise _refused(left, name, right)
         if name in _BY_VALUE and _mixed_numbers(left, right):
             return celtypes.BoolType(_BY_VALUE[name](_plain(left), _plain(right)))
+        if name in _PROMOTED and _mixed_numbers(left, right):
+            return operation(celtypes.DoubleType(left), celtypes.DoubleType(right))
         if indexing and isinstance(left, celtypes.MapType) and (_is_bool(right) or _is_number(right)):
             return _entry(left, right)
         return operation(left, right)

@@ -120,6 +120,9 @@ def test_bools_and_numbers_keep_their_own_operations(expression):
         ("5000.0 in form.l && form.l == [5000.0]", {"l": [5000]}, "approved"),
         ("form.big > 9007199254740992.0", {"big": 9007199254740993}, "approved"),  # exactly, not rounded
         ("form.x == 5000", {"x": 5000.5}, "rejected"),
+        ("1 + form.x == 4.0 && 2 * form.x == 6.0 && 6 / form.x == 2.0", {"x": 3.0}, "approved"),
+        ("form.n * 1.5 == 4.5 && form.n - 0.5 == 2.5 && form.n / 2.0 == 1.5", {"n": 3}, "approved"),
+        ("form.n + 1 == 4 && type(form.n + 1) == int", {"n": 3}, "approved"),  # ints stay ints
     ],
 )
 def test_numbers_of_different_types_compare_by_value(expression, form, outcome):
