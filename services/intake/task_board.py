@@ -119,7 +119,9 @@ class TaskBoard:
         """Forget the empty slots of deadlines before `before_day`: a department's summary gained a
         slot for every deadline day that ever had a task and kept it, empty, for ever (a thousand
         a year), and every task change rewrites that document and every page reads it whole. Only
-        a slot still empty at the revision read goes (its bucket too); how many went."""
+        a slot still empty at the revision read goes; how many went. Its bucket document stays,
+        and with it the slot's revision: deleted, a bucket filed again would count from 1, below
+        what a late recount may have put back in the summary, and its count would be refused."""
         pruned = 0
         for summary in self.days.find({}):
             for slot, entry in (summary.get("days") or {}).items():
@@ -127,9 +129,7 @@ class TaskBoard:
                     continue
                 key = f"days.{slot}"
                 gone = self.days.update_one({"_id": summary["_id"], f"{key}.rev": entry["rev"]}, {"$unset": {key: ""}})
-                if gone.modified_count:
-                    self.buckets.delete_one({"_id": f"{summary['_id']}/{slot}", "rev": entry["rev"]})
-                    pruned += 1
+                pruned += gone.modified_count
         return pruned
 
     # --- reading --------------------------------------------------------------------------------------
