@@ -918,7 +918,7 @@ class IdentityService:
 
     def _signing_key(self) -> dict[str, Any]:
         """The newest key in use that this process's secret opens, else a new one."""
-        in_use = tokens.keys_in_use(self.store.newest_keys(KEYS_LOOKED_AT), datetime.now(UTC))
+        in_use = tokens.keys_to_sign_with(self.store.newest_keys(KEYS_LOOKED_AT), datetime.now(UTC))
         for place, key in enumerate(in_use):
             if tokens.signing_half(key) is not None:
                 if place:
@@ -928,7 +928,7 @@ class IdentityService:
             # Encrypted under another secret (YIWANG_CODE_SECRET or the state directory's file was
             # replaced): a new key signs from now on; tokens the old one signed stay verifiable.
             # (Processes holding different secrets each sign with their own key, not a new key per
-            # login: in_use keeps a key the others superseded for RETIRE_AFTER.)
+            # login: a key the others superseded still signs for RETIRE_AFTER - ACCESS_TOKEN_TTL.)
             log.error("no signing key in use opens with this process's secret; a new key replaces them")
         key = tokens.new_signing_key()
         self.store.add_key(key)

@@ -68,14 +68,23 @@ def _opened(pem: str, password: bytes) -> Ed25519PrivateKey | None:
     return private if isinstance(private, Ed25519PrivateKey) else None
 
 
-def keys_in_use(keys: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """The newest key, and every older one superseded less than RETIRE_AFTER ago; newest first."""
+def keys_in_use(
+    keys: list[dict[str, Any]], now: datetime, retire_after: timedelta = RETIRE_AFTER
+) -> list[dict[str, Any]]:
+    """The newest key, and every older one superseded less than `retire_after` ago; newest first."""
     newest_first = sorted(keys, key=lambda key: key["created_at"], reverse=True)
     return [
         key
         for index, key in enumerate(newest_first)
-        if index == 0 or newest_first[index - 1]["created_at"] > now - RETIRE_AFTER
+        if index == 0 or newest_first[index - 1]["created_at"] > now - retire_after
     ]
+
+
+def keys_to_sign_with(keys: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The keys a token may still be signed with, newest first: a superseded key only while what it
+    signs now stays verifiable for a token's whole lifetime (it leaves the key set RETIRE_AFTER
+    after its successor came)."""
+    return keys_in_use(keys, now, RETIRE_AFTER - ACCESS_TOKEN_TTL)
 
 
 def issue_access_token(

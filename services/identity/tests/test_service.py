@@ -726,6 +726,11 @@ def test_processes_holding_different_secrets_each_keep_their_own_key_not_one_per
     monkeypatch.setenv("YIWANG_CODE_SECRET", "a-secret-of-the-tests")
     assert [service._signing_key()["kid"] for _ in range(3)] == [signing_key["kid"]] * 3
     store.add_key.assert_not_called()
+    # Once what it would sign could outlive its place in the key set, it signs no more: a new key.
+    theirs["created_at"] = datetime.now(UTC) - (tokens.RETIRE_AFTER - tokens.ACCESS_TOKEN_TTL) - timedelta(seconds=1)
+    signing_key["created_at"] = theirs["created_at"] - timedelta(minutes=1)
+    assert service._signing_key()["kid"] not in (signing_key["kid"], theirs["kid"])
+    store.add_key.assert_called_once()
 
 
 def test_jwks_publishes_public_keys(service, store, signing_key):
