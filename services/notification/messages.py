@@ -105,9 +105,11 @@ def notification(
         "type": envelope.type,
         "title": content["inbox"]["title"],
         "body": content["inbox"]["body"],
-        # When it happened, so the inbox lists a "received" that waited in a retry queue below the
-        # "approved" that followed it; never later than now (a producer's clock ahead of ours).
-        "created_at": min(now, as_utc(envelope.occurred_at)),
+        "created_at": now,  # when it was made: how late a notice is told from it (the load tests)
+        # Listed in the inbox by when its event happened, so a "received" that waited in a retry
+        # queue is listed below the "approved" that followed it; never later than now (a
+        # producer's clock ahead of ours).
+        "listed_at": min(now, as_utc(envelope.occurred_at)),
         "read_at": None,
         # Sending happens later in a timer; its spans join the trace of the event that caused it.
         "traceparent": current_traceparent(),
@@ -137,7 +139,8 @@ def digest(event_type: str, recipient: str, occurred_at: datetime, now: datetime
         "case_no": None,  # many: listed in the text
         "type": event_type,
         "day": day,
-        "created_at": min(now, as_utc(occurred_at)),
+        "created_at": now,
+        "listed_at": min(now, as_utc(occurred_at)),
         "read_at": None,
         "channels": {"inbox": {"status": "delivered", "attempts": 0, "template": f"inbox/digest/{event_type}"}},
         "cases": {},

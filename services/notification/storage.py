@@ -91,7 +91,7 @@ class NotificationStore:
         except DuplicateKeyError:
             # Index the stored notification (its own time puts it in its own month), which also
             # repairs a process that died between the writes.
-            stored = self.notifications.find_one({"_id": doc["_id"]}, {"created_at": 1, "read_at": 1, "channels": 1})
+            stored = self.notifications.find_one({"_id": doc["_id"]}, {**_LISTING, "channels": 1})
             # The channels it was stored with, whatever is chosen now: a channel chosen since has no
             # text in it, and one dropped since may still be pending (a crash before its entry).
             kept = (stored or doc).get("channels") or {}
@@ -162,18 +162,18 @@ class NotificationStore:
             # another case (its upsert won). Neither store retries such an upsert: update it.
             before = self.notifications.find_one_and_update(query, change, return_document=ReturnDocument.BEFORE)
             if before is None:  # filed as it is already
-                stored = self.notifications.find_one({"_id": digest["_id"]}, {"created_at": 1, "read_at": 1})
+                stored = self.notifications.find_one({"_id": digest["_id"]}, _LISTING)
                 self._index(digest["recipient"], stored or digest)
                 return False
         if before is None:  # created now
             self._index(digest["recipient"], digest)
         elif before.get("read_at") is not None:
-            self.inbox.set_fields(digest["recipient"], before["created_at"], digest["_id"], {"read": False})
+            self.inbox.set_fields(digest["recipient"], listed_at(before), digest["_id"], {"read": False})
         return True
 
     def _index(self, recipient: str, doc: dict[str, Any]) -> None:
-        entry = {"at": doc["created_at"], "read": doc.get("read_at") is not None}
-        self.inbox.put(recipient, doc["created_at"], doc["_id"], entry)
+        entry = {"at": listed_at(doc), "read": doc.get("read_at") is not None}
+        self.inbox.put(recipient, listed_at(doc), doc["_id"], entry)
 
     # --- delivering ---------------------------------------------------------------------------------
     def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -278,18 +278,18 @@ class NotificationStore:
 
     def mark_read(self, recipient: str, notification_id: str) -> bool:
         """Mark read (the first read time is kept); False when it is not this recipient's."""
-        doc = self.notifications.find_one({"_id": notification_id}, {"recipient": 1, "created_at": 1, "read_at": 1})
+        doc = self.notifications.find_one({"_id": notification_id}, {"recipient": 1, **_LISTING})
         if doc is None or doc["recipient"] != recipient:
             return False
         if doc.get("read_at") is None:
             unread = {"_id": notification_id, "read_at": None}
             self.notifications.update_one(unread, {"$set": {"read_at": datetime.now(UTC)}})
-        self.inbox.set_fields(recipient, doc["created_at"], notification_id, {"read": True})
+        self.inbox.set_fields(recipient, listed_at(doc), notification_id, {"read": True})
         return True
 
     def _backfill(self, recipient: str) -> None:
         """Index notifications stored before inboxes existed (once per person: one scan)."""
-        for doc in self.notifications.find({"recipient": recipient}, {"created_at": 1, "read_at": 1}):
+        for doc in self.notifications.find({"recipient": recipient}, _LISTING):
             self._index(recipient, doc)
         self.inbox.create(recipient)
 
@@ -316,3 +316,13 @@ class NotificationStore:
 
     def count(self) -> int:
         return self.notifications.estimated_document_count()
+
+
+# What placing a notification in its recipient's inbox reads of it.
+_LISTING = {"created_at": 1, "listed_at": 1, "read_at": 1}
+
+
+def listed_at(doc: dict[str, Any]) -> datetime:
+    """Where a notification is listed in the inbox (its month, its place): when its event happened;
+    for one stored before `listed_at` existed, when it was made."""
+    return doc.get("listed_at") or doc["created_at"]

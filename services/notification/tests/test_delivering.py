@@ -641,7 +641,7 @@ def test_a_digest_lists_its_cases_by_deadline_and_counts_those_it_does_not_show(
     later = messages.digest("case.overdue.v1", "r-1", now + timedelta(hours=6), now + timedelta(hours=6))
     assert doc["day"] == "2026-11-27" and doc["_id"] == later["_id"]  # one a day
     retried = messages.digest("case.overdue.v1", "r-1", now, now + timedelta(days=1))  # past midnight
-    assert retried["_id"] == doc["_id"] and retried["created_at"] == now  # the day the event happened
+    assert retried["_id"] == doc["_id"] and retried["listed_at"] == now  # the day the event happened
     assert doc["_id"] != messages.digest("case.overdue.v1", "r-2", now, now)["_id"]
     assert doc["_id"] != messages.digest("case.deadline_warning.v1", "r-1", now, now)["_id"]
     doc["cases"] = {

@@ -68,17 +68,20 @@ def _inserted(store):
     return store.create.call_args.args[0]
 
 
-def test_a_notice_is_dated_when_its_event_happened_not_when_it_was_handled(service, store):
-    # A "received" that waited in a retry queue was listed above the "approved" that followed it.
+def test_a_notice_is_listed_when_its_event_happened_and_dated_when_it_was_made(service, store):
+    # A "received" that waited in a retry queue was listed above the "approved" that followed it;
+    # and `created_at` stays when the notice was made, which is how late a notice is told from it.
     late = submitted()
     late = late.model_copy(update={"occurred_at": datetime.now(UTC) - timedelta(minutes=2)})
+    before = datetime.now(UTC)
     service.on_case_submitted(late.model_dump(mode="json"))
-    assert _inserted(store)["created_at"] == late.occurred_at
+    made = _inserted(store)
+    assert made["listed_at"] == late.occurred_at and made["created_at"] >= before
     store.create.reset_mock()
     ahead = submitted()  # a producer whose clock runs ahead: never later than now
     ahead = ahead.model_copy(update={"occurred_at": datetime.now(UTC) + timedelta(minutes=5)})
     service.on_case_submitted(ahead.model_dump(mode="json"))
-    assert _inserted(store)["created_at"] <= datetime.now(UTC)
+    assert _inserted(store)["listed_at"] <= datetime.now(UTC)
 
 
 def test_submission_notifies_the_applicant_in_chinese(service, store):
@@ -100,7 +103,7 @@ def test_submission_notifies_the_applicant_in_chinese(service, store):
         ("inbox", "delivered"),
         ("sms", "pending"),
     ]
-    assert doc["created_at"] == event.occurred_at <= before  # when it happened
+    assert doc["listed_at"] == event.occurred_at <= before <= doc["created_at"]  # listed by event, made now
     NotificationView.model_validate(messages.view(doc))
     # An applicant who chose nothing is told by SMS too; the text is rendered now, once.
     assert store.create.call_args.args[1] == ["sms"]
