@@ -21,7 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra import system
-from loadtests.bench_tracing import decided_count, drive, wait_decided, warmed_applicants
+from loadtests.bench_tracing import decided_count, drive, rate, wait_decided, warmed_applicants
 from loadtests.own_system import own_system
 from tests.support import MONGO_URI
 
@@ -91,7 +91,7 @@ def main() -> None:
         commands_before = store_commands(own.running.metrics_ports)
         started = time.monotonic()
         result = drive(own.base_url, tokens, args.seconds)
-        wait_decided(mongo, own.db_prefix, decided_before + result["accepted"])
+        decided = wait_decided(mongo, own.db_prefix, decided_before + result["accepted"]) - decided_before
         undelivered = wait_delivered(mongo, own.db_prefix)
         elapsed = time.monotonic() - started
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -99,8 +99,10 @@ def main() -> None:
     cases = max(1, result["accepted"])
     ordered = sorted(result["latencies"]) or [0.0]
     print(
-        f"\n{result['accepted'] / args.seconds:.1f} cases/s accepted ({result['accepted']} in {args.seconds:.0f} s, "
-        f"{result['errors']} errors), all decided after {elapsed:.0f} s; submit p50 "
+        f"\n{rate(result):.1f} cases/s accepted ({result['accepted']} in {result['elapsed']:.0f} s, "
+        f"{result['errors']} errors), "
+        + ("all decided" if decided >= result["accepted"] else f"only {decided} of {result['accepted']} decided")
+        + f" after {elapsed:.0f} s; submit p50 "
         f"{statistics.median(ordered) * 1000:.0f} ms, p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:.0f} ms"
     )
     print("every SMS sent and its receipt read" if not undelivered else f"{undelivered} deliveries still queued")

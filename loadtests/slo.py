@@ -43,17 +43,19 @@ SAMPLE_SIZE = 300
 
 _lock = threading.Lock()
 _seen = [0]
-_sample: list[tuple[str, dict[str, str]]] = []
+Login = tuple[str, str] | list[str] | None  # (username, password) to sign in again with
+_sample: list[tuple[str, dict[str, str], Login]] = []
 
 
-def track_submission(case_no: str, auth: dict[str, str]) -> None:
-    """Remember a submitted case for the end-to-end figures (a uniform sample of them all)."""
+def track_submission(case_no: str, auth: dict[str, str], login: Login = None) -> None:
+    """Remember a submitted case for the end-to-end figures (a uniform sample of them all), with
+    its applicant's sign-in (their token may have expired by the time the run ends)."""
     with _lock:
         _seen[0] += 1
         if len(_sample) < SAMPLE_SIZE:
-            _sample.append((case_no, auth))
+            _sample.append((case_no, auth, login))
         elif (slot := random.randrange(_seen[0])) < SAMPLE_SIZE:
-            _sample[slot] = (case_no, auth)
+            _sample[slot] = (case_no, auth, login)
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -81,22 +83,47 @@ def decision_notice(session: requests.Session, host: str, auth: dict[str, str], 
         page += 1
 
 
-def end_to_end(host: str, wait: float = 30.0) -> dict[str, Any]:
-    """Seconds from submission to decision and to the decision's notification, for the sample. A
-    case not decided, or decided but not notified, within `wait` counts as a breach (not as a
-    case left out of the percentiles)."""
-    decided, notified, undecided, unnotified = [], [], 0, 0
-    session = requests.Session()
-    for case_no, auth in list(_sample):
-        deadline = time.monotonic() + wait
-        while True:
-            case = session.get(f"{host}/api/v1/cases/{case_no}", headers=auth, timeout=30).json()
+def _decision_and_notice(
+    session: requests.Session, host: str, case_no: str, auth: dict[str, str], login: Login, deadline: float
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The case once decided and notified, or as last read at the deadline ({} if never read)."""
+    while True:
+        try:
+            answer = session.get(f"{host}/api/v1/cases/{case_no}", headers=auth, timeout=30)
+            if answer.status_code == 401 and login:  # the token expired during a long run
+                auth, login = _signed_in(session, host, login), None
+                answer = session.get(f"{host}/api/v1/cases/{case_no}", headers=auth, timeout=30)
+            answer.raise_for_status()
+            case = answer.json()
             submitted = datetime.fromisoformat(case["submitted_at"])
             told = decision_notice(session, host, auth, case_no, submitted) if case.get("decision") else None
-            if (case.get("decision") and told) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        except (requests.RequestException, ValueError, KeyError):
+            case, told = {}, None
+        if (case.get("decision") and told) or time.monotonic() > deadline:
+            return case, told
+        time.sleep(0.5)
+
+
+def _signed_in(session: requests.Session, host: str, login: tuple[str, str] | list[str]) -> dict[str, str]:
+    username, password = login
+    answer = session.post(f"{host}/api/v1/auth/login", json={"username": username, "password": password}, timeout=30)
+    answer.raise_for_status()
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def end_to_end(host: str, wait: float = 30.0) -> dict[str, Any]:
+    """Seconds from submission to decision and to the decision's notification, for the sample. A
+    case not decided, or decided but not notified, by `wait` seconds after the check began counts
+    as a breach (not as a case left out of the percentiles), and so does one that cannot be read
+    (an error, an expired token). One deadline for the whole sample: a system that decides nothing
+    is told in `wait`, not in `wait` per sampled case."""
+    decided, notified, undecided, unnotified = [], [], 0, 0
+    session = requests.Session()
+    deadline = time.monotonic() + wait
+    for case_no, auth, login in list(_sample):
+        case, told = _decision_and_notice(session, host, case_no, auth, login, deadline)
         if case.get("decision"):
+            submitted = datetime.fromisoformat(case["submitted_at"])
             decided.append((datetime.fromisoformat(case["decision"]["decided_at"]) - submitted).total_seconds())
             if told:
                 notified.append((datetime.fromisoformat(told["created_at"]) - submitted).total_seconds())
@@ -146,6 +173,10 @@ def evaluate(
             breaches.append(
                 f"{row['endpoint']}: p95 {p95:.0f} ms / p99 {p99:.0f} ms over {limit95:.0f} / {limit99:.0f}"
             )
+        # Per endpoint too: the reads, most of the requests, diluted the whole run's ratio (9 failed
+        # submissions in 800 passed within 10,200 requests).
+        if entry.fail_ratio > MAX_ERROR_RATIO:
+            breaches.append(f"{row['endpoint']}: error ratio {entry.fail_ratio:.4f} over {MAX_ERROR_RATIO}")
     ratio = stats.total.fail_ratio
     if ratio > MAX_ERROR_RATIO:
         breaches.append(f"error ratio {ratio:.4f} over {MAX_ERROR_RATIO}")
