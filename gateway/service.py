@@ -244,7 +244,10 @@ class Gateway:
     )
     def register(self, request: Request) -> tuple[int, dict[str, Any]]:
         body = validated(REGISTRATION, read_json(request), tagged_by="account_type").model_dump(mode="json")
-        return 201, call(self.identity.register, body, client_address(request, self.auth.trusted_proxies))
+        address = client_address(request, self.auth.trusted_proxies)
+        # A key of this request's: identity may be handed it twice (redelivered when the broker went
+        # away before the reply) and must answer the second with the account the first made.
+        return 201, call(self.identity.register, body, address, f"gateway:{uuid.uuid4().hex}")
 
     @api(
         "POST",

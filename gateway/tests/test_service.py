@@ -207,10 +207,13 @@ def test_register_passes_the_validated_body_on(gateway):
     response = gateway.register(_request("POST", body=_registration(name="  张三 ")))
     assert response.status_code == 201
     assert _json(response) == result
-    sent, address = gateway.identity.register.call_async.call_args.args
+    sent, address, key = gateway.identity.register.call_async.call_args.args
     assert sent["name"] == "张三"
     assert sent["email"] is None
     assert address == CALLER  # identity counts registrations by client address
+    gateway.register(_request("POST", body=_registration()))
+    again = gateway.identity.register.call_async.call_args.args[2]
+    assert key.startswith("gateway:") and again != key  # one per request: a redelivery is told apart
 
 
 def test_register_passes_the_forwarded_client_address_from_a_trusted_proxy(gateway):

@@ -125,11 +125,15 @@ class IdentityService:
 
     # --- accounts ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
-    def register(self, payload: dict[str, Any], client_address: str | None = None) -> dict[str, Any]:
+    def register(
+        self, payload: dict[str, Any], client_address: str | None = None, request_key: str | None = None
+    ) -> dict[str, Any]:
         """A new applicant account. The gateway passes the caller's address: each may register so
         often (429 beyond), counted after validation and before anything is read or hashed, so
         neither hashing nor asking which id numbers are registered (409) can be repeated at will.
-        Callers inside the system (seeding, tests) pass none and are not counted."""
+        Callers inside the system (seeding, tests) pass none and are not counted. `request_key`:
+        the gateway's for this HTTP request, kept on the account; the same request delivered again
+        (its reply lost as the broker went away) answers the account it made, not 409."""
         registration = validated(REGISTRATION, payload, tagged_by="account_type")
         accounts.refuse_invalid(registration)  # every 422 first: invalid input counts against nothing
         if client_address is not None:
@@ -138,11 +142,20 @@ class IdentityService:
             self._count_attempts(
                 {key: limits.registration_limit}, limits, now, "too many registrations from this address"
             )
-        # Two reads before the password's hash (0.16 s of CPU): a registration repeated cannot
-        # make identity hash for nothing. The insert still settles a race.
-        self.store.refuse_registered(*accounts.registration_logins(registration))
-        doc = accounts.new_applicant(registration)
-        self.store.insert_user(doc, accounts.login_field(doc))
+        login_key, phone, field = accounts.registration_logins(registration)
+        try:
+            # Two reads before the password's hash (0.16 s of CPU): a registration repeated cannot
+            # make identity hash for nothing. The insert still settles a race.
+            self.store.refuse_registered(login_key, phone, field)
+            doc = accounts.new_applicant(registration)
+            if request_key is not None:
+                doc["registration_key"] = request_key
+            self.store.insert_user(doc, accounts.login_field(doc))
+        except Conflict:
+            earlier = self.store.find_by_login([login_key], "") if request_key is not None else None
+            if earlier is not None and earlier.get("registration_key") == request_key:
+                return accounts.registration_result(earlier).model_dump(mode="json")  # this very request again
+            raise
         return accounts.registration_result(doc).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)

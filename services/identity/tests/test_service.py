@@ -189,6 +189,20 @@ def test_a_registration_that_loses_the_race_for_its_id_number_is_a_conflict_and_
     store.insert_user.assert_called_once()
 
 
+def test_a_registration_delivered_again_answers_the_account_it_made_and_another_is_still_refused(service, store):
+    # Its reply was lost as the broker went away, and the request came again: before, 409 for the
+    # registration that had happened (CI saw a fault test fail so).
+    first = service.register(citizen_payload(), "198.51.100.7", "gateway:r-1")
+    made = store.insert_user.call_args.args[0]
+    assert made["registration_key"] == "gateway:r-1"
+    store.refuse_registered.side_effect = Conflict("id_number is already registered", [{"field": "id_number"}])
+    store.find_by_login.return_value = made
+    assert service.register(citizen_payload(), "198.51.100.7", "gateway:r-1") == first
+    with pytest.raises(Conflict):
+        service.register(citizen_payload(), "198.51.100.7", "gateway:r-2")  # another request: taken
+    store.find_by_login.assert_called_with([ID_NUMBER], "")
+
+
 def test_id_number_with_a_superscript_digit_is_a_validation_error(service, store):
     # '²'.isdigit() is True but int('²') fails: it must be a 422, never a 500.
     with pytest.raises(ValidationFailed) as info:
