@@ -38,10 +38,12 @@ def facts(
 
 
 def form_as_declared(form: dict[str, Any], form_schema: dict[str, Any]) -> dict[str, Any]:
-    """The form with a whole number sent as 1.0 in a field declared `integer` read as 1, nested
-    fields included: JSON Schema's `integer` takes 1.0, and a rule's `form.children % 2` or
-    `form.n / 2` means the int. (A `number` field keeps the number as written: comparisons and
-    `+ - * /` take an int beside a double, `services/common/rule_typing.py`.)"""
+    """The form with each number as the type its field declares, nested fields included: a whole
+    number sent as 1.0 in an `integer` field reads as 1, and one sent as 2500 in a `number` field
+    as 2500.0. JSON Schema takes either spelling, and CEL's division of two ints truncates
+    (`form.income / form.members` was 833 for 2500 and 833.33 for 2500.0): the type a rule sees
+    must follow from the item's schema, not from how the applicant wrote the number. (An int beside
+    a double compares and computes in doubles: `services/common/rule_typing.py`.)"""
     declared = _as_declared(form, form_schema)
     return declared if isinstance(declared, dict) else form
 
@@ -51,6 +53,8 @@ def _as_declared(value: Any, schema: Any) -> Any:
         return value
     if _integer(schema):
         return _whole(value)
+    if _decimal_field(schema):
+        return _decimal(value)
     properties, items = schema.get("properties"), schema.get("items")
     if isinstance(value, dict) and isinstance(properties, dict):
         return {name: _as_declared(field, properties.get(name)) for name, field in value.items()}
@@ -66,9 +70,26 @@ def _whole(value: Any) -> Any:
     return value
 
 
+def _decimal(value: Any) -> Any:
+    # Only where the double holds it exactly: past 2**53 an int stays one (compared by value still).
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**53) <= value <= 2**53:
+        return float(value)
+    return value
+
+
 def _integer(field_schema: dict[str, Any]) -> bool:
-    kind = field_schema.get("type")
-    return kind == "integer" or (isinstance(kind, list) and "integer" in kind and "number" not in kind)
+    return _declared(field_schema, "integer")
+
+
+def _decimal_field(field_schema: dict[str, Any]) -> bool:
+    return _declared(field_schema, "number")
+
+
+def _declared(field_schema: dict[str, Any], kind: str) -> bool:
+    """The field is of this kind of number alone (`integer`, or `number` without `integer`)."""
+    other = "number" if kind == "integer" else "integer"
+    declared = field_schema.get("type")
+    return declared == kind or (isinstance(declared, list) and kind in declared and other not in declared)
 
 
 Outcome = CaseApproved | CaseRejected | CaseReviewRequired

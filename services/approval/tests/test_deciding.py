@@ -275,7 +275,7 @@ def test_a_whole_decimal_beyond_64_bits_stays_a_decimal():
     assert deciding.form_as_declared({"household": 9.0}, schema) == {"household": 9}
 
 
-def test_whole_numbers_in_integer_fields_are_ints_nested_fields_included_and_numbers_stay_as_written():
+def test_numbers_take_the_type_their_field_declares_nested_fields_included():
     schema = {
         "type": "object",
         "properties": {
@@ -296,23 +296,36 @@ def test_whole_numbers_in_integer_fields_are_ints_nested_fields_included_and_num
     }
     declared = deciding.form_as_declared(form, schema)
     assert declared == {
-        "area": 60,
+        "area": 60.0,
         "rooms": 3,
-        "family": [{"income": 4000, "age": 40}, {"income": 3500.5, "age": 12}],
+        "family": [{"income": 4000.0, "age": 40}, {"income": 3500.5, "age": 12}],
         "flag": True,
     }
     assert type(declared["rooms"]) is int and type(declared["family"][0]["age"]) is int
-    assert type(declared["area"]) is int and type(declared["flag"]) is bool  # as written
+    assert type(declared["area"]) is float and type(declared["family"][0]["income"]) is float
+    assert type(declared["flag"]) is bool
+    assert deciding.form_as_declared({"area": 2**60}, schema) == {"area": 2**60}  # a double would round it
 
 
 @pytest.mark.parametrize(
-    "expression", ["form.area * 1.5 >= 90.0", "2 * form.area <= 120", "form.area + 0.5 > 60", "form.area / 2 >= 30"]
+    "expression",
+    [
+        "form.area * 1.5 >= 90.0",
+        "2 * form.area <= 120",
+        "form.area + 0.5 > 60",
+        "form.area / 2 >= 30",
+        "form.income / form.members <= 833.2 == false",  # 833.33, not an int division's 833
+    ],
 )
 def test_a_number_field_decides_the_same_whichever_way_the_applicant_wrote_it(expression):
-    # Rules already published must keep working for 60, and now work for 60.0 too.
-    schema = {"type": "object", "properties": {"area": {"type": "number"}}}
-    rule = {"id": "area", "description": "面积", "expression": expression, "on_fail": "reject"}
+    # Rules already published keep working for 60, and work for 60.0 the same.
+    schema = {
+        "type": "object",
+        "properties": {"area": {"type": "number"}, "income": {"type": "number"}, "members": {"type": "integer"}},
+    }
+    rule = {"id": "r", "description": "规则", "expression": expression, "on_fail": "reject"}
     published = item(form_schema=schema, auto_approval={"enabled": True, "rules": [rule]}, issues_certificate=None)
-    for area in (60, 60.0):
-        case = submitted(published, form={"area": area, "bank_account": "6222020200112233445"})
+    for area, income in ((60, 2500), (60.0, 2500.0)):
+        form = {"area": area, "income": income, "members": 3, "bank_account": "6222020200112233445"}
+        case = submitted(published, form=form)
         assert isinstance(deciding.decide(published, profile(), case, NOW), CaseApproved), (expression, area)
