@@ -7,6 +7,7 @@ gateway process and `FRESH_SECONDS`, not one per request, and holds no more work
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -19,6 +20,13 @@ from nameko.extensions import DependencyProvider
 T = TypeVar("T")
 FRESH_SECONDS = 1.0
 STALE_AFTER = 10.0  # older than this, a result is not served while a new one is computed: it is awaited
+
+
+def _copy_of(error: Exception) -> Exception:
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception that cannot be copied: the same, as before
+        return error
 
 
 @dataclass
@@ -58,8 +66,9 @@ class SharedResult(Generic[T]):
                 return value
             if how == "error":
                 # Its waiters share its failure: each running the call again in turn would wait as
-                # long again, the last of them many times over (a service away: 10 s each).
-                raise value
+                # long again, the last of them many times over (a service away: 10 s each). A copy
+                # each: raised in many greenthreads, one exception would gather all their frames.
+                raise _copy_of(value) from None
             # Killed (its greenthread, not the call, failed): one of its waiters runs the next.
 
     def forget(self) -> None:

@@ -99,7 +99,7 @@ def main() -> None:
     cases = max(1, result["accepted"])
     ordered = sorted(result["latencies"]) or [0.0]
     print(
-        f"\n{rate(result):.1f} cases/s accepted ({result['accepted']} in {result['elapsed']:.0f} s, "
+        f"\n{rate(result):.1f} cases/s accepted ({result['in_time']} in {result['seconds']:.0f} s, "
         f"{result['errors']} errors), "
         + ("all decided" if decided >= result["accepted"] else f"only {decided} of {result['accepted']} decided")
         + f" after {elapsed:.0f} s; submit p50 "

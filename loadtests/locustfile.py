@@ -6,7 +6,8 @@
 
 Who does what, and how often (a portal's traffic is mostly reads; the weights say so):
 
-- Applicants (20 of every 23 users) register and log in once, then, per 100 actions: search the
+- Applicants (20 of every 23 users) register and log in (again every 10 minutes, before their
+  token expires), then, per 100 actions: search the
   catalog 16, read a guide 14, ask a question in plain language 6, poll their cases 22, read one
   case 12, read notifications 14, upload a document 4, submit to an automatically decided item
   (秒批) 8, submit to a reviewed item 4. About 1 action in 6 writes (16 of 100).
@@ -66,16 +67,19 @@ def next_number() -> int:
 
 
 # Where this process's citizens start in the space of id numbers a test may use (birth dates over
-# ten years, a thousand sequence numbers each): random per process, so runs against the same system
-# and the workers of one run do not meet; within a process the counter makes every one different.
+# ten years, a thousand sequence numbers each): drawn by each process when it makes its first (not
+# at import: `locust --processes` imports before it forks, and every child would start alike), so
+# runs against the same system and the processes of one run are unlikely to meet; within a process
+# the counter makes every one different.
 CITIZEN_SPACE = 3650 * 1000
-_citizen_base = random.randrange(CITIZEN_SPACE)
+_citizen_base: dict[int, int] = {}  # by process id
 
 
 def new_citizen() -> dict[str, str]:
     """A citizen over 80 from the seeded county, different from every other of this process (a
     random salt per citizen gave two the same id number a few times in 2,000)."""
-    n = (_citizen_base + next_number()) % CITIZEN_SPACE
+    base = _citizen_base.setdefault(os.getpid(), random.SystemRandom().randrange(CITIZEN_SPACE))
+    n = (base + next_number()) % CITIZEN_SPACE
     born = date(1930, 1, 1) + timedelta(days=n // 1000)
     return {
         "account_type": "citizen",

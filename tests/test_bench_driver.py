@@ -15,7 +15,7 @@ class Quiet(WSGIRequestHandler):
         pass
 
 
-def test_every_answer_is_counted_with_its_latency_and_the_rate_runs_to_the_last_answer():
+def test_every_answer_is_counted_with_its_latency_and_the_rate_counts_what_was_answered_in_time():
     answers = iter([201, 201, 500] * 10_000)
 
     def gateway(environ, start_response):
@@ -31,7 +31,7 @@ def test_every_answer_is_counted_with_its_latency_and_the_rate_runs_to_the_last_
         server.shutdown()
     assert result["accepted"] > 0 and result["errors"] > 0
     assert len(result["latencies"]) == result["accepted"] + result["errors"]  # failures' latencies too
-    assert result["elapsed"] >= 0.5 and rate(result) == result["accepted"] / result["elapsed"]
+    assert result["in_time"] <= result["accepted"] and rate(result) == result["in_time"] / 0.5
 
 
 def test_a_connection_that_fails_is_an_error_and_its_client_goes_on():
@@ -41,4 +41,5 @@ def test_a_connection_that_fails_is_an_error_and_its_client_goes_on():
         port = probe.getsockname()[1]  # nothing listens there once closed
     result = drive(f"http://127.0.0.1:{port}", ["t1"], 0.3)
     assert result["accepted"] == 0 and result["errors"] > 1  # more than one: the client went on
-    assert len(result["latencies"]) == result["errors"]
+    assert result["errors"] < 10  # a moment between tries, not thousands of instant refusals
+    assert result["latencies"] == []  # refused at once: no latency to pull the percentiles down

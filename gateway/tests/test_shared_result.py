@@ -69,10 +69,13 @@ def test_when_the_call_fails_its_waiters_share_the_failure_instead_of_each_calli
     waiting = [eventlet.spawn(shared.result, failing) for _ in range(5)]
     eventlet.sleep(0)
     release.send(None)
+    raised = []
     for caller in (first, *waiting):
-        with pytest.raises(RuntimeError, match="did not answer"):
+        with pytest.raises(RuntimeError, match="did not answer") as error:
             caller.wait()
+        raised.append(error.value)
     assert len(calls) == 1
+    assert len({id(error) for error in raised}) == len(raised)  # a copy each: no frames gathered
     assert shared.result(lambda: "ready") == "ready"  # a failure is not kept: the next caller calls
 
 
