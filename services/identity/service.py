@@ -148,18 +148,26 @@ class IdentityService:
             # make identity hash for nothing. The insert still settles a race.
             self.store.refuse_registered(login_key, phone, field)
             doc = accounts.new_applicant(registration)
-            if request_key is not None:
-                doc["registration_key"] = request_key
-            self.store.insert_user(doc, accounts.login_field(doc))
+            self.store.insert_user(_made_by(doc, request_key), accounts.login_field(doc))
         except Conflict:
-            earlier = self.store.find_by_login([login_key], "") if request_key is not None else None
-            if earlier is not None and earlier.get("registration_key") == request_key:
-                return accounts.registration_result(earlier).model_dump(mode="json")  # this very request again
-            raise
+            earlier = self._made_by_this_request(login_key, request_key)
+            if earlier is None:
+                raise
+            return accounts.registration_result(earlier).model_dump(mode="json")
         return accounts.registration_result(doc).model_dump(mode="json")
 
+    def _made_by_this_request(self, login_key: str, request_key: str | None) -> dict[str, Any] | None:
+        """The account holding this login if this very request made it: delivered again because its
+        reply was lost as the broker went away (the gateway's key for it, kept on the account)."""
+        earlier = self.store.find_by_login([login_key], "") if request_key is not None else None
+        return earlier if earlier is not None and earlier.get("request_key") == request_key else None
+
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
-    def create_staff(self, principal: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def create_staff(
+        self, principal: dict[str, Any], payload: dict[str, Any], request_key: str | None = None
+    ) -> dict[str, Any]:
+        """A staff account; `request_key` as for `register` (the same request again answers the
+        account it made, not 409)."""
         self._require_admin(principal)
         staff = validated(StaffCreation, payload)
         accounts.refuse_login_name_clash(staff.username)
@@ -172,8 +180,14 @@ class IdentityService:
             staff.department_code,
             password_change_required=staff.password_change_required,
         )
-        self.store.insert_user(doc, "username")
-        self.store.list_staff_member(doc)
+        try:
+            self.store.insert_user(_made_by(doc, request_key), "username")
+        except Conflict:
+            earlier = self._made_by_this_request(accounts.staff_login_key(staff.username), request_key)
+            if earlier is None:
+                raise
+            doc = earlier
+        self.store.list_staff_member(doc)  # again for a request delivered again: its first may have died
         return StaffCreated(
             user_id=doc["_id"],
             username=staff.username,
@@ -275,19 +289,25 @@ class IdentityService:
 
     # --- passwords --------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
-    def change_password(self, principal: dict[str, Any], payload: dict[str, Any]) -> None:
+    def change_password(
+        self, principal: dict[str, Any], payload: dict[str, Any], request_key: str | None = None
+    ) -> None:
         """A new password confirmed with the current one (`PUT /api/v1/me/password`, any account);
-        every other session of the account ends."""
+        every other session of the account ends. `request_key`: the gateway's for this request,
+        kept with the new password; the request delivered again (its reply lost as the broker went
+        away) is done, where its current password, changed by the first, read as wrong."""
         who = validated(Principal, principal)
         user = self._user(who.user_id)
         change = validated(PasswordChange, payload)
+        if request_key is not None and user.get("password_changed_by") == request_key:
+            return
         self._confirm_password(user, change.current_password, "current_password", "the current password is not correct")
         if change.new_password == change.current_password:
             raise ValidationFailed(
                 "the new password is the current one", [{"field": "new_password", "issue": "same as the current one"}]
             )
         self._refuse_common(change.new_password)
-        self._set_password(user, change.new_password, "changed", keep_session=who.session_id)
+        self._set_password(user, change.new_password, "changed", keep_session=who.session_id, request_key=request_key)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS, sensitive_arguments=SENSITIVE)
     def send_password_reset_code(self, payload: dict[str, Any], client_address: str) -> dict[str, Any]:
@@ -793,7 +813,9 @@ class IdentityService:
                 "this password is too common", [{"field": field, "issue": "too common; choose another"}]
             )
 
-    def _set_password(self, user: dict[str, Any], password: str, how: str, keep_session: str | None) -> None:
+    def _set_password(
+        self, user: dict[str, Any], password: str, how: str, keep_session: str | None, request_key: str | None = None
+    ) -> None:
         """Store the new password with its announcement; the account's other sessions end when
         identity hears it (`end_sessions_after_password_change`): those started before `changed_at`.
         A login that started its session after that moment but read the old hash (before the new
@@ -809,7 +831,7 @@ class IdentityService:
         )
         event = new_event(changed, producer=self.name)
         # A password an admin set is known to the admin: its holder must choose their own.
-        self.store.set_password(user, hashed, event, change_required=how == "reset_by_admin")
+        self.store.set_password(user, hashed, event, change_required=how == "reset_by_admin", changed_by=request_key)
         if keep_session is not None:
             # Else a late hearing of an earlier change would end it: it checked the old password.
             self.store.keep_checked(user["_id"], keep_session, hashed)
@@ -957,3 +979,8 @@ class IdentityService:
             expires_in=expires_in,
             password_change_required=user.get("password_change_required", False),
         )
+
+
+def _made_by(doc: dict[str, Any], request_key: str | None) -> dict[str, Any]:
+    """A new account with the key of the request that makes it, if the caller gave one."""
+    return doc if request_key is None else {**doc, "request_key": request_key}

@@ -388,11 +388,21 @@ class IdentityStore:
             and stored.get("staff_version", 0) == user.get("staff_version", 0)
         )
 
-    def set_password(self, user: dict[str, Any], password_hash: str, event: Envelope, change_required: bool) -> None:
+    def set_password(
+        self,
+        user: dict[str, Any],
+        password_hash: str,
+        event: Envelope,
+        change_required: bool,
+        changed_by: str | None = None,
+    ) -> None:
         """The new password with its event, or Conflict when the password changed meanwhile;
-        `change_required`: its holder must choose another before anything else."""
+        `change_required`: its holder must choose another before anything else; `changed_by`: the
+        key of the request that changed it (the same request delivered again is then done)."""
         update = self.user_outbox.update(user["_id"], [event])
-        update["$set"].update(password_hash=password_hash, password_change_required=change_required)
+        update["$set"].update(
+            password_hash=password_hash, password_change_required=change_required, password_changed_by=changed_by
+        )
         if not self.user_outbox.update_or_forget(
             {"_id": user["_id"], "password_hash": user["password_hash"]}, update, [event]
         ):

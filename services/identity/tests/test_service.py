@@ -194,7 +194,7 @@ def test_a_registration_delivered_again_answers_the_account_it_made_and_another_
     # registration that had happened (CI saw a fault test fail so).
     first = service.register(citizen_payload(), "198.51.100.7", "gateway:r-1")
     made = store.insert_user.call_args.args[0]
-    assert made["registration_key"] == "gateway:r-1"
+    assert made["request_key"] == "gateway:r-1"
     store.refuse_registered.side_effect = Conflict("id_number is already registered", [{"field": "id_number"}])
     store.find_by_login.return_value = made
     assert service.register(citizen_payload(), "198.51.100.7", "gateway:r-1") == first
@@ -912,6 +912,30 @@ def test_admin_creates_a_staff_account(service, store):
     assert accounts.password_matches(doc["password_hash"], "Reviewer-pass-2026")
     assert "Reviewer-pass-2026" not in str(doc)
     assert doc["password_change_required"] is False and result.password_change_required is False
+
+
+def test_a_password_change_delivered_again_is_done_not_a_wrong_password(service, store, citizen_doc):
+    # The first delivery changed it; the second found its current password wrong (and counted it).
+    store.get_user.return_value = citizen_doc
+    service.change_password(applicant_principal(citizen_doc), password_change(), "gateway:p-1")
+    assert store.set_password.call_args.kwargs["changed_by"] == "gateway:p-1"
+    store.set_password.reset_mock()
+    store.get_user.return_value = {**citizen_doc, "password_changed_by": "gateway:p-1", "password_hash": "new"}
+    assert service.change_password(applicant_principal(citizen_doc), password_change(), "gateway:p-1") is None
+    store.set_password.assert_not_called()
+    with pytest.raises((Unauthenticated, ValidationFailed)):
+        service.change_password(applicant_principal(citizen_doc), password_change(), "gateway:p-2")  # checked
+
+
+def test_a_staff_creation_delivered_again_answers_the_account_it_made(service, store):
+    first = service.create_staff(ADMIN, staff_payload(), "gateway:s-1")
+    made = store.insert_user.call_args.args[0]
+    assert made["request_key"] == "gateway:s-1"
+    store.insert_user.side_effect = Conflict("username is already registered", [{"field": "username"}])
+    store.find_by_login.side_effect = lambda keys, phone: made if keys == ["staff:wang.reviewer"] else None
+    assert service.create_staff(ADMIN, staff_payload(), "gateway:s-1") == first
+    with pytest.raises(Conflict):
+        service.create_staff(ADMIN, staff_payload(), "gateway:s-2")
 
 
 def test_an_admin_may_have_a_new_staff_account_choose_its_own_password_first(service, store):
@@ -1893,7 +1917,7 @@ def test_an_admin_sets_a_staff_password_and_every_session_of_it_ends(service, st
     _, password_hash, event = store.set_password.call_args.args
     assert accounts.password_matches(password_hash, NEW_PASSWORD)
     assert event.payload["how"] == "reset_by_admin" and event.payload["kept_session_id"] is None
-    assert store.set_password.call_args.kwargs == {"change_required": True}  # the admin knows this one
+    assert store.set_password.call_args.kwargs["change_required"] is True  # the admin knows this one
     assert {c.args[0] for c in store.clear_failures.call_args_list} == {f"user:{clerk['_id']}", "account:LI"}
 
 
@@ -1908,7 +1932,7 @@ def test_a_password_of_ones_own_clears_the_change_an_admin_required(service, sto
         "password_change_required": True,
     }
     service.change_password(principal, password_change())
-    assert store.set_password.call_args.kwargs == {"change_required": False}
+    assert store.set_password.call_args.kwargs["change_required"] is False
 
 
 def test_a_login_whose_password_an_admin_set_says_so_and_its_token_too(service, store, signing_key):
