@@ -593,7 +593,8 @@ class Gateway:
         status=201,
     )
     def create_item_draft(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
-        return 201, call(self.catalog.create_draft, principal.model_dump(), read_json(request))
+        key = f"gateway:{uuid.uuid4().hex}"  # the same request delivered again answers its draft, not 409
+        return 201, call(self.catalog.create_draft, principal.model_dump(), read_json(request), key)
 
     @api(
         "PUT",
@@ -637,7 +638,8 @@ class Gateway:
     )
     def withdraw_item(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
         annotate(item_code=item_code)
-        return call(self.catalog.withdraw_item, principal.model_dump(), item_code, read_json(request))
+        key = f"gateway:{uuid.uuid4().hex}"  # the same request delivered again answers its withdrawal
+        return call(self.catalog.withdraw_item, principal.model_dump(), item_code, read_json(request), key)
 
     # --- cases --------------------------------------------------------------------------------
     @api(

@@ -121,12 +121,22 @@ class CatalogService:
 
     # --- drafts and publishing (admins) ----------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def create_draft(self, principal: dict[str, Any], guide: dict[str, Any]) -> dict[str, Any]:
+    def create_draft(
+        self, principal: dict[str, Any], guide: dict[str, Any], request_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new item's draft. `request_key`: the gateway's for this request, kept on the draft;
+        the same request delivered again (its reply lost as the broker went away) answers the
+        draft it made, not 409."""
         who = self._admin(principal)
         checked = self._checked(guide)
         if self.store.latest_version(checked.item_code) is not None:
             raise Conflict(f"{checked.item_code} is already published; edit its next version with PUT")
-        self.store.create_draft(checked.model_dump(mode="json"), who.user_id)
+        try:
+            self.store.create_draft(checked.model_dump(mode="json"), who.user_id, request_key)
+        except Conflict:
+            made = self.store.get_draft(checked.item_code)
+            if request_key is None or made is None or made.get("request_key") != request_key:
+                raise
         return self.get_draft(principal, checked.item_code)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -190,9 +200,12 @@ class CatalogService:
         return guides.published(doc).model_dump(mode="json")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def withdraw_item(self, principal: dict[str, Any], item_code: str, request: dict[str, Any]) -> dict[str, Any]:
+    def withdraw_item(
+        self, principal: dict[str, Any], item_code: str, request: dict[str, Any], request_key: str | None = None
+    ) -> dict[str, Any]:
         """The item takes no more applications: gone from search, its guide unpublished. Running
-        cases go on under their versions; publishing a new version brings the item back."""
+        cases go on under their versions; publishing a new version brings the item back.
+        `request_key`: as for `create_draft` (the same request again answers its withdrawal)."""
         who = self._admin(principal)
         reason = validated(ItemWithdrawalRequest, request).reason
         annotate(item_code=item_code)
@@ -200,6 +213,10 @@ class CatalogService:
         if latest is None:
             raise NotFound(f"no published item {item_code}")
         if "withdrawn" in latest:
+            if request_key is not None and latest["withdrawn"].get("request_key") == request_key:
+                # This very request again: the withdrawal it made, as its first answer gave it.
+                made = {k: v for k, v in latest["withdrawn"].items() if k in ItemWithdrawal.model_fields}
+                return ItemWithdrawal.model_validate({**made, "item_code": item_code}).model_dump(mode="json")
             raise Conflict(guides.withdrawn_message(item_code, latest["withdrawn"]))
         withdrawal = ItemWithdrawal(
             item_code=item_code,
@@ -212,7 +229,10 @@ class CatalogService:
             ItemWithdrawn(item_code=item_code, version=latest["version"], department_code=latest["department_code"]),
             producer=self.name,
         )
-        if not self.store.withdraw(withdrawal.model_dump(), event):
+        kept = (
+            withdrawal.model_dump() if request_key is None else {**withdrawal.model_dump(), "request_key": request_key}
+        )
+        if not self.store.withdraw(kept, event):
             raise Conflict(f"{item_code} was published or withdrawn meanwhile; read it again")
         self._withdrawal_listed(item_code, event)
         self.events.publish(self.store.current_outbox, item_code, [event])

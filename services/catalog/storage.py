@@ -263,8 +263,10 @@ class CatalogStore:
         draft = self.drafts.find_one({"_id": item_code}, {"published_at": 1, "publishing_as": 1})
         return None if draft is None or "published_at" not in draft else int(draft["publishing_as"])
 
-    def create_draft(self, guide: dict[str, Any], by: str) -> None:
+    def create_draft(self, guide: dict[str, Any], by: str, request_key: str | None = None) -> None:
         doc = {**_storable(guide), "_id": guide["item_code"], "updated_at": datetime.now(UTC), "updated_by": by}
+        if request_key is not None:
+            doc["request_key"] = request_key  # the request that made it (see CatalogService.create_draft)
         try:
             self.drafts.insert_one(doc)
         except DuplicateKeyError:

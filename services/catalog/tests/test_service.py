@@ -453,10 +453,12 @@ def drafts(store):
     """The store's drafts collection, kept in a dict."""
     held = {}
 
-    def create(guide, by):
+    def create(guide, by, request_key=None):
         if guide["item_code"] in held:
             raise Conflict(f"a draft of {guide['item_code']} already exists; edit it with PUT")
         held[guide["item_code"]] = {**guide, "_id": guide["item_code"], "updated_at": EDITED, "updated_by": by}
+        if request_key is not None:
+            held[guide["item_code"]]["request_key"] = request_key
 
     def save(guide, by):
         held[guide["item_code"]] = {**guide, "_id": guide["item_code"], "updated_at": EDITED, "updated_by": by}
@@ -487,7 +489,7 @@ def drafts(store):
 
 def test_admin_creates_a_draft(service, store, drafts, events):
     result = service.create_draft(ADMIN, NEW_GUIDE)
-    guide, by = store.create_draft.call_args.args
+    guide, by, _ = store.create_draft.call_args.args
     assert guide == ServiceGuide.model_validate(NEW_GUIDE).model_dump(mode="json")
     assert by == "a1"
     draft = Draft.model_validate(result)
@@ -525,6 +527,14 @@ def test_a_draft_of_a_published_item_is_not_created_but_edited(service, store, d
     result = service.update_draft(ADMIN, CODE, {**GUIDE, "promised_days": 3})
     assert result["promised_days"] == 3
     assert drafts[CODE]["promised_days"] == 3
+
+
+def test_a_draft_creation_delivered_again_answers_its_draft_and_another_is_a_conflict(service, drafts):
+    # Its reply lost as the broker went away, the same request came again: before, a 409.
+    first = service.create_draft(ADMIN, NEW_GUIDE, "gateway:d-1")
+    assert service.create_draft(ADMIN, NEW_GUIDE, "gateway:d-1") == first
+    with pytest.raises(Conflict):
+        service.create_draft(ADMIN, NEW_GUIDE, "gateway:d-2")
 
 
 def test_a_second_draft_of_the_same_item_is_a_conflict(service, drafts):
@@ -739,6 +749,21 @@ def test_withdrawing_twice_is_a_conflict_that_says_since_when(service, store, ev
     with pytest.raises(Conflict, match="since 2026-11-20"):
         service.withdraw_item(ADMIN, CODE, {"reason": "取消"})
     store.withdraw.assert_not_called()
+
+
+def test_a_withdrawal_delivered_again_answers_the_withdrawal_it_made(service, store, events):
+    # Its reply lost as the broker went away, the same request came again: before, a 409.
+    store.latest_version.return_value = stored_version(2)
+    store.withdraw.return_value = True
+    first = service.withdraw_item(ADMIN, CODE, {"reason": "取消"}, "gateway:w-1")
+    kept, _ = store.withdraw.call_args.args
+    assert kept["request_key"] == "gateway:w-1"
+    stored = {k: v for k, v in kept.items() if k != "item_code"}  # as the current row keeps it
+    store.latest_version.return_value = {**stored_version(2), "withdrawn": stored}
+    assert service.withdraw_item(ADMIN, CODE, {"reason": "取消"}, "gateway:w-1") == first
+    assert events.publish.call_count == 1
+    with pytest.raises(Conflict):
+        service.withdraw_item(ADMIN, CODE, {"reason": "取消"}, "gateway:w-2")
 
 
 def test_a_withdrawal_that_lost_a_race_is_a_conflict_and_announces_nothing(service, store, events):
