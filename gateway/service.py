@@ -134,11 +134,16 @@ COMMAND_KEY = HeaderDoc(
 )
 
 
+def own_key() -> str:
+    """A key of this HTTP request's, for a command whose service keeps it with what it changes: the
+    service may be handed the request twice (redelivered when the broker went away before the reply)
+    and must answer the second with what the first did, not 409 or "not correct"."""
+    return f"gateway:{uuid.uuid4().hex}"
+
+
 def command_key(request: Request) -> str:
-    """The client's Idempotency-Key, or one of our own: intake may be handed the same command twice
-    (redelivered when the broker went away before the reply), and must answer the second as done,
-    not 409."""
-    return request.headers.get("Idempotency-Key") or f"gateway:{uuid.uuid4().hex}"
+    """The client's Idempotency-Key, or one of our own (`own_key`)."""
+    return request.headers.get("Idempotency-Key") or own_key()
 
 
 IF_MATCH = HeaderDoc(
@@ -245,9 +250,7 @@ class Gateway:
     def register(self, request: Request) -> tuple[int, dict[str, Any]]:
         body = validated(REGISTRATION, read_json(request), tagged_by="account_type").model_dump(mode="json")
         address = client_address(request, self.auth.trusted_proxies)
-        # A key of this request's: identity may be handed it twice (redelivered when the broker went
-        # away before the reply) and must answer the second with the account the first made.
-        return 201, call(self.identity.register, body, address, f"gateway:{uuid.uuid4().hex}")
+        return 201, call(self.identity.register, body, address, own_key())
 
     @api(
         "POST",
@@ -296,9 +299,7 @@ class Gateway:
     )
     def change_my_password(self, request: Request, principal: Principal) -> tuple[int, None]:
         body = validated(PasswordChange, read_json(request)).model_dump()
-        # A key of this request's: delivered twice (the broker gone before the reply), the second
-        # finds its current password changed by the first, and must answer done, not "not correct".
-        call(self.identity.change_password, principal.model_dump(), body, f"gateway:{uuid.uuid4().hex}")
+        call(self.identity.change_password, principal.model_dump(), body, own_key())
         return 204, None
 
     @api(
@@ -424,7 +425,7 @@ class Gateway:
     def create_staff(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(StaffCreation, read_json(request)).model_dump(mode="json")
         self._department_exists(body["department_code"])
-        return 201, call(self.identity.create_staff, principal.model_dump(), body, f"gateway:{uuid.uuid4().hex}")
+        return 201, call(self.identity.create_staff, principal.model_dump(), body, own_key())
 
     def _department_exists(self, code: str | None) -> None:
         """Staff belong to a department of the catalog's (a reviewer of no such department would
@@ -593,8 +594,7 @@ class Gateway:
         status=201,
     )
     def create_item_draft(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
-        key = f"gateway:{uuid.uuid4().hex}"  # the same request delivered again answers its draft, not 409
-        return 201, call(self.catalog.create_draft, principal.model_dump(), read_json(request), key)
+        return 201, call(self.catalog.create_draft, principal.model_dump(), read_json(request), own_key())
 
     @api(
         "PUT",
@@ -638,8 +638,7 @@ class Gateway:
     )
     def withdraw_item(self, request: Request, principal: Principal, item_code: str) -> dict[str, Any]:
         annotate(item_code=item_code)
-        key = f"gateway:{uuid.uuid4().hex}"  # the same request delivered again answers its withdrawal
-        return call(self.catalog.withdraw_item, principal.model_dump(), item_code, read_json(request), key)
+        return call(self.catalog.withdraw_item, principal.model_dump(), item_code, read_json(request), own_key())
 
     # --- cases --------------------------------------------------------------------------------
     @api(
@@ -655,10 +654,8 @@ class Gateway:
     )
     def submit_case(self, request: Request, principal: Principal) -> tuple[int, dict[str, Any]]:
         body = validated(SubmitCase, read_json(request)).model_dump(mode="json", exclude_none=True)
-        # Without the client's key, one of our own: intake may be handed the same request twice (it is
-        # redelivered when the broker went away before the reply), and must not create two cases.
-        key = request.headers.get("Idempotency-Key") or f"gateway:{uuid.uuid4().hex}"
-        created = call(self.intake.submit_case, principal.model_dump(), body, key)
+        # Without the client's key, one of our own: a redelivered submission must not make two cases.
+        created = call(self.intake.submit_case, principal.model_dump(), body, command_key(request))
         annotate(case_no=created["case_no"], item_code=created["item_code"])
         replayed = created.pop("replayed", False)
         return (200 if replayed else 201), created

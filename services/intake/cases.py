@@ -207,6 +207,11 @@ class KeyedCommand:
         return True
 
 
+def answer_if_done(case: dict[str, Any], principal: Principal, keyed: KeyedCommand | None) -> dict[str, Any] | None:
+    """The case as it is now, when this keyed command changed it already (sent again); else None."""
+    return view(case, principal).model_dump(mode="json") if keyed is not None and keyed.done_in(case) else None
+
+
 def keyed_command(user_id: str, header: str | None, command: str, body: dict[str, Any]) -> KeyedCommand | None:
     key = idempotency_key(user_id, header)
     if key is None:

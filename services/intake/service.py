@@ -157,8 +157,8 @@ class IntakeService:
         decision = validated(ReviewDecision, payload)
         lifecycle.check_reviewer(who, case)
         keyed = cases.keyed_command(who.user_id, idempotency_key, "review", decision.model_dump(mode="json"))
-        if keyed and keyed.done_in(case):
-            return cases.view(case, who).model_dump(mode="json")
+        if (done := cases.answer_if_done(case, who, keyed)) is not None:
+            return done
         case = self._after_the_rules(case)
         item = self._item_of(case)
         now = cases.now_utc()
@@ -208,8 +208,8 @@ class IntakeService:
         who, case = self._case_for(principal, case_no)
         supplement = validated(Supplement, payload)
         keyed = cases.keyed_command(who.user_id, idempotency_key, "supplement", supplement.model_dump(mode="json"))
-        if keyed and keyed.done_in(case):
-            return cases.view(case, who).model_dump(mode="json")
+        if (done := cases.answer_if_done(case, who, keyed)) is not None:
+            return done
         now = cases.now_utc()
         today = cases.local_date(now)
         change = lifecycle.resubmit(case, who, supplement, now, today)
@@ -233,8 +233,8 @@ class IntakeService:
     ) -> dict[str, Any]:
         who, case = self._case_for(principal, case_no)
         keyed = cases.keyed_command(who.user_id, idempotency_key, "withdrawal", {})
-        if keyed and keyed.done_in(case):
-            return cases.view(case, who).model_dump(mode="json")
+        if (done := cases.answer_if_done(case, who, keyed)) is not None:
+            return done
         now = cases.now_utc()
         return self._apply(case, lambda current: lifecycle.withdraw(current, who, now), who, keyed=keyed)
 
@@ -245,8 +245,8 @@ class IntakeService:
         who, case = self._case_for(principal, case_no)
         evaluation = validated(Evaluation, payload)
         keyed = cases.keyed_command(who.user_id, idempotency_key, "evaluation", evaluation.model_dump(mode="json"))
-        if keyed and keyed.done_in(case):
-            return cases.view(case, who).model_dump(mode="json")
+        if (done := cases.answer_if_done(case, who, keyed)) is not None:
+            return done
         now = cases.now_utc()
         return self._apply(case, lambda current: lifecycle.evaluate(current, who, evaluation, now), who, keyed=keyed)
 
@@ -362,8 +362,8 @@ class IntakeService:
             if self.store.transition(case["case_no"], change, event):
                 break
             current = self.store.get(case["case_no"])
-            if current is not None and keyed is not None and keyed.done_in(current):
-                return cases.view(current, who).model_dump(mode="json")  # the same command, sent twice at once
+            if current is not None and (done := cases.answer_if_done(current, who, keyed)) is not None:
+                return done  # the same command, sent twice at once
             if current is None or any(current.get(k) != case.get(k) for k in JUDGED_ON):
                 raise Conflict(CHANGED_MEANWHILE)
             case = current
